@@ -1,0 +1,84 @@
+//! Events for the platform, fanned out to every subscriber of the control endpoint's
+//! server-sent-event stream. A slow subscriber lags and is told so; it never blocks the
+//! daemon.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+/// How many events a subscriber may fall behind before it is told it lagged.
+pub const EVENT_BUFFER: usize = 256;
+
+/// One event. Serialized as `{"type": "...", ...}`; `type` is also the SSE event name.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum PlatformEvent {
+    /// Credentials of this version are in place.
+    CredentialsInstalled { version: u64 },
+    /// The agent asked for a human. Tokens are present only on the control endpoint's
+    /// stream, which requires the bearer token.
+    TakeoverRequested {
+        takeover_id: String,
+        connection_id: String,
+        display_name: String,
+        reason: String,
+        login_url: Option<String>,
+        viewer_url: String,
+        control_token: String,
+        view_token: String,
+        expires_at: u64,
+    },
+    TakeoverEnded {
+        takeover_id: String,
+        outcome: String,
+        by: Option<String>,
+    },
+    /// A desktop child (display, vnc, browser) exited and was restarted.
+    BrowserRestarted { child: String, restarts: u32, reason: String },
+    /// A desktop child could not be brought back.
+    DesktopFailed { child: String, reason: String },
+    AgentExited { code: i32 },
+}
+
+impl PlatformEvent {
+    pub fn name(&self) -> &'static str {
+        match self {
+            PlatformEvent::CredentialsInstalled { .. } => "credentials_installed",
+            PlatformEvent::TakeoverRequested { .. } => "takeover_requested",
+            PlatformEvent::TakeoverEnded { .. } => "takeover_ended",
+            PlatformEvent::BrowserRestarted { .. } => "browser_restarted",
+            PlatformEvent::DesktopFailed { .. } => "desktop_failed",
+            PlatformEvent::AgentExited { .. } => "agent_exited",
+        }
+    }
+}
+
+/// A cheap, cloneable handle to publish events.
+#[derive(Clone, Debug)]
+pub struct EventBus {
+    sender: broadcast::Sender<Arc<PlatformEvent>>,
+}
+
+impl Default for EventBus {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EventBus {
+    pub fn new() -> Self {
+        let (sender, _) = broadcast::channel(EVENT_BUFFER);
+        Self { sender }
+    }
+
+    /// Publishes to current subscribers; with none, the event is dropped.
+    pub fn publish(&self, event: PlatformEvent) {
+        tracing::debug!(event = event.name(), "platform event");
+        let _ = self.sender.send(Arc::new(event));
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<PlatformEvent>> {
+        self.sender.subscribe()
+    }
+}
