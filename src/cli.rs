@@ -1,4 +1,269 @@
-//! The command line.
+//! The command line: clap definitions. Raw arguments become one validated
+//! `config::Config` (see `config`) before anything binds or spawns.
+//!
+//! Precedence: flag > environment variable > default. Secrets never travel in argv:
+//! keys, tokens and bundles are always file paths.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "grexal-sidecar",
+    version,
+    about = "The in-sandbox daemon of Grexal: sealed credentials, ctx.connect over a Unix socket, \
+             the agent as a supervised child, and the desktop browser with takeover.",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Open the sealed bundle, write credentials, serve the socket API, then start the agent
+    /// (after `--`) as a supervised child. Without an agent command, serve until stopped.
+    Run(RunArgs),
+    /// Local development: plaintext credentials from .grexal/connections.json, the same
+    /// socket API and files, the agent (after `--`) started the same way.
+    Dev(DevArgs),
+    /// Validate a grexal.json and print what it declares.
+    Check(CheckArgs),
+    /// Generate a sandbox (X25519) or platform (Ed25519) key pair.
+    Keygen(KeygenArgs),
+    /// Seal a credential document into a bundle for one sandbox (for platforms, demos, tests).
+    Seal(SealArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DisplayBackend {
+    /// Xvnc: display and VNC server in one process, RFB on a Unix socket, no TCP port.
+    Xvnc,
+    /// Xvfb plus x11vnc listening on loopback.
+    Xvfb,
+}
+
+/// Options shared by `run` and `dev`.
+#[derive(Debug, Args)]
+pub struct CommonArgs {
+    /// The agent's manifest.
+    #[arg(long, env = "GREXAL_MANIFEST", default_value = "grexal.json")]
+    pub manifest: PathBuf,
+
+    /// The agent's user (name or uid): it runs the agent and owns the credential files.
+    #[arg(long, env = "GREXAL_AGENT_USER")]
+    pub agent_user: Option<String>,
+
+    /// Log format on stderr.
+    #[arg(long, env = "GREXAL_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Log filter (tracing-subscriber EnvFilter syntax), e.g. `info` or `grexal_sidecar=debug`.
+    #[arg(long, env = "GREXAL_LOG", default_value = "info")]
+    pub log: String,
+
+    /// Seconds the agent gets between a forwarded SIGTERM and SIGKILL at shutdown.
+    #[arg(long, env = "GREXAL_STOP_TIMEOUT", default_value_t = 10)]
+    pub stop_timeout: u64,
+
+    /// Most simultaneous connections on the agent socket.
+    #[arg(long, env = "GREXAL_API_MAX_CONNECTIONS", default_value_t = 256)]
+    pub api_max_connections: usize,
+
+    /// Seconds a client may take to send a whole request on the agent socket.
+    #[arg(long, env = "GREXAL_API_REQUEST_TIMEOUT", default_value_t = 10)]
+    pub api_request_timeout: u64,
+
+    /// Run the desktop (display, VNC server, Chromium) even if the manifest's
+    /// runtime.sandbox_template is not "desktop".
+    #[arg(long, env = "GREXAL_DESKTOP")]
+    pub desktop: bool,
+
+    /// Display and VNC server to run on a desktop sandbox.
+    #[arg(long, env = "GREXAL_DISPLAY_BACKEND", value_enum, default_value = "xvnc")]
+    pub display_backend: DisplayBackend,
+
+    /// Screen size of the desktop, WIDTHxHEIGHT.
+    #[arg(long, env = "GREXAL_SCREEN", default_value = "1280x800")]
+    pub screen: String,
+
+    /// The Chromium binary.
+    #[arg(long, env = "GREXAL_CHROMIUM", default_value = "/usr/bin/chromium")]
+    pub chromium: PathBuf,
+
+    /// Chromium's persistent profile directory (the logged-in session lives here).
+    #[arg(long, env = "GREXAL_BROWSER_PROFILE")]
+    pub browser_profile: Option<PathBuf>,
+
+    /// Extra argument for Chromium (repeatable), e.g. a --host-resolver-rules for tests.
+    #[arg(long = "chromium-arg", env = "GREXAL_CHROMIUM_ARGS", value_delimiter = ' ', allow_hyphen_values = true)]
+    pub chromium_args: Vec<String>,
+
+    /// Seconds a takeover viewer may stay silent before it is dropped.
+    #[arg(long, env = "GREXAL_VIEWER_IDLE_TIMEOUT", default_value_t = 120)]
+    pub viewer_idle_timeout: u64,
+
+    /// The agent command and its arguments.
+    #[arg(last = true, value_name = "AGENT_CMD")]
+    pub agent: Vec<OsString>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// This sandbox's id; a bundle sealed for another id is refused.
+    #[arg(long, env = "GREXAL_SANDBOX_ID")]
+    pub sandbox_id: String,
+
+    /// The sandbox's private key file. Without it a key pair is generated at boot and the
+    /// public key written to --public-key-out and served on the control endpoint.
+    #[arg(long, env = "GREXAL_SANDBOX_KEY")]
+    pub sandbox_key: Option<PathBuf>,
+
+    /// Where to write the generated public key.
+    #[arg(long, env = "GREXAL_PUBLIC_KEY_OUT", default_value = "/run/grexal/sandbox.pub")]
+    pub public_key_out: PathBuf,
+
+    /// The platform's public key(s) this image trusts, one base64 key per line.
+    #[arg(long, env = "GREXAL_PLATFORM_KEY")]
+    pub platform_key: Option<PathBuf>,
+
+    /// The sealed bundle to open at boot. Without it the daemon waits for one on the
+    /// control endpoint before starting the agent.
+    #[arg(long, env = "GREXAL_BUNDLE")]
+    pub bundle: Option<PathBuf>,
+
+    /// Seconds to wait for a pushed bundle before giving up (exit code 90).
+    #[arg(long, env = "GREXAL_BUNDLE_TIMEOUT", default_value_t = 300)]
+    pub bundle_timeout: u64,
+
+    /// The agent socket (HTTP/1.1 + JSON); its path reaches the agent as GREXAL_SIDECAR_SOCKET.
+    #[arg(long, env = "GREXAL_SOCKET", default_value = "/run/grexal/sidecar.sock")]
+    pub socket: PathBuf,
+
+    /// Root of the credential files, /tmp/grexal/{connection_id}/...
+    #[arg(long, env = "GREXAL_CREDENTIALS_DIR", default_value = "/tmp/grexal")]
+    pub credentials_dir: PathBuf,
+
+    /// The env file (systemd EnvironmentFile syntax) with the env-delivered fields.
+    #[arg(long, env = "GREXAL_ENV_FILE", default_value = "/run/grexal/agent.env")]
+    pub env_file: PathBuf,
+
+    /// Address of the platform's control endpoint (TCP). Off unless set.
+    #[arg(long, env = "GREXAL_CONTROL_LISTEN")]
+    pub control_listen: Option<SocketAddr>,
+
+    /// File holding the control endpoint's bearer token (required with --control-listen).
+    #[arg(long, env = "GREXAL_CONTROL_TOKEN_FILE")]
+    pub control_token_file: Option<PathBuf>,
+
+    /// Base URL under which the platform's edge reaches the control endpoint; viewer URLs
+    /// are built from it. Defaults to http://{control-listen}.
+    #[arg(long, env = "GREXAL_PUBLIC_URL")]
+    pub public_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// Plaintext credentials for local development.
+    #[arg(long, env = "GREXAL_DEV_CONNECTIONS", default_value = ".grexal/connections.json")]
+    pub connections: PathBuf,
+
+    /// The agent socket.
+    #[arg(long, env = "GREXAL_SOCKET", default_value = ".grexal/sidecar.sock")]
+    pub socket: PathBuf,
+
+    /// Root of the credential files.
+    #[arg(long, env = "GREXAL_CREDENTIALS_DIR", default_value = ".grexal/credentials")]
+    pub credentials_dir: PathBuf,
+
+    /// The env file with the env-delivered fields.
+    #[arg(long, env = "GREXAL_ENV_FILE", default_value = ".grexal/agent.env")]
+    pub env_file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The manifest to validate.
+    #[arg(default_value = "grexal.json")]
+    pub path: PathBuf,
+
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KeyKind {
+    /// X25519: bundles are sealed to it (sandbox.key, sandbox.pub).
+    Sandbox,
+    /// Ed25519: bundles are signed with it (platform.key, platform.pub).
+    Platform,
+}
+
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Which key pair.
+    #[arg(long, value_enum)]
+    pub kind: KeyKind,
+
+    /// Directory to write `{kind}.key` (0600) and `{kind}.pub` into.
+    #[arg(long, default_value = ".")]
+    pub out_dir: PathBuf,
+
+    /// Overwrite existing key files.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SealArgs {
+    /// The credential document (JSON, `{"connections": {...}}`).
+    #[arg(long)]
+    pub credentials: PathBuf,
+
+    /// The sandbox id the bundle is for.
+    #[arg(long)]
+    pub sandbox_id: String,
+
+    /// The sandbox's public key file.
+    #[arg(long)]
+    pub sandbox_pub: PathBuf,
+
+    /// The platform's private key file (signs the bundle).
+    #[arg(long)]
+    pub platform_key: PathBuf,
+
+    /// The bundle version; each newer bundle for a sandbox must be higher.
+    #[arg(long, default_value_t = 1)]
+    pub version: u64,
+
+    /// Seconds from now until the bundle expires.
+    #[arg(long, default_value_t = 3600)]
+    pub expires_in: u64,
+
+    /// Where to write the bundle.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Entry point of the binary.
 pub fn main() -> std::process::ExitCode {
-    std::process::ExitCode::SUCCESS
+    let cli = Cli::parse();
+    crate::daemon::dispatch(cli).into()
 }

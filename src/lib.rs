@@ -24,6 +24,7 @@
 //! | `relay`       | the WebSocket <-> VNC relay with token checks and backpressure              |
 //! | `takeover`    | takeover lifecycle: request, wait, complete, cancel, time out               |
 //! | `viewer`      | the takeover viewer page (our page around noVNC)                            |
+//! | `tools`       | offline tools for platforms and demos: `keygen`, `seal`                     |
 //! | `daemon`      | wiring: `run` and `dev` put the pieces together in order                    |
 
 pub mod agent;
@@ -46,4 +47,5 @@ pub mod secret;
 pub mod store;
 pub mod takeover;
 pub mod telemetry;
+pub mod tools;
 pub mod viewer;
