@@ -77,12 +77,12 @@ pub(crate) async fn bring_to_front(ws_url: &str, screen: Screen) -> Result<(), D
     browser.execute(SetWindowBoundsParams::new(window_id, maximized)).await.map_err(cdp)?;
     let after = browser.execute(GetWindowForTargetParams { target_id: Some(target.clone()) }).await.map_err(cdp)?;
     let b = &after.result.bounds;
-    let full = b.left == Some(0)
-        && b.top == Some(0)
-        && b.width == Some(i64::from(screen.width))
-        && b.height == Some(i64::from(screen.height));
+    // Chromium's X11 window keeps a window exactly the screen's size one pixel smaller
+    // (so WMs do not take it for fullscreen): within a pixel counts as covering it.
+    let covers = |got: Option<i64>, want: u16| got.is_some_and(|got| got >= i64::from(want) - 1);
+    let full = b.left == Some(0) && b.top == Some(0) && covers(b.width, screen.width) && covers(b.height, screen.height);
     if !full {
-        debug!(?b, "maximise had no effect (no window manager), setting full-screen bounds");
+        debug!(bounds = ?b, "maximise had no effect (no window manager), setting full-screen bounds");
         if b.window_state != Some(WindowState::Normal) {
             let normal = Bounds { window_state: Some(WindowState::Normal), ..Default::default() };
             browser.execute(SetWindowBoundsParams::new(window_id, normal)).await.map_err(cdp)?;

@@ -241,10 +241,18 @@ mod tests {
 
     #[tokio::test]
     async fn stop_escalates_to_sigkill() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ready = dir.path().join("ready");
         let mut cmd = Command::new("/bin/sh");
-        cmd.args(["-c", "trap '' TERM; echo ready; while :; do sleep 0.05; done"]);
+        cmd.args(["-c", "trap '' TERM; touch \"$1\"; while :; do sleep 0.05; done", "sh"]).arg(&ready);
         let child = ChildHandle::spawn("test", &mut cmd).expect("spawn");
         assert!(crate::reaper::owned().contains(child.pid));
+        // Only once the trap is installed does SIGTERM test the escalation.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ready.exists() {
+            assert!(Instant::now() < deadline, "child never got ready");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let started = Instant::now();
         child.stop(Duration::from_millis(300)).await;
         assert!(started.elapsed() >= Duration::from_millis(300));

@@ -283,7 +283,7 @@ mod tests {
             ("host-0", None),
             ("host-", None),
             ("host", None),
-            ("host--5", None),
+            ("host--5", Some(("host-", 5))),
             ("", None),
         ];
         for (target, want) in cases {

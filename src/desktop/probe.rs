@@ -145,36 +145,53 @@ struct JsonVersion {
     ws_url: String,
 }
 
-/// Splits an HTTP/1.x response into status code and body.
+/// Splits a complete HTTP/1.x response into status code and body; `None` until the
+/// head and `Content-Length` bytes of body are all there (or if it is not HTTP).
 pub(crate) fn parse_http_response(response: &[u8]) -> Option<(u16, &[u8])> {
     let end = response.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = std::str::from_utf8(&response[..end]).ok()?;
-    let status_line = head.lines().next()?;
-    let mut parts = status_line.split(' ');
+    let mut lines = head.split("\r\n");
+    let mut parts = lines.next()?.split(' ');
     if !parts.next()?.starts_with("HTTP/1.") {
         return None;
     }
     let code = parts.next()?.parse().ok()?;
-    Some((code, &response[end + 4..]))
+    let length: usize = lines
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
+        .map_or(Some(0), |(_, value)| value.trim().parse().ok())?;
+    let body = response.get(end + 4..)?.get(..length)?;
+    Some((code, body))
 }
 
-/// `GET /json/version` on loopback; returns the browser's WebSocket URL. A hand-written
-/// HTTP/1.0 request keeps this to one exchange (the crate set has no HTTP client).
+/// `GET /json/version` on loopback; returns the browser's WebSocket URL. Hand-written:
+/// one request, one response read up to its `Content-Length` (Chromium's DevTools server
+/// answers HTTP/1.0 with nothing and keeps HTTP/1.1 connections open whatever
+/// `Connection` says), and the crate set has no HTTP client.
 pub(crate) async fn cdp_version(port: u16) -> Result<String, DesktopError> {
     let io = |source| DesktopError::Probe { child: "chromium", source };
+    let rejected = |reason: &str| DesktopError::ProbeRejected { child: "chromium", reason: reason.into() };
     let mut stream = TcpStream::connect(("127.0.0.1", port)).await.map_err(io)?;
-    let request = format!("GET /json/version HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n");
+    let request = format!("GET /json/version HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.map_err(io)?;
     let mut response = Vec::new();
-    (&mut stream).take(MAX_HTTP_RESPONSE as u64 + 1).read_to_end(&mut response).await.map_err(io)?;
-    let rejected = |reason: &str| DesktopError::ProbeRejected { child: "chromium", reason: reason.into() };
-    if response.len() > MAX_HTTP_RESPONSE {
-        return Err(rejected("/json/version response too large"));
-    }
-    let (code, body) = parse_http_response(&response).ok_or_else(|| rejected("malformed HTTP response"))?;
-    if code != 200 {
-        return Err(rejected("/json/version did not answer 200"));
-    }
+    let mut chunk = [0u8; 4096];
+    let body = loop {
+        let n = stream.read(&mut chunk).await.map_err(io)?;
+        if n == 0 {
+            return Err(rejected("connection closed before a complete response"));
+        }
+        response.extend_from_slice(&chunk[..n]);
+        if response.len() > MAX_HTTP_RESPONSE {
+            return Err(rejected("/json/version response too large"));
+        }
+        if let Some((code, body)) = parse_http_response(&response) {
+            if code != 200 {
+                return Err(rejected("/json/version did not answer 200"));
+            }
+            break body;
+        }
+    };
     let version: JsonVersion = serde_json::from_slice(body).map_err(|_| rejected("/json/version is not the expected JSON"))?;
     if !version.ws_url.starts_with("ws://127.0.0.1:") {
         return Err(rejected("CDP WebSocket is not on loopback"));
@@ -277,8 +294,11 @@ mod tests {
 
     #[test]
     fn http_responses() {
-        let cases: [(&[u8], Option<(u16, &[u8])>); 4] = [
-            (b"HTTP/1.1 200 OK\r\nContent-Type: x\r\n\r\n{}", Some((200, b"{}"))),
+        let cases: [(&[u8], Option<(u16, &[u8])>); 7] = [
+            (b"HTTP/1.1 200 OK\r\nContent-Length:2\r\nContent-Type: x\r\n\r\n{}", Some((200, b"{}"))),
+            (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}extra", Some((200, b"{}"))),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n{}", None),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n{}", None),
             (b"HTTP/1.0 500 Err\r\n\r\n", Some((500, b""))),
             (b"HTTP/1.1 200 OK\r\n", None),
             (b"SSH-2.0\r\n\r\n", None),
