@@ -56,15 +56,22 @@ pub(crate) struct ChildHandle {
 impl ChildHandle {
     /// Spawns `cmd` with piped output, registered as owned so a PID-1 reaper leaves it
     /// alone, and starts its watcher and output drains.
-    pub(crate) fn spawn(name: &'static str, cmd: &mut Command) -> Result<ChildHandle, DesktopError> {
+    pub(crate) fn spawn(
+        name: &'static str,
+        cmd: &mut Command,
+    ) -> Result<ChildHandle, DesktopError> {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             // The watcher owns the child; a dropped `Child` must not kill behind its back.
             .kill_on_drop(false);
-        let mut child = crate::reaper::owned()
-            .spawn(cmd)
-            .map_err(|source| DesktopError::Spawn { child: name, source })?;
+        let mut child =
+            crate::reaper::owned()
+                .spawn(cmd)
+                .map_err(|source| DesktopError::Spawn {
+                    child: name,
+                    source,
+                })?;
         let Some(pid) = child.id() else {
             // Cannot happen for a freshly spawned child that nobody waited on.
             return Err(DesktopError::Spawn {
@@ -73,10 +80,20 @@ impl ChildHandle {
             });
         };
         if let Some(out) = child.stdout.take() {
-            tokio::spawn(drain(out).instrument(tracing::debug_span!("child_output", child = name, pid, stream = "stdout")));
+            tokio::spawn(drain(out).instrument(tracing::debug_span!(
+                "child_output",
+                child = name,
+                pid,
+                stream = "stdout"
+            )));
         }
         if let Some(err) = child.stderr.take() {
-            tokio::spawn(drain(err).instrument(tracing::debug_span!("child_output", child = name, pid, stream = "stderr")));
+            tokio::spawn(drain(err).instrument(tracing::debug_span!(
+                "child_output",
+                child = name,
+                pid,
+                stream = "stderr"
+            )));
         }
         let (signals, mut signal_rx) = mpsc::unbounded_channel::<Signal>();
         let (exit_tx, exit) = watch::channel(None);
@@ -108,7 +125,12 @@ impl ChildHandle {
         };
         tokio::spawn(watcher.instrument(tracing::debug_span!("child", child = name, pid)));
         debug!(child = name, pid, "child spawned");
-        Ok(ChildHandle { name, pid, signals, exit })
+        Ok(ChildHandle {
+            name,
+            pid,
+            signals,
+            exit,
+        })
     }
 
     /// The exit, if the child has been reaped.
@@ -120,7 +142,9 @@ impl ChildHandle {
     pub(crate) async fn wait(&self) -> Exit {
         let mut exit = self.exit.clone();
         let result = match exit.wait_for(Option::is_some).await {
-            Ok(exit) => exit.clone().unwrap_or_else(|| Exit::WaitFailed("no status".into())),
+            Ok(exit) => exit
+                .clone()
+                .unwrap_or_else(|| Exit::WaitFailed("no status".into())),
             // The watcher is gone without a status: only if the runtime is shutting down.
             Err(_) => Exit::WaitFailed("watcher stopped".into()),
         };
@@ -143,10 +167,19 @@ impl ChildHandle {
             debug!(child = self.name, pid = self.pid, %exit, elapsed_ms = started.elapsed().as_millis() as u64, "child stopped");
             return;
         }
-        warn!(child = self.name, pid = self.pid, grace_ms = grace.as_millis() as u64, "child ignored SIGTERM, killing");
+        warn!(
+            child = self.name,
+            pid = self.pid,
+            grace_ms = grace.as_millis() as u64,
+            "child ignored SIGTERM, killing"
+        );
         self.signal(Signal::SIGKILL);
         if tokio::time::timeout(KILL_WAIT, self.wait()).await.is_err() {
-            warn!(child = self.name, pid = self.pid, "child not reaped after SIGKILL");
+            warn!(
+                child = self.name,
+                pid = self.pid,
+                "child not reaped after SIGKILL"
+            );
         }
     }
 }
@@ -229,9 +262,14 @@ mod tests {
     async fn chatty_child_does_not_block_and_exit_is_reported() {
         // 4 MiB of output on both streams would fill any pipe if nobody drained it.
         let mut cmd = Command::new("/bin/sh");
-        cmd.args(["-c", "head -c 4194304 /dev/zero | tr '\\0' 'x'; head -c 4194304 /dev/zero >&2; exit 3"]);
+        cmd.args([
+            "-c",
+            "head -c 4194304 /dev/zero | tr '\\0' 'x'; head -c 4194304 /dev/zero >&2; exit 3",
+        ]);
         let child = ChildHandle::spawn("test", &mut cmd).expect("spawn");
-        let exit = tokio::time::timeout(Duration::from_secs(20), child.wait()).await.expect("child finished");
+        let exit = tokio::time::timeout(Duration::from_secs(20), child.wait())
+            .await
+            .expect("child finished");
         match exit {
             Exit::Status(status) => assert_eq!(status.code(), Some(3)),
             other => panic!("unexpected {other:?}"),
@@ -244,7 +282,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let ready = dir.path().join("ready");
         let mut cmd = Command::new("/bin/sh");
-        cmd.args(["-c", "trap '' TERM; touch \"$1\"; while :; do sleep 0.05; done", "sh"]).arg(&ready);
+        cmd.args([
+            "-c",
+            "trap '' TERM; touch \"$1\"; while :; do sleep 0.05; done",
+            "sh",
+        ])
+        .arg(&ready);
         let child = ChildHandle::spawn("test", &mut cmd).expect("spawn");
         assert!(crate::reaper::owned().contains(child.pid));
         // Only once the trap is installed does SIGTERM test the escalation.
