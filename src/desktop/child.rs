@@ -63,8 +63,11 @@ impl ChildHandle {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            // The watcher owns the child; a dropped `Child` must not kill behind its back.
-            .kill_on_drop(false);
+            // The watcher waits on the child, so normally `Child` is dropped only after it
+            // was reaped and this is a no-op. If the watcher itself is dropped first (the
+            // runtime shutting down, e.g. a test that panicked), the child is killed rather
+            // than orphaned.
+            .kill_on_drop(true);
         let mut child =
             crate::reaper::owned()
                 .spawn(cmd)
@@ -307,5 +310,37 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert!(!pid_alive(child.pid as i32) || !crate::reaper::owned().contains(child.pid));
+    }
+
+    #[test]
+    fn child_is_killed_when_the_runtime_drops_its_watcher() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let pid = runtime.block_on(async {
+            let mut cmd = Command::new("/bin/sleep");
+            cmd.arg("60");
+            let child = ChildHandle::spawn("test", &mut cmd).expect("spawn");
+            let pid = child.pid;
+            // Leak the handle: only the runtime's shutdown can end the watcher now.
+            std::mem::forget(child);
+            pid
+        });
+        drop(runtime);
+        // Killed: gone, or a zombie nobody is left to reap in this test process.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let state = stat.rsplit_once(") ").map(|(_, rest)| rest.chars().next());
+            if stat.is_empty() || state == Some(Some('Z')) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "child {pid} survived its runtime: {stat}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
