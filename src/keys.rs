@@ -109,7 +109,9 @@ impl std::fmt::Debug for PlatformPublicKey {
 
 impl SandboxSecretKey {
     pub fn generate() -> Self {
-        SandboxSecretKey(x25519_dalek::StaticSecret::random_from_rng(rand::rngs::OsRng))
+        SandboxSecretKey(x25519_dalek::StaticSecret::random_from_rng(
+            rand::rngs::OsRng,
+        ))
     }
 
     /// From the raw 32-byte scalar (as in the key file).
@@ -350,16 +352,20 @@ fn save_key_file(path: &Path, raw: &[u8], mode: u32) -> Result<(), KeyError> {
 /// rename over the target (which replaces a symlink rather than following it), fsync the
 /// directory. On failure the temp file is removed and the target is untouched.
 pub(crate) fn write_file_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
-    let file_name = path.file_name().ok_or_else(|| {
-        io::Error::new(io::ErrorKind::InvalidInput, "path has no file name")
-    })?;
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(file_name);
-    tmp_name.push(format!(".tmp-{}-{:016x}", std::process::id(), rand::random::<u64>()));
+    tmp_name.push(format!(
+        ".tmp-{}-{:016x}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
     let tmp = dir.join(tmp_name);
 
     let result = (|| {
@@ -407,7 +413,11 @@ mod tests {
             ("not base64!".to_string(), false),
         ];
         for (input, ok) in cases {
-            assert_eq!(decode_key(input.as_bytes()).is_some(), ok, "input {input:?}");
+            assert_eq!(
+                decode_key(input.as_bytes()).is_some(),
+                ok,
+                "input {input:?}"
+            );
         }
     }
 
@@ -435,7 +445,10 @@ mod tests {
         );
         let ppath = dir.path().join("platform.pub");
         signer.public_key().save(&ppath).unwrap();
-        assert_eq!(PlatformPublicKey::load(&ppath).unwrap(), signer.public_key());
+        assert_eq!(
+            PlatformPublicKey::load(&ppath).unwrap(),
+            signer.public_key()
+        );
     }
 
     #[test]
@@ -490,7 +503,10 @@ mod tests {
             Err(KeyError::TrustedLine { line: 2, .. })
         ));
         std::fs::write(&path, "# nothing\n\n").unwrap();
-        assert!(matches!(load_trusted(&path), Err(KeyError::NoTrustedKeys { .. })));
+        assert!(matches!(
+            load_trusted(&path),
+            Err(KeyError::NoTrustedKeys { .. })
+        ));
         let missing = load_trusted(&dir.path().join("missing")).unwrap_err();
         assert!(missing.is_not_found());
     }
@@ -505,7 +521,10 @@ mod tests {
         write_file_atomic(&link, b"new", 0o600).unwrap();
         assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
         assert_eq!(std::fs::read(&link).unwrap(), b"new");
-        assert!(!std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert!(!std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
         // No temp files left behind.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
     }

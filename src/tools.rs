@@ -37,7 +37,11 @@ pub enum ToolsError {
         source: std::io::Error,
     },
     #[error("credential file {path} is {size} bytes, over the {limit}-byte limit")]
-    CredentialsTooLarge { path: String, size: u64, limit: usize },
+    CredentialsTooLarge {
+        path: String,
+        size: u64,
+        limit: usize,
+    },
     /// `detail` is the JSON error's category and position, never its text (which can
     /// quote a value from the document).
     #[error("credential file {path} is not valid: {detail}")]
@@ -152,7 +156,9 @@ fn run_seal(args: &SealArgs) -> Result<(), ToolsError> {
         )));
     }
     if args.expires_in == 0 {
-        return Err(ToolsError::Usage("--expires-in must be at least 1 second".into()));
+        return Err(ToolsError::Usage(
+            "--expires-in must be at least 1 second".into(),
+        ));
     }
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -280,7 +286,10 @@ mod tests {
     fn document_shape_table() {
         let cases: &[(&[u8], bool)] = &[
             (br#"{"connections":{}}"#, true),
-            (br#"{"connections":{"a":{"fields":{"k":"v"}}},"extra":1}"#, true),
+            (
+                br#"{"connections":{"a":{"fields":{"k":"v"}}},"extra":1}"#,
+                true,
+            ),
             (br#"{"connections":[]}"#, false),
             (br#"{"connections":"SECRET-CANARY"}"#, false),
             (br#"{}"#, false),

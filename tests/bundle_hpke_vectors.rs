@@ -65,7 +65,11 @@ impl hpke::rand_core::RngCore for FixedRng {
         unreachable!("HPKE only fills bytes")
     }
     fn fill_bytes(&mut self, dst: &mut [u8]) {
-        assert_eq!(dst.len(), self.0.len(), "HPKE asked for a different amount of randomness");
+        assert_eq!(
+            dst.len(),
+            self.0.len(),
+            "HPKE asked for a different amount of randomness"
+        );
         dst.copy_from_slice(&self.0);
         self.0.clear();
     }
@@ -77,7 +81,10 @@ fn h(s: &str) -> Vec<u8> {
 }
 
 fn vectors() -> Vec<Vector> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/hpke-vectors-x25519-sha256-chacha.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/hpke-vectors-x25519-sha256-chacha.json"
+    );
     let vs: Vec<Vector> = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
     assert!(vs.iter().any(|v| v.mode == 0), "no base-mode vector");
     for v in &vs {
@@ -91,8 +98,18 @@ fn rfc9180_vectors_reproduce() {
     for v in vectors() {
         let info = h(&v.info);
         let (sk_r, pk_r) = Kem::derive_keypair(&h(&v.ikm_r));
-        assert_eq!(sk_r.to_bytes().to_vec(), h(&v.sk_rm), "mode {}: skRm", v.mode);
-        assert_eq!(pk_r.to_bytes().to_vec(), h(&v.pk_rm), "mode {}: pkRm", v.mode);
+        assert_eq!(
+            sk_r.to_bytes().to_vec(),
+            h(&v.sk_rm),
+            "mode {}: skRm",
+            v.mode
+        );
+        assert_eq!(
+            pk_r.to_bytes().to_vec(),
+            h(&v.pk_rm),
+            "mode {}: pkRm",
+            v.mode
+        );
         let (sk_e, pk_e) = Kem::derive_keypair(&h(&v.ikm_e));
         assert_eq!(sk_e.to_bytes().to_vec(), h(&v.sk_em));
         assert_eq!(pk_e.to_bytes().to_vec(), h(&v.pk_em));
@@ -147,7 +164,13 @@ fn bundle_suite_opens_the_base_vector() {
     let enc: [u8; 32] = h(&v.enc).try_into().unwrap();
     assert!(!first.aad.is_empty());
     let mut rng = FixedRng(h(&v.ikm_e));
-    let (enc2, ct) = grexal_sidecar::bundle::suite::seal(&key.public_key(), &h(&v.info), &h(&first.pt), &mut rng).unwrap();
+    let (enc2, ct) = grexal_sidecar::bundle::suite::seal(
+        &key.public_key(),
+        &h(&v.info),
+        &h(&first.pt),
+        &mut rng,
+    )
+    .unwrap();
     assert_eq!(enc2, enc, "deterministic ephemeral gives the vector's enc");
     let opened = grexal_sidecar::bundle::suite::open(&key, &enc, &h(&v.info), &ct).unwrap();
     assert_eq!(opened.expose_secret(), &h(&first.pt)[..]);

@@ -13,8 +13,7 @@ use grexal_sidecar::secret::ExposeSecret;
 use sha2::Digest;
 use support_bundle::{now, python, python_available, sidecar};
 
-const CREDENTIALS: &str =
-    r#"{"connections":{"openai":{"fields":{"api_key":"sk-interop-ÄÖ-canary"}},"google":{"access_token":"ya29.x","token_type":"Bearer"}}}"#;
+const CREDENTIALS: &str = r#"{"connections":{"openai":{"fields":{"api_key":"sk-interop-ÄÖ-canary"}},"google":{"access_token":"ya29.x","token_type":"Bearer"}}}"#;
 
 #[test]
 fn python_seals_daemon_opens() {
@@ -25,16 +24,36 @@ fn python_seals_daemon_opens() {
     let d = dir.path();
     python(d, &["keygen", "keys"]).ok();
     std::fs::write(d.join("creds.json"), CREDENTIALS).unwrap();
-    std::fs::write(d.join("trusted"), format!("# platform\n{}", std::fs::read_to_string(d.join("keys/platform.pub")).unwrap())).unwrap();
+    std::fs::write(
+        d.join("trusted"),
+        format!(
+            "# platform\n{}",
+            std::fs::read_to_string(d.join("keys/platform.pub")).unwrap()
+        ),
+    )
+    .unwrap();
     let t = now();
     let seal = |version: u64, sandbox: &str, out: &str| {
         python(
             d,
             &[
-                "seal", "--credentials", "creds.json", "--sandbox-id", sandbox,
-                "--sandbox-pub", "keys/sandbox.pub", "--platform-key", "keys/platform.key",
-                "--version", &version.to_string(), "--issued-at", &t.to_string(),
-                "--expires-at", &(t + 600).to_string(), "--out", out,
+                "seal",
+                "--credentials",
+                "creds.json",
+                "--sandbox-id",
+                sandbox,
+                "--sandbox-pub",
+                "keys/sandbox.pub",
+                "--platform-key",
+                "keys/platform.key",
+                "--version",
+                &version.to_string(),
+                "--issued-at",
+                &t.to_string(),
+                "--expires-at",
+                &(t + 600).to_string(),
+                "--out",
+                out,
             ],
         )
         .ok();
@@ -56,20 +75,41 @@ fn python_seals_daemon_opens() {
     assert_eq!(opened.plaintext.expose_secret(), CREDENTIALS.as_bytes());
 
     // The same Python bundle is refused for the right reasons.
-    assert_eq!(opener.open(&bytes, t, Some(7)).unwrap_err(), BundleError::Replayed { version: 7, installed: 7 });
-    assert_eq!(opener.open(&bytes, t + 601, None).unwrap_err(), BundleError::Expired { expires_at: t + 600, now: t + 601 });
+    assert_eq!(
+        opener.open(&bytes, t, Some(7)).unwrap_err(),
+        BundleError::Replayed {
+            version: 7,
+            installed: 7
+        }
+    );
+    assert_eq!(
+        opener.open(&bytes, t + 601, None).unwrap_err(),
+        BundleError::Expired {
+            expires_at: t + 600,
+            now: t + 601
+        }
+    );
     let other = seal(8, "sbx-other", "b2");
-    assert!(matches!(opener.open(&other, t, None), Err(BundleError::WrongSandbox { .. })));
+    assert!(matches!(
+        opener.open(&other, t, None),
+        Err(BundleError::WrongSandbox { .. })
+    ));
     let mut tampered = bytes.clone();
     let n = tampered.len();
     tampered[n - 100] ^= 1; // inside the ciphertext
-    assert_eq!(opener.open(&tampered, t, None).unwrap_err(), BundleError::Tampered);
+    assert_eq!(
+        opener.open(&tampered, t, None).unwrap_err(),
+        BundleError::Tampered
+    );
     let stranger = Opener {
         trusted: vec![grexal_sidecar::keys::PlatformSigningKey::generate().public_key()],
         sandbox_id: "sbx-py.1".into(),
         sandbox_key: SandboxSecretKey::load(&d.join("keys/sandbox.key")).unwrap(),
     };
-    assert_eq!(stranger.open(&bytes, t, None).unwrap_err(), BundleError::Untrusted);
+    assert_eq!(
+        stranger.open(&bytes, t, None).unwrap_err(),
+        BundleError::Untrusted
+    );
 }
 
 #[test]
@@ -87,9 +127,21 @@ fn binary_seals_python_opens() {
     let run = sidecar(
         d,
         &[
-            "seal", "--credentials", "creds.json", "--sandbox-id", "sbx-rs:2",
-            "--sandbox-pub", "keys/sandbox.pub", "--platform-key", "keys/platform.key",
-            "--version", "42", "--expires-in", "900", "--out", "bundle.gxb",
+            "seal",
+            "--credentials",
+            "creds.json",
+            "--sandbox-id",
+            "sbx-rs:2",
+            "--sandbox-pub",
+            "keys/sandbox.pub",
+            "--platform-key",
+            "keys/platform.key",
+            "--version",
+            "42",
+            "--expires-in",
+            "900",
+            "--out",
+            "bundle.gxb",
         ],
     )
     .ok();
@@ -100,8 +152,17 @@ fn binary_seals_python_opens() {
         python(
             d,
             &[
-                "open", "--bundle", "bundle.gxb", "--sandbox-key", "keys/sandbox.key",
-                "--trusted", "trusted", "--sandbox-id", sandbox, "--now", &now.to_string(),
+                "open",
+                "--bundle",
+                "bundle.gxb",
+                "--sandbox-key",
+                "keys/sandbox.key",
+                "--trusted",
+                "trusted",
+                "--sandbox-id",
+                sandbox,
+                "--now",
+                &now.to_string(),
             ],
         )
     };
@@ -110,9 +171,15 @@ fn binary_seals_python_opens() {
     assert_eq!(v["sandbox_id"], "sbx-rs:2");
     assert_eq!(v["version"], 42);
     let issued = v["issued_at"].as_u64().unwrap();
-    assert!((before..=after).contains(&issued), "issued_at {issued} not in {before}..={after}");
+    assert!(
+        (before..=after).contains(&issued),
+        "issued_at {issued} not in {before}..={after}"
+    );
     assert_eq!(v["expires_at"].as_u64().unwrap(), issued + 900);
-    assert_eq!(v["plaintext_sha256"], hex::encode(sha2::Sha256::digest(CREDENTIALS.as_bytes())));
+    assert_eq!(
+        v["plaintext_sha256"],
+        hex::encode(sha2::Sha256::digest(CREDENTIALS.as_bytes()))
+    );
     assert_eq!(v["plaintext_is_credentials"], true);
 
     // The Python verifier can fail: wrong sandbox, expired, and a flipped signature byte.

@@ -25,9 +25,17 @@ fn keys(d: &Path) {
 
 fn seal(d: &Path, credentials: &str, extra: &[&str]) -> Run {
     let mut args = vec![
-        "seal", "--credentials", credentials, "--sandbox-id", "sbx-t",
-        "--sandbox-pub", "keys/sandbox.pub", "--platform-key", "keys/platform.key",
-        "--out", "out.gxb",
+        "seal",
+        "--credentials",
+        credentials,
+        "--sandbox-id",
+        "sbx-t",
+        "--sandbox-pub",
+        "keys/sandbox.pub",
+        "--platform-key",
+        "keys/platform.key",
+        "--out",
+        "out.gxb",
     ];
     args.extend_from_slice(extra);
     sidecar(d, &args)
@@ -53,7 +61,10 @@ fn keygen_modes_output_and_overwrite() {
         let private_b64 = std::fs::read_to_string(&key).unwrap();
         let public_b64 = std::fs::read_to_string(&public).unwrap();
         assert_eq!(private_b64.len(), 45, "one base64 line of 32 bytes");
-        assert!(run.stdout.contains(public_b64.trim()), "prints the public key");
+        assert!(
+            run.stdout.contains(public_b64.trim()),
+            "prints the public key"
+        );
         assert_no_secret(&run, &[private_b64.trim()]);
 
         // Refuses to overwrite, leaving the files as they were.
@@ -62,14 +73,23 @@ fn keygen_modes_output_and_overwrite() {
         assert!(again.stderr.contains("already exists") && again.stderr.contains("--force"));
         assert_eq!(std::fs::read_to_string(&key).unwrap(), private_b64);
 
-        let forced = sidecar(d, &["keygen", "--kind", kind, "--out-dir", "keys", "--force"]).ok();
+        let forced = sidecar(
+            d,
+            &["keygen", "--kind", kind, "--out-dir", "keys", "--force"],
+        )
+        .ok();
         assert_ne!(std::fs::read_to_string(&key).unwrap(), private_b64);
         assert_eq!(mode(&key), 0o600);
         assert_no_secret(&forced, &[std::fs::read_to_string(&key).unwrap().trim()]);
     }
     // The public file matches the private one.
     let sk = SandboxSecretKey::load(&d.join("keys/sandbox.key")).unwrap();
-    assert_eq!(sk.public_key().to_base64(), std::fs::read_to_string(d.join("keys/sandbox.pub")).unwrap().trim());
+    assert_eq!(
+        sk.public_key().to_base64(),
+        std::fs::read_to_string(d.join("keys/sandbox.pub"))
+            .unwrap()
+            .trim()
+    );
 }
 
 #[test]
@@ -89,7 +109,10 @@ fn sealed_bundle_opens_and_nothing_secret_is_printed() {
     assert_eq!(mode(&out), 0o600);
     let bytes = std::fs::read(&out).unwrap();
     assert!(run.stdout.contains(&format!("size {} bytes", bytes.len())));
-    assert!(!bytes.windows(CANARY.len()).any(|w| w == CANARY.as_bytes()), "plaintext in the bundle");
+    assert!(
+        !bytes.windows(CANARY.len()).any(|w| w == CANARY.as_bytes()),
+        "plaintext in the bundle"
+    );
 
     let opener = Opener {
         sandbox_id: "sbx-t".into(),
@@ -109,33 +132,99 @@ fn bad_inputs_give_clear_errors_and_exit_codes() {
     keys(d);
     std::fs::write(d.join("good.json"), r#"{"connections":{}}"#).unwrap();
     std::fs::write(d.join("notjson.json"), format!("connections: {CANARY}")).unwrap();
-    std::fs::write(d.join("shape.json"), format!(r#"{{"connections":"{CANARY}"}}"#)).unwrap();
-    std::fs::write(d.join("array.json"), format!(r#"{{"connections":["{CANARY}"]}}"#)).unwrap();
-    std::fs::write(d.join("nonutf8.json"), b"{\"connections\":{\"a\":\"\xff\xfe\"}}").unwrap();
+    std::fs::write(
+        d.join("shape.json"),
+        format!(r#"{{"connections":"{CANARY}"}}"#),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("array.json"),
+        format!(r#"{{"connections":["{CANARY}"]}}"#),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("nonutf8.json"),
+        b"{\"connections\":{\"a\":\"\xff\xfe\"}}",
+    )
+    .unwrap();
     std::fs::write(d.join("keys/garbage.key"), format!("{CANARY}\n")).unwrap();
-    std::fs::set_permissions(d.join("keys/garbage.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(
+        d.join("keys/garbage.key"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
     // Over the plaintext limit (16 MiB less the bundle overhead).
     let big = std::fs::File::create(d.join("big.json")).unwrap();
     big.set_len(17 * 1024 * 1024).unwrap();
 
     let cases: &[(&str, &str, &[&str], i32, &str)] = &[
-        ("missing credentials", "nope.json", &[], 66, "cannot read credential file"),
+        (
+            "missing credentials",
+            "nope.json",
+            &[],
+            66,
+            "cannot read credential file",
+        ),
         ("not json", "notjson.json", &[], 65, "not JSON"),
-        ("wrong shape", "shape.json", &[], 65, "\"connections\" object"),
-        ("array connections", "array.json", &[], 65, "\"connections\" object"),
+        (
+            "wrong shape",
+            "shape.json",
+            &[],
+            65,
+            "\"connections\" object",
+        ),
+        (
+            "array connections",
+            "array.json",
+            &[],
+            65,
+            "\"connections\" object",
+        ),
         ("not utf-8", "nonutf8.json", &[], 65, "not UTF-8"),
         ("too large", "big.json", &[], 65, "over the"),
-        ("bad sandbox id", "good.json", &["--sandbox-id", "a/b"], 64, "--sandbox-id"),
-        ("zero expiry", "good.json", &["--expires-in", "0"], 64, "--expires-in"),
-        ("missing sandbox pub", "good.json", &["--sandbox-pub", "keys/none.pub"], 66, "none.pub"),
-        ("platform key is not a key", "good.json", &["--platform-key", "keys/garbage.key"], 78, "not one line of base64"),
+        (
+            "bad sandbox id",
+            "good.json",
+            &["--sandbox-id", "a/b"],
+            64,
+            "--sandbox-id",
+        ),
+        (
+            "zero expiry",
+            "good.json",
+            &["--expires-in", "0"],
+            64,
+            "--expires-in",
+        ),
+        (
+            "missing sandbox pub",
+            "good.json",
+            &["--sandbox-pub", "keys/none.pub"],
+            66,
+            "none.pub",
+        ),
+        (
+            "platform key is not a key",
+            "good.json",
+            &["--platform-key", "keys/garbage.key"],
+            78,
+            "not one line of base64",
+        ),
     ];
     for (name, creds, extra, code, needle) in cases {
         // Each extra flag replaces the default one, or is added.
         let mut args: Vec<&str> = vec![
-            "seal", "--credentials", creds, "--sandbox-id", "sbx-t",
-            "--sandbox-pub", "keys/sandbox.pub", "--platform-key", "keys/platform.key",
-            "--out", "out.gxb",
+            "seal",
+            "--credentials",
+            creds,
+            "--sandbox-id",
+            "sbx-t",
+            "--sandbox-pub",
+            "keys/sandbox.pub",
+            "--platform-key",
+            "keys/platform.key",
+            "--out",
+            "out.gxb",
         ];
         for pair in extra.chunks(2) {
             match args.iter().position(|a| *a == pair[0]) {
@@ -145,7 +234,11 @@ fn bad_inputs_give_clear_errors_and_exit_codes() {
         }
         let run = sidecar(d, &args);
         assert_eq!(run.code, Some(*code), "{name}");
-        assert!(run.stderr.contains("grexal-sidecar seal: error:"), "{name}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("grexal-sidecar seal: error:"),
+            "{name}: {}",
+            run.stderr
+        );
         assert!(run.stderr.contains(needle), "{name}: {}", run.stderr);
         assert!(!run.stderr.contains("panicked"), "{name}");
         assert_no_secret(&run, &[CANARY]);
@@ -153,7 +246,11 @@ fn bad_inputs_give_clear_errors_and_exit_codes() {
     }
 
     // A private key readable by others is refused (and not printed).
-    std::fs::set_permissions(d.join("keys/platform.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(
+        d.join("keys/platform.key"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
     let run = seal(d, "good.json", &[]);
     assert_eq!(run.code, Some(78));
     assert!(run.stderr.contains("readable by group or others"));

@@ -81,7 +81,11 @@ pub fn encode_header(h: &Header) -> Vec<u8> {
 }
 
 /// Appends enc and the length-prefixed ciphertext to an encoded header: the signed part.
-pub fn encode_body(header: Vec<u8>, enc: &[u8; ENC_LEN], ciphertext: &[u8]) -> Result<Vec<u8>, BundleError> {
+pub fn encode_body(
+    header: Vec<u8>,
+    enc: &[u8; ENC_LEN],
+    ciphertext: &[u8],
+) -> Result<Vec<u8>, BundleError> {
     let len = u32::try_from(ciphertext.len()).map_err(|_| BundleError::Oversized {
         size: header.len() + ciphertext.len() + FIXED_OVERHEAD,
         limit: super::MAX_BUNDLE_BYTES,
@@ -131,7 +135,9 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed<'_>, BundleError> {
     let mut r = Reader { bytes, pos: 0 };
     let magic = r.array::<4>("magic")?;
     if *magic != MAGIC {
-        return Err(BundleError::Unsupported("not a grexal bundle (bad magic)".into()));
+        return Err(BundleError::Unsupported(
+            "not a grexal bundle (bad magic)".into(),
+        ));
     }
     let format = r.take(1, "format version")?[0];
     let kem = u16::from_be_bytes(*r.array::<2>("kem id")?);
@@ -156,7 +162,9 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed<'_>, BundleError> {
     let sandbox_id = std::str::from_utf8(id_bytes)
         .ok()
         .filter(|id| valid_sandbox_id(id))
-        .ok_or_else(|| BundleError::Malformed("sandbox id has characters outside [A-Za-z0-9._:-]".into()))?
+        .ok_or_else(|| {
+            BundleError::Malformed("sandbox id has characters outside [A-Za-z0-9._:-]".into())
+        })?
         .to_owned();
     let version = r.u64("version")?;
     let issued_at = r.u64("issued_at")?;
@@ -181,7 +189,9 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed<'_>, BundleError> {
         )));
     }
     if issued_at > expires_at {
-        return Err(BundleError::Malformed("issued_at is after expires_at".into()));
+        return Err(BundleError::Malformed(
+            "issued_at is after expires_at".into(),
+        ));
     }
     Ok(Parsed {
         header: Header {
@@ -254,7 +264,11 @@ mod tests {
 
     #[test]
     fn encode_parse_round_trip() {
-        for (id, ct_len) in [("a", 16), ("sbx-01:eu.west_1", 100), (&*"x".repeat(128), 16)] {
+        for (id, ct_len) in [
+            ("a", 16),
+            ("sbx-01:eu.west_1", 100),
+            (&*"x".repeat(128), 16),
+        ] {
             let h = header(id);
             let ct = vec![9u8; ct_len];
             let bytes = build(&h, &ct);
@@ -326,7 +340,11 @@ mod tests {
             ("trailing", trailing, malformed),
             ("ct shorter than tag", short_ct, malformed),
             ("issued after expiry", build(&late, &[5; 16]), malformed),
-            ("ct len huge", with(good.len() - 64 - 16 - 4, 0xFF), malformed),
+            (
+                "ct len huge",
+                with(good.len() - 64 - 16 - 4, 0xFF),
+                malformed,
+            ),
         ];
         for (name, bytes, expect) in cases {
             match parse(&bytes) {

@@ -100,7 +100,12 @@ impl Opener {
     /// bundle whose version is not higher is `Replayed`. Checks run cheapest and most
     /// specific first: size, format, signer trust, signature, sandbox id, recipient key,
     /// expiry, version, then decryption.
-    pub fn open(&self, bytes: &[u8], now_unix: u64, installed: Option<u64>) -> Result<OpenedBundle, BundleError> {
+    pub fn open(
+        &self,
+        bytes: &[u8],
+        now_unix: u64,
+        installed: Option<u64>,
+    ) -> Result<OpenedBundle, BundleError> {
         if bytes.len() > MAX_BUNDLE_BYTES {
             return Err(BundleError::Oversized {
                 size: bytes.len(),
@@ -209,9 +214,12 @@ pub fn seal(req: &SealRequest<'_>) -> Result<Vec<u8>, BundleError> {
         )));
     }
     if req.issued_at > req.expires_at {
-        return Err(BundleError::Malformed("issued_at is after expires_at".into()));
+        return Err(BundleError::Malformed(
+            "issued_at is after expires_at".into(),
+        ));
     }
-    let size = format::FIXED_OVERHEAD + req.sandbox_id.len() + req.plaintext.len() + format::TAG_LEN;
+    let size =
+        format::FIXED_OVERHEAD + req.sandbox_id.len() + req.plaintext.len() + format::TAG_LEN;
     if size > MAX_BUNDLE_BYTES {
         return Err(BundleError::Oversized {
             size,

@@ -53,8 +53,9 @@ pub fn seal<R>(
 where
     R: hpke::rand_core::CryptoRng + hpke::rand_core::RngCore,
 {
-    let pk = <Kem as hpke::Kem>::PublicKey::from_bytes(&recipient.0)
-        .map_err(|_| BundleError::Malformed("recipient public key is not a valid X25519 key".into()))?;
+    let pk = <Kem as hpke::Kem>::PublicKey::from_bytes(&recipient.0).map_err(|_| {
+        BundleError::Malformed("recipient public key is not a valid X25519 key".into())
+    })?;
     let mut buf = Zeroizing::new(Vec::with_capacity(plaintext.len() + TAG_LEN));
     buf.extend_from_slice(plaintext);
     let (enc, tag) = hpke::single_shot_seal_in_place_detached::<Aead, Kdf, Kem, R>(

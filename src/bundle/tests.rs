@@ -87,7 +87,10 @@ fn opens_a_good_bundle() {
     }
     // The expiry second itself is still valid; the skew window is inclusive.
     assert!(f.opener().open(&bytes, NOW + 3600, None).is_ok());
-    assert!(f.opener().open(&bytes, NOW - 10 - MAX_CLOCK_SKEW_SECS, None).is_ok());
+    assert!(f
+        .opener()
+        .open(&bytes, NOW - 10 - MAX_CLOCK_SKEW_SECS, None)
+        .is_ok());
     // Sealing is randomized (a fresh ephemeral key each time).
     assert_ne!(f.good(), bytes);
 }
@@ -124,24 +127,134 @@ fn corpus_each_failure_has_its_own_error() {
     type Check = Box<dyn Fn(&BundleError) -> bool>;
     let is = |code: &'static str| -> Check { Box::new(move |e: &BundleError| e.code() == code) };
     let cases: Vec<(&str, Vec<u8>, Option<u64>, Check)> = vec![
-        ("oversized", oversized, None, Box::new(|e| matches!(e, BundleError::Oversized { size, limit } if *size == MAX_BUNDLE_BYTES + 1 && *limit == MAX_BUNDLE_BYTES))),
+        (
+            "oversized",
+            oversized,
+            None,
+            Box::new(
+                |e| matches!(e, BundleError::Oversized { size, limit } if *size == MAX_BUNDLE_BYTES + 1 && *limit == MAX_BUNDLE_BYTES),
+            ),
+        ),
         ("trailing", trailing, None, is("bundle_malformed")),
-        ("bad magic", flip(region(&good, "magic").start), None, is("bundle_unsupported")),
-        ("bad format", flip(region(&good, "format").start), None, is("bundle_unsupported")),
-        ("bad kem", flip(region(&good, "kem").start + 1), None, is("bundle_unsupported")),
-        ("bad kdf", flip(region(&good, "kdf").start + 1), None, is("bundle_unsupported")),
-        ("bad aead", flip(region(&good, "aead").start + 1), None, is("bundle_unsupported")),
-        ("unsigned", zero_sig, None, Box::new(|e| *e == BundleError::Untrusted)),
-        ("untrusted signer", f.seal_with(|r| r.signer = &untrusted), None, Box::new(|e| *e == BundleError::Untrusted)),
-        ("signer field altered", flip(region(&good, "signer").start), None, Box::new(|e| *e == BundleError::Untrusted)),
-        ("wrong sandbox", f.seal_with(|r| r.sandbox_id = "sbx-2"), None, Box::new(|e| matches!(e, BundleError::WrongSandbox { expected, found } if expected == "sbx-1" && found == "sbx-2"))),
-        ("wrong key", f.seal_with(|r| r.recipient = &other_key), None, Box::new(|e| *e == BundleError::WrongKey)),
-        ("expired", f.seal_with(|r| { r.issued_at = NOW - 100; r.expires_at = NOW - 1 }), None, Box::new(|e| *e == BundleError::Expired { expires_at: NOW - 1, now: NOW })),
-        ("issued in the future", f.seal_with(|r| { r.issued_at = NOW + MAX_CLOCK_SKEW_SECS + 1; r.expires_at = NOW + 7200 }), None, is("bundle_malformed")),
-        ("replayed equal", good.clone(), Some(5), Box::new(|e| *e == BundleError::Replayed { version: 5, installed: 5 })),
-        ("replayed older", good.clone(), Some(9), Box::new(|e| *e == BundleError::Replayed { version: 5, installed: 9 })),
-        ("ciphertext altered before signing", bad_ct_signed, None, Box::new(|e| *e == BundleError::Tampered)),
-        ("enc altered before signing", bad_enc_signed, None, Box::new(|e| *e == BundleError::Tampered)),
+        (
+            "bad magic",
+            flip(region(&good, "magic").start),
+            None,
+            is("bundle_unsupported"),
+        ),
+        (
+            "bad format",
+            flip(region(&good, "format").start),
+            None,
+            is("bundle_unsupported"),
+        ),
+        (
+            "bad kem",
+            flip(region(&good, "kem").start + 1),
+            None,
+            is("bundle_unsupported"),
+        ),
+        (
+            "bad kdf",
+            flip(region(&good, "kdf").start + 1),
+            None,
+            is("bundle_unsupported"),
+        ),
+        (
+            "bad aead",
+            flip(region(&good, "aead").start + 1),
+            None,
+            is("bundle_unsupported"),
+        ),
+        (
+            "unsigned",
+            zero_sig,
+            None,
+            Box::new(|e| *e == BundleError::Untrusted),
+        ),
+        (
+            "untrusted signer",
+            f.seal_with(|r| r.signer = &untrusted),
+            None,
+            Box::new(|e| *e == BundleError::Untrusted),
+        ),
+        (
+            "signer field altered",
+            flip(region(&good, "signer").start),
+            None,
+            Box::new(|e| *e == BundleError::Untrusted),
+        ),
+        (
+            "wrong sandbox",
+            f.seal_with(|r| r.sandbox_id = "sbx-2"),
+            None,
+            Box::new(
+                |e| matches!(e, BundleError::WrongSandbox { expected, found } if expected == "sbx-1" && found == "sbx-2"),
+            ),
+        ),
+        (
+            "wrong key",
+            f.seal_with(|r| r.recipient = &other_key),
+            None,
+            Box::new(|e| *e == BundleError::WrongKey),
+        ),
+        (
+            "expired",
+            f.seal_with(|r| {
+                r.issued_at = NOW - 100;
+                r.expires_at = NOW - 1
+            }),
+            None,
+            Box::new(|e| {
+                *e == BundleError::Expired {
+                    expires_at: NOW - 1,
+                    now: NOW,
+                }
+            }),
+        ),
+        (
+            "issued in the future",
+            f.seal_with(|r| {
+                r.issued_at = NOW + MAX_CLOCK_SKEW_SECS + 1;
+                r.expires_at = NOW + 7200
+            }),
+            None,
+            is("bundle_malformed"),
+        ),
+        (
+            "replayed equal",
+            good.clone(),
+            Some(5),
+            Box::new(|e| {
+                *e == BundleError::Replayed {
+                    version: 5,
+                    installed: 5,
+                }
+            }),
+        ),
+        (
+            "replayed older",
+            good.clone(),
+            Some(9),
+            Box::new(|e| {
+                *e == BundleError::Replayed {
+                    version: 5,
+                    installed: 9,
+                }
+            }),
+        ),
+        (
+            "ciphertext altered before signing",
+            bad_ct_signed,
+            None,
+            Box::new(|e| *e == BundleError::Tampered),
+        ),
+        (
+            "enc altered before signing",
+            bad_enc_signed,
+            None,
+            Box::new(|e| *e == BundleError::Tampered),
+        ),
     ];
     for (name, bytes, installed, check) in cases {
         match f.opener().open(&bytes, NOW, installed) {
@@ -185,7 +298,10 @@ fn truncated_at_each_boundary_is_malformed() {
     for (name, range) in format::regions(&good).unwrap() {
         for cut in [range.start, range.start + range.len() / 2] {
             let err = f.opener().open(&good[..cut], NOW, None).unwrap_err();
-            assert!(matches!(err, BundleError::Malformed(_)), "cut in {name} at {cut}: {err:?}");
+            assert!(
+                matches!(err, BundleError::Malformed(_)),
+                "cut in {name} at {cut}: {err:?}"
+            );
         }
     }
 }
@@ -222,8 +338,14 @@ fn seal_refuses_bad_requests() {
         signer: &f.platform,
         plaintext: pt,
     };
-    assert!(matches!(seal(&base("", b"x")), Err(BundleError::Malformed(_))));
-    assert!(matches!(seal(&base("a/b", b"x")), Err(BundleError::Malformed(_))));
+    assert!(matches!(
+        seal(&base("", b"x")),
+        Err(BundleError::Malformed(_))
+    ));
+    assert!(matches!(
+        seal(&base("a/b", b"x")),
+        Err(BundleError::Malformed(_))
+    ));
     let mut late = base("a", b"x");
     late.issued_at = 3;
     assert!(matches!(seal(&late), Err(BundleError::Malformed(_))));

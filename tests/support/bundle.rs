@@ -22,7 +22,10 @@ impl Run {
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         };
-        eprintln!("--- {what}: exit {:?}\nstdout:\n{}\nstderr:\n{}", run.code, run.stdout, run.stderr);
+        eprintln!(
+            "--- {what}: exit {:?}\nstdout:\n{}\nstderr:\n{}",
+            run.code, run.stdout, run.stderr
+        );
         run
     }
 
@@ -46,7 +49,10 @@ pub fn sidecar(dir: &Path, args: &[&str]) -> Run {
 /// Whether python3 with `cryptography`'s HPKE is here. Missing: skip locally, fail in CI.
 pub fn python_available() -> bool {
     let ok = Command::new("python3")
-        .args(["-c", "from cryptography.hazmat.primitives.hpke import Suite"])
+        .args([
+            "-c",
+            "from cryptography.hazmat.primitives.hpke import Suite",
+        ])
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .output()
