@@ -210,8 +210,15 @@ fn open_safe_dir(path: &Path, owner: Option<Owner>) -> Result<HeldDir, InjectErr
     };
     let fd = match fsops::open_dir(parent.as_raw_fd(), name) {
         Ok(fd) => fd,
-        Err(Errno::ELOOP) => return Err(unsafe_root("is a symlink")),
-        Err(Errno::ENOTDIR) => return Err(unsafe_root("is not a directory")),
+        // O_NOFOLLOW | O_DIRECTORY answers ELOOP or ENOTDIR for a symlink, depending on
+        // the kernel; lstat tells which it was.
+        Err(Errno::ELOOP) | Err(Errno::ENOTDIR) => {
+            let link = fsops::lstat_at(parent.as_raw_fd(), name)
+                .ok()
+                .flatten()
+                .is_some_and(|st| fsops::is_symlink(&st));
+            return Err(unsafe_root(if link { "is a symlink" } else { "is not a directory" }));
+        }
         Err(e) => return Err(dir_err(e)),
     };
     // Judge the directory we actually opened, not the path, so a swap after the check
@@ -479,10 +486,8 @@ impl Injector {
                 continue;
             };
             if !is_safe_id(id) {
-                return Err(unsafe_conn(
-                    &format!("{:?}", id.escape_debug().to_string()),
-                    "id is not a safe path component",
-                ));
+                let shown: String = id.chars().take(64).collect();
+                return Err(unsafe_conn(&format!("{shown:?}"), "id is not a safe path component"));
             }
             let json_err = |e: serde_json::Error| InjectError::Io {
                 connection: id.to_owned(),
