@@ -153,7 +153,7 @@ impl CredentialSet {
                     format!("must be an object, found {}", entry.kind()),
                 ));
             };
-            check_unique_keys(&loc, &keys)?;
+            check_unique_keys(|k| format!("{loc}.{}", quoted(k)), &keys)?;
             let credential = match &conn.mode {
                 AuthMode::SecretInput { fields, .. } => parse_secret(&loc, fields, keys)?,
                 AuthMode::OauthRedirect { .. } => parse_oauth(&loc, keys)?,
@@ -303,10 +303,14 @@ fn quoted(s: &str) -> String {
     }
 }
 
-fn check_unique_keys(loc: &str, keys: &[(String, Raw)]) -> Result<(), CredentialsError> {
+/// Refuses a key given twice; `at` renders a key's location.
+fn check_unique_keys(
+    at: impl Fn(&str) -> String,
+    keys: &[(String, Raw)],
+) -> Result<(), CredentialsError> {
     for (i, (k, _)) in keys.iter().enumerate() {
         if keys[..i].iter().any(|(other, _)| other == k) {
-            return Err(invalid(format!("{loc}.{}", quoted(k)), "duplicate key"));
+            return Err(invalid(at(k), "duplicate key"));
         }
     }
     Ok(())
@@ -338,7 +342,7 @@ fn parse_secret(
         }
         None => return Err(invalid(floc, "is required")),
     };
-    check_unique_keys(&floc, &values)?;
+    check_unique_keys(|k| format!("{floc}[{}]", quoted(k)), &values)?;
     let mut fields = BTreeMap::new();
     for (name, value) in values {
         let vloc = format!("{floc}[{}]", quoted(&name));

@@ -378,7 +378,7 @@ fn duplicates_are_refused() {
         (
             "duplicate field",
             r#"{"connections": {"openai": {"fields": {"api_key": "a", "api_key": "b", "org": "c"}}}}"#,
-            "connections[\"openai\"].fields.\"api_key\"",
+            "connections[\"openai\"].fields[\"api_key\"]",
         ),
         (
             "duplicate connections",
