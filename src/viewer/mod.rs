@@ -1,0 +1,244 @@
+//! The takeover viewer: our own page around noVNC's `core/rfb.js`, and noVNC's files.
+//!
+//! Routes (no bearer; the page itself holds no secret, the takeover token reaches it only in
+//! the URL fragment, which browsers never send):
+//!
+//! | route                              | what                                              |
+//! |------------------------------------|---------------------------------------------------|
+//! | `GET /takeover/{id}`               | the page (`page.html`), strict CSP, `no-store`    |
+//! | `GET /takeover/assets/viewer.js`   | the page's script (embedded)                      |
+//! | `GET /takeover/assets/viewer.css`  | the page's styles (embedded)                      |
+//! | `GET /takeover/novnc/{*path}`      | noVNC's files, confined under `novnc_dir`         |
+//!
+//! The page talks to `/takeover/{id}/session`, `/complete`, `/cancel` and `/websocket`, which
+//! the `takeover` module serves (see docs and the takeover contract). All its URLs are derived
+//! from the page's own path, so the viewer also works behind a path prefix.
+
+mod novnc;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+
+/// The page, its script and its styles, compiled into the binary so the viewer needs no files
+/// of ours at run time (noVNC comes from the system's package).
+const PAGE_HTML: &str = include_str!("page.html");
+const VIEWER_JS: &str = include_str!("viewer.js");
+const VIEWER_CSS: &str = include_str!("viewer.css");
+
+/// The longest takeover id the page route accepts.
+pub const MAX_ID_BYTES: usize = 64;
+
+/// Where Debian's `novnc` package puts its web root.
+pub const DEFAULT_NOVNC_DIR: &str = "/usr/share/novnc";
+
+/// The largest noVNC file served; the biggest in noVNC 1.3 is well under 200 KiB.
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Only scripts, styles and connections to our own origin (`'self'` covers `ws:`/`wss:` to
+/// the same host in CSP 3). Images allow `data:`/`blob:` because noVNC draws its cursor and
+/// TightPNG rectangles through them. Nothing may frame the page.
+pub const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+     connect-src 'self'; img-src 'self' data: blob:; font-src 'self'; \
+     base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+#[derive(Debug, Clone)]
+pub struct ViewerConfig {
+    /// noVNC's web root (holds `core/rfb.js` and `vendor/pako`).
+    pub novnc_dir: PathBuf,
+    /// Files larger than this are not served.
+    pub max_file_bytes: u64,
+}
+
+impl Default for ViewerConfig {
+    fn default() -> Self {
+        ViewerConfig {
+            novnc_dir: PathBuf::from(DEFAULT_NOVNC_DIR),
+            max_file_bytes: DEFAULT_MAX_FILE_BYTES,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ViewerError {
+    /// Bad id, unsafe path, unknown extension, missing file, symlink out of the root,
+    /// not a regular file: all look the same to the client.
+    #[error("not found")]
+    NotFound,
+    #[error("file larger than the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("reading a noVNC file")]
+    Read(#[source] std::io::Error),
+}
+
+impl IntoResponse for ViewerError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            ViewerError::NotFound | ViewerError::TooLarge { .. } => StatusCode::NOT_FOUND,
+            ViewerError::Read(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if let ViewerError::Read(error) = &self {
+            tracing::warn!(%error, "viewer: reading a noVNC file failed");
+        }
+        let code = if status == StatusCode::NOT_FOUND {
+            "not_found"
+        } else {
+            "internal"
+        };
+        let body = serde_json::json!({"error": {"code": code, "message": status.canonical_reason().unwrap_or("error")}});
+        (
+            status,
+            [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+            axum::Json(body),
+        )
+            .into_response()
+    }
+}
+
+struct Viewer {
+    cfg: ViewerConfig,
+}
+
+/// The viewer's routes, to be merged into the control listener's router.
+pub fn routes<S: Clone + Send + Sync + 'static>(cfg: ViewerConfig) -> Router<S> {
+    let viewer = Arc::new(Viewer { cfg });
+    Router::new()
+        .route("/takeover/{id}", get(page))
+        .route(
+            "/takeover/assets/viewer.js",
+            get(|| async { asset(VIEWER_JS, "text/javascript; charset=utf-8") }),
+        )
+        .route(
+            "/takeover/assets/viewer.css",
+            get(|| async { asset(VIEWER_CSS, "text/css; charset=utf-8") }),
+        )
+        .route("/takeover/novnc/{*path}", get(novnc_file))
+        .with_state(viewer)
+}
+
+/// `[A-Za-z0-9_-]{1,64}`: ids are generated by the takeover module and only ever URL-safe.
+pub fn valid_id(id: &str) -> bool {
+    (1..=MAX_ID_BYTES).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Headers every response of ours carries.
+fn security_headers(resp: &mut Response) {
+    let h = resp.headers_mut();
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+}
+
+async fn page(Path(id): Path<String>) -> Response {
+    if !valid_id(&id) {
+        return ViewerError::NotFound.into_response();
+    }
+    let mut resp = (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        PAGE_HTML,
+    )
+        .into_response();
+    security_headers(&mut resp);
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(PAGE_CSP),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+fn asset(body: &'static str, content_type: &'static str) -> Response {
+    let mut resp = ([(header::CONTENT_TYPE, content_type)], body).into_response();
+    security_headers(&mut resp);
+    // Embedded in the binary: revalidate so a new sidecar's page never runs an old script.
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+async fn novnc_file(State(viewer): State<Arc<Viewer>>, Path(path): Path<String>) -> Response {
+    match novnc::read(&viewer.cfg.novnc_dir, &path, viewer.cfg.max_file_bytes).await {
+        Ok(file) => {
+            let mut resp =
+                ([(header::CONTENT_TYPE, file.content_type)], file.bytes).into_response();
+            security_headers(&mut resp);
+            let h = resp.headers_mut();
+            // noVNC changes only with the package; a sandbox lives for hours at most.
+            h.insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=3600"),
+            );
+            // noVNC's own pages (vnc.html) get the same confinement as ours.
+            if file.content_type.starts_with("text/html") {
+                h.insert(
+                    header::CONTENT_SECURITY_POLICY,
+                    HeaderValue::from_static(PAGE_CSP),
+                );
+            }
+            resp
+        }
+        Err(error) => {
+            tracing::debug!(%error, path_len = path.len(), "viewer: noVNC file refused");
+            error.into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids() {
+        let long = "a".repeat(MAX_ID_BYTES);
+        let too_long = "a".repeat(MAX_ID_BYTES + 1);
+        let cases: &[(&str, bool)] = &[
+            ("tk_1", true),
+            ("AZaz09-_", true),
+            (&long, true),
+            ("", false),
+            (&too_long, false),
+            ("a.b", false),
+            ("a/b", false),
+            ("a%2e", false),
+            ("é", false),
+            ("a b", false),
+        ];
+        for (id, ok) in cases {
+            assert_eq!(valid_id(id), *ok, "{id:?}");
+        }
+    }
+
+    #[test]
+    fn embedded_page_holds_no_inline_script_or_style() {
+        // The CSP forbids inline code; a slip here would break the page silently.
+        assert!(!PAGE_HTML.contains("<script>"));
+        assert!(!PAGE_HTML.contains("<style"));
+        assert!(!PAGE_HTML.contains(" style="));
+        let handler = PAGE_HTML.split(" on").skip(1).any(|rest| {
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphabetic())
+                .collect();
+            !name.is_empty() && rest[name.len()..].starts_with('=')
+        });
+        assert!(!handler, "no inline event handlers");
+        assert!(PAGE_HTML.contains("src=\"assets/viewer.js\""));
+        assert!(VIEWER_JS.contains("../novnc/core/rfb.js"));
+    }
+}
