@@ -208,7 +208,12 @@ mod tests {
     }
 
     async fn call(state: &ApiState, method: Method, uri: &str, uid: Option<u32>, body: &'static [u8]) -> (StatusCode, serde_json::Value) {
-        let mut request = Request::builder().method(method).uri(uri).body(Body::from(body)).unwrap();
+        let mut request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::CONTENT_LENGTH, body.len())
+            .body(Body::from(body))
+            .unwrap();
         if let Some(uid) = uid {
             request.extensions_mut().insert(Peer { uid, gid: uid, pid: None });
         }
