@@ -28,12 +28,19 @@ struct Args {
 }
 
 fn args() -> Args {
-    let mut args = Args { socket: None, id: "openai".into(), requests: 40_000 };
+    let mut args = Args {
+        socket: None,
+        id: "openai".into(),
+        requests: 40_000,
+    };
     let mut positional = Vec::new();
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         if arg == "--requests" {
-            args.requests = it.next().and_then(|n| n.parse().ok()).expect("--requests N");
+            args.requests = it
+                .next()
+                .and_then(|n| n.parse().ok())
+                .expect("--requests N");
         } else {
             positional.push(arg);
         }
@@ -60,7 +67,13 @@ impl Result {
             self.latencies[i].as_secs_f64() * 1e6
         };
         let rate = self.latencies.len() as f64 / self.elapsed.as_secs_f64();
-        println!("{label:<34} p50 {:>7.1} µs   p99 {:>7.1} µs   {:>9.0} req/s   ({} requests)", pct(0.5), pct(0.99), rate, self.latencies.len());
+        println!(
+            "{label:<34} p50 {:>7.1} µs   p99 {:>7.1} µs   {:>9.0} req/s   ({} requests)",
+            pct(0.5),
+            pct(0.99),
+            rate,
+            self.latencies.len()
+        );
     }
 }
 
@@ -94,10 +107,16 @@ where
             .collect();
         barrier.wait();
         let start = Instant::now();
-        let results: Vec<Vec<Duration>> = handles.into_iter().map(|h| h.join().expect("client thread")).collect();
+        let results: Vec<Vec<Duration>> = handles
+            .into_iter()
+            .map(|h| h.join().expect("client thread"))
+            .collect();
         (results, start.elapsed())
     });
-    Result { latencies: results.into_iter().flatten().collect(), elapsed }
+    Result {
+        latencies: results.into_iter().flatten().collect(),
+        elapsed,
+    }
 }
 
 /// One keep-alive connection sending `request` and reading one response at a time.
@@ -110,8 +129,13 @@ struct Conn {
 impl Conn {
     fn new(socket: &Path, id: &str) -> Self {
         let stream = UnixStream::connect(socket).expect("connect to the socket");
-        let request = format!("GET /v1/connections/{id} HTTP/1.1\r\nHost: sidecar\r\n\r\n").into_bytes();
-        Conn { stream, request, buf: Vec::with_capacity(4096) }
+        let request =
+            format!("GET /v1/connections/{id} HTTP/1.1\r\nHost: sidecar\r\n\r\n").into_bytes();
+        Conn {
+            stream,
+            request,
+            buf: Vec::with_capacity(4096),
+        }
     }
 
     fn call(&mut self) {
@@ -124,10 +148,16 @@ impl Conn {
             self.buf.extend_from_slice(&chunk[..n]);
             if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 let head = std::str::from_utf8(&self.buf[..end]).expect("head");
-                assert!(head.starts_with("HTTP/1.1 200"), "unexpected response: {head}");
+                assert!(
+                    head.starts_with("HTTP/1.1 200"),
+                    "unexpected response: {head}"
+                );
                 let length: usize = head
                     .split("\r\n")
-                    .find_map(|l| l.split_once(':').filter(|(n, _)| n.eq_ignore_ascii_case("content-length")))
+                    .find_map(|l| {
+                        l.split_once(':')
+                            .filter(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+                    })
                     .and_then(|(_, v)| v.trim().parse().ok())
                     .expect("content-length");
                 if self.buf.len() >= end + 4 + length {
@@ -147,13 +177,31 @@ fn main() {
         None => {
             let dir = tempfile::tempdir().expect("tempdir");
             let path = dir.path().join("sidecar.sock");
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
-            let store = Arc::new(Store::new(manifest(), None, inert_injector(), EventBus::new()));
-            store.install_materialized(materialized(1, "sk-bench-0123456789abcdef0123456789abcdef"));
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let store = Arc::new(Store::new(
+                manifest(),
+                None,
+                inert_injector(),
+                EventBus::new(),
+            ));
+            store
+                .install_materialized(materialized(1, "sk-bench-0123456789abcdef0123456789abcdef"));
             let mut state = ApiState::new(store, None);
-            state.limits = ApiLimits { max_connections: 1024, ..ApiLimits::default() };
-            let listener = runtime.block_on(async { api::bind(&path, None) }).expect("bind");
-            runtime.spawn(api::serve(listener, state, tokio_util::sync::CancellationToken::new()));
+            state.limits = ApiLimits {
+                max_connections: 1024,
+                ..ApiLimits::default()
+            };
+            let listener = runtime
+                .block_on(async { api::bind(&path, None) })
+                .expect("bind");
+            runtime.spawn(api::serve(
+                listener,
+                state,
+                tokio_util::sync::CancellationToken::new(),
+            ));
             _runtime = Some(runtime);
             _dir = dir;
             path
@@ -164,17 +212,27 @@ fn main() {
         socket.display(),
         args.id,
         args.requests,
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
     );
 
     // The same body in a tmpfs file: the floor for any way of handing it to the agent.
     let body = {
         let mut conn = Conn::new(&socket, &args.id);
         conn.call();
-        let end = conn.buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0) + 4;
+        let end = conn
+            .buf
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or(0)
+            + 4;
         conn.buf[end..].to_vec()
     };
-    let floor_dir = tempfile::Builder::new().tempdir_in("/dev/shm").or_else(|_| tempfile::tempdir()).expect("tmpfs dir");
+    let floor_dir = tempfile::Builder::new()
+        .tempdir_in("/dev/shm")
+        .or_else(|_| tempfile::tempdir())
+        .expect("tmpfs dir");
     let floor_file = floor_dir.path().join("body.json");
     std::fs::write(&floor_file, &body).expect("write floor file");
 

@@ -87,12 +87,22 @@ impl BearerToken {
     /// (a trailing newline) is not part of the token.
     pub fn load(path: &Path) -> Result<Self, ControlError> {
         let shown = || path.display().to_string();
-        let read = |source| ControlError::TokenRead { path: shown(), source };
+        let read = |source| ControlError::TokenRead {
+            path: shown(),
+            source,
+        };
         let meta = std::fs::metadata(path).map_err(read)?;
         if meta.mode() & 0o077 != 0 {
-            return Err(ControlError::TokenPermissions { path: shown(), mode: meta.mode() & 0o7777 });
+            return Err(ControlError::TokenPermissions {
+                path: shown(),
+                mode: meta.mode() & 0o7777,
+            });
         }
-        let format = || ControlError::TokenFormat { path: shown(), min: MIN_TOKEN_BYTES, max: MAX_TOKEN_FILE_BYTES };
+        let format = || ControlError::TokenFormat {
+            path: shown(),
+            min: MIN_TOKEN_BYTES,
+            max: MAX_TOKEN_FILE_BYTES,
+        };
         if meta.len() > MAX_TOKEN_FILE_BYTES {
             return Err(format());
         }
@@ -107,13 +117,21 @@ impl BearerToken {
         if token.len() < MIN_TOKEN_BYTES || token.iter().any(|b| !b.is_ascii_graphic()) {
             return None;
         }
-        Some(Self { digest: Sha256::digest(token).into(), _token: secret_bytes(token.to_vec()) })
+        Some(Self {
+            digest: Sha256::digest(token).into(),
+            _token: secret_bytes(token.to_vec()),
+        })
     }
 
     /// Checks an `Authorization` header value (`Bearer <token>`).
     pub fn verify(&self, authorization: Option<&[u8]>) -> bool {
-        let Some(value) = authorization else { return false };
-        let Some(given) = value.strip_prefix(b"Bearer ").or_else(|| value.strip_prefix(b"bearer ")) else {
+        let Some(value) = authorization else {
+            return false;
+        };
+        let Some(given) = value
+            .strip_prefix(b"Bearer ")
+            .or_else(|| value.strip_prefix(b"bearer "))
+        else {
             return false;
         };
         let digest: [u8; 32] = Sha256::digest(given.trim_ascii()).into();
@@ -164,7 +182,12 @@ impl std::fmt::Debug for ControlState {
 }
 
 impl ControlState {
-    pub fn new(store: Arc<Store>, token: BearerToken, sandbox_id: String, public_key: SandboxPublicKey) -> Self {
+    pub fn new(
+        store: Arc<Store>,
+        token: BearerToken,
+        sandbox_id: String,
+        public_key: SandboxPublicKey,
+    ) -> Self {
         Self {
             store,
             token: Arc::new(token),
@@ -183,7 +206,10 @@ pub fn router(state: ControlState) -> Router {
         .route("/v1/credentials", put(put_credentials))
         .route("/v1/events", get(events))
         // Bearer-protected routes above this line; the viewer's (view-token) routes below.
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_bearer))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_bearer,
+        ))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)
@@ -191,7 +217,9 @@ pub fn router(state: ControlState) -> Router {
 
 /// Binds the control endpoint and logs the address.
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ControlError> {
-    let listener = TcpListener::bind(addr).await.map_err(|source| ControlError::Bind { addr, source })?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ControlError::Bind { addr, source })?;
     let bound = listener.local_addr().unwrap_or(addr);
     tracing::info!(addr = %bound, "control endpoint listening");
     Ok(listener)
@@ -199,7 +227,12 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ControlError> {
 
 /// Serves the control endpoint until `stop` fires; in-flight requests then get a short
 /// grace (an event stream is cut after it).
-pub async fn serve(listener: TcpListener, router: Router, limits: ControlLimits, stop: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: ControlLimits,
+    stop: CancellationToken,
+) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let tracker = TaskTracker::new();
     let over_limit = server::over_limit_response();
@@ -230,7 +263,8 @@ pub async fn serve(listener: TcpListener, router: Router, limits: ControlLimits,
         let stop = stop.clone();
         tracker.spawn(
             async move {
-                server::serve_connection(stream, router, RemoteAddr(remote), limits.conn, stop).await;
+                server::serve_connection(stream, router, RemoteAddr(remote), limits.conn, stop)
+                    .await;
                 drop(permit);
             }
             .instrument(tracing::debug_span!("control_conn", %remote)),
@@ -244,8 +278,15 @@ pub async fn serve(listener: TcpListener, router: Router, limits: ControlLimits,
 #[derive(Debug, Clone, Copy)]
 pub struct RemoteAddr(pub SocketAddr);
 
-async fn require_bearer(State(state): State<ControlState>, request: Request, next: Next) -> Response {
-    let header = request.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes());
+async fn require_bearer(
+    State(state): State<ControlState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let header = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
     if !state.token.verify(header) {
         if let Some(suppressed) = state.log_limiter.check() {
             let remote = request.extensions().get::<RemoteAddr>().map(|r| r.0);
@@ -278,12 +319,23 @@ struct Installed {
 }
 
 #[tracing::instrument(level = "info", name = "put_credentials", skip_all)]
-async fn put_credentials(State(state): State<ControlState>, request: Request) -> Result<Json<Installed>, ApiError> {
-    let content_type = request.headers().get(header::CONTENT_TYPE).map(|v| v.as_bytes());
+async fn put_credentials(
+    State(state): State<ControlState>,
+    request: Request,
+) -> Result<Json<Installed>, ApiError> {
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.as_bytes());
     if !matches!(content_type, None | Some(b"application/octet-stream")) {
         return Err(ApiError::UnsupportedMediaType);
     }
-    let oversized = |size| ApiError::Bundle(BundleError::Oversized { size, limit: MAX_BUNDLE_BYTES });
+    let oversized = |size| {
+        ApiError::Bundle(BundleError::Oversized {
+            size,
+            limit: MAX_BUNDLE_BYTES,
+        })
+    };
     if let Err(error) = check_content_length(request.headers(), MAX_BUNDLE_BYTES) {
         return Err(match error {
             ApiError::PayloadTooLarge { .. } => oversized(MAX_BUNDLE_BYTES + 1),
@@ -293,7 +345,10 @@ async fn put_credentials(State(state): State<ControlState>, request: Request) ->
     let body = tokio::time::timeout(state.limits.body_timeout, read_bundle(request.into_body()))
         .await
         .map_err(|_| ApiError::RequestTimeout)??;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     match state.store.install_bundle(&body, now).await {
         Ok(version) => Ok(Json(Installed { version })),
         Err(error) => {
@@ -307,9 +362,10 @@ async fn put_credentials(State(state): State<ControlState>, request: Request) ->
 
 async fn read_bundle(body: Body) -> Result<bytes::Bytes, ApiError> {
     match crate::api::routes::read_body(body, MAX_BUNDLE_BYTES).await {
-        Err(ApiError::PayloadTooLarge { .. }) => {
-            Err(ApiError::Bundle(BundleError::Oversized { size: MAX_BUNDLE_BYTES + 1, limit: MAX_BUNDLE_BYTES }))
-        }
+        Err(ApiError::PayloadTooLarge { .. }) => Err(ApiError::Bundle(BundleError::Oversized {
+            size: MAX_BUNDLE_BYTES + 1,
+            limit: MAX_BUNDLE_BYTES,
+        })),
         other => other,
     }
 }
@@ -327,17 +383,28 @@ async fn events(State(state): State<ControlState>) -> impl IntoResponse {
     let receiver = state.store.events().subscribe();
     let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
         let event = match receiver.recv().await {
-            Ok(event) => Event::default().event(event.name()).data(serde_json::to_string(&*event).unwrap_or_default()),
+            Ok(event) => Event::default()
+                .event(event.name())
+                .data(serde_json::to_string(&*event).unwrap_or_default()),
             Err(broadcast::error::RecvError::Lagged(missed)) => {
-                let data = serde_json::to_string(&Lagged { r#type: "lagged", missed }).unwrap_or_default();
+                let data = serde_json::to_string(&Lagged {
+                    r#type: "lagged",
+                    missed,
+                })
+                .unwrap_or_default();
                 Event::default().event("lagged").data(data)
             }
             Err(broadcast::error::RecvError::Closed) => return None,
         };
         Some((Ok::<Event, Infallible>(event), receiver))
     });
-    let mut response = Sse::new(stream).keep_alive(KeepAlive::new().interval(state.limits.keep_alive)).into_response();
-    response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    let mut response = Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(state.limits.keep_alive))
+        .into_response();
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
     response
 }
 
@@ -353,21 +420,40 @@ mod tests {
     const TOKEN: &str = "0123456789abcdef0123";
 
     fn state() -> ControlState {
-        let store = Arc::new(Store::new(manifest(), None, inert_injector(), EventBus::new()));
+        let store = Arc::new(Store::new(
+            manifest(),
+            None,
+            inert_injector(),
+            EventBus::new(),
+        ));
         let token = BearerToken::from_bytes(TOKEN.as_bytes()).unwrap();
         ControlState::new(store, token, "sbx-1".into(), SandboxPublicKey([7; 32]))
     }
 
-    async fn call(state: &ControlState, method: Method, uri: &str, auth: Option<&str>, body: Vec<u8>) -> (StatusCode, serde_json::Value) {
+    async fn call(
+        state: &ControlState,
+        method: Method,
+        uri: &str,
+        auth: Option<&str>,
+        body: Vec<u8>,
+    ) -> (StatusCode, serde_json::Value) {
         let mut request = Request::builder().method(method).uri(uri);
         if let Some(auth) = auth {
             request = request.header(header::AUTHORIZATION, auth);
         }
         request = request.header(header::CONTENT_LENGTH, body.len());
-        let response = router(state.clone()).oneshot(request.body(Body::from(body)).unwrap()).await.unwrap();
+        let response = router(state.clone())
+            .oneshot(request.body(Body::from(body)).unwrap())
+            .await
+            .unwrap();
         let status = response.status();
-        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
-        (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        )
     }
 
     #[test]
@@ -390,11 +476,19 @@ mod tests {
         let path = dir.path().join("token");
         std::fs::write(&path, format!("{TOKEN}\n")).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(matches!(BearerToken::load(&path), Err(ControlError::TokenPermissions { .. })));
+        assert!(matches!(
+            BearerToken::load(&path),
+            Err(ControlError::TokenPermissions { .. })
+        ));
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert!(BearerToken::load(&path).unwrap().verify(Some(format!("Bearer {TOKEN}").as_bytes())));
+        assert!(BearerToken::load(&path)
+            .unwrap()
+            .verify(Some(format!("Bearer {TOKEN}").as_bytes())));
         std::fs::write(&path, "tooshort").unwrap();
-        assert!(matches!(BearerToken::load(&path), Err(ControlError::TokenFormat { .. })));
+        assert!(matches!(
+            BearerToken::load(&path),
+            Err(ControlError::TokenFormat { .. })
+        ));
         let error = BearerToken::load(&path).unwrap_err().to_string();
         assert!(!error.contains("tooshort"));
     }
@@ -404,24 +498,70 @@ mod tests {
         let state = state();
         let bearer = format!("Bearer {TOKEN}");
         let (status, body) = call(&state, Method::GET, "/v1/identity", None, vec![]).await;
-        assert_eq!((status.as_u16(), body["error"]["code"].as_str()), (401, Some("unauthorized")));
-        let (status, _) = call(&state, Method::GET, "/v1/identity", Some("Bearer wrong-token-wrong-token"), vec![]).await;
+        assert_eq!(
+            (status.as_u16(), body["error"]["code"].as_str()),
+            (401, Some("unauthorized"))
+        );
+        let (status, _) = call(
+            &state,
+            Method::GET,
+            "/v1/identity",
+            Some("Bearer wrong-token-wrong-token"),
+            vec![],
+        )
+        .await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
         let (status, body) = call(&state, Method::GET, "/v1/identity", Some(&bearer), vec![]).await;
         assert_eq!(status, StatusCode::OK);
-        assert_eq!(body, serde_json::json!({"sandbox_id": "sbx-1", "public_key": base64::engine::general_purpose::STANDARD.encode([7u8; 32]), "credentials_version": null}));
+        assert_eq!(
+            body,
+            serde_json::json!({"sandbox_id": "sbx-1", "public_key": base64::engine::general_purpose::STANDARD.encode([7u8; 32]), "credentials_version": null})
+        );
         state.store.install_materialized(materialized(5, "k"));
         let (_, body) = call(&state, Method::GET, "/v1/identity", Some(&bearer), vec![]).await;
         assert_eq!(body["credentials_version"], 5);
         // No opener in this store: a push is refused without touching the credentials.
-        let (status, body) = call(&state, Method::PUT, "/v1/credentials", Some(&bearer), b"bundle".to_vec()).await;
-        assert_eq!((status.as_u16(), body["error"]["code"].as_str()), (409, Some("bundles_disabled")));
-        let (status, body) = call(&state, Method::PUT, "/v1/credentials", None, b"bundle".to_vec()).await;
-        assert_eq!((status.as_u16(), body["error"]["code"].as_str()), (401, Some("unauthorized")));
-        let (status, body) = call(&state, Method::GET, "/v1/credentials", Some(&bearer), vec![]).await;
-        assert_eq!((status.as_u16(), body["error"]["code"].as_str()), (405, Some("method_not_allowed")));
+        let (status, body) = call(
+            &state,
+            Method::PUT,
+            "/v1/credentials",
+            Some(&bearer),
+            b"bundle".to_vec(),
+        )
+        .await;
+        assert_eq!(
+            (status.as_u16(), body["error"]["code"].as_str()),
+            (409, Some("bundles_disabled"))
+        );
+        let (status, body) = call(
+            &state,
+            Method::PUT,
+            "/v1/credentials",
+            None,
+            b"bundle".to_vec(),
+        )
+        .await;
+        assert_eq!(
+            (status.as_u16(), body["error"]["code"].as_str()),
+            (401, Some("unauthorized"))
+        );
+        let (status, body) = call(
+            &state,
+            Method::GET,
+            "/v1/credentials",
+            Some(&bearer),
+            vec![],
+        )
+        .await;
+        assert_eq!(
+            (status.as_u16(), body["error"]["code"].as_str()),
+            (405, Some("method_not_allowed"))
+        );
         let (status, body) = call(&state, Method::GET, "/nope", Some(&bearer), vec![]).await;
-        assert_eq!((status.as_u16(), body["error"]["code"].as_str()), (404, Some("not_found")));
+        assert_eq!(
+            (status.as_u16(), body["error"]["code"].as_str()),
+            (404, Some("not_found"))
+        );
     }
 
     #[tokio::test]
@@ -436,8 +576,12 @@ mod tests {
             .unwrap();
         let response = router(state).oneshot(request).await.unwrap();
         assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
-        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
-        assert!(std::str::from_utf8(&bytes).unwrap().contains("bundle_oversized"));
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        assert!(std::str::from_utf8(&bytes)
+            .unwrap()
+            .contains("bundle_oversized"));
     }
 
     #[tokio::test]
@@ -449,19 +593,32 @@ mod tests {
             .body(Body::empty())
             .unwrap();
         let response = router(state.clone()).oneshot(request).await.unwrap();
-        assert_eq!(response.headers()[header::CONTENT_TYPE], "text/event-stream");
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "text/event-stream"
+        );
         // Overflow the buffer before reading: the subscriber is told it lagged.
         for version in 0..(crate::platform::events::EVENT_BUFFER as u64 + 5) {
-            state.store.events().publish(PlatformEvent::CredentialsInstalled { version });
+            state
+                .store
+                .events()
+                .publish(PlatformEvent::CredentialsInstalled { version });
         }
         let mut body = response.into_body().into_data_stream();
         use futures_util::StreamExt;
         let mut text = String::new();
         while !text.contains("credentials_installed") {
-            let chunk = tokio::time::timeout(Duration::from_secs(5), body.next()).await.unwrap().unwrap().unwrap();
+            let chunk = tokio::time::timeout(Duration::from_secs(5), body.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
             text.push_str(std::str::from_utf8(&chunk).unwrap());
         }
-        assert!(text.starts_with("event: lagged\ndata: {\"type\":\"lagged\",\"missed\":5}\n\n"), "{text}");
+        assert!(
+            text.starts_with("event: lagged\ndata: {\"type\":\"lagged\",\"missed\":5}\n\n"),
+            "{text}"
+        );
         assert!(text.contains("event: credentials_installed\ndata: {\"type\":\"credentials_installed\",\"version\":5}"), "{text}");
     }
 }

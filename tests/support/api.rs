@@ -20,10 +20,16 @@ impl Response {
         serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
     }
     pub fn code(&self) -> String {
-        self.json()["error"]["code"].as_str().unwrap_or("").to_owned()
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
     }
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -35,8 +41,13 @@ pub struct Client {
 impl Client {
     pub fn connect(path: &Path) -> Self {
         let stream = UnixStream::connect(path).expect("connect");
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        Self { stream, buf: Vec::new() }
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        Self {
+            stream,
+            buf: Vec::new(),
+        }
     }
 
     pub fn get(&mut self, path: &str) -> Response {
@@ -79,7 +90,11 @@ impl Client {
         }
         let body = self.buf[head_end..head_end + length].to_vec();
         self.buf.drain(..head_end + length);
-        Some(Response { status, headers, body })
+        Some(Response {
+            status,
+            headers,
+            body,
+        })
     }
 
     /// True if the server closes the connection (EOF or reset) before `deadline`.
@@ -117,7 +132,11 @@ impl Client {
 pub fn wait_connectable(path: &Path) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while UnixStream::connect(path).is_err() {
-        assert!(Instant::now() < deadline, "socket {} never became connectable", path.display());
+        assert!(
+            Instant::now() < deadline,
+            "socket {} never became connectable",
+            path.display()
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
