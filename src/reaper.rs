@@ -91,17 +91,19 @@ pub fn become_subreaper() -> Result<(), ReaperError> {
 
 /// Starts the orphan reaper: on every SIGCHLD and every `REAP_INTERVAL`, reaps the
 /// zombie children that are not owned (see the module docs), until `stop`; then one last
-/// pass. When not PID 1 it first makes the daemon a child subreaper (`become_subreaper`),
-/// so the agent's orphans come to us either way. Must be called inside a tokio runtime.
+/// pass. When not PID 1 it first (before returning) makes the daemon a child subreaper
+/// (`become_subreaper`), so the agent's orphans come to us either way. Must be called inside a tokio runtime.
 pub fn spawn_orphan_reaper(stop: CancellationToken) -> JoinHandle<()> {
     let span = tracing::info_span!("orphan_reaper", pid1 = is_pid1());
+    // Before returning, not in the task: an orphan made right after this call must
+    // already re-parent to us.
+    if !is_pid1() {
+        if let Err(error) = become_subreaper() {
+            span.in_scope(|| warn!(%error, "cannot become a child subreaper; orphans go to the namespace's init"));
+        }
+    }
     tokio::spawn(
         async move {
-            if !is_pid1() {
-                if let Err(error) = become_subreaper() {
-                    warn!(%error, "cannot become a child subreaper; orphans go to the namespace's init");
-                }
-            }
             // Without a SIGCHLD stream the interval alone still reaps, only later.
             let mut sigchld = match signal(SignalKind::child()) {
                 Ok(stream) => Some(stream),
