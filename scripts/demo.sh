@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The whole cycle on one machine, as the platform and the sandbox would run it:
+#   1. the platform and the sandbox each make a key pair,
+#   2. the platform seals the user's credentials for this one sandbox,
+#   3. the daemon opens the bundle, writes files and env, serves the socket,
+#   4. the example agent (examples/agent/agent.py) reads all three pre-collected modes.
+#
+#   scripts/demo.sh            # the pre-collected modes
+#   scripts/demo.sh takeover   # a browser_login takeover on a desktop sandbox
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "${1:-}" = takeover ]; then
+  exec scripts/demo-takeover.sh
+fi
+
+command -v python3 >/dev/null || { echo "demo: python3 is needed for the example agent" >&2; exit 1; }
+echo "== building grexal-sidecar"
+cargo build --quiet --locked
+bin=$PWD/target/debug/grexal-sidecar
+
+work=$(mktemp -d /tmp/grexal-demo.XXXXXX)
+chmod 755 "$work"
+cp -r examples/agent "$work/agent"
+chmod -R a+rX "$work/agent"
+
+echo "== 1. keys: the platform signs, the sandbox decrypts"
+"$bin" keygen --kind platform --out-dir "$work/platform"
+"$bin" keygen --kind sandbox --out-dir "$work/sandbox"
+
+echo "== 2. the platform seals examples/agent/credentials.json for sandbox demo-sandbox"
+"$bin" seal --credentials examples/agent/credentials.json --sandbox-id demo-sandbox \
+  --sandbox-pub "$work/sandbox/sandbox.pub" --platform-key "$work/platform/platform.key" \
+  --version 1 --expires-in 600 --out "$work/bundle"
+
+user_args=()
+if [ "$(id -u)" = 0 ] && id nobody >/dev/null 2>&1; then
+  user_args=(--agent-user nobody)   # the agent runs unprivileged; files are owned by it
+fi
+
+echo "== 3+4. the daemon opens the bundle, writes credentials, then starts the agent"
+set +e
+"$bin" run --sandbox-id demo-sandbox \
+  --manifest "$work/agent/grexal.json" \
+  --sandbox-key "$work/sandbox/sandbox.key" \
+  --platform-key "$work/platform/platform.pub" \
+  --bundle "$work/bundle" \
+  --socket "$work/run/sidecar.sock" \
+  --credentials-dir "$work/grexal" \
+  --env-file "$work/run/agent.env" \
+  "${user_args[@]}" \
+  -- python3 "$work/agent/agent.py"
+code=$?
+set -e
+echo "== the agent exited with $code; the daemon wiped the credentials:"
+ls -la "$work/grexal" 2>/dev/null || true
+rm -rf "$work"
+exit $code

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Installs what grexal-sidecar needs on Debian 12, as root. One script shared by the
+# desktop sandbox image (images/desktop.Dockerfile) and the test setup, so both run the
+# same packages.
+#
+#   scripts/install-packages.sh runtime   # what a desktop sandbox image needs
+#   scripts/install-packages.sh test      # runtime + what the test suite and benchmarks need
+set -euo pipefail
+
+profile=${1:-test}
+runtime_pkgs=(xvfb x11vnc tigervnc-standalone-server chromium novnc fonts-dejavu-core ca-certificates)
+test_pkgs=(websockify curl util-linux iproute2 systemd procps python3 python3-pip)
+
+case "$profile" in
+  runtime) pkgs=("${runtime_pkgs[@]}") ;;
+  test) pkgs=("${runtime_pkgs[@]}" "${test_pkgs[@]}") ;;
+  *) echo "usage: $0 runtime|test" >&2; exit 64 ;;
+esac
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [ "$(id -u)" != 0 ]; then
+    echo "install-packages: missing ${missing[*]}; run as root to install them" >&2
+    exit 1
+  fi
+  echo "install-packages: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ "$profile" = test ]; then
+  # Python's `cryptography` (with HPKE) checks our bundle format independently.
+  if ! python3 -c 'import cryptography.hazmat.primitives.hpke' 2>/dev/null; then
+    echo "install-packages: installing Python cryptography"
+    python3 -m pip install --quiet --upgrade 'cryptography>=47' 2>/dev/null \
+      || python3 -m pip install --quiet --upgrade --break-system-packages 'cryptography>=47'
+  fi
+  # playwright-core drives the system Chromium as the takeover viewer (no browser download).
+  if [ -f tests/e2e/package.json ] && [ ! -d tests/e2e/node_modules/playwright-core ]; then
+    echo "install-packages: installing tests/e2e node modules"
+    (cd tests/e2e && npm ci --no-audit --no-fund --silent)
+  fi
+fi

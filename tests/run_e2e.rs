@@ -1,0 +1,311 @@
+//! The real binary end to end: `run` opens a bundle sealed by `seal`, writes every mode,
+//! starts a Python agent as `nobody`, and returns its exit code; bad bundles are refused
+//! before anything is written or started; a newer bundle pushed later replaces the
+//! credentials and an older one is refused.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::json;
+use support::*;
+
+const SANDBOX: &str = "sbx-e2e-1";
+const OPENAI_KEY: &str = "CANARY-openai-5f1e0c9d";
+const SMTP_PASSWORD: &str = "CANARY-smtp-a17b22";
+const GITHUB_TOKEN: &str = "CANARY-gho-99f0e1";
+const KEY_BYTES: &str = "-----BEGIN KEY-----\nCANARY-keyfile-3c3c\n-----END KEY-----\n";
+const CANARIES: &[&str] = &[OPENAI_KEY, SMTP_PASSWORD, GITHUB_TOKEN, "CANARY-keyfile-3c3c", "CANARY-v2-openai"];
+
+fn manifest() -> serde_json::Value {
+    json!({
+        "manifest_version": 1,
+        "entrypoint": "agent.py",
+        "some_future_key": {"ignored": true},
+        "runtime": {"language": "python", "timeout_seconds": 60},
+        "connections": [
+            {"id": "openai", "display_name": "OpenAI", "auth_mode": "secret_input", "delivery": "env",
+             "fields": [{"name": "api_key", "label": "API key", "secret": true},
+                        {"name": "org", "label": "Org", "secret": false, "env_var": "OPENAI_ORG_ID"}]},
+            {"id": "smtp", "display_name": "Mail", "auth_mode": "secret_input", "delivery": "file",
+             "fields": [{"name": "username", "label": "User", "secret": false},
+                        {"name": "password", "label": "Password", "secret": true}]},
+            {"id": "github", "display_name": "GitHub", "auth_mode": "oauth_redirect",
+             "provider": {"auth_url": "https://github.com/login/oauth/authorize",
+                          "token_url": "https://github.com/login/oauth/access_token", "scopes": ["repo"]}},
+            {"id": "deploy_key", "display_name": "Deploy key", "auth_mode": "file_upload",
+             "accepted_extensions": [".pem"], "max_size_bytes": 65536, "description": "SSH key"},
+            {"id": "bank", "display_name": "Bank", "auth_mode": "browser_login", "login_url": "https://bank.example/login"}
+        ]
+    })
+}
+
+fn credentials(openai_key: &str) -> serde_json::Value {
+    use base64::Engine;
+    json!({"connections": {
+        "openai": {"fields": {"api_key": openai_key, "org": "org-42"}},
+        "smtp": {"fields": {"username": "agent@example.test", "password": SMTP_PASSWORD}},
+        "github": {"access_token": GITHUB_TOKEN, "token_type": "bearer", "expires_at": 4102444800u64, "scope": "repo"},
+        "deploy_key": {"filename": "deploy.pem", "mime_type": "application/x-pem-file",
+                       "content_base64": base64::engine::general_purpose::STANDARD.encode(KEY_BYTES)}
+    }})
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    keys: SealedFixture,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = open_tempdir();
+        write(&dir.path().join("grexal.json"), manifest().to_string(), 0o644);
+        write(&dir.path().join("creds.json"), credentials(OPENAI_KEY).to_string(), 0o600);
+        let keys = SealedFixture::new(dir.path());
+        Fixture { dir, keys }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn bundle(&self, name: &str, creds: &serde_json::Value, sandbox: &str, version: u64) -> PathBuf {
+        let src = self.path(&format!("{name}.json"));
+        write(&src, creds.to_string(), 0o600);
+        let out = self.path(name);
+        self.keys.seal(&src, sandbox, version, &out);
+        out
+    }
+
+    /// `run` with everything in the temp dir; the caller adds the bundle and agent.
+    fn run_command(&self) -> std::process::Command {
+        let mut cmd = command();
+        cmd.arg("run")
+            .args(["--sandbox-id", SANDBOX])
+            .arg("--manifest")
+            .arg(self.path("grexal.json"))
+            .arg("--sandbox-key")
+            .arg(&self.keys.sandbox_key)
+            .arg("--platform-key")
+            .arg(&self.keys.platform_pub)
+            .arg("--socket")
+            .arg(self.path("run/sidecar.sock"))
+            .arg("--credentials-dir")
+            .arg(self.path("creds-root"))
+            .arg("--env-file")
+            .arg(self.path("run/agent.env"))
+            .args(["--log", "debug"]);
+        cmd
+    }
+
+    fn connection_dirs(&self) -> Vec<String> {
+        match std::fs::read_dir(self.path("creds-root")) {
+            Ok(entries) => entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect(),
+            Err(_) => vec![],
+        }
+    }
+}
+
+#[test]
+fn run_delivers_every_mode_to_an_agent_running_as_nobody() {
+    if skip_unless_root("run_delivers_every_mode") {
+        return;
+    }
+    let fx = Fixture::new();
+    let bundle = fx.bundle("bundle-v1", &credentials(OPENAI_KEY), SANDBOX, 1);
+    let expect = json!({
+        "uid": NOBODY,
+        "home": "/nonexistent",
+        "root": fx.path("creds-root"),
+        "absent_env": ["GREXAL_SANDBOX_KEY", "GREXAL_PLATFORM_KEY", "GREXAL_BUNDLE", "GREXAL_CONTROL_TOKEN_FILE", "GREXAL_SANDBOX_ID"],
+        "states": {"openai": ["secret_input", "ready"], "smtp": ["secret_input", "ready"],
+                   "github": ["oauth_redirect", "ready"], "deploy_key": ["file_upload", "ready"],
+                   "bank": ["browser_login", "interactive"]},
+        "openai": {"api_key": OPENAI_KEY, "org": "org-42"},
+        "openai_env": {"OPENAI_API_KEY": OPENAI_KEY, "OPENAI_ORG_ID": "org-42"},
+        "smtp": {"username": "agent@example.test", "password": SMTP_PASSWORD},
+        "github": {"access_token": GITHUB_TOKEN, "token_type": "bearer", "expires_at": 4102444800u64, "scope": "repo"},
+        "deploy_key": {"filename": "deploy.pem", "mime_type": "application/x-pem-file", "content": KEY_BYTES},
+    });
+    write(&fx.path("expect.json"), expect.to_string(), 0o644);
+    let agent = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/agents/check_all.py");
+
+    let mut cmd = fx.run_command();
+    // Daemon-only variables that must not reach the agent.
+    cmd.env("GREXAL_SANDBOX_KEY", &fx.keys.sandbox_key)
+        .env("GREXAL_PLATFORM_KEY", &fx.keys.platform_pub)
+        .env("GREXAL_SANDBOX_ID", SANDBOX)
+        .arg("--bundle")
+        .arg(&bundle)
+        .args(["--agent-user", "nobody", "--"])
+        .arg("python3")
+        .arg(&agent)
+        .arg(fx.path("expect.json"));
+    let mut daemon = Daemon::spawn(cmd, fx.path("daemon.log"), fx.path("run/sidecar.sock"));
+    let code = daemon.wait_exit(Duration::from_secs(60));
+    let log = daemon.log_text();
+    assert_eq!(code, 7, "the agent's exit code comes back through the daemon; log:\n{log}");
+    assert_no_canary("daemon log", &log, CANARIES);
+    assert!(fx.connection_dirs().is_empty(), "credential files wiped on exit: {:?}", fx.connection_dirs());
+    assert!(!fx.path("run/agent.env").exists(), "env file wiped on exit");
+}
+
+/// Each bad bundle: its own exit code and message; nothing written; the agent never starts.
+#[test]
+fn bad_bundles_are_refused_before_anything_is_written() {
+    let fx = Fixture::new();
+    let good = std::fs::read(fx.bundle("good", &credentials(OPENAI_KEY), SANDBOX, 1)).expect("read bundle");
+    let other_keys = SealedFixture::new(&fx.path("other"));
+
+    let mut cases: Vec<(&str, Vec<u8>, i32, &str)> = Vec::new();
+    let mut tampered = good.clone();
+    let mid = tampered.len() - 80;
+    tampered[mid] ^= 0x01;
+    cases.push(("tampered", tampered, 81, "altered"));
+    cases.push(("truncated", good[..good.len() / 2].to_vec(), 80, "malformed"));
+    cases.push(("garbage", b"not a bundle at all".to_vec(), 80, "malformed"));
+    cases.push(("oversized", vec![0u8; 16 * 1024 * 1024 + 1], 87, "limit"));
+    let wrong_sandbox = std::fs::read(fx.bundle("wrong-sandbox", &credentials(OPENAI_KEY), "sbx-other", 1)).expect("read");
+    cases.push(("wrong sandbox", wrong_sandbox, 84, "sandbox"));
+    // Sealed to another sandbox's key, signed by our trusted platform key.
+    let src = fx.path("good.json");
+    let out = fx.path("wrong-key");
+    let o = run_to_end(
+        command()
+            .args(["seal", "--credentials"])
+            .arg(&src)
+            .args(["--sandbox-id", SANDBOX, "--sandbox-pub"])
+            .arg(&other_keys.sandbox_pub)
+            .arg("--platform-key")
+            .arg(&fx.keys.platform_key)
+            .arg("--out")
+            .arg(&out),
+    );
+    assert!(o.status.success());
+    cases.push(("wrong key", std::fs::read(&out).expect("read"), 85, "key"));
+    // Sealed to us but signed by a platform key the image does not trust.
+    let out = fx.path("untrusted");
+    let o = run_to_end(
+        command()
+            .args(["seal", "--credentials"])
+            .arg(&src)
+            .args(["--sandbox-id", SANDBOX, "--sandbox-pub"])
+            .arg(&fx.keys.sandbox_pub)
+            .arg("--platform-key")
+            .arg(&other_keys.platform_key)
+            .arg("--out")
+            .arg(&out),
+    );
+    assert!(o.status.success());
+    cases.push(("untrusted signer", std::fs::read(&out).expect("read"), 82, "trusted"));
+    let out = fx.path("expired");
+    let o = run_to_end(
+        command()
+            .args(["seal", "--credentials"])
+            .arg(&src)
+            .args(["--sandbox-id", SANDBOX, "--expires-in", "0", "--sandbox-pub"])
+            .arg(&fx.keys.sandbox_pub)
+            .arg("--platform-key")
+            .arg(&fx.keys.platform_key)
+            .arg("--out")
+            .arg(&out),
+    );
+    assert!(o.status.success());
+    cases.push(("expired", std::fs::read(&out).expect("read"), 83, "expired"));
+
+    for (name, bytes, want_code, want_word) in cases {
+        let path = fx.path(&format!("case-{}", name.replace(' ', "-")));
+        write(&path, &bytes, 0o600);
+        let marker = fx.path(&format!("agent-ran-{}", name.replace(' ', "-")));
+        let mut cmd = fx.run_command();
+        cmd.arg("--bundle").arg(&path).args(["--", "touch"]).arg(&marker);
+        let out = run_to_end(&mut cmd);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(want_code), "{name}: exit code; stderr:\n{stderr}");
+        assert!(stderr.to_lowercase().contains(want_word), "{name}: message names the problem ({want_word}):\n{stderr}");
+        assert!(!marker.exists(), "{name}: the agent must not start");
+        assert!(fx.connection_dirs().is_empty(), "{name}: nothing written, found {:?}", fx.connection_dirs());
+        assert_no_canary(name, &stderr, CANARIES);
+    }
+}
+
+#[test]
+fn a_newer_bundle_pushed_later_replaces_the_credentials_and_an_older_one_is_refused() {
+    let fx = Fixture::new();
+    let v1 = fx.bundle("v1", &credentials(OPENAI_KEY), SANDBOX, 1);
+    let v2 = std::fs::read(fx.bundle("v2", &credentials("CANARY-v2-openai"), SANDBOX, 2)).expect("read");
+    let v1_again = std::fs::read(&v1).expect("read");
+    let token = "test-control-token-0123456789abcdef";
+    write(&fx.path("control.token"), token, 0o600);
+    let port = free_port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+
+    let mut cmd = fx.run_command();
+    cmd.arg("--bundle")
+        .arg(&v1)
+        .args(["--control-listen", &addr.to_string(), "--control-token-file"])
+        .arg(fx.path("control.token"));
+    let mut daemon = Daemon::spawn(cmd, fx.path("daemon.log"), fx.path("run/sidecar.sock"));
+    daemon.wait_ready(Duration::from_secs(20));
+
+    let connect = |socket: &Path| http_unix(socket, "GET", "/v1/connections/openai", None).expect("connect").json();
+    assert_eq!(connect(&daemon.socket)["api_key"], OPENAI_KEY);
+    let key_path = fx.path("creds-root/deploy_key/deploy.pem");
+    assert!(key_path.exists());
+
+    let identity = http_tcp(addr, "GET", "/v1/identity", Some(token), None).expect("identity");
+    assert_eq!(identity.status, 200);
+    assert_eq!(identity.json()["sandbox_id"], SANDBOX);
+    let unauthorized = http_tcp(addr, "GET", "/v1/identity", Some("wrong-token-0123456789abcdef"), None).expect("identity");
+    assert_eq!(unauthorized.status, 401);
+
+    let pushed = http_tcp(addr, "PUT", "/v1/credentials", Some(token), Some(&v2)).expect("push v2");
+    assert_eq!(pushed.status, 200, "push v2: {}", String::from_utf8_lossy(&pushed.body));
+    assert_eq!(pushed.json()["version"], 2);
+    assert_eq!(connect(&daemon.socket)["api_key"], "CANARY-v2-openai", "the next ctx.connect returns the new value");
+    assert!(key_path.exists(), "file_path is stable across versions");
+
+    let replay = http_tcp(addr, "PUT", "/v1/credentials", Some(token), Some(&v1_again)).expect("push v1");
+    assert_eq!(replay.status, 409);
+    assert_eq!(replay.error_code(), "bundle_replayed");
+    assert_eq!(connect(&daemon.socket)["api_key"], "CANARY-v2-openai", "a refused push changes nothing");
+
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(daemon.wait_exit(Duration::from_secs(20)), 0);
+    assert_no_canary("daemon log", &daemon.log_text(), CANARIES);
+    assert!(fx.connection_dirs().is_empty(), "wiped on shutdown");
+    assert!(!daemon.socket.exists(), "socket removed on shutdown");
+}
+
+#[test]
+fn without_a_bundle_the_agent_waits_for_one_pushed_on_the_control_endpoint() {
+    let fx = Fixture::new();
+    let bundle = std::fs::read(fx.bundle("v1", &credentials(OPENAI_KEY), SANDBOX, 1)).expect("read");
+    let token = "test-control-token-0123456789abcdef";
+    write(&fx.path("control.token"), token, 0o600);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let marker = fx.path("agent-ran");
+
+    let mut cmd = fx.run_command();
+    cmd.args(["--control-listen", &addr.to_string(), "--control-token-file"])
+        .arg(fx.path("control.token"))
+        .args(["--", "sh", "-c", "test -n \"$OPENAI_API_KEY\" && touch \"$0\"; exit 5"])
+        .arg(&marker);
+    let mut daemon = Daemon::spawn(cmd, fx.path("daemon.log"), fx.path("run/sidecar.sock"));
+    // The control endpoint answers before any bundle; the agent has not started.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let identity = loop {
+        if let Ok(r) = http_tcp(addr, "GET", "/v1/identity", Some(token), None) {
+            break r;
+        }
+        assert!(std::time::Instant::now() < deadline, "control endpoint never answered:\n{}", daemon.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(identity.json()["credentials_version"], serde_json::Value::Null);
+    assert!(!marker.exists(), "agent must wait for credentials");
+    let pushed = http_tcp(addr, "PUT", "/v1/credentials", Some(token), Some(&bundle)).expect("push");
+    assert_eq!(pushed.status, 200);
+    assert_eq!(daemon.wait_exit(Duration::from_secs(20)), 5);
+    assert!(marker.exists(), "agent started with the pushed credentials in its env");
+}
