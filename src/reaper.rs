@@ -4,7 +4,8 @@
 //! A blanket `waitpid(-1)` would steal their exit statuses, so every spawn goes through
 //! `owned().spawn`, which records the pid while holding the registry lock; the orphan
 //! reaper only reaps zombies that are not in the registry, deciding and reaping under
-//! that same lock, so a child being spawned right now is never taken.
+//! that same lock, so a child being spawned right now is never taken. It never calls
+//! `waitpid(-1)`: only `waitpid(pid, WNOHANG)` on a pid it saw as our zombie.
 //!
 //! A child spawned any other way (`std::process::Command`, a library that forks) is not
 //! in the registry and its status may be reaped from under it: spawn through `owned()`.
@@ -48,7 +49,10 @@ pub fn owned() -> &'static OwnedChildren {
 
 impl OwnedChildren {
     /// Spawns `command` and records its pid before any reaper can look at it.
-    pub fn spawn(&self, command: &mut tokio::process::Command) -> std::io::Result<tokio::process::Child> {
+    pub fn spawn(
+        &self,
+        command: &mut tokio::process::Command,
+    ) -> std::io::Result<tokio::process::Child> {
         let mut pids = self.lock();
         let child = command.spawn()?;
         if let Some(pid) = child.id() {
@@ -140,17 +144,26 @@ async fn recv_sigchld(stream: &mut Option<tokio::signal::unix::Signal>) {
 }
 
 /// One pass: reaps every zombie child of ours that is not owned, and returns how many.
-/// Holds the registry lock for the whole pass (a scan of `/proc` and `waitpid(pid,
-/// WNOHANG)` per zombie: microseconds), so no spawn interleaves with a decision.
+///
+/// The `/proc` scan runs without the registry lock; the decision (not owned) and the
+/// `waitpid(pid, WNOHANG)` run under it. That suffices: a zombie's pid cannot be reused
+/// before it is reaped, and an owned child that was a zombie before its `spawn` recorded
+/// it is, once we hold the lock, either recorded (skipped) or already reaped by std's
+/// failed-spawn cleanup (`ECHILD`).
 pub fn reap_orphans() -> usize {
-    let me = std::process::id();
+    let zombies = zombie_children(std::process::id());
+    if zombies.is_empty() {
+        return 0;
+    }
     let pids = owned().lock();
     let mut reaped = 0;
-    for pid in zombie_children(me) {
+    for pid in zombies {
         if pids.contains(&pid) {
             continue;
         }
-        let Ok(raw) = i32::try_from(pid) else { continue };
+        let Ok(raw) = i32::try_from(pid) else {
+            continue;
+        };
         match waitpid(Pid::from_raw(raw), Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(_, code)) => {
                 reaped += 1;

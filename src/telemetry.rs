@@ -27,16 +27,26 @@ pub enum TelemetryError {
 /// Parses a filter in `EnvFilter` syntax (`info`, `grexal_sidecar=debug,warn`), so the
 /// configuration can reject a bad one before anything starts.
 pub fn parse_filter(filter: &str) -> Result<EnvFilter, TelemetryError> {
-    EnvFilter::try_new(filter).map_err(|source| TelemetryError::Filter { filter: filter.to_owned(), source })
+    EnvFilter::try_new(filter).map_err(|source| TelemetryError::Filter {
+        filter: filter.to_owned(),
+        source,
+    })
 }
 
 /// Installs the global subscriber: stderr, `filter`, text or JSON lines. Call once, first.
 pub fn init(format: LogFormat, filter: &str) -> Result<(), TelemetryError> {
     let filter = parse_filter(filter)?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let installed = match format {
         LogFormat::Text => builder.with_ansi(false).try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
     };
     installed.map_err(TelemetryError::AlreadyInstalled)
 }
@@ -48,7 +58,10 @@ pub fn init(format: LogFormat, filter: &str) -> Result<(), TelemetryError> {
 /// not non-dumpability, which `execve` resets for an ordinary program.
 pub fn harden_process() -> Result<(), TelemetryError> {
     nix::sys::prctl::set_dumpable(false).map_err(TelemetryError::Dumpable)?;
-    let zero = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let zero = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: setrlimit with a valid, initialised struct. (libc directly: nix's
     // `resource` feature is not enabled.)
     if unsafe { libc::setrlimit(libc::RLIMIT_CORE, &zero) } != 0 {
@@ -88,7 +101,10 @@ mod tests {
             assert!(parse_filter(ok).is_ok(), "{ok}");
         }
         for bad in ["grexal_sidecar=loud", "[[", "=info"] {
-            assert!(matches!(parse_filter(bad), Err(TelemetryError::Filter { .. })), "{bad}");
+            assert!(
+                matches!(parse_filter(bad), Err(TelemetryError::Filter { .. })),
+                "{bad}"
+            );
         }
     }
 }

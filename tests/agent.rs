@@ -29,7 +29,12 @@ fn base_env() -> Vec<(OsString, OsString)> {
 }
 
 fn sh(script: &str, dir: &Path) -> AgentSpec {
-    let plan = EnvPlan { socket: &dir.join("sidecar.sock"), browser_cdp_url: None, credentials: &[], user: None };
+    let plan = EnvPlan {
+        socket: &dir.join("sidecar.sock"),
+        browser_cdp_url: None,
+        credentials: &[],
+        user: None,
+    };
     AgentSpec {
         argv: vec!["sh".into(), "-c".into(), script.into()],
         user: None,
@@ -39,15 +44,22 @@ fn sh(script: &str, dir: &Path) -> AgentSpec {
 }
 
 async fn run(spec: AgentSpec) -> Result<agent::AgentExit, AgentError> {
-    tokio::time::timeout(Duration::from_secs(30), agent::run(spec, CancellationToken::new(), LONG))
-        .await
-        .expect("agent::run did not return")
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        agent::run(spec, CancellationToken::new(), LONG),
+    )
+    .await
+    .expect("agent::run did not return")
 }
 
 async fn wait_for_file(path: &Path) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !path.exists() {
-        assert!(Instant::now() < deadline, "{} never appeared", path.display());
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -61,7 +73,9 @@ async fn exit_codes_pass_through() {
     let _serial = SERIAL.lock().await;
     let dir = scratch();
     for code in [0, 3, 255] {
-        let exit = run(sh(&format!("exit {code}"), dir.path())).await.expect("run");
+        let exit = run(sh(&format!("exit {code}"), dir.path()))
+            .await
+            .expect("run");
         assert_eq!(exit, agent::AgentExit { code, signal: None });
     }
 }
@@ -71,8 +85,17 @@ async fn death_by_signal_is_128_plus_n() {
     let _serial = SERIAL.lock().await;
     let dir = scratch();
     for (signal, name) in [(9, "KILL"), (10, "USR1"), (15, "TERM")] {
-        let exit = run(sh(&format!("kill -{name} $$"), dir.path())).await.expect("run");
-        assert_eq!(exit, agent::AgentExit { code: 128 + signal, signal: Some(signal) }, "SIG{name}");
+        let exit = run(sh(&format!("kill -{name} $$"), dir.path()))
+            .await
+            .expect("run");
+        assert_eq!(
+            exit,
+            agent::AgentExit {
+                code: 128 + signal,
+                signal: Some(signal)
+            },
+            "SIG{name}"
+        );
     }
 }
 
@@ -81,13 +104,27 @@ async fn sigterm_to_the_daemon_is_forwarded() {
     let _serial = SERIAL.lock().await;
     let dir = scratch();
     let ready = dir.path().join("ready");
-    let spec = sh("trap 'exit 42' TERM; touch ready; while :; do sleep 0.05; done", dir.path());
+    let spec = sh(
+        "trap 'exit 42' TERM; touch ready; while :; do sleep 0.05; done",
+        dir.path(),
+    );
     let task = tokio::spawn(agent::run(spec, CancellationToken::new(), LONG));
     wait_for_file(&ready).await;
     // `run` installed the SIGTERM handler before spawning, so this does not kill us.
-    nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGTERM).expect("kill self");
-    let exit = tokio::time::timeout(Duration::from_secs(10), task).await.expect("timely").expect("join").expect("run");
-    assert_eq!(exit, agent::AgentExit { code: 42, signal: None });
+    nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGTERM)
+        .expect("kill self");
+    let exit = tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("timely")
+        .expect("join")
+        .expect("run");
+    assert_eq!(
+        exit,
+        agent::AgentExit {
+            code: 42,
+            signal: None
+        }
+    );
 }
 
 #[tokio::test]
@@ -97,34 +134,59 @@ async fn stop_sends_sigterm_then_sigkill_after_the_timeout() {
 
     // An agent that exits on SIGTERM is not killed.
     let ready = dir.path().join("ready1");
-    let spec = sh("trap 'exit 7' TERM; touch ready1; while :; do sleep 0.05; done", dir.path());
+    let spec = sh(
+        "trap 'exit 7' TERM; touch ready1; while :; do sleep 0.05; done",
+        dir.path(),
+    );
     let stop = CancellationToken::new();
     let task = tokio::spawn(agent::run(spec, stop.clone(), Duration::from_secs(5)));
     wait_for_file(&ready).await;
     stop.cancel();
-    let exit = tokio::time::timeout(LONG, task).await.expect("timely").expect("join").expect("run");
+    let exit = tokio::time::timeout(LONG, task)
+        .await
+        .expect("timely")
+        .expect("join")
+        .expect("run");
     assert_eq!(exit.code, 7);
 
     // An agent that ignores SIGTERM is killed once the timeout passes.
     let ready = dir.path().join("ready2");
-    let spec = sh("trap '' TERM; touch ready2; while :; do sleep 0.05; done", dir.path());
+    let spec = sh(
+        "trap '' TERM; touch ready2; while :; do sleep 0.05; done",
+        dir.path(),
+    );
     let stop = CancellationToken::new();
     let timeout = Duration::from_millis(400);
     let task = tokio::spawn(agent::run(spec, stop.clone(), timeout));
     wait_for_file(&ready).await;
     let started = Instant::now();
     stop.cancel();
-    let exit = tokio::time::timeout(LONG, task).await.expect("timely").expect("join").expect("run");
+    let exit = tokio::time::timeout(LONG, task)
+        .await
+        .expect("timely")
+        .expect("join")
+        .expect("run");
     let took = started.elapsed();
-    assert_eq!(exit, agent::AgentExit { code: 137, signal: Some(9) });
-    assert!(took >= timeout, "killed after {took:?}, before the {timeout:?} grace period");
+    assert_eq!(
+        exit,
+        agent::AgentExit {
+            code: 137,
+            signal: Some(9)
+        }
+    );
+    assert!(
+        took >= timeout,
+        "killed after {took:?}, before the {timeout:?} grace period"
+    );
 }
 
 #[tokio::test]
 async fn leftovers_of_the_agents_group_are_killed() {
     let _serial = SERIAL.lock().await;
     let dir = scratch();
-    let exit = run(sh("sleep 30 & echo $! > bg.pid; exit 0", dir.path())).await.expect("run");
+    let exit = run(sh("sleep 30 & echo $! > bg.pid; exit 0", dir.path()))
+        .await
+        .expect("run");
     assert_eq!(exit.code, 0);
     let pid: i32 = read(dir.path().join("bg.pid")).trim().parse().expect("pid");
     // Killed by the group SIGKILL: gone, or a zombie waiting for its (new) parent.
@@ -132,10 +194,16 @@ async fn leftovers_of_the_agents_group_are_killed() {
     loop {
         let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .ok()
-            .and_then(|s| s.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_owned)));
+            .and_then(|s| {
+                s.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_owned))
+            });
         match state.as_deref() {
             None | Some("Z") | Some("X") => break,
-            Some(other) => assert!(Instant::now() < deadline, "background sleep {pid} still {other}"),
+            Some(other) => assert!(
+                Instant::now() < deadline,
+                "background sleep {pid} still {other}"
+            ),
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -150,9 +218,18 @@ async fn switches_to_the_agent_user() {
     }
     let dir = scratch();
     let user = agent::resolve("nobody").expect("nobody exists");
-    let plan = EnvPlan { socket: &dir.path().join("s.sock"), browser_cdp_url: None, credentials: &[], user: Some(&user) };
+    let plan = EnvPlan {
+        socket: &dir.path().join("s.sock"),
+        browser_cdp_url: None,
+        credentials: &[],
+        user: Some(&user),
+    };
     let spec = AgentSpec {
-        argv: vec!["sh".into(), "-c".into(), "id -u > ids; id -g >> ids; id -G >> ids; echo \"$HOME $USER $LOGNAME\" >> ids".into()],
+        argv: vec![
+            "sh".into(),
+            "-c".into(),
+            "id -u > ids; id -g >> ids; id -G >> ids; echo \"$HOME $USER $LOGNAME\" >> ids".into(),
+        ],
         env: agent::build_env(base_env(), &plan).expect("env"),
         user: Some(user.clone()),
         cwd: Some(dir.path().to_path_buf()),
@@ -163,7 +240,10 @@ async fn switches_to_the_agent_user() {
     let lines: Vec<&str> = ids.lines().collect();
     assert_eq!(lines[0], "65534", "{ids}");
     assert_eq!(lines[1], user.gid.to_string(), "{ids}");
-    let groups: Vec<u32> = lines[2].split_whitespace().map(|g| g.parse().expect("gid")).collect();
+    let groups: Vec<u32> = lines[2]
+        .split_whitespace()
+        .map(|g| g.parse().expect("gid"))
+        .collect();
     assert!(!groups.contains(&0), "kept root's group: {ids}");
     assert_eq!(lines[3], format!("{} nobody nobody", user.home.display()));
 }
@@ -173,13 +253,24 @@ async fn environment_carries_ours_and_not_the_daemons_secrets() {
     let _serial = SERIAL.lock().await;
     let dir = scratch();
     let mut base = base_env();
-    base.push(("GREXAL_SANDBOX_KEY".into(), "/etc/grexal/sandbox.key".into()));
-    base.push(("GREXAL_CONTROL_TOKEN_FILE".into(), "/etc/grexal/token".into()));
+    base.push((
+        "GREXAL_SANDBOX_KEY".into(),
+        "/etc/grexal/sandbox.key".into(),
+    ));
+    base.push((
+        "GREXAL_CONTROL_TOKEN_FILE".into(),
+        "/etc/grexal/token".into(),
+    ));
     base.push(("GREXAL_TASK_INPUT".into(), "{\"task\":1}".into()));
     base.push(("NOTIFY_SOCKET".into(), "/run/systemd/notify".into()));
     let creds = vec![("SVC_API_KEY".to_owned(), SecretString::from("canary-7f3a"))];
     let socket = dir.path().join("sidecar.sock");
-    let plan = EnvPlan { socket: &socket, browser_cdp_url: Some("http://127.0.0.1:9222"), credentials: &creds, user: None };
+    let plan = EnvPlan {
+        socket: &socket,
+        browser_cdp_url: Some("http://127.0.0.1:9222"),
+        credentials: &creds,
+        user: None,
+    };
     let spec = AgentSpec {
         argv: vec!["sh".into(), "-c".into(), "env > env.txt".into()],
         env: agent::build_env(base, &plan).expect("env"),
@@ -190,12 +281,22 @@ async fn environment_carries_ours_and_not_the_daemons_secrets() {
     assert_eq!(run(spec).await.expect("run").code, 0);
     let env = read(dir.path().join("env.txt"));
     let has = |line: &str| env.lines().any(|l| l == line);
-    assert!(has(&format!("GREXAL_SIDECAR_SOCKET={}", socket.display())), "{env}");
+    assert!(
+        has(&format!("GREXAL_SIDECAR_SOCKET={}", socket.display())),
+        "{env}"
+    );
     assert!(has("GREXAL_BROWSER_CDP_URL=http://127.0.0.1:9222"), "{env}");
     assert!(has("GREXAL_TASK_INPUT={\"task\":1}"), "{env}");
     assert!(has("SVC_API_KEY=canary-7f3a"), "{env}");
-    for gone in ["GREXAL_SANDBOX_KEY", "GREXAL_CONTROL_TOKEN_FILE", "NOTIFY_SOCKET"] {
-        assert!(!env.lines().any(|l| l.starts_with(&format!("{gone}="))), "{gone} leaked: {env}");
+    for gone in [
+        "GREXAL_SANDBOX_KEY",
+        "GREXAL_CONTROL_TOKEN_FILE",
+        "NOTIFY_SOCKET",
+    ] {
+        assert!(
+            !env.lines().any(|l| l.starts_with(&format!("{gone}="))),
+            "{gone} leaked: {env}"
+        );
     }
 }
 
@@ -205,11 +306,19 @@ async fn child_starts_with_default_signals_and_only_stdio() {
     let dir = scratch();
     // SAFETY: SIG_IGN for SIGUSR2, which nothing in this test binary uses.
     unsafe {
-        nix::sys::signal::signal(nix::sys::signal::Signal::SIGUSR2, nix::sys::signal::SigHandler::SigIgn).expect("ignore");
+        nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGUSR2,
+            nix::sys::signal::SigHandler::SigIgn,
+        )
+        .expect("ignore");
     }
     // An fd without CLOEXEC, as a daemon might inherit one from its launcher.
     let leaked = nix::fcntl::fcntl(2, nix::fcntl::FcntlArg::F_DUPFD(200)).expect("dup");
-    let exit = run(sh("grep -E '^Sig(Ign|Blk)' /proc/self/status > sig; ls /proc/self/fd > fds", dir.path())).await;
+    let exit = run(sh(
+        "grep -E '^Sig(Ign|Blk)' /proc/self/status > sig; ls /proc/self/fd > fds",
+        dir.path(),
+    ))
+    .await;
     nix::unistd::close(leaked).expect("close");
     assert_eq!(exit.expect("run").code, 0);
     let sig = read(dir.path().join("sig"));
@@ -217,7 +326,10 @@ async fn child_starts_with_default_signals_and_only_stdio() {
         assert!(line.ends_with("0000000000000000"), "not default: {line}");
     }
     assert_eq!(sig.lines().count(), 2, "{sig}");
-    let fds: Vec<i32> = read(dir.path().join("fds")).split_whitespace().map(|f| f.parse().expect("fd")).collect();
+    let fds: Vec<i32> = read(dir.path().join("fds"))
+        .split_whitespace()
+        .map(|f| f.parse().expect("fd"))
+        .collect();
     // 0-2, plus the directory `ls` itself is reading.
     assert!(fds.iter().all(|fd| *fd <= 3), "inherited fds: {fds:?}");
 }
@@ -243,7 +355,10 @@ async fn launch_failures_are_specific() {
     std::fs::set_permissions(&not_exec, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     spec.argv = vec![not_exec.into()];
     let error = run(spec.clone()).await.expect_err("not executable");
-    assert!(matches!(error, AgentError::NotExecutable { .. }), "{error:?}");
+    assert!(
+        matches!(error, AgentError::NotExecutable { .. }),
+        "{error:?}"
+    );
     assert_eq!(error.exit_code().code(), 126);
 
     spec.argv = vec!["true".into()];

@@ -18,7 +18,10 @@ const DEADLINE: Duration = Duration::from_secs(30);
 fn can_run() -> bool {
     let ok = Path::new("/usr/bin/unshare").exists() && nix::unistd::geteuid().is_root();
     if !ok {
-        assert!(std::env::var_os("CI").is_none(), "unshare or root missing and CI is set");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "unshare or root missing and CI is set"
+        );
         eprintln!("skipped: needs /usr/bin/unshare and root");
     }
     ok
@@ -31,7 +34,11 @@ struct Sandbox {
 impl Sandbox {
     fn new() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("grexal.json"), br#"{"manifest_version": 1, "connections": []}"#).expect("manifest");
+        std::fs::write(
+            dir.path().join("grexal.json"),
+            br#"{"manifest_version": 1, "connections": []}"#,
+        )
+        .expect("manifest");
         Sandbox { dir }
     }
 
@@ -48,7 +55,16 @@ impl Sandbox {
     fn start_agent(&self, agent: &[&str], extra: &[&str]) -> Daemon {
         let mut command = Command::new("/usr/bin/unshare");
         command
-            .args(["--pid", "--fork", "--mount-proc", "--kill-child", BIN, "run", "--sandbox-id", "t"])
+            .args([
+                "--pid",
+                "--fork",
+                "--mount-proc",
+                "--kill-child",
+                BIN,
+                "run",
+                "--sandbox-id",
+                "t",
+            ])
             .arg("--manifest")
             .arg(self.path("grexal.json"))
             .arg("--socket")
@@ -76,7 +92,10 @@ impl Sandbox {
             let _ = stderr.read_to_string(&mut text);
             text
         });
-        Daemon { child, log: Some(log) }
+        Daemon {
+            child,
+            log: Some(log),
+        }
     }
 }
 
@@ -91,13 +110,21 @@ impl Daemon {
         let deadline = Instant::now() + DEADLINE;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
-                let log = self.log.take().map(|h| h.join().unwrap_or_default()).unwrap_or_default();
+                let log = self
+                    .log
+                    .take()
+                    .map(|h| h.join().unwrap_or_default())
+                    .unwrap_or_default();
                 return (status, log);
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
-                let log = self.log.take().map(|h| h.join().unwrap_or_default()).unwrap_or_default();
+                let log = self
+                    .log
+                    .take()
+                    .map(|h| h.join().unwrap_or_default())
+                    .unwrap_or_default();
                 panic!("the daemon did not exit within {DEADLINE:?}; its log:\n{log}");
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -112,7 +139,10 @@ impl Daemon {
             if let Some(pid) = children_of(unshare).first() {
                 return *pid;
             }
-            assert!(Instant::now() < deadline, "unshare {unshare} never forked its PID 1");
+            assert!(
+                Instant::now() < deadline,
+                "unshare {unshare} never forked its PID 1"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -131,10 +161,25 @@ impl Drop for Daemon {
 fn children_of(parent: u32) -> Vec<i32> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-        let Some((_, rest)) = stat.rsplit_once(')') else { continue };
-        if rest.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok()) == Some(parent) {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        if rest
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<u32>().ok())
+            == Some(parent)
+        {
             found.push(pid);
         }
     }
@@ -146,10 +191,21 @@ fn wait_for_file(path: &Path, daemon: &mut Daemon) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while !path.exists() {
         if let Some(status) = daemon.child.try_wait().expect("try_wait") {
-            let log = daemon.log.take().map(|h| h.join().unwrap_or_default()).unwrap_or_default();
-            panic!("the daemon exited ({status}) before {} appeared; its log:\n{log}", path.display());
+            let log = daemon
+                .log
+                .take()
+                .map(|h| h.join().unwrap_or_default())
+                .unwrap_or_default();
+            panic!(
+                "the daemon exited ({status}) before {} appeared; its log:\n{log}",
+                path.display()
+            );
         }
-        assert!(Instant::now() < deadline, "{} never appeared", path.display());
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -194,7 +250,11 @@ fn orphans_of_the_agent_are_reaped_by_pid1() {
         exit 0
     "#;
     let (status, log) = sandbox.start(script, &[]).wait();
-    assert_eq!(status.code(), Some(0), "status {status} (91: zombie never reaped, 92: not re-parented); log:\n{log}");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "status {status} (91: zombie never reaped, 92: not re-parented); log:\n{log}"
+    );
 }
 
 #[test]
@@ -204,11 +264,18 @@ fn sigterm_from_outside_reaches_the_agent() {
     }
     let sandbox = Sandbox::new();
     let ready = sandbox.path("ready");
-    let script = format!("trap 'exit 42' TERM; touch '{}'; while :; do sleep 0.05; done", ready.display());
+    let script = format!(
+        "trap 'exit 42' TERM; touch '{}'; while :; do sleep 0.05; done",
+        ready.display()
+    );
     let mut daemon = sandbox.start(&script, &[]);
     wait_for_file(&ready, &mut daemon);
     let pid1 = daemon.pid1();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid1), nix::sys::signal::Signal::SIGTERM).expect("kill PID 1");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid1),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("kill PID 1");
     let (status, log) = daemon.wait();
     assert_eq!(status.code(), Some(42), "status {status}; log:\n{log}");
 }
@@ -220,15 +287,25 @@ fn an_agent_ignoring_sigterm_is_killed_after_the_stop_timeout() {
     }
     let sandbox = Sandbox::new();
     let ready = sandbox.path("ready");
-    let script = format!("trap '' TERM; touch '{}'; while :; do sleep 0.05; done", ready.display());
+    let script = format!(
+        "trap '' TERM; touch '{}'; while :; do sleep 0.05; done",
+        ready.display()
+    );
     let mut daemon = sandbox.start(&script, &["--stop-timeout", "1"]);
     wait_for_file(&ready, &mut daemon);
     let pid1 = daemon.pid1();
     let sent = Instant::now();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid1), nix::sys::signal::Signal::SIGTERM).expect("kill PID 1");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid1),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("kill PID 1");
     let (status, log) = daemon.wait();
     assert_eq!(status.code(), Some(137), "status {status}; log:\n{log}");
-    assert!(sent.elapsed() >= Duration::from_secs(1), "killed before the stop timeout; log:\n{log}");
+    assert!(
+        sent.elapsed() >= Duration::from_secs(1),
+        "killed before the stop timeout; log:\n{log}"
+    );
 }
 
 #[test]
@@ -237,6 +314,8 @@ fn a_missing_agent_command_exits_127() {
         return;
     }
     let sandbox = Sandbox::new();
-    let (status, log) = sandbox.start_agent(&["/nonexistent/grexal-agent"], &[]).wait();
+    let (status, log) = sandbox
+        .start_agent(&["/nonexistent/grexal-agent"], &[])
+        .wait();
     assert_eq!(status.code(), Some(127), "status {status}; log:\n{log}");
 }

@@ -23,7 +23,10 @@ fn state_and_parent(pid: u32) -> Option<(String, u32)> {
 
 async fn owned_sh(script: &str) -> (u32, std::process::ExitStatus, String) {
     let mut command = tokio::process::Command::new("sh");
-    command.arg("-c").arg(script).stdout(std::process::Stdio::piped());
+    command
+        .arg("-c")
+        .arg(script)
+        .stdout(std::process::Stdio::piped());
     let mut child = reaper::owned().spawn(&mut command).expect("spawn");
     let pid = child.id().expect("pid");
     assert!(reaper::owned().contains(pid));
@@ -31,7 +34,10 @@ async fn owned_sh(script: &str) -> (u32, std::process::ExitStatus, String) {
     if let Some(mut stdout) = child.stdout.take() {
         stdout.read_to_string(&mut out).await.expect("read stdout");
     }
-    let status = child.wait().await.expect("an owned child's status must reach its owner");
+    let status = child
+        .wait()
+        .await
+        .expect("an owned child's status must reach its owner");
     reaper::owned().release(pid);
     assert!(!reaper::owned().contains(pid));
     (pid, status, out)
@@ -51,18 +57,28 @@ async fn orphaned_grandchild_is_reaped() {
 
     // Re-parented to us, since we are a subreaper now.
     let (state, ppid) = state_and_parent(orphan).expect("the orphan is still sleeping");
-    assert_eq!(ppid, std::process::id(), "orphan in state {state} not re-parented to us");
+    assert_eq!(
+        ppid,
+        std::process::id(),
+        "orphan in state {state} not re-parented to us"
+    );
 
     // When it exits it becomes our zombie; the reaper must make it disappear. Without
     // the reaper it would stay a zombie for as long as this process lives.
     let deadline = Instant::now() + Duration::from_secs(15);
     while let Some((state, _)) = state_and_parent(orphan) {
-        assert!(Instant::now() < deadline, "orphan {orphan} still present in state {state}");
+        assert!(
+            Instant::now() < deadline,
+            "orphan {orphan} still present in state {state}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
     stop.cancel();
-    tokio::time::timeout(Duration::from_secs(5), task).await.expect("reaper stops").expect("join");
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("reaper stops")
+        .expect("join");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,14 +112,21 @@ async fn owned_statuses_survive_concurrent_reaping() {
         });
         for wait in waits.collect::<Vec<_>>() {
             let (code, status) = wait.await.expect("join");
-            assert_eq!(status.code(), Some(code as i32), "round {round}: {status:?}");
+            assert_eq!(
+                status.code(),
+                Some(code as i32),
+                "round {round}: {status:?}"
+            );
         }
     }
 
     done.store(true, Ordering::Relaxed);
     let reaped = hammer.join().expect("hammer");
     stop.cancel();
-    tokio::time::timeout(Duration::from_secs(5), task).await.expect("reaper stops").expect("join");
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("reaper stops")
+        .expect("join");
     // The orphans went somewhere: to the reapers (this process is a subreaper).
     eprintln!("hammer reaped {reaped} orphans");
 }

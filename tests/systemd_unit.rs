@@ -11,15 +11,23 @@ const INSTALLED_BINARY: &str = "/usr/local/bin/grexal-sidecar";
 const MAX_EXPOSURE: &str = "55";
 
 fn unit_text() -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd").join(UNIT_NAME);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("systemd")
+        .join(UNIT_NAME);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 
 /// `systemd-analyze`, or `None` to skip (only allowed outside CI).
 fn analyze() -> Option<PathBuf> {
-    let found = ["/usr/bin/systemd-analyze", "/bin/systemd-analyze"].into_iter().map(PathBuf::from).find(|p| p.exists());
+    let found = ["/usr/bin/systemd-analyze", "/bin/systemd-analyze"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists());
     if found.is_none() {
-        assert!(std::env::var_os("CI").is_none(), "systemd-analyze is missing and CI is set");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "systemd-analyze is missing and CI is set"
+        );
         eprintln!("skipped: systemd-analyze not installed");
     }
     found
@@ -35,15 +43,27 @@ fn staged(text: &str) -> (tempfile::TempDir, PathBuf) {
 }
 
 fn verify(analyze: &Path, unit: &Path) -> (bool, String) {
-    let out = Command::new(analyze).arg("verify").arg(unit).env("SYSTEMD_LOG_COLOR", "0").output().expect("run systemd-analyze");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(analyze)
+        .arg("verify")
+        .arg(unit)
+        .env("SYSTEMD_LOG_COLOR", "0")
+        .output()
+        .expect("run systemd-analyze");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.success(), text)
 }
 
 #[test]
 fn unit_starts_the_installed_binary() {
     let text = unit_text();
-    let exec: Vec<&str> = text.lines().filter(|l| l.starts_with("ExecStart=")).collect();
+    let exec: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("ExecStart="))
+        .collect();
     assert_eq!(exec, [format!("ExecStart={INSTALLED_BINARY} run")]);
     assert!(text.lines().any(|l| l == "Type=notify"));
 }
@@ -53,16 +73,23 @@ fn unit_verifies_without_warnings() {
     let Some(analyze) = analyze() else { return };
     let (_dir, unit) = staged(&unit_text());
     let (ok, output) = verify(&analyze, &unit);
-    assert!(ok && output.trim().is_empty(), "systemd-analyze verify complained:\n{output}");
+    assert!(
+        ok && output.trim().is_empty(),
+        "systemd-analyze verify complained:\n{output}"
+    );
 }
 
 #[test]
 fn a_bad_key_is_caught() {
     // The check above must be able to fail: the same unit with one unknown key does.
     let Some(analyze) = analyze() else { return };
-    let (_dir, unit) = staged(&unit_text().replace("[Service]\n", "[Service]\nProtectEverything=yes\n"));
+    let (_dir, unit) =
+        staged(&unit_text().replace("[Service]\n", "[Service]\nProtectEverything=yes\n"));
     let (ok, output) = verify(&analyze, &unit);
-    assert!(!ok || output.contains("ProtectEverything"), "an unknown key went unnoticed:\n{output}");
+    assert!(
+        !ok || output.contains("ProtectEverything"),
+        "an unknown key went unnoticed:\n{output}"
+    );
 }
 
 #[test]
@@ -70,7 +97,12 @@ fn unit_exposure_stays_low() {
     let Some(analyze) = analyze() else { return };
     let (_dir, unit) = staged(&unit_text());
     let out = Command::new(&analyze)
-        .args(["security", "--offline=yes", "--no-pager", &format!("--threshold={MAX_EXPOSURE}")])
+        .args([
+            "security",
+            "--offline=yes",
+            "--no-pager",
+            &format!("--threshold={MAX_EXPOSURE}"),
+        ])
         .arg(&unit)
         .output()
         .expect("run systemd-analyze security");

@@ -96,12 +96,18 @@ where
         }
     }
 
-    let mut ours: Vec<(OsString, EnvValue)> = vec![(SOCKET_VAR.into(), EnvValue::Plain(plan.socket.as_os_str().to_owned()))];
+    let mut ours: Vec<(OsString, EnvValue)> = vec![(
+        SOCKET_VAR.into(),
+        EnvValue::Plain(plan.socket.as_os_str().to_owned()),
+    )];
     if let Some(url) = plan.browser_cdp_url {
         ours.push((BROWSER_CDP_URL_VAR.into(), EnvValue::Plain(url.into())));
     }
     if let Some(user) = plan.user {
-        ours.push(("HOME".into(), EnvValue::Plain(user.home.as_os_str().to_owned())));
+        ours.push((
+            "HOME".into(),
+            EnvValue::Plain(user.home.as_os_str().to_owned()),
+        ));
         ours.push(("USER".into(), EnvValue::Plain(user.name.clone().into())));
         ours.push(("LOGNAME".into(), EnvValue::Plain(user.name.clone().into())));
     }
@@ -199,14 +205,34 @@ mod tests {
         ] {
             assert!(get(&env, gone).is_none(), "{gone} passed");
         }
-        assert_eq!(plain(&env, "GREXAL_TASK_INPUT").as_deref(), Some("{\"q\":1}"));
-        assert_eq!(plain(&env, "GREXAL_SIDECAR_SOCKET").as_deref(), Some("/run/grexal/sidecar.sock"));
-        assert_eq!(plain(&env, "GREXAL_BROWSER_CDP_URL").as_deref(), Some("http://127.0.0.1:9222"));
+        assert_eq!(
+            plain(&env, "GREXAL_TASK_INPUT").as_deref(),
+            Some("{\"q\":1}")
+        );
+        assert_eq!(
+            plain(&env, "GREXAL_SIDECAR_SOCKET").as_deref(),
+            Some("/run/grexal/sidecar.sock")
+        );
+        assert_eq!(
+            plain(&env, "GREXAL_BROWSER_CDP_URL").as_deref(),
+            Some("http://127.0.0.1:9222")
+        );
         assert_eq!(plain(&env, "HOME").as_deref(), Some("/root"));
-        assert_eq!(plain(&env, "XDG_RUNTIME_DIR").as_deref(), Some("/run/user/0"));
-        assert!(matches!(get(&env, "GITHUB_TOKEN"), Some(EnvValue::Secret(_))));
+        assert_eq!(
+            plain(&env, "XDG_RUNTIME_DIR").as_deref(),
+            Some("/run/user/0")
+        );
+        assert!(matches!(
+            get(&env, "GITHUB_TOKEN"),
+            Some(EnvValue::Secret(_))
+        ));
         assert_eq!(plain(&env, "GITHUB_TOKEN").as_deref(), Some("s3cret"));
-        assert_eq!(env.iter().filter(|(n, _)| n == "GREXAL_SIDECAR_SOCKET").count(), 1);
+        assert_eq!(
+            env.iter()
+                .filter(|(n, _)| n == "GREXAL_SIDECAR_SOCKET")
+                .count(),
+            1
+        );
         assert!(!format!("{env:?}").contains("s3cret"));
         assert!(!format!("{env:?}").contains("/root"));
     }
@@ -224,9 +250,17 @@ mod tests {
             ("HOME".to_owned(), SecretString::from("/evil")),
             ("API_KEY".to_owned(), SecretString::from("k")),
         ];
-        let plan = EnvPlan { socket: Path::new("/s.sock"), browser_cdp_url: None, credentials: &creds, user: Some(&user) };
+        let plan = EnvPlan {
+            socket: Path::new("/s.sock"),
+            browser_cdp_url: None,
+            credentials: &creds,
+            user: Some(&user),
+        };
         let env = build_env(base(), &plan).expect("env");
-        assert_eq!(plain(&env, "HOME").as_deref(), Some("/var/lib/grexal/agent"));
+        assert_eq!(
+            plain(&env, "HOME").as_deref(),
+            Some("/var/lib/grexal/agent")
+        );
         assert_eq!(plain(&env, "USER").as_deref(), Some("agent"));
         assert_eq!(plain(&env, "LOGNAME").as_deref(), Some("agent"));
         assert!(get(&env, "XDG_RUNTIME_DIR").is_none());
@@ -236,9 +270,19 @@ mod tests {
 
     #[test]
     fn unusable_credential_names_and_values_are_refused() {
-        for (name, value) in [("", "v"), ("A=B", "v"), ("A\0B", "v"), ("OK_NAME", "nul\0inside")] {
+        for (name, value) in [
+            ("", "v"),
+            ("A=B", "v"),
+            ("A\0B", "v"),
+            ("OK_NAME", "nul\0inside"),
+        ] {
             let creds = vec![(name.to_owned(), SecretString::from(value))];
-            let plan = EnvPlan { socket: Path::new("/s"), browser_cdp_url: None, credentials: &creds, user: None };
+            let plan = EnvPlan {
+                socket: Path::new("/s"),
+                browser_cdp_url: None,
+                credentials: &creds,
+                user: None,
+            };
             match build_env(Vec::new(), &plan) {
                 Err(AgentError::InvalidEnv { name: got }) => assert_eq!(got, name),
                 other => panic!("{name:?}: {other:?}"),

@@ -78,7 +78,10 @@ pub struct AgentExit {
 
 impl AgentExit {
     fn from_status(status: ExitStatus) -> Self {
-        AgentExit { code: i32::from(exit_code_for(status)), signal: status.signal() }
+        AgentExit {
+            code: i32::from(exit_code_for(status)),
+            signal: status.signal(),
+        }
     }
 }
 
@@ -173,9 +176,18 @@ pub fn exit_code_for(status: ExitStatus) -> u8 {
 
 /// Starts the agent, forwards signals to it, stops it when `stop` is cancelled (SIGTERM,
 /// then SIGKILL after `stop_timeout`), and returns how it ended. See the module docs.
-pub async fn run(spec: AgentSpec, stop: CancellationToken, stop_timeout: Duration) -> Result<AgentExit, AgentError> {
+pub async fn run(
+    spec: AgentSpec,
+    stop: CancellationToken,
+    stop_timeout: Duration,
+) -> Result<AgentExit, AgentError> {
     let mut signals = Forwarded::install().map_err(AgentError::Signals)?;
-    let program = spec.argv.first().ok_or(AgentError::EmptyCommand)?.to_string_lossy().into_owned();
+    let program = spec
+        .argv
+        .first()
+        .ok_or(AgentError::EmptyCommand)?
+        .to_string_lossy()
+        .into_owned();
     if let Some(cwd) = &spec.cwd {
         // Checked here so that a bad cwd (ENOENT from chdir in the child) is not reported
         // as a missing command.
@@ -183,9 +195,17 @@ pub async fn run(spec: AgentSpec, stop: CancellationToken, stop_timeout: Duratio
             Ok(meta) if meta.is_dir() => {}
             Ok(_) => {
                 let source = io::Error::from_raw_os_error(libc::ENOTDIR);
-                return Err(AgentError::Cwd { path: cwd.clone(), source });
+                return Err(AgentError::Cwd {
+                    path: cwd.clone(),
+                    source,
+                });
             }
-            Err(source) => return Err(AgentError::Cwd { path: cwd.clone(), source }),
+            Err(source) => {
+                return Err(AgentError::Cwd {
+                    path: cwd.clone(),
+                    source,
+                })
+            }
         }
     }
 
@@ -199,7 +219,9 @@ pub async fn run(spec: AgentSpec, stop: CancellationToken, stop_timeout: Duratio
     };
     let Some(pid) = child.id() else {
         // Unreachable: a freshly spawned, never-waited child always has its pid.
-        return Err(AgentError::Wait(io::Error::other("spawned agent has no pid")));
+        return Err(AgentError::Wait(io::Error::other(
+            "spawned agent has no pid",
+        )));
     };
     let guard = GroupGuard { pid };
     info!(pid, program = %program, user = spec.user.as_ref().map(|u| u.name.as_str()), "agent started");
@@ -274,9 +296,12 @@ struct GroupGuard {
 impl Drop for GroupGuard {
     fn drop(&mut self) {
         if let Ok(raw) = i32::try_from(self.pid) {
-            match killpg(Pid::from_raw(raw), Signal::SIGKILL) {
-                Ok(()) => debug!(pid = self.pid, "killed what was left of the agent's process group"),
-                Err(_) => {}
+            // ESRCH (nothing left) is the usual outcome.
+            if killpg(Pid::from_raw(raw), Signal::SIGKILL).is_ok() {
+                debug!(
+                    pid = self.pid,
+                    "killed what was left of the agent's process group"
+                );
             }
         }
         crate::reaper::owned().release(self.pid);
@@ -319,7 +344,11 @@ impl Forwarded {
 fn command(spec: &AgentSpec) -> Result<tokio::process::Command, AgentError> {
     let (program, args) = spec.argv.split_first().ok_or(AgentError::EmptyCommand)?;
     let mut command = tokio::process::Command::new(program);
-    command.args(args).env_clear().process_group(0).kill_on_drop(false);
+    command
+        .args(args)
+        .env_clear()
+        .process_group(0)
+        .kill_on_drop(false);
     for (name, value) in &spec.env {
         command.env(name, value.expose());
     }
@@ -357,9 +386,15 @@ fn switch_ids(user: &AgentUser) -> Result<Option<Ids>, AgentError> {
         if user.uid == euid && user.gid == nix::unistd::getegid().as_raw() {
             return Ok(None);
         }
-        return Err(AgentError::SwitchUserNotPermitted { user: user.name.clone() });
+        return Err(AgentError::SwitchUserNotPermitted {
+            user: user.name.clone(),
+        });
     }
-    Ok(Some(Ids { uid: user.uid, gid: user.gid, groups: user.groups.clone() }))
+    Ok(Some(Ids {
+        uid: user.uid,
+        gid: user.gid,
+        groups: user.groups.clone(),
+    }))
 }
 
 struct Ids {
@@ -390,7 +425,10 @@ impl Ids {
 
 /// The highest fd number to sweep when `close_range` is unavailable.
 fn fd_limit() -> libc::c_int {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit writes into a valid struct.
     let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
     if !ok || limit.rlim_cur == libc::RLIM_INFINITY {
@@ -406,7 +444,13 @@ fn cloexec_from_3(fd_limit: libc::c_int) {
     // SAFETY: close_range and fcntl on fd numbers; a number that is not open fails
     // harmlessly with EBADF.
     unsafe {
-        if libc::syscall(libc::SYS_close_range, 3 as libc::c_uint, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC) == 0 {
+        if libc::syscall(
+            libc::SYS_close_range,
+            3 as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        ) == 0
+        {
             return;
         }
         // Kernels before 5.11: sweep.
@@ -461,7 +505,11 @@ mod tests {
             (6 | 0x80, 134), // SIGABRT with a core dump
         ];
         for (raw, want) in cases {
-            assert_eq!(exit_code_for(ExitStatus::from_raw(*raw)), *want, "raw status {raw:#x}");
+            assert_eq!(
+                exit_code_for(ExitStatus::from_raw(*raw)),
+                *want,
+                "raw status {raw:#x}"
+            );
         }
     }
 

@@ -25,16 +25,27 @@ impl AgentUser {
     /// group, home and groups, and a uid without an entry has none of them.
     pub fn resolve(user: &str) -> Result<AgentUser, AgentError> {
         let lookup = if !user.is_empty() && user.bytes().all(|b| b.is_ascii_digit()) {
-            let uid: u32 = user.parse().map_err(|_| AgentError::UnknownUser { user: user.to_owned() })?;
+            let uid: u32 = user.parse().map_err(|_| AgentError::UnknownUser {
+                user: user.to_owned(),
+            })?;
             User::from_uid(Uid::from_raw(uid))
         } else {
             User::from_name(user)
         };
         let entry = lookup
-            .map_err(|source| AgentError::UserLookup { user: user.to_owned(), source })?
-            .ok_or_else(|| AgentError::UnknownUser { user: user.to_owned() })?;
-        let groups = supplementary_groups(&entry.name, entry.gid)
-            .map_err(|source| AgentError::UserLookup { user: user.to_owned(), source })?;
+            .map_err(|source| AgentError::UserLookup {
+                user: user.to_owned(),
+                source,
+            })?
+            .ok_or_else(|| AgentError::UnknownUser {
+                user: user.to_owned(),
+            })?;
+        let groups = supplementary_groups(&entry.name, entry.gid).map_err(|source| {
+            AgentError::UserLookup {
+                user: user.to_owned(),
+                source,
+            }
+        })?;
         Ok(AgentUser {
             uid: entry.uid.as_raw(),
             gid: entry.gid.as_raw(),
@@ -46,7 +57,10 @@ impl AgentUser {
 
     /// The owner for the credential files written for this user.
     pub fn owner(&self) -> crate::inject::Owner {
-        crate::inject::Owner { uid: self.uid, gid: self.gid }
+        crate::inject::Owner {
+            uid: self.uid,
+            gid: self.gid,
+        }
     }
 }
 
@@ -81,7 +95,12 @@ mod tests {
 
     #[test]
     fn unknown_users_are_errors() {
-        for user in ["no-such-user-grexal", "4000000000", "", "99999999999999999999"] {
+        for user in [
+            "no-such-user-grexal",
+            "4000000000",
+            "",
+            "99999999999999999999",
+        ] {
             match resolve(user) {
                 Err(AgentError::UnknownUser { user: got }) => assert_eq!(got, user),
                 other => panic!("{user:?}: {other:?}"),
