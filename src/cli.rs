@@ -36,6 +36,8 @@ pub enum Command {
     /// Generate a sandbox (X25519) or platform (Ed25519) key pair.
     Keygen(KeygenArgs),
     /// Seal a credential document into a bundle for one sandbox (for platforms, demos, tests).
+    // `--version` here is the bundle version, so this subcommand has no version flag.
+    #[command(disable_version_flag = true)]
     Seal(SealArgs),
 }
 

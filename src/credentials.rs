@@ -9,11 +9,38 @@
 //! }}
 //! ```
 //! The manifest decides each entry's mode; an entry is validated against it.
+//!
+//! In local development a file entry may give `"path"` (relative to the directory of
+//! `connections.json`) instead of `content_base64`; `filename` then defaults to the path's
+//! last component. Unknown top-level keys are ignored; inside an entry every key is checked.
+//!
+//! Secrets: the document is parsed into [`Raw`], whose strings are `SecretString` from the
+//! moment serde hands them over, and no error message ever carries a value (serde_json's
+//! own messages can quote input, so only its category and position are kept).
 
 use std::collections::BTreeMap;
+use std::fmt;
 
-use crate::manifest::Manifest;
-use crate::secret::{SecretBytes, SecretString};
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::DecodePaddingMode;
+use base64::Engine as _;
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::manifest::{AuthMode, Connection, Manifest};
+use crate::secret::{secret_bytes, ExposeSecret, SecretBytes, SecretString};
+
+/// The document size limit: a few files of at most 1 MiB each, base64-encoded.
+pub const MAX_CREDENTIALS_BYTES: usize = 16 * 1024 * 1024;
+/// The longest `secret_input` value, in bytes (it may become an env var).
+pub const MAX_FIELD_VALUE_BYTES: usize = 64 * 1024;
+/// The longest uploaded filename, in bytes (the usual `NAME_MAX`).
+pub const MAX_FILENAME_BYTES: usize = 255;
+/// The longest non-secret text (token type, scope, MIME type), in bytes.
+const MAX_TEXT_BYTES: usize = 4096;
+const MAX_MIME_BYTES: usize = 255;
+/// The MIME type of an upload that does not give one.
+pub const DEFAULT_MIME_TYPE: &str = "application/octet-stream";
 
 /// Credentials for some of the manifest's connections, validated against it.
 #[derive(Debug, Default)]
@@ -23,7 +50,9 @@ pub struct CredentialSet {
 
 #[derive(Debug)]
 pub enum Credential {
-    Secret { fields: BTreeMap<String, SecretString> },
+    Secret {
+        fields: BTreeMap<String, SecretString>,
+    },
     OAuth(OAuthToken),
     File(UploadedFile),
 }
@@ -39,7 +68,8 @@ pub struct OAuthToken {
 
 #[derive(Debug)]
 pub struct UploadedFile {
-    /// The original filename, validated as a safe single path component.
+    /// The original filename, validated as a safe single path component
+    /// ([`check_filename`]).
     pub filename: String,
     pub mime_type: String,
     pub content: SecretBytes,
@@ -47,6 +77,8 @@ pub struct UploadedFile {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialsError {
+    #[error("credential document is {size} bytes, over the {limit}-byte limit")]
+    TooLarge { size: usize, limit: usize },
     #[error("credential document is not valid JSON: {detail}")]
     Syntax { detail: String },
     /// `location` names the connection and field, never a value.
@@ -62,8 +94,84 @@ pub enum Source<'a> {
 }
 
 impl CredentialSet {
-    pub fn parse(_json: &[u8], _manifest: &Manifest, _source: Source<'_>) -> Result<Self, CredentialsError> {
-        todo!("credentials::parse")
+    pub fn parse(
+        json: &[u8],
+        manifest: &Manifest,
+        source: Source<'_>,
+    ) -> Result<Self, CredentialsError> {
+        if json.len() > MAX_CREDENTIALS_BYTES {
+            return Err(CredentialsError::TooLarge {
+                size: json.len(),
+                limit: MAX_CREDENTIALS_BYTES,
+            });
+        }
+        let doc: Raw = serde_json::from_slice(json).map_err(|e| CredentialsError::Syntax {
+            detail: syntax_detail(&e),
+        })?;
+        let Raw::Object(top) = doc else {
+            return Err(invalid(
+                "(top level)",
+                format!("must be an object, found {}", doc.kind()),
+            ));
+        };
+        let mut entries = None;
+        for (key, value) in top {
+            if key != "connections" {
+                continue; // Not ours; see the module doc.
+            }
+            if entries.is_some() {
+                return Err(invalid("connections", "duplicate key"));
+            }
+            entries = Some(value);
+        }
+        let entries = match entries {
+            None | Some(Raw::Null) => Vec::new(),
+            Some(Raw::Object(entries)) => entries,
+            Some(other) => {
+                return Err(invalid(
+                    "connections",
+                    format!("must be an object, found {}", other.kind()),
+                ));
+            }
+        };
+
+        let mut set = CredentialSet::default();
+        for (id, entry) in entries {
+            let loc = format!("connections[{}]", quoted(&id));
+            if set.connections.contains_key(&id) {
+                return Err(invalid(loc, "duplicate entry"));
+            }
+            let Some(conn) = manifest.connection(&id) else {
+                return Err(invalid(
+                    loc,
+                    "no connection with this id is declared in grexal.json",
+                ));
+            };
+            let Raw::Object(keys) = entry else {
+                return Err(invalid(
+                    loc,
+                    format!("must be an object, found {}", entry.kind()),
+                ));
+            };
+            check_unique_keys(|k| format!("{loc}.{}", quoted(k)), &keys)?;
+            let credential = match &conn.mode {
+                AuthMode::SecretInput { fields, .. } => parse_secret(&loc, fields, keys)?,
+                AuthMode::OauthRedirect { .. } => parse_oauth(&loc, keys)?,
+                AuthMode::FileUpload {
+                    accepted_extensions,
+                    max_size_bytes,
+                    ..
+                } => parse_file(&loc, accepted_extensions, *max_size_bytes, keys, source)?,
+                AuthMode::BrowserLogin { .. } => {
+                    return Err(invalid(
+                        loc,
+                        "a browser_login connection takes no credential: its session lives in the sandbox's browser",
+                    ));
+                }
+            };
+            set.connections.insert(id, credential);
+        }
+        Ok(set)
     }
 
     /// Pre-collected connections of the manifest with no credential here.
@@ -75,3 +183,520 @@ impl CredentialSet {
             .collect()
     }
 }
+
+/// Validates an uploaded file's name as one safe path component, returning the problem.
+///
+/// Refused: empty, `.`, `..`, over 255 bytes; `/`, `\` and NUL; control characters (C0,
+/// DEL, C1); invisible formatting characters that make a name display as something else
+/// (bidi overrides and isolates such as U+202E, zero-width characters, U+FEFF); and
+/// characters that look like a slash (U+2044, U+2215, U+FF0F, U+FF3C, …). Ordinary
+/// Unicode letters, digits, punctuation and spaces are allowed, as is a leading dot
+/// (`.npmrc` is a common upload).
+pub fn check_filename(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("must not be empty");
+    }
+    if name.len() > MAX_FILENAME_BYTES {
+        return Err("is longer than 255 bytes");
+    }
+    if name == "." || name == ".." {
+        return Err("must not be . or ..");
+    }
+    for c in name.chars() {
+        match c {
+            '/' | '\\' => return Err("must not contain / or \\"),
+            '\0' => return Err("must not contain NUL"),
+            c if c.is_control() => return Err("must not contain control characters"),
+            '\u{061C}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2069}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}' => {
+                return Err("must not contain invisible or bidirectional formatting characters")
+            }
+            '\u{2044}' | '\u{2215}' | '\u{2216}' | '\u{2571}' | '\u{2572}' | '\u{29F5}'
+            | '\u{29F8}' | '\u{29F9}' | '\u{FE68}' | '\u{FF0F}' | '\u{FF3C}' => {
+                return Err("must not contain characters that look like a slash")
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// What `.grexal/connections.json` should hold for `connection`, as the text of one
+/// `"id": {...}` member of its `"connections"` object; `None` for browser_login, which takes
+/// no credential. Placeholders are in angle brackets.
+pub fn example_entry(connection: &Connection) -> Option<String> {
+    use serde_json::json;
+    let body = match &connection.mode {
+        AuthMode::SecretInput { fields, .. } => {
+            let fields: serde_json::Map<String, serde_json::Value> = fields
+                .iter()
+                .map(|f| (f.name.clone(), json!(format!("<{}>", f.label))))
+                .collect();
+            json!({ "fields": fields })
+        }
+        AuthMode::OauthRedirect { .. } => json!({
+            "access_token": format!("<access token for {}>", connection.display_name),
+            "token_type": "Bearer",
+        }),
+        AuthMode::FileUpload {
+            accepted_extensions,
+            ..
+        } => {
+            let name = format!(
+                "{}{}",
+                connection.id,
+                accepted_extensions.first().map_or("", String::as_str)
+            );
+            json!({ "filename": name, "path": name })
+        }
+        AuthMode::BrowserLogin { .. } => return None,
+    };
+    Some(format!("{}: {}", json!(connection.id), body))
+}
+
+/// The line `dev` prints for a missing credential:
+/// `connection "openai" (OpenAI): add "openai": {...} to .grexal/connections.json`.
+pub fn missing_hint(connection: &Connection) -> String {
+    match example_entry(connection) {
+        Some(entry) => format!(
+            "connection {:?} ({}): add {entry} under \"connections\" in .grexal/connections.json",
+            connection.id, connection.display_name
+        ),
+        None => format!(
+            "connection {:?} ({}): browser_login takes no entry in .grexal/connections.json",
+            connection.id, connection.display_name
+        ),
+    }
+}
+
+fn invalid(location: impl Into<String>, problem: impl Into<String>) -> CredentialsError {
+    CredentialsError::Invalid {
+        location: location.into(),
+        problem: problem.into(),
+    }
+}
+
+/// serde_json's message can quote the input (`invalid type: string "..."`), so only the
+/// category and position are kept.
+fn syntax_detail(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let what = match e.classify() {
+        Category::Io => "read error",
+        Category::Syntax => "syntax error",
+        Category::Data => "invalid data",
+        Category::Eof => "unexpected end of input",
+    };
+    format!("{what} at line {} column {}", e.line(), e.column())
+}
+
+/// A short, printable rendering of a key (never a value) for a location.
+fn quoted(s: &str) -> String {
+    let cut: String = s.chars().take(64).collect();
+    if cut.len() < s.len() {
+        format!("{cut:?}…")
+    } else {
+        format!("{cut:?}")
+    }
+}
+
+/// Refuses a key given twice; `at` renders a key's location.
+fn check_unique_keys(
+    at: impl Fn(&str) -> String,
+    keys: &[(String, Raw)],
+) -> Result<(), CredentialsError> {
+    for (i, (k, _)) in keys.iter().enumerate() {
+        if keys[..i].iter().any(|(other, _)| other == k) {
+            return Err(invalid(at(k), "duplicate key"));
+        }
+    }
+    Ok(())
+}
+
+fn parse_secret(
+    loc: &str,
+    declared: &[crate::manifest::SecretField],
+    keys: Vec<(String, Raw)>,
+) -> Result<Credential, CredentialsError> {
+    let mut given = None;
+    for (k, v) in keys {
+        if k != "fields" {
+            return Err(invalid(
+                format!("{loc}.{}", quoted(&k)),
+                "unexpected key: a secret_input entry has only \"fields\"",
+            ));
+        }
+        given = Some(v);
+    }
+    let floc = format!("{loc}.fields");
+    let values = match given {
+        Some(Raw::Object(values)) => values,
+        Some(other) => {
+            return Err(invalid(
+                floc,
+                format!("must be an object, found {}", other.kind()),
+            ))
+        }
+        None => return Err(invalid(floc, "is required")),
+    };
+    check_unique_keys(|k| format!("{floc}[{}]", quoted(k)), &values)?;
+    let mut fields = BTreeMap::new();
+    for (name, value) in values {
+        let vloc = format!("{floc}[{}]", quoted(&name));
+        if !declared.iter().any(|f| f.name == name) {
+            return Err(invalid(vloc, "not declared in grexal.json"));
+        }
+        let Raw::Str(secret) = value else {
+            return Err(invalid(
+                vloc,
+                format!("must be a string, found {}", value.kind()),
+            ));
+        };
+        if secret.expose_secret().len() > MAX_FIELD_VALUE_BYTES {
+            return Err(invalid(
+                vloc,
+                format!("is over the {MAX_FIELD_VALUE_BYTES}-byte limit"),
+            ));
+        }
+        fields.insert(name, secret);
+    }
+    if let Some(missing) = declared.iter().find(|f| !fields.contains_key(&f.name)) {
+        return Err(invalid(
+            format!("{floc}[{}]", quoted(&missing.name)),
+            "missing",
+        ));
+    }
+    Ok(Credential::Secret { fields })
+}
+
+fn parse_oauth(loc: &str, keys: Vec<(String, Raw)>) -> Result<Credential, CredentialsError> {
+    let (mut access_token, mut token_type, mut expires_at, mut scope) = (None, None, None, None);
+    for (k, v) in keys {
+        let kloc = format!("{loc}.{}", quoted(&k));
+        match k.as_str() {
+            "access_token" => match v {
+                Raw::Str(s) if s.expose_secret().is_empty() => return Err(invalid(kloc, "must not be empty")),
+                Raw::Str(s) => access_token = Some(s),
+                other => return Err(invalid(kloc, format!("must be a string, found {}", other.kind()))),
+            },
+            "token_type" => {
+                let t = plain_text(&kloc, v)?;
+                if t.is_empty() {
+                    return Err(invalid(kloc, "must not be empty"));
+                }
+                token_type = Some(t);
+            }
+            "expires_at" => match v {
+                Raw::Null => {}
+                Raw::Number(Some(n)) => expires_at = Some(n),
+                Raw::Number(None) => return Err(invalid(kloc, "must be a non-negative integer (unix seconds)")),
+                other => return Err(invalid(kloc, format!("must be an integer, found {}", other.kind()))),
+            },
+            "scope" => {
+                if !matches!(v, Raw::Null) {
+                    scope = Some(plain_text(&kloc, v)?);
+                }
+            }
+            _ => {
+                return Err(invalid(
+                    kloc,
+                    "not accepted: only access_token, token_type, expires_at and scope enter the sandbox; \
+                     refresh tokens and client secrets never do (the platform refreshes tokens)",
+                ))
+            }
+        }
+    }
+    Ok(Credential::OAuth(OAuthToken {
+        access_token: access_token
+            .ok_or_else(|| invalid(format!("{loc}.\"access_token\""), "is required"))?,
+        token_type: token_type
+            .ok_or_else(|| invalid(format!("{loc}.\"token_type\""), "is required"))?,
+        expires_at,
+        scope,
+    }))
+}
+
+/// A string that is not a secret (token type, scope, filename, MIME type, path).
+fn plain_text(loc: &str, v: Raw) -> Result<String, CredentialsError> {
+    match v {
+        Raw::Str(s) if s.expose_secret().len() > MAX_TEXT_BYTES => Err(invalid(
+            loc,
+            format!("is over the {MAX_TEXT_BYTES}-byte limit"),
+        )),
+        Raw::Str(s) => Ok(s.expose_secret().to_owned()),
+        other => Err(invalid(
+            loc,
+            format!("must be a string, found {}", other.kind()),
+        )),
+    }
+}
+
+fn parse_file(
+    loc: &str,
+    accepted_extensions: &[String],
+    max_size: u64,
+    keys: Vec<(String, Raw)>,
+    source: Source<'_>,
+) -> Result<Credential, CredentialsError> {
+    let (mut filename, mut mime_type, mut content_b64, mut path) = (None, None, None, None);
+    for (k, v) in keys {
+        let kloc = format!("{loc}.{}", quoted(&k));
+        match k.as_str() {
+            "filename" => filename = Some(plain_text(&kloc, v)?),
+            "mime_type" => mime_type = Some(plain_text(&kloc, v)?),
+            "content_base64" => match v {
+                Raw::Str(s) => content_b64 = Some(s),
+                other => return Err(invalid(kloc, format!("must be a string, found {}", other.kind()))),
+            },
+            "path" => {
+                if !matches!(source, Source::DevFile { .. }) {
+                    return Err(invalid(kloc, "only allowed in .grexal/connections.json (local development)"));
+                }
+                path = Some(plain_text(&kloc, v)?);
+            }
+            _ => {
+                return Err(invalid(
+                    kloc,
+                    "unexpected key: a file_upload entry has filename, mime_type and content_base64 (or path in development)",
+                ))
+            }
+        }
+    }
+
+    let filename = match (filename, &path) {
+        (Some(f), _) => f,
+        (None, Some(p)) => std::path::Path::new(p)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                invalid(
+                    format!("{loc}.\"filename\""),
+                    "is required (path has no file name)",
+                )
+            })?,
+        (None, None) => return Err(invalid(format!("{loc}.\"filename\""), "is required")),
+    };
+    let name_loc = format!("{loc}.\"filename\"");
+    check_filename(&filename).map_err(|p| invalid(&name_loc, p))?;
+    if !accepted_extensions.is_empty() {
+        let lower = filename.to_lowercase();
+        if !accepted_extensions
+            .iter()
+            .any(|e| lower.ends_with(&e.to_lowercase()))
+        {
+            return Err(invalid(
+                name_loc,
+                format!(
+                    "extension not accepted; grexal.json accepts {}",
+                    accepted_extensions.join(", ")
+                ),
+            ));
+        }
+    }
+
+    let mime_loc = format!("{loc}.\"mime_type\"");
+    let mime_type = match mime_type {
+        None => DEFAULT_MIME_TYPE.to_owned(),
+        Some(m) => {
+            let ok = !m.is_empty()
+                && m.len() <= MAX_MIME_BYTES
+                && m.contains('/')
+                && m.bytes().all(|b| b.is_ascii_graphic() || b == b' ');
+            if !ok {
+                return Err(invalid(mime_loc, "is not a MIME type (e.g. text/plain)"));
+            }
+            m
+        }
+    };
+
+    let content = match (content_b64, path, source) {
+        (Some(_), Some(_), _) => {
+            return Err(invalid(loc, "give either content_base64 or path, not both"));
+        }
+        (Some(b64), None, _) => {
+            decode_base64(&format!("{loc}.\"content_base64\""), &b64, max_size)?
+        }
+        (None, Some(p), Source::DevFile { base_dir }) => {
+            read_dev_file(&format!("{loc}.\"path\""), base_dir, &p, max_size)?
+        }
+        _ => return Err(invalid(format!("{loc}.\"content_base64\""), "is required")),
+    };
+    Ok(Credential::File(UploadedFile {
+        filename,
+        mime_type,
+        content,
+    }))
+}
+
+fn too_big(loc: &str, max_size: u64) -> CredentialsError {
+    invalid(
+        loc,
+        format!("file is larger than max_size_bytes ({max_size})"),
+    )
+}
+
+/// Moves bytes into a `SecretBytes` whose allocation is exactly their length, so the
+/// conversion to a boxed slice does not reallocate and leave an unzeroized copy behind.
+fn into_secret(mut buf: Vec<u8>) -> SecretBytes {
+    let mut exact = Vec::with_capacity(buf.len());
+    exact.extend_from_slice(&buf);
+    buf.zeroize();
+    secret_bytes(exact)
+}
+
+fn decode_base64(
+    loc: &str,
+    b64: &SecretString,
+    max_size: u64,
+) -> Result<SecretBytes, CredentialsError> {
+    const ENGINE: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    let input = b64.expose_secret().as_bytes();
+    let estimate = base64::decoded_len_estimate(input.len());
+    // The estimate may exceed the true size by up to 2 bytes; check it before allocating.
+    if estimate as u64 > max_size + 2 {
+        return Err(too_big(loc, max_size));
+    }
+    let mut buf = Zeroizing::new(vec![0u8; estimate]);
+    // The decoder's error names the offending byte and offset: a fragment of the secret.
+    let n = ENGINE
+        .decode_slice(input, &mut buf[..])
+        .map_err(|_| invalid(loc, "is not valid standard base64"))?;
+    if n as u64 > max_size {
+        return Err(too_big(loc, max_size));
+    }
+    let mut exact = Vec::with_capacity(n);
+    exact.extend_from_slice(&buf[..n]);
+    Ok(secret_bytes(exact))
+}
+
+fn read_dev_file(
+    loc: &str,
+    base_dir: &std::path::Path,
+    rel: &str,
+    max_size: u64,
+) -> Result<SecretBytes, CredentialsError> {
+    use std::io::Read;
+    let rel_path = std::path::Path::new(rel);
+    if rel.is_empty() || rel_path.is_absolute() {
+        return Err(invalid(
+            loc,
+            "must be a relative path (relative to the directory of connections.json)",
+        ));
+    }
+    let full = base_dir.join(rel_path);
+    let io_problem =
+        |e: std::io::Error| invalid(loc, format!("cannot read {}: {e}", full.display()));
+    let file = std::fs::File::open(&full).map_err(io_problem)?;
+    let meta = file.metadata().map_err(io_problem)?;
+    if !meta.is_file() {
+        return Err(invalid(
+            loc,
+            format!("{} is not a regular file", full.display()),
+        ));
+    }
+    if meta.len() > max_size {
+        return Err(too_big(loc, max_size));
+    }
+    // The file may grow between the check and the read: read at most one byte too many.
+    let mut buf = Vec::with_capacity(usize::try_from(max_size).unwrap_or(0).saturating_add(1));
+    file.take(max_size + 1)
+        .read_to_end(&mut buf)
+        .map_err(io_problem)?;
+    if buf.len() as u64 > max_size {
+        buf.zeroize();
+        return Err(too_big(loc, max_size));
+    }
+    Ok(into_secret(buf))
+}
+
+/// A JSON value whose strings are secrets from the start. Arrays are consumed without
+/// being kept (no entry of ours holds one); only their presence is recorded for errors.
+enum Raw {
+    Null,
+    Bool,
+    /// `Some` for integers that fit a `u64`.
+    Number(Option<u64>),
+    Str(SecretString),
+    Array,
+    /// Keys in document order; duplicates are kept so they can be reported.
+    Object(Vec<(String, Raw)>),
+}
+
+impl Raw {
+    fn kind(&self) -> &'static str {
+        match self {
+            Raw::Null => "null",
+            Raw::Bool => "a boolean",
+            Raw::Number(_) => "a number",
+            Raw::Str(_) => "a string",
+            Raw::Array => "an array",
+            Raw::Object(_) => "an object",
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Raw {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(RawVisitor)
+    }
+}
+
+struct RawVisitor;
+
+impl<'de> Visitor<'de> for RawVisitor {
+    type Value = Raw;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Raw, E> {
+        Ok(Raw::Null)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Raw, E> {
+        Ok(Raw::Null)
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Raw, E> {
+        Ok(Raw::Bool)
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Raw, E> {
+        Ok(Raw::Number(Some(v)))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Raw, E> {
+        Ok(Raw::Number(u64::try_from(v).ok()))
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Raw, E> {
+        Ok(Raw::Number(None))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Raw, E> {
+        // `From<&str>` allocates exactly once, at the final size.
+        Ok(Raw::Str(SecretString::from(v)))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Raw, E> {
+        let mut v = v;
+        let secret = SecretString::from(v.as_str());
+        v.zeroize();
+        Ok(Raw::Str(secret))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Raw, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Raw::Array)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Raw, A::Error> {
+        let mut out = Vec::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let value = map.next_value::<Raw>()?;
+            out.push((key, value));
+        }
+        Ok(Raw::Object(out))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -199,12 +199,13 @@ fn bad_bundles_are_refused_before_anything_is_written() {
     );
     assert!(o.status.success());
     cases.push(("untrusted signer", std::fs::read(&out).expect("read"), 82, "trusted"));
+    // The shortest expiry `seal` makes is one second; wait until it has passed.
     let out = fx.path("expired");
     let o = run_to_end(
         command()
             .args(["seal", "--credentials"])
             .arg(&src)
-            .args(["--sandbox-id", SANDBOX, "--expires-in", "0", "--sandbox-pub"])
+            .args(["--sandbox-id", SANDBOX, "--expires-in", "1", "--sandbox-pub"])
             .arg(&fx.keys.sandbox_pub)
             .arg("--platform-key")
             .arg(&fx.keys.platform_key)
@@ -213,6 +214,7 @@ fn bad_bundles_are_refused_before_anything_is_written() {
     );
     assert!(o.status.success());
     cases.push(("expired", std::fs::read(&out).expect("read"), 83, "expired"));
+    std::thread::sleep(Duration::from_millis(2100));
 
     for (name, bytes, want_code, want_word) in cases {
         let path = fx.path(&format!("case-{}", name.replace(' ', "-")));

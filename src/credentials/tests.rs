@@ -1,0 +1,611 @@
+//! Table-driven tests for the credential document, including a canary that no error
+//! carries a value.
+
+use super::*;
+use serde_json::{json, Value};
+
+const CANARY: &str = "CANARY-s3cr3t-7f3a9c";
+
+fn manifest() -> Manifest {
+    Manifest::parse(
+        json!({"connections": [
+            {"id": "openai", "display_name": "OpenAI", "auth_mode": "secret_input",
+             "fields": [{"name": "api_key", "label": "API key", "secret": true},
+                        {"name": "org", "label": "Organization", "secret": false}]},
+            {"id": "google", "display_name": "Google", "auth_mode": "oauth_redirect",
+             "provider": {"auth_url": "https://a", "token_url": "https://t", "scopes": ["email"]}},
+            {"id": "ssh_key", "display_name": "SSH key", "auth_mode": "file_upload",
+             "accepted_extensions": [".pem", ".KEY"], "max_size_bytes": 16},
+            {"id": "any_file", "display_name": "Any", "auth_mode": "file_upload", "max_size_bytes": 1048576},
+            {"id": "linkedin", "display_name": "LinkedIn", "auth_mode": "browser_login"}
+        ]})
+        .to_string()
+        .as_bytes(),
+    )
+    .expect("manifest")
+}
+
+fn parse(doc: Value) -> Result<CredentialSet, CredentialsError> {
+    CredentialSet::parse(doc.to_string().as_bytes(), &manifest(), Source::Bundle)
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[test]
+fn valid_document_parses_every_mode() {
+    let set = parse(json!({"version": 3, "connections": {
+        "openai": {"fields": {"api_key": "sk-1", "org": "o"}},
+        "google": {"access_token": "ya29", "token_type": "Bearer", "expires_at": 1790000000, "scope": "email"},
+        "ssh_key": {"filename": "id.PEM", "content_base64": b64(b"hello")},
+    }}))
+    .expect("valid");
+    let Some(Credential::Secret { fields }) = set.connections.get("openai") else {
+        panic!("openai")
+    };
+    assert_eq!(fields["api_key"].expose_secret(), "sk-1");
+    let Some(Credential::OAuth(t)) = set.connections.get("google") else {
+        panic!("google")
+    };
+    assert_eq!(
+        (t.access_token.expose_secret(), t.token_type.as_str()),
+        ("ya29", "Bearer")
+    );
+    assert_eq!(
+        (t.expires_at, t.scope.as_deref()),
+        (Some(1790000000), Some("email"))
+    );
+    let Some(Credential::File(f)) = set.connections.get("ssh_key") else {
+        panic!("ssh_key")
+    };
+    assert_eq!(
+        (f.filename.as_str(), f.mime_type.as_str()),
+        ("id.PEM", DEFAULT_MIME_TYPE)
+    );
+    assert_eq!(f.content.expose_secret(), b"hello");
+    let missing: Vec<_> = set
+        .missing(&manifest())
+        .iter()
+        .map(|c| c.id.clone())
+        .collect();
+    assert_eq!(missing, vec!["any_file"]);
+}
+
+#[test]
+fn optional_oauth_fields_and_empty_documents() {
+    let set = parse(
+        json!({"connections": {"google": {"access_token": "t", "token_type": "Bearer",
+        "expires_at": null, "scope": null}}}),
+    )
+    .expect("valid");
+    let Some(Credential::OAuth(t)) = set.connections.get("google") else {
+        panic!()
+    };
+    assert_eq!((t.expires_at, t.scope.as_deref()), (None, None));
+    assert!(parse(json!({})).expect("empty").connections.is_empty());
+    assert!(parse(json!({"connections": {}}))
+        .expect("empty")
+        .connections
+        .is_empty());
+}
+
+#[test]
+fn base64_without_padding_and_exact_size_limit() {
+    let set = parse(json!({"connections": {"ssh_key": {"filename": "k.pem", "mime_type": "application/x-pem-file",
+        "content_base64": b64(&[7u8; 16]).trim_end_matches('=')}}}))
+    .expect("16 bytes is the limit");
+    let Some(Credential::File(f)) = set.connections.get("ssh_key") else {
+        panic!()
+    };
+    assert_eq!(f.content.expose_secret().len(), 16);
+    assert_eq!(f.mime_type, "application/x-pem-file");
+}
+
+#[test]
+fn invalid_documents() {
+    // (case, document, expected location, expected substring of the problem)
+    let cases: Vec<(&str, Value, &str, &str)> = vec![
+        (
+            "top not object",
+            json!([]),
+            "(top level)",
+            "must be an object",
+        ),
+        (
+            "connections not object",
+            json!({"connections": []}),
+            "connections",
+            "must be an object",
+        ),
+        (
+            "unknown id",
+            json!({"connections": {"nope": {}}}),
+            "connections[\"nope\"]",
+            "no connection with this id",
+        ),
+        (
+            "browser_login",
+            json!({"connections": {"linkedin": {}}}),
+            "connections[\"linkedin\"]",
+            "browser_login",
+        ),
+        (
+            "entry not object",
+            json!({"connections": {"openai": "x"}}),
+            "connections[\"openai\"]",
+            "must be an object",
+        ),
+        (
+            "secret fields missing",
+            json!({"connections": {"openai": {}}}),
+            "connections[\"openai\"].fields",
+            "is required",
+        ),
+        (
+            "secret fields not object",
+            json!({"connections": {"openai": {"fields": []}}}),
+            "connections[\"openai\"].fields",
+            "must be an object",
+        ),
+        (
+            "secret extra key",
+            json!({"connections": {"openai": {"fields": {"api_key": "a", "org": "b"}, "x": 1}}}),
+            "connections[\"openai\"].\"x\"",
+            "unexpected key",
+        ),
+        (
+            "secret missing field",
+            json!({"connections": {"openai": {"fields": {"api_key": "a"}}}}),
+            "connections[\"openai\"].fields[\"org\"]",
+            "missing",
+        ),
+        (
+            "secret extra field",
+            json!({"connections": {"openai": {"fields": {"api_key": "a", "org": "b", "extra": "c"}}}}),
+            "connections[\"openai\"].fields[\"extra\"]",
+            "not declared",
+        ),
+        (
+            "secret value not string",
+            json!({"connections": {"openai": {"fields": {"api_key": 5, "org": "b"}}}}),
+            "connections[\"openai\"].fields[\"api_key\"]",
+            "must be a string, found a number",
+        ),
+        (
+            "secret value too long",
+            json!({"connections": {"openai": {"fields": {"api_key": "a".repeat(MAX_FIELD_VALUE_BYTES + 1), "org": "b"}}}}),
+            "connections[\"openai\"].fields[\"api_key\"]",
+            "limit",
+        ),
+        (
+            "oauth no access_token",
+            json!({"connections": {"google": {"token_type": "Bearer"}}}),
+            "connections[\"google\"].\"access_token\"",
+            "is required",
+        ),
+        (
+            "oauth empty access_token",
+            json!({"connections": {"google": {"access_token": "", "token_type": "Bearer"}}}),
+            "connections[\"google\"].\"access_token\"",
+            "must not be empty",
+        ),
+        (
+            "oauth no token_type",
+            json!({"connections": {"google": {"access_token": "t"}}}),
+            "connections[\"google\"].\"token_type\"",
+            "is required",
+        ),
+        (
+            "oauth refresh_token",
+            json!({"connections": {"google": {"access_token": "t", "token_type": "Bearer", "refresh_token": "r"}}}),
+            "connections[\"google\"].\"refresh_token\"",
+            "refresh tokens and client secrets never",
+        ),
+        (
+            "oauth client_secret",
+            json!({"connections": {"google": {"access_token": "t", "token_type": "Bearer", "client_secret": "s"}}}),
+            "connections[\"google\"].\"client_secret\"",
+            "refresh tokens and client secrets never",
+        ),
+        (
+            "oauth client_id",
+            json!({"connections": {"google": {"access_token": "t", "token_type": "Bearer", "client_id": "i"}}}),
+            "connections[\"google\"].\"client_id\"",
+            "refresh tokens and client secrets never",
+        ),
+        (
+            "oauth negative expiry",
+            json!({"connections": {"google": {"access_token": "t", "token_type": "B", "expires_at": -1}}}),
+            "connections[\"google\"].\"expires_at\"",
+            "non-negative integer",
+        ),
+        (
+            "oauth float expiry",
+            json!({"connections": {"google": {"access_token": "t", "token_type": "B", "expires_at": 1.5}}}),
+            "connections[\"google\"].\"expires_at\"",
+            "non-negative integer",
+        ),
+        (
+            "oauth string expiry",
+            json!({"connections": {"google": {"access_token": "t", "token_type": "B", "expires_at": "1"}}}),
+            "connections[\"google\"].\"expires_at\"",
+            "must be an integer",
+        ),
+        (
+            "oauth scope not string",
+            json!({"connections": {"google": {"access_token": "t", "token_type": "B", "scope": ["a"]}}}),
+            "connections[\"google\"].\"scope\"",
+            "must be a string, found an array",
+        ),
+        (
+            "file no filename",
+            json!({"connections": {"ssh_key": {"content_base64": "aGk="}}}),
+            "connections[\"ssh_key\"].\"filename\"",
+            "is required",
+        ),
+        (
+            "file no content",
+            json!({"connections": {"ssh_key": {"filename": "a.pem"}}}),
+            "connections[\"ssh_key\"].\"content_base64\"",
+            "is required",
+        ),
+        (
+            "file path in bundle",
+            json!({"connections": {"ssh_key": {"filename": "a.pem", "path": "a.pem"}}}),
+            "connections[\"ssh_key\"].\"path\"",
+            "only allowed in .grexal/connections.json",
+        ),
+        (
+            "file bad base64",
+            json!({"connections": {"ssh_key": {"filename": "a.pem", "content_base64": "!!!!"}}}),
+            "connections[\"ssh_key\"].\"content_base64\"",
+            "not valid standard base64",
+        ),
+        (
+            "file too big",
+            json!({"connections": {"ssh_key": {"filename": "a.pem", "content_base64": b64(&[1u8; 17])}}}),
+            "connections[\"ssh_key\"].\"content_base64\"",
+            "larger than max_size_bytes (16)",
+        ),
+        (
+            "file way too big",
+            json!({"connections": {"ssh_key": {"filename": "a.pem", "content_base64": b64(&[1u8; 4096])}}}),
+            "connections[\"ssh_key\"].\"content_base64\"",
+            "larger than max_size_bytes",
+        ),
+        (
+            "file wrong extension",
+            json!({"connections": {"ssh_key": {"filename": "a.txt", "content_base64": "aGk="}}}),
+            "connections[\"ssh_key\"].\"filename\"",
+            "extension not accepted",
+        ),
+        (
+            "file bad mime",
+            json!({"connections": {"ssh_key": {"filename": "a.pem", "mime_type": "pem", "content_base64": "aGk="}}}),
+            "connections[\"ssh_key\"].\"mime_type\"",
+            "not a MIME type",
+        ),
+        (
+            "file unknown key",
+            json!({"connections": {"ssh_key": {"filename": "a.pem", "content_base64": "aGk=", "size": 2}}}),
+            "connections[\"ssh_key\"].\"size\"",
+            "unexpected key",
+        ),
+        (
+            "filename dotdot",
+            json!({"connections": {"any_file": {"filename": "..", "content_base64": "aGk="}}}),
+            "connections[\"any_file\"].\"filename\"",
+            "must not be . or ..",
+        ),
+        (
+            "filename dot",
+            json!({"connections": {"any_file": {"filename": ".", "content_base64": "aGk="}}}),
+            "connections[\"any_file\"].\"filename\"",
+            "must not be . or ..",
+        ),
+        (
+            "filename slash",
+            json!({"connections": {"any_file": {"filename": "../etc/passwd", "content_base64": "aGk="}}}),
+            "connections[\"any_file\"].\"filename\"",
+            "must not contain /",
+        ),
+        (
+            "filename NUL",
+            json!({"connections": {"any_file": {"filename": "a\u{0}b", "content_base64": "aGk="}}}),
+            "connections[\"any_file\"].\"filename\"",
+            "NUL",
+        ),
+        (
+            "filename newline",
+            json!({"connections": {"any_file": {"filename": "a\nb", "content_base64": "aGk="}}}),
+            "connections[\"any_file\"].\"filename\"",
+            "control",
+        ),
+        (
+            "filename RLO",
+            json!({"connections": {"any_file": {"filename": "gpj.\u{202e}exe", "content_base64": "aGk="}}}),
+            "connections[\"any_file\"].\"filename\"",
+            "bidirectional",
+        ),
+        (
+            "filename fullwidth solidus",
+            json!({"connections": {"any_file": {"filename": "a\u{ff0f}b", "content_base64": "aGk="}}}),
+            "connections[\"any_file\"].\"filename\"",
+            "look like a slash",
+        ),
+        (
+            "filename too long",
+            json!({"connections": {"any_file": {"filename": "a".repeat(256), "content_base64": "aGk="}}}),
+            "connections[\"any_file\"].\"filename\"",
+            "longer than 255",
+        ),
+        (
+            "filename empty",
+            json!({"connections": {"any_file": {"filename": "", "content_base64": "aGk="}}}),
+            "connections[\"any_file\"].\"filename\"",
+            "must not be empty",
+        ),
+    ];
+    for (name, doc, want_loc, want_problem) in cases {
+        match parse(doc) {
+            Ok(_) => panic!("{name}: accepted"),
+            Err(CredentialsError::Invalid { location, problem }) => {
+                assert_eq!(location, want_loc, "{name}: {problem}");
+                assert!(
+                    problem.contains(want_problem),
+                    "{name}: {problem:?} lacks {want_problem:?}"
+                );
+            }
+            Err(other) => panic!("{name}: unexpected error {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn duplicates_are_refused() {
+    let cases: Vec<(&str, &str, &str)> = vec![
+        (
+            "duplicate id",
+            r#"{"connections": {"google": {"access_token": "a", "token_type": "b"}, "google": {"access_token": "a", "token_type": "b"}}}"#,
+            "connections[\"google\"]",
+        ),
+        (
+            "duplicate entry key",
+            r#"{"connections": {"google": {"access_token": "a", "access_token": "b", "token_type": "b"}}}"#,
+            "connections[\"google\"].\"access_token\"",
+        ),
+        (
+            "duplicate field",
+            r#"{"connections": {"openai": {"fields": {"api_key": "a", "api_key": "b", "org": "c"}}}}"#,
+            "connections[\"openai\"].fields[\"api_key\"]",
+        ),
+        (
+            "duplicate connections",
+            r#"{"connections": {}, "connections": {}}"#,
+            "connections",
+        ),
+    ];
+    for (name, doc, want_loc) in cases {
+        match CredentialSet::parse(doc.as_bytes(), &manifest(), Source::Bundle) {
+            Err(CredentialsError::Invalid { location, problem }) => {
+                assert_eq!(location, want_loc, "{name}");
+                assert!(problem.contains("duplicate"), "{name}: {problem}");
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn dev_file_paths() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("keys")).expect("mkdir");
+    std::fs::write(dir.path().join("keys/id.pem"), b"key-bytes").expect("write");
+    std::fs::write(dir.path().join("big.pem"), [0u8; 17]).expect("write");
+    let m = manifest();
+    let dev = Source::DevFile {
+        base_dir: dir.path(),
+    };
+    let set = CredentialSet::parse(
+        json!({"connections": {"ssh_key": {"path": "keys/id.pem"}}})
+            .to_string()
+            .as_bytes(),
+        &m,
+        dev,
+    )
+    .expect("dev path");
+    let Some(Credential::File(f)) = set.connections.get("ssh_key") else {
+        panic!()
+    };
+    assert_eq!(
+        (f.filename.as_str(), f.content.expose_secret()),
+        ("id.pem", &b"key-bytes"[..])
+    );
+
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "too big",
+            json!({"connections": {"ssh_key": {"path": "big.pem"}}}),
+            "larger than max_size_bytes",
+        ),
+        (
+            "absolute",
+            json!({"connections": {"ssh_key": {"path": "/etc/hostname", "filename": "a.pem"}}}),
+            "relative path",
+        ),
+        (
+            "missing",
+            json!({"connections": {"ssh_key": {"path": "nope.pem"}}}),
+            "cannot read",
+        ),
+        (
+            "directory",
+            json!({"connections": {"ssh_key": {"path": "keys", "filename": "a.pem"}}}),
+            "not a regular file",
+        ),
+        (
+            "both",
+            json!({"connections": {"ssh_key": {"path": "keys/id.pem", "content_base64": "aGk="}}}),
+            "not both",
+        ),
+    ];
+    for (name, doc, want) in cases {
+        match CredentialSet::parse(doc.to_string().as_bytes(), &m, dev) {
+            Err(CredentialsError::Invalid { problem, .. }) => {
+                assert!(problem.contains(want), "{name}: {problem}")
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn size_and_syntax() {
+    let big = vec![b' '; MAX_CREDENTIALS_BYTES + 1];
+    assert!(matches!(
+        CredentialSet::parse(&big, &manifest(), Source::Bundle),
+        Err(CredentialsError::TooLarge { .. })
+    ));
+    let Err(CredentialsError::Syntax { detail }) = CredentialSet::parse(
+        b"{\"connections\": {\"openai\":",
+        &manifest(),
+        Source::Bundle,
+    ) else {
+        panic!("syntax")
+    };
+    assert!(
+        detail.starts_with("unexpected end of input at line 1"),
+        "{detail}"
+    );
+}
+
+/// Every way a bad document can carry the canary: no error may show it.
+#[test]
+fn canary_never_appears_in_errors() {
+    let c = CANARY;
+    let docs: Vec<String> = vec![
+        json!({"connections": {"openai": {"fields": {"api_key": c}}}}).to_string(),
+        json!({"connections": {"openai": {"fields": {"api_key": c, "org": c, "x": c}}}}).to_string(),
+        json!({"connections": {"openai": {"fields": {"api_key": [c], "org": c}}}}).to_string(),
+        json!({"connections": {"openai": {"fields": {"api_key": {"v": c}, "org": c}}}}).to_string(),
+        json!({"connections": {"google": {"access_token": c, "token_type": "B", "refresh_token": c}}}).to_string(),
+        json!({"connections": {"google": {"access_token": c, "token_type": "B", "client_secret": c}}}).to_string(),
+        json!({"connections": {"google": {"access_token": c}}}).to_string(),
+        json!({"connections": {"google": {"access_token": c, "token_type": "B", "expires_at": c}}}).to_string(),
+        json!({"connections": {"ssh_key": {"filename": "a.pem", "content_base64": c}}}).to_string(),
+        json!({"connections": {"ssh_key": {"filename": "a.pem", "content_base64": format!("{}!", b64(c.as_bytes()))}}}).to_string(),
+        json!({"connections": {"ssh_key": {"filename": "a.pem", "content_base64": b64(format!("{c}{c}").as_bytes())}}}).to_string(),
+        json!({"connections": {"nope": {"fields": {"k": c}}}}).to_string(),
+        json!({"connections": {"linkedin": {"password": c}}}).to_string(),
+        json!({"connections": c}).to_string(),
+        format!(r#"{{"connections": {{"openai": {{"fields": {{"api_key": "{c}", "org": "{c}"}}}}}}, "#),
+        format!(r#"{{"connections": {{"openai": {{"fields": {{"api_key": "{c}\q"}}}}}}}}"#),
+        format!(r#"{{"connections": {{"openai": {{"fields": {{"api_key": "{c}" "org"}}}}}}}}"#),
+        format!(r#"{{"connections": {{"google": {{"access_token": "{c}", "token_type": "B"}}}}}} {c}"#),
+        format!(r#"{{"connections": {{"google": {{"access_token": {c}}}}}}}"#),
+    ];
+    for doc in docs {
+        let err = CredentialSet::parse(doc.as_bytes(), &manifest(), Source::Bundle)
+            .expect_err("every canary document is bad");
+        let shown = format!("{err} / {err:?}");
+        assert!(
+            !shown.contains(c) && !shown.contains("CANARY"),
+            "leaked: {shown}"
+        );
+    }
+    // A valid set's Debug is redacted too.
+    let set = parse(json!({"connections": {"openai": {"fields": {"api_key": c, "org": c}}}}))
+        .expect("valid");
+    assert!(!format!("{set:?}").contains(c));
+}
+
+#[test]
+fn check_filename_table() {
+    let ok = [
+        "id_ed25519",
+        ".npmrc",
+        "résumé.pdf",
+        "キー.pem",
+        "a b.txt",
+        "a..b",
+        "-x",
+        &"a".repeat(255),
+    ];
+    for name in ok {
+        assert!(check_filename(name).is_ok(), "{name:?}");
+    }
+    let bad = [
+        "",
+        ".",
+        "..",
+        "a/b",
+        "/",
+        "a\\b",
+        "a\0b",
+        "a\u{7f}",
+        "a\u{85}b",
+        "a\u{1b}[31m",
+        "a\u{202e}b",
+        "a\u{2066}b",
+        "a\u{200b}b",
+        "\u{feff}a",
+        "a\u{ff0f}b",
+        "a\u{2215}b",
+        "a\u{2044}b",
+        &"a".repeat(256),
+        &"é".repeat(128),
+    ];
+    for name in bad {
+        assert!(check_filename(name).is_err(), "{name:?}");
+    }
+}
+
+#[test]
+fn example_entries_parse_as_their_own_shape() {
+    let m = manifest();
+    for c in &m.connections {
+        let hint = missing_hint(c);
+        assert!(hint.contains(&format!("{:?}", c.id)), "{hint}");
+        let Some(entry) = example_entry(c) else {
+            assert!(matches!(c.mode, AuthMode::BrowserLogin { .. }));
+            continue;
+        };
+        let doc: Value = serde_json::from_str(&format!("{{\"connections\": {{{entry}}}}}"))
+            .expect("example is JSON");
+        let body = &doc["connections"][&c.id];
+        match &c.mode {
+            AuthMode::SecretInput { fields, .. } => {
+                for f in fields {
+                    assert!(body["fields"][&f.name].is_string(), "{entry}");
+                }
+            }
+            AuthMode::OauthRedirect { .. } => {
+                assert!(body["access_token"].is_string() && body["token_type"].is_string())
+            }
+            AuthMode::FileUpload { .. } => {
+                let name = body["filename"].as_str().expect("filename");
+                assert!(check_filename(name).is_ok());
+                assert!(body["path"].is_string());
+            }
+            AuthMode::BrowserLogin { .. } => unreachable!(),
+        }
+    }
+}
+
+proptest::proptest! {
+    #[test]
+    fn parse_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+        let _ = CredentialSet::parse(&bytes, &manifest(), Source::Bundle);
+    }
+
+    #[test]
+    fn accepted_filenames_are_single_components(name in "\\PC{0,40}|[./\\\\a\u{202e}\u{ff0f}]{0,6}") {
+        if check_filename(&name).is_ok() {
+            let p = std::path::Path::new(&name);
+            let mut comps = p.components();
+            proptest::prop_assert!(matches!(comps.next(), Some(std::path::Component::Normal(_))));
+            proptest::prop_assert!(comps.next().is_none());
+        }
+    }
+}

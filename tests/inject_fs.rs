@@ -1,0 +1,583 @@
+//! The injector against a real filesystem: permissions and ownership, atomic replacement,
+//! failure midway, and a hostile filesystem (planted symlinks and directories, hostile
+//! ids and filenames).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use grexal_sidecar::credentials::{Credential, CredentialSet, Source, UploadedFile};
+use grexal_sidecar::inject::{InjectError, Injector, Layout, Owner};
+use grexal_sidecar::manifest::{AuthMode, Connection, Manifest};
+use grexal_sidecar::secret::{secret_bytes, ExposeSecret};
+use serde_json::json;
+
+const NOBODY: Owner = Owner {
+    uid: 65534,
+    gid: 65534,
+};
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+fn manifest() -> Manifest {
+    Manifest::parse(
+        json!({"connections": [
+            {"id": "openai", "display_name": "OpenAI", "auth_mode": "secret_input", "delivery": "env",
+             "fields": [{"name": "apiKey", "label": "K", "secret": true},
+                        {"name": "org", "label": "O", "secret": false, "env_var": "OPENAI_ORG"}]},
+            {"id": "db", "display_name": "DB", "auth_mode": "secret_input", "delivery": "file",
+             "fields": [{"name": "user", "label": "U", "secret": false}, {"name": "password", "label": "P", "secret": true}]},
+            {"id": "plain", "display_name": "Plain", "auth_mode": "secret_input",
+             "fields": [{"name": "token", "label": "T", "secret": true}]},
+            {"id": "google", "display_name": "Google", "auth_mode": "oauth_redirect",
+             "provider": {"auth_url": "https://a", "token_url": "https://t", "scopes": []}},
+            {"id": "ssh_key", "display_name": "SSH", "auth_mode": "file_upload", "max_size_bytes": 1048576},
+            {"id": "linkedin", "display_name": "LinkedIn", "auth_mode": "browser_login"}
+        ]})
+        .to_string()
+        .as_bytes(),
+    )
+    .expect("manifest")
+}
+
+fn creds(tag: &str) -> CredentialSet {
+    use base64::Engine as _;
+    let content = base64::engine::general_purpose::STANDARD.encode(format!("key-{tag}"));
+    let doc = json!({"connections": {
+        "openai": {"fields": {"apiKey": format!("sk-\"{tag}\"$x"), "org": "org\nline2"}},
+        "db": {"fields": {"user": "admin", "password": format!("pw-{tag}")}},
+        "plain": {"fields": {"token": format!("tok-{tag}")}},
+        "google": {"access_token": format!("ya29-{tag}"), "token_type": "Bearer", "expires_at": 1790000000},
+        "ssh_key": {"filename": "id_ed25519", "mime_type": "text/plain", "content_base64": content},
+    }});
+    CredentialSet::parse(doc.to_string().as_bytes(), &manifest(), Source::Bundle).expect("creds")
+}
+
+struct Env {
+    _tmp: tempfile::TempDir,
+    base: PathBuf,
+    root: PathBuf,
+    env_file: PathBuf,
+    /// A directory outside the root that hostile links point at; it must stay empty.
+    outside: PathBuf,
+}
+
+fn env() -> Env {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let base = tmp.path().to_path_buf();
+    let outside = base.join("outside");
+    fs::create_dir(&outside).expect("outside");
+    Env {
+        root: base.join("grexal"),
+        env_file: base.join("run").join("agent.env"),
+        base,
+        outside,
+        _tmp: tmp,
+    }
+}
+
+impl Env {
+    fn layout(&self, owner: Option<Owner>) -> Layout {
+        Layout {
+            root: self.root.clone(),
+            owner,
+            env_file: Some(self.env_file.clone()),
+        }
+    }
+    fn assert_outside_untouched(&self) {
+        let entries: Vec<_> = fs::read_dir(&self.outside).expect("outside").collect();
+        assert!(
+            entries.is_empty(),
+            "something was written outside: {entries:?}"
+        );
+    }
+}
+
+fn mode(p: &Path) -> u32 {
+    fs::symlink_metadata(p).expect("stat").permissions().mode() & 0o7777
+}
+
+fn unsafe_problem(r: Result<impl std::fmt::Debug, InjectError>) -> String {
+    match r {
+        Err(InjectError::Unsafe { problem, .. }) => problem,
+        other => panic!("expected Unsafe, got {other:?}"),
+    }
+}
+
+fn unsafe_root_problem(r: Result<Injector, InjectError>) -> String {
+    match r {
+        Err(InjectError::UnsafeRoot { problem, .. }) => problem,
+        other => panic!("expected UnsafeRoot, got {other:?}"),
+    }
+}
+
+#[test]
+fn install_writes_files_bodies_env_with_modes_and_owner() {
+    let e = env();
+    let owner = is_root().then_some(NOBODY);
+    let inj = Injector::new(e.layout(owner)).expect("new");
+    let m = inj.install(&manifest(), &creds("a"), 1).expect("install");
+
+    // Files: only file_upload and file-delivered secret_input get a directory.
+    let mut dirs: Vec<_> = fs::read_dir(&e.root)
+        .expect("root")
+        .map(|d| d.expect("entry").file_name())
+        .collect();
+    dirs.sort();
+    assert_eq!(dirs, vec!["db", "ssh_key"]);
+    assert_eq!(
+        fs::read(e.root.join("ssh_key/id_ed25519")).expect("file"),
+        b"key-a"
+    );
+    assert_eq!(fs::read(e.root.join("db/password")).expect("file"), b"pw-a");
+    assert_eq!(fs::read(e.root.join("db/user")).expect("file"), b"admin");
+    for (p, want) in [
+        (e.root.clone(), 0o700),
+        (e.root.join("db"), 0o700),
+        (e.root.join("ssh_key"), 0o700),
+        (e.root.join("db/password"), 0o600),
+        (e.root.join("ssh_key/id_ed25519"), 0o600),
+        (e.env_file.clone(), 0o600),
+        (e.env_file.parent().expect("parent").to_path_buf(), 0o700),
+    ] {
+        assert_eq!(mode(&p), want, "{}", p.display());
+        if let Some(o) = owner {
+            let md = fs::symlink_metadata(&p).expect("stat");
+            assert_eq!((md.uid(), md.gid()), (o.uid, o.gid), "{}", p.display());
+        }
+    }
+
+    // Bodies.
+    let body = |id: &str| -> serde_json::Value {
+        serde_json::from_slice(m.bodies[id].expose_secret()).expect("json")
+    };
+    assert_eq!(
+        body("openai"),
+        json!({"apiKey": "sk-\"a\"$x", "org": "org\nline2"})
+    );
+    assert_eq!(body("db"), json!({"user": "admin", "password": "pw-a"}));
+    assert_eq!(body("plain"), json!({"token": "tok-a"}));
+    assert_eq!(
+        body("google"),
+        json!({"access_token": "ya29-a", "token_type": "Bearer", "expires_at": 1790000000, "scope": null})
+    );
+    let path = format!("{}/ssh_key/id_ed25519", e.root.display());
+    assert_eq!(
+        body("ssh_key"),
+        json!({"file_path": path, "filename": "id_ed25519", "size": 5, "mime_type": "text/plain"})
+    );
+    assert!(!m.bodies.contains_key("linkedin"));
+    assert_eq!(m.version, 1);
+
+    // Env vars, in manifest order, and the env file.
+    let env: Vec<_> = m
+        .env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.expose_secret()))
+        .collect();
+    assert_eq!(
+        env,
+        vec![
+            ("OPENAI_API_KEY", "sk-\"a\"$x"),
+            ("OPENAI_ORG", "org\nline2")
+        ]
+    );
+    let text = fs::read_to_string(&e.env_file).expect("env file");
+    assert!(
+        text.contains("OPENAI_API_KEY=\"sk-\\\"a\\\"\\$x\"\n"),
+        "{text}"
+    );
+    assert!(text.contains("OPENAI_ORG=\"org\nline2\"\n"), "{text}");
+
+    // Wipe removes all of it, including the directories the injector created.
+    inj.wipe().expect("wipe");
+    assert!(!e.root.exists());
+    assert!(!e.env_file.exists());
+    assert!(!e.env_file.parent().expect("parent").exists());
+}
+
+#[test]
+fn newer_version_replaces_and_withdraws() {
+    let e = env();
+    let inj = Injector::new(e.layout(None)).expect("new");
+    inj.install(&manifest(), &creds("a"), 1).expect("v1");
+    let ino_before = fs::metadata(e.root.join("ssh_key")).expect("dir").ino();
+    inj.install(&manifest(), &creds("b"), 2).expect("v2");
+    assert_eq!(
+        fs::read(e.root.join("ssh_key/id_ed25519")).expect("file"),
+        b"key-b"
+    );
+    assert_ne!(
+        fs::metadata(e.root.join("ssh_key")).expect("dir").ino(),
+        ino_before,
+        "a new directory"
+    );
+    assert!(fs::read_to_string(&e.env_file)
+        .expect("env")
+        .contains("sk-\\\"b\\\""));
+
+    // v3 drops the file connections: their directories go; no temporaries remain.
+    let mut fewer = creds("c");
+    fewer.connections.remove("ssh_key");
+    fewer.connections.remove("db");
+    inj.install(&manifest(), &fewer, 3).expect("v3");
+    let left: Vec<_> = fs::read_dir(&e.root).expect("root").collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn concurrent_reader_never_sees_partial_or_missing_file() {
+    let e = env();
+    let inj = Injector::new(e.layout(None)).expect("new");
+    let m = Manifest::parse(
+        br#"{"connections": [{"id": "f", "display_name": "F", "auth_mode": "file_upload", "max_size_bytes": 1048576}]}"#,
+    )
+    .expect("manifest");
+    const SIZE: usize = 256 * 1024;
+    let set = |v: u64| {
+        let byte = b'a' + (v % 26) as u8;
+        CredentialSet {
+            connections: BTreeMap::from([(
+                "f".to_owned(),
+                Credential::File(UploadedFile {
+                    filename: "data.bin".into(),
+                    mime_type: "application/octet-stream".into(),
+                    content: secret_bytes(vec![byte; SIZE]),
+                }),
+            )]),
+        }
+    };
+    inj.install(&m, &set(0), 0).expect("v0");
+    let path = e.root.join("f/data.bin");
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (stop, path) = (stop.clone(), path.clone());
+        std::thread::spawn(move || {
+            let mut reads = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let data =
+                    fs::read(&path).unwrap_or_else(|err| panic!("read {reads} failed: {err}"));
+                assert_eq!(data.len(), SIZE, "partial file at read {reads}");
+                assert!(
+                    data.iter().all(|&b| b == data[0]),
+                    "mixed file at read {reads}"
+                );
+                reads += 1;
+            }
+            reads
+        })
+    };
+    for v in 1..=150 {
+        inj.install(&m, &set(v), v).expect("install");
+    }
+    stop.store(true, Ordering::Relaxed);
+    let reads = reader.join().expect("reader");
+    assert!(reads > 0);
+    assert_eq!(fs::read(&path).expect("final")[0], b'a' + (150 % 26) as u8);
+}
+
+#[test]
+fn failure_midway_keeps_the_old_version() {
+    let e = env();
+    let inj = Injector::new(e.layout(None)).expect("new");
+    inj.install(&manifest(), &creds("a"), 1).expect("v1");
+
+    // 1. A planted entry at the second directory's temporary name fails phase 1 after the
+    //    first directory ("db") was built.
+    symlink(&e.outside, e.root.join(".ssh_key.v2.tmp")).expect("plant");
+    let problem = unsafe_problem(inj.install(&manifest(), &creds("b"), 2));
+    assert!(problem.contains("temporary name"), "{problem}");
+    assert_eq!(fs::read(e.root.join("db/password")).expect("old"), b"pw-a");
+    assert_eq!(
+        fs::read(e.root.join("ssh_key/id_ed25519")).expect("old"),
+        b"key-a"
+    );
+    assert!(
+        !e.root.join(".db.v2.tmp").exists(),
+        "the built directory was removed"
+    );
+    assert!(fs::read_to_string(&e.env_file)
+        .expect("env")
+        .contains("sk-\\\"a\\\""));
+    fs::remove_file(e.root.join(".ssh_key.v2.tmp")).expect("unplant");
+
+    // 2. The env file's temporary name holds a tree too deep to clear: the write of the
+    //    env file fails after every directory was built.
+    let temp = e.env_file.with_file_name(".agent.env.tmp");
+    let mut deep = temp.clone();
+    for _ in 0..12 {
+        deep.push("d");
+    }
+    fs::create_dir_all(&deep).expect("deep");
+    match inj.install(&manifest(), &creds("c"), 3) {
+        Err(InjectError::EnvFile { .. }) => {}
+        other => panic!("expected EnvFile, got {other:?}"),
+    }
+    assert_eq!(fs::read(e.root.join("db/password")).expect("old"), b"pw-a");
+    assert_eq!(
+        fs::read(e.root.join("ssh_key/id_ed25519")).expect("old"),
+        b"key-a"
+    );
+    let names: Vec<_> = fs::read_dir(&e.root)
+        .expect("root")
+        .map(|d| d.expect("e").file_name())
+        .collect();
+    assert_eq!(names.len(), 2, "no temporaries left: {names:?}");
+    assert!(fs::read_to_string(&e.env_file)
+        .expect("env")
+        .contains("sk-\\\"a\\\""));
+    fs::remove_dir_all(&temp).expect("clean");
+    inj.install(&manifest(), &creds("d"), 4).expect("recovers");
+    assert_eq!(fs::read(e.root.join("db/password")).expect("new"), b"pw-d");
+    e.assert_outside_untouched();
+}
+
+#[test]
+fn hostile_roots_are_refused() {
+    // A symlink at the root.
+    let e = env();
+    symlink(&e.outside, &e.root).expect("plant");
+    assert!(unsafe_root_problem(Injector::new(e.layout(None))).contains("symlink"));
+    e.assert_outside_untouched();
+
+    // A regular file at the root.
+    let e = env();
+    fs::write(&e.root, b"x").expect("plant");
+    assert!(unsafe_root_problem(Injector::new(e.layout(None))).contains("not a directory"));
+
+    // A world-writable directory, and a group-writable one.
+    for m in [0o777, 0o1777, 0o770] {
+        let e = env();
+        fs::create_dir(&e.root).expect("plant");
+        fs::set_permissions(&e.root, fs::Permissions::from_mode(m)).expect("chmod");
+        assert!(unsafe_root_problem(Injector::new(e.layout(None)))
+            .contains("writable by group or others"));
+    }
+
+    // A directory owned by someone else.
+    if is_root() {
+        let e = env();
+        fs::create_dir(&e.root).expect("plant");
+        std::os::unix::fs::chown(&e.root, Some(12345), Some(12345)).expect("chown");
+        assert!(unsafe_root_problem(Injector::new(e.layout(Some(NOBODY))))
+            .contains("owned by uid 12345"));
+        // ... but the configured owner's is accepted.
+        std::os::unix::fs::chown(&e.root, Some(NOBODY.uid), Some(NOBODY.gid)).expect("chown");
+        Injector::new(e.layout(Some(NOBODY))).expect("owner's root");
+    }
+
+    // A symlink at the env file's directory.
+    let e = env();
+    symlink(&e.outside, e.env_file.parent().expect("parent")).expect("plant");
+    assert!(unsafe_root_problem(Injector::new(e.layout(None))).contains("symlink"));
+
+    // A relative root.
+    let mut layout = env().layout(None);
+    layout.root = PathBuf::from("grexal");
+    assert!(unsafe_root_problem(Injector::new(layout)).contains("absolute"));
+}
+
+#[test]
+fn hostile_connection_dirs_are_refused() {
+    // A symlink at {root}/{id}.
+    let e = env();
+    let inj = Injector::new(e.layout(None)).expect("new");
+    symlink(&e.outside, e.root.join("ssh_key")).expect("plant");
+    assert!(unsafe_problem(inj.install(&manifest(), &creds("a"), 1)).contains("is a symlink"));
+    e.assert_outside_untouched();
+    assert!(fs::symlink_metadata(e.root.join("ssh_key"))
+        .expect("link")
+        .file_type()
+        .is_symlink());
+
+    // A symlink at {root}/{id}/{filename} in an existing directory.
+    let e = env();
+    let inj = Injector::new(e.layout(None)).expect("new");
+    fs::create_dir(e.root.join("ssh_key")).expect("dir");
+    fs::set_permissions(e.root.join("ssh_key"), fs::Permissions::from_mode(0o700)).expect("chmod");
+    symlink(e.outside.join("stolen"), e.root.join("ssh_key/id_ed25519")).expect("plant");
+    assert!(unsafe_problem(inj.install(&manifest(), &creds("a"), 1)).contains("contains a symlink"));
+    e.assert_outside_untouched();
+
+    // A world-writable directory at {root}/{id}.
+    let e = env();
+    let inj = Injector::new(e.layout(None)).expect("new");
+    fs::create_dir(e.root.join("db")).expect("dir");
+    fs::set_permissions(e.root.join("db"), fs::Permissions::from_mode(0o777)).expect("chmod");
+    assert!(unsafe_problem(inj.install(&manifest(), &creds("a"), 1))
+        .contains("writable by group or others"));
+
+    // A directory owned by another uid at {root}/{id}.
+    if is_root() {
+        let e = env();
+        let inj = Injector::new(e.layout(Some(NOBODY))).expect("new");
+        fs::create_dir(e.root.join("db")).expect("dir");
+        fs::set_permissions(e.root.join("db"), fs::Permissions::from_mode(0o700)).expect("chmod");
+        std::os::unix::fs::chown(e.root.join("db"), Some(12345), Some(12345)).expect("chown");
+        assert!(
+            unsafe_problem(inj.install(&manifest(), &creds("a"), 1)).contains("owned by uid 12345")
+        );
+    }
+
+    // A symlink at the temporary name (planted after startup).
+    let e = env();
+    let inj = Injector::new(e.layout(None)).expect("new");
+    symlink(&e.outside, e.root.join(".db.v7.tmp")).expect("plant");
+    assert!(unsafe_problem(inj.install(&manifest(), &creds("a"), 7)).contains("temporary name"));
+    e.assert_outside_untouched();
+    assert!(
+        !e.root.join("db").exists() && !e.root.join("ssh_key").exists(),
+        "nothing installed"
+    );
+}
+
+#[test]
+fn startup_removes_stale_temporaries_without_following_links() {
+    let e = env();
+    fs::create_dir_all(e.root.join(".db.v3.tmp")).expect("stale");
+    fs::write(e.root.join(".db.v3.tmp/password"), b"old").expect("stale file");
+    fs::set_permissions(&e.root, fs::Permissions::from_mode(0o700)).expect("chmod");
+    fs::write(e.outside.join("keep"), b"keep").expect("keep");
+    symlink(&e.outside, e.root.join(".ssh_key.v9.tmp")).expect("planted link");
+    fs::write(e.root.join("unrelated"), b"u").expect("unrelated");
+    Injector::new(e.layout(None)).expect("new");
+    assert!(!e.root.join(".db.v3.tmp").exists());
+    assert!(
+        fs::symlink_metadata(e.root.join(".ssh_key.v9.tmp")).is_err(),
+        "link removed"
+    );
+    assert_eq!(
+        fs::read(e.outside.join("keep")).expect("kept"),
+        b"keep",
+        "link not followed"
+    );
+    assert!(
+        e.root.join("unrelated").exists(),
+        "only our temporary names are touched"
+    );
+}
+
+fn upload_manifest(id: &str) -> Manifest {
+    Manifest {
+        connections: vec![Connection {
+            id: id.to_owned(),
+            display_name: "F".into(),
+            mode: AuthMode::FileUpload {
+                accepted_extensions: vec![],
+                max_size_bytes: 1024,
+                description: None,
+            },
+        }],
+        sandbox_template: None,
+    }
+}
+
+fn upload_set(id: &str, filename: &str) -> CredentialSet {
+    CredentialSet {
+        connections: BTreeMap::from([(
+            id.to_owned(),
+            Credential::File(UploadedFile {
+                filename: filename.to_owned(),
+                mime_type: "text/plain".into(),
+                content: secret_bytes(b"data".to_vec()),
+            }),
+        )]),
+    }
+}
+
+/// Every entry under `dir`, recursively, as paths relative to it.
+fn tree(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in fs::read_dir(&d).expect("read_dir") {
+            let p = entry.expect("entry").path();
+            out.push(p.strip_prefix(dir).expect("prefix").to_path_buf());
+            if fs::symlink_metadata(&p).expect("stat").is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn hostile_ids_and_filenames_are_refused() {
+    let long = "a".repeat(4096);
+    let hostile = [
+        "..",
+        ".",
+        "/",
+        "a/b",
+        "../x",
+        "a\0b",
+        long.as_str(),
+        "\u{202e}gpj.exe",
+        "a\u{ff0f}b",
+        "",
+    ];
+    for bad in hostile {
+        let e = env();
+        let inj = Injector::new(e.layout(None)).expect("new");
+        let before = tree(&e.base);
+        let problem =
+            unsafe_problem(inj.install(&upload_manifest(bad), &upload_set(bad, "f.txt"), 1));
+        assert!(
+            problem.contains("not a safe path component"),
+            "id {bad:?}: {problem}"
+        );
+        let problem =
+            unsafe_problem(inj.install(&upload_manifest("ok"), &upload_set("ok", bad), 1));
+        assert!(
+            problem.contains("uploaded filename"),
+            "filename {bad:?}: {problem}"
+        );
+        assert_eq!(tree(&e.base), before, "{bad:?} wrote something");
+    }
+}
+
+#[test]
+fn mismatched_or_undeclared_credentials_are_refused() {
+    let e = env();
+    let inj = Injector::new(e.layout(None)).expect("new");
+    assert!(
+        unsafe_problem(inj.install(&upload_manifest("a"), &upload_set("b", "f"), 1))
+            .contains("not declared")
+    );
+    let mut set = upload_set("google", "f");
+    let m = manifest();
+    let moved = set.connections.remove("google").expect("moved");
+    set.connections.insert("plain".into(), moved);
+    assert!(
+        unsafe_problem(inj.install(&m, &set, 1)).contains("does not match auth_mode secret_input")
+    );
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+    /// Whatever the filename, nothing is written anywhere but `{root}/{id}/{filename}`.
+    #[test]
+    fn arbitrary_filenames_stay_inside(name in "\\PC{0,12}|[./\\\\\u{0}\u{202e}\u{ff0f}a]{0,8}|\\.\\.(/\\.\\.){0,4}") {
+        let e = env();
+        let inj = Injector::new(Layout { env_file: None, ..e.layout(None) }).expect("new");
+        let before = tree(&e.base);
+        let result = inj.install(&upload_manifest("c"), &upload_set("c", &name), 1);
+        let after = tree(&e.base);
+        let added: Vec<_> = after.iter().filter(|p| !before.contains(p)).collect();
+        match result {
+            Ok(_) => {
+                let want_dir = PathBuf::from("grexal/c");
+                let want_file = want_dir.join(&name);
+                proptest::prop_assert_eq!(added, vec![&want_dir, &want_file]);
+                proptest::prop_assert_eq!(want_file.parent(), Some(want_dir.as_path()));
+            }
+            Err(_) => proptest::prop_assert!(added.is_empty(), "{:?}", added),
+        }
+    }
+}
