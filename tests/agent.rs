@@ -128,6 +128,39 @@ async fn sigterm_to_the_daemon_is_forwarded() {
 }
 
 #[tokio::test]
+async fn sighup_is_forwarded_without_starting_the_grace_period() {
+    let _serial = SERIAL.lock().await;
+    let dir = scratch();
+    let ready = dir.path().join("ready");
+    // After the HUP the agent lives on for longer than the stop timeout: SIGHUP is not a
+    // stop, so it must not be killed.
+    let spec = sh(
+        "trap 'touch got' HUP; touch ready; while [ ! -e got ]; do sleep 0.05; done; sleep 0.6; exit 5",
+        dir.path(),
+    );
+    let task = tokio::spawn(agent::run(
+        spec,
+        CancellationToken::new(),
+        Duration::from_millis(200),
+    ));
+    wait_for_file(&ready).await;
+    nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGHUP)
+        .expect("kill self");
+    let exit = tokio::time::timeout(LONG, task)
+        .await
+        .expect("timely")
+        .expect("join")
+        .expect("run");
+    assert_eq!(
+        exit,
+        agent::AgentExit {
+            code: 5,
+            signal: None
+        }
+    );
+}
+
+#[tokio::test]
 async fn stop_sends_sigterm_then_sigkill_after_the_timeout() {
     let _serial = SERIAL.lock().await;
     let dir = scratch();

@@ -27,6 +27,7 @@
 //!   `telemetry::harden_process` on purpose: its memory holds the same credentials.
 //!   Its dumpable flag is reset to 1 by `execve` (the kernel does so when the real and
 //!   effective ids match), so the agent itself is debuggable as usual.
+//!   The working directory is entered before the switch (std's order), as root.
 //! - **No parent-death signal.** `PR_SET_PDEATHSIG` fires when the *thread* that forked
 //!   exits, and tokio may spawn from a blocking-pool thread that retires when idle; the
 //!   daemon's death is instead handled by the PID namespace (PID 1) or by systemd's
