@@ -46,6 +46,8 @@ pub enum ExitCode {
     BundleContents = 89,
     /// No bundle arrived before the deadline.
     BundleTimeout = 90,
+    /// The agent command exists but cannot be executed (like a shell's 126).
+    AgentNotExecutable = 126,
     /// The agent command could not be executed (like a shell's 127).
     AgentNotFound = 127,
 }

@@ -1,0 +1,530 @@
+//! Launching the agent as its user, forwarding signals to it, and its exit code.
+//!
+//! Decisions:
+//! - **Own process group.** The agent leads a new process group, and every signal we
+//!   send goes to the whole group (`killpg`), so the agent's own children (`npx` ->
+//!   `node`, `sh -c` -> the real program, a Python worker pool) get it too, even when the
+//!   agent does not forward signals itself. On a terminal (`dev`), Ctrl-C reaches only
+//!   the daemon's foreground group, and the daemon forwards it once: nothing gets it
+//!   twice. The cost: the agent is a background group on that terminal, so an agent that
+//!   reads the terminal is stopped by SIGTTIN (agents get their input from
+//!   `GREXAL_TASK_INPUT`, not a terminal).
+//! - **Forwarding.** SIGTERM, SIGINT and SIGHUP received by the daemon are forwarded.
+//!   SIGTERM and SIGINT mean "stop": they also start the `stop_timeout` grace period
+//!   after which the group gets SIGKILL. SIGHUP is forwarded only. Cancelling `stop` does
+//!   the same as a SIGTERM (without a second SIGTERM if one was already forwarded).
+//!   Handlers are installed before the spawn: a PID-1 process without a handler ignores
+//!   SIGTERM, and a non-PID-1 one would die of it without forwarding.
+//! - **Leftovers.** When the agent exits, whatever is left of its process group gets
+//!   SIGKILL: the run is over, and those processes would otherwise outlive it as
+//!   orphans nobody stops (the orphan reaper then reaps them).
+//! - **A clean child.** The child starts with every signal at its default disposition
+//!   and none blocked (a daemon started with SIGTERM or SIGHUP ignored, e.g. by `nohup`,
+//!   would otherwise hand that on through `execve`), with its supplementary groups, gid
+//!   and uid set in that order, and with stdin/stdout/stderr as its only fds: Rust opens
+//!   every fd `CLOEXEC`, and the child marks every other fd (something the daemon itself
+//!   inherited) `CLOEXEC` before `execve` as well. It inherits `RLIMIT_CORE = 0` from
+//!   `telemetry::harden_process` on purpose: its memory holds the same credentials.
+//!   Its dumpable flag is reset to 1 by `execve` (the kernel does so when the real and
+//!   effective ids match), so the agent itself is debuggable as usual.
+//!   The working directory is entered before the switch (std's order), as root.
+//! - **No parent-death signal.** `PR_SET_PDEATHSIG` fires when the *thread* that forked
+//!   exits, and tokio may spawn from a blocking-pool thread that retires when idle; the
+//!   daemon's death is instead handled by the PID namespace (PID 1) or by systemd's
+//!   `KillMode`.
+
+mod env;
+mod user;
+
+use std::ffi::OsString;
+use std::io;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+pub use env::{build_env, EnvPlan, EnvValue, BROWSER_CDP_URL_VAR, PASSED_GREXAL_VARS, SOCKET_VAR};
+pub use user::{resolve, AgentUser};
+
+use crate::exit::ExitCode;
+
+/// Everything needed to start the agent.
+#[derive(Debug, Clone)]
+pub struct AgentSpec {
+    /// The program and its arguments; the program is looked up in the agent's `PATH`.
+    pub argv: Vec<OsString>,
+    /// The user to switch to; `None` keeps the daemon's.
+    pub user: Option<AgentUser>,
+    /// The complete environment (see `build_env`); nothing else is inherited.
+    pub env: Vec<(OsString, EnvValue)>,
+    /// The working directory; `None` keeps the daemon's.
+    pub cwd: Option<PathBuf>,
+}
+
+/// How the agent ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgentExit {
+    /// Its exit code, or 128+N when killed by signal N (as shells report it).
+    pub code: i32,
+    /// The signal that killed it, if one did.
+    pub signal: Option<i32>,
+}
+
+impl AgentExit {
+    fn from_status(status: ExitStatus) -> Self {
+        AgentExit {
+            code: i32::from(exit_code_for(status)),
+            signal: status.signal(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("the agent command is empty")]
+    EmptyCommand,
+    #[error("agent user {user:?} does not exist")]
+    UnknownUser { user: String },
+    #[error("looking up agent user {user:?} failed")]
+    UserLookup {
+        user: String,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("switching to agent user {user:?} needs root")]
+    SwitchUserNotPermitted { user: String },
+    #[error("the agent env var {name:?} has an unusable name or value")]
+    InvalidEnv { name: String },
+    #[error("the agent's working directory {path} is not usable")]
+    Cwd {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("agent command {program:?} not found")]
+    NotFound {
+        program: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("agent command {program:?} is not executable")]
+    NotExecutable {
+        program: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("starting agent command {program:?} failed")]
+    Spawn {
+        program: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("installing signal handlers failed")]
+    Signals(#[source] io::Error),
+    #[error("waiting for the agent failed")]
+    Wait(#[source] io::Error),
+}
+
+impl AgentError {
+    /// The daemon's exit code for this failure: like a shell, 127 when the command does
+    /// not exist and 126 when it exists but cannot be executed.
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            AgentError::NotFound { .. } => ExitCode::AgentNotFound,
+            AgentError::NotExecutable { .. } => ExitCode::AgentNotExecutable,
+            AgentError::EmptyCommand => ExitCode::Usage,
+            AgentError::UnknownUser { .. }
+            | AgentError::SwitchUserNotPermitted { .. }
+            | AgentError::InvalidEnv { .. }
+            | AgentError::Cwd { .. } => ExitCode::Config,
+            AgentError::UserLookup { .. }
+            | AgentError::Spawn { .. }
+            | AgentError::Signals(_)
+            | AgentError::Wait(_) => ExitCode::Os,
+        }
+    }
+
+    fn from_spawn(program: String, source: io::Error) -> Self {
+        match source.raw_os_error() {
+            Some(libc::ENOENT) | Some(libc::ENOTDIR) => AgentError::NotFound { program, source },
+            Some(libc::EACCES) | Some(libc::ENOEXEC) | Some(libc::EISDIR) | Some(libc::ETXTBSY) => {
+                AgentError::NotExecutable { program, source }
+            }
+            _ => AgentError::Spawn { program, source },
+        }
+    }
+}
+
+/// The process exit code that reports `status`: the code itself, or 128+N for a death
+/// by signal N.
+pub fn exit_code_for(status: ExitStatus) -> u8 {
+    if let Some(code) = status.code() {
+        // WEXITSTATUS is 0..=255 already; the mask only documents it.
+        return (code & 0xff) as u8;
+    }
+    match status.signal() {
+        Some(signal) => u8::try_from(128 + signal).unwrap_or(u8::MAX),
+        None => u8::MAX,
+    }
+}
+
+/// Starts the agent, forwards signals to it, stops it when `stop` is cancelled (SIGTERM,
+/// then SIGKILL after `stop_timeout`), and returns how it ended. See the module docs.
+pub async fn run(
+    spec: AgentSpec,
+    stop: CancellationToken,
+    stop_timeout: Duration,
+) -> Result<AgentExit, AgentError> {
+    let mut signals = Forwarded::install().map_err(AgentError::Signals)?;
+    let program = spec
+        .argv
+        .first()
+        .ok_or(AgentError::EmptyCommand)?
+        .to_string_lossy()
+        .into_owned();
+    if let Some(cwd) = &spec.cwd {
+        // Checked here so that a bad cwd (ENOENT from chdir in the child) is not reported
+        // as a missing command.
+        match std::fs::metadata(cwd) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => {
+                let source = io::Error::from_raw_os_error(libc::ENOTDIR);
+                return Err(AgentError::Cwd {
+                    path: cwd.clone(),
+                    source,
+                });
+            }
+            Err(source) => {
+                return Err(AgentError::Cwd {
+                    path: cwd.clone(),
+                    source,
+                })
+            }
+        }
+    }
+
+    let mut child = {
+        let mut command = command(&spec)?;
+        // `command` holds copies of the exposed secrets; it is dropped at the end of
+        // this block, right after the spawn.
+        crate::reaper::owned()
+            .spawn(&mut command)
+            .map_err(|source| AgentError::from_spawn(program.clone(), source))?
+    };
+    let Some(pid) = child.id() else {
+        // Unreachable: a freshly spawned, never-waited child always has its pid.
+        return Err(AgentError::Wait(io::Error::other(
+            "spawned agent has no pid",
+        )));
+    };
+    let guard = GroupGuard { pid };
+    info!(pid, program = %program, user = spec.user.as_ref().map(|u| u.name.as_str()), "agent started");
+
+    // `term_sent`: a SIGTERM or SIGINT went out, the agent is being stopped; a later
+    // `stop` must not send a second one. `killed`: SIGKILL went out, nothing is left to arm.
+    let mut term_sent = false;
+    let mut stop_handled = false;
+    let mut killed = false;
+    let mut kill_at: Option<Instant> = None;
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status.map_err(AgentError::Wait)?,
+            kind = signals.recv() => {
+                info!(pid, signal = %kind, "forwarding signal to the agent");
+                send(pid, kind);
+                if matches!(kind, Signal::SIGTERM | Signal::SIGINT) {
+                    term_sent = true;
+                    if !killed {
+                        kill_at.get_or_insert_with(|| Instant::now() + stop_timeout);
+                    }
+                }
+            }
+            _ = stop.cancelled(), if !stop_handled => {
+                stop_handled = true;
+                if !term_sent {
+                    info!(pid, "stopping the agent");
+                    send(pid, Signal::SIGTERM);
+                    term_sent = true;
+                }
+                if !killed {
+                    kill_at.get_or_insert_with(|| Instant::now() + stop_timeout);
+                }
+            }
+            _ = sleep_until(kill_at) => {
+                warn!(pid, timeout_ms = u64::try_from(stop_timeout.as_millis()).unwrap_or(u64::MAX), "the agent did not stop in time; killing it");
+                send(pid, Signal::SIGKILL);
+                killed = true;
+                kill_at = None;
+            }
+        }
+    };
+    drop(guard);
+    let exit = AgentExit::from_status(status);
+    info!(pid, code = exit.code, signal = exit.signal, "agent exited");
+    Ok(exit)
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sends `signal` to the agent's process group. ESRCH (the group is gone) is expected
+/// near exit; the leader is not reaped until we wait, so its pid cannot be reused.
+fn send(pid: u32, signal: Signal) {
+    let Ok(raw) = i32::try_from(pid) else { return };
+    match killpg(Pid::from_raw(raw), signal) {
+        Ok(()) | Err(nix::Error::ESRCH) => {}
+        Err(error) => warn!(pid, signal = %signal, %error, "signalling the agent failed"),
+    }
+}
+
+/// Kills the rest of the agent's group and releases its pid when `run` ends, whether the
+/// agent exited or `run`'s future was dropped (then tokio reaps the killed child).
+struct GroupGuard {
+    pid: u32,
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Ok(raw) = i32::try_from(self.pid) {
+            // ESRCH (nothing left) is the usual outcome.
+            if killpg(Pid::from_raw(raw), Signal::SIGKILL).is_ok() {
+                debug!(
+                    pid = self.pid,
+                    "killed what was left of the agent's process group"
+                );
+            }
+        }
+        crate::reaper::owned().release(self.pid);
+    }
+}
+
+/// The daemon's signals that are forwarded to the agent.
+struct Forwarded {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Forwarded {
+    fn install() -> io::Result<Self> {
+        Ok(Forwarded {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// The next signal received. Cancel-safe (each `recv` is).
+    async fn recv(&mut self) -> Signal {
+        loop {
+            let (got, kind) = tokio::select! {
+                got = self.term.recv() => (got, Signal::SIGTERM),
+                got = self.int.recv() => (got, Signal::SIGINT),
+                got = self.hup.recv() => (got, Signal::SIGHUP),
+            };
+            if got.is_some() {
+                return kind;
+            }
+            // A stream only ends when the runtime shuts down; stop polling it.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+fn command(spec: &AgentSpec) -> Result<tokio::process::Command, AgentError> {
+    let (program, args) = spec.argv.split_first().ok_or(AgentError::EmptyCommand)?;
+    let mut command = tokio::process::Command::new(program);
+    command
+        .args(args)
+        .env_clear()
+        .process_group(0)
+        .kill_on_drop(false);
+    for (name, value) in &spec.env {
+        command.env(name, value.expose());
+    }
+    if let Some(cwd) = &spec.cwd {
+        command.current_dir(cwd);
+    }
+    let ids = match &spec.user {
+        Some(user) => switch_ids(user)?,
+        None => None,
+    };
+    let fd_limit = fd_limit();
+    // SAFETY: the closure runs in the forked child before execve and only makes
+    // async-signal-safe system calls (sigaction, sigprocmask, close_range/fcntl,
+    // setgroups, setgid, setuid) on memory allocated before the fork; it allocates
+    // nothing and takes no lock.
+    unsafe {
+        command.pre_exec(move || {
+            cloexec_from_3(fd_limit);
+            if let Some(ids) = &ids {
+                ids.apply()?;
+            }
+            // Last: glibc's set*id calls may rely on its internal signal handlers.
+            reset_signals();
+            Ok(())
+        });
+    }
+    Ok(command)
+}
+
+/// The ids the child switches to, or `None` when it already runs as the user (a
+/// non-root daemon launching "itself").
+fn switch_ids(user: &AgentUser) -> Result<Option<Ids>, AgentError> {
+    let euid = nix::unistd::geteuid().as_raw();
+    if euid != 0 {
+        if user.uid == euid && user.gid == nix::unistd::getegid().as_raw() {
+            return Ok(None);
+        }
+        return Err(AgentError::SwitchUserNotPermitted {
+            user: user.name.clone(),
+        });
+    }
+    Ok(Some(Ids {
+        uid: user.uid,
+        gid: user.gid,
+        groups: user.groups.clone(),
+    }))
+}
+
+struct Ids {
+    uid: libc::uid_t,
+    gid: libc::gid_t,
+    groups: Vec<libc::gid_t>,
+}
+
+impl Ids {
+    /// Groups first (needs CAP_SETGID), then the gid, then the uid (which drops the
+    /// capabilities the first two need).
+    fn apply(&self) -> io::Result<()> {
+        // SAFETY: plain system calls on a valid, fully built slice.
+        unsafe {
+            if libc::setgroups(self.groups.len(), self.groups.as_ptr()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::setgid(self.gid) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::setuid(self.uid) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The highest fd number to sweep when `close_range` is unavailable.
+fn fd_limit() -> libc::c_int {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into a valid struct.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    if !ok || limit.rlim_cur == libc::RLIM_INFINITY {
+        return 65_536;
+    }
+    libc::c_int::try_from(limit.rlim_cur.min(65_536)).unwrap_or(65_536)
+}
+
+/// Marks every fd from 3 up close-on-exec, so the agent gets stdin, stdout and stderr
+/// only, whatever the daemon itself inherited without `CLOEXEC` (a jobserver pipe, a
+/// launcher's fds). Marking instead of closing keeps std's exec-error pipe working.
+fn cloexec_from_3(fd_limit: libc::c_int) {
+    // SAFETY: close_range and fcntl on fd numbers; a number that is not open fails
+    // harmlessly with EBADF.
+    unsafe {
+        if libc::syscall(
+            libc::SYS_close_range,
+            3 as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        ) == 0
+        {
+            return;
+        }
+        // Kernels before 5.11: sweep.
+        for fd in 3..fd_limit {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+            }
+        }
+    }
+}
+
+/// Restores every signal's default disposition and an empty signal mask.
+///
+/// Through the raw `rt_sigaction` system call: glibc's wrappers refuse signals 32 and 33
+/// (it uses them internally), yet an ignored 32 or 33 would survive `execve` all the same.
+/// An all-zero kernel `struct sigaction` is `SIG_DFL` with no flags and an empty mask
+/// whatever the architecture's field order, so a zeroed buffer at least as large as the
+/// largest layout serves every architecture.
+fn reset_signals() {
+    let default = [0u64; 4];
+    // SAFETY: rt_sigaction reads a valid buffer of zeroes (SIG_DFL); sigprocmask gets a
+    // valid, initialised set. Errors (SIGKILL, SIGSTOP) are ignored on purpose.
+    unsafe {
+        for signal in 1..=64 {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                signal as libc::c_long,
+                default.as_ptr(),
+                std::ptr::null_mut::<libc::c_void>(),
+                8 as libc::c_long,
+            );
+        }
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_table() {
+        let cases: &[(i32, u8)] = &[
+            (0, 0),          // exit 0
+            (3 << 8, 3),     // exit 3
+            (255 << 8, 255), // exit 255
+            (9, 137),        // SIGKILL
+            (15, 143),       // SIGTERM
+            (6 | 0x80, 134), // SIGABRT with a core dump
+        ];
+        for (raw, want) in cases {
+            assert_eq!(
+                exit_code_for(ExitStatus::from_raw(*raw)),
+                *want,
+                "raw status {raw:#x}"
+            );
+        }
+    }
+
+    #[test]
+    fn spawn_errors_map_to_shell_codes() {
+        let cases = [
+            (libc::ENOENT, ExitCode::AgentNotFound),
+            (libc::EACCES, ExitCode::AgentNotExecutable),
+            (libc::ENOEXEC, ExitCode::AgentNotExecutable),
+            (libc::EPERM, ExitCode::Os),
+        ];
+        for (errno, want) in cases {
+            let error = AgentError::from_spawn("x".into(), io::Error::from_raw_os_error(errno));
+            assert_eq!(error.exit_code(), want, "errno {errno}");
+        }
+    }
+}
