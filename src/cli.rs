@@ -267,5 +267,5 @@ pub struct SealArgs {
 /// Entry point of the binary.
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    crate::daemon::dispatch(cli).into()
+    std::process::ExitCode::from(crate::daemon::dispatch(cli))
 }

@@ -1,12 +1,475 @@
 //! Wiring: each subcommand puts the pieces together in order.
+//!
+//! `run` and `dev` follow the same sequence, the linkerd2-proxy way: resolve and
+//! validate everything first (config, manifest, keys), then install credentials, then
+//! bind, log what was bound, spawn, and finally start the agent, once everything it
+//! expects is in place. Shutdown runs the sequence backwards.
 
-use crate::cli::{Cli, Command};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use crate::cli::{CheckArgs, Cli, Command};
+use crate::config::{Config, CredentialSource, SealedSource};
 use crate::exit::ExitCode;
+use crate::manifest::{AuthMode, Manifest};
+use crate::platform::events::{EventBus, PlatformEvent};
 
-pub fn dispatch(cli: Cli) -> ExitCode {
+/// Runs a subcommand; returns the process exit code (the agent's own, under `run -- …`).
+pub fn dispatch(cli: Cli) -> u8 {
     match cli.command {
-        Command::Keygen(args) => crate::tools::keygen(&args),
-        Command::Seal(args) => crate::tools::seal(&args),
-        _ => todo!("daemon wiring"),
+        Command::Keygen(args) => crate::tools::keygen(&args).code(),
+        Command::Seal(args) => crate::tools::seal(&args).code(),
+        Command::Check(args) => check(&args).code(),
+        Command::Run(args) => match Config::from_run(args) {
+            Ok(config) => start(config),
+            Err(e) => usage_error(&e),
+        },
+        Command::Dev(args) => match Config::from_dev(args) {
+            Ok(config) => start(config),
+            Err(e) => usage_error(&e),
+        },
+    }
+}
+
+fn usage_error(e: &dyn std::error::Error) -> u8 {
+    eprintln!("grexal-sidecar: {e}");
+    ExitCode::Usage.code()
+}
+
+pub fn now_unix() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// `check`: validate a manifest and print what it declares.
+fn check(args: &CheckArgs) -> ExitCode {
+    let manifest = match Manifest::from_path(&args.path) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("grexal-sidecar: {}: {e}", args.path.display());
+            return ExitCode::Manifest;
+        }
+    };
+    let warnings = manifest_warnings(&manifest);
+    if args.json {
+        let connections: Vec<_> = manifest
+            .connections
+            .iter()
+            .map(|c| serde_json::json!({"id": c.id, "display_name": c.display_name, "auth_mode": c.mode.name()}))
+            .collect();
+        let doc = serde_json::json!({
+            "valid": true,
+            "sandbox_template": manifest.sandbox_template,
+            "connections": connections,
+            "warnings": warnings,
+        });
+        println!("{doc}");
+    } else {
+        println!("{}: valid, {} connection(s)", args.path.display(), manifest.connections.len());
+        for c in &manifest.connections {
+            println!("  {:<24} {:<15} {}", c.id, c.mode.name(), describe(&c.mode));
+        }
+        if let Some(t) = &manifest.sandbox_template {
+            println!("  runtime.sandbox_template = {t}");
+        }
+        for w in &warnings {
+            println!("warning: {w}");
+        }
+    }
+    ExitCode::Success
+}
+
+fn describe(mode: &AuthMode) -> String {
+    match mode {
+        AuthMode::SecretInput { fields, delivery } => {
+            let names: Vec<_> = fields.iter().map(|f| f.name.as_str()).collect();
+            format!("fields [{}], delivery {:?}", names.join(", "), delivery)
+        }
+        AuthMode::OauthRedirect { provider } => format!("scopes [{}]", provider.scopes.join(", ")),
+        AuthMode::FileUpload { accepted_extensions, max_size_bytes, .. } => {
+            format!("extensions [{}], up to {max_size_bytes} bytes", accepted_extensions.join(", "))
+        }
+        AuthMode::BrowserLogin { login_url } => format!("login_url {}", login_url.as_deref().unwrap_or("-")),
+    }
+}
+
+fn manifest_warnings(manifest: &Manifest) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if !manifest.is_desktop() {
+        for c in &manifest.connections {
+            if matches!(c.mode, AuthMode::BrowserLogin { .. }) {
+                warnings.push(format!(
+                    "connection {:?} is browser_login but runtime.sandbox_template is not \"desktop\": \
+                     request_takeover will answer sandbox_not_desktop",
+                    c.id
+                ));
+            }
+        }
+    }
+    warnings
+}
+
+/// `run` and `dev`: tracing and hardening first, then the async sequence.
+fn start(config: Config) -> u8 {
+    if let Err(e) = crate::telemetry::init(config.log_format, &config.log_filter) {
+        eprintln!("grexal-sidecar: {e}");
+        return ExitCode::Usage.code();
+    }
+    if let Err(e) = crate::telemetry::harden_process() {
+        // Not fatal (an unprivileged dev run may lack the rights), but said loudly.
+        warn!(%e, "process hardening incomplete");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(%e, "cannot start the async runtime");
+            return ExitCode::Os.code();
+        }
+    };
+    let code = runtime.block_on(async move {
+        match boot(config).await {
+            Ok(daemon) => daemon.serve().await,
+            Err(e) => {
+                error!(code = e.code.code(), "{}", e.message);
+                eprintln!("grexal-sidecar: {}", e.message);
+                e.code.code()
+            }
+        }
+    });
+    // Lingering blocking tasks (a stuck stdin read, say) must not hold the exit.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    code
+}
+
+/// A startup failure: the exit code and a message naming the problem (never a value).
+struct BootError {
+    code: ExitCode,
+    message: String,
+}
+
+impl BootError {
+    fn new(code: ExitCode, message: impl Into<String>) -> Self {
+        BootError { code, message: message.into() }
+    }
+
+    fn from_error(code: ExitCode, context: &str, error: &dyn std::error::Error) -> Self {
+        BootError::new(code, format!("{context}: {}", crate::api::error::error_chain(error)))
+    }
+}
+
+fn store_error(e: &crate::store::StoreError, dev: bool) -> BootError {
+    use crate::store::StoreError;
+    let code = match e {
+        StoreError::Bundle(b) => b.exit_code(),
+        StoreError::Contents(_) if dev => ExitCode::Manifest,
+        StoreError::Contents(_) => ExitCode::BundleContents,
+        StoreError::Inject(_) => ExitCode::Io,
+        StoreError::NoOpener => ExitCode::Internal,
+    };
+    let context = if dev { "connections file refused" } else { "bundle refused" };
+    BootError::from_error(code, context, e)
+}
+
+/// Everything bound and spawned, ready to start the agent.
+struct Daemon {
+    config: Config,
+    store: Arc<crate::store::Store>,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+    agent_user: Option<crate::agent::AgentUser>,
+}
+
+async fn boot(config: Config) -> Result<Daemon, BootError> {
+    let manifest = Manifest::from_path(&config.manifest)
+        .map_err(|e| BootError::from_error(ExitCode::Manifest, &format!("manifest {}", config.manifest.display()), &e))?;
+    for w in manifest_warnings(&manifest) {
+        warn!("{w}");
+    }
+    let agent_user = match &config.agent_user {
+        Some(name) => Some(
+            crate::agent::AgentUser::resolve(name)
+                .map_err(|e| BootError::from_error(ExitCode::Config, "--agent-user", &e))?,
+        ),
+        None => None,
+    };
+    let layout = crate::inject::Layout {
+        root: config.credentials_dir.clone(),
+        owner: agent_user.as_ref().map(|u| u.owner()),
+        env_file: Some(config.env_file.clone()),
+    };
+    let injector = crate::inject::Injector::new(layout)
+        .map_err(|e| BootError::from_error(ExitCode::Io, "credentials directory", &e))?;
+    let events = EventBus::new();
+    let stop = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let needs_credentials = manifest.connections.iter().any(|c| c.mode.is_pre_collected());
+    let mut sandbox_public = None;
+
+    let store = match &config.source {
+        CredentialSource::Sealed(sealed) => {
+            let (opener, public_key) = open_keys(sealed, needs_credentials)?;
+            sandbox_public = Some(public_key);
+            let store = Arc::new(crate::store::Store::new(manifest, opener, injector, events.clone()));
+            if let Some(path) = &sealed.bundle {
+                let bytes = read_bundle(path)?;
+                let version = store.install_bundle(&bytes, now_unix()).await.map_err(|e| store_error(&e, false))?;
+                info!(version, path = %path.display(), "credentials installed from bundle file");
+            }
+            store
+        }
+        CredentialSource::DevFile { connections } => {
+            let store = Arc::new(crate::store::Store::new(manifest, None, injector, events.clone()));
+            install_dev_file(&store, connections).await?;
+            store
+        }
+    };
+
+    let owner = agent_user.as_ref().map(|u| u.owner());
+    let listener = crate::api::bind(&config.socket, owner)
+        .map_err(|e| BootError::from_error(ExitCode::Os, &format!("socket {}", config.socket.display()), &e))?;
+    info!(socket = %config.socket.display(), "agent socket bound");
+    let mut api_state = crate::api::ApiState::new(store.clone(), agent_user.as_ref().map(|u| u.uid));
+    api_state.limits = crate::api::ApiLimits::new(config.api_max_connections, config.api_request_timeout);
+    tasks.spawn(crate::api::serve(listener, api_state, stop.clone()));
+
+    if let (CredentialSource::Sealed(SealedSource { control: Some(control), sandbox_id, .. }), Some(public_key)) =
+        (&config.source, sandbox_public)
+    {
+        start_control(control, sandbox_id, public_key, &store, &tasks, &stop).await?;
+    }
+
+    if needs_credentials && !store.is_ready() {
+        let CredentialSource::Sealed(sealed) = &config.source else {
+            return Err(BootError::new(ExitCode::Internal, "dev credentials missing after install"));
+        };
+        if sealed.control.is_none() {
+            return Err(BootError::new(
+                ExitCode::Usage,
+                "the manifest declares pre-collected connections: give --bundle, or --control-listen to receive one",
+            ));
+        }
+        info!(timeout_s = sealed.bundle_timeout.as_secs(), "waiting for a bundle on the control endpoint");
+        tokio::select! {
+            version = store.wait_installed() => info!(version, "credentials installed from the control endpoint"),
+            _ = tokio::time::sleep(sealed.bundle_timeout) => {
+                return Err(BootError::new(ExitCode::BundleTimeout, format!("no bundle arrived within {} s", sealed.bundle_timeout.as_secs())));
+            }
+            _ = shutdown_signal() => return Err(BootError::new(ExitCode::Success, "stopped before credentials arrived")),
+        }
+    }
+
+    if crate::reaper::is_pid1() {
+        tasks.spawn(crate::reaper::spawn_orphan_reaper(stop.clone()));
+        info!("running as PID 1: reaping orphans");
+    }
+    Ok(Daemon { config, store, stop, tasks, agent_user })
+}
+
+/// The sandbox key (loaded, or generated with its public half published) and, when the
+/// image trusts a platform key, the bundle opener.
+fn open_keys(
+    sealed: &SealedSource,
+    needs_credentials: bool,
+) -> Result<(Option<crate::bundle::Opener>, crate::keys::SandboxPublicKey), BootError> {
+    use crate::keys::{load_trusted, SandboxSecretKey};
+    let trusted = match &sealed.platform_keys {
+        Some(path) => {
+            Some(load_trusted(path).map_err(|e| BootError::from_error(ExitCode::Config, "--platform-key", &e))?)
+        }
+        None if needs_credentials => {
+            return Err(BootError::new(
+                ExitCode::Usage,
+                "--platform-key is required: the manifest declares pre-collected connections",
+            ))
+        }
+        None => None,
+    };
+    let sandbox_key = match &sealed.sandbox_key {
+        Some(path) => SandboxSecretKey::load(path).map_err(|e| BootError::from_error(ExitCode::Config, "--sandbox-key", &e))?,
+        None => {
+            let key = SandboxSecretKey::generate();
+            write_public_key(&sealed.public_key_out, &key.public_key().to_base64())?;
+            info!(path = %sealed.public_key_out.display(), "generated the sandbox key pair; public key written");
+            key
+        }
+    };
+    let public_key = sandbox_key.public_key();
+    let opener = trusted.map(|trusted| crate::bundle::Opener {
+        sandbox_id: sealed.sandbox_id.clone(),
+        sandbox_key,
+        trusted,
+    });
+    Ok((opener, public_key))
+}
+
+fn write_public_key(path: &Path, base64: &str) -> Result<(), BootError> {
+    let fail = |e: std::io::Error| BootError::from_error(ExitCode::Io, &format!("public key {}", path.display()), &e);
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(fail)?;
+    }
+    let tmp = path.with_extension("pub.tmp");
+    std::fs::write(&tmp, format!("{base64}\n")).map_err(fail)?;
+    std::fs::rename(&tmp, path).map_err(fail)
+}
+
+fn read_bundle(path: &Path) -> Result<Vec<u8>, BootError> {
+    use std::io::Read;
+    let limit = crate::bundle::MAX_BUNDLE_BYTES;
+    let file = std::fs::File::open(path)
+        .map_err(|e| BootError::from_error(ExitCode::NoInput, &format!("bundle {}", path.display()), &e))?;
+    let mut bytes = Vec::new();
+    file.take(limit as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| BootError::from_error(ExitCode::NoInput, &format!("bundle {}", path.display()), &e))?;
+    if bytes.len() > limit {
+        let e = crate::bundle::BundleError::Oversized { size: bytes.len(), limit };
+        return Err(BootError::from_error(e.exit_code(), "bundle refused", &e));
+    }
+    Ok(bytes)
+}
+
+async fn install_dev_file(store: &crate::store::Store, path: &Path) -> Result<(), BootError> {
+    use crate::credentials::{missing_hint, CredentialSet, Source, MAX_CREDENTIALS_BYTES};
+    let manifest = store.manifest().clone();
+    let needs = manifest.connections.iter().any(|c| c.mode.is_pre_collected());
+    let bytes = match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !needs => return Ok(()),
+        Err(e) => {
+            let mut msg = format!("{}: {e}", path.display());
+            for c in manifest.connections.iter().filter(|c| c.mode.is_pre_collected()) {
+                msg.push_str(&format!("\n  {}", missing_hint(c)));
+            }
+            return Err(BootError::new(ExitCode::NoInput, msg));
+        }
+        Ok(meta) if meta.len() > MAX_CREDENTIALS_BYTES as u64 => {
+            return Err(BootError::new(ExitCode::Manifest, format!("{} is over the {MAX_CREDENTIALS_BYTES}-byte limit", path.display())))
+        }
+        Ok(_) => std::fs::read(path).map_err(|e| BootError::from_error(ExitCode::NoInput, &path.display().to_string(), &e))?,
+    };
+    let base_dir = path.parent().unwrap_or(Path::new("."));
+    let creds = CredentialSet::parse(&bytes, &manifest, Source::DevFile { base_dir })
+        .map_err(|e| BootError::from_error(ExitCode::Manifest, &path.display().to_string(), &e))?;
+    let missing = creds.missing(&manifest);
+    if !missing.is_empty() {
+        let mut msg = format!("{} lacks {} connection(s) the manifest declares:", path.display(), missing.len());
+        for c in missing {
+            msg.push_str(&format!("\n  {}", missing_hint(c)));
+        }
+        return Err(BootError::new(ExitCode::Manifest, msg));
+    }
+    store.install_plaintext(&creds, 1).await.map_err(|e| store_error(&e, true))?;
+    info!(path = %path.display(), "credentials installed from the dev connections file");
+    Ok(())
+}
+
+async fn start_control(
+    control: &crate::config::ControlSettings,
+    sandbox_id: &str,
+    public_key: crate::keys::SandboxPublicKey,
+    store: &Arc<crate::store::Store>,
+    tasks: &TaskTracker,
+    stop: &CancellationToken,
+) -> Result<(), BootError> {
+    use crate::platform::control;
+    let token = control::BearerToken::load(&control.token_file)
+        .map_err(|e| BootError::from_error(ExitCode::Config, "--control-token-file", &e))?;
+    let state = control::ControlState::new(store.clone(), token, sandbox_id.to_string(), public_key);
+    let limits = state.limits;
+    let router = control::router(state);
+    let listener = control::bind(control.listen)
+        .await
+        .map_err(|e| BootError::from_error(ExitCode::Os, "--control-listen", &e))?;
+    tasks.spawn(control::serve(listener, router, limits, stop.clone()));
+    Ok(())
+}
+
+impl Daemon {
+    /// Starts the agent (or serves until a signal), then shuts down in reverse order.
+    async fn serve(self) -> u8 {
+        crate::telemetry::notify_ready();
+        info!("ready");
+        let code = if self.config.agent_argv.is_empty() {
+            shutdown_signal().await;
+            info!("stop signal received");
+            ExitCode::Success.code()
+        } else {
+            self.run_agent().await
+        };
+        crate::telemetry::notify_stopping();
+        self.shutdown().await;
+        code
+    }
+
+    async fn run_agent(&self) -> u8 {
+        let snapshot = self.store.snapshot();
+        let no_env = Vec::new();
+        let credentials = snapshot.as_ref().map(|m| &m.env).unwrap_or(&no_env);
+        let plan = crate::agent::EnvPlan {
+            socket: &self.config.socket,
+            browser_cdp_url: None,
+            credentials,
+            user: self.agent_user.as_ref(),
+        };
+        let env = match crate::agent::build_env(std::env::vars_os(), &plan) {
+            Ok(env) => env,
+            Err(e) => {
+                error!(%e, "cannot build the agent's environment");
+                return e.exit_code().code();
+            }
+        };
+        let spec = crate::agent::AgentSpec {
+            argv: self.config.agent_argv.clone(),
+            user: self.agent_user.clone(),
+            env,
+            cwd: None,
+        };
+        match crate::agent::run(spec, self.stop.child_token(), self.config.stop_timeout).await {
+            Ok(exit) => {
+                info!(code = exit.code, signal = exit.signal, "agent exited");
+                self.store.events().publish(PlatformEvent::AgentExited { code: exit.code });
+                exit.code as u8
+            }
+            Err(e) => {
+                error!(%e, "agent could not run");
+                e.exit_code().code()
+            }
+        }
+    }
+
+    async fn shutdown(self) {
+        self.stop.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(Duration::from_secs(5), self.tasks.wait()).await.is_err() {
+            warn!("tasks still running after 5 s; exiting anyway");
+        }
+        if let Err(e) = self.store.wipe().await {
+            error!(%e, "wiping credentials failed");
+        }
+        if let Err(e) = std::fs::remove_file(&self.config.socket) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                warn!(%e, "removing the socket failed");
+            }
+        }
+        info!("stopped");
+    }
+}
+
+/// SIGTERM, SIGINT or SIGHUP (serve-only mode; with an agent, `agent::run` forwards them).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
+    else {
+        error!("cannot install signal handlers");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+        _ = hup.recv() => {}
     }
 }

@@ -305,15 +305,17 @@ pub mod testing {
     use crate::manifest::{AuthMode, Connection, Delivery, Manifest, OauthProvider, SecretField};
     use crate::secret::secret_bytes;
 
-    /// An injector that is never asked to write (its `new` is not called).
+    /// An injector over a fresh, empty root of its own, for tests that install
+    /// `Materialized` values directly and never write through it.
     pub fn inert_injector() -> Injector {
-        Injector {
-            layout: Layout {
-                root: std::env::temp_dir().join("grexal-unused"),
-                owner: None,
-                env_file: None,
-            },
-        }
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let root = std::env::temp_dir().join(format!(
+            "grexal-test-inert-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        Injector::new(Layout { root, owner: None, env_file: None }).expect("an injector over a fresh temp root")
     }
 
     /// `openai` (secret_input), `google` (oauth), `ssh_key` (file), `portal` (browser_login).
