@@ -21,13 +21,14 @@ const HANDSHAKE: &[u8] = b"RFB 003.008\n\x01\x01";
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--serve-relay") {
-        serve_relay(&args[2], &args[3]);
+        serve_relay(&args[2], &args[3], args.get(4).and_then(|a| a.parse().ok()));
         return;
     }
     let mut peer = "/usr/bin/websockify".to_string();
     let mut runs = 7usize;
     let mut mib = 512usize;
     let mut rtts = 20_000usize;
+    let mut read_size = grexal_sidecar::relay::RelayLimits::default().read_size;
     let mut it = args.iter().skip(1);
     while let Some(a) = it.next() {
         let mut val = || it.next().expect("missing value").clone();
@@ -39,6 +40,7 @@ fn main() {
             "--runs" => runs = val().parse().expect("--runs N"),
             "--mib" => mib = val().parse().expect("--mib N"),
             "--rtts" => rtts = val().parse().expect("--rtts N"),
+            "--read-size" => read_size = val().parse().expect("--read-size BYTES"),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -48,7 +50,7 @@ fn main() {
 
     let exe = std::env::current_exe().expect("current_exe");
     let mut relay_child = Command::new(&exe)
-        .args(["--serve-relay", &source.to_string(), &echo.to_string()])
+        .args(["--serve-relay", &source.to_string(), &echo.to_string(), &read_size.to_string()])
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn relay");
@@ -109,7 +111,9 @@ fn main() {
     let gib = (bytes * runs as u64) as f64 / (1u64 << 30) as f64;
     let d_tp = median(&mut direct_tp);
     let mib_of = |k: u64| k as f64 / 1024.0;
-    println!("\n{} MiB per run, median of {runs} runs; {rtts} round trips of 10 bytes; all on CPU 0\n", mib);
+    println!(
+        "\n{mib} MiB per run, median of {runs} runs; {rtts} round trips of 10 bytes; relay read size {read_size}; all on CPU 0\n"
+    );
     println!("| | grexal relay | websockify | direct TCP |");
     println!("|---|---|---|---|");
     let r_tp = median(&mut tp[0]);
@@ -442,7 +446,7 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 /// The relay process: one route per upstream, no token, default limits.
-fn serve_relay(source: &str, echo: &str) {
+fn serve_relay(source: &str, echo: &str, read_size: Option<usize>) {
     use axum::extract::ws::WebSocketUpgrade;
     use axum::routing::any;
     use grexal_sidecar::relay::{configure_upgrade, relay, Access, RelayLimits, VncTarget};
@@ -452,7 +456,10 @@ fn serve_relay(source: &str, echo: &str) {
             any(move |ws: WebSocketUpgrade| {
                 let target = target.clone();
                 async move {
-                    let limits = RelayLimits::default();
+                    let mut limits = RelayLimits::default();
+                    if let Some(n) = read_size {
+                        limits.read_size = n;
+                    }
                     configure_upgrade(ws, &limits).on_upgrade(move |socket| async move {
                         let stop = tokio_util::sync::CancellationToken::new();
                         let _ = relay(socket, &target, Access::Control, &limits, stop).await;
