@@ -201,6 +201,13 @@ async fn boot(config: Config) -> Result<Daemon, BootError> {
         owner: agent_user.as_ref().map(|u| u.owner()),
         env_file: Some(config.env_file.clone()),
     };
+    if let (CredentialSource::DevFile { .. }, Some(parent)) = (&config.source, config.credentials_dir.parent()) {
+        // On the developer's own machine, make the parents of a local credentials dir; in a
+        // sandbox the root's parent (/tmp) exists, and creating parents in a world-writable
+        // directory is exactly what the injector refuses to do.
+        std::fs::create_dir_all(parent)
+            .map_err(|e| BootError::from_error(ExitCode::Io, &format!("creating {}", parent.display()), &e))?;
+    }
     let injector = crate::inject::Injector::new(layout)
         .map_err(|e| BootError::from_error(ExitCode::Io, "credentials directory", &e))?;
     let events = EventBus::new();

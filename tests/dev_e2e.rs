@@ -57,6 +57,8 @@ fn dev_and_run_serve_the_same_answers() {
         dir.path().join("dev.log"),
         dir.path().join("dev/dev.sock"),
     );
+    // In a sandbox the credentials root's parent (/tmp) exists; here it is made by the test.
+    std::fs::create_dir(dir.path().join("run")).expect("mkdir run");
     let mut run_cmd = command();
     run_cmd
         .arg("run")

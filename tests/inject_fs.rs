@@ -143,7 +143,6 @@ fn install_writes_files_bodies_env_with_modes_and_owner() {
         (e.root.join("db/password"), 0o600),
         (e.root.join("ssh_key/id_ed25519"), 0o600),
         (e.env_file.clone(), 0o600),
-        (e.env_file.parent().expect("parent").to_path_buf(), 0o700),
     ] {
         assert_eq!(mode(&p), want, "{}", p.display());
         if let Some(o) = owner {
@@ -151,6 +150,11 @@ fn install_writes_files_bodies_env_with_modes_and_owner() {
             assert_eq!((md.uid(), md.gid()), (o.uid, o.gid), "{}", p.display());
         }
     }
+    // The env file's directory is shared with the agent socket (/run/grexal by default):
+    // the agent traverses it but does not own it.
+    let env_dir = e.env_file.parent().expect("parent").to_path_buf();
+    assert_eq!(mode(&env_dir), 0o755, "{}", env_dir.display());
+    assert_eq!(fs::symlink_metadata(&env_dir).expect("stat").uid(), nix::unistd::geteuid().as_raw());
 
     // Bodies.
     let body = |id: &str| -> serde_json::Value {

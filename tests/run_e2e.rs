@@ -164,7 +164,7 @@ fn bad_bundles_are_refused_before_anything_is_written() {
     tampered[mid] ^= 0x01;
     cases.push(("tampered", tampered, 81, "altered"));
     cases.push(("truncated", good[..good.len() / 2].to_vec(), 80, "malformed"));
-    cases.push(("garbage", b"not a bundle at all".to_vec(), 80, "malformed"));
+    cases.push(("garbage", b"not a bundle at all".to_vec(), 88, "not a grexal bundle"));
     cases.push(("oversized", vec![0u8; 16 * 1024 * 1024 + 1], 87, "limit"));
     let wrong_sandbox = std::fs::read(fx.bundle("wrong-sandbox", &credentials(OPENAI_KEY), "sbx-other", 1)).expect("read");
     cases.push(("wrong sandbox", wrong_sandbox, 84, "sandbox"));

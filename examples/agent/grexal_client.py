@@ -65,4 +65,4 @@ class Sidecar:
         return Connection(self.request("GET", "/v1/connections/" + connection_id))
 
     def connections(self):
-        return self.request("GET", "/v1/connections")
+        return self.request("GET", "/v1/connections")["connections"]

@@ -181,7 +181,17 @@ fn is_temp_name(name: &OsStr) -> bool {
 /// Opens (creating 0700 if absent) the directory `path`, and checks it is safe to use:
 /// a real directory, not a symlink, owned by root, the daemon's euid or the owner, and
 /// not group/world writable.
-fn open_safe_dir(path: &Path, owner: Option<Owner>) -> Result<HeldDir, InjectError> {
+/// How a directory that does not exist yet is created.
+#[derive(Clone, Copy)]
+enum CreateAs {
+    /// 0700, owned by the agent's user: the credentials root.
+    Private,
+    /// 0755, owned by the daemon: the env file's directory, which by default is also the
+    /// agent socket's (`/run/grexal`), so the agent must traverse it but not own it.
+    Shared,
+}
+
+fn open_safe_dir(path: &Path, owner: Option<Owner>, create_as: CreateAs) -> Result<HeldDir, InjectError> {
     let unsafe_root = |problem: &str| InjectError::UnsafeRoot {
         path: path.display().to_string(),
         problem: problem.to_owned(),
@@ -245,8 +255,13 @@ fn open_safe_dir(path: &Path, owner: Option<Owner>) -> Result<HeldDir, InjectErr
         if st.st_uid != euid {
             return Err(unsafe_root("was replaced while it was being created"));
         }
-        fsops::chmod(&fd, 0o700).map_err(dir_err)?;
-        fsops::chown(&fd, owner).map_err(dir_err)?;
+        match create_as {
+            CreateAs::Private => {
+                fsops::chmod(&fd, 0o700).map_err(dir_err)?;
+                fsops::chown(&fd, owner).map_err(dir_err)?;
+            }
+            CreateAs::Shared => fsops::chmod(&fd, 0o755).map_err(dir_err)?,
+        }
     }
     Ok(HeldDir {
         fd,
@@ -270,7 +285,7 @@ impl Injector {
                 problem: "must be valid UTF-8".into(),
             })?
             .to_owned();
-        let root = open_safe_dir(&layout.root, layout.owner)?;
+        let root = open_safe_dir(&layout.root, layout.owner, CreateAs::Private)?;
         let env = match &layout.env_file {
             None => None,
             Some(path) => {
@@ -280,7 +295,7 @@ impl Injector {
                         problem: "the env file must be a file path".into(),
                     });
                 };
-                let dir = open_safe_dir(parent, layout.owner)?;
+                let dir = open_safe_dir(parent, layout.owner, CreateAs::Shared)?;
                 let mut temp = OsString::from(".");
                 temp.push(name);
                 temp.push(".tmp");

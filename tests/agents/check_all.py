@@ -67,7 +67,7 @@ def main():
 
     status, listing = get("/v1/connections")
     check(status == 200, "list connections")
-    states = {c["id"]: (c["auth_mode"], c["state"]) for c in listing}
+    states = {c["id"]: (c["auth_mode"], c["state"]) for c in listing["connections"]}
     check(states == {k: tuple(v) for k, v in expect["states"].items()}, f"states {states}")
 
     # secret_input, delivery env: exactly the declared fields, and env vars.
