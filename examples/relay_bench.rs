@@ -35,7 +35,11 @@ fn main() {
         match a.as_str() {
             "--peer" => {
                 let p = val();
-                peer = if p == "websockify" { "/usr/bin/websockify".into() } else { p };
+                peer = if p == "websockify" {
+                    "/usr/bin/websockify".into()
+                } else {
+                    p
+                };
             }
             "--runs" => runs = val().parse().expect("--runs N"),
             "--mib" => mib = val().parse().expect("--mib N"),
@@ -50,12 +54,19 @@ fn main() {
 
     let exe = std::env::current_exe().expect("current_exe");
     let mut relay_child = Command::new(&exe)
-        .args(["--serve-relay", &source.to_string(), &echo.to_string(), &read_size.to_string()])
+        .args([
+            "--serve-relay",
+            &source.to_string(),
+            &echo.to_string(),
+            &read_size.to_string(),
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn relay");
     let mut line = String::new();
-    BufReader::new(relay_child.stdout.take().expect("stdout")).read_line(&mut line).expect("relay addr");
+    BufReader::new(relay_child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("relay addr");
     let relay_addr: SocketAddr = line.trim().parse().expect("relay printed its address");
     let relay = Peer {
         name: "grexal relay",
@@ -135,7 +146,11 @@ fn main() {
         direct_rtt.0,
         direct_rtt.1
     );
-    println!("| CPU s per GiB relayed | {:.3} | {:.3} | |", cpu[0] / gib, cpu[1] / gib);
+    println!(
+        "| CPU s per GiB relayed | {:.3} | {:.3} | |",
+        cpu[0] / gib,
+        cpu[1] / gib
+    );
     println!(
         "| RSS idle / streaming / +10 idle viewers MiB | {:.1} / {:.1} / {:.1} ({:.2} per viewer) | {:.1} / {:.1} / {:.1} ({:.2} per viewer) | |",
         mib_of(idle[0]),
@@ -168,12 +183,20 @@ fn pin_to_cpu0() {
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(0, &mut set);
-        assert_eq!(libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set), 0, "pin to CPU 0");
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+            0,
+            "pin to CPU 0"
+        );
     }
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn spawn_upstream(handler: fn(TcpStream)) -> SocketAddr {
@@ -215,7 +238,10 @@ fn spawn_websockify(path: &str, port: u16, upstream: SocketAddr) -> Child {
 fn wait_ws(target: &(SocketAddr, String)) {
     let start = Instant::now();
     while ws_open(target).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(20), "{target:?} never accepted");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{target:?} never accepted"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -261,7 +287,12 @@ struct FrameReader {
 
 impl FrameReader {
     fn new() -> Self {
-        Self { buf: vec![0; 512 * 1024], start: 0, end: 0, left: 0 }
+        Self {
+            buf: vec![0; 512 * 1024],
+            start: 0,
+            end: 0,
+            left: 0,
+        }
     }
 
     fn read_payload(&mut self, s: &mut TcpStream, want: u64, mut sink: impl FnMut(&[u8])) {
@@ -293,7 +324,12 @@ impl FrameReader {
                     self.end += n;
                 }
                 let h = &self.buf[self.start..self.end];
-                assert_eq!(h[0] & 0x0f, 2, "expected a binary frame, got opcode {}", h[0] & 0x0f);
+                assert_eq!(
+                    h[0] & 0x0f,
+                    2,
+                    "expected a binary frame, got opcode {}",
+                    h[0] & 0x0f
+                );
                 let (len, hl) = match h[1] & 0x7f {
                     126 => (u16::from_be_bytes([h[2], h[3]]) as u64, 4),
                     127 => (u64::from_be_bytes(h[2..10].try_into().unwrap()), 10),
@@ -434,7 +470,9 @@ fn cpu_secs(pids: &[u32]) -> f64 {
             let after = &s[s.rfind(')').map_or(0, |i| i + 2)..];
             let f: Vec<&str> = after.split_whitespace().collect();
             // Fields 14-17 of stat (1-based) are utime, stime, cutime, cstime.
-            (11..15).map(|i| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0)).sum::<f64>()
+            (11..15)
+                .map(|i| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0))
+                .sum::<f64>()
         })
         .sum::<f64>()
         / tick
@@ -450,7 +488,10 @@ fn serve_relay(source: &str, echo: &str, read_size: Option<usize>) {
     use axum::extract::ws::WebSocketUpgrade;
     use axum::routing::any;
     use grexal_sidecar::relay::{configure_upgrade, relay, Access, RelayLimits, VncTarget};
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async move {
         let route = |target: VncTarget| {
             any(move |ws: WebSocketUpgrade| {
@@ -468,9 +509,17 @@ fn serve_relay(source: &str, echo: &str, read_size: Option<usize>) {
             })
         };
         let app = axum::Router::new()
-            .route("/source", route(VncTarget::tcp(source.parse().expect("source")).expect("loopback")))
-            .route("/echo", route(VncTarget::tcp(echo.parse().expect("echo")).expect("loopback")));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            .route(
+                "/source",
+                route(VncTarget::tcp(source.parse().expect("source")).expect("loopback")),
+            )
+            .route(
+                "/echo",
+                route(VncTarget::tcp(echo.parse().expect("echo")).expect("loopback")),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         println!("{}", listener.local_addr().expect("addr"));
         use axum::serve::ListenerExt;
         let listener = listener.tap_io(|tcp| {

@@ -92,7 +92,12 @@ pub struct CommonArgs {
     pub desktop: bool,
 
     /// Display and VNC server to run on a desktop sandbox.
-    #[arg(long, env = "GREXAL_DISPLAY_BACKEND", value_enum, default_value = "xvnc")]
+    #[arg(
+        long,
+        env = "GREXAL_DISPLAY_BACKEND",
+        value_enum,
+        default_value = "xvnc"
+    )]
     pub display_backend: DisplayBackend,
 
     /// Screen size of the desktop, WIDTHxHEIGHT.
@@ -108,7 +113,12 @@ pub struct CommonArgs {
     pub browser_profile: Option<PathBuf>,
 
     /// Extra argument for Chromium (repeatable), e.g. a --host-resolver-rules for tests.
-    #[arg(long = "chromium-arg", env = "GREXAL_CHROMIUM_ARGS", value_delimiter = ' ', allow_hyphen_values = true)]
+    #[arg(
+        long = "chromium-arg",
+        env = "GREXAL_CHROMIUM_ARGS",
+        value_delimiter = ' ',
+        allow_hyphen_values = true
+    )]
     pub chromium_args: Vec<String>,
 
     /// Seconds a takeover viewer may stay silent before it is dropped.
@@ -135,7 +145,11 @@ pub struct RunArgs {
     pub sandbox_key: Option<PathBuf>,
 
     /// Where to write the generated public key.
-    #[arg(long, env = "GREXAL_PUBLIC_KEY_OUT", default_value = "/run/grexal/sandbox.pub")]
+    #[arg(
+        long,
+        env = "GREXAL_PUBLIC_KEY_OUT",
+        default_value = "/run/grexal/sandbox.pub"
+    )]
     pub public_key_out: PathBuf,
 
     /// The platform's public key(s) this image trusts, one base64 key per line.
@@ -152,7 +166,11 @@ pub struct RunArgs {
     pub bundle_timeout: u64,
 
     /// The agent socket (HTTP/1.1 + JSON); its path reaches the agent as GREXAL_SIDECAR_SOCKET.
-    #[arg(long, env = "GREXAL_SOCKET", default_value = "/run/grexal/sidecar.sock")]
+    #[arg(
+        long,
+        env = "GREXAL_SOCKET",
+        default_value = "/run/grexal/sidecar.sock"
+    )]
     pub socket: PathBuf,
 
     /// Root of the credential files, /tmp/grexal/{connection_id}/...
@@ -183,7 +201,11 @@ pub struct DevArgs {
     pub common: CommonArgs,
 
     /// Plaintext credentials for local development.
-    #[arg(long, env = "GREXAL_DEV_CONNECTIONS", default_value = ".grexal/connections.json")]
+    #[arg(
+        long,
+        env = "GREXAL_DEV_CONNECTIONS",
+        default_value = ".grexal/connections.json"
+    )]
     pub connections: PathBuf,
 
     /// The agent socket.
@@ -191,7 +213,11 @@ pub struct DevArgs {
     pub socket: PathBuf,
 
     /// Root of the credential files.
-    #[arg(long, env = "GREXAL_CREDENTIALS_DIR", default_value = ".grexal/credentials")]
+    #[arg(
+        long,
+        env = "GREXAL_CREDENTIALS_DIR",
+        default_value = ".grexal/credentials"
+    )]
     pub credentials_dir: PathBuf,
 
     /// The env file with the env-delivered fields.

@@ -98,11 +98,17 @@ impl Config {
                 if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
                     return Err(ConfigError::PublicUrl(public_url));
                 }
-                Some(ControlSettings { listen, token_file, public_url })
+                Some(ControlSettings {
+                    listen,
+                    token_file,
+                    public_url,
+                })
             }
         };
         if args.bundle_timeout == 0 {
-            return Err(ConfigError::Zero { flag: "bundle-timeout" });
+            return Err(ConfigError::Zero {
+                flag: "bundle-timeout",
+            });
         }
         let source = CredentialSource::Sealed(SealedSource {
             sandbox_id: args.sandbox_id,
@@ -113,12 +119,26 @@ impl Config {
             bundle_timeout: Duration::from_secs(args.bundle_timeout),
             control,
         });
-        Self::common(args.common, args.socket, args.credentials_dir, args.env_file, source)
+        Self::common(
+            args.common,
+            args.socket,
+            args.credentials_dir,
+            args.env_file,
+            source,
+        )
     }
 
     pub fn from_dev(args: DevArgs) -> Result<Self, ConfigError> {
-        let source = CredentialSource::DevFile { connections: args.connections };
-        Self::common(args.common, args.socket, args.credentials_dir, args.env_file, source)
+        let source = CredentialSource::DevFile {
+            connections: args.connections,
+        };
+        Self::common(
+            args.common,
+            args.socket,
+            args.credentials_dir,
+            args.env_file,
+            source,
+        )
     }
 
     fn common(
@@ -157,7 +177,11 @@ impl Config {
                 height,
                 chromium: common.chromium,
                 profile: common.browser_profile,
-                chromium_args: common.chromium_args.into_iter().filter(|a| !a.is_empty()).collect(),
+                chromium_args: common
+                    .chromium_args
+                    .into_iter()
+                    .filter(|a| !a.is_empty())
+                    .collect(),
             },
             viewer_idle_timeout: Duration::from_secs(common.viewer_idle_timeout),
             source,
@@ -168,7 +192,9 @@ impl Config {
 pub fn valid_sandbox_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= MAX_SANDBOX_ID_BYTES
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
 fn parse_screen(text: &str) -> Result<(u32, u32), ConfigError> {
@@ -204,7 +230,15 @@ mod tests {
     #[test]
     fn screens() {
         assert_eq!(parse_screen("1280x800"), Ok((1280, 800)));
-        for bad in ["1280", "x800", "1280x", "10x10", "99999x800", "axb", "1280x800x24"] {
+        for bad in [
+            "1280",
+            "x800",
+            "1280x",
+            "10x10",
+            "99999x800",
+            "axb",
+            "1280x800x24",
+        ] {
             assert!(parse_screen(bad).is_err(), "{bad}");
         }
     }

@@ -42,7 +42,10 @@ fn usage_error(e: &dyn std::error::Error) -> u8 {
 }
 
 pub fn now_unix() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// `check`: validate a manifest and print what it declares.
@@ -69,7 +72,11 @@ fn check(args: &CheckArgs) -> ExitCode {
         });
         println!("{doc}");
     } else {
-        println!("{}: valid, {} connection(s)", args.path.display(), manifest.connections.len());
+        println!(
+            "{}: valid, {} connection(s)",
+            args.path.display(),
+            manifest.connections.len()
+        );
         for c in &manifest.connections {
             println!("  {:<24} {:<15} {}", c.id, c.mode.name(), describe(&c.mode));
         }
@@ -90,10 +97,19 @@ fn describe(mode: &AuthMode) -> String {
             format!("fields [{}], delivery {:?}", names.join(", "), delivery)
         }
         AuthMode::OauthRedirect { provider } => format!("scopes [{}]", provider.scopes.join(", ")),
-        AuthMode::FileUpload { accepted_extensions, max_size_bytes, .. } => {
-            format!("extensions [{}], up to {max_size_bytes} bytes", accepted_extensions.join(", "))
+        AuthMode::FileUpload {
+            accepted_extensions,
+            max_size_bytes,
+            ..
+        } => {
+            format!(
+                "extensions [{}], up to {max_size_bytes} bytes",
+                accepted_extensions.join(", ")
+            )
         }
-        AuthMode::BrowserLogin { login_url } => format!("login_url {}", login_url.as_deref().unwrap_or("-")),
+        AuthMode::BrowserLogin { login_url } => {
+            format!("login_url {}", login_url.as_deref().unwrap_or("-"))
+        }
     }
 }
 
@@ -123,7 +139,11 @@ fn start(config: Config) -> u8 {
         // Not fatal (an unprivileged dev run may lack the rights), but said loudly.
         warn!(%e, "process hardening incomplete");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             error!(%e, "cannot start the async runtime");
@@ -153,11 +173,17 @@ struct BootError {
 
 impl BootError {
     fn new(code: ExitCode, message: impl Into<String>) -> Self {
-        BootError { code, message: message.into() }
+        BootError {
+            code,
+            message: message.into(),
+        }
     }
 
     fn from_error(code: ExitCode, context: &str, error: &dyn std::error::Error) -> Self {
-        BootError::new(code, format!("{context}: {}", crate::api::error::error_chain(error)))
+        BootError::new(
+            code,
+            format!("{context}: {}", crate::api::error::error_chain(error)),
+        )
     }
 }
 
@@ -170,7 +196,11 @@ fn store_error(e: &crate::store::StoreError, dev: bool) -> BootError {
         StoreError::Inject(_) => ExitCode::Io,
         StoreError::NoOpener => ExitCode::Internal,
     };
-    let context = if dev { "connections file refused" } else { "bundle refused" };
+    let context = if dev {
+        "connections file refused"
+    } else {
+        "bundle refused"
+    };
     BootError::from_error(code, context, e)
 }
 
@@ -184,8 +214,13 @@ struct Daemon {
 }
 
 async fn boot(config: Config) -> Result<Daemon, BootError> {
-    let manifest = Manifest::from_path(&config.manifest)
-        .map_err(|e| BootError::from_error(ExitCode::Manifest, &format!("manifest {}", config.manifest.display()), &e))?;
+    let manifest = Manifest::from_path(&config.manifest).map_err(|e| {
+        BootError::from_error(
+            ExitCode::Manifest,
+            &format!("manifest {}", config.manifest.display()),
+            &e,
+        )
+    })?;
     for w in manifest_warnings(&manifest) {
         warn!("{w}");
     }
@@ -201,57 +236,92 @@ async fn boot(config: Config) -> Result<Daemon, BootError> {
         owner: agent_user.as_ref().map(|u| u.owner()),
         env_file: Some(config.env_file.clone()),
     };
-    if let (CredentialSource::DevFile { .. }, Some(parent)) = (&config.source, config.credentials_dir.parent()) {
+    if let (CredentialSource::DevFile { .. }, Some(parent)) =
+        (&config.source, config.credentials_dir.parent())
+    {
         // On the developer's own machine, make the parents of a local credentials dir; in a
         // sandbox the root's parent (/tmp) exists, and creating parents in a world-writable
         // directory is exactly what the injector refuses to do.
-        std::fs::create_dir_all(parent)
-            .map_err(|e| BootError::from_error(ExitCode::Io, &format!("creating {}", parent.display()), &e))?;
+        std::fs::create_dir_all(parent).map_err(|e| {
+            BootError::from_error(ExitCode::Io, &format!("creating {}", parent.display()), &e)
+        })?;
     }
     let injector = crate::inject::Injector::new(layout)
         .map_err(|e| BootError::from_error(ExitCode::Io, "credentials directory", &e))?;
     let events = EventBus::new();
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();
-    let needs_credentials = manifest.connections.iter().any(|c| c.mode.is_pre_collected());
+    let needs_credentials = manifest
+        .connections
+        .iter()
+        .any(|c| c.mode.is_pre_collected());
     let mut sandbox_public = None;
 
     let store = match &config.source {
         CredentialSource::Sealed(sealed) => {
             let (opener, public_key) = open_keys(sealed, needs_credentials)?;
             sandbox_public = Some(public_key);
-            let store = Arc::new(crate::store::Store::new(manifest, opener, injector, events.clone()));
+            let store = Arc::new(crate::store::Store::new(
+                manifest,
+                opener,
+                injector,
+                events.clone(),
+            ));
             if let Some(path) = &sealed.bundle {
                 let bytes = read_bundle(path)?;
-                let version = store.install_bundle(&bytes, now_unix()).await.map_err(|e| store_error(&e, false))?;
+                let version = store
+                    .install_bundle(&bytes, now_unix())
+                    .await
+                    .map_err(|e| store_error(&e, false))?;
                 info!(version, path = %path.display(), "credentials installed from bundle file");
             }
             store
         }
         CredentialSource::DevFile { connections } => {
-            let store = Arc::new(crate::store::Store::new(manifest, None, injector, events.clone()));
+            let store = Arc::new(crate::store::Store::new(
+                manifest,
+                None,
+                injector,
+                events.clone(),
+            ));
             install_dev_file(&store, connections).await?;
             store
         }
     };
 
     let owner = agent_user.as_ref().map(|u| u.owner());
-    let listener = crate::api::bind(&config.socket, owner)
-        .map_err(|e| BootError::from_error(ExitCode::Os, &format!("socket {}", config.socket.display()), &e))?;
+    let listener = crate::api::bind(&config.socket, owner).map_err(|e| {
+        BootError::from_error(
+            ExitCode::Os,
+            &format!("socket {}", config.socket.display()),
+            &e,
+        )
+    })?;
     info!(socket = %config.socket.display(), "agent socket bound");
-    let mut api_state = crate::api::ApiState::new(store.clone(), agent_user.as_ref().map(|u| u.uid));
-    api_state.limits = crate::api::ApiLimits::new(config.api_max_connections, config.api_request_timeout);
+    let mut api_state =
+        crate::api::ApiState::new(store.clone(), agent_user.as_ref().map(|u| u.uid));
+    api_state.limits =
+        crate::api::ApiLimits::new(config.api_max_connections, config.api_request_timeout);
     tasks.spawn(crate::api::serve(listener, api_state, stop.clone()));
 
-    if let (CredentialSource::Sealed(SealedSource { control: Some(control), sandbox_id, .. }), Some(public_key)) =
-        (&config.source, sandbox_public)
+    if let (
+        CredentialSource::Sealed(SealedSource {
+            control: Some(control),
+            sandbox_id,
+            ..
+        }),
+        Some(public_key),
+    ) = (&config.source, sandbox_public)
     {
         start_control(control, sandbox_id, public_key, &store, &tasks, &stop).await?;
     }
 
     if needs_credentials && !store.is_ready() {
         let CredentialSource::Sealed(sealed) = &config.source else {
-            return Err(BootError::new(ExitCode::Internal, "dev credentials missing after install"));
+            return Err(BootError::new(
+                ExitCode::Internal,
+                "dev credentials missing after install",
+            ));
         };
         if sealed.control.is_none() {
             return Err(BootError::new(
@@ -259,7 +329,10 @@ async fn boot(config: Config) -> Result<Daemon, BootError> {
                 "the manifest declares pre-collected connections: give --bundle, or --control-listen to receive one",
             ));
         }
-        info!(timeout_s = sealed.bundle_timeout.as_secs(), "waiting for a bundle on the control endpoint");
+        info!(
+            timeout_s = sealed.bundle_timeout.as_secs(),
+            "waiting for a bundle on the control endpoint"
+        );
         tokio::select! {
             version = store.wait_installed() => info!(version, "credentials installed from the control endpoint"),
             _ = tokio::time::sleep(sealed.bundle_timeout) => {
@@ -273,7 +346,13 @@ async fn boot(config: Config) -> Result<Daemon, BootError> {
         tasks.spawn(crate::reaper::spawn_orphan_reaper(stop.clone()));
         info!("running as PID 1: reaping orphans");
     }
-    Ok(Daemon { config, store, stop, tasks, agent_user })
+    Ok(Daemon {
+        config,
+        store,
+        stop,
+        tasks,
+        agent_user,
+    })
 }
 
 /// The sandbox key (loaded, or generated with its public half published) and, when the
@@ -284,9 +363,10 @@ fn open_keys(
 ) -> Result<(Option<crate::bundle::Opener>, crate::keys::SandboxPublicKey), BootError> {
     use crate::keys::{load_trusted, SandboxSecretKey};
     let trusted = match &sealed.platform_keys {
-        Some(path) => {
-            Some(load_trusted(path).map_err(|e| BootError::from_error(ExitCode::Config, "--platform-key", &e))?)
-        }
+        Some(path) => Some(
+            load_trusted(path)
+                .map_err(|e| BootError::from_error(ExitCode::Config, "--platform-key", &e))?,
+        ),
         None if needs_credentials => {
             return Err(BootError::new(
                 ExitCode::Usage,
@@ -296,7 +376,8 @@ fn open_keys(
         None => None,
     };
     let sandbox_key = match &sealed.sandbox_key {
-        Some(path) => SandboxSecretKey::load(path).map_err(|e| BootError::from_error(ExitCode::Config, "--sandbox-key", &e))?,
+        Some(path) => SandboxSecretKey::load(path)
+            .map_err(|e| BootError::from_error(ExitCode::Config, "--sandbox-key", &e))?,
         None => {
             let key = SandboxSecretKey::generate();
             write_public_key(&sealed.public_key_out, &key.public_key().to_base64())?;
@@ -314,7 +395,9 @@ fn open_keys(
 }
 
 fn write_public_key(path: &Path, base64: &str) -> Result<(), BootError> {
-    let fail = |e: std::io::Error| BootError::from_error(ExitCode::Io, &format!("public key {}", path.display()), &e);
+    let fail = |e: std::io::Error| {
+        BootError::from_error(ExitCode::Io, &format!("public key {}", path.display()), &e)
+    };
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(fail)?;
     }
@@ -326,14 +409,20 @@ fn write_public_key(path: &Path, base64: &str) -> Result<(), BootError> {
 fn read_bundle(path: &Path) -> Result<Vec<u8>, BootError> {
     use std::io::Read;
     let limit = crate::bundle::MAX_BUNDLE_BYTES;
-    let file = std::fs::File::open(path)
-        .map_err(|e| BootError::from_error(ExitCode::NoInput, &format!("bundle {}", path.display()), &e))?;
+    let file = std::fs::File::open(path).map_err(|e| {
+        BootError::from_error(ExitCode::NoInput, &format!("bundle {}", path.display()), &e)
+    })?;
     let mut bytes = Vec::new();
     file.take(limit as u64 + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| BootError::from_error(ExitCode::NoInput, &format!("bundle {}", path.display()), &e))?;
+        .map_err(|e| {
+            BootError::from_error(ExitCode::NoInput, &format!("bundle {}", path.display()), &e)
+        })?;
     if bytes.len() > limit {
-        let e = crate::bundle::BundleError::Oversized { size: bytes.len(), limit };
+        let e = crate::bundle::BundleError::Oversized {
+            size: bytes.len(),
+            limit,
+        };
         return Err(BootError::from_error(e.exit_code(), "bundle refused", &e));
     }
     Ok(bytes)
@@ -342,33 +431,55 @@ fn read_bundle(path: &Path) -> Result<Vec<u8>, BootError> {
 async fn install_dev_file(store: &crate::store::Store, path: &Path) -> Result<(), BootError> {
     use crate::credentials::{missing_hint, CredentialSet, Source, MAX_CREDENTIALS_BYTES};
     let manifest = store.manifest().clone();
-    let needs = manifest.connections.iter().any(|c| c.mode.is_pre_collected());
+    let needs = manifest
+        .connections
+        .iter()
+        .any(|c| c.mode.is_pre_collected());
     let bytes = match std::fs::metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !needs => return Ok(()),
         Err(e) => {
             let mut msg = format!("{}: {e}", path.display());
-            for c in manifest.connections.iter().filter(|c| c.mode.is_pre_collected()) {
+            for c in manifest
+                .connections
+                .iter()
+                .filter(|c| c.mode.is_pre_collected())
+            {
                 msg.push_str(&format!("\n  {}", missing_hint(c)));
             }
             return Err(BootError::new(ExitCode::NoInput, msg));
         }
         Ok(meta) if meta.len() > MAX_CREDENTIALS_BYTES as u64 => {
-            return Err(BootError::new(ExitCode::Manifest, format!("{} is over the {MAX_CREDENTIALS_BYTES}-byte limit", path.display())))
+            return Err(BootError::new(
+                ExitCode::Manifest,
+                format!(
+                    "{} is over the {MAX_CREDENTIALS_BYTES}-byte limit",
+                    path.display()
+                ),
+            ))
         }
-        Ok(_) => std::fs::read(path).map_err(|e| BootError::from_error(ExitCode::NoInput, &path.display().to_string(), &e))?,
+        Ok(_) => std::fs::read(path).map_err(|e| {
+            BootError::from_error(ExitCode::NoInput, &path.display().to_string(), &e)
+        })?,
     };
     let base_dir = path.parent().unwrap_or(Path::new("."));
     let creds = CredentialSet::parse(&bytes, &manifest, Source::DevFile { base_dir })
         .map_err(|e| BootError::from_error(ExitCode::Manifest, &path.display().to_string(), &e))?;
     let missing = creds.missing(&manifest);
     if !missing.is_empty() {
-        let mut msg = format!("{} lacks {} connection(s) the manifest declares:", path.display(), missing.len());
+        let mut msg = format!(
+            "{} lacks {} connection(s) the manifest declares:",
+            path.display(),
+            missing.len()
+        );
         for c in missing {
             msg.push_str(&format!("\n  {}", missing_hint(c)));
         }
         return Err(BootError::new(ExitCode::Manifest, msg));
     }
-    store.install_plaintext(&creds, 1).await.map_err(|e| store_error(&e, true))?;
+    store
+        .install_plaintext(&creds, 1)
+        .await
+        .map_err(|e| store_error(&e, true))?;
     info!(path = %path.display(), "credentials installed from the dev connections file");
     Ok(())
 }
@@ -384,7 +495,8 @@ async fn start_control(
     use crate::platform::control;
     let token = control::BearerToken::load(&control.token_file)
         .map_err(|e| BootError::from_error(ExitCode::Config, "--control-token-file", &e))?;
-    let state = control::ControlState::new(store.clone(), token, sandbox_id.to_string(), public_key);
+    let state =
+        control::ControlState::new(store.clone(), token, sandbox_id.to_string(), public_key);
     let limits = state.limits;
     let router = control::router(state);
     let listener = control::bind(control.listen)
@@ -437,7 +549,9 @@ impl Daemon {
         match crate::agent::run(spec, self.stop.child_token(), self.config.stop_timeout).await {
             Ok(exit) => {
                 info!(code = exit.code, signal = exit.signal, "agent exited");
-                self.store.events().publish(PlatformEvent::AgentExited { code: exit.code });
+                self.store
+                    .events()
+                    .publish(PlatformEvent::AgentExited { code: exit.code });
                 exit.code as u8
             }
             Err(e) => {
@@ -450,7 +564,10 @@ impl Daemon {
     async fn shutdown(self) {
         self.stop.cancel();
         self.tasks.close();
-        if tokio::time::timeout(Duration::from_secs(5), self.tasks.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), self.tasks.wait())
+            .await
+            .is_err()
+        {
             warn!("tasks still running after 5 s; exiting anyway");
         }
         if let Err(e) = self.store.wipe().await {
@@ -468,9 +585,11 @@ impl Daemon {
 /// SIGTERM, SIGINT or SIGHUP (serve-only mode; with an agent, `agent::run` forwards them).
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
-        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
-    else {
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
         error!("cannot install signal handlers");
         return std::future::pending().await;
     };

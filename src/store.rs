@@ -315,7 +315,12 @@ pub mod testing {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
-        Injector::new(Layout { root, owner: None, env_file: None }).expect("an injector over a fresh temp root")
+        Injector::new(Layout {
+            root,
+            owner: None,
+            env_file: None,
+        })
+        .expect("an injector over a fresh temp root")
     }
 
     /// `openai` (secret_input), `google` (oauth), `ssh_key` (file), `portal` (browser_login).

@@ -9,7 +9,9 @@ use std::time::Duration;
 use support::*;
 
 fn example(path: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/agent").join(path)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/agent")
+        .join(path)
 }
 
 fn dev_command(dir: &Path, connections: &Path) -> std::process::Command {
@@ -36,11 +38,28 @@ fn the_example_agent_runs_unchanged_under_dev() {
     let out = run_to_end(&mut cmd);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
-    assert!(stdout.contains("all three pre-collected modes read"), "{stdout}");
-    assert!(stdout.contains("first line = -----BEGIN DEV KEY-----"), "file_upload from a dev path: {stdout}");
-    assert!(stdout.contains("'password', 'username'"), "delivery file wrote both fields: {stdout}");
-    assert_no_canary("dev log", &stderr, &["sk-dev-local-key", "dev-mail-password", "gho_dev_local"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(
+        stdout.contains("all three pre-collected modes read"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("first line = -----BEGIN DEV KEY-----"),
+        "file_upload from a dev path: {stdout}"
+    );
+    assert!(
+        stdout.contains("'password', 'username'"),
+        "delivery file wrote both fields: {stdout}"
+    );
+    assert_no_canary(
+        "dev log",
+        &stderr,
+        &["sk-dev-local-key", "dev-mail-password", "gho_dev_local"],
+    );
 }
 
 /// The same document served by `dev` (plaintext) and `run` (sealed) gives the same answers.
@@ -50,10 +69,18 @@ fn dev_and_run_serve_the_same_answers() {
     let creds = std::fs::read_to_string(example("credentials.json")).expect("read");
     write(&dir.path().join("connections.json"), &creds, 0o600);
     let keys = SealedFixture::new(dir.path());
-    keys.seal(&example("credentials.json"), "sbx-dev-vs-run", 1, &dir.path().join("bundle"));
+    keys.seal(
+        &example("credentials.json"),
+        "sbx-dev-vs-run",
+        1,
+        &dir.path().join("bundle"),
+    );
 
     let mut dev = Daemon::spawn(
-        dev_command(&dir.path().join("dev"), &dir.path().join("connections.json")),
+        dev_command(
+            &dir.path().join("dev"),
+            &dir.path().join("connections.json"),
+        ),
         dir.path().join("dev.log"),
         dir.path().join("dev/dev.sock"),
     );
@@ -76,11 +103,19 @@ fn dev_and_run_serve_the_same_answers() {
         .arg(dir.path().join("run/creds"))
         .arg("--env-file")
         .arg(dir.path().join("run/agent.env"));
-    let mut run = Daemon::spawn(run_cmd, dir.path().join("run.log"), dir.path().join("run/run.sock"));
+    let mut run = Daemon::spawn(
+        run_cmd,
+        dir.path().join("run.log"),
+        dir.path().join("run/run.sock"),
+    );
     dev.wait_ready(Duration::from_secs(20));
     run.wait_ready(Duration::from_secs(20));
 
-    let list = |d: &Daemon| http_unix(&d.socket, "GET", "/v1/connections", None).expect("list").json();
+    let list = |d: &Daemon| {
+        http_unix(&d.socket, "GET", "/v1/connections", None)
+            .expect("list")
+            .json()
+    };
     assert_eq!(list(&dev), list(&run));
     for id in ["openai", "smtp", "github", "deploy_key", "nope"] {
         let target = format!("/v1/connections/{id}");
@@ -89,8 +124,14 @@ fn dev_and_run_serve_the_same_answers() {
         assert_eq!(a.status, b.status, "{id}");
         let (mut a, mut b) = (a.json(), b.json());
         if id == "deploy_key" {
-            assert!(a["file_path"].as_str().expect("path").ends_with("/deploy_key/deploy.pem"));
-            assert!(b["file_path"].as_str().expect("path").ends_with("/deploy_key/deploy.pem"));
+            assert!(a["file_path"]
+                .as_str()
+                .expect("path")
+                .ends_with("/deploy_key/deploy.pem"));
+            assert!(b["file_path"]
+                .as_str()
+                .expect("path")
+                .ends_with("/deploy_key/deploy.pem"));
             a["file_path"] = serde_json::Value::Null;
             b["file_path"] = serde_json::Value::Null;
         }
@@ -105,8 +146,14 @@ fn missing_credentials_are_reported_by_connection_with_what_to_add() {
         "openai": {"fields": {"api_key": "sk-x", "organization": "o"}},
         "smtp": {"fields": {"username": "u", "password": "p"}}
     }});
-    write(&dir.path().join("connections.json"), partial.to_string(), 0o600);
-    let out = run_to_end(dev_command(dir.path(), &dir.path().join("connections.json")).args(["--", "true"]));
+    write(
+        &dir.path().join("connections.json"),
+        partial.to_string(),
+        0o600,
+    );
+    let out = run_to_end(
+        dev_command(dir.path(), &dir.path().join("connections.json")).args(["--", "true"]),
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(65), "{stderr}");
     for needle in ["github", "deploy_key", "access_token", "filename"] {
@@ -119,9 +166,14 @@ fn a_malformed_connections_file_names_the_problem() {
     let dir = open_tempdir();
     let bad = r#"{"connections": {"github": {"access_token": "CANARY-tok-1", "token_type": "bearer", "refresh_token": "CANARY-refresh-2"}}}"#;
     write(&dir.path().join("connections.json"), bad, 0o600);
-    let out = run_to_end(dev_command(dir.path(), &dir.path().join("connections.json")).args(["--", "true"]));
+    let out = run_to_end(
+        dev_command(dir.path(), &dir.path().join("connections.json")).args(["--", "true"]),
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(65), "{stderr}");
-    assert!(stderr.contains("github") && stderr.contains("refresh_token"), "{stderr}");
+    assert!(
+        stderr.contains("github") && stderr.contains("refresh_token"),
+        "{stderr}"
+    );
     assert_no_canary("dev error", &stderr, &["CANARY-tok-1", "CANARY-refresh-2"]);
 }

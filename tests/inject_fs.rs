@@ -154,7 +154,10 @@ fn install_writes_files_bodies_env_with_modes_and_owner() {
     // the agent traverses it but does not own it.
     let env_dir = e.env_file.parent().expect("parent").to_path_buf();
     assert_eq!(mode(&env_dir), 0o755, "{}", env_dir.display());
-    assert_eq!(fs::symlink_metadata(&env_dir).expect("stat").uid(), nix::unistd::geteuid().as_raw());
+    assert_eq!(
+        fs::symlink_metadata(&env_dir).expect("stat").uid(),
+        nix::unistd::geteuid().as_raw()
+    );
 
     // Bodies.
     let body = |id: &str| -> serde_json::Value {

@@ -16,7 +16,13 @@ const OPENAI_KEY: &str = "CANARY-openai-5f1e0c9d";
 const SMTP_PASSWORD: &str = "CANARY-smtp-a17b22";
 const GITHUB_TOKEN: &str = "CANARY-gho-99f0e1";
 const KEY_BYTES: &str = "-----BEGIN KEY-----\nCANARY-keyfile-3c3c\n-----END KEY-----\n";
-const CANARIES: &[&str] = &[OPENAI_KEY, SMTP_PASSWORD, GITHUB_TOKEN, "CANARY-keyfile-3c3c", "CANARY-v2-openai"];
+const CANARIES: &[&str] = &[
+    OPENAI_KEY,
+    SMTP_PASSWORD,
+    GITHUB_TOKEN,
+    "CANARY-keyfile-3c3c",
+    "CANARY-v2-openai",
+];
 
 fn manifest() -> serde_json::Value {
     json!({
@@ -60,8 +66,16 @@ struct Fixture {
 impl Fixture {
     fn new() -> Self {
         let dir = open_tempdir();
-        write(&dir.path().join("grexal.json"), manifest().to_string(), 0o644);
-        write(&dir.path().join("creds.json"), credentials(OPENAI_KEY).to_string(), 0o600);
+        write(
+            &dir.path().join("grexal.json"),
+            manifest().to_string(),
+            0o644,
+        );
+        write(
+            &dir.path().join("creds.json"),
+            credentials(OPENAI_KEY).to_string(),
+            0o600,
+        );
         let keys = SealedFixture::new(dir.path());
         Fixture { dir, keys }
     }
@@ -70,7 +84,13 @@ impl Fixture {
         self.dir.path().join(name)
     }
 
-    fn bundle(&self, name: &str, creds: &serde_json::Value, sandbox: &str, version: u64) -> PathBuf {
+    fn bundle(
+        &self,
+        name: &str,
+        creds: &serde_json::Value,
+        sandbox: &str,
+        version: u64,
+    ) -> PathBuf {
         let src = self.path(&format!("{name}.json"));
         write(&src, creds.to_string(), 0o600);
         let out = self.path(name);
@@ -101,7 +121,10 @@ impl Fixture {
 
     fn connection_dirs(&self) -> Vec<String> {
         match std::fs::read_dir(self.path("creds-root")) {
-            Ok(entries) => entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect(),
+            Ok(entries) => entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect(),
             Err(_) => vec![],
         }
     }
@@ -145,9 +168,16 @@ fn run_delivers_every_mode_to_an_agent_running_as_nobody() {
     let mut daemon = Daemon::spawn(cmd, fx.path("daemon.log"), fx.path("run/sidecar.sock"));
     let code = daemon.wait_exit(Duration::from_secs(60));
     let log = daemon.log_text();
-    assert_eq!(code, 7, "the agent's exit code comes back through the daemon; log:\n{log}");
+    assert_eq!(
+        code, 7,
+        "the agent's exit code comes back through the daemon; log:\n{log}"
+    );
     assert_no_canary("daemon log", &log, CANARIES);
-    assert!(fx.connection_dirs().is_empty(), "credential files wiped on exit: {:?}", fx.connection_dirs());
+    assert!(
+        fx.connection_dirs().is_empty(),
+        "credential files wiped on exit: {:?}",
+        fx.connection_dirs()
+    );
     assert!(!fx.path("run/agent.env").exists(), "env file wiped on exit");
 }
 
@@ -155,7 +185,8 @@ fn run_delivers_every_mode_to_an_agent_running_as_nobody() {
 #[test]
 fn bad_bundles_are_refused_before_anything_is_written() {
     let fx = Fixture::new();
-    let good = std::fs::read(fx.bundle("good", &credentials(OPENAI_KEY), SANDBOX, 1)).expect("read bundle");
+    let good = std::fs::read(fx.bundle("good", &credentials(OPENAI_KEY), SANDBOX, 1))
+        .expect("read bundle");
     let other_keys = SealedFixture::new(&fx.path("other"));
 
     let mut cases: Vec<(&str, Vec<u8>, i32, &str)> = Vec::new();
@@ -163,10 +194,22 @@ fn bad_bundles_are_refused_before_anything_is_written() {
     let mid = tampered.len() - 80;
     tampered[mid] ^= 0x01;
     cases.push(("tampered", tampered, 81, "altered"));
-    cases.push(("truncated", good[..good.len() / 2].to_vec(), 80, "malformed"));
-    cases.push(("garbage", b"not a bundle at all".to_vec(), 88, "not a grexal bundle"));
+    cases.push((
+        "truncated",
+        good[..good.len() / 2].to_vec(),
+        80,
+        "malformed",
+    ));
+    cases.push((
+        "garbage",
+        b"not a bundle at all".to_vec(),
+        88,
+        "not a grexal bundle",
+    ));
     cases.push(("oversized", vec![0u8; 16 * 1024 * 1024 + 1], 87, "limit"));
-    let wrong_sandbox = std::fs::read(fx.bundle("wrong-sandbox", &credentials(OPENAI_KEY), "sbx-other", 1)).expect("read");
+    let wrong_sandbox =
+        std::fs::read(fx.bundle("wrong-sandbox", &credentials(OPENAI_KEY), "sbx-other", 1))
+            .expect("read");
     cases.push(("wrong sandbox", wrong_sandbox, 84, "sandbox"));
     // Sealed to another sandbox's key, signed by our trusted platform key.
     let src = fx.path("good.json");
@@ -198,14 +241,25 @@ fn bad_bundles_are_refused_before_anything_is_written() {
             .arg(&out),
     );
     assert!(o.status.success());
-    cases.push(("untrusted signer", std::fs::read(&out).expect("read"), 82, "trusted"));
+    cases.push((
+        "untrusted signer",
+        std::fs::read(&out).expect("read"),
+        82,
+        "trusted",
+    ));
     // The shortest expiry `seal` makes is one second; wait until it has passed.
     let out = fx.path("expired");
     let o = run_to_end(
         command()
             .args(["seal", "--credentials"])
             .arg(&src)
-            .args(["--sandbox-id", SANDBOX, "--expires-in", "1", "--sandbox-pub"])
+            .args([
+                "--sandbox-id",
+                SANDBOX,
+                "--expires-in",
+                "1",
+                "--sandbox-pub",
+            ])
             .arg(&fx.keys.sandbox_pub)
             .arg("--platform-key")
             .arg(&fx.keys.platform_key)
@@ -221,13 +275,27 @@ fn bad_bundles_are_refused_before_anything_is_written() {
         write(&path, &bytes, 0o600);
         let marker = fx.path(&format!("agent-ran-{}", name.replace(' ', "-")));
         let mut cmd = fx.run_command();
-        cmd.arg("--bundle").arg(&path).args(["--", "touch"]).arg(&marker);
+        cmd.arg("--bundle")
+            .arg(&path)
+            .args(["--", "touch"])
+            .arg(&marker);
         let out = run_to_end(&mut cmd);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(want_code), "{name}: exit code; stderr:\n{stderr}");
-        assert!(stderr.to_lowercase().contains(want_word), "{name}: message names the problem ({want_word}):\n{stderr}");
+        assert_eq!(
+            out.status.code(),
+            Some(want_code),
+            "{name}: exit code; stderr:\n{stderr}"
+        );
+        assert!(
+            stderr.to_lowercase().contains(want_word),
+            "{name}: message names the problem ({want_word}):\n{stderr}"
+        );
         assert!(!marker.exists(), "{name}: the agent must not start");
-        assert!(fx.connection_dirs().is_empty(), "{name}: nothing written, found {:?}", fx.connection_dirs());
+        assert!(
+            fx.connection_dirs().is_empty(),
+            "{name}: nothing written, found {:?}",
+            fx.connection_dirs()
+        );
         assert_no_canary(name, &stderr, CANARIES);
     }
 }
@@ -236,7 +304,8 @@ fn bad_bundles_are_refused_before_anything_is_written() {
 fn a_newer_bundle_pushed_later_replaces_the_credentials_and_an_older_one_is_refused() {
     let fx = Fixture::new();
     let v1 = fx.bundle("v1", &credentials(OPENAI_KEY), SANDBOX, 1);
-    let v2 = std::fs::read(fx.bundle("v2", &credentials("CANARY-v2-openai"), SANDBOX, 2)).expect("read");
+    let v2 =
+        std::fs::read(fx.bundle("v2", &credentials("CANARY-v2-openai"), SANDBOX, 2)).expect("read");
     let v1_again = std::fs::read(&v1).expect("read");
     let token = "test-control-token-0123456789abcdef";
     write(&fx.path("control.token"), token, 0o600);
@@ -246,12 +315,20 @@ fn a_newer_bundle_pushed_later_replaces_the_credentials_and_an_older_one_is_refu
     let mut cmd = fx.run_command();
     cmd.arg("--bundle")
         .arg(&v1)
-        .args(["--control-listen", &addr.to_string(), "--control-token-file"])
+        .args([
+            "--control-listen",
+            &addr.to_string(),
+            "--control-token-file",
+        ])
         .arg(fx.path("control.token"));
     let mut daemon = Daemon::spawn(cmd, fx.path("daemon.log"), fx.path("run/sidecar.sock"));
     daemon.wait_ready(Duration::from_secs(20));
 
-    let connect = |socket: &Path| http_unix(socket, "GET", "/v1/connections/openai", None).expect("connect").json();
+    let connect = |socket: &Path| {
+        http_unix(socket, "GET", "/v1/connections/openai", None)
+            .expect("connect")
+            .json()
+    };
     assert_eq!(connect(&daemon.socket)["api_key"], OPENAI_KEY);
     let key_path = fx.path("creds-root/deploy_key/deploy.pem");
     assert!(key_path.exists());
@@ -259,19 +336,40 @@ fn a_newer_bundle_pushed_later_replaces_the_credentials_and_an_older_one_is_refu
     let identity = http_tcp(addr, "GET", "/v1/identity", Some(token), None).expect("identity");
     assert_eq!(identity.status, 200);
     assert_eq!(identity.json()["sandbox_id"], SANDBOX);
-    let unauthorized = http_tcp(addr, "GET", "/v1/identity", Some("wrong-token-0123456789abcdef"), None).expect("identity");
+    let unauthorized = http_tcp(
+        addr,
+        "GET",
+        "/v1/identity",
+        Some("wrong-token-0123456789abcdef"),
+        None,
+    )
+    .expect("identity");
     assert_eq!(unauthorized.status, 401);
 
     let pushed = http_tcp(addr, "PUT", "/v1/credentials", Some(token), Some(&v2)).expect("push v2");
-    assert_eq!(pushed.status, 200, "push v2: {}", String::from_utf8_lossy(&pushed.body));
+    assert_eq!(
+        pushed.status,
+        200,
+        "push v2: {}",
+        String::from_utf8_lossy(&pushed.body)
+    );
     assert_eq!(pushed.json()["version"], 2);
-    assert_eq!(connect(&daemon.socket)["api_key"], "CANARY-v2-openai", "the next ctx.connect returns the new value");
+    assert_eq!(
+        connect(&daemon.socket)["api_key"],
+        "CANARY-v2-openai",
+        "the next ctx.connect returns the new value"
+    );
     assert!(key_path.exists(), "file_path is stable across versions");
 
-    let replay = http_tcp(addr, "PUT", "/v1/credentials", Some(token), Some(&v1_again)).expect("push v1");
+    let replay =
+        http_tcp(addr, "PUT", "/v1/credentials", Some(token), Some(&v1_again)).expect("push v1");
     assert_eq!(replay.status, 409);
     assert_eq!(replay.error_code(), "bundle_replayed");
-    assert_eq!(connect(&daemon.socket)["api_key"], "CANARY-v2-openai", "a refused push changes nothing");
+    assert_eq!(
+        connect(&daemon.socket)["api_key"],
+        "CANARY-v2-openai",
+        "a refused push changes nothing"
+    );
 
     daemon.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(daemon.wait_exit(Duration::from_secs(20)), 0);
@@ -283,17 +381,27 @@ fn a_newer_bundle_pushed_later_replaces_the_credentials_and_an_older_one_is_refu
 #[test]
 fn without_a_bundle_the_agent_waits_for_one_pushed_on_the_control_endpoint() {
     let fx = Fixture::new();
-    let bundle = std::fs::read(fx.bundle("v1", &credentials(OPENAI_KEY), SANDBOX, 1)).expect("read");
+    let bundle =
+        std::fs::read(fx.bundle("v1", &credentials(OPENAI_KEY), SANDBOX, 1)).expect("read");
     let token = "test-control-token-0123456789abcdef";
     write(&fx.path("control.token"), token, 0o600);
     let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
     let marker = fx.path("agent-ran");
 
     let mut cmd = fx.run_command();
-    cmd.args(["--control-listen", &addr.to_string(), "--control-token-file"])
-        .arg(fx.path("control.token"))
-        .args(["--", "sh", "-c", "test -n \"$OPENAI_API_KEY\" && touch \"$0\"; exit 5"])
-        .arg(&marker);
+    cmd.args([
+        "--control-listen",
+        &addr.to_string(),
+        "--control-token-file",
+    ])
+    .arg(fx.path("control.token"))
+    .args([
+        "--",
+        "sh",
+        "-c",
+        "test -n \"$OPENAI_API_KEY\" && touch \"$0\"; exit 5",
+    ])
+    .arg(&marker);
     let mut daemon = Daemon::spawn(cmd, fx.path("daemon.log"), fx.path("run/sidecar.sock"));
     // The control endpoint answers before any bundle; the agent has not started.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -301,13 +409,24 @@ fn without_a_bundle_the_agent_waits_for_one_pushed_on_the_control_endpoint() {
         if let Ok(r) = http_tcp(addr, "GET", "/v1/identity", Some(token), None) {
             break r;
         }
-        assert!(std::time::Instant::now() < deadline, "control endpoint never answered:\n{}", daemon.log_text());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "control endpoint never answered:\n{}",
+            daemon.log_text()
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
-    assert_eq!(identity.json()["credentials_version"], serde_json::Value::Null);
+    assert_eq!(
+        identity.json()["credentials_version"],
+        serde_json::Value::Null
+    );
     assert!(!marker.exists(), "agent must wait for credentials");
-    let pushed = http_tcp(addr, "PUT", "/v1/credentials", Some(token), Some(&bundle)).expect("push");
+    let pushed =
+        http_tcp(addr, "PUT", "/v1/credentials", Some(token), Some(&bundle)).expect("push");
     assert_eq!(pushed.status, 200);
     assert_eq!(daemon.wait_exit(Duration::from_secs(20)), 5);
-    assert!(marker.exists(), "agent started with the pushed credentials in its env");
+    assert!(
+        marker.exists(),
+        "agent started with the pushed credentials in its env"
+    );
 }

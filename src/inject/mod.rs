@@ -191,7 +191,11 @@ enum CreateAs {
     Shared,
 }
 
-fn open_safe_dir(path: &Path, owner: Option<Owner>, create_as: CreateAs) -> Result<HeldDir, InjectError> {
+fn open_safe_dir(
+    path: &Path,
+    owner: Option<Owner>,
+    create_as: CreateAs,
+) -> Result<HeldDir, InjectError> {
     let unsafe_root = |problem: &str| InjectError::UnsafeRoot {
         path: path.display().to_string(),
         problem: problem.to_owned(),
@@ -227,7 +231,11 @@ fn open_safe_dir(path: &Path, owner: Option<Owner>, create_as: CreateAs) -> Resu
                 .ok()
                 .flatten()
                 .is_some_and(|st| fsops::is_symlink(&st));
-            return Err(unsafe_root(if link { "is a symlink" } else { "is not a directory" }));
+            return Err(unsafe_root(if link {
+                "is a symlink"
+            } else {
+                "is not a directory"
+            }));
         }
         Err(e) => return Err(dir_err(e)),
     };
@@ -502,7 +510,10 @@ impl Injector {
             };
             if !is_safe_id(id) {
                 let shown: String = id.chars().take(64).collect();
-                return Err(unsafe_conn(&format!("{shown:?}"), "id is not a safe path component"));
+                return Err(unsafe_conn(
+                    &format!("{shown:?}"),
+                    "id is not a safe path component",
+                ));
             }
             let json_err = |e: serde_json::Error| InjectError::Io {
                 connection: id.to_owned(),

@@ -15,7 +15,9 @@ pub const EVENT_BUFFER: usize = 256;
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum PlatformEvent {
     /// Credentials of this version are in place.
-    CredentialsInstalled { version: u64 },
+    CredentialsInstalled {
+        version: u64,
+    },
     /// The agent asked for a human. Tokens are present only on the control endpoint's
     /// stream, which requires the bearer token.
     TakeoverRequested {
@@ -35,10 +37,19 @@ pub enum PlatformEvent {
         by: Option<String>,
     },
     /// A desktop child (display, vnc, browser) exited and was restarted.
-    BrowserRestarted { child: String, restarts: u32, reason: String },
+    BrowserRestarted {
+        child: String,
+        restarts: u32,
+        reason: String,
+    },
     /// A desktop child could not be brought back.
-    DesktopFailed { child: String, reason: String },
-    AgentExited { code: i32 },
+    DesktopFailed {
+        child: String,
+        reason: String,
+    },
+    AgentExited {
+        code: i32,
+    },
 }
 
 impl PlatformEvent {

@@ -20,7 +20,10 @@ pub fn is_root() -> bool {
 
 /// A temp dir with mode 0755 so an agent running as `nobody` can reach the socket and scripts.
 pub fn open_tempdir() -> tempfile::TempDir {
-    let dir = tempfile::Builder::new().prefix("grexal-test-").tempdir().expect("tempdir");
+    let dir = tempfile::Builder::new()
+        .prefix("grexal-test-")
+        .tempdir()
+        .expect("tempdir");
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
     dir
 }
@@ -36,12 +39,15 @@ pub fn write(path: &Path, contents: impl AsRef<[u8]>, mode: u32) {
 /// The binary with a cleared environment (only PATH), so no test depends on the caller's env.
 pub fn command() -> Command {
     let mut cmd = Command::new(BIN);
-    cmd.env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
     cmd
 }
 
 pub fn run_to_end(cmd: &mut Command) -> Output {
-    cmd.stdin(Stdio::null()).output().expect("spawn grexal-sidecar")
+    cmd.stdin(Stdio::null())
+        .output()
+        .expect("spawn grexal-sidecar")
 }
 
 /// Keys and a bundle made with the binary's own `keygen` and `seal`.
@@ -56,8 +62,16 @@ impl SealedFixture {
     pub fn new(dir: &Path) -> Self {
         let keys = dir.join("keys");
         for kind in ["sandbox", "platform"] {
-            let out = run_to_end(command().args(["keygen", "--kind", kind, "--out-dir"]).arg(&keys));
-            assert!(out.status.success(), "keygen {kind}: {}", String::from_utf8_lossy(&out.stderr));
+            let out = run_to_end(
+                command()
+                    .args(["keygen", "--kind", kind, "--out-dir"])
+                    .arg(&keys),
+            );
+            assert!(
+                out.status.success(),
+                "keygen {kind}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         SealedFixture {
             sandbox_key: keys.join("sandbox.key"),
@@ -72,14 +86,24 @@ impl SealedFixture {
             command()
                 .args(["seal", "--credentials"])
                 .arg(credentials)
-                .args(["--sandbox-id", sandbox_id, "--version", &version.to_string(), "--sandbox-pub"])
+                .args([
+                    "--sandbox-id",
+                    sandbox_id,
+                    "--version",
+                    &version.to_string(),
+                    "--sandbox-pub",
+                ])
                 .arg(&self.sandbox_pub)
                 .arg("--platform-key")
                 .arg(&self.platform_key)
                 .arg("--out")
                 .arg(out),
         );
-        assert!(o.status.success(), "seal: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "seal: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
     }
 }
 
@@ -116,10 +140,16 @@ impl Daemon {
                 }
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("daemon exited early with {status}; log:\n{}", self.log_text());
+                panic!(
+                    "daemon exited early with {status}; log:\n{}",
+                    self.log_text()
+                );
             }
             if Instant::now() > deadline {
-                panic!("daemon not ready after {timeout:?}; log:\n{}", self.log_text());
+                panic!(
+                    "daemon not ready after {timeout:?}; log:\n{}",
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -130,10 +160,15 @@ impl Daemon {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status.code().unwrap_or_else(|| panic!("killed by signal; log:\n{}", self.log_text()));
+                return status
+                    .code()
+                    .unwrap_or_else(|| panic!("killed by signal; log:\n{}", self.log_text()));
             }
             if Instant::now() > deadline {
-                panic!("daemon still running after {timeout:?}; log:\n{}", self.log_text());
+                panic!(
+                    "daemon still running after {timeout:?}; log:\n{}",
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -166,12 +201,20 @@ impl HttpResponse {
     }
 
     pub fn error_code(&self) -> String {
-        self.json()["error"]["code"].as_str().unwrap_or_default().to_string()
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     }
 }
 
 /// One HTTP/1.1 request on a Unix socket, `Connection: close`.
-pub fn http_unix(socket: &Path, method: &str, target: &str, body: Option<&[u8]>) -> std::io::Result<HttpResponse> {
+pub fn http_unix(
+    socket: &Path,
+    method: &str,
+    target: &str,
+    body: Option<&[u8]>,
+) -> std::io::Result<HttpResponse> {
     let mut stream = UnixStream::connect(socket)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let body = body.unwrap_or_default();
@@ -188,11 +231,21 @@ pub fn http_unix(socket: &Path, method: &str, target: &str, body: Option<&[u8]>)
 
 pub fn parse_response(raw: &[u8]) -> std::io::Result<HttpResponse> {
     let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "bad HTTP response");
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(bad)?;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(bad)?;
     let head = std::str::from_utf8(&raw[..split]).map_err(|_| bad())?;
-    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(bad)?;
     let mut body = raw[split + 4..].to_vec();
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         body = dechunk(&body);
     }
     Ok(HttpResponse { status, body })
@@ -201,7 +254,9 @@ pub fn parse_response(raw: &[u8]) -> std::io::Result<HttpResponse> {
 fn dechunk(mut raw: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     while let Some(eol) = raw.windows(2).position(|w| w == b"\r\n") {
-        let size = usize::from_str_radix(std::str::from_utf8(&raw[..eol]).unwrap_or("0").trim(), 16).unwrap_or(0);
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&raw[..eol]).unwrap_or("0").trim(), 16)
+                .unwrap_or(0);
         if size == 0 {
             break;
         }
@@ -214,7 +269,10 @@ fn dechunk(mut raw: &[u8]) -> Vec<u8> {
 /// Asserts that none of `canaries` appears in `text` (logs, errors, output).
 pub fn assert_no_canary(what: &str, text: &str, canaries: &[&str]) {
     for canary in canaries {
-        assert!(!text.contains(canary), "{what} leaks a secret value ({canary}):\n{text}");
+        assert!(
+            !text.contains(canary),
+            "{what} leaks a secret value ({canary}):\n{text}"
+        );
     }
 }
 
@@ -229,7 +287,9 @@ pub fn http_tcp(
     let mut stream = std::net::TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let body = body.unwrap_or_default();
-    let auth = bearer.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let auth = bearer
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     let head = format!(
         "{method} {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{auth}Content-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
         body.len()
@@ -243,7 +303,11 @@ pub fn http_tcp(
 
 /// A free loopback port (bound then released; good enough for tests).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 /// Skips (returns true) when not root outside CI; fails under CI, where tests run as root.
@@ -251,7 +315,10 @@ pub fn skip_unless_root(test: &str) -> bool {
     if is_root() {
         return false;
     }
-    assert!(std::env::var_os("CI").is_none(), "{test} needs root and CI is set");
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test} needs root and CI is set"
+    );
     eprintln!("skipping {test}: needs root");
     true
 }
