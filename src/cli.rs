@@ -122,7 +122,7 @@ pub struct CommonArgs {
     pub chromium_args: Vec<String>,
 
     /// Seconds a takeover viewer may stay silent before it is dropped.
-    #[arg(long, env = "GREXAL_VIEWER_IDLE_TIMEOUT", default_value_t = 120)]
+    #[arg(long, env = "GREXAL_VIEWER_IDLE_TIMEOUT", default_value_t = 300)]
     pub viewer_idle_timeout: u64,
 
     /// The agent command and its arguments.

@@ -211,9 +211,12 @@ struct Daemon {
     stop: CancellationToken,
     tasks: TaskTracker,
     agent_user: Option<crate::agent::AgentUser>,
+    signals: StopSignals,
 }
 
 async fn boot(config: Config) -> Result<Daemon, BootError> {
+    let mut signals = StopSignals::install()
+        .map_err(|e| BootError::from_error(ExitCode::Os, "installing signal handlers", &e))?;
     let manifest = Manifest::from_path(&config.manifest).map_err(|e| {
         BootError::from_error(
             ExitCode::Manifest,
@@ -338,7 +341,7 @@ async fn boot(config: Config) -> Result<Daemon, BootError> {
             _ = tokio::time::sleep(sealed.bundle_timeout) => {
                 return Err(BootError::new(ExitCode::BundleTimeout, format!("no bundle arrived within {} s", sealed.bundle_timeout.as_secs())));
             }
-            _ = shutdown_signal() => return Err(BootError::new(ExitCode::Success, "stopped before credentials arrived")),
+            _ = signals.recv() => return Err(BootError::new(ExitCode::Success, "stopped before credentials arrived")),
         }
     }
 
@@ -352,6 +355,7 @@ async fn boot(config: Config) -> Result<Daemon, BootError> {
         stop,
         tasks,
         agent_user,
+        signals,
     })
 }
 
@@ -508,11 +512,11 @@ async fn start_control(
 
 impl Daemon {
     /// Starts the agent (or serves until a signal), then shuts down in reverse order.
-    async fn serve(self) -> u8 {
+    async fn serve(mut self) -> u8 {
         crate::telemetry::notify_ready();
         info!("ready");
         let code = if self.config.agent_argv.is_empty() {
-            shutdown_signal().await;
+            self.signals.recv().await;
             info!("stop signal received");
             ExitCode::Success.code()
         } else {
@@ -582,20 +586,30 @@ impl Daemon {
     }
 }
 
-/// SIGTERM, SIGINT or SIGHUP (serve-only mode; with an agent, `agent::run` forwards them).
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        error!("cannot install signal handlers");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-        _ = hup.recv() => {}
+/// SIGTERM, SIGINT and SIGHUP, listened for from the first moment of boot: a signal that
+/// arrives before the listener exists would take its default action and kill the daemon
+/// without a wipe (and as PID 1 it would be ignored instead).
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(StopSignals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+            _ = self.hup.recv() => {}
+        }
     }
 }
