@@ -79,6 +79,14 @@ pub enum ConfigError {
     Zero { flag: &'static str },
     #[error("--public-url must start with http:// or https://, got {0:?}")]
     PublicUrl(String),
+    #[error("cannot resolve {path} against the current directory")]
+    Path { path: String },
+}
+
+/// Relative paths (`dev`'s defaults under `.grexal/`) are resolved once, against the
+/// directory the daemon starts in, so nothing later depends on the current directory.
+fn absolute(path: PathBuf) -> Result<PathBuf, ConfigError> {
+    std::path::absolute(&path).map_err(|_| ConfigError::Path { path: path.display().to_string() })
 }
 
 impl Config {
@@ -130,7 +138,7 @@ impl Config {
 
     pub fn from_dev(args: DevArgs) -> Result<Self, ConfigError> {
         let source = CredentialSource::DevFile {
-            connections: args.connections,
+            connections: absolute(args.connections)?,
         };
         Self::common(
             args.common,
@@ -159,10 +167,10 @@ impl Config {
             }
         }
         Ok(Config {
-            manifest: common.manifest,
-            socket,
-            credentials_dir,
-            env_file,
+            manifest: absolute(common.manifest)?,
+            socket: absolute(socket)?,
+            credentials_dir: absolute(credentials_dir)?,
+            env_file: absolute(env_file)?,
             agent_user: common.agent_user,
             agent_argv: common.agent,
             log_format: common.log_format,
