@@ -1,1 +1,497 @@
-//! TODO
+//! The WebSocket <-> VNC relay: one viewer's WebSocket to the desktop's VNC server.
+//!
+//! Server-to-viewer bytes are forwarded untouched as binary WebSocket messages; viewer-to-server
+//! bytes go through [`RfbFilter`], which drops input from view-only viewers and closes the
+//! connection on anything it does not understand. The VNC server must be local: a loopback TCP
+//! address or a Unix socket.
+//!
+//! Backpressure: the relay reads the VNC socket only when the previous read has been written
+//! to the viewer's socket (one `read_size` buffer in flight, flushed before the next read), so
+//! a slow viewer slows the VNC server instead of growing our memory.
+//!
+//! Cutting a stream (takeover ends, a newer viewer wins): everything a relay forwards happens
+//! inside the one future returned by [`relay`] — no task is spawned — and that future owns both
+//! sockets. Hence the guarantee the takeover manager relies on:
+//!
+//! * after `stop.cancel()`, the relay starts no new write in either direction: the stop branch
+//!   is polled first on every wake-up, and the pumps are dropped as soon as it fires (a write
+//!   already in progress is abandoned, not completed — the VNC socket is closed right after);
+//! * it then spends at most [`RelayLimits::close_timeout`] sending a Close frame to the viewer
+//!   (no RFB data), and returns, dropping — hence closing — both sockets;
+//! * so once the future has completed (or was dropped), not one more byte flows.
+//!
+//! [`RelayHandle`] packages this: [`RelayHandle::spawn`] runs [`relay`] on its own task, and
+//! [`RelayHandle::shutdown`] cancels and resolves only once that task has ended.
+//!
+//! WebSocket library: axum's `WebSocket` (tokio-tungstenite underneath), configured by
+//! [`configure_upgrade`]; server frames are `Bytes` handed over without an extra copy on our
+//! side (tungstenite copies once into its write buffer).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use bytes::BytesMut;
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn, Instrument};
+
+pub use crate::rfb::Access;
+use crate::rfb::{RfbError, RfbFilter, RfbLimits};
+
+/// The subprotocol prefix carrying the viewer's token: `grexal.v1.<base64url token>`.
+pub const TOKEN_PROTOCOL_PREFIX: &str = "grexal.v1.";
+/// The only subprotocol the server ever echoes (and only when the client offered it).
+pub const BINARY_PROTOCOL: &str = "binary";
+/// Longest token accepted from the handshake, in base64url characters.
+pub const MAX_TOKEN_LEN: usize = 256;
+
+/// Errors of one relay.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("VNC target {0} is not a loopback address")]
+    NotLoopback(SocketAddr),
+    #[error("connecting to the VNC server timed out")]
+    ConnectTimeout,
+    #[error("connecting to the VNC server failed")]
+    Connect(#[source] std::io::Error),
+    #[error("VNC server connection failed")]
+    Upstream(#[source] std::io::Error),
+    #[error("viewer WebSocket failed")]
+    WebSocket(#[source] axum::Error),
+    #[error("viewer sent a text frame")]
+    TextFrame,
+    #[error("viewer message of {len} bytes exceeds the limit of {limit}")]
+    MessageTooLarge { len: usize, limit: usize },
+    #[error("viewer sent an invalid RFB stream")]
+    Rfb(#[source] RfbError),
+    #[error("relay task failed")]
+    Task(#[source] tokio::task::JoinError),
+}
+
+/// Where the desktop's VNC server listens. Only local targets are allowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VncTarget {
+    /// A loopback TCP address (x11vnc `-localhost`).
+    Tcp(SocketAddr),
+    /// A Unix socket (Xvnc `-rfbunixpath`).
+    Unix(PathBuf),
+}
+
+impl VncTarget {
+    /// A TCP target; refuses anything but a loopback address.
+    pub fn tcp(addr: SocketAddr) -> Result<Self, RelayError> {
+        if !addr.ip().is_loopback() {
+            return Err(RelayError::NotLoopback(addr));
+        }
+        Ok(Self::Tcp(addr))
+    }
+
+    pub fn unix(path: impl Into<PathBuf>) -> Self {
+        Self::Unix(path.into())
+    }
+}
+
+impl std::fmt::Display for VncTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VncTarget::Tcp(a) => write!(f, "tcp:{a}"),
+            VncTarget::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// Limits of one relay.
+#[derive(Debug, Clone)]
+pub struct RelayLimits {
+    /// A viewer that sends no binary message for this long is dropped. noVNC sends a
+    /// FramebufferUpdateRequest after every update, but nothing while the screen is still,
+    /// so this must be long enough to watch a still login page.
+    pub idle_timeout: Duration,
+    /// Largest WebSocket message (and frame) accepted from a viewer.
+    pub max_client_message: usize,
+    /// RFB limits (ClientCutText length, SetEncodings count).
+    pub rfb: RfbLimits,
+    /// Size of one read from the VNC server, the only server-to-viewer buffer we hold.
+    pub read_size: usize,
+    pub connect_timeout: Duration,
+    /// How long a Close frame may take once the relay decided to end.
+    pub close_timeout: Duration,
+}
+
+impl Default for RelayLimits {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(300),
+            max_client_message: (1 << 20) + 64 * 1024,
+            rfb: RfbLimits::default(),
+            read_size: 64 * 1024,
+            connect_timeout: Duration::from_secs(5),
+            close_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Why a relay ended without error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RelayEnd {
+    #[default]
+    ViewerClosed,
+    UpstreamClosed,
+    Stopped,
+    Idle,
+}
+
+/// What one relay did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RelayStats {
+    pub end: RelayEnd,
+    /// Bytes from the VNC server forwarded to the viewer.
+    pub server_bytes: u64,
+    /// Binary WebSocket messages sent to the viewer.
+    pub server_frames: u64,
+    /// Bytes from the viewer forwarded to the VNC server (after filtering).
+    pub client_bytes: u64,
+    /// Client RFB messages seen, and those dropped by the filter.
+    pub client_messages: u64,
+    pub dropped_messages: u64,
+    /// Most server bytes the relay held at once (read but not yet written to the viewer's
+    /// socket); never above `read_size`.
+    pub peak_buffered: usize,
+}
+
+/// Extracts the token from `Sec-WebSocket-Protocol: binary, grexal.v1.<token>`. `None` when
+/// absent, malformed (not base64url without padding, empty, longer than [`MAX_TOKEN_LEN`]) or
+/// offered more than once. Tokens never travel in the query string.
+pub fn token_from_protocols(headers: &axum::http::HeaderMap) -> Option<String> {
+    let mut found = None;
+    for value in headers.get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL) {
+        let value = value.to_str().ok()?;
+        for proto in value.split(',').map(str::trim) {
+            let Some(token) = proto.strip_prefix(TOKEN_PROTOCOL_PREFIX) else {
+                continue;
+            };
+            let well_formed = !token.is_empty()
+                && token.len() <= MAX_TOKEN_LEN
+                && token
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !well_formed || found.is_some() {
+                return None;
+            }
+            found = Some(token.to_owned());
+        }
+    }
+    found
+}
+
+/// Applies our WebSocket settings to the route's upgrade: echo `binary` only when offered
+/// (never the token protocol; no subprotocol at all is fine — noVNC offers none), cap viewer
+/// messages, and write each server frame out at once (no extra batching latency).
+pub fn configure_upgrade<F>(ws: WebSocketUpgrade<F>, limits: &RelayLimits) -> WebSocketUpgrade<F> {
+    ws.protocols([BINARY_PROTOCOL])
+        .max_message_size(limits.max_client_message)
+        .max_frame_size(limits.max_client_message)
+        .write_buffer_size(0)
+        .max_write_buffer_size(limits.read_size.saturating_mul(2).max(1 << 20))
+}
+
+/// Relays `ws` to the VNC server at `target` until either side closes, the viewer idles out,
+/// an error occurs, or `stop` is cancelled (see the module docs for the exact guarantee).
+pub async fn relay(
+    mut ws: WebSocket,
+    target: &VncTarget,
+    access: Access,
+    limits: &RelayLimits,
+    stop: CancellationToken,
+) -> Result<RelayStats, RelayError> {
+    let mut stats = RelayStats::default();
+    let result = connect_and_pump(&mut ws, target, access, limits, &stop, &mut stats).await;
+    let close = match &result {
+        Ok(RelayEnd::Stopped) => Some((1000, "stopped")),
+        Ok(RelayEnd::Idle) => Some((1001, "idle")),
+        Ok(RelayEnd::UpstreamClosed) => Some((1000, "vnc server closed")),
+        Ok(RelayEnd::ViewerClosed) => None,
+        Err(RelayError::TextFrame | RelayError::Rfb(_)) => Some((1008, "policy violation")),
+        Err(RelayError::MessageTooLarge { .. }) => Some((1009, "message too big")),
+        Err(RelayError::WebSocket(_)) => None,
+        Err(_) => Some((1011, "vnc server unavailable")),
+    };
+    if let Some((code, reason)) = close {
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        // The viewer may be gone or not reading; the Close frame is best effort, bounded.
+        let _ =
+            tokio::time::timeout(limits.close_timeout, ws.send(Message::Close(Some(frame)))).await;
+    }
+    match result {
+        Ok(end) => {
+            stats.end = end;
+            info!(
+                ?end,
+                server_bytes = stats.server_bytes,
+                client_bytes = stats.client_bytes,
+                "relay ended"
+            );
+            Ok(stats)
+        }
+        Err(error) => {
+            warn!(%error, "relay failed");
+            Err(error)
+        }
+    }
+}
+
+enum Upstream {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+async fn connect(target: &VncTarget) -> Result<Upstream, RelayError> {
+    match target {
+        VncTarget::Tcp(addr) => {
+            // Checked again here: the enum's variants are public.
+            if !addr.ip().is_loopback() {
+                return Err(RelayError::NotLoopback(*addr));
+            }
+            let s = tokio::net::TcpStream::connect(addr)
+                .await
+                .map_err(RelayError::Connect)?;
+            // RFB input events are tiny; Nagle would delay each key press.
+            s.set_nodelay(true).map_err(RelayError::Connect)?;
+            Ok(Upstream::Tcp(s))
+        }
+        VncTarget::Unix(path) => Ok(Upstream::Unix(
+            tokio::net::UnixStream::connect(path)
+                .await
+                .map_err(RelayError::Connect)?,
+        )),
+    }
+}
+
+async fn connect_and_pump(
+    ws: &mut WebSocket,
+    target: &VncTarget,
+    access: Access,
+    limits: &RelayLimits,
+    stop: &CancellationToken,
+    stats: &mut RelayStats,
+) -> Result<RelayEnd, RelayError> {
+    debug!(%target, ?access, "relay connecting");
+    let upstream = tokio::select! {
+        biased;
+        _ = stop.cancelled() => return Ok(RelayEnd::Stopped),
+        r = tokio::time::timeout(limits.connect_timeout, connect(target)) => {
+            r.map_err(|_| RelayError::ConnectTimeout)??
+        }
+    };
+    match upstream {
+        Upstream::Tcp(mut s) => {
+            let (r, w) = s.split();
+            pump(ws, r, w, access, limits, stop, stats).await
+        }
+        Upstream::Unix(mut s) => {
+            let (r, w) = s.split();
+            pump(ws, r, w, access, limits, stop, stats).await
+        }
+    }
+}
+
+/// Both directions as two futures polled by one task; the first to finish ends the relay.
+async fn pump<R, W>(
+    ws: &mut WebSocket,
+    mut upstream_r: R,
+    mut upstream_w: W,
+    access: Access,
+    limits: &RelayLimits,
+    stop: &CancellationToken,
+    stats: &mut RelayStats,
+) -> Result<RelayEnd, RelayError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let (mut ws_tx, mut ws_rx) = ws.split();
+    let mut down_stats = (0u64, 0u64, 0usize);
+    let mut up_stats = (0u64, 0u64, 0u64);
+
+    let down = async {
+        let mut buf = BytesMut::with_capacity(limits.read_size);
+        loop {
+            // Reuses the allocation once tungstenite has released the previous frame.
+            buf.reserve(limits.read_size);
+            let n = upstream_r
+                .read_buf(&mut buf)
+                .await
+                .map_err(RelayError::Upstream)?;
+            if n == 0 {
+                return Ok(RelayEnd::UpstreamClosed);
+            }
+            down_stats.2 = down_stats.2.max(n);
+            let frame = buf.split().freeze();
+            // `send` flushes: the next read waits until this frame is in the socket.
+            ws_tx
+                .send(Message::Binary(frame))
+                .await
+                .map_err(RelayError::WebSocket)?;
+            down_stats.0 += n as u64;
+            down_stats.1 += 1;
+        }
+    };
+
+    let up = async {
+        let mut filter = RfbFilter::with_limits(access, limits.rfb);
+        let mut out = Vec::with_capacity(4096);
+        loop {
+            let msg = match tokio::time::timeout(limits.idle_timeout, ws_rx.next()).await {
+                Err(_) => return Ok(RelayEnd::Idle),
+                Ok(None) => return Ok(RelayEnd::ViewerClosed),
+                Ok(Some(Err(e))) => return Err(RelayError::WebSocket(e)),
+                Ok(Some(Ok(m))) => m,
+            };
+            let data = match msg {
+                Message::Binary(data) => data,
+                Message::Text(_) => return Err(RelayError::TextFrame),
+                Message::Close(_) => return Ok(RelayEnd::ViewerClosed),
+                // Pings are answered by tungstenite; they do not count as activity.
+                Message::Ping(_) | Message::Pong(_) => continue,
+            };
+            if data.len() > limits.max_client_message {
+                return Err(RelayError::MessageTooLarge {
+                    len: data.len(),
+                    limit: limits.max_client_message,
+                });
+            }
+            out.clear();
+            let fed = filter.feed(&data, &mut out);
+            let fs = filter.stats();
+            up_stats.1 = fs.messages;
+            up_stats.2 = fs.dropped;
+            // Forward what came before a bad message? No: the stream is closed on error, and
+            // a partial forward could only confuse the server.
+            fed.map_err(RelayError::Rfb)?;
+            if !out.is_empty() {
+                upstream_w
+                    .write_all(&out)
+                    .await
+                    .map_err(RelayError::Upstream)?;
+                up_stats.0 += out.len() as u64;
+            }
+        }
+    };
+
+    let end = tokio::select! {
+        biased;
+        _ = stop.cancelled() => Ok(RelayEnd::Stopped),
+        r = up => r,
+        r = down => r,
+    };
+    stats.server_bytes = down_stats.0;
+    stats.server_frames = down_stats.1;
+    stats.peak_buffered = down_stats.2;
+    stats.client_bytes = up_stats.0;
+    stats.client_messages = up_stats.1;
+    stats.dropped_messages = up_stats.2;
+    end
+}
+
+/// A relay running on its own task, owned by the takeover manager.
+#[derive(Debug)]
+pub struct RelayHandle {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<Result<RelayStats, RelayError>>,
+}
+
+impl RelayHandle {
+    /// Spawns [`relay`]; `stop` may be a child of the daemon's root token.
+    pub fn spawn(
+        ws: WebSocket,
+        target: VncTarget,
+        access: Access,
+        limits: RelayLimits,
+        stop: CancellationToken,
+    ) -> Self {
+        let span = tracing::info_span!("relay", %target, ?access);
+        let token = stop.clone();
+        let task = tokio::spawn(
+            async move { relay(ws, &target, access, &limits, token).await }.instrument(span),
+        );
+        Self { stop, task }
+    }
+
+    pub fn stop_token(&self) -> &CancellationToken {
+        &self.stop
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Stops the relay and resolves once its task has ended: from then on no byte flows in
+    /// either direction. Takes at most `close_timeout` after the relay notices the cancel.
+    pub async fn shutdown(self) -> Result<RelayStats, RelayError> {
+        self.stop.cancel();
+        self.task.await.map_err(RelayError::Task)?
+    }
+
+    /// Waits for the relay to end by itself.
+    pub async fn wait(self) -> Result<RelayStats, RelayError> {
+        self.task.await.map_err(RelayError::Task)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tcp_target_must_be_loopback() {
+        let table: [(&str, bool); 5] = [
+            ("127.0.0.1:5900", true),
+            ("127.1.2.3:5900", true),
+            ("[::1]:5900", true),
+            ("10.0.0.1:5900", false),
+            ("[::]:5900", false),
+        ];
+        for (addr, ok) in table {
+            let addr: SocketAddr = addr.parse().unwrap();
+            assert_eq!(VncTarget::tcp(addr).is_ok(), ok, "{addr}");
+        }
+    }
+
+    #[test]
+    fn token_from_protocols_table() {
+        let long = format!("grexal.v1.{}", "a".repeat(MAX_TOKEN_LEN + 1));
+        let table: Vec<(Vec<&str>, Option<&str>)> = vec![
+            (vec![], None),
+            (vec!["binary"], None),
+            (vec!["binary, grexal.v1.abc_DEF-123"], Some("abc_DEF-123")),
+            (vec!["grexal.v1.tok"], Some("tok")),
+            (vec!["binary", "grexal.v1.tok"], Some("tok")),
+            (vec!["grexal.v1."], None),
+            (vec!["grexal.v1.a=="], None),
+            (vec!["grexal.v1.a+b"], None),
+            (vec!["grexal.v1.a, grexal.v1.b"], None),
+            (vec!["grexal.v2.tok"], None),
+            (vec![long.as_str()], None),
+        ];
+        for (values, want) in table {
+            let mut headers = axum::http::HeaderMap::new();
+            for v in &values {
+                headers.append(
+                    axum::http::header::SEC_WEBSOCKET_PROTOCOL,
+                    v.parse().unwrap(),
+                );
+            }
+            assert_eq!(
+                token_from_protocols(&headers).as_deref(),
+                want,
+                "{values:?}"
+            );
+        }
+    }
+}

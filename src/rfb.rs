@@ -1,1 +1,885 @@
-//! TODO
+//! The client-to-server half of RFB 3.8 (RFC 6143), parsed by hand to enforce view-only viewers.
+//!
+//! The relay never interprets the server's stream; it only needs to know where each message
+//! the *viewer* sends begins and ends, so it can drop input events (keys, pointer, clipboard)
+//! from a view-only viewer and refuse anything it does not understand. Parsing is two-phase
+//! like mini-redis: [`RfbParser::next_message`] first checks that a whole message is buffered
+//! (returning `Ok(None)` if not), then decodes it; [`RfbFilter`] feeds it arbitrary chunks.
+//!
+//! Handshake handled (client side only): ProtocolVersion (3.7 or 3.8; 3.3 lets the server pick
+//! the security type, which we could only learn by parsing the server stream, so it is
+//! refused), the security type byte (None and VNC authentication; every other type is
+//! refused), the VNC authentication response, ClientInit. Normal messages: the RFC 6143 core
+//! set plus what noVNC 1.3 sends (`core/rfb.js`, `RFB.messages`): EnableContinuousUpdates
+//! (150), Fence (248), xvp (250), SetDesktopSize (251), QEMU extended key event (255/0), and
+//! the extended clipboard (ClientCutText with a negative length).
+
+use thiserror::Error;
+
+/// What a viewer may do with the desktop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// Keyboard, pointer and clipboard reach the desktop (the user taking over).
+    Control,
+    /// Pixels only: every input message is dropped before it reaches the VNC server.
+    ViewOnly,
+}
+
+/// Errors of the client-to-server RFB stream. Every one of them closes the connection.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum RfbError {
+    #[error("malformed RFB ProtocolVersion")]
+    BadVersion,
+    #[error("unsupported RFB protocol version 3.{minor}")]
+    UnsupportedVersion { minor: u16 },
+    #[error("unsupported RFB security type {0}")]
+    UnsupportedSecurity(u8),
+    #[error("unknown RFB client message type {0}")]
+    UnknownMessage(u8),
+    #[error("unknown QEMU client submessage {0}")]
+    UnknownQemuMessage(u8),
+    #[error("ClientCutText of {len} bytes exceeds the limit of {limit}")]
+    CutTextTooLong { len: u32, limit: u32 },
+    #[error("SetEncodings with {count} encodings exceeds the limit of {limit}")]
+    TooManyEncodings { count: u16, limit: u16 },
+    #[error("Fence payload of {0} bytes exceeds the RFB maximum of 64")]
+    FenceTooLong(u8),
+    #[error("the RFB stream already failed")]
+    Failed,
+}
+
+/// Limits on client messages whose size the client chooses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RfbLimits {
+    /// Largest ClientCutText payload (plain or extended), in bytes.
+    pub max_cut_text: u32,
+    /// Largest number of encodings in one SetEncodings (noVNC sends about 30).
+    pub max_encodings: u16,
+}
+
+impl Default for RfbLimits {
+    fn default() -> Self {
+        Self {
+            max_cut_text: 1 << 20,
+            max_encodings: 512,
+        }
+    }
+}
+
+impl RfbLimits {
+    /// The largest whole message these limits admit; a filter never buffers more than this.
+    pub fn max_message_len(&self) -> usize {
+        8 + self.max_cut_text as usize
+    }
+}
+
+/// Where the client stream is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    ProtocolVersion,
+    SecurityType,
+    VncAuthResponse,
+    ClientInit,
+    Normal,
+}
+
+/// One complete client message. Payloads are not copied: the caller has the bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Message {
+    ProtocolVersion {
+        minor: u16,
+    },
+    SecurityType(u8),
+    /// The 16-byte DES response; deliberately carries no data so it cannot be logged.
+    VncAuthResponse,
+    ClientInit {
+        shared: bool,
+    },
+    SetPixelFormat,
+    SetEncodings {
+        count: u16,
+    },
+    FramebufferUpdateRequest {
+        incremental: bool,
+        x: u16,
+        y: u16,
+        width: u16,
+        height: u16,
+    },
+    KeyEvent {
+        down: bool,
+        keysym: u32,
+    },
+    PointerEvent {
+        buttons: u8,
+        x: u16,
+        y: u16,
+    },
+    /// `extended` is the extended-clipboard form (negative length on the wire).
+    ClientCutText {
+        len: u32,
+        extended: bool,
+    },
+    EnableContinuousUpdates {
+        enable: bool,
+    },
+    Fence {
+        flags: u32,
+        len: u8,
+    },
+    Xvp {
+        version: u8,
+        op: u8,
+    },
+    SetDesktopSize {
+        screens: u8,
+    },
+    QemuKeyEvent {
+        down: bool,
+        keysym: u32,
+        keycode: u32,
+    },
+}
+
+impl Message {
+    /// Whether a viewer with `access` may send this message to the VNC server.
+    ///
+    /// View-only drops every input (keys, pointer, clipboard) and SetDesktopSize: a viewer
+    /// must not resize the desktop the agent and the user are working on. xvp (power off,
+    /// reboot, reset) is dropped for everyone: taking over a login never needs it.
+    pub fn allowed(&self, access: Access) -> bool {
+        match self {
+            Message::Xvp { .. } => false,
+            Message::KeyEvent { .. }
+            | Message::PointerEvent { .. }
+            | Message::ClientCutText { .. }
+            | Message::QemuKeyEvent { .. }
+            | Message::SetDesktopSize { .. } => access == Access::Control,
+            _ => true,
+        }
+    }
+}
+
+fn u16_at(buf: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([buf[at], buf[at + 1]])
+}
+
+fn u32_at(buf: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]])
+}
+
+/// Phase 1 of a normal message: how long it is, or `None` if its length is not known yet.
+/// Size limits are checked here, from the header alone, so nothing over a limit is buffered.
+fn normal_len(buf: &[u8], limits: &RfbLimits) -> Result<Option<usize>, RfbError> {
+    let Some(&kind) = buf.first() else {
+        return Ok(None);
+    };
+    let need = |n: usize| {
+        if buf.len() >= n {
+            Ok(Some(()))
+        } else {
+            Ok(None)
+        }
+    };
+    let len = match kind {
+        0 => 20,
+        2 => {
+            if need(4)?.is_none() {
+                return Ok(None);
+            }
+            let count = u16_at(buf, 2);
+            if count > limits.max_encodings {
+                return Err(RfbError::TooManyEncodings {
+                    count,
+                    limit: limits.max_encodings,
+                });
+            }
+            4 + 4 * count as usize
+        }
+        3 => 10,
+        4 => 8,
+        5 => 6,
+        6 => {
+            if need(8)?.is_none() {
+                return Ok(None);
+            }
+            let len = cut_text_len(u32_at(buf, 4));
+            if len > limits.max_cut_text {
+                return Err(RfbError::CutTextTooLong {
+                    len,
+                    limit: limits.max_cut_text,
+                });
+            }
+            8 + len as usize
+        }
+        150 => 10,
+        248 => {
+            if need(9)?.is_none() {
+                return Ok(None);
+            }
+            if buf[8] > 64 {
+                return Err(RfbError::FenceTooLong(buf[8]));
+            }
+            9 + buf[8] as usize
+        }
+        250 => 4,
+        251 => {
+            if need(7)?.is_none() {
+                return Ok(None);
+            }
+            8 + 16 * buf[6] as usize
+        }
+        255 => {
+            if need(2)?.is_none() {
+                return Ok(None);
+            }
+            if buf[1] != 0 {
+                return Err(RfbError::UnknownQemuMessage(buf[1]));
+            }
+            12
+        }
+        other => return Err(RfbError::UnknownMessage(other)),
+    };
+    Ok((buf.len() >= len).then_some(len))
+}
+
+/// The payload length of ClientCutText: a negative length is the extended clipboard.
+fn cut_text_len(raw: u32) -> u32 {
+    (raw as i32).unsigned_abs()
+}
+
+/// Phase 2 of a normal message: decode; `buf` holds at least the whole message.
+fn decode_normal(buf: &[u8]) -> Message {
+    match buf[0] {
+        0 => Message::SetPixelFormat,
+        2 => Message::SetEncodings {
+            count: u16_at(buf, 2),
+        },
+        3 => Message::FramebufferUpdateRequest {
+            incremental: buf[1] != 0,
+            x: u16_at(buf, 2),
+            y: u16_at(buf, 4),
+            width: u16_at(buf, 6),
+            height: u16_at(buf, 8),
+        },
+        4 => Message::KeyEvent {
+            down: buf[1] != 0,
+            keysym: u32_at(buf, 4),
+        },
+        5 => Message::PointerEvent {
+            buttons: buf[1],
+            x: u16_at(buf, 2),
+            y: u16_at(buf, 4),
+        },
+        6 => {
+            let raw = u32_at(buf, 4);
+            Message::ClientCutText {
+                len: cut_text_len(raw),
+                extended: (raw as i32) < 0,
+            }
+        }
+        150 => Message::EnableContinuousUpdates {
+            enable: buf[1] != 0,
+        },
+        248 => Message::Fence {
+            flags: u32_at(buf, 4),
+            len: buf[8],
+        },
+        250 => Message::Xvp {
+            version: buf[2],
+            op: buf[3],
+        },
+        251 => Message::SetDesktopSize { screens: buf[6] },
+        // normal_len admitted only sub-message 0 of 255.
+        _ => Message::QemuKeyEvent {
+            down: u16_at(buf, 2) != 0,
+            keysym: u32_at(buf, 4),
+            keycode: u32_at(buf, 8),
+        },
+    }
+}
+
+/// The client-to-server stream's parser: phase plus limits.
+#[derive(Debug, Clone)]
+pub struct RfbParser {
+    phase: Phase,
+    limits: RfbLimits,
+}
+
+impl RfbParser {
+    pub fn new(limits: RfbLimits) -> Self {
+        Self {
+            phase: Phase::ProtocolVersion,
+            limits,
+        }
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// Returns the next whole message at the start of `buf` and its length in bytes, or
+    /// `Ok(None)` if more bytes are needed. Advances the handshake phase on success.
+    pub fn next_message(&mut self, buf: &[u8]) -> Result<Option<(Message, usize)>, RfbError> {
+        match self.phase {
+            Phase::ProtocolVersion => {
+                if buf.len() < 12 {
+                    return Ok(None);
+                }
+                let minor = parse_version(&buf[..12])?;
+                self.phase = Phase::SecurityType;
+                Ok(Some((Message::ProtocolVersion { minor }, 12)))
+            }
+            Phase::SecurityType => {
+                let Some(&kind) = buf.first() else {
+                    return Ok(None);
+                };
+                self.phase = match kind {
+                    1 => Phase::ClientInit,
+                    2 => Phase::VncAuthResponse,
+                    other => return Err(RfbError::UnsupportedSecurity(other)),
+                };
+                Ok(Some((Message::SecurityType(kind), 1)))
+            }
+            Phase::VncAuthResponse => {
+                if buf.len() < 16 {
+                    return Ok(None);
+                }
+                self.phase = Phase::ClientInit;
+                Ok(Some((Message::VncAuthResponse, 16)))
+            }
+            Phase::ClientInit => {
+                let Some(&shared) = buf.first() else {
+                    return Ok(None);
+                };
+                self.phase = Phase::Normal;
+                Ok(Some((
+                    Message::ClientInit {
+                        shared: shared != 0,
+                    },
+                    1,
+                )))
+            }
+            Phase::Normal => match normal_len(buf, &self.limits)? {
+                Some(len) => Ok(Some((decode_normal(&buf[..len]), len))),
+                None => Ok(None),
+            },
+        }
+    }
+}
+
+/// `RFB 003.00x\n` with x = 7 or 8. noVNC answers 3.8 to x11vnc and Xvnc.
+fn parse_version(v: &[u8]) -> Result<u16, RfbError> {
+    let digits = |r: &[u8]| -> Option<u16> {
+        r.iter().try_fold(0u16, |acc, &d| {
+            d.is_ascii_digit().then(|| acc * 10 + u16::from(d - b'0'))
+        })
+    };
+    if &v[..4] != b"RFB " || v[7] != b'.' || v[11] != b'\n' {
+        return Err(RfbError::BadVersion);
+    }
+    let (Some(major), Some(minor)) = (digits(&v[4..7]), digits(&v[8..11])) else {
+        return Err(RfbError::BadVersion);
+    };
+    if major != 3 || !(minor == 7 || minor == 8) {
+        return Err(RfbError::UnsupportedVersion { minor });
+    }
+    Ok(minor)
+}
+
+/// Counters of one filter.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FilterStats {
+    pub messages: u64,
+    pub dropped: u64,
+    pub bytes_out: u64,
+}
+
+/// Passes a viewer's allowed messages through and drops the rest, across any chunking.
+///
+/// ClientInit's shared flag is always forced to 1: no viewer may make the VNC server
+/// disconnect the others (x11vnc and Xvnc honour a non-shared ClientInit).
+#[derive(Debug)]
+pub struct RfbFilter {
+    access: Access,
+    parser: RfbParser,
+    /// An incomplete message carried over between `feed` calls; never longer than
+    /// `limits.max_message_len()` because lengths are checked from the header.
+    pending: Vec<u8>,
+    failed: bool,
+    stats: FilterStats,
+}
+
+impl RfbFilter {
+    pub fn new(access: Access) -> Self {
+        Self::with_limits(access, RfbLimits::default())
+    }
+
+    pub fn with_limits(access: Access, limits: RfbLimits) -> Self {
+        Self {
+            access,
+            parser: RfbParser::new(limits),
+            pending: Vec::new(),
+            failed: false,
+            stats: FilterStats::default(),
+        }
+    }
+
+    pub fn access(&self) -> Access {
+        self.access
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.parser.phase()
+    }
+
+    pub fn stats(&self) -> FilterStats {
+        self.stats
+    }
+
+    /// Bytes held back waiting for the rest of a message.
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Appends to `out` the bytes of every allowed whole message in `pending ++ input`.
+    /// On error `out` may already hold the allowed messages before the bad one; the caller
+    /// closes the connection, and every later `feed` returns [`RfbError::Failed`].
+    pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), RfbError> {
+        if self.failed {
+            return Err(RfbError::Failed);
+        }
+        let result = if self.pending.is_empty() {
+            // Fast path: the usual WebSocket message holds whole RFB messages.
+            match self.drain(input, out) {
+                Ok(used) => {
+                    self.pending.extend_from_slice(&input[used..]);
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        } else {
+            let mut pending = std::mem::take(&mut self.pending);
+            pending.extend_from_slice(input);
+            let result = self.drain(&pending, out).map(|used| {
+                pending.drain(..used);
+            });
+            self.pending = pending;
+            result
+        };
+        if result.is_err() {
+            self.failed = true;
+            self.pending = Vec::new();
+        }
+        result
+    }
+
+    /// Forwards or drops every whole message at the start of `buf`; returns bytes consumed.
+    fn drain(&mut self, buf: &[u8], out: &mut Vec<u8>) -> Result<usize, RfbError> {
+        let mut at = 0;
+        while let Some((msg, len)) = self.parser.next_message(&buf[at..])? {
+            self.stats.messages += 1;
+            let bytes = &buf[at..at + len];
+            if let Message::ClientInit { .. } = msg {
+                out.push(1);
+                self.stats.bytes_out += 1;
+            } else if msg.allowed(self.access) {
+                out.extend_from_slice(bytes);
+                self.stats.bytes_out += len as u64;
+            } else {
+                self.stats.dropped += 1;
+            }
+            at += len;
+        }
+        Ok(at)
+    }
+}
+
+/// Encoders for client messages, used by tests, the benchmark and fakes. They produce
+/// exactly the bytes noVNC's `RFB.messages` would.
+pub mod encode {
+    pub fn version() -> Vec<u8> {
+        b"RFB 003.008\n".to_vec()
+    }
+    pub fn key_event(down: bool, keysym: u32) -> Vec<u8> {
+        let mut v = vec![4, down as u8, 0, 0];
+        v.extend_from_slice(&keysym.to_be_bytes());
+        v
+    }
+    pub fn pointer_event(buttons: u8, x: u16, y: u16) -> Vec<u8> {
+        let mut v = vec![5, buttons];
+        v.extend_from_slice(&x.to_be_bytes());
+        v.extend_from_slice(&y.to_be_bytes());
+        v
+    }
+    pub fn client_cut_text(text: &[u8]) -> Vec<u8> {
+        let mut v = vec![6, 0, 0, 0];
+        v.extend_from_slice(&(text.len() as u32).to_be_bytes());
+        v.extend_from_slice(text);
+        v
+    }
+    pub fn framebuffer_update_request(incremental: bool, w: u16, h: u16) -> Vec<u8> {
+        let mut v = vec![3, incremental as u8, 0, 0, 0, 0];
+        v.extend_from_slice(&w.to_be_bytes());
+        v.extend_from_slice(&h.to_be_bytes());
+        v
+    }
+    pub fn set_encodings(encodings: &[i32]) -> Vec<u8> {
+        let mut v = vec![2, 0];
+        v.extend_from_slice(&(encodings.len() as u16).to_be_bytes());
+        for e in encodings {
+            v.extend_from_slice(&e.to_be_bytes());
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const HANDSHAKE: &[u8] = b"RFB 003.008\n\x01\x01";
+
+    fn normal_parser() -> RfbParser {
+        RfbParser {
+            phase: Phase::Normal,
+            limits: RfbLimits::default(),
+        }
+    }
+
+    #[test]
+    fn normal_messages_table() {
+        let qemu_key = [255u8, 0, 0, 1, 0, 0, 0, 0x61, 0, 0, 0, 0x1e];
+        let fence = [248u8, 0, 0, 0, 0x80, 0, 0, 2, 3, b'a', b'b', b'c'];
+        let mut desktop = vec![251u8, 0, 5, 0, 3, 0, 1, 0];
+        desktop.extend_from_slice(&[0; 16]);
+        let mut ext_cut = vec![6u8, 0, 0, 0];
+        ext_cut.extend_from_slice(&(-4i32).to_be_bytes());
+        ext_cut.extend_from_slice(&[0x10, 0, 0, 1]);
+        let cases: Vec<(Vec<u8>, Message)> = vec![
+            (vec![0; 20], Message::SetPixelFormat),
+            (
+                encode::set_encodings(&[0, 7, -223]),
+                Message::SetEncodings { count: 3 },
+            ),
+            (
+                encode::framebuffer_update_request(true, 1280, 800),
+                Message::FramebufferUpdateRequest {
+                    incremental: true,
+                    x: 0,
+                    y: 0,
+                    width: 1280,
+                    height: 800,
+                },
+            ),
+            (
+                encode::key_event(true, 0x61),
+                Message::KeyEvent {
+                    down: true,
+                    keysym: 0x61,
+                },
+            ),
+            (
+                encode::pointer_event(1, 10, 20),
+                Message::PointerEvent {
+                    buttons: 1,
+                    x: 10,
+                    y: 20,
+                },
+            ),
+            (
+                encode::client_cut_text(b"hello"),
+                Message::ClientCutText {
+                    len: 5,
+                    extended: false,
+                },
+            ),
+            (
+                ext_cut,
+                Message::ClientCutText {
+                    len: 4,
+                    extended: true,
+                },
+            ),
+            (
+                vec![150, 1, 0, 0, 0, 0, 5, 0, 3, 0],
+                Message::EnableContinuousUpdates { enable: true },
+            ),
+            (
+                fence.to_vec(),
+                Message::Fence {
+                    flags: 0x8000_0002,
+                    len: 3,
+                },
+            ),
+            (vec![250, 0, 1, 2], Message::Xvp { version: 1, op: 2 }),
+            (desktop, Message::SetDesktopSize { screens: 1 }),
+            (
+                qemu_key.to_vec(),
+                Message::QemuKeyEvent {
+                    down: true,
+                    keysym: 0x61,
+                    keycode: 0x1e,
+                },
+            ),
+        ];
+        for (bytes, want) in cases {
+            let mut p = normal_parser();
+            for cut in 0..bytes.len() {
+                assert_eq!(
+                    p.next_message(&bytes[..cut]),
+                    Ok(None),
+                    "{want:?} cut at {cut}"
+                );
+            }
+            let mut longer = bytes.clone();
+            longer.extend_from_slice(&[4, 1]);
+            assert_eq!(
+                p.next_message(&longer),
+                Ok(Some((want, bytes.len()))),
+                "{want:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn errors_table() {
+        let mut big_cut = vec![6u8, 0, 0, 0];
+        big_cut.extend_from_slice(&((1u32 << 20) + 1).to_be_bytes());
+        let mut big_neg_cut = vec![6u8, 0, 0, 0];
+        big_neg_cut.extend_from_slice(&i32::MIN.to_be_bytes());
+        let cases: Vec<(Vec<u8>, RfbError)> = vec![
+            (vec![7], RfbError::UnknownMessage(7)),
+            (vec![1, 0, 0], RfbError::UnknownMessage(1)),
+            (vec![254], RfbError::UnknownMessage(254)),
+            (vec![255, 1], RfbError::UnknownQemuMessage(1)),
+            (
+                big_cut,
+                RfbError::CutTextTooLong {
+                    len: (1 << 20) + 1,
+                    limit: 1 << 20,
+                },
+            ),
+            (
+                big_neg_cut,
+                RfbError::CutTextTooLong {
+                    len: 1 << 31,
+                    limit: 1 << 20,
+                },
+            ),
+            (
+                vec![2, 0, 0xff, 0xff],
+                RfbError::TooManyEncodings {
+                    count: 0xffff,
+                    limit: 512,
+                },
+            ),
+            (
+                vec![248, 0, 0, 0, 0, 0, 0, 0, 65],
+                RfbError::FenceTooLong(65),
+            ),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(
+                normal_parser().next_message(&bytes),
+                Err(want.clone()),
+                "{want:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn handshake_table() {
+        let cases: Vec<(&[u8], Result<Vec<Phase>, RfbError>)> = vec![
+            (
+                b"RFB 003.008\n\x01\x01",
+                Ok(vec![Phase::SecurityType, Phase::ClientInit, Phase::Normal]),
+            ),
+            (
+                b"RFB 003.007\n\x01\x00",
+                Ok(vec![Phase::SecurityType, Phase::ClientInit, Phase::Normal]),
+            ),
+            (
+                b"RFB 003.008\n\x020123456789abcdef\x01",
+                Ok(vec![
+                    Phase::SecurityType,
+                    Phase::VncAuthResponse,
+                    Phase::ClientInit,
+                    Phase::Normal,
+                ]),
+            ),
+            (
+                b"RFB 003.003\n",
+                Err(RfbError::UnsupportedVersion { minor: 3 }),
+            ),
+            (
+                b"RFB 004.000\n",
+                Err(RfbError::UnsupportedVersion { minor: 0 }),
+            ),
+            (b"GET / HTTP/1", Err(RfbError::BadVersion)),
+            (b"RFB 003.0x8\n", Err(RfbError::BadVersion)),
+            (b"RFB 003.008\r", Err(RfbError::BadVersion)),
+            (b"RFB 003.008\n\x10", Err(RfbError::UnsupportedSecurity(16))),
+            (b"RFB 003.008\n\x13", Err(RfbError::UnsupportedSecurity(19))),
+            (b"RFB 003.008\n\x00", Err(RfbError::UnsupportedSecurity(0))),
+        ];
+        for (bytes, want) in cases {
+            let mut p = RfbParser::new(RfbLimits::default());
+            let mut at = 0;
+            let mut phases = Vec::new();
+            let got = loop {
+                match p.next_message(&bytes[at..]) {
+                    Ok(Some((_, len))) => {
+                        at += len;
+                        phases.push(p.phase());
+                    }
+                    Ok(None) => break Ok(phases),
+                    Err(e) => break Err(e),
+                }
+            };
+            assert_eq!(got, want, "{:?}", String::from_utf8_lossy(bytes));
+        }
+    }
+
+    #[test]
+    fn filter_view_only_drops_input_and_forces_shared() {
+        let mut input = b"RFB 003.008\n\x01\x00".to_vec();
+        let fbur = encode::framebuffer_update_request(false, 10, 10);
+        input.extend_from_slice(&fbur);
+        input.extend_from_slice(&encode::key_event(true, 0x61));
+        input.extend_from_slice(&encode::pointer_event(1, 1, 1));
+        input.extend_from_slice(&encode::client_cut_text(b"secret"));
+        input.extend_from_slice(&[250, 0, 1, 2]);
+        input.extend_from_slice(&fbur);
+        let mut f = RfbFilter::new(Access::ViewOnly);
+        let mut out = Vec::new();
+        f.feed(&input, &mut out).unwrap();
+        let mut want = b"RFB 003.008\n\x01\x01".to_vec();
+        want.extend_from_slice(&fbur);
+        want.extend_from_slice(&fbur);
+        assert_eq!(out, want);
+        assert_eq!(f.stats().dropped, 4);
+
+        let mut control = RfbFilter::new(Access::Control);
+        let mut out = Vec::new();
+        control.feed(&input, &mut out).unwrap();
+        // Only xvp is dropped, and ClientInit is forced shared.
+        assert_eq!(out.len(), input.len() - 4);
+        assert_eq!(out[13], 1);
+    }
+
+    #[test]
+    fn filter_fails_for_good_after_an_error() {
+        let mut f = RfbFilter::new(Access::Control);
+        let mut out = Vec::new();
+        let mut input = HANDSHAKE.to_vec();
+        input.extend_from_slice(&encode::key_event(true, 1));
+        input.push(9);
+        assert_eq!(f.feed(&input, &mut out), Err(RfbError::UnknownMessage(9)));
+        assert_eq!(out.len(), HANDSHAKE.len() + 8);
+        assert_eq!(
+            f.feed(&encode::key_event(true, 1), &mut out),
+            Err(RfbError::Failed)
+        );
+    }
+
+    fn arb_message() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            prop::collection::vec(any::<u8>(), 19).prop_map(|b| [vec![0u8], b].concat()),
+            prop::collection::vec(any::<i32>(), 0..40).prop_map(|e| encode::set_encodings(&e)),
+            (any::<bool>(), any::<u16>(), any::<u16>())
+                .prop_map(|(i, w, h)| encode::framebuffer_update_request(i, w, h)),
+            (any::<bool>(), any::<u32>()).prop_map(|(d, k)| encode::key_event(d, k)),
+            (any::<u8>(), any::<u16>(), any::<u16>())
+                .prop_map(|(b, x, y)| encode::pointer_event(b, x, y)),
+            prop::collection::vec(any::<u8>(), 0..300).prop_map(|t| encode::client_cut_text(&t)),
+            prop::collection::vec(any::<u8>(), 9).prop_map(|b| [vec![150u8], b].concat()),
+            prop::collection::vec(any::<u8>(), 0..=64).prop_map(|p| {
+                let mut v = vec![248u8, 0, 0, 0, 0, 0, 0, 1, p.len() as u8];
+                v.extend_from_slice(&p);
+                v
+            }),
+            (any::<u8>(), any::<u8>()).prop_map(|(a, b)| vec![250u8, 0, a, b]),
+            (0u8..4).prop_map(|n| {
+                let mut v = vec![251u8, 0, 1, 0, 1, 0, n, 0];
+                v.resize(8 + 16 * n as usize, 7);
+                v
+            }),
+            prop::collection::vec(any::<u8>(), 10).prop_map(|b| [vec![255u8, 0], b].concat()),
+        ]
+    }
+
+    fn feed_all(access: Access, chunks: &[&[u8]]) -> Result<Vec<u8>, RfbError> {
+        let mut f = RfbFilter::new(access);
+        let mut out = Vec::new();
+        for c in chunks {
+            f.feed(c, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    /// Walks a filter's output and returns the message types after the handshake.
+    fn types_of(out: &[u8]) -> Vec<u8> {
+        let mut p = RfbParser::new(RfbLimits::default());
+        let mut at = 0;
+        let mut types = Vec::new();
+        while let Ok(Some((_, len))) = p.next_message(&out[at..]) {
+            if p.phase() == Phase::Normal && at >= HANDSHAKE.len() {
+                types.push(out[at]);
+            }
+            at += len;
+        }
+        assert_eq!(at, out.len(), "output must be whole messages");
+        types
+    }
+
+    proptest! {
+        #[test]
+        fn chunking_never_changes_output(
+            msgs in prop::collection::vec(arb_message(), 0..30),
+            cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..20),
+            view_only in any::<bool>(),
+        ) {
+            let access = if view_only { Access::ViewOnly } else { Access::Control };
+            let stream = [HANDSHAKE.to_vec(), msgs.concat()].concat();
+            let whole = feed_all(access, &[&stream]).unwrap();
+            let mut points: Vec<usize> = cuts.iter().map(|i| i.index(stream.len() + 1)).collect();
+            points.sort_unstable();
+            let mut chunks = Vec::new();
+            let mut last = 0;
+            for p in points {
+                chunks.push(&stream[last..p]);
+                last = p;
+            }
+            chunks.push(&stream[last..]);
+            prop_assert_eq!(&feed_all(access, &chunks).unwrap(), &whole);
+            let types = types_of(&whole);
+            prop_assert!(!types.contains(&250));
+            if view_only {
+                for t in [4u8, 5, 6, 255, 251] {
+                    prop_assert!(!types.contains(&t), "type {} leaked", t);
+                }
+            } else {
+                prop_assert_eq!(types.len(), msgs.iter().filter(|m| m[0] != 250).count());
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(
+            prefix in any::<bool>(),
+            bytes in prop::collection::vec(any::<u8>(), 0..2000),
+            split in any::<prop::sample::Index>(),
+        ) {
+            let stream = if prefix { [HANDSHAKE.to_vec(), bytes].concat() } else { bytes };
+            let at = split.index(stream.len() + 1);
+            let mut f = RfbFilter::new(Access::ViewOnly);
+            let mut out = Vec::new();
+            if f.feed(&stream[..at], &mut out).is_ok() {
+                let _ = f.feed(&stream[at..], &mut out);
+            }
+            prop_assert!(f.pending_len() <= RfbLimits::default().max_message_len());
+            prop_assert!(out.len() <= stream.len());
+        }
+    }
+}
