@@ -1,0 +1,116 @@
+//! Talking to Chromium over CDP: the readiness proof and bringing the page to the front.
+
+use std::time::Duration;
+
+use chromiumoxide::cdp::browser_protocol::browser::{Bounds, GetWindowForTargetParams, SetWindowBoundsParams, WindowState};
+use chromiumoxide::cdp::browser_protocol::target::{ActivateTargetParams, TargetId};
+use chromiumoxide::Browser;
+use futures_util::StreamExt;
+use tokio::task::JoinHandle;
+use tracing::{debug, Instrument};
+
+use super::{DesktopError, Screen};
+
+/// How long `bring_to_front` waits for chromiumoxide to attach to the page.
+const PAGE_ATTACH_WAIT: Duration = Duration::from_secs(2);
+
+/// A CDP connection whose handler task ends when the connection is dropped.
+pub(crate) struct Connection {
+    pub(crate) browser: Browser,
+    handler: JoinHandle<()>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.handler.abort();
+    }
+}
+
+pub(crate) async fn connect(ws_url: &str) -> Result<Connection, DesktopError> {
+    let (browser, mut handler) = Browser::connect(ws_url).await.map_err(|source| DesktopError::Cdp { source })?;
+    let handler = tokio::spawn(
+        async move {
+            // The handler must be polled for any command to make progress; its per-message
+            // errors (e.g. events newer than our protocol definitions) are not fatal.
+            while let Some(event) = handler.next().await {
+                if let Err(error) = event {
+                    tracing::trace!(%error, "cdp handler");
+                }
+            }
+        }
+        .instrument(tracing::debug_span!("cdp_handler")),
+    );
+    Ok(Connection { browser, handler })
+}
+
+/// Proves CDP works end to end: a WebSocket session and a command answered.
+pub(crate) async fn prove(ws_url: &str) -> Result<(), DesktopError> {
+    let conn = connect(ws_url).await?;
+    let version = conn.browser.version().await.map_err(|source| DesktopError::Cdp { source })?;
+    debug!(product = %version.product, "cdp answered");
+    Ok(())
+}
+
+/// Shows the first page target maximised and in front.
+///
+/// Without a window manager (Xvfb/Xvnc alone), "maximized" is a request to a WM that
+/// nobody answers: the window keeps its size. So after asking, the bounds are checked and,
+/// if they do not cover the screen, set to the full screen explicitly (there are no
+/// decorations without a WM, so this is what a maximised window would look like).
+pub(crate) async fn bring_to_front(ws_url: &str, screen: Screen) -> Result<(), DesktopError> {
+    let mut conn = connect(ws_url).await?;
+    let cdp = |source| DesktopError::Cdp { source };
+    let targets = conn.browser.fetch_targets().await.map_err(cdp)?;
+    let target: TargetId = targets
+        .into_iter()
+        .find(|t| t.r#type == "page")
+        .map(|t| t.target_id)
+        .ok_or(DesktopError::NoPage)?;
+    let browser = &conn.browser;
+    let window = browser.execute(GetWindowForTargetParams { target_id: Some(target.clone()) }).await.map_err(cdp)?;
+    let window_id = window.result.window_id;
+    if window.result.bounds.window_state == Some(WindowState::Minimized) {
+        let normal = Bounds { window_state: Some(WindowState::Normal), ..Default::default() };
+        browser.execute(SetWindowBoundsParams::new(window_id, normal)).await.map_err(cdp)?;
+    }
+    let maximized = Bounds { window_state: Some(WindowState::Maximized), ..Default::default() };
+    browser.execute(SetWindowBoundsParams::new(window_id, maximized)).await.map_err(cdp)?;
+    let after = browser.execute(GetWindowForTargetParams { target_id: Some(target.clone()) }).await.map_err(cdp)?;
+    let b = &after.result.bounds;
+    let full = b.left == Some(0)
+        && b.top == Some(0)
+        && b.width == Some(i64::from(screen.width))
+        && b.height == Some(i64::from(screen.height));
+    if !full {
+        debug!(?b, "maximise had no effect (no window manager), setting full-screen bounds");
+        if b.window_state != Some(WindowState::Normal) {
+            let normal = Bounds { window_state: Some(WindowState::Normal), ..Default::default() };
+            browser.execute(SetWindowBoundsParams::new(window_id, normal)).await.map_err(cdp)?;
+        }
+        let bounds = Bounds {
+            left: Some(0),
+            top: Some(0),
+            width: Some(i64::from(screen.width)),
+            height: Some(i64::from(screen.height)),
+            window_state: None,
+        };
+        browser.execute(SetWindowBoundsParams::new(window_id, bounds)).await.map_err(cdp)?;
+    }
+    // Page.bringToFront needs a session on the page; chromiumoxide attaches to the targets
+    // fetch_targets reported shortly after. Without one, Target.activateTarget does the
+    // same from the browser session.
+    let deadline = tokio::time::Instant::now() + PAGE_ATTACH_WAIT;
+    loop {
+        if let Ok(page) = conn.browser.get_page(target.clone()).await {
+            page.bring_to_front().await.map_err(cdp)?;
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    debug!("page session not attached, using Target.activateTarget");
+    conn.browser.execute(ActivateTargetParams::new(target)).await.map_err(cdp)?;
+    Ok(())
+}

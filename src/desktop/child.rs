@@ -1,0 +1,260 @@
+//! One supervised child process: spawned through the reaper's registry, waited on by
+//! exactly one task (its watcher), its output drained into tracing, stopped with
+//! SIGTERM then SIGKILL.
+//!
+//! Signals go through the watcher task, the only place that knows whether the pid has
+//! been reaped yet: a pid is signalled only while its zombie cannot have been collected,
+//! so a recycled pid is never hit.
+
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::Command;
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, warn, Instrument};
+
+use super::DesktopError;
+
+/// Longest line of child output that is logged; the rest is cut.
+const MAX_LOG_LINE: usize = 512;
+/// Lines per second logged per stream; a chatty child's excess is counted, not logged.
+const MAX_LOG_LINES_PER_SEC: u32 = 50;
+/// How long after SIGKILL we still wait before giving up on a child (it is then the
+/// watcher's: it keeps waiting and releases the pid when the kernel reports the exit).
+const KILL_WAIT: Duration = Duration::from_secs(5);
+
+/// How a child ended, as the watcher saw it.
+#[derive(Debug, Clone)]
+pub(crate) enum Exit {
+    Status(ExitStatus),
+    /// `wait` itself failed; the child is treated as gone.
+    WaitFailed(String),
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Exit::Status(status) => write!(f, "{status}"),
+            Exit::WaitFailed(error) => write!(f, "wait failed: {error}"),
+        }
+    }
+}
+
+/// A running (or just exited) child. Dropping the handle does not kill the child; the
+/// supervisor always stops children explicitly.
+#[derive(Debug)]
+pub(crate) struct ChildHandle {
+    pub(crate) name: &'static str,
+    pub(crate) pid: u32,
+    signals: mpsc::UnboundedSender<Signal>,
+    exit: watch::Receiver<Option<Exit>>,
+}
+
+impl ChildHandle {
+    /// Spawns `cmd` with piped output, registered as owned so a PID-1 reaper leaves it
+    /// alone, and starts its watcher and output drains.
+    pub(crate) fn spawn(name: &'static str, cmd: &mut Command) -> Result<ChildHandle, DesktopError> {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // The watcher owns the child; a dropped `Child` must not kill behind its back.
+            .kill_on_drop(false);
+        let mut child = crate::reaper::owned()
+            .spawn(cmd)
+            .map_err(|source| DesktopError::Spawn { child: name, source })?;
+        let Some(pid) = child.id() else {
+            // Cannot happen for a freshly spawned child that nobody waited on.
+            return Err(DesktopError::Spawn {
+                child: name,
+                source: std::io::Error::other("spawned child has no pid"),
+            });
+        };
+        if let Some(out) = child.stdout.take() {
+            tokio::spawn(drain(out).instrument(tracing::debug_span!("child_output", child = name, pid, stream = "stdout")));
+        }
+        if let Some(err) = child.stderr.take() {
+            tokio::spawn(drain(err).instrument(tracing::debug_span!("child_output", child = name, pid, stream = "stderr")));
+        }
+        let (signals, mut signal_rx) = mpsc::unbounded_channel::<Signal>();
+        let (exit_tx, exit) = watch::channel(None);
+        let watcher = async move {
+            let mut signals_open = true;
+            let exit = loop {
+                tokio::select! {
+                    status = child.wait() => {
+                        break match status {
+                            Ok(status) => Exit::Status(status),
+                            Err(error) => Exit::WaitFailed(error.to_string()),
+                        };
+                    }
+                    signal = signal_rx.recv(), if signals_open => match signal {
+                        // `wait` has not returned, so the pid is still ours (at worst a
+                        // zombie only we may reap): signalling it is safe.
+                        Some(signal) => {
+                            if let Err(error) = nix::sys::signal::kill(Pid::from_raw(pid as i32), signal) {
+                                debug!(%error, ?signal, "signal not delivered");
+                            }
+                        }
+                        None => signals_open = false,
+                    },
+                }
+            };
+            crate::reaper::owned().release(pid);
+            debug!(%exit, "child reaped");
+            let _ = exit_tx.send(Some(exit));
+        };
+        tokio::spawn(watcher.instrument(tracing::debug_span!("child", child = name, pid)));
+        debug!(child = name, pid, "child spawned");
+        Ok(ChildHandle { name, pid, signals, exit })
+    }
+
+    /// The exit, if the child has been reaped.
+    pub(crate) fn exited(&self) -> Option<Exit> {
+        self.exit.borrow().clone()
+    }
+
+    /// Resolves when the child has exited (immediately if it already has).
+    pub(crate) async fn wait(&self) -> Exit {
+        let mut exit = self.exit.clone();
+        let result = match exit.wait_for(Option::is_some).await {
+            Ok(exit) => exit.clone().unwrap_or_else(|| Exit::WaitFailed("no status".into())),
+            // The watcher is gone without a status: only if the runtime is shutting down.
+            Err(_) => Exit::WaitFailed("watcher stopped".into()),
+        };
+        result
+    }
+
+    pub(crate) fn signal(&self, signal: Signal) {
+        let _ = self.signals.send(signal);
+    }
+
+    /// SIGTERM, then SIGKILL after `grace`; returns once the child is reaped (or after a
+    /// last bounded wait if even SIGKILL seems not to land).
+    pub(crate) async fn stop(&self, grace: Duration) {
+        if self.exited().is_some() {
+            return;
+        }
+        let started = Instant::now();
+        self.signal(Signal::SIGTERM);
+        if let Ok(exit) = tokio::time::timeout(grace, self.wait()).await {
+            debug!(child = self.name, pid = self.pid, %exit, elapsed_ms = started.elapsed().as_millis() as u64, "child stopped");
+            return;
+        }
+        warn!(child = self.name, pid = self.pid, grace_ms = grace.as_millis() as u64, "child ignored SIGTERM, killing");
+        self.signal(Signal::SIGKILL);
+        if tokio::time::timeout(KILL_WAIT, self.wait()).await.is_err() {
+            warn!(child = self.name, pid = self.pid, "child not reaped after SIGKILL");
+        }
+    }
+}
+
+impl Drop for ChildHandle {
+    /// A handle dropped while its child runs (a start abandoned on shutdown) must not
+    /// leave an orphan: the queued SIGKILL still reaches the watcher, which reaps it.
+    fn drop(&mut self) {
+        if self.exited().is_none() {
+            self.signal(Signal::SIGKILL);
+        }
+    }
+}
+
+/// Reads a child's stream to the end so the child never blocks on a full pipe; logs
+/// lines at debug, each cut to `MAX_LOG_LINE`, at most `MAX_LOG_LINES_PER_SEC`.
+async fn drain(mut stream: impl AsyncRead + Unpin) {
+    let mut buf = vec![0u8; 8192];
+    let mut line: Vec<u8> = Vec::with_capacity(MAX_LOG_LINE);
+    let mut cut = false;
+    let mut window = Instant::now();
+    let mut logged = 0u32;
+    let mut dropped = 0u64;
+    let mut emit = |line: &mut Vec<u8>, cut: &mut bool| {
+        if window.elapsed() >= Duration::from_secs(1) {
+            if dropped > 0 {
+                debug!(dropped, "child output lines not logged (rate limit)");
+            }
+            window = Instant::now();
+            logged = 0;
+            dropped = 0;
+        }
+        if logged < MAX_LOG_LINES_PER_SEC {
+            logged += 1;
+            let text = String::from_utf8_lossy(line);
+            debug!(line = %text.trim_end(), truncated = *cut, "child output");
+        } else {
+            dropped += 1;
+        }
+        line.clear();
+        *cut = false;
+    };
+    loop {
+        let n = match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        for &byte in &buf[..n] {
+            if byte == b'\n' {
+                emit(&mut line, &mut cut);
+            } else if line.len() < MAX_LOG_LINE {
+                line.push(byte);
+            } else {
+                cut = true;
+            }
+        }
+    }
+    if !line.is_empty() {
+        emit(&mut line, &mut cut);
+    }
+}
+
+/// Whether `pid` names a live process (a zombie counts as live; EPERM means it exists).
+pub(crate) fn pid_alive(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    match nix::sys::signal::kill(Pid::from_raw(pid), None) {
+        Ok(()) => true,
+        Err(nix::errno::Errno::EPERM) => true,
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn chatty_child_does_not_block_and_exit_is_reported() {
+        // 4 MiB of output on both streams would fill any pipe if nobody drained it.
+        let mut cmd = Command::new("/bin/sh");
+        cmd.args(["-c", "head -c 4194304 /dev/zero | tr '\\0' 'x'; head -c 4194304 /dev/zero >&2; exit 3"]);
+        let child = ChildHandle::spawn("test", &mut cmd).expect("spawn");
+        let exit = tokio::time::timeout(Duration::from_secs(20), child.wait()).await.expect("child finished");
+        match exit {
+            Exit::Status(status) => assert_eq!(status.code(), Some(3)),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(!crate::reaper::owned().contains(child.pid));
+    }
+
+    #[tokio::test]
+    async fn stop_escalates_to_sigkill() {
+        let mut cmd = Command::new("/bin/sh");
+        cmd.args(["-c", "trap '' TERM; echo ready; while :; do sleep 0.05; done"]);
+        let child = ChildHandle::spawn("test", &mut cmd).expect("spawn");
+        assert!(crate::reaper::owned().contains(child.pid));
+        let started = Instant::now();
+        child.stop(Duration::from_millis(300)).await;
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        match child.exited() {
+            Some(Exit::Status(status)) => {
+                use std::os::unix::process::ExitStatusExt;
+                assert_eq!(status.signal(), Some(libc::SIGKILL));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(!pid_alive(child.pid as i32) || !crate::reaper::owned().contains(child.pid));
+    }
+}

@@ -1,0 +1,316 @@
+//! Starting each child and waiting until its probe passes: the display (Xvfb or Xvnc,
+//! display number chosen by the server through `-displayfd`), x11vnc, Chromium.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
+use tokio::io::AsyncReadExt;
+use tokio::process::Command;
+use tracing::{debug, info, warn};
+
+use super::child::{pid_alive, ChildHandle};
+use super::{probe, CdpEndpoint, DesktopConfig, DesktopError, DisplayBackend};
+use crate::relay::VncTarget;
+
+/// How often probes retry while a child starts.
+const PROBE_INTERVAL: Duration = Duration::from_millis(50);
+/// The children's whole environment: nothing of the daemon's leaks into them.
+const CHILD_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// Longest `-displayfd` answer ("N\n").
+const MAX_DISPLAYFD: usize = 16;
+/// Chromium's profile lock files, removed only when their owner is gone.
+const SINGLETON_FILES: [&str; 3] = ["SingletonLock", "SingletonSocket", "SingletonCookie"];
+
+/// A started display server.
+pub(crate) struct Display {
+    pub(crate) child: ChildHandle,
+    pub(crate) number: u32,
+    /// With Xvnc the display server is also the VNC server.
+    pub(crate) vnc: Option<VncTarget>,
+}
+
+fn base_command(cfg: &DesktopConfig, program: &Path) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.env_clear().env("PATH", CHILD_PATH);
+    if let Some(user) = cfg.run_as {
+        cmd.uid(user.uid).gid(user.gid);
+    }
+    cmd
+}
+
+/// Races a probe against the child's exit, so a child that dies at startup fails fast.
+async fn ready<T>(child: &ChildHandle, probe: impl std::future::Future<Output = Result<T, DesktopError>>) -> Result<T, DesktopError> {
+    tokio::select! {
+        result = probe => result,
+        exit = child.wait() => Err(DesktopError::ExitedDuringStart { child: child.name, status: exit.to_string() }),
+    }
+}
+
+/// Stops `child` if `result` is an error, so a failed start leaves nothing running.
+async fn or_stop<T>(child: &ChildHandle, grace: Duration, result: Result<T, DesktopError>) -> Result<T, DesktopError> {
+    if result.is_err() {
+        child.stop(grace).await;
+    }
+    result
+}
+
+pub(crate) async fn start_display(cfg: &DesktopConfig) -> Result<Display, DesktopError> {
+    let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| DesktopError::Io { what: "displayfd pipe", source: e.into() })?;
+    let write_fd = write.as_raw_fd();
+    let (w, h, depth) = (cfg.screen.width, cfg.screen.height, cfg.screen.depth);
+    let (name, mut cmd, vnc) = match &cfg.backend {
+        DisplayBackend::Xvnc { xvnc } => {
+            let socket = cfg.run_dir.join("vnc.sock");
+            remove_if_exists(&socket)?;
+            let mut cmd = base_command(cfg, xvnc);
+            cmd.args(["-displayfd", &write_fd.to_string(), "-geometry", &format!("{w}x{h}"), "-depth", &depth.to_string()])
+                // RFB only on a 0600 Unix socket: no TCP port at all.
+                .args(["-rfbport", "-1", "-rfbunixmode", "0600", "-SecurityTypes", "None", "-nolisten", "tcp", "-rfbunixpath"])
+                .arg(&socket);
+            ("display", cmd, Some(VncTarget::Unix(socket)))
+        }
+        DisplayBackend::XvfbX11vnc { xvfb, .. } => {
+            let mut cmd = base_command(cfg, xvfb);
+            cmd.args(["-displayfd", &write_fd.to_string(), "-screen", "0", &format!("{w}x{h}x{depth}"), "-nolisten", "tcp"]);
+            ("display", cmd, None)
+        }
+    };
+    // SAFETY: between fork and exec only async-signal-safe calls are allowed; fcntl is.
+    // The write end is created close-on-exec so no other concurrent spawn inherits it;
+    // here, in this child only, the flag is cleared so the server can write to it.
+    unsafe {
+        cmd.pre_exec(move || {
+            fcntl(write_fd, FcntlArg::F_SETFD(FdFlag::empty())).map(|_| ()).map_err(std::io::Error::from)
+        });
+    }
+    let child = ChildHandle::spawn(name, &mut cmd)?;
+    drop(write);
+    let started = tokio::time::Instant::now();
+    let number = ready(&child, async {
+        tokio::time::timeout(cfg.start_timeouts.display, read_display_number(read))
+            .await
+            .map_err(|_| DesktopError::ProbeTimeout { child: name, timeout: cfg.start_timeouts.display, last: None })?
+    })
+    .await;
+    let number = or_stop(&child, cfg.stop_grace, number).await?;
+    let remaining = cfg.start_timeouts.display.saturating_sub(started.elapsed());
+    let screen = ready(&child, probe::poll(name, remaining, PROBE_INTERVAL, || probe::x11(number))).await;
+    let screen = or_stop(&child, cfg.stop_grace, screen).await?;
+    if let Some(target) = &vnc {
+        let rfb = ready(&child, probe::poll("vnc", cfg.start_timeouts.vnc, PROBE_INTERVAL, || probe::rfb(target))).await;
+        or_stop(&child, cfg.stop_grace, rfb).await?;
+    }
+    info!(child = name, pid = child.pid, display = number, width = screen.width, height = screen.height, "display ready");
+    Ok(Display { child, number, vnc })
+}
+
+async fn read_display_number(read: OwnedFd) -> Result<u32, DesktopError> {
+    let io = |source| DesktopError::Io { what: "displayfd read", source };
+    let mut pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(read).map_err(io)?;
+    let mut buf = Vec::with_capacity(MAX_DISPLAYFD);
+    let mut chunk = [0u8; MAX_DISPLAYFD];
+    while !buf.contains(&b'\n') {
+        let n = pipe.read(&mut chunk).await.map_err(io)?;
+        if n == 0 || buf.len() + n > MAX_DISPLAYFD {
+            return Err(DesktopError::ProbeRejected { child: "display", reason: "no display number on -displayfd".into() });
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    std::str::from_utf8(&buf)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or_else(|| DesktopError::ProbeRejected { child: "display", reason: "bad display number on -displayfd".into() })
+}
+
+/// Starts x11vnc on a free loopback port (Xvfb backend only).
+pub(crate) async fn start_x11vnc(cfg: &DesktopConfig, x11vnc: &Path, display: u32) -> Result<(ChildHandle, VncTarget), DesktopError> {
+    // x11vnc picks no port itself in a way it can tell us; probe a free one. A race with
+    // another binder makes the start fail and the supervisor try again.
+    let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .map_err(|source| DesktopError::Io { what: "free port for x11vnc", source })?
+        .port();
+    let mut cmd = base_command(cfg, x11vnc);
+    cmd.args(["-display", &format!(":{display}"), "-rfbport", &port.to_string()])
+        // -localhost binds 127.0.0.1 and ::1 only (`-listen 127.0.0.1` would still open [::]).
+        .args(["-localhost", "-nopw", "-forever", "-shared", "-noxdamage"]);
+    let child = ChildHandle::spawn("vnc", &mut cmd)?;
+    let target = VncTarget::Tcp(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    let probed = ready(&child, probe::poll("vnc", cfg.start_timeouts.vnc, PROBE_INTERVAL, || probe::rfb(&target))).await;
+    or_stop(&child, cfg.stop_grace, probed).await?;
+    info!(child = "vnc", pid = child.pid, port, "vnc ready");
+    Ok((child, target))
+}
+
+/// The Chromium flags we always pass; `--no-sandbox` and the caller's extras follow.
+pub(crate) fn chromium_args(cfg: &DesktopConfig) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--no-first-run",
+        "--no-default-browser-check",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-breakpad",
+        "--password-store=basic",
+        "--test-type",
+        "--remote-debugging-port=0",
+        "--remote-debugging-address=127.0.0.1",
+        "--window-position=0,0",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    args.push(format!("--window-size={},{}", cfg.screen.width, cfg.screen.height));
+    args.push(format!("--user-data-dir={}", cfg.profile_dir.display()));
+    if cfg.no_sandbox {
+        args.push("--no-sandbox".into());
+    }
+    args.extend(cfg.chromium_extra_args.iter().cloned());
+    args.push(cfg.start_url.clone());
+    args
+}
+
+pub(crate) async fn start_chromium(cfg: &DesktopConfig, display: u32) -> Result<(ChildHandle, CdpEndpoint), DesktopError> {
+    clear_stale_singleton(&cfg.profile_dir)?;
+    // A DevToolsActivePort left by the previous run names a dead port; the probe must
+    // only ever read the one this launch writes.
+    remove_if_exists(&cfg.profile_dir.join("DevToolsActivePort"))?;
+    let home = cfg.chromium_home();
+    let mut cmd = base_command(cfg, &cfg.chromium);
+    cmd.env("DISPLAY", format!(":{display}"))
+        // crashpad writes under $HOME/.config/chromium whatever the profile.
+        .env("HOME", &home)
+        .env("XDG_CONFIG_HOME", home.join(".config"))
+        .env("XDG_CACHE_HOME", home.join(".cache"))
+        .args(chromium_args(cfg));
+    let child = ChildHandle::spawn("chromium", &mut cmd)?;
+    let probed = ready(&child, probe::poll("chromium", cfg.start_timeouts.chromium, PROBE_INTERVAL, || async {
+        let (port, _path) = probe::devtools_active_port(&cfg.profile_dir)
+            .await
+            .ok_or(DesktopError::ProbeRejected { child: "chromium", reason: "DevToolsActivePort not written yet".into() })?;
+        let ws_url = probe::cdp_version(port).await?;
+        super::cdp::prove(&ws_url).await?;
+        Ok(CdpEndpoint { http_url: format!("http://127.0.0.1:{port}"), ws_url })
+    }))
+    .await;
+    let cdp = or_stop(&child, cfg.stop_grace, probed).await?;
+    info!(child = "chromium", pid = child.pid, http_url = %cdp.http_url, "chromium ready");
+    Ok((child, cdp))
+}
+
+fn remove_if_exists(path: &Path) -> Result<(), DesktopError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(DesktopError::Io { what: "remove stale file", source }),
+    }
+}
+
+/// The owner recorded in a `SingletonLock` target, `hostname-pid`.
+pub(crate) fn parse_singleton_lock(target: &str) -> Option<(&str, i32)> {
+    let (host, pid) = target.rsplit_once('-')?;
+    let pid: i32 = pid.parse().ok()?;
+    (pid > 0).then_some((host, pid))
+}
+
+/// Whether `pid` is a live Chromium (not merely a live process that reused the pid).
+fn is_live_chromium(pid: i32) -> bool {
+    if !pid_alive(pid) {
+        return false;
+    }
+    match std::fs::read_link(format!("/proc/{pid}/exe")) {
+        Ok(exe) => exe.to_string_lossy().contains("chrom"),
+        // Unreadable: be safe and assume it is a browser holding the profile.
+        Err(_) => true,
+    }
+}
+
+/// Removes Chromium's singleton files when the process that created them is gone;
+/// refuses to start over a live owner (a second browser on one profile corrupts it).
+pub(crate) fn clear_stale_singleton(profile: &Path) -> Result<(), DesktopError> {
+    let lock = profile.join("SingletonLock");
+    let target = match std::fs::read_link(&lock) {
+        Ok(target) => Some(target),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        // Exists but is not a symlink (or unreadable): no owner can be named.
+        Err(_) => Some(PathBuf::new()),
+    };
+    let Some(target) = target else {
+        // No lock: dangling SingletonSocket/Cookie without it are stale by definition.
+        return remove_singletons(profile);
+    };
+    let target = target.to_string_lossy().into_owned();
+    let host = hostname();
+    match parse_singleton_lock(&target) {
+        // A lock from another host name: the profile outlived a sandbox (its host name
+        // changes); only one desktop per sandbox uses the profile, so it is stale.
+        Some((lock_host, pid)) if Some(lock_host) == host.as_deref() && is_live_chromium(pid) => {
+            return Err(DesktopError::ProfileInUse { pid });
+        }
+        Some((lock_host, pid)) => debug!(lock_host, pid, "stale SingletonLock"),
+        None => warn!("unparseable SingletonLock, removing"),
+    }
+    remove_singletons(profile)
+}
+
+/// The host name Chromium writes into `SingletonLock` (the UTS node name).
+pub(crate) fn hostname() -> Option<String> {
+    nix::sys::utsname::uname().ok().map(|u| u.nodename().to_string_lossy().into_owned())
+}
+
+fn remove_singletons(profile: &Path) -> Result<(), DesktopError> {
+    for name in SINGLETON_FILES {
+        let path = profile.join(name);
+        if std::fs::symlink_metadata(&path).is_ok() {
+            remove_if_exists(&path)?;
+            info!(file = name, "removed stale chromium singleton file");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn singleton_lock_targets() {
+        let cases = [
+            ("host-123", Some(("host", 123))),
+            ("my-host-name-42", Some(("my-host-name", 42))),
+            ("host-0", None),
+            ("host-", None),
+            ("host", None),
+            ("host--5", None),
+            ("", None),
+        ];
+        for (target, want) in cases {
+            assert_eq!(parse_singleton_lock(target), want, "{target:?}");
+        }
+    }
+
+    #[test]
+    fn stale_lock_of_dead_pid_is_removed_live_one_is_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let host = hostname().expect("hostname");
+        // A pid that surely is dead: a child we ran and reaped.
+        let dead = std::process::Command::new("true").spawn().and_then(|mut c| {
+            let pid = c.id();
+            c.wait().map(|_| pid)
+        });
+        let dead = dead.expect("run true");
+        std::os::unix::fs::symlink(format!("{host}-{dead}"), dir.path().join("SingletonLock")).expect("lock");
+        std::os::unix::fs::symlink("/nonexistent/SingletonSocket", dir.path().join("SingletonSocket")).expect("socket");
+        std::os::unix::fs::symlink("123", dir.path().join("SingletonCookie")).expect("cookie");
+        clear_stale_singleton(dir.path()).expect("cleared");
+        for name in SINGLETON_FILES {
+            assert!(std::fs::symlink_metadata(dir.path().join(name)).is_err(), "{name} left");
+        }
+        // Our own (live, not chromium) pid: stale too, since the pid was reused.
+        std::os::unix::fs::symlink(format!("{host}-{}", std::process::id()), dir.path().join("SingletonLock")).expect("lock");
+        clear_stale_singleton(dir.path()).expect("cleared");
+        assert!(std::fs::symlink_metadata(dir.path().join("SingletonLock")).is_err());
+    }
+}

@@ -1,0 +1,337 @@
+//! Supervising the desktop: a display server, a VNC server and Chromium on that display.
+//!
+//! Start order is display → VNC → Chromium, each ready only after a protocol probe (an X11
+//! connection setup, an RFB banner, CDP `/json/version` plus a chromiumoxide session).
+//! One supervisor task restarts what dies with exponential backoff (a dead display takes
+//! the VNC server and Chromium with it) and gives up after too many restarts in a window.
+//! Chromium keeps its profile across restarts, so a user's login survives a crash.
+//!
+//! Submodules: `child` (spawn, wait, drain, stop one process), `probe` (the readiness
+//! protocols), `launch` (each child's command line and start), `cdp` (CDP commands),
+//! `supervisor` (the restart loop).
+
+mod cdp;
+mod child;
+mod launch;
+mod probe;
+mod supervisor;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::platform::events::EventBus;
+use crate::relay::VncTarget;
+
+/// Which programs provide the display and the VNC server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DisplayBackend {
+    /// TigerVNC's Xvnc: display and VNC server in one process, RFB on a 0600 Unix socket
+    /// in the run dir and no TCP port at all. The default.
+    Xvnc { xvnc: PathBuf },
+    /// Xvfb plus x11vnc on a free loopback port (`-localhost`: 127.0.0.1 and ::1 only).
+    XvfbX11vnc { xvfb: PathBuf, x11vnc: PathBuf },
+}
+
+impl Default for DisplayBackend {
+    fn default() -> Self {
+        DisplayBackend::Xvnc { xvnc: PathBuf::from("/usr/bin/Xvnc") }
+    }
+}
+
+/// The virtual screen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Screen {
+    pub width: u16,
+    pub height: u16,
+    pub depth: u8,
+}
+
+impl Default for Screen {
+    fn default() -> Self {
+        Screen { width: 1280, height: 800, depth: 24 }
+    }
+}
+
+/// The user the children run as. `None` in `DesktopConfig` runs them as the daemon's
+/// own user (root in the sandbox today).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunAs {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// How long each child may take to pass its probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StartTimeouts {
+    pub display: Duration,
+    pub vnc: Duration,
+    pub chromium: Duration,
+}
+
+impl Default for StartTimeouts {
+    fn default() -> Self {
+        // Generous: a 2-core sandbox under load starts Chromium in seconds, not 1.
+        StartTimeouts { display: Duration::from_secs(10), vnc: Duration::from_secs(10), chromium: Duration::from_secs(30) }
+    }
+}
+
+/// When to restart and when to give up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestartPolicy {
+    /// Backoff before the first restart in a window; doubled for each further one.
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    /// More restarts of one child than this within `window` → `Failed`.
+    pub max_restarts: u32,
+    pub window: Duration,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        RestartPolicy {
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+            max_restarts: 5,
+            window: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Everything the desktop needs; `Default` is the production layout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesktopConfig {
+    pub backend: DisplayBackend,
+    pub screen: Screen,
+    pub chromium: PathBuf,
+    /// Persistent `--user-data-dir`: cookies (the user's logins) live here.
+    pub profile_dir: PathBuf,
+    pub start_url: String,
+    /// Sockets (Xvnc's RFB socket) and Chromium's HOME when `chromium_home` is unset.
+    pub run_dir: PathBuf,
+    /// Chromium's HOME (crashpad writes under it); default `{run_dir}/chromium-home`.
+    pub chromium_home: Option<PathBuf>,
+    /// Chromium's `--no-sandbox`, required when it runs as root.
+    pub no_sandbox: bool,
+    /// Appended to Chromium's command line (tests add `--host-resolver-rules=...`).
+    pub chromium_extra_args: Vec<String>,
+    pub restart: RestartPolicy,
+    pub run_as: Option<RunAs>,
+    pub start_timeouts: StartTimeouts,
+    /// SIGTERM → SIGKILL grace when stopping a child.
+    pub stop_grace: Duration,
+}
+
+impl Default for DesktopConfig {
+    fn default() -> Self {
+        DesktopConfig {
+            backend: DisplayBackend::default(),
+            screen: Screen::default(),
+            chromium: PathBuf::from("/usr/bin/chromium"),
+            profile_dir: PathBuf::from("/var/lib/grexal/chromium-profile"),
+            start_url: "about:blank".into(),
+            run_dir: PathBuf::from("/run/grexal/desktop"),
+            chromium_home: None,
+            no_sandbox: nix::unistd::geteuid().is_root(),
+            chromium_extra_args: Vec::new(),
+            restart: RestartPolicy::default(),
+            run_as: None,
+            start_timeouts: StartTimeouts::default(),
+            stop_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+impl DesktopConfig {
+    pub(crate) fn chromium_home(&self) -> PathBuf {
+        self.chromium_home.clone().unwrap_or_else(|| self.run_dir.join("chromium-home"))
+    }
+}
+
+/// Where CDP answers (loopback only). Changes when Chromium restarts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CdpEndpoint {
+    pub http_url: String,
+    pub ws_url: String,
+}
+
+/// The supervisor's view of the desktop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DesktopStatus {
+    Starting,
+    Ready,
+    /// `child` died (or failed to come back) and is being restarted.
+    Restarting { child: String },
+    /// Gave up; nothing of the desktop is running.
+    Failed { reason: String },
+}
+
+/// The pids of the running children (for diagnostics and tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DesktopPids {
+    pub display: u32,
+    /// The separate VNC server (x11vnc); `None` with Xvnc, which is the display.
+    pub vnc: Option<u32>,
+    pub chromium: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DesktopError {
+    #[error("cannot start {child}")]
+    Spawn {
+        child: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{child} exited while starting: {status}")]
+    ExitedDuringStart { child: &'static str, status: String },
+    #[error("{child} did not become ready within {timeout:?}")]
+    ProbeTimeout {
+        child: &'static str,
+        timeout: Duration,
+        #[source]
+        last: Option<Box<DesktopError>>,
+    },
+    #[error("probing {child} failed")]
+    Probe {
+        child: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{child} answered its probe wrongly: {reason}")]
+    ProbeRejected { child: &'static str, reason: String },
+    #[error("the chromium profile is in use by live process {pid}")]
+    ProfileInUse { pid: i32 },
+    #[error("{what}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("CDP command failed")]
+    Cdp {
+        #[source]
+        source: chromiumoxide::error::CdpError,
+    },
+    #[error("chromium has no page target")]
+    NoPage,
+    #[error("the desktop has failed: {reason}")]
+    Failed { reason: String },
+}
+
+impl DesktopError {
+    /// The child this error is about, for restart accounting.
+    pub(crate) fn child(&self) -> &'static str {
+        match self {
+            DesktopError::Spawn { child, .. }
+            | DesktopError::ExitedDuringStart { child, .. }
+            | DesktopError::ProbeTimeout { child, .. }
+            | DesktopError::Probe { child, .. }
+            | DesktopError::ProbeRejected { child, .. } => child,
+            DesktopError::ProfileInUse { .. } | DesktopError::Cdp { .. } | DesktopError::NoPage => "chromium",
+            DesktopError::Io { .. } | DesktopError::Failed { .. } => "desktop",
+        }
+    }
+}
+
+/// What the supervisor publishes after every (re)start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Current {
+    pub(crate) display: u32,
+    pub(crate) vnc: VncTarget,
+    pub(crate) cdp: CdpEndpoint,
+    pub(crate) pids: DesktopPids,
+}
+
+/// A running desktop. Dropping it stops the children (without waiting); prefer
+/// `shutdown`.
+#[derive(Debug)]
+pub struct Desktop {
+    current: watch::Receiver<Current>,
+    status: watch::Receiver<DesktopStatus>,
+    screen: Screen,
+    cancel: CancellationToken,
+    supervisor: Option<JoinHandle<()>>,
+}
+
+impl Desktop {
+    /// Starts display, VNC server and Chromium in order, each after the previous one
+    /// passed its probe, then supervises them until `stop` is cancelled or `shutdown`.
+    /// A failed start stops whatever had started.
+    pub async fn start(cfg: DesktopConfig, events: EventBus, stop: CancellationToken) -> Result<Desktop, DesktopError> {
+        let span = tracing::info_span!("desktop");
+        let started = tokio::time::Instant::now();
+        let (status_tx, status) = watch::channel(DesktopStatus::Starting);
+        supervisor::prepare_dirs(&cfg)?;
+        let mut running = supervisor::Running::default();
+        if let Err(error) = running.start_missing(&cfg).instrument(span.clone()).await {
+            running.stop_all(cfg.stop_grace).await;
+            return Err(error);
+        }
+        let Some(now) = running.current() else {
+            return Err(DesktopError::Failed { reason: "start left a child missing".into() });
+        };
+        tracing::info!(parent: &span, display = now.display, elapsed_ms = started.elapsed().as_millis() as u64, "desktop ready");
+        let (current_tx, current) = watch::channel(now);
+        status_tx.send_replace(DesktopStatus::Ready);
+        let cancel = stop.child_token();
+        let screen = cfg.screen;
+        let task = supervisor::Supervisor { cfg, events, running, status: status_tx, current: current_tx, cancel: cancel.clone() };
+        let supervisor = tokio::spawn(task.run().instrument(span));
+        Ok(Desktop { current, status, screen, cancel, supervisor: Some(supervisor) })
+    }
+
+    /// The current CDP endpoint (it changes when Chromium restarts).
+    pub fn cdp(&self) -> CdpEndpoint {
+        self.current.borrow().cdp.clone()
+    }
+
+    /// Where the VNC server listens now.
+    pub fn vnc_target(&self) -> VncTarget {
+        self.current.borrow().vnc.clone()
+    }
+
+    /// The X display, `":N"` (the number may change if the display restarts).
+    pub fn display(&self) -> String {
+        format!(":{}", self.current.borrow().display)
+    }
+
+    pub fn pids(&self) -> DesktopPids {
+        self.current.borrow().pids
+    }
+
+    pub fn status(&self) -> watch::Receiver<DesktopStatus> {
+        self.status.clone()
+    }
+
+    /// Shows the first page maximised (full screen without a window manager) and in
+    /// front, so the user sees the login page on the VNC view.
+    pub async fn bring_browser_to_front(&self) -> Result<(), DesktopError> {
+        if let DesktopStatus::Failed { reason } = &*self.status.borrow() {
+            return Err(DesktopError::Failed { reason: reason.clone() });
+        }
+        let ws_url = self.cdp().ws_url;
+        cdp::bring_to_front(&ws_url, self.screen).await
+    }
+
+    /// Stops Chromium, the VNC server and the display, in that order (SIGTERM, then
+    /// SIGKILL after the grace period), waiting on each.
+    pub async fn shutdown(mut self) {
+        self.cancel.cancel();
+        if let Some(task) = self.supervisor.take() {
+            if let Err(error) = task.await {
+                tracing::error!(%error, "desktop supervisor panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Desktop {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}

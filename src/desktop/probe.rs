@@ -1,0 +1,307 @@
+//! Readiness probes that speak each child's protocol: an X11 connection setup, an RFB
+//! banner, a CDP `/json/version`. "The socket file exists" is never taken as ready.
+//!
+//! Every reply is untrusted bytes from another process and is read under a size limit.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixStream};
+
+use super::DesktopError;
+
+/// Largest X11 setup reply we read (vendor string, formats, screens, visuals).
+const MAX_X11_SETUP: usize = 256 * 1024;
+/// Largest `/json/version` response we read.
+const MAX_HTTP_RESPONSE: usize = 64 * 1024;
+/// Largest `DevToolsActivePort` file we read.
+pub(crate) const MAX_DEVTOOLS_FILE: u64 = 4096;
+
+/// The root window size of screen 0, from a successful X11 setup reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct X11Screen {
+    pub(crate) width: u16,
+    pub(crate) height: u16,
+}
+
+/// Why an X11 setup reply was not a success.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum X11Setup {
+    Ok(X11Screen),
+    /// Refused (0) or wants authentication (2), with the server's reason.
+    Refused(String),
+    Malformed(&'static str),
+}
+
+/// The 12-byte connection setup request: little-endian, protocol 11.0, no authorization.
+pub(crate) const X11_SETUP_REQUEST: [u8; 12] = [b'l', 0, 11, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+
+/// Parses a complete setup reply (8-byte header plus `4 * length` bytes). Only what we
+/// need: status, and the first screen's size.
+pub(crate) fn parse_x11_setup(reply: &[u8]) -> X11Setup {
+    let Some(header) = reply.get(..8) else {
+        return X11Setup::Malformed("short header");
+    };
+    let status = header[0];
+    if status != 1 {
+        // Failed/Authenticate: byte 1 is the reason length (Failed); the reason follows.
+        let len = usize::from(header[1]);
+        let reason = reply.get(8..8 + len).or_else(|| reply.get(8..)).unwrap_or_default();
+        return X11Setup::Refused(String::from_utf8_lossy(reason).into_owned());
+    }
+    let body = &reply[8..];
+    let u16_at = |off: usize| body.get(off..off + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    // Setup success body: vendor length at 16, screens count at 20, formats count at 21,
+    // then 32 bytes of fixed fields, the padded vendor, 8 bytes per format, the screens.
+    let (Some(vendor_len), Some(&screens), Some(&formats)) = (u16_at(16), body.get(20), body.get(21)) else {
+        return X11Setup::Malformed("short setup body");
+    };
+    if screens == 0 {
+        return X11Setup::Malformed("no screens");
+    }
+    let vendor_padded = (usize::from(vendor_len) + 3) & !3;
+    let screen = 32 + vendor_padded + 8 * usize::from(formats);
+    // Screen: root(4) colormap(4) white(4) black(4) input-masks(4) width(2) height(2).
+    match (u16_at(screen + 20), u16_at(screen + 22)) {
+        (Some(width), Some(height)) => X11Setup::Ok(X11Screen { width, height }),
+        _ => X11Setup::Malformed("short screen"),
+    }
+}
+
+/// Connects to the display's Unix socket and completes a connection setup.
+pub(crate) async fn x11(display: u32) -> Result<X11Screen, DesktopError> {
+    let path = format!("/tmp/.X11-unix/X{display}");
+    let io = |source| DesktopError::Probe { child: "display", source };
+    let mut stream = UnixStream::connect(&path).await.map_err(io)?;
+    stream.write_all(&X11_SETUP_REQUEST).await.map_err(io)?;
+    let mut reply = vec![0u8; 8];
+    stream.read_exact(&mut reply).await.map_err(io)?;
+    let extra = 4 * usize::from(u16::from_le_bytes([reply[6], reply[7]]));
+    if extra > MAX_X11_SETUP {
+        return Err(DesktopError::ProbeRejected { child: "display", reason: "setup reply too large".into() });
+    }
+    reply.resize(8 + extra, 0);
+    stream.read_exact(&mut reply[8..]).await.map_err(io)?;
+    match parse_x11_setup(&reply) {
+        X11Setup::Ok(screen) => Ok(screen),
+        X11Setup::Refused(reason) => Err(DesktopError::ProbeRejected { child: "display", reason }),
+        X11Setup::Malformed(what) => Err(DesktopError::ProbeRejected { child: "display", reason: what.into() }),
+    }
+}
+
+/// Whether `banner` is an RFB ProtocolVersion message, `RFB xxx.yyy\n`.
+pub(crate) fn is_rfb_banner(banner: &[u8]) -> bool {
+    banner.len() == 12
+        && banner.starts_with(b"RFB ")
+        && banner[11] == b'\n'
+        && banner[7] == b'.'
+        && banner[4..7].iter().chain(&banner[8..11]).all(u8::is_ascii_digit)
+}
+
+async fn read_banner(mut stream: impl AsyncRead + Unpin) -> Result<(), DesktopError> {
+    let mut banner = [0u8; 12];
+    stream.read_exact(&mut banner).await.map_err(|source| DesktopError::Probe { child: "vnc", source })?;
+    if is_rfb_banner(&banner) {
+        Ok(())
+    } else {
+        Err(DesktopError::ProbeRejected { child: "vnc", reason: "not an RFB banner".into() })
+    }
+}
+
+/// Reads the RFB banner from the VNC server, then hangs up.
+pub(crate) async fn rfb(target: &crate::relay::VncTarget) -> Result<(), DesktopError> {
+    let io = |source| DesktopError::Probe { child: "vnc", source };
+    match target {
+        crate::relay::VncTarget::Tcp(addr) => read_banner(TcpStream::connect(addr).await.map_err(io)?).await,
+        crate::relay::VncTarget::Unix(path) => read_banner(UnixStream::connect(path).await.map_err(io)?).await,
+    }
+}
+
+/// Parses `DevToolsActivePort`: the port on the first line, the browser target's path
+/// on the second. `None` while Chromium is still writing it.
+pub(crate) fn parse_devtools_active_port(text: &str) -> Option<(u16, String)> {
+    let mut lines = text.lines();
+    let port: u16 = lines.next()?.trim().parse().ok()?;
+    let path = lines.next()?.trim();
+    if port == 0 || !path.starts_with('/') {
+        return None;
+    }
+    Some((port, path.to_owned()))
+}
+
+/// Reads `DevToolsActivePort` if complete.
+pub(crate) async fn devtools_active_port(profile: &Path) -> Option<(u16, String)> {
+    let file = tokio::fs::File::open(profile.join("DevToolsActivePort")).await.ok()?;
+    let mut text = String::new();
+    file.take(MAX_DEVTOOLS_FILE).read_to_string(&mut text).await.ok()?;
+    parse_devtools_active_port(&text)
+}
+
+#[derive(Deserialize)]
+struct JsonVersion {
+    #[serde(rename = "webSocketDebuggerUrl")]
+    ws_url: String,
+}
+
+/// Splits an HTTP/1.x response into status code and body.
+pub(crate) fn parse_http_response(response: &[u8]) -> Option<(u16, &[u8])> {
+    let end = response.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&response[..end]).ok()?;
+    let status_line = head.lines().next()?;
+    let mut parts = status_line.split(' ');
+    if !parts.next()?.starts_with("HTTP/1.") {
+        return None;
+    }
+    let code = parts.next()?.parse().ok()?;
+    Some((code, &response[end + 4..]))
+}
+
+/// `GET /json/version` on loopback; returns the browser's WebSocket URL. A hand-written
+/// HTTP/1.0 request keeps this to one exchange (the crate set has no HTTP client).
+pub(crate) async fn cdp_version(port: u16) -> Result<String, DesktopError> {
+    let io = |source| DesktopError::Probe { child: "chromium", source };
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.map_err(io)?;
+    let request = format!("GET /json/version HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.map_err(io)?;
+    let mut response = Vec::new();
+    (&mut stream).take(MAX_HTTP_RESPONSE as u64 + 1).read_to_end(&mut response).await.map_err(io)?;
+    let rejected = |reason: &str| DesktopError::ProbeRejected { child: "chromium", reason: reason.into() };
+    if response.len() > MAX_HTTP_RESPONSE {
+        return Err(rejected("/json/version response too large"));
+    }
+    let (code, body) = parse_http_response(&response).ok_or_else(|| rejected("malformed HTTP response"))?;
+    if code != 200 {
+        return Err(rejected("/json/version did not answer 200"));
+    }
+    let version: JsonVersion = serde_json::from_slice(body).map_err(|_| rejected("/json/version is not the expected JSON"))?;
+    if !version.ws_url.starts_with("ws://127.0.0.1:") {
+        return Err(rejected("CDP WebSocket is not on loopback"));
+    }
+    Ok(version.ws_url)
+}
+
+/// Retries `probe` every `interval` until it succeeds or `timeout` passes; the last
+/// error is returned inside `ProbeTimeout`'s message source.
+pub(crate) async fn poll<T, F, Fut>(child: &'static str, timeout: Duration, interval: Duration, mut probe: F) -> Result<T, DesktopError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, DesktopError>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let attempt = tokio::time::timeout_at(deadline, probe()).await;
+        match attempt {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(error)) => {
+                tracing::trace!(child, %error, "probe not yet ready");
+                if tokio::time::Instant::now() + interval >= deadline {
+                    return Err(DesktopError::ProbeTimeout { child, timeout, last: Some(Box::new(error)) });
+                }
+                tokio::time::sleep(interval).await;
+            }
+            Err(_) => return Err(DesktopError::ProbeTimeout { child, timeout, last: None }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn setup_success(vendor: &[u8], formats: u8, width: u16, height: u16) -> Vec<u8> {
+        let mut body = vec![0u8; 32];
+        body[16..18].copy_from_slice(&(vendor.len() as u16).to_le_bytes());
+        body[20] = 1;
+        body[21] = formats;
+        body.extend_from_slice(vendor);
+        while body.len() % 4 != 0 {
+            body.push(0);
+        }
+        body.extend(std::iter::repeat(0).take(8 * usize::from(formats)));
+        let mut screen = vec![0u8; 40];
+        screen[20..22].copy_from_slice(&width.to_le_bytes());
+        screen[22..24].copy_from_slice(&height.to_le_bytes());
+        body.extend(screen);
+        let mut reply = vec![1, 0, 11, 0, 0, 0];
+        reply.extend_from_slice(&((body.len() / 4) as u16).to_le_bytes());
+        reply.extend(body);
+        reply
+    }
+
+    #[test]
+    fn x11_setup_replies() {
+        let cases: Vec<(Vec<u8>, X11Setup)> = vec![
+            (setup_success(b"The X.Org Foundation", 7, 1280, 800), X11Setup::Ok(X11Screen { width: 1280, height: 800 })),
+            (setup_success(b"abc", 0, 640, 480), X11Setup::Ok(X11Screen { width: 640, height: 480 })),
+            ([vec![0, 4, 11, 0, 0, 0, 1, 0], b"nope".to_vec()].concat(), X11Setup::Refused("nope".into())),
+            (vec![1, 0, 11], X11Setup::Malformed("short header")),
+            (vec![1, 0, 11, 0, 0, 0, 0, 0], X11Setup::Malformed("short setup body")),
+        ];
+        for (reply, want) in cases {
+            assert_eq!(parse_x11_setup(&reply), want, "reply {reply:?}");
+        }
+    }
+
+    #[test]
+    fn rfb_banners() {
+        let cases: [(&[u8], bool); 6] = [
+            (b"RFB 003.008\n", true),
+            (b"RFB 003.003\n", true),
+            (b"RFB 003.008", false),
+            (b"RFB 003,008\n", false),
+            (b"HTTP/1.1 200", false),
+            (b"RFB 00x.008\n", false),
+        ];
+        for (banner, ok) in cases {
+            assert_eq!(is_rfb_banner(banner), ok, "{banner:?}");
+        }
+    }
+
+    #[test]
+    fn devtools_active_port_files() {
+        let cases = [
+            ("9222\n/devtools/browser/abc\n", Some((9222, "/devtools/browser/abc".to_owned()))),
+            ("9222\n", None),
+            ("", None),
+            ("0\n/devtools/browser/abc", None),
+            ("70000\n/devtools/browser/abc", None),
+            ("x\n/devtools", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_devtools_active_port(text), want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn http_responses() {
+        let cases: [(&[u8], Option<(u16, &[u8])>); 4] = [
+            (b"HTTP/1.1 200 OK\r\nContent-Type: x\r\n\r\n{}", Some((200, b"{}"))),
+            (b"HTTP/1.0 500 Err\r\n\r\n", Some((500, b""))),
+            (b"HTTP/1.1 200 OK\r\n", None),
+            (b"SSH-2.0\r\n\r\n", None),
+        ];
+        for (response, want) in cases {
+            assert_eq!(parse_http_response(response), want);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn x11_parser_never_panics(reply in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = parse_x11_setup(&reply);
+        }
+
+        #[test]
+        fn http_parser_never_panics(response in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = parse_http_response(&response);
+        }
+
+        #[test]
+        fn devtools_parser_never_panics(text in ".{0,64}") {
+            let _ = parse_devtools_active_port(&text);
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! The restart loop: wait for any child to exit, work out what must restart (everything
+//! if the display is gone), back off, restart, and give up after too many restarts.
+
+use std::collections::{HashMap, VecDeque};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::Path;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::child::{ChildHandle, Exit};
+use super::launch::{self, Display};
+use super::{CdpEndpoint, Current, DesktopConfig, DesktopError, DesktopPids, DesktopStatus, DisplayBackend};
+use crate::platform::events::{EventBus, PlatformEvent};
+use crate::relay::VncTarget;
+
+/// How long a display probe may take when deciding whether a dead child took the
+/// display with it.
+const DISPLAY_CHECK: Duration = Duration::from_secs(2);
+
+/// Creates the run dir, the profile and Chromium's HOME (0700, owned by `run_as`).
+pub(crate) fn prepare_dirs(cfg: &DesktopConfig) -> Result<(), DesktopError> {
+    for dir in [&cfg.run_dir, &cfg.profile_dir, &cfg.chromium_home()] {
+        make_private_dir(dir, cfg)?;
+    }
+    Ok(())
+}
+
+fn make_private_dir(dir: &Path, cfg: &DesktopConfig) -> Result<(), DesktopError> {
+    let io = |source| DesktopError::Io { what: "create desktop directory", source };
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io)?;
+    // An existing directory keeps its mode from before; tighten it.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+    if let Some(user) = cfg.run_as {
+        std::os::unix::fs::chown(dir, Some(user.uid), Some(user.gid)).map_err(io)?;
+    }
+    Ok(())
+}
+
+/// The children that are up. Missing ones are started by `start_missing`, in order.
+#[derive(Default)]
+pub(crate) struct Running {
+    display: Option<Display>,
+    x11vnc: Option<(ChildHandle, VncTarget)>,
+    chromium: Option<(ChildHandle, CdpEndpoint)>,
+}
+
+/// How deep a restart goes: everything from this child on is restarted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Level {
+    Display,
+    Vnc,
+    Chromium,
+}
+
+impl Running {
+    pub(crate) async fn start_missing(&mut self, cfg: &DesktopConfig) -> Result<(), DesktopError> {
+        if self.display.is_none() {
+            self.display = Some(launch::start_display(cfg).await?);
+        }
+        let number = self.display.as_ref().map_or(0, |d| d.number);
+        if let DisplayBackend::XvfbX11vnc { x11vnc, .. } = &cfg.backend {
+            if self.x11vnc.is_none() {
+                self.x11vnc = Some(launch::start_x11vnc(cfg, x11vnc, number).await?);
+            }
+        }
+        if self.chromium.is_none() {
+            self.chromium = Some(launch::start_chromium(cfg, number).await?);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn current(&self) -> Option<Current> {
+        let display = self.display.as_ref()?;
+        let (chromium, cdp) = self.chromium.as_ref()?;
+        let vnc = match (&display.vnc, &self.x11vnc) {
+            (Some(target), _) => target.clone(),
+            (None, Some((_, target))) => target.clone(),
+            (None, None) => return None,
+        };
+        Some(Current {
+            display: display.number,
+            vnc,
+            cdp: cdp.clone(),
+            pids: DesktopPids {
+                display: display.child.pid,
+                vnc: self.x11vnc.as_ref().map(|(c, _)| c.pid),
+                chromium: chromium.pid,
+            },
+        })
+    }
+
+    /// Stops every child at `level` or after it, last-started first.
+    async fn stop_from(&mut self, level: Level, grace: Duration) {
+        if let Some((child, _)) = self.chromium.take() {
+            child.stop(grace).await;
+        }
+        if level <= Level::Vnc {
+            if let Some((child, _)) = self.x11vnc.take() {
+                child.stop(grace).await;
+            }
+        }
+        if level == Level::Display {
+            if let Some(display) = self.display.take() {
+                display.child.stop(grace).await;
+            }
+        }
+    }
+
+    pub(crate) async fn stop_all(&mut self, grace: Duration) {
+        self.stop_from(Level::Display, grace).await;
+    }
+}
+
+/// Resolves with the child's exit; never, if there is no child.
+async fn exit_of(child: Option<&ChildHandle>) -> (&'static str, u32, Exit) {
+    match child {
+        Some(child) => (child.name, child.pid, child.wait().await),
+        None => std::future::pending().await,
+    }
+}
+
+pub(crate) struct Supervisor {
+    pub(crate) cfg: DesktopConfig,
+    pub(crate) events: EventBus,
+    pub(crate) running: Running,
+    pub(crate) status: watch::Sender<DesktopStatus>,
+    pub(crate) current: watch::Sender<Current>,
+    pub(crate) cancel: CancellationToken,
+}
+
+impl Supervisor {
+    pub(crate) async fn run(mut self) {
+        let mut recent: HashMap<&'static str, VecDeque<Instant>> = HashMap::new();
+        let mut totals: HashMap<&'static str, u32> = HashMap::new();
+        'supervise: loop {
+            let (child, pid, exit) = tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => break 'supervise,
+                exit = exit_of(self.running.display.as_ref().map(|d| &d.child)) => exit,
+                exit = exit_of(self.running.x11vnc.as_ref().map(|(c, _)| c)) => exit,
+                exit = exit_of(self.running.chromium.as_ref().map(|(c, _)| c)) => exit,
+            };
+            warn!(child, pid, status = %exit, "child exited");
+            let mut failed = child;
+            let mut reason = format!("{child} exited: {exit}");
+            loop {
+                let level = self.level_for(failed).await;
+                if level == Level::Display {
+                    failed = "display";
+                }
+                let window = recent.entry(failed).or_default();
+                let now = Instant::now();
+                while window.front().is_some_and(|t| now.duration_since(*t) > self.cfg.restart.window) {
+                    window.pop_front();
+                }
+                window.push_back(now);
+                let in_window = window.len() as u32;
+                if in_window > self.cfg.restart.max_restarts {
+                    error!(child = failed, restarts = in_window - 1, %reason, "too many restarts, giving up");
+                    self.running.stop_all(self.cfg.stop_grace).await;
+                    self.status.send_replace(DesktopStatus::Failed { reason: reason.clone() });
+                    self.events.publish(PlatformEvent::DesktopFailed { child: failed.to_owned(), reason });
+                    return;
+                }
+                self.status.send_replace(DesktopStatus::Restarting { child: failed.to_owned() });
+                let backoff = backoff(&self.cfg, in_window);
+                info!(child = failed, backoff_ms = backoff.as_millis() as u64, "restarting");
+                tokio::select! {
+                    _ = self.cancel.cancelled() => break 'supervise,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                self.running.stop_from(level, self.cfg.stop_grace).await;
+                // A start abandoned on cancellation drops its child handle, which kills it.
+                let started = tokio::select! {
+                    _ = self.cancel.cancelled() => break 'supervise,
+                    started = self.running.start_missing(&self.cfg) => started,
+                };
+                match started {
+                    Ok(()) => {
+                        let restarts = totals.entry(failed).or_default();
+                        *restarts += 1;
+                        if let Some(now) = self.running.current() {
+                            self.current.send_replace(now);
+                        }
+                        self.status.send_replace(DesktopStatus::Ready);
+                        info!(child = failed, restarts = *restarts, "restarted");
+                        self.events.publish(PlatformEvent::BrowserRestarted { child: failed.to_owned(), restarts: *restarts, reason });
+                        break;
+                    }
+                    Err(error) => {
+                        warn!(child = error.child(), %error, "restart failed");
+                        failed = error.child();
+                        reason = format!("{failed} failed to restart: {error}");
+                    }
+                }
+            }
+        }
+        self.running.stop_all(self.cfg.stop_grace).await;
+        info!("desktop stopped");
+    }
+
+    /// What must restart after `failed` died: if the display no longer answers, all of it.
+    async fn level_for(&self, failed: &str) -> Level {
+        let Some(display) = &self.running.display else {
+            return Level::Display;
+        };
+        if failed == "display" || display.child.exited().is_some() {
+            return Level::Display;
+        }
+        let alive = tokio::time::timeout(DISPLAY_CHECK, super::probe::x11(display.number)).await;
+        if !matches!(alive, Ok(Ok(_))) {
+            return Level::Display;
+        }
+        match failed {
+            "vnc" => Level::Vnc,
+            _ => Level::Chromium,
+        }
+    }
+}
+
+/// `initial * 2^(n-1)`, capped, for the n-th restart in the window.
+fn backoff(cfg: &DesktopConfig, n: u32) -> Duration {
+    let factor = 2u32.saturating_pow(n.saturating_sub(1).min(16));
+    cfg.restart.initial_backoff.saturating_mul(factor).min(cfg.restart.max_backoff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let mut cfg = DesktopConfig::default();
+        cfg.restart.initial_backoff = Duration::from_millis(100);
+        cfg.restart.max_backoff = Duration::from_millis(1000);
+        let got: Vec<u64> = (1..=6).map(|n| backoff(&cfg, n).as_millis() as u64).collect();
+        assert_eq!(got, [100, 200, 400, 800, 1000, 1000]);
+        assert_eq!(backoff(&cfg, u32::MAX), Duration::from_millis(1000));
+    }
+}
