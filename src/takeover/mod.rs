@@ -14,6 +14,8 @@ pub mod condition;
 mod manager;
 pub mod routes;
 mod token;
+#[cfg(test)]
+mod tests;
 
 use std::time::Duration;
 
@@ -287,7 +289,7 @@ pub fn outcome_error(outcome: Outcome) -> Option<(StatusCode, &'static str, &'st
 }
 
 #[cfg(test)]
-mod tests {
+mod wire_tests {
     use super::*;
 
     #[test]
