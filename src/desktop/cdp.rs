@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use chromiumoxide::cdp::browser_protocol::browser::{Bounds, GetWindowForTargetParams, SetWindowBoundsParams, WindowState};
+use chromiumoxide::cdp::browser_protocol::browser::{
+    Bounds, GetWindowForTargetParams, SetWindowBoundsParams, WindowState,
+};
 use chromiumoxide::cdp::browser_protocol::target::{ActivateTargetParams, TargetId};
 use chromiumoxide::Browser;
 use futures_util::StreamExt;
@@ -27,7 +29,9 @@ impl Drop for Connection {
 }
 
 pub(crate) async fn connect(ws_url: &str) -> Result<Connection, DesktopError> {
-    let (browser, mut handler) = Browser::connect(ws_url).await.map_err(|source| DesktopError::Cdp { source })?;
+    let (browser, mut handler) = Browser::connect(ws_url)
+        .await
+        .map_err(|source| DesktopError::Cdp { source })?;
     let handler = tokio::spawn(
         async move {
             // The handler must be polled for any command to make progress; its per-message
@@ -46,7 +50,11 @@ pub(crate) async fn connect(ws_url: &str) -> Result<Connection, DesktopError> {
 /// Proves CDP works end to end: a WebSocket session and a command answered.
 pub(crate) async fn prove(ws_url: &str) -> Result<(), DesktopError> {
     let conn = connect(ws_url).await?;
-    let version = conn.browser.version().await.map_err(|source| DesktopError::Cdp { source })?;
+    let version = conn
+        .browser
+        .version()
+        .await
+        .map_err(|source| DesktopError::Cdp { source })?;
     debug!(product = %version.product, "cdp answered");
     Ok(())
 }
@@ -67,25 +75,56 @@ pub(crate) async fn bring_to_front(ws_url: &str, screen: Screen) -> Result<(), D
         .map(|t| t.target_id)
         .ok_or(DesktopError::NoPage)?;
     let browser = &conn.browser;
-    let window = browser.execute(GetWindowForTargetParams { target_id: Some(target.clone()) }).await.map_err(cdp)?;
+    let window = browser
+        .execute(GetWindowForTargetParams {
+            target_id: Some(target.clone()),
+        })
+        .await
+        .map_err(cdp)?;
     let window_id = window.result.window_id;
     if window.result.bounds.window_state == Some(WindowState::Minimized) {
-        let normal = Bounds { window_state: Some(WindowState::Normal), ..Default::default() };
-        browser.execute(SetWindowBoundsParams::new(window_id, normal)).await.map_err(cdp)?;
+        let normal = Bounds {
+            window_state: Some(WindowState::Normal),
+            ..Default::default()
+        };
+        browser
+            .execute(SetWindowBoundsParams::new(window_id, normal))
+            .await
+            .map_err(cdp)?;
     }
-    let maximized = Bounds { window_state: Some(WindowState::Maximized), ..Default::default() };
-    browser.execute(SetWindowBoundsParams::new(window_id, maximized)).await.map_err(cdp)?;
-    let after = browser.execute(GetWindowForTargetParams { target_id: Some(target.clone()) }).await.map_err(cdp)?;
+    let maximized = Bounds {
+        window_state: Some(WindowState::Maximized),
+        ..Default::default()
+    };
+    browser
+        .execute(SetWindowBoundsParams::new(window_id, maximized))
+        .await
+        .map_err(cdp)?;
+    let after = browser
+        .execute(GetWindowForTargetParams {
+            target_id: Some(target.clone()),
+        })
+        .await
+        .map_err(cdp)?;
     let b = &after.result.bounds;
+    // Chromium's X11 window keeps a window exactly the screen's size one pixel smaller
+    // (so WMs do not take it for fullscreen): within a pixel counts as covering it.
+    let covers = |got: Option<i64>, want: u16| got.is_some_and(|got| got >= i64::from(want) - 1);
     let full = b.left == Some(0)
         && b.top == Some(0)
-        && b.width == Some(i64::from(screen.width))
-        && b.height == Some(i64::from(screen.height));
+        && covers(b.width, screen.width)
+        && covers(b.height, screen.height);
     if !full {
-        debug!(?b, "maximise had no effect (no window manager), setting full-screen bounds");
+        debug!(bounds = ?b, "maximise had no effect (no window manager), setting full-screen bounds");
         if b.window_state != Some(WindowState::Normal) {
-            let normal = Bounds { window_state: Some(WindowState::Normal), ..Default::default() };
-            browser.execute(SetWindowBoundsParams::new(window_id, normal)).await.map_err(cdp)?;
+            let normal = Bounds {
+                window_state: Some(WindowState::Normal),
+                ..Default::default()
+            };
+            browser
+                .execute(SetWindowBoundsParams::new(window_id, normal))
+                .await
+                .map_err(cdp)?;
         }
         let bounds = Bounds {
             left: Some(0),
@@ -94,7 +133,10 @@ pub(crate) async fn bring_to_front(ws_url: &str, screen: Screen) -> Result<(), D
             height: Some(i64::from(screen.height)),
             window_state: None,
         };
-        browser.execute(SetWindowBoundsParams::new(window_id, bounds)).await.map_err(cdp)?;
+        browser
+            .execute(SetWindowBoundsParams::new(window_id, bounds))
+            .await
+            .map_err(cdp)?;
     }
     // Page.bringToFront needs a session on the page; chromiumoxide attaches to the targets
     // fetch_targets reported shortly after. Without one, Target.activateTarget does the
@@ -111,6 +153,9 @@ pub(crate) async fn bring_to_front(ws_url: &str, screen: Screen) -> Result<(), D
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     debug!("page session not attached, using Target.activateTarget");
-    conn.browser.execute(ActivateTargetParams::new(target)).await.map_err(cdp)?;
+    conn.browser
+        .execute(ActivateTargetParams::new(target))
+        .await
+        .map_err(cdp)?;
     Ok(())
 }

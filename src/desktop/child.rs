@@ -56,15 +56,25 @@ pub(crate) struct ChildHandle {
 impl ChildHandle {
     /// Spawns `cmd` with piped output, registered as owned so a PID-1 reaper leaves it
     /// alone, and starts its watcher and output drains.
-    pub(crate) fn spawn(name: &'static str, cmd: &mut Command) -> Result<ChildHandle, DesktopError> {
+    pub(crate) fn spawn(
+        name: &'static str,
+        cmd: &mut Command,
+    ) -> Result<ChildHandle, DesktopError> {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            // The watcher owns the child; a dropped `Child` must not kill behind its back.
-            .kill_on_drop(false);
-        let mut child = crate::reaper::owned()
-            .spawn(cmd)
-            .map_err(|source| DesktopError::Spawn { child: name, source })?;
+            // The watcher waits on the child, so normally `Child` is dropped only after it
+            // was reaped and this is a no-op. If the watcher itself is dropped first (the
+            // runtime shutting down, e.g. a test that panicked), the child is killed rather
+            // than orphaned.
+            .kill_on_drop(true);
+        let mut child =
+            crate::reaper::owned()
+                .spawn(cmd)
+                .map_err(|source| DesktopError::Spawn {
+                    child: name,
+                    source,
+                })?;
         let Some(pid) = child.id() else {
             // Cannot happen for a freshly spawned child that nobody waited on.
             return Err(DesktopError::Spawn {
@@ -73,10 +83,20 @@ impl ChildHandle {
             });
         };
         if let Some(out) = child.stdout.take() {
-            tokio::spawn(drain(out).instrument(tracing::debug_span!("child_output", child = name, pid, stream = "stdout")));
+            tokio::spawn(drain(out).instrument(tracing::debug_span!(
+                "child_output",
+                child = name,
+                pid,
+                stream = "stdout"
+            )));
         }
         if let Some(err) = child.stderr.take() {
-            tokio::spawn(drain(err).instrument(tracing::debug_span!("child_output", child = name, pid, stream = "stderr")));
+            tokio::spawn(drain(err).instrument(tracing::debug_span!(
+                "child_output",
+                child = name,
+                pid,
+                stream = "stderr"
+            )));
         }
         let (signals, mut signal_rx) = mpsc::unbounded_channel::<Signal>();
         let (exit_tx, exit) = watch::channel(None);
@@ -108,7 +128,12 @@ impl ChildHandle {
         };
         tokio::spawn(watcher.instrument(tracing::debug_span!("child", child = name, pid)));
         debug!(child = name, pid, "child spawned");
-        Ok(ChildHandle { name, pid, signals, exit })
+        Ok(ChildHandle {
+            name,
+            pid,
+            signals,
+            exit,
+        })
     }
 
     /// The exit, if the child has been reaped.
@@ -120,7 +145,9 @@ impl ChildHandle {
     pub(crate) async fn wait(&self) -> Exit {
         let mut exit = self.exit.clone();
         let result = match exit.wait_for(Option::is_some).await {
-            Ok(exit) => exit.clone().unwrap_or_else(|| Exit::WaitFailed("no status".into())),
+            Ok(exit) => exit
+                .clone()
+                .unwrap_or_else(|| Exit::WaitFailed("no status".into())),
             // The watcher is gone without a status: only if the runtime is shutting down.
             Err(_) => Exit::WaitFailed("watcher stopped".into()),
         };
@@ -143,10 +170,19 @@ impl ChildHandle {
             debug!(child = self.name, pid = self.pid, %exit, elapsed_ms = started.elapsed().as_millis() as u64, "child stopped");
             return;
         }
-        warn!(child = self.name, pid = self.pid, grace_ms = grace.as_millis() as u64, "child ignored SIGTERM, killing");
+        warn!(
+            child = self.name,
+            pid = self.pid,
+            grace_ms = grace.as_millis() as u64,
+            "child ignored SIGTERM, killing"
+        );
         self.signal(Signal::SIGKILL);
         if tokio::time::timeout(KILL_WAIT, self.wait()).await.is_err() {
-            warn!(child = self.name, pid = self.pid, "child not reaped after SIGKILL");
+            warn!(
+                child = self.name,
+                pid = self.pid,
+                "child not reaped after SIGKILL"
+            );
         }
     }
 }
@@ -229,9 +265,14 @@ mod tests {
     async fn chatty_child_does_not_block_and_exit_is_reported() {
         // 4 MiB of output on both streams would fill any pipe if nobody drained it.
         let mut cmd = Command::new("/bin/sh");
-        cmd.args(["-c", "head -c 4194304 /dev/zero | tr '\\0' 'x'; head -c 4194304 /dev/zero >&2; exit 3"]);
+        cmd.args([
+            "-c",
+            "head -c 4194304 /dev/zero | tr '\\0' 'x'; head -c 4194304 /dev/zero >&2; exit 3",
+        ]);
         let child = ChildHandle::spawn("test", &mut cmd).expect("spawn");
-        let exit = tokio::time::timeout(Duration::from_secs(20), child.wait()).await.expect("child finished");
+        let exit = tokio::time::timeout(Duration::from_secs(20), child.wait())
+            .await
+            .expect("child finished");
         match exit {
             Exit::Status(status) => assert_eq!(status.code(), Some(3)),
             other => panic!("unexpected {other:?}"),
@@ -241,10 +282,23 @@ mod tests {
 
     #[tokio::test]
     async fn stop_escalates_to_sigkill() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ready = dir.path().join("ready");
         let mut cmd = Command::new("/bin/sh");
-        cmd.args(["-c", "trap '' TERM; echo ready; while :; do sleep 0.05; done"]);
+        cmd.args([
+            "-c",
+            "trap '' TERM; touch \"$1\"; while :; do sleep 0.05; done",
+            "sh",
+        ])
+        .arg(&ready);
         let child = ChildHandle::spawn("test", &mut cmd).expect("spawn");
         assert!(crate::reaper::owned().contains(child.pid));
+        // Only once the trap is installed does SIGTERM test the escalation.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ready.exists() {
+            assert!(Instant::now() < deadline, "child never got ready");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let started = Instant::now();
         child.stop(Duration::from_millis(300)).await;
         assert!(started.elapsed() >= Duration::from_millis(300));
@@ -256,5 +310,37 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert!(!pid_alive(child.pid as i32) || !crate::reaper::owned().contains(child.pid));
+    }
+
+    #[test]
+    fn child_is_killed_when_the_runtime_drops_its_watcher() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let pid = runtime.block_on(async {
+            let mut cmd = Command::new("/bin/sleep");
+            cmd.arg("60");
+            let child = ChildHandle::spawn("test", &mut cmd).expect("spawn");
+            let pid = child.pid;
+            // Leak the handle: only the runtime's shutdown can end the watcher now.
+            std::mem::forget(child);
+            pid
+        });
+        drop(runtime);
+        // Killed: gone, or a zombie nobody is left to reap in this test process.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let state = stat.rsplit_once(") ").map(|(_, rest)| rest.chars().next());
+            if stat.is_empty() || state == Some(Some('Z')) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "child {pid} survived its runtime: {stat}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }

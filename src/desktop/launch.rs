@@ -41,7 +41,10 @@ fn base_command(cfg: &DesktopConfig, program: &Path) -> Command {
 }
 
 /// Races a probe against the child's exit, so a child that dies at startup fails fast.
-async fn ready<T>(child: &ChildHandle, probe: impl std::future::Future<Output = Result<T, DesktopError>>) -> Result<T, DesktopError> {
+async fn ready<T>(
+    child: &ChildHandle,
+    probe: impl std::future::Future<Output = Result<T, DesktopError>>,
+) -> Result<T, DesktopError> {
     tokio::select! {
         result = probe => result,
         exit = child.wait() => Err(DesktopError::ExitedDuringStart { child: child.name, status: exit.to_string() }),
@@ -49,7 +52,11 @@ async fn ready<T>(child: &ChildHandle, probe: impl std::future::Future<Output = 
 }
 
 /// Stops `child` if `result` is an error, so a failed start leaves nothing running.
-async fn or_stop<T>(child: &ChildHandle, grace: Duration, result: Result<T, DesktopError>) -> Result<T, DesktopError> {
+async fn or_stop<T>(
+    child: &ChildHandle,
+    grace: Duration,
+    result: Result<T, DesktopError>,
+) -> Result<T, DesktopError> {
     if result.is_err() {
         child.stop(grace).await;
     }
@@ -57,7 +64,10 @@ async fn or_stop<T>(child: &ChildHandle, grace: Duration, result: Result<T, Desk
 }
 
 pub(crate) async fn start_display(cfg: &DesktopConfig) -> Result<Display, DesktopError> {
-    let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| DesktopError::Io { what: "displayfd pipe", source: e.into() })?;
+    let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| DesktopError::Io {
+        what: "displayfd pipe",
+        source: e.into(),
+    })?;
     let write_fd = write.as_raw_fd();
     let (w, h, depth) = (cfg.screen.width, cfg.screen.height, cfg.screen.depth);
     let (name, mut cmd, vnc) = match &cfg.backend {
@@ -65,15 +75,40 @@ pub(crate) async fn start_display(cfg: &DesktopConfig) -> Result<Display, Deskto
             let socket = cfg.run_dir.join("vnc.sock");
             remove_if_exists(&socket)?;
             let mut cmd = base_command(cfg, xvnc);
-            cmd.args(["-displayfd", &write_fd.to_string(), "-geometry", &format!("{w}x{h}"), "-depth", &depth.to_string()])
-                // RFB only on a 0600 Unix socket: no TCP port at all.
-                .args(["-rfbport", "-1", "-rfbunixmode", "0600", "-SecurityTypes", "None", "-nolisten", "tcp", "-rfbunixpath"])
-                .arg(&socket);
+            cmd.args([
+                "-displayfd",
+                &write_fd.to_string(),
+                "-geometry",
+                &format!("{w}x{h}"),
+                "-depth",
+                &depth.to_string(),
+            ])
+            // RFB only on a 0600 Unix socket: no TCP port at all.
+            .args([
+                "-rfbport",
+                "-1",
+                "-rfbunixmode",
+                "0600",
+                "-SecurityTypes",
+                "None",
+                "-nolisten",
+                "tcp",
+                "-rfbunixpath",
+            ])
+            .arg(&socket);
             ("display", cmd, Some(VncTarget::Unix(socket)))
         }
         DisplayBackend::XvfbX11vnc { xvfb, .. } => {
             let mut cmd = base_command(cfg, xvfb);
-            cmd.args(["-displayfd", &write_fd.to_string(), "-screen", "0", &format!("{w}x{h}x{depth}"), "-nolisten", "tcp"]);
+            cmd.args([
+                "-displayfd",
+                &write_fd.to_string(),
+                "-screen",
+                "0",
+                &format!("{w}x{h}x{depth}"),
+                "-nolisten",
+                "tcp",
+            ]);
             ("display", cmd, None)
         }
     };
@@ -82,7 +117,9 @@ pub(crate) async fn start_display(cfg: &DesktopConfig) -> Result<Display, Deskto
     // here, in this child only, the flag is cleared so the server can write to it.
     unsafe {
         cmd.pre_exec(move || {
-            fcntl(write_fd, FcntlArg::F_SETFD(FdFlag::empty())).map(|_| ()).map_err(std::io::Error::from)
+            fcntl(write_fd, FcntlArg::F_SETFD(FdFlag::empty()))
+                .map(|_| ())
+                .map_err(std::io::Error::from)
         });
     }
     let child = ChildHandle::spawn(name, &mut cmd)?;
@@ -91,54 +128,102 @@ pub(crate) async fn start_display(cfg: &DesktopConfig) -> Result<Display, Deskto
     let number = ready(&child, async {
         tokio::time::timeout(cfg.start_timeouts.display, read_display_number(read))
             .await
-            .map_err(|_| DesktopError::ProbeTimeout { child: name, timeout: cfg.start_timeouts.display, last: None })?
+            .map_err(|_| DesktopError::ProbeTimeout {
+                child: name,
+                timeout: cfg.start_timeouts.display,
+                last: None,
+            })?
     })
     .await;
     let number = or_stop(&child, cfg.stop_grace, number).await?;
     let remaining = cfg.start_timeouts.display.saturating_sub(started.elapsed());
-    let screen = ready(&child, probe::poll(name, remaining, PROBE_INTERVAL, || probe::x11(number))).await;
+    let screen = ready(
+        &child,
+        probe::poll(name, remaining, PROBE_INTERVAL, || probe::x11(number)),
+    )
+    .await;
     let screen = or_stop(&child, cfg.stop_grace, screen).await?;
     if let Some(target) = &vnc {
-        let rfb = ready(&child, probe::poll("vnc", cfg.start_timeouts.vnc, PROBE_INTERVAL, || probe::rfb(target))).await;
+        let rfb = ready(
+            &child,
+            probe::poll("vnc", cfg.start_timeouts.vnc, PROBE_INTERVAL, || {
+                probe::rfb(target)
+            }),
+        )
+        .await;
         or_stop(&child, cfg.stop_grace, rfb).await?;
     }
-    info!(child = name, pid = child.pid, display = number, width = screen.width, height = screen.height, "display ready");
+    info!(
+        child = name,
+        pid = child.pid,
+        display = number,
+        width = screen.width,
+        height = screen.height,
+        "display ready"
+    );
     Ok(Display { child, number, vnc })
 }
 
 async fn read_display_number(read: OwnedFd) -> Result<u32, DesktopError> {
-    let io = |source| DesktopError::Io { what: "displayfd read", source };
+    let io = |source| DesktopError::Io {
+        what: "displayfd read",
+        source,
+    };
     let mut pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(read).map_err(io)?;
     let mut buf = Vec::with_capacity(MAX_DISPLAYFD);
     let mut chunk = [0u8; MAX_DISPLAYFD];
     while !buf.contains(&b'\n') {
         let n = pipe.read(&mut chunk).await.map_err(io)?;
         if n == 0 || buf.len() + n > MAX_DISPLAYFD {
-            return Err(DesktopError::ProbeRejected { child: "display", reason: "no display number on -displayfd".into() });
+            return Err(DesktopError::ProbeRejected {
+                child: "display",
+                reason: "no display number on -displayfd".into(),
+            });
         }
         buf.extend_from_slice(&chunk[..n]);
     }
     std::str::from_utf8(&buf)
         .ok()
         .and_then(|s| s.trim().parse().ok())
-        .ok_or_else(|| DesktopError::ProbeRejected { child: "display", reason: "bad display number on -displayfd".into() })
+        .ok_or_else(|| DesktopError::ProbeRejected {
+            child: "display",
+            reason: "bad display number on -displayfd".into(),
+        })
 }
 
 /// Starts x11vnc on a free loopback port (Xvfb backend only).
-pub(crate) async fn start_x11vnc(cfg: &DesktopConfig, x11vnc: &Path, display: u32) -> Result<(ChildHandle, VncTarget), DesktopError> {
+pub(crate) async fn start_x11vnc(
+    cfg: &DesktopConfig,
+    x11vnc: &Path,
+    display: u32,
+) -> Result<(ChildHandle, VncTarget), DesktopError> {
     // x11vnc picks no port itself in a way it can tell us; probe a free one. A race with
     // another binder makes the start fail and the supervisor try again.
     let port = std::net::TcpListener::bind(("127.0.0.1", 0))
         .and_then(|l| l.local_addr())
-        .map_err(|source| DesktopError::Io { what: "free port for x11vnc", source })?
+        .map_err(|source| DesktopError::Io {
+            what: "free port for x11vnc",
+            source,
+        })?
         .port();
     let mut cmd = base_command(cfg, x11vnc);
-    cmd.args(["-display", &format!(":{display}"), "-rfbport", &port.to_string()])
-        // -localhost binds 127.0.0.1 and ::1 only (`-listen 127.0.0.1` would still open [::]).
-        .args(["-localhost", "-nopw", "-forever", "-shared", "-noxdamage"]);
+    cmd.args([
+        "-display",
+        &format!(":{display}"),
+        "-rfbport",
+        &port.to_string(),
+    ])
+    // -localhost binds 127.0.0.1 and ::1 only (`-listen 127.0.0.1` would still open [::]).
+    .args(["-localhost", "-nopw", "-forever", "-shared", "-noxdamage"]);
     let child = ChildHandle::spawn("vnc", &mut cmd)?;
     let target = VncTarget::Tcp(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
-    let probed = ready(&child, probe::poll("vnc", cfg.start_timeouts.vnc, PROBE_INTERVAL, || probe::rfb(&target))).await;
+    let probed = ready(
+        &child,
+        probe::poll("vnc", cfg.start_timeouts.vnc, PROBE_INTERVAL, || {
+            probe::rfb(&target)
+        }),
+    )
+    .await;
     or_stop(&child, cfg.stop_grace, probed).await?;
     info!(child = "vnc", pid = child.pid, port, "vnc ready");
     Ok((child, target))
@@ -162,7 +247,10 @@ pub(crate) fn chromium_args(cfg: &DesktopConfig) -> Vec<String> {
     .into_iter()
     .map(String::from)
     .collect();
-    args.push(format!("--window-size={},{}", cfg.screen.width, cfg.screen.height));
+    args.push(format!(
+        "--window-size={},{}",
+        cfg.screen.width, cfg.screen.height
+    ));
     args.push(format!("--user-data-dir={}", cfg.profile_dir.display()));
     if cfg.no_sandbox {
         args.push("--no-sandbox".into());
@@ -172,7 +260,10 @@ pub(crate) fn chromium_args(cfg: &DesktopConfig) -> Vec<String> {
     args
 }
 
-pub(crate) async fn start_chromium(cfg: &DesktopConfig, display: u32) -> Result<(ChildHandle, CdpEndpoint), DesktopError> {
+pub(crate) async fn start_chromium(
+    cfg: &DesktopConfig,
+    display: u32,
+) -> Result<(ChildHandle, CdpEndpoint), DesktopError> {
     clear_stale_singleton(&cfg.profile_dir)?;
     // A DevToolsActivePort left by the previous run names a dead port; the probe must
     // only ever read the one this launch writes.
@@ -186,14 +277,28 @@ pub(crate) async fn start_chromium(cfg: &DesktopConfig, display: u32) -> Result<
         .env("XDG_CACHE_HOME", home.join(".cache"))
         .args(chromium_args(cfg));
     let child = ChildHandle::spawn("chromium", &mut cmd)?;
-    let probed = ready(&child, probe::poll("chromium", cfg.start_timeouts.chromium, PROBE_INTERVAL, || async {
-        let (port, _path) = probe::devtools_active_port(&cfg.profile_dir)
-            .await
-            .ok_or(DesktopError::ProbeRejected { child: "chromium", reason: "DevToolsActivePort not written yet".into() })?;
-        let ws_url = probe::cdp_version(port).await?;
-        super::cdp::prove(&ws_url).await?;
-        Ok(CdpEndpoint { http_url: format!("http://127.0.0.1:{port}"), ws_url })
-    }))
+    let probed = ready(
+        &child,
+        probe::poll(
+            "chromium",
+            cfg.start_timeouts.chromium,
+            PROBE_INTERVAL,
+            || async {
+                let (port, _path) = probe::devtools_active_port(&cfg.profile_dir).await.ok_or(
+                    DesktopError::ProbeRejected {
+                        child: "chromium",
+                        reason: "DevToolsActivePort not written yet".into(),
+                    },
+                )?;
+                let ws_url = probe::cdp_version(port).await?;
+                super::cdp::prove(&ws_url).await?;
+                Ok(CdpEndpoint {
+                    http_url: format!("http://127.0.0.1:{port}"),
+                    ws_url,
+                })
+            },
+        ),
+    )
     .await;
     let cdp = or_stop(&child, cfg.stop_grace, probed).await?;
     info!(child = "chromium", pid = child.pid, http_url = %cdp.http_url, "chromium ready");
@@ -204,7 +309,10 @@ fn remove_if_exists(path: &Path) -> Result<(), DesktopError> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(DesktopError::Io { what: "remove stale file", source }),
+        Err(source) => Err(DesktopError::Io {
+            what: "remove stale file",
+            source,
+        }),
     }
 }
 
@@ -257,7 +365,9 @@ pub(crate) fn clear_stale_singleton(profile: &Path) -> Result<(), DesktopError> 
 
 /// The host name Chromium writes into `SingletonLock` (the UTS node name).
 pub(crate) fn hostname() -> Option<String> {
-    nix::sys::utsname::uname().ok().map(|u| u.nodename().to_string_lossy().into_owned())
+    nix::sys::utsname::uname()
+        .ok()
+        .map(|u| u.nodename().to_string_lossy().into_owned())
 }
 
 fn remove_singletons(profile: &Path) -> Result<(), DesktopError> {
@@ -283,7 +393,7 @@ mod tests {
             ("host-0", None),
             ("host-", None),
             ("host", None),
-            ("host--5", None),
+            ("host--5", Some(("host-", 5))),
             ("", None),
         ];
         for (target, want) in cases {
@@ -296,20 +406,34 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let host = hostname().expect("hostname");
         // A pid that surely is dead: a child we ran and reaped.
-        let dead = std::process::Command::new("true").spawn().and_then(|mut c| {
-            let pid = c.id();
-            c.wait().map(|_| pid)
-        });
+        let dead = std::process::Command::new("true")
+            .spawn()
+            .and_then(|mut c| {
+                let pid = c.id();
+                c.wait().map(|_| pid)
+            });
         let dead = dead.expect("run true");
-        std::os::unix::fs::symlink(format!("{host}-{dead}"), dir.path().join("SingletonLock")).expect("lock");
-        std::os::unix::fs::symlink("/nonexistent/SingletonSocket", dir.path().join("SingletonSocket")).expect("socket");
+        std::os::unix::fs::symlink(format!("{host}-{dead}"), dir.path().join("SingletonLock"))
+            .expect("lock");
+        std::os::unix::fs::symlink(
+            "/nonexistent/SingletonSocket",
+            dir.path().join("SingletonSocket"),
+        )
+        .expect("socket");
         std::os::unix::fs::symlink("123", dir.path().join("SingletonCookie")).expect("cookie");
         clear_stale_singleton(dir.path()).expect("cleared");
         for name in SINGLETON_FILES {
-            assert!(std::fs::symlink_metadata(dir.path().join(name)).is_err(), "{name} left");
+            assert!(
+                std::fs::symlink_metadata(dir.path().join(name)).is_err(),
+                "{name} left"
+            );
         }
         // Our own (live, not chromium) pid: stale too, since the pid was reused.
-        std::os::unix::fs::symlink(format!("{host}-{}", std::process::id()), dir.path().join("SingletonLock")).expect("lock");
+        std::os::unix::fs::symlink(
+            format!("{host}-{}", std::process::id()),
+            dir.path().join("SingletonLock"),
+        )
+        .expect("lock");
         clear_stale_singleton(dir.path()).expect("cleared");
         assert!(std::fs::symlink_metadata(dir.path().join("SingletonLock")).is_err());
     }

@@ -39,7 +39,9 @@ pub enum DisplayBackend {
 
 impl Default for DisplayBackend {
     fn default() -> Self {
-        DisplayBackend::Xvnc { xvnc: PathBuf::from("/usr/bin/Xvnc") }
+        DisplayBackend::Xvnc {
+            xvnc: PathBuf::from("/usr/bin/Xvnc"),
+        }
     }
 }
 
@@ -53,7 +55,11 @@ pub struct Screen {
 
 impl Default for Screen {
     fn default() -> Self {
-        Screen { width: 1280, height: 800, depth: 24 }
+        Screen {
+            width: 1280,
+            height: 800,
+            depth: 24,
+        }
     }
 }
 
@@ -76,7 +82,11 @@ pub struct StartTimeouts {
 impl Default for StartTimeouts {
     fn default() -> Self {
         // Generous: a 2-core sandbox under load starts Chromium in seconds, not 1.
-        StartTimeouts { display: Duration::from_secs(10), vnc: Duration::from_secs(10), chromium: Duration::from_secs(30) }
+        StartTimeouts {
+            display: Duration::from_secs(10),
+            vnc: Duration::from_secs(10),
+            chromium: Duration::from_secs(30),
+        }
     }
 }
 
@@ -148,7 +158,9 @@ impl Default for DesktopConfig {
 
 impl DesktopConfig {
     pub(crate) fn chromium_home(&self) -> PathBuf {
-        self.chromium_home.clone().unwrap_or_else(|| self.run_dir.join("chromium-home"))
+        self.chromium_home
+            .clone()
+            .unwrap_or_else(|| self.run_dir.join("chromium-home"))
     }
 }
 
@@ -165,9 +177,13 @@ pub enum DesktopStatus {
     Starting,
     Ready,
     /// `child` died (or failed to come back) and is being restarted.
-    Restarting { child: String },
+    Restarting {
+        child: String,
+    },
     /// Gave up; nothing of the desktop is running.
-    Failed { reason: String },
+    Failed {
+        reason: String,
+    },
 }
 
 /// The pids of the running children (for diagnostics and tests).
@@ -232,7 +248,9 @@ impl DesktopError {
             | DesktopError::ProbeTimeout { child, .. }
             | DesktopError::Probe { child, .. }
             | DesktopError::ProbeRejected { child, .. } => child,
-            DesktopError::ProfileInUse { .. } | DesktopError::Cdp { .. } | DesktopError::NoPage => "chromium",
+            DesktopError::ProfileInUse { .. } | DesktopError::Cdp { .. } | DesktopError::NoPage => {
+                "chromium"
+            }
             DesktopError::Io { .. } | DesktopError::Failed { .. } => "desktop",
         }
     }
@@ -262,7 +280,11 @@ impl Desktop {
     /// Starts display, VNC server and Chromium in order, each after the previous one
     /// passed its probe, then supervises them until `stop` is cancelled or `shutdown`.
     /// A failed start stops whatever had started.
-    pub async fn start(cfg: DesktopConfig, events: EventBus, stop: CancellationToken) -> Result<Desktop, DesktopError> {
+    pub async fn start(
+        cfg: DesktopConfig,
+        events: EventBus,
+        stop: CancellationToken,
+    ) -> Result<Desktop, DesktopError> {
         let span = tracing::info_span!("desktop");
         let started = tokio::time::Instant::now();
         let (status_tx, status) = watch::channel(DesktopStatus::Starting);
@@ -273,16 +295,31 @@ impl Desktop {
             return Err(error);
         }
         let Some(now) = running.current() else {
-            return Err(DesktopError::Failed { reason: "start left a child missing".into() });
+            return Err(DesktopError::Failed {
+                reason: "start left a child missing".into(),
+            });
         };
         tracing::info!(parent: &span, display = now.display, elapsed_ms = started.elapsed().as_millis() as u64, "desktop ready");
         let (current_tx, current) = watch::channel(now);
         status_tx.send_replace(DesktopStatus::Ready);
         let cancel = stop.child_token();
         let screen = cfg.screen;
-        let task = supervisor::Supervisor { cfg, events, running, status: status_tx, current: current_tx, cancel: cancel.clone() };
+        let task = supervisor::Supervisor {
+            cfg,
+            events,
+            running,
+            status: status_tx,
+            current: current_tx,
+            cancel: cancel.clone(),
+        };
         let supervisor = tokio::spawn(task.run().instrument(span));
-        Ok(Desktop { current, status, screen, cancel, supervisor: Some(supervisor) })
+        Ok(Desktop {
+            current,
+            status,
+            screen,
+            cancel,
+            supervisor: Some(supervisor),
+        })
     }
 
     /// The current CDP endpoint (it changes when Chromium restarts).
@@ -312,7 +349,9 @@ impl Desktop {
     /// front, so the user sees the login page on the VNC view.
     pub async fn bring_browser_to_front(&self) -> Result<(), DesktopError> {
         if let DesktopStatus::Failed { reason } = &*self.status.borrow() {
-            return Err(DesktopError::Failed { reason: reason.clone() });
+            return Err(DesktopError::Failed {
+                reason: reason.clone(),
+            });
         }
         let ws_url = self.cdp().ws_url;
         cdp::bring_to_front(&ws_url, self.screen).await

@@ -48,14 +48,22 @@ pub(crate) fn parse_x11_setup(reply: &[u8]) -> X11Setup {
     if status != 1 {
         // Failed/Authenticate: byte 1 is the reason length (Failed); the reason follows.
         let len = usize::from(header[1]);
-        let reason = reply.get(8..8 + len).or_else(|| reply.get(8..)).unwrap_or_default();
+        let reason = reply
+            .get(8..8 + len)
+            .or_else(|| reply.get(8..))
+            .unwrap_or_default();
         return X11Setup::Refused(String::from_utf8_lossy(reason).into_owned());
     }
     let body = &reply[8..];
-    let u16_at = |off: usize| body.get(off..off + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u16_at = |off: usize| {
+        body.get(off..off + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
     // Setup success body: vendor length at 16, screens count at 20, formats count at 21,
     // then 32 bytes of fixed fields, the padded vendor, 8 bytes per format, the screens.
-    let (Some(vendor_len), Some(&screens), Some(&formats)) = (u16_at(16), body.get(20), body.get(21)) else {
+    let (Some(vendor_len), Some(&screens), Some(&formats)) =
+        (u16_at(16), body.get(20), body.get(21))
+    else {
         return X11Setup::Malformed("short setup body");
     };
     if screens == 0 {
@@ -73,21 +81,33 @@ pub(crate) fn parse_x11_setup(reply: &[u8]) -> X11Setup {
 /// Connects to the display's Unix socket and completes a connection setup.
 pub(crate) async fn x11(display: u32) -> Result<X11Screen, DesktopError> {
     let path = format!("/tmp/.X11-unix/X{display}");
-    let io = |source| DesktopError::Probe { child: "display", source };
+    let io = |source| DesktopError::Probe {
+        child: "display",
+        source,
+    };
     let mut stream = UnixStream::connect(&path).await.map_err(io)?;
     stream.write_all(&X11_SETUP_REQUEST).await.map_err(io)?;
     let mut reply = vec![0u8; 8];
     stream.read_exact(&mut reply).await.map_err(io)?;
     let extra = 4 * usize::from(u16::from_le_bytes([reply[6], reply[7]]));
     if extra > MAX_X11_SETUP {
-        return Err(DesktopError::ProbeRejected { child: "display", reason: "setup reply too large".into() });
+        return Err(DesktopError::ProbeRejected {
+            child: "display",
+            reason: "setup reply too large".into(),
+        });
     }
     reply.resize(8 + extra, 0);
     stream.read_exact(&mut reply[8..]).await.map_err(io)?;
     match parse_x11_setup(&reply) {
         X11Setup::Ok(screen) => Ok(screen),
-        X11Setup::Refused(reason) => Err(DesktopError::ProbeRejected { child: "display", reason }),
-        X11Setup::Malformed(what) => Err(DesktopError::ProbeRejected { child: "display", reason: what.into() }),
+        X11Setup::Refused(reason) => Err(DesktopError::ProbeRejected {
+            child: "display",
+            reason,
+        }),
+        X11Setup::Malformed(what) => Err(DesktopError::ProbeRejected {
+            child: "display",
+            reason: what.into(),
+        }),
     }
 }
 
@@ -97,25 +117,44 @@ pub(crate) fn is_rfb_banner(banner: &[u8]) -> bool {
         && banner.starts_with(b"RFB ")
         && banner[11] == b'\n'
         && banner[7] == b'.'
-        && banner[4..7].iter().chain(&banner[8..11]).all(u8::is_ascii_digit)
+        && banner[4..7]
+            .iter()
+            .chain(&banner[8..11])
+            .all(u8::is_ascii_digit)
 }
 
 async fn read_banner(mut stream: impl AsyncRead + Unpin) -> Result<(), DesktopError> {
     let mut banner = [0u8; 12];
-    stream.read_exact(&mut banner).await.map_err(|source| DesktopError::Probe { child: "vnc", source })?;
+    stream
+        .read_exact(&mut banner)
+        .await
+        .map_err(|source| DesktopError::Probe {
+            child: "vnc",
+            source,
+        })?;
     if is_rfb_banner(&banner) {
         Ok(())
     } else {
-        Err(DesktopError::ProbeRejected { child: "vnc", reason: "not an RFB banner".into() })
+        Err(DesktopError::ProbeRejected {
+            child: "vnc",
+            reason: "not an RFB banner".into(),
+        })
     }
 }
 
 /// Reads the RFB banner from the VNC server, then hangs up.
 pub(crate) async fn rfb(target: &crate::relay::VncTarget) -> Result<(), DesktopError> {
-    let io = |source| DesktopError::Probe { child: "vnc", source };
+    let io = |source| DesktopError::Probe {
+        child: "vnc",
+        source,
+    };
     match target {
-        crate::relay::VncTarget::Tcp(addr) => read_banner(TcpStream::connect(addr).await.map_err(io)?).await,
-        crate::relay::VncTarget::Unix(path) => read_banner(UnixStream::connect(path).await.map_err(io)?).await,
+        crate::relay::VncTarget::Tcp(addr) => {
+            read_banner(TcpStream::connect(addr).await.map_err(io)?).await
+        }
+        crate::relay::VncTarget::Unix(path) => {
+            read_banner(UnixStream::connect(path).await.map_err(io)?).await
+        }
     }
 }
 
@@ -133,9 +172,14 @@ pub(crate) fn parse_devtools_active_port(text: &str) -> Option<(u16, String)> {
 
 /// Reads `DevToolsActivePort` if complete.
 pub(crate) async fn devtools_active_port(profile: &Path) -> Option<(u16, String)> {
-    let file = tokio::fs::File::open(profile.join("DevToolsActivePort")).await.ok()?;
+    let file = tokio::fs::File::open(profile.join("DevToolsActivePort"))
+        .await
+        .ok()?;
     let mut text = String::new();
-    file.take(MAX_DEVTOOLS_FILE).read_to_string(&mut text).await.ok()?;
+    file.take(MAX_DEVTOOLS_FILE)
+        .read_to_string(&mut text)
+        .await
+        .ok()?;
     parse_devtools_active_port(&text)
 }
 
@@ -145,37 +189,63 @@ struct JsonVersion {
     ws_url: String,
 }
 
-/// Splits an HTTP/1.x response into status code and body.
+/// Splits a complete HTTP/1.x response into status code and body; `None` until the
+/// head and `Content-Length` bytes of body are all there (or if it is not HTTP).
 pub(crate) fn parse_http_response(response: &[u8]) -> Option<(u16, &[u8])> {
     let end = response.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = std::str::from_utf8(&response[..end]).ok()?;
-    let status_line = head.lines().next()?;
-    let mut parts = status_line.split(' ');
+    let mut lines = head.split("\r\n");
+    let mut parts = lines.next()?.split(' ');
     if !parts.next()?.starts_with("HTTP/1.") {
         return None;
     }
     let code = parts.next()?.parse().ok()?;
-    Some((code, &response[end + 4..]))
+    let length: usize = lines
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
+        .map_or(Some(0), |(_, value)| value.trim().parse().ok())?;
+    let body = response.get(end + 4..)?.get(..length)?;
+    Some((code, body))
 }
 
-/// `GET /json/version` on loopback; returns the browser's WebSocket URL. A hand-written
-/// HTTP/1.0 request keeps this to one exchange (the crate set has no HTTP client).
+/// `GET /json/version` on loopback; returns the browser's WebSocket URL. Hand-written:
+/// one request, one response read up to its `Content-Length` (Chromium's DevTools server
+/// answers HTTP/1.0 with nothing and keeps HTTP/1.1 connections open whatever
+/// `Connection` says), and the crate set has no HTTP client.
 pub(crate) async fn cdp_version(port: u16) -> Result<String, DesktopError> {
-    let io = |source| DesktopError::Probe { child: "chromium", source };
+    let io = |source| DesktopError::Probe {
+        child: "chromium",
+        source,
+    };
+    let rejected = |reason: &str| DesktopError::ProbeRejected {
+        child: "chromium",
+        reason: reason.into(),
+    };
     let mut stream = TcpStream::connect(("127.0.0.1", port)).await.map_err(io)?;
-    let request = format!("GET /json/version HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n");
+    let request = format!(
+        "GET /json/version HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    );
     stream.write_all(request.as_bytes()).await.map_err(io)?;
     let mut response = Vec::new();
-    (&mut stream).take(MAX_HTTP_RESPONSE as u64 + 1).read_to_end(&mut response).await.map_err(io)?;
-    let rejected = |reason: &str| DesktopError::ProbeRejected { child: "chromium", reason: reason.into() };
-    if response.len() > MAX_HTTP_RESPONSE {
-        return Err(rejected("/json/version response too large"));
-    }
-    let (code, body) = parse_http_response(&response).ok_or_else(|| rejected("malformed HTTP response"))?;
-    if code != 200 {
-        return Err(rejected("/json/version did not answer 200"));
-    }
-    let version: JsonVersion = serde_json::from_slice(body).map_err(|_| rejected("/json/version is not the expected JSON"))?;
+    let mut chunk = [0u8; 4096];
+    let body = loop {
+        let n = stream.read(&mut chunk).await.map_err(io)?;
+        if n == 0 {
+            return Err(rejected("connection closed before a complete response"));
+        }
+        response.extend_from_slice(&chunk[..n]);
+        if response.len() > MAX_HTTP_RESPONSE {
+            return Err(rejected("/json/version response too large"));
+        }
+        if let Some((code, body)) = parse_http_response(&response) {
+            if code != 200 {
+                return Err(rejected("/json/version did not answer 200"));
+            }
+            break body;
+        }
+    };
+    let version: JsonVersion = serde_json::from_slice(body)
+        .map_err(|_| rejected("/json/version is not the expected JSON"))?;
     if !version.ws_url.starts_with("ws://127.0.0.1:") {
         return Err(rejected("CDP WebSocket is not on loopback"));
     }
@@ -184,7 +254,12 @@ pub(crate) async fn cdp_version(port: u16) -> Result<String, DesktopError> {
 
 /// Retries `probe` every `interval` until it succeeds or `timeout` passes; the last
 /// error is returned inside `ProbeTimeout`'s message source.
-pub(crate) async fn poll<T, F, Fut>(child: &'static str, timeout: Duration, interval: Duration, mut probe: F) -> Result<T, DesktopError>
+pub(crate) async fn poll<T, F, Fut>(
+    child: &'static str,
+    timeout: Duration,
+    interval: Duration,
+    mut probe: F,
+) -> Result<T, DesktopError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, DesktopError>>,
@@ -197,11 +272,21 @@ where
             Ok(Err(error)) => {
                 tracing::trace!(child, %error, "probe not yet ready");
                 if tokio::time::Instant::now() + interval >= deadline {
-                    return Err(DesktopError::ProbeTimeout { child, timeout, last: Some(Box::new(error)) });
+                    return Err(DesktopError::ProbeTimeout {
+                        child,
+                        timeout,
+                        last: Some(Box::new(error)),
+                    });
                 }
                 tokio::time::sleep(interval).await;
             }
-            Err(_) => return Err(DesktopError::ProbeTimeout { child, timeout, last: None }),
+            Err(_) => {
+                return Err(DesktopError::ProbeTimeout {
+                    child,
+                    timeout,
+                    last: None,
+                })
+            }
         }
     }
 }
@@ -220,7 +305,7 @@ mod tests {
         while body.len() % 4 != 0 {
             body.push(0);
         }
-        body.extend(std::iter::repeat(0).take(8 * usize::from(formats)));
+        body.extend(std::iter::repeat_n(0, 8 * usize::from(formats)));
         let mut screen = vec![0u8; 40];
         screen[20..22].copy_from_slice(&width.to_le_bytes());
         screen[22..24].copy_from_slice(&height.to_le_bytes());
@@ -234,11 +319,29 @@ mod tests {
     #[test]
     fn x11_setup_replies() {
         let cases: Vec<(Vec<u8>, X11Setup)> = vec![
-            (setup_success(b"The X.Org Foundation", 7, 1280, 800), X11Setup::Ok(X11Screen { width: 1280, height: 800 })),
-            (setup_success(b"abc", 0, 640, 480), X11Setup::Ok(X11Screen { width: 640, height: 480 })),
-            ([vec![0, 4, 11, 0, 0, 0, 1, 0], b"nope".to_vec()].concat(), X11Setup::Refused("nope".into())),
+            (
+                setup_success(b"The X.Org Foundation", 7, 1280, 800),
+                X11Setup::Ok(X11Screen {
+                    width: 1280,
+                    height: 800,
+                }),
+            ),
+            (
+                setup_success(b"abc", 0, 640, 480),
+                X11Setup::Ok(X11Screen {
+                    width: 640,
+                    height: 480,
+                }),
+            ),
+            (
+                [vec![0, 4, 11, 0, 0, 0, 1, 0], b"nope".to_vec()].concat(),
+                X11Setup::Refused("nope".into()),
+            ),
             (vec![1, 0, 11], X11Setup::Malformed("short header")),
-            (vec![1, 0, 11, 0, 0, 0, 0, 0], X11Setup::Malformed("short setup body")),
+            (
+                vec![1, 0, 11, 0, 0, 0, 0, 0],
+                X11Setup::Malformed("short setup body"),
+            ),
         ];
         for (reply, want) in cases {
             assert_eq!(parse_x11_setup(&reply), want, "reply {reply:?}");
@@ -263,7 +366,10 @@ mod tests {
     #[test]
     fn devtools_active_port_files() {
         let cases = [
-            ("9222\n/devtools/browser/abc\n", Some((9222, "/devtools/browser/abc".to_owned()))),
+            (
+                "9222\n/devtools/browser/abc\n",
+                Some((9222, "/devtools/browser/abc".to_owned())),
+            ),
             ("9222\n", None),
             ("", None),
             ("0\n/devtools/browser/abc", None),
@@ -277,8 +383,18 @@ mod tests {
 
     #[test]
     fn http_responses() {
-        let cases: [(&[u8], Option<(u16, &[u8])>); 4] = [
-            (b"HTTP/1.1 200 OK\r\nContent-Type: x\r\n\r\n{}", Some((200, b"{}"))),
+        type Case<'a> = (&'a [u8], Option<(u16, &'a [u8])>);
+        let cases: [Case; 7] = [
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length:2\r\nContent-Type: x\r\n\r\n{}",
+                Some((200, b"{}")),
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}extra",
+                Some((200, b"{}")),
+            ),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n{}", None),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n{}", None),
             (b"HTTP/1.0 500 Err\r\n\r\n", Some((500, b""))),
             (b"HTTP/1.1 200 OK\r\n", None),
             (b"SSH-2.0\r\n\r\n", None),

@@ -13,7 +13,9 @@ use tracing::{error, info, warn};
 
 use super::child::{ChildHandle, Exit};
 use super::launch::{self, Display};
-use super::{CdpEndpoint, Current, DesktopConfig, DesktopError, DesktopPids, DesktopStatus, DisplayBackend};
+use super::{
+    CdpEndpoint, Current, DesktopConfig, DesktopError, DesktopPids, DesktopStatus, DisplayBackend,
+};
 use crate::platform::events::{EventBus, PlatformEvent};
 use crate::relay::VncTarget;
 
@@ -30,8 +32,15 @@ pub(crate) fn prepare_dirs(cfg: &DesktopConfig) -> Result<(), DesktopError> {
 }
 
 fn make_private_dir(dir: &Path, cfg: &DesktopConfig) -> Result<(), DesktopError> {
-    let io = |source| DesktopError::Io { what: "create desktop directory", source };
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io)?;
+    let io = |source| DesktopError::Io {
+        what: "create desktop directory",
+        source,
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io)?;
     // An existing directory keeps its mode from before; tighten it.
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
     if let Some(user) = cfg.run_as {
@@ -154,7 +163,10 @@ impl Supervisor {
                 }
                 let window = recent.entry(failed).or_default();
                 let now = Instant::now();
-                while window.front().is_some_and(|t| now.duration_since(*t) > self.cfg.restart.window) {
+                while window
+                    .front()
+                    .is_some_and(|t| now.duration_since(*t) > self.cfg.restart.window)
+                {
                     window.pop_front();
                 }
                 window.push_back(now);
@@ -162,13 +174,24 @@ impl Supervisor {
                 if in_window > self.cfg.restart.max_restarts {
                     error!(child = failed, restarts = in_window - 1, %reason, "too many restarts, giving up");
                     self.running.stop_all(self.cfg.stop_grace).await;
-                    self.status.send_replace(DesktopStatus::Failed { reason: reason.clone() });
-                    self.events.publish(PlatformEvent::DesktopFailed { child: failed.to_owned(), reason });
+                    self.status.send_replace(DesktopStatus::Failed {
+                        reason: reason.clone(),
+                    });
+                    self.events.publish(PlatformEvent::DesktopFailed {
+                        child: failed.to_owned(),
+                        reason,
+                    });
                     return;
                 }
-                self.status.send_replace(DesktopStatus::Restarting { child: failed.to_owned() });
+                self.status.send_replace(DesktopStatus::Restarting {
+                    child: failed.to_owned(),
+                });
                 let backoff = backoff(&self.cfg, in_window);
-                info!(child = failed, backoff_ms = backoff.as_millis() as u64, "restarting");
+                info!(
+                    child = failed,
+                    backoff_ms = backoff.as_millis() as u64,
+                    "restarting"
+                );
                 tokio::select! {
                     _ = self.cancel.cancelled() => break 'supervise,
                     _ = tokio::time::sleep(backoff) => {}
@@ -188,7 +211,11 @@ impl Supervisor {
                         }
                         self.status.send_replace(DesktopStatus::Ready);
                         info!(child = failed, restarts = *restarts, "restarted");
-                        self.events.publish(PlatformEvent::BrowserRestarted { child: failed.to_owned(), restarts: *restarts, reason });
+                        self.events.publish(PlatformEvent::BrowserRestarted {
+                            child: failed.to_owned(),
+                            restarts: *restarts,
+                            reason,
+                        });
                         break;
                     }
                     Err(error) => {
@@ -225,7 +252,10 @@ impl Supervisor {
 /// `initial * 2^(n-1)`, capped, for the n-th restart in the window.
 fn backoff(cfg: &DesktopConfig, n: u32) -> Duration {
     let factor = 2u32.saturating_pow(n.saturating_sub(1).min(16));
-    cfg.restart.initial_backoff.saturating_mul(factor).min(cfg.restart.max_backoff)
+    cfg.restart
+        .initial_backoff
+        .saturating_mul(factor)
+        .min(cfg.restart.max_backoff)
 }
 
 #[cfg(test)]
@@ -237,7 +267,9 @@ mod tests {
         let mut cfg = DesktopConfig::default();
         cfg.restart.initial_backoff = Duration::from_millis(100);
         cfg.restart.max_backoff = Duration::from_millis(1000);
-        let got: Vec<u64> = (1..=6).map(|n| backoff(&cfg, n).as_millis() as u64).collect();
+        let got: Vec<u64> = (1..=6)
+            .map(|n| backoff(&cfg, n).as_millis() as u64)
+            .collect();
         assert_eq!(got, [100, 200, 400, 800, 1000, 1000]);
         assert_eq!(backoff(&cfg, u32::MAX), Duration::from_millis(1000));
     }

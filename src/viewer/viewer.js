@@ -1,0 +1,410 @@
+// The takeover viewer: shows the sandbox's desktop through noVNC so the user can log in
+// for the agent, then tells the sidecar "I've logged in" or "I can't log in".
+//
+// The token arrives only in the URL fragment (never sent to any server by the browser);
+// it is read once, removed from the address bar, and sent as a bearer token to
+// `{page}/session|complete|cancel` and as a WebSocket subprotocol `grexal.v1.<token>`.
+// Every URL is derived from the page's own path, so the page works behind a path prefix.
+//
+// For tests and people alike, the state is on <body>: data-state = connecting | live |
+// reconnecting | ended | error, and data-outcome = completed | cancelled | timed_out | failed.
+
+const $ = (id) => document.getElementById(id);
+
+const OUTCOMES = {
+  completed: {
+    badge: 'Completed', tone: 'ok', icon: 'check',
+    title: "You're all set",
+    text: 'The login is done and the agent is carrying on. You can close this tab.',
+  },
+  cancelled: {
+    badge: 'Cancelled', tone: 'muted', icon: 'cross',
+    title: 'Login cancelled',
+    text: "The agent has been told the login didn't happen. You can close this tab.",
+  },
+  timed_out: {
+    badge: 'Timed out', tone: 'warn', icon: 'clock',
+    title: 'Time ran out',
+    text: 'This login session expired before it was finished. The agent has been told.',
+  },
+  failed: {
+    badge: 'Failed', tone: 'bad', icon: 'alert',
+    title: 'Something went wrong',
+    text: 'The login session failed on the sandbox side. The agent has been told.',
+  },
+};
+
+const ICONS = {
+  check: ['M5 12.5l4.5 4.5L19 7.5'],
+  cross: ['M7 7l10 10', 'M17 7L7 17'],
+  clock: ['M12 7v5l3 2', 'M12 3a9 9 0 1 0 0 18a9 9 0 1 0 0-18'],
+  alert: ['M12 8v5', 'M12 16.5h.01', 'M12 3a9 9 0 1 0 0 18a9 9 0 1 0 0-18'],
+  lock: ['M6 11h12v9H6z', 'M8.5 11V8a3.5 3.5 0 0 1 7 0v3'],
+};
+
+const TOKEN_RE = /^[A-Za-z0-9._~-]{8,512}$/;
+const BACKOFF_MS = [500, 1000, 2000, 4000, 8000];
+const MAX_BACKOFF_MS = 10000;
+// Past the deadline the server ends the takeover itself; give it this long to say so.
+const EXPIRY_GRACE_MS = 15000;
+
+const page = {
+  base: location.pathname.replace(/\/+$/, ''),
+  token: null,
+  session: null,
+  RFB: null,
+  rfb: null,
+  state: null,
+  wasLive: false,
+  attempt: 0,
+  retryTimer: null,
+  tickTimer: null,
+  deadline: null, // performance.now() at which the takeover expires
+  busy: false,
+};
+
+// ---- state and rendering -------------------------------------------------------------
+
+function setState(state, outcome) {
+  page.state = state;
+  document.body.dataset.state = state;
+  if (outcome) document.body.dataset.outcome = outcome;
+  const badge = {
+    connecting: 'Connecting', live: 'Live', reconnecting: 'Reconnecting', error: 'Error',
+    ended: OUTCOMES[outcome] ? OUTCOMES[outcome].badge : 'Ended',
+  }[state];
+  $('badge-text').textContent = badge;
+  const canAct = (state === 'live' || state === 'reconnecting') && page.session && page.session.access === 'control';
+  $('btn-complete').hidden = !canAct;
+  $('btn-cancel').hidden = !canAct;
+  if (state === 'ended' || state === 'error') {
+    $('timer').hidden = true;
+    stopTimers();
+  }
+}
+
+function svgIcon(name) {
+  const ns = 'http://www.w3.org/2000/svg';
+  const svg = document.createElementNS(ns, 'svg');
+  svg.setAttribute('viewBox', '0 0 24 24');
+  svg.setAttribute('fill', 'none');
+  svg.setAttribute('stroke', 'currentColor');
+  svg.setAttribute('stroke-width', '2.5');
+  svg.setAttribute('stroke-linecap', 'round');
+  svg.setAttribute('stroke-linejoin', 'round');
+  for (const d of ICONS[name]) {
+    const p = document.createElementNS(ns, 'path');
+    p.setAttribute('d', d);
+    svg.appendChild(p);
+  }
+  return svg;
+}
+
+function showOverlay({ icon, tone, title, text }) {
+  const el = $('overlay-icon');
+  el.replaceChildren();
+  if (icon === 'spinner') {
+    el.className = 'icon icon-spinner';
+  } else {
+    el.className = 'icon icon-' + tone;
+    el.appendChild(svgIcon(icon));
+  }
+  $('overlay-title').textContent = title;
+  $('overlay-text').textContent = text || '';
+}
+
+let toastTimer = null;
+function toast(text) {
+  const el = $('toast');
+  el.textContent = text;
+  el.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => { el.hidden = true; }, 5000);
+}
+
+function renderSession(s) {
+  $('display-name').textContent = s.display_name || s.connection_id || 'Sign-in';
+  document.title = 'Log in to ' + (s.display_name || s.connection_id || 'your account');
+  const hint = $('login-hint');
+  hint.replaceChildren();
+  if (s.login_url) {
+    // Shown as text, never a link: the login happens inside the sandbox's browser below.
+    const strong = document.createElement('strong');
+    strong.textContent = hostOf(s.login_url);
+    strong.title = s.login_url;
+    hint.append('The agent needs you to log in at ', strong, '.');
+  } else {
+    hint.append('The agent needs you to log in to ' + (s.display_name || 'this service') + '.');
+  }
+  $('reason').textContent = s.reason ? '“' + s.reason + '”' : '';
+  $('reason').hidden = !s.reason;
+  const viewOnly = s.access === 'view';
+  $('view-only').hidden = !viewOnly;
+  $('view-note').hidden = !viewOnly;
+  $('brief').hidden = false;
+}
+
+function hostOf(url) {
+  try {
+    const u = new URL(url);
+    return u.host + (u.pathname && u.pathname !== '/' ? u.pathname : '');
+  } catch (_) {
+    return url;
+  }
+}
+
+// ---- remaining time ------------------------------------------------------------------
+
+function startTimer(session, dateHeader) {
+  if (typeof session.expires_at !== 'number') return;
+  // The server's clock, not the user's: their clocks may disagree by minutes.
+  const serverNowMs = Date.parse(dateHeader || '') || Date.now();
+  page.deadline = performance.now() + (session.expires_at * 1000 - serverNowMs);
+  clearInterval(page.tickTimer);
+  page.tickTimer = setInterval(tick, 1000);
+  tick();
+}
+
+function tick() {
+  if (page.deadline === null) return;
+  const left = Math.round((page.deadline - performance.now()) / 1000);
+  const timer = $('timer');
+  timer.hidden = false;
+  if (left <= 0) {
+    $('timer-text').textContent = "Time's up";
+    timer.classList.add('urgent');
+    // The server ends it; if it has not said so soon after, ask.
+    if (-left * 1000 > EXPIRY_GRACE_MS && -left % 5 === 0) recheck();
+    return;
+  }
+  const m = Math.floor(left / 60);
+  const s = String(left % 60).padStart(2, '0');
+  $('timer-text').textContent = m + ':' + s + ' left';
+  timer.classList.toggle('urgent', left < 60);
+}
+
+function stopTimers() {
+  clearInterval(page.tickTimer);
+  clearTimeout(page.retryTimer);
+  page.tickTimer = null;
+  page.retryTimer = null;
+}
+
+// ---- talking to the sidecar ----------------------------------------------------------
+
+async function call(method, suffix) {
+  const resp = await fetch(page.base + suffix, {
+    method,
+    headers: { Authorization: 'Bearer ' + page.token },
+    cache: 'no-store',
+    credentials: 'omit',
+    referrerPolicy: 'no-referrer',
+  });
+  let body = null;
+  try { body = await resp.json(); } catch (_) { /* not JSON */ }
+  return { status: resp.status, body: body || {}, date: resp.headers.get('Date') };
+}
+
+function outcomeOf(body) {
+  const o = body.outcome || (body.takeover && body.takeover.outcome) || (body.error && body.error.outcome);
+  return OUTCOMES[o] ? o : 'failed';
+}
+
+// Returns the session when the takeover is live; otherwise moves to ended/error and
+// returns null. Throws on network errors (the caller decides whether to retry).
+async function fetchSession() {
+  const r = await call('GET', '/session');
+  if (r.status === 200 && r.body.state === 'live') {
+    page.session = r.body;
+    return r;
+  }
+  if (r.status === 200 || r.status === 410) {
+    end(outcomeOf(r.body));
+  } else if (r.status === 401 || r.status === 403 || r.status === 404) {
+    fail('This link is not valid or has expired',
+      'Ask the agent for a new sign-in link if you still need to log in.');
+  } else {
+    throw new Error('session: HTTP ' + r.status);
+  }
+  return null;
+}
+
+// ---- the desktop ---------------------------------------------------------------------
+
+function wsUrl() {
+  const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  return scheme + '//' + location.host + page.base + '/websocket';
+}
+
+function connect() {
+  clearTimeout(page.retryTimer);
+  page.retryTimer = null;
+  // Our own WebSocket (noVNC accepts one in place of a URL) so that the close code and
+  // reason are ours to read: 4000 + outcome means the takeover ended.
+  const ws = new WebSocket(wsUrl(), ['binary', 'grexal.v1.' + page.token]);
+  let closed = null;
+  ws.addEventListener('close', (e) => { closed = { code: e.code, reason: e.reason }; });
+
+  const rfb = new page.RFB($('screen'), ws, {});
+  page.rfb = rfb;
+  rfb.scaleViewport = true;
+  rfb.resizeSession = false;
+  rfb.viewOnly = page.session.access === 'view';
+  rfb.background = 'transparent';
+  rfb.addEventListener('connect', () => {
+    if (page.rfb !== rfb) return;
+    page.attempt = 0;
+    page.wasLive = true;
+    setState('live');
+    if (!rfb.viewOnly) rfb.focus();
+  });
+  rfb.addEventListener('disconnect', () => {
+    if (page.rfb !== rfb) return;
+    page.rfb = null;
+    onDisconnect(closed);
+  });
+}
+
+async function onDisconnect(closed) {
+  if (page.state === 'ended' || page.state === 'error') return;
+  if (closed && closed.code === 4000 && OUTCOMES[closed.reason]) {
+    end(closed.reason);
+    return;
+  }
+  setState(page.wasLive ? 'reconnecting' : 'connecting');
+  showOverlay(page.wasLive
+    ? { icon: 'spinner', title: 'Connection lost — reconnecting…', text: 'Hold on, the screen will be back in a moment.' }
+    : { icon: 'spinner', title: 'Connecting to the sandbox\'s browser…', text: 'Still trying…' });
+  await recheck();
+}
+
+// Asks the server whether the takeover is still live; reconnects with backoff if so.
+async function recheck() {
+  try {
+    const r = await fetchSession();
+    if (!r) return;
+    if (page.state !== 'live' && !page.rfb) scheduleRetry();
+  } catch (_) {
+    // The sandbox is unreachable for now: keep trying until the deadline has long passed.
+    if (page.deadline !== null && performance.now() > page.deadline + EXPIRY_GRACE_MS * 2) {
+      end('timed_out');
+      return;
+    }
+    scheduleRetry(true);
+  }
+}
+
+function scheduleRetry(sessionOnly) {
+  if (page.retryTimer || page.state === 'ended' || page.state === 'error') return;
+  const delay = BACKOFF_MS[Math.min(page.attempt, BACKOFF_MS.length - 1)] || MAX_BACKOFF_MS;
+  page.attempt += 1;
+  page.retryTimer = setTimeout(() => {
+    page.retryTimer = null;
+    if (sessionOnly) recheck(); else connect();
+  }, Math.min(delay, MAX_BACKOFF_MS));
+}
+
+function closeDesktop() {
+  const rfb = page.rfb;
+  page.rfb = null;
+  if (rfb) {
+    try { rfb.disconnect(); } catch (_) { /* already closed */ }
+  }
+}
+
+function end(outcome) {
+  if (page.state === 'ended') return;
+  forgetToken();
+  closeDesktop();
+  setState('ended', outcome);
+  const o = OUTCOMES[outcome];
+  showOverlay({ icon: o.icon, tone: o.tone, title: o.title, text: o.text });
+}
+
+function fail(title, text) {
+  forgetToken();
+  closeDesktop();
+  setState('error');
+  showOverlay({ icon: 'lock', tone: 'bad', title, text });
+}
+
+// ---- the two answers -----------------------------------------------------------------
+
+async function answer(kind) {
+  if (page.busy || page.state === 'ended' || page.state === 'error') return;
+  page.busy = true;
+  $('btn-complete').disabled = true;
+  $('btn-cancel').disabled = true;
+  try {
+    const r = await call('POST', '/' + kind);
+    if (r.status === 200 || r.status === 410) {
+      end(r.body.outcome && OUTCOMES[r.body.outcome] ? r.body.outcome : outcomeOf(r.body));
+    } else if (r.status === 401) {
+      fail('This link is not valid or has expired', 'Ask the agent for a new sign-in link if you still need to log in.');
+    } else if (r.status === 403) {
+      toast('This link can only watch the screen.');
+    } else {
+      toast('The sandbox did not answer (HTTP ' + r.status + '). Please try again.');
+    }
+  } catch (_) {
+    toast('Could not reach the sandbox. Please try again.');
+  } finally {
+    page.busy = false;
+    $('btn-complete').disabled = false;
+    $('btn-cancel').disabled = false;
+  }
+}
+
+// ---- start ---------------------------------------------------------------------------
+
+const STORE_KEY = 'grexal.takeover:' + page.base;
+
+function readToken() {
+  const params = new URLSearchParams(location.hash.slice(1));
+  let token = params.get('token');
+  // Out of the address bar and the history entry at once: no one should copy or
+  // bookmark a live token by accident.
+  history.replaceState(null, '', location.pathname + location.search);
+  // Kept for this tab only, so a reload reconnects (the server lets a new controlling
+  // connection replace the old one).
+  try {
+    if (token) sessionStorage.setItem(STORE_KEY, token);
+    else token = sessionStorage.getItem(STORE_KEY);
+  } catch (_) { /* storage disabled: no reload support */ }
+  return token && TOKEN_RE.test(token) ? token : null;
+}
+
+function forgetToken() {
+  try { sessionStorage.removeItem(STORE_KEY); } catch (_) { /* storage disabled */ }
+}
+
+async function main() {
+  page.token = readToken();
+  setState('connecting');
+  if (!page.token) {
+    fail('This link is not valid or has expired', 'The sign-in link is incomplete. Open the full link you were given.');
+    return;
+  }
+  $('btn-complete').addEventListener('click', () => answer('complete'));
+  $('btn-cancel').addEventListener('click', () => answer('cancel'));
+
+  try {
+    page.RFB = (await import('../novnc/core/rfb.js')).default;
+  } catch (_) {
+    fail('The viewer could not load', 'The remote-screen component is missing on the sandbox.');
+    return;
+  }
+  let r;
+  try {
+    r = await fetchSession();
+  } catch (_) {
+    fail('Could not reach the sandbox', 'Check your connection and reload this page.');
+    return;
+  }
+  if (!r) return;
+  renderSession(r.body);
+  startTimer(r.body, r.date);
+  connect();
+}
+
+main();

@@ -1,0 +1,616 @@
+//! The desktop against the real stack: Xvnc / Xvfb + x11vnc, and Chromium.
+//!
+//! Each test has its own display (`-displayfd`), profile and run dir. Tests skip only
+//! when a binary is missing and `CI` is unset.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chromiumoxide::cdp::browser_protocol::network::{CookieParam, TimeSinceEpoch};
+use chromiumoxide::cdp::browser_protocol::storage::{GetCookiesParams, SetCookiesParams};
+use chromiumoxide::Browser;
+use futures_util::StreamExt;
+use grexal_sidecar::desktop::{
+    Desktop, DesktopConfig, DesktopStatus, DisplayBackend, RestartPolicy,
+};
+use grexal_sidecar::platform::events::{EventBus, PlatformEvent};
+use grexal_sidecar::relay::VncTarget;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+const TITLE: &str = "grexal desktop test page";
+const COOKIE: &str = "grexal_session_canary";
+
+fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// True when the test must be skipped (binaries missing and not in CI).
+fn skip(binaries: &[&str]) -> bool {
+    let missing: Vec<_> = binaries.iter().filter(|b| !Path::new(b).exists()).collect();
+    if missing.is_empty() {
+        return false;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI is set but {missing:?} are missing"
+    );
+    eprintln!("skipping: {missing:?} not installed");
+    true
+}
+
+fn config(dir: &Path) -> DesktopConfig {
+    DesktopConfig {
+        profile_dir: dir.join("profile"),
+        run_dir: dir.join("run"),
+        no_sandbox: true,
+        chromium_extra_args: vec![
+            "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.0.0.1".into(),
+        ],
+        restart: RestartPolicy {
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(400),
+            max_restarts: 5,
+            window: Duration::from_secs(120),
+        },
+        stop_grace: Duration::from_secs(3),
+        ..DesktopConfig::default()
+    }
+}
+
+/// A one-page HTTP server on 127.0.0.1.
+async fn page_server() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") && got.len() < 65536 {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let body = format!("<!doctype html><html><head><title>{TITLE}</title></head><body>hello</body></html>");
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    format!("http://127.0.0.1:{}/", addr.port())
+}
+
+struct Cdp {
+    browser: Browser,
+    handler: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Cdp {
+    fn drop(&mut self) {
+        self.handler.abort();
+    }
+}
+
+async fn cdp(desktop: &Desktop) -> Cdp {
+    let (browser, mut handler) = Browser::connect(desktop.cdp().ws_url)
+        .await
+        .expect("cdp connect");
+    let handler = tokio::spawn(async move { while handler.next().await.is_some() {} });
+    Cdp { browser, handler }
+}
+
+fn pid_alive(pid: u32) -> bool {
+    // A zombie still "exists" for kill(0); look at its state instead.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Local addresses of the TCP sockets `pid` listens on, as /proc hex strings.
+fn listening_tcp(pid: u32) -> Vec<String> {
+    let inodes: HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("fd dir")
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            l.to_str()?
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')
+                .map(String::from)
+        })
+        .collect();
+    let mut out = Vec::new();
+    for table in ["tcp", "tcp6"] {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            if cols.len() > 9 && cols[3] == "0A" && inodes.contains(cols[9]) {
+                out.push(cols[1].to_owned());
+            }
+        }
+    }
+    out
+}
+
+fn is_loopback(local: &str) -> bool {
+    let addr = local.split(':').next().unwrap_or_default();
+    addr.ends_with("7F") && addr.len() == 8 || addr == "00000000000000000000000001000000"
+}
+
+async fn rfb_banner(target: &VncTarget) -> Vec<u8> {
+    let mut banner = vec![0u8; 12];
+    match target {
+        VncTarget::Unix(path) => {
+            tokio::net::UnixStream::connect(path)
+                .await
+                .expect("vnc")
+                .read_exact(&mut banner)
+                .await
+        }
+        VncTarget::Tcp(addr) => {
+            tokio::net::TcpStream::connect(addr)
+                .await
+                .expect("vnc")
+                .read_exact(&mut banner)
+                .await
+        }
+    }
+    .expect("banner");
+    banner
+}
+
+async fn wait_status(
+    desktop: &Desktop,
+    timeout: Duration,
+    want: impl Fn(&DesktopStatus) -> bool,
+) -> DesktopStatus {
+    let mut status = desktop.status();
+    let matched = matches!(
+        tokio::time::timeout(timeout, status.wait_for(|s| want(s))).await,
+        Ok(Ok(_))
+    );
+    let last = status.borrow().clone();
+    assert!(matched, "status never matched; last {last:?}");
+    last
+}
+
+async fn next_event(
+    events: &mut broadcast::Receiver<Arc<PlatformEvent>>,
+    timeout: Duration,
+    want: impl Fn(&PlatformEvent) -> bool,
+) -> PlatformEvent {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Ok(event)) if want(&event) => return (*event).clone(),
+            Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => continue,
+            other => panic!("no matching event: {other:?}"),
+        }
+    }
+}
+
+fn sigkill(pid: u32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill");
+}
+
+async fn shutdown_and_check(desktop: Desktop) {
+    let pids = desktop.pids();
+    desktop.shutdown().await;
+    for pid in [Some(pids.display), pids.vnc, Some(pids.chromium)]
+        .into_iter()
+        .flatten()
+    {
+        assert!(!pid_alive(pid), "pid {pid} still alive after shutdown");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xvnc_desktop_starts_serves_cdp_and_vnc_on_loopback_only() {
+    init_tracing();
+    if skip(&["/usr/bin/Xvnc", "/usr/bin/chromium"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = page_server().await;
+    let started = Instant::now();
+    let desktop = Desktop::start(
+        config(dir.path()),
+        EventBus::new(),
+        CancellationToken::new(),
+    )
+    .await
+    .expect("start");
+    eprintln!("xvnc desktop start-to-ready: {:?}", started.elapsed());
+    assert_eq!(*desktop.status().borrow(), DesktopStatus::Ready);
+    let display = desktop.display();
+    let number = display.strip_prefix(':').expect("display form");
+    assert!(Path::new(&format!("/tmp/.X11-unix/X{number}")).exists());
+
+    // VNC: RFB on a Unix socket, and the display server listens on no TCP port at all.
+    let target = desktop.vnc_target();
+    assert!(matches!(target, VncTarget::Unix(_)), "{target:?}");
+    assert!(rfb_banner(&target).await.starts_with(b"RFB 003."));
+    let pids = desktop.pids();
+    assert_eq!(listening_tcp(pids.display), Vec::<String>::new());
+
+    // CDP: loopback only, and it drives the browser.
+    let chromium_listens = listening_tcp(pids.chromium);
+    assert!(
+        !chromium_listens.is_empty() && chromium_listens.iter().all(|a| is_loopback(a)),
+        "{chromium_listens:?}"
+    );
+    let cdp = cdp(&desktop).await;
+    let page = cdp.browser.new_page(url.as_str()).await.expect("new page");
+    page.wait_for_navigation().await.expect("navigate");
+    assert_eq!(
+        page.get_title().await.expect("title").as_deref(),
+        Some(TITLE)
+    );
+
+    // Shrink and move the window first, so bringing it to the front has work to do.
+    let target_id = Some(page.target_id().clone());
+    let window = cdp
+        .browser
+        .execute(
+            chromiumoxide::cdp::browser_protocol::browser::GetWindowForTargetParams {
+                target_id: target_id.clone(),
+            },
+        )
+        .await
+        .expect("window");
+    let small = chromiumoxide::cdp::browser_protocol::browser::Bounds {
+        left: Some(100),
+        top: Some(100),
+        width: Some(600),
+        height: Some(400),
+        window_state: None,
+    };
+    cdp.browser
+        .execute(
+            chromiumoxide::cdp::browser_protocol::browser::SetWindowBoundsParams::new(
+                window.result.window_id,
+                small,
+            ),
+        )
+        .await
+        .expect("shrink");
+    desktop
+        .bring_browser_to_front()
+        .await
+        .expect("bring to front");
+    let window = cdp
+        .browser
+        .execute(
+            chromiumoxide::cdp::browser_protocol::browser::GetWindowForTargetParams { target_id },
+        )
+        .await
+        .expect("window");
+    let bounds = &window.result.bounds;
+    eprintln!("window after bring_browser_to_front: {bounds:?}");
+    // Chromium keeps an X11 window that is exactly screen-sized one pixel smaller.
+    assert_eq!((bounds.left, bounds.top), (Some(0), Some(0)));
+    assert!(
+        bounds.width >= Some(1279) && bounds.height >= Some(799),
+        "{bounds:?}"
+    );
+    drop(cdp);
+    shutdown_and_check(desktop).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xvfb_x11vnc_backend_listens_on_loopback_only() {
+    init_tracing();
+    if skip(&["/usr/bin/Xvfb", "/usr/bin/x11vnc", "/usr/bin/chromium"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(dir.path());
+    cfg.backend = DisplayBackend::XvfbX11vnc {
+        xvfb: "/usr/bin/Xvfb".into(),
+        x11vnc: "/usr/bin/x11vnc".into(),
+    };
+    let started = Instant::now();
+    let desktop = Desktop::start(cfg, EventBus::new(), CancellationToken::new())
+        .await
+        .expect("start");
+    eprintln!(
+        "xvfb+x11vnc desktop start-to-ready: {:?}",
+        started.elapsed()
+    );
+    let target = desktop.vnc_target();
+    let VncTarget::Tcp(addr) = target else {
+        panic!("{target:?}")
+    };
+    assert!(addr.ip().is_loopback());
+    assert!(rfb_banner(&target).await.starts_with(b"RFB 003."));
+    let pids = desktop.pids();
+    let vnc_pid = pids.vnc.expect("x11vnc pid");
+    let listens = listening_tcp(vnc_pid);
+    assert!(
+        !listens.is_empty() && listens.iter().all(|a| is_loopback(a)),
+        "{listens:?}"
+    );
+    assert_eq!(listening_tcp(pids.display), Vec::<String>::new());
+    shutdown_and_check(desktop).await;
+}
+
+/// Whether any of Chromium's cookie database files contains `needle`.
+fn cookie_db_contains(profile: &Path, needle: &[u8]) -> bool {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("Cookies"))
+            {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(profile, &mut files);
+    files.iter().any(|f| {
+        std::fs::read(f).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_chromium_restarts_with_its_cookies() {
+    init_tracing();
+    if skip(&["/usr/bin/Xvnc", "/usr/bin/chromium"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = page_server().await;
+    let events = EventBus::new();
+    let mut rx = events.subscribe();
+    let cfg = config(dir.path());
+    let profile = cfg.profile_dir.clone();
+    let desktop = Desktop::start(cfg, events, CancellationToken::new())
+        .await
+        .expect("start");
+    let before = desktop.pids();
+    {
+        let cdp = cdp(&desktop).await;
+        let page = cdp.browser.new_page(url.as_str()).await.expect("page");
+        page.wait_for_navigation().await.expect("navigate");
+        page.evaluate(format!(
+            "document.cookie = '{COOKIE}=1; max-age=3600; path=/'"
+        ))
+        .await
+        .expect("set cookie");
+        // Chromium commits cookies to disk every 30 s or after 512 changes: make 600
+        // changes on other hosts so the commit happens now.
+        let expires = TimeSinceEpoch::new(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock")
+                .as_secs_f64()
+                + 3600.0,
+        );
+        let fillers = (0..600)
+            .map(|i| {
+                CookieParam::builder()
+                    .name("filler")
+                    .value("1")
+                    .domain(format!("filler{i}.test"))
+                    .path("/")
+                    .expires(expires.clone())
+                    .build()
+                    .expect("cookie")
+            })
+            .collect();
+        cdp.browser
+            .execute(SetCookiesParams::new(fillers))
+            .await
+            .expect("fillers");
+    }
+    let deadline = Instant::now() + Duration::from_secs(45);
+    while !cookie_db_contains(&profile, COOKIE.as_bytes()) {
+        assert!(
+            Instant::now() < deadline,
+            "cookie never reached the cookie database"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    sigkill(before.chromium);
+    let event = next_event(&mut rx, Duration::from_secs(60), |e| {
+        matches!(e, PlatformEvent::BrowserRestarted { .. })
+    })
+    .await;
+    let PlatformEvent::BrowserRestarted {
+        child,
+        restarts,
+        reason,
+    } = event
+    else {
+        unreachable!()
+    };
+    assert_eq!((child.as_str(), restarts), ("chromium", 1), "{reason}");
+    assert!(reason.contains("signal: 9"), "{reason}");
+    wait_status(&desktop, Duration::from_secs(5), |s| {
+        *s == DesktopStatus::Ready
+    })
+    .await;
+    let after = desktop.pids();
+    assert_ne!(after.chromium, before.chromium);
+    assert_eq!(
+        after.display, before.display,
+        "the display must not restart with chromium"
+    );
+    assert!(!pid_alive(before.chromium));
+
+    let cdp = cdp(&desktop).await;
+    let cookies = cdp
+        .browser
+        .execute(GetCookiesParams::default())
+        .await
+        .expect("cookies")
+        .result
+        .cookies;
+    assert!(
+        cookies
+            .iter()
+            .any(|c| c.name == COOKIE && c.domain == "127.0.0.1"),
+        "cookie lost over the restart"
+    );
+    drop(cdp);
+    shutdown_and_check(desktop).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_singleton_lock_of_a_dead_pid_is_cleared() {
+    init_tracing();
+    if skip(&["/usr/bin/Xvnc", "/usr/bin/chromium"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path());
+    std::fs::create_dir_all(&cfg.profile_dir).expect("profile");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+    let mut dead = std::process::Command::new("true").spawn().expect("true");
+    let dead_pid = dead.id();
+    dead.wait().expect("wait");
+    std::os::unix::fs::symlink(
+        format!("{}-{dead_pid}", host.trim()),
+        cfg.profile_dir.join("SingletonLock"),
+    )
+    .expect("lock");
+    std::os::unix::fs::symlink(
+        "/tmp/nonexistent-scoped-dir/SingletonSocket",
+        cfg.profile_dir.join("SingletonSocket"),
+    )
+    .expect("socket");
+    std::os::unix::fs::symlink("1234567890", cfg.profile_dir.join("SingletonCookie"))
+        .expect("cookie");
+    let desktop = Desktop::start(cfg.clone(), EventBus::new(), CancellationToken::new())
+        .await
+        .expect("start over a stale lock");
+    let lock =
+        std::fs::read_link(cfg.profile_dir.join("SingletonLock")).expect("chromium's own lock");
+    assert!(
+        lock.to_string_lossy()
+            .ends_with(&format!("-{}", desktop.pids().chromium)),
+        "{lock:?}"
+    );
+    shutdown_and_check(desktop).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_display_restarts_everything() {
+    init_tracing();
+    if skip(&["/usr/bin/Xvnc", "/usr/bin/chromium"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let events = EventBus::new();
+    let mut rx = events.subscribe();
+    let desktop = Desktop::start(config(dir.path()), events, CancellationToken::new())
+        .await
+        .expect("start");
+    let before = desktop.pids();
+    sigkill(before.display);
+    let event = next_event(&mut rx, Duration::from_secs(60), |e| {
+        matches!(e, PlatformEvent::BrowserRestarted { .. })
+    })
+    .await;
+    assert!(
+        matches!(&event, PlatformEvent::BrowserRestarted { child, .. } if child == "display"),
+        "{event:?}"
+    );
+    let after = desktop.pids();
+    assert_ne!(after.display, before.display);
+    assert_ne!(after.chromium, before.chromium);
+    assert!(!pid_alive(before.chromium));
+    assert!(rfb_banner(&desktop.vnc_target())
+        .await
+        .starts_with(b"RFB 003."));
+    let cdp = cdp(&desktop).await;
+    cdp.browser
+        .version()
+        .await
+        .expect("cdp after display restart");
+    drop(cdp);
+    shutdown_and_check(desktop).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_crashes_fail_the_desktop() {
+    init_tracing();
+    if skip(&["/usr/bin/Xvnc", "/usr/bin/chromium"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A Chromium that starts once, then crashes on every launch after `broken` exists.
+    let broken = dir.path().join("broken");
+    let wrapper = dir.path().join("chromium");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n[ -e '{}' ] && exit 42\nexec /usr/bin/chromium \"$@\"\n",
+            broken.display()
+        ),
+    )
+    .expect("wrapper");
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let mut cfg = config(dir.path());
+    cfg.chromium = wrapper;
+    cfg.restart.max_restarts = 2;
+    let events = EventBus::new();
+    let mut rx = events.subscribe();
+    let desktop = Desktop::start(cfg, events, CancellationToken::new())
+        .await
+        .expect("start");
+    let pids = desktop.pids();
+    std::fs::write(&broken, b"").expect("break");
+    sigkill(pids.chromium);
+    let status = wait_status(&desktop, Duration::from_secs(30), |s| {
+        matches!(s, DesktopStatus::Failed { .. })
+    })
+    .await;
+    eprintln!("final status: {status:?}");
+    let event = next_event(&mut rx, Duration::from_secs(5), |e| {
+        matches!(e, PlatformEvent::DesktopFailed { .. })
+    })
+    .await;
+    assert!(
+        matches!(&event, PlatformEvent::DesktopFailed { child, reason } if child == "chromium" && reason.contains("42")),
+        "{event:?}"
+    );
+    // Giving up stops everything, the display included.
+    assert!(!pid_alive(pids.display));
+    assert!(matches!(
+        desktop.bring_browser_to_front().await,
+        Err(grexal_sidecar::desktop::DesktopError::Failed { .. })
+    ));
+    desktop.shutdown().await;
+}

@@ -1,0 +1,265 @@
+#!/usr/bin/env node
+// Drives the takeover viewer page in the system Chromium like a person would.
+//
+//   node tests/e2e/viewer.mjs --url URL --screenshot out.png [--actions actions.json]
+//        [--until live|error|ended] [--timeout-ms 30000] [--viewport 1280x900]
+//
+// Opens URL, waits for data-state=live AND real pixels on noVNC's canvas (noVNC sizes its
+// canvas before the first frame arrives, so "visible" is not enough), measures the time
+// from opening the page to those pixels, performs the actions, takes the screenshot and
+// prints one JSON line:
+//   {"first_pixels_ms":..., "state":..., "outcome":..., "states":[...], "page":{...}, ...}
+// With --until error|ended it waits for that state instead of pixels (e.g. a bad token).
+// Any failure exits 1 with a message on stderr (and a JSON line with "error" on stdout).
+//
+// Actions (a JSON array), desktop coordinates are the remote screen's pixels:
+//   {"type":"click","x":640,"y":400}            click on the desktop (mapped to the scaled canvas)
+//   {"type":"type","text":"hello"}              type into the desktop
+//   {"type":"press","key":"Enter"}              press a key (Playwright key names)
+//   {"type":"complete"} / {"type":"cancel"}     click "I've logged in" / "I can't log in"
+//   {"type":"wait_state","state":"ended"}       wait until data-state is that state
+//   {"type":"wait_seen","state":"reconnecting"} wait until the state has been seen at all
+//   {"type":"wait_pixels"}                      wait for live + real pixels again
+//   {"type":"screenshot","path":"x.png"}        take a screenshot now
+//   {"type":"http","method":"POST","url":"/x"}  an HTTP request from the harness (not the
+//                                               page), URL relative to --url; e.g. to make a
+//                                               test server end or drop the session
+// Every wait takes an optional "timeout_ms" (default: --timeout-ms).
+
+import { readFileSync, mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { chromium } from 'playwright-core';
+
+const CHROMIUM = process.env.GREXAL_CHROMIUM || '/usr/bin/chromium';
+const CHROMIUM_ARGS = [
+  '--no-sandbox', '--headless=new', '--disable-gpu', '--disable-background-networking',
+  '--disable-component-update', '--disable-sync', '--no-first-run',
+  // Never resolve an outside name: everything under test is on loopback.
+  '--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.0.0.1',
+];
+
+function usage(msg) {
+  process.stderr.write(`viewer.mjs: ${msg}\nusage: node viewer.mjs --url URL --screenshot out.png ` +
+    `[--actions actions.json] [--until live|error|ended] [--timeout-ms N] [--viewport WxH]\n`);
+  process.exit(2);
+}
+
+function parseArgs(argv) {
+  const opts = { until: 'live', timeoutMs: 30000, viewport: { width: 1280, height: 900 } };
+  for (let i = 0; i < argv.length; i++) {
+    const flag = argv[i];
+    const value = argv[i + 1];
+    if (value === undefined) usage(`${flag} needs a value`);
+    i++;
+    switch (flag) {
+      case '--url': opts.url = value; break;
+      case '--screenshot': opts.screenshot = value; break;
+      case '--actions': opts.actionsFile = value; break;
+      case '--until':
+        if (!['live', 'error', 'ended'].includes(value)) usage('--until must be live, error or ended');
+        opts.until = value; break;
+      case '--timeout-ms':
+        opts.timeoutMs = Number(value);
+        if (!Number.isInteger(opts.timeoutMs) || opts.timeoutMs <= 0) usage('--timeout-ms must be a positive integer');
+        break;
+      case '--viewport': {
+        const m = /^(\d{3,4})x(\d{3,4})$/.exec(value);
+        if (!m) usage('--viewport must be WIDTHxHEIGHT');
+        opts.viewport = { width: Number(m[1]), height: Number(m[2]) };
+        break;
+      }
+      default: usage(`unknown flag ${flag}`);
+    }
+  }
+  if (!opts.url) usage('--url is required');
+  if (!opts.screenshot) usage('--screenshot is required');
+  opts.actions = [];
+  if (opts.actionsFile) {
+    try {
+      opts.actions = JSON.parse(readFileSync(opts.actionsFile, 'utf8'));
+    } catch (e) {
+      usage(`cannot read --actions ${opts.actionsFile}: ${e.message}`);
+    }
+    if (!Array.isArray(opts.actions)) usage('--actions must hold a JSON array');
+  }
+  return opts;
+}
+
+// Runs in the page before its scripts: records every state and every CSP violation.
+function recorder() {
+  window.__viewerStates = [];
+  window.__cspViolations = [];
+  const record = () => {
+    const s = document.body && document.body.dataset.state;
+    const all = window.__viewerStates;
+    if (s && all[all.length - 1] !== s) all.push(s);
+  };
+  document.addEventListener('securitypolicyviolation', (e) => {
+    window.__cspViolations.push(`${e.effectiveDirective} ${e.blockedURI}`);
+  });
+  document.addEventListener('DOMContentLoaded', () => {
+    record();
+    new MutationObserver(record).observe(document.body, { attributes: true, attributeFilter: ['data-state'] });
+  });
+}
+
+// In the page: 'pixels' once the page is live and noVNC's canvas is not uniform, a
+// 'state:<s>' string if the page ended or failed instead, else false (keep polling).
+function pixelsProbe() {
+  const st = document.body.dataset.state;
+  if (st === 'error' || st === 'ended') return 'state:' + st;
+  if (st !== 'live') return false;
+  const c = document.querySelector('#screen canvas');
+  if (!c || !c.width || !c.height) return false;
+  const w = Math.min(320, c.width);
+  const h = Math.min(200, c.height);
+  const probe = document.createElement('canvas');
+  probe.width = w;
+  probe.height = h;
+  const ctx = probe.getContext('2d', { willReadFrequently: true });
+  ctx.drawImage(c, 0, 0, w, h);
+  const d = ctx.getImageData(0, 0, w, h).data;
+  for (let i = 4; i < d.length; i += 4) {
+    if (d[i] !== d[0] || d[i + 1] !== d[1] || d[i + 2] !== d[2] || d[i + 3] !== d[3]) return 'pixels';
+  }
+  return false;
+}
+
+async function waitPixels(page, timeoutMs) {
+  const handle = await page.waitForFunction(pixelsProbe, null, { polling: 'raf', timeout: timeoutMs });
+  const v = await handle.jsonValue();
+  if (v !== 'pixels') throw new Error(`the page went to ${v} instead of showing the desktop`);
+}
+
+async function waitState(page, state, timeoutMs) {
+  await page.waitForFunction((s) => document.body.dataset.state === s, state, { polling: 100, timeout: timeoutMs });
+}
+
+async function waitSeen(page, state, timeoutMs) {
+  await page.waitForFunction((s) => (window.__viewerStates || []).includes(s), state, { polling: 50, timeout: timeoutMs });
+}
+
+// Desktop pixel (x, y) → page coordinates on the scaled canvas.
+async function desktopToPage(page, x, y) {
+  const box = await page.evaluate(() => {
+    const c = document.querySelector('#screen canvas');
+    if (!c) return null;
+    const r = c.getBoundingClientRect();
+    return { left: r.left, top: r.top, width: r.width, height: r.height, fbw: c.width, fbh: c.height };
+  });
+  if (!box || !box.fbw) throw new Error('no desktop canvas to click on');
+  if (!(x >= 0 && x < box.fbw && y >= 0 && y < box.fbh)) {
+    throw new Error(`(${x},${y}) is outside the ${box.fbw}x${box.fbh} desktop`);
+  }
+  return {
+    x: box.left + ((x + 0.5) * box.width) / box.fbw,
+    y: box.top + ((y + 0.5) * box.height) / box.fbh,
+  };
+}
+
+async function snapshot(page) {
+  return page.evaluate(() => {
+    const text = (id) => { const el = document.getElementById(id); return el ? el.textContent.trim() : null; };
+    const shown = (id) => { const el = document.getElementById(id); return !!el && !el.hidden && el.offsetParent !== null; };
+    const c = document.querySelector('#screen canvas');
+    return {
+      state: document.body.dataset.state || null,
+      outcome: document.body.dataset.outcome || null,
+      states: window.__viewerStates || [],
+      csp_violations: window.__cspViolations || [],
+      url: location.href,
+      page: {
+        title: document.title,
+        display_name: text('display-name'),
+        badge: text('badge-text'),
+        login_hint: shown('login-hint') ? text('login-hint') : null,
+        reason: shown('reason') ? text('reason') : null,
+        overlay_title: shown('overlay') ? text('overlay-title') : null,
+        overlay_text: shown('overlay') ? text('overlay-text') : null,
+        timer: shown('timer') ? text('timer-text') : null,
+        view_only: shown('view-only'),
+        buttons_visible: shown('btn-complete') && shown('btn-cancel'),
+        toast: shown('toast') ? text('toast') : null,
+      },
+      canvas: c ? { width: c.width, height: c.height } : null,
+    };
+  });
+}
+
+async function shot(page, path) {
+  mkdirSync(dirname(path) || '.', { recursive: true });
+  await page.screenshot({ path });
+}
+
+async function runAction(page, action, opts) {
+  const timeout = action.timeout_ms || opts.timeoutMs;
+  switch (action.type) {
+    case 'click': {
+      const p = await desktopToPage(page, action.x, action.y);
+      await page.mouse.click(p.x, p.y, { button: action.button || 'left' });
+      break;
+    }
+    case 'type': await page.keyboard.type(String(action.text), { delay: 15 }); break;
+    case 'press': await page.keyboard.press(String(action.key)); break;
+    case 'complete': await page.click('#btn-complete', { timeout }); break;
+    case 'cancel': await page.click('#btn-cancel', { timeout }); break;
+    case 'wait_state': await waitState(page, action.state, timeout); break;
+    case 'wait_seen': await waitSeen(page, action.state, timeout); break;
+    case 'wait_pixels': await waitPixels(page, timeout); break;
+    case 'screenshot': await shot(page, action.path); break;
+    case 'http': {
+      const resp = await fetch(new URL(action.url, opts.url), {
+        method: action.method || 'GET', signal: AbortSignal.timeout(timeout),
+      });
+      if (resp.status >= 400) throw new Error(`${action.method || 'GET'} ${action.url} answered ${resp.status}`);
+      break;
+    }
+    default: throw new Error(`unknown action ${JSON.stringify(action)}`);
+  }
+}
+
+async function main() {
+  const opts = parseArgs(process.argv.slice(2));
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, timeout: opts.timeoutMs });
+  const consoleErrors = [];
+  let page;
+  let result = { first_pixels_ms: null };
+  try {
+    const context = await browser.newContext({ viewport: opts.viewport });
+    page = await context.newPage();
+    page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text().slice(0, 300)); });
+    page.on('pageerror', (e) => consoleErrors.push(String(e).slice(0, 300)));
+    await page.addInitScript(recorder);
+
+    const t0 = performance.now();
+    const resp = await page.goto(opts.url, { waitUntil: 'domcontentloaded', timeout: opts.timeoutMs });
+    if (!resp || !resp.ok()) throw new Error(`GET ${new URL(opts.url).pathname} answered ${resp ? resp.status() : 'nothing'}`);
+    if (opts.until === 'live') {
+      await waitPixels(page, opts.timeoutMs);
+      result.first_pixels_ms = Math.round(performance.now() - t0);
+    } else {
+      await waitState(page, opts.until, opts.timeoutMs);
+    }
+    for (const action of opts.actions) await runAction(page, action, opts);
+    await shot(page, opts.screenshot);
+    result = { ...result, ...(await snapshot(page)), console_errors: consoleErrors };
+    process.stdout.write(JSON.stringify(result) + '\n');
+  } catch (e) {
+    let state = null;
+    if (page) {
+      try { state = await snapshot(page); } catch (_) { /* page gone */ }
+      try { await shot(page, opts.screenshot); } catch (_) { /* page gone */ }
+    }
+    process.stdout.write(JSON.stringify({ error: e.message, ...result, ...(state || {}), console_errors: consoleErrors }) + '\n');
+    process.stderr.write(`viewer.mjs: ${e.message}\n`);
+    process.exitCode = 1;
+  } finally {
+    await browser.close();
+  }
+}
+
+main().catch((e) => {
+  process.stderr.write(`viewer.mjs: ${e.message}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,470 @@
+//! The viewer's test fixtures: a real Xvnc display, a fake of the takeover side of the
+//! contract (session / complete / cancel / websocket relaying to Xvnc's Unix socket), the
+//! headless harness `tests/e2e/viewer.mjs`, and a raw HTTP/1.1 client that sends paths
+//! exactly as written (no normalisation of `..`).
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::broadcast;
+
+pub const SCREEN: (u32, u32) = (1280, 800);
+
+/// Whether the desktop tools exist; with `CI` set a missing tool is a failure, not a skip.
+pub fn tools_present(tools: &[&str]) -> bool {
+    let missing: Vec<&&str> = tools.iter().filter(|t| !Path::new(t).exists()).collect();
+    if missing.is_empty() {
+        return true;
+    }
+    assert!(std::env::var_os("CI").is_none(), "CI is set but {missing:?} are missing");
+    eprintln!("skipping: {missing:?} missing (set CI to make this fail)");
+    false
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn artifacts() -> PathBuf {
+    let dir = repo().join("target/e2e-artifacts");
+    std::fs::create_dir_all(&dir).expect("mkdir artifacts");
+    dir
+}
+
+fn wait_until<T>(what: &str, deadline: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// A TigerVNC `Xvnc`: display and VNC server in one process, RFB on a Unix socket only.
+pub struct Xvnc {
+    child: Child,
+    pub display: u32,
+    pub socket: PathBuf,
+    log: PathBuf,
+    extra: Vec<Child>,
+}
+
+impl Xvnc {
+    pub fn start(dir: &Path) -> Xvnc {
+        let socket = dir.join("vnc.sock");
+        let log = dir.join("xvnc.log");
+        let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe");
+        let write_fd = write_end.as_raw_fd();
+        let mut cmd = Command::new("/usr/bin/Xvnc");
+        cmd.args(["-displayfd", "3", "-geometry", &format!("{}x{}", SCREEN.0, SCREEN.1), "-depth", "24"])
+            .args(["-rfbport", "-1", "-rfbunixpath"])
+            .arg(&socket)
+            .args(["-SecurityTypes", "None", "-nolisten", "tcp"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"));
+        // SAFETY: only async-signal-safe calls between fork and exec, to hand Xvnc fd 3
+        // (dup2 leaves the copy without FD_CLOEXEC; when it is fd 3 already, clear it).
+        unsafe {
+            cmd.pre_exec(move || {
+                let rc = if write_fd == 3 { libc::fcntl(3, libc::F_SETFD, 0) } else { libc::dup2(write_fd, 3) };
+                if rc < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("spawn Xvnc");
+        drop(write_end);
+        // Xvnc writes the display number it picked, then a newline.
+        let mut reader = std::fs::File::from(read_end);
+        let display = std::thread::scope(|s| {
+            let h = s.spawn(|| {
+                use std::io::Read;
+                let mut buf = Vec::new();
+                let mut byte = [0u8; 1];
+                while let Ok(1) = reader.read(&mut byte) {
+                    if byte[0] == b'\n' {
+                        break;
+                    }
+                    buf.push(byte[0]);
+                }
+                String::from_utf8_lossy(&buf).trim().parse::<u32>().ok()
+            });
+            h.join().expect("displayfd reader")
+        });
+        let mut x = Xvnc { child, display: 0, socket, log, extra: Vec::new() };
+        x.display = display.unwrap_or_else(|| panic!("Xvnc gave no display number; log:\n{}", x.log_tail()));
+        // Ready means the socket speaks RFB, not that it exists.
+        let sock = x.socket.clone();
+        wait_until("Xvnc to speak RFB", Duration::from_secs(20), || {
+            use std::io::Read;
+            let mut s = std::os::unix::net::UnixStream::connect(&sock).ok()?;
+            s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+            let mut hello = [0u8; 12];
+            s.read_exact(&mut hello).ok()?;
+            hello.starts_with(b"RFB 003.").then_some(())
+        });
+        x
+    }
+
+    pub fn log_tail(&self) -> String {
+        let s = std::fs::read_to_string(&self.log).unwrap_or_default();
+        s.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+
+    pub fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("DISPLAY", format!(":{}", self.display));
+        cmd
+    }
+
+    /// Starts `xmessage` centred on the display with a default button (Return presses it);
+    /// returns its index for `wait_extra`.
+    pub fn xmessage(&mut self, text: &str, out: &Path) -> usize {
+        let child = self
+            .command("xmessage")
+            .args(["-center", "-buttons", "Cancel:1,Sign in:0", "-default", "Sign in", "-print", text])
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(out).expect("xmessage out"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn xmessage");
+        self.extra.push(child);
+        let display = self.display;
+        wait_until("the xmessage window", Duration::from_secs(10), || {
+            let o = Command::new("xdotool")
+                .env("DISPLAY", format!(":{display}"))
+                .args(["search", "--onlyvisible", "--name", "xmessage"])
+                .output()
+                .ok()?;
+            (o.status.success() && !o.stdout.is_empty()).then_some(())
+        });
+        self.extra.len() - 1
+    }
+
+    /// Waits for an extra child to exit by itself; `None` if it is still running at the deadline.
+    pub fn wait_extra(&mut self, index: usize, deadline: Duration) -> Option<std::process::ExitStatus> {
+        let end = Instant::now() + deadline;
+        loop {
+            if let Ok(Some(status)) = self.extra[index].try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= end {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// (x, y, width, height) of the first visible window with this name.
+    pub fn window(&self, name: &str) -> (i64, i64, i64, i64) {
+        let o = self
+            .command("xdotool")
+            .args(["search", "--onlyvisible", "--name", name, "getwindowgeometry", "--shell"])
+            .output()
+            .expect("xdotool");
+        let text = String::from_utf8_lossy(&o.stdout);
+        let get = |k: &str| {
+            text.lines().find_map(|l| l.strip_prefix(k)).and_then(|v| v.trim().parse::<i64>().ok()).expect("geometry")
+        };
+        (get("X="), get("Y="), get("WIDTH="), get("HEIGHT="))
+    }
+
+    pub fn pointer(&self) -> (i64, i64) {
+        let o = self.command("xdotool").args(["getmouselocation", "--shell"]).output().expect("xdotool");
+        let text = String::from_utf8_lossy(&o.stdout);
+        let get = |k: &str| {
+            text.lines().find_map(|l| l.strip_prefix(k)).and_then(|v| v.trim().parse::<i64>().ok()).expect("coordinate")
+        };
+        (get("X="), get("Y="))
+    }
+
+    pub fn move_pointer(&self, x: i64, y: i64) {
+        let st = self.command("xdotool").args(["mousemove", &x.to_string(), &y.to_string()]).status().expect("xdotool");
+        assert!(st.success());
+    }
+}
+
+impl Drop for Xvnc {
+    fn drop(&mut self) {
+        // Only the processes this fixture spawned, by their PIDs.
+        for c in self.extra.iter_mut().chain(std::iter::once(&mut self.child)) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// What the fake takeover side saw, and what it answers.
+pub struct Fake {
+    pub id: String,
+    pub control_token: String,
+    pub view_token: String,
+    pub display_name: String,
+    pub reason: String,
+    pub login_url: String,
+    pub expires_at: u64,
+    pub vnc_socket: PathBuf,
+    pub outcome: Mutex<Option<String>>,
+    pub events: broadcast::Sender<FakeEvent>,
+    pub calls: Mutex<HashMap<&'static str, usize>>,
+    pub protocols_seen: Mutex<Vec<String>>,
+    pub ws_open: AtomicUsize,
+}
+
+#[derive(Debug, Clone)]
+pub enum FakeEvent {
+    /// Close every WebSocket with 4000 and this outcome.
+    End(String),
+    /// Drop every WebSocket without a close frame (a network failure, seen as 1006).
+    Drop,
+}
+
+impl Fake {
+    pub fn new(vnc_socket: &Path) -> Arc<Fake> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+        Arc::new(Fake {
+            id: "tk_test-1".into(),
+            control_token: "ctl_4f9a2b7c1d8e3f60a5b4c3d2e1f0a9b8".into(),
+            view_token: "view_0a1b2c3d4e5f60718293a4b5c6d7e8f9".into(),
+            display_name: "Example Bank".into(),
+            reason: "I need to download your March statement; the bank asks for a login first.".into(),
+            login_url: "https://bank.example/login".into(),
+            expires_at: now + 300,
+            vnc_socket: vnc_socket.to_path_buf(),
+            outcome: Mutex::new(None),
+            events: broadcast::channel(16).0,
+            calls: Mutex::new(HashMap::new()),
+            protocols_seen: Mutex::new(Vec::new()),
+            ws_open: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn calls(&self, what: &'static str) -> usize {
+        self.calls.lock().expect("lock").get(what).copied().unwrap_or(0)
+    }
+
+    fn count(&self, what: &'static str) {
+        *self.calls.lock().expect("lock").entry(what).or_default() += 1;
+    }
+
+    fn access(&self, headers: &HeaderMap) -> Option<&'static str> {
+        let bearer = headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ")?;
+        if bearer == self.control_token {
+            Some("control")
+        } else if bearer == self.view_token {
+            Some("view")
+        } else {
+            None
+        }
+    }
+
+    fn end(&self, outcome: &str) {
+        *self.outcome.lock().expect("lock") = Some(outcome.to_string());
+        let _ = self.events.send(FakeEvent::End(outcome.to_string()));
+    }
+
+    /// Serves the viewer's routes plus this fake on 127.0.0.1:0; returns the base URL.
+    pub async fn serve(self: &Arc<Fake>) -> String {
+        let app: Router = grexal_sidecar::viewer::routes(grexal_sidecar::viewer::ViewerConfig::default()).merge(
+            Router::new()
+                .route("/takeover/{id}/session", get(session))
+                .route("/takeover/{id}/complete", post(|s, p, h| answer(s, p, h, "completed")))
+                .route("/takeover/{id}/cancel", post(|s, p, h| answer(s, p, h, "cancelled")))
+                .route("/takeover/{id}/websocket", get(websocket))
+                .route("/fake/end/{outcome}", post(fake_end))
+                .route("/fake/drop", post(fake_drop))
+                .with_state(self.clone()),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        format!("http://{addr}")
+    }
+}
+
+fn error(status: StatusCode, code: &str) -> Response {
+    (status, Json(json!({"error": {"code": code, "message": code}}))).into_response()
+}
+
+async fn session(State(f): State<Arc<Fake>>, UrlPath(id): UrlPath<String>, headers: HeaderMap) -> Response {
+    f.count("session");
+    let Some(access) = f.access(&headers).filter(|_| id == f.id) else {
+        return error(StatusCode::UNAUTHORIZED, "unauthorized");
+    };
+    let outcome = f.outcome.lock().expect("lock").clone();
+    let body = json!({
+        "takeover_id": f.id, "connection_id": "bank", "display_name": f.display_name, "reason": f.reason,
+        "login_url": f.login_url, "access": access, "state": if outcome.is_some() { "ended" } else { "live" },
+        "outcome": outcome, "expires_at": f.expires_at,
+    });
+    if outcome.is_some() {
+        let mut body = body;
+        body["error"] = json!({"code": "takeover_ended", "message": "the takeover has ended"});
+        return (StatusCode::GONE, Json(body)).into_response();
+    }
+    Json(body).into_response()
+}
+
+async fn answer(State(f): State<Arc<Fake>>, UrlPath(id): UrlPath<String>, headers: HeaderMap, outcome: &str) -> Response {
+    f.count(if outcome == "completed" { "complete" } else { "cancel" });
+    match f.access(&headers).filter(|_| id == f.id) {
+        None => return error(StatusCode::UNAUTHORIZED, "unauthorized"),
+        Some("view") => return error(StatusCode::FORBIDDEN, "forbidden"),
+        Some(_) => {}
+    }
+    if let Some(done) = f.outcome.lock().expect("lock").clone() {
+        return (StatusCode::GONE, Json(json!({"state": "ended", "outcome": done}))).into_response();
+    }
+    f.end(outcome);
+    Json(json!({"state": "ended", "outcome": outcome})).into_response()
+}
+
+async fn fake_end(State(f): State<Arc<Fake>>, UrlPath(outcome): UrlPath<String>) -> StatusCode {
+    f.end(&outcome);
+    StatusCode::NO_CONTENT
+}
+
+async fn fake_drop(State(f): State<Arc<Fake>>) -> StatusCode {
+    let _ = f.events.send(FakeEvent::Drop);
+    StatusCode::NO_CONTENT
+}
+
+async fn websocket(
+    State(f): State<Arc<Fake>>,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    f.count("websocket");
+    let offered: Vec<String> = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|p| p.trim().to_string()))
+        .collect();
+    f.protocols_seen.lock().expect("lock").extend(offered.iter().map(|p| p.split('.').take(2).collect::<Vec<_>>().join(".")));
+    // The token is checked before upgrading, as the contract says: no RFB byte otherwise.
+    let ok = id == f.id
+        && f.outcome.lock().expect("lock").is_none()
+        && offered.iter().any(|p| {
+            p.strip_prefix("grexal.v1.").is_some_and(|t| t == f.control_token || t == f.view_token)
+        });
+    if !ok {
+        f.count("websocket_refused");
+        return error(StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    let events = f.events.subscribe();
+    let sock = f.vnc_socket.clone();
+    let fake = f.clone();
+    ws.protocols(["binary"]).on_upgrade(move |socket| async move {
+        fake.ws_open.fetch_add(1, Ordering::SeqCst);
+        pump(socket, &sock, events).await;
+        fake.ws_open.fetch_sub(1, Ordering::SeqCst);
+    })
+}
+
+/// A plain byte pump between the WebSocket and Xvnc's Unix socket.
+async fn pump(mut ws: WebSocket, sock: &Path, mut events: broadcast::Receiver<FakeEvent>) {
+    let Ok(mut vnc) = tokio::net::UnixStream::connect(sock).await else {
+        return;
+    };
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        tokio::select! {
+            msg = ws.recv() => match msg {
+                Some(Ok(Message::Binary(b))) => if vnc.write_all(&b).await.is_err() { return },
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Text(_))) => {}
+                _ => return,
+            },
+            n = vnc.read(&mut buf) => match n {
+                Ok(0) | Err(_) => return,
+                Ok(n) => if ws.send(Message::Binary(bytes::Bytes::copy_from_slice(&buf[..n]))).await.is_err() { return },
+            },
+            ev = events.recv() => match ev {
+                Ok(FakeEvent::End(outcome)) => {
+                    let _ = ws.send(Message::Close(Some(CloseFrame { code: 4000, reason: outcome.into() }))).await;
+                    return;
+                }
+                // Dropping the socket without a close frame looks like a network failure.
+                Ok(FakeEvent::Drop) => return,
+                Err(_) => return,
+            },
+        }
+    }
+}
+
+/// The harness's JSON result.
+pub struct Harness {
+    pub ok: bool,
+    pub result: serde_json::Value,
+    pub stderr: String,
+}
+
+/// Runs `node tests/e2e/viewer.mjs`; the browser's HOME is a temp dir (crashpad writes there).
+pub async fn run_harness(home: &Path, url: &str, screenshot: &Path, actions: Option<serde_json::Value>, until: &str) -> Harness {
+    let mut cmd = tokio::process::Command::new("node");
+    cmd.arg(repo().join("tests/e2e/viewer.mjs"))
+        .args(["--url", url, "--until", until, "--timeout-ms", "45000", "--screenshot"])
+        .arg(screenshot)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    if let Some(actions) = actions {
+        let file = home.join(format!("actions-{}.json", screenshot.file_stem().and_then(|s| s.to_str()).unwrap_or("x")));
+        std::fs::write(&file, actions.to_string()).expect("write actions");
+        cmd.arg("--actions").arg(file);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
+        .await
+        .expect("harness timed out")
+        .expect("spawn node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let line = stdout.lines().rev().find(|l| l.starts_with('{')).unwrap_or("{}");
+    let result = serde_json::from_str(line).unwrap_or_else(|e| panic!("harness printed no JSON ({e}): {stdout}\n{stderr}"));
+    Harness { ok: out.status.success(), result, stderr }
+}
+
+/// A raw HTTP/1.1 GET: the path goes on the wire exactly as given.
+pub async fn raw_get(base: &str, path: &str) -> (u16, HashMap<String, String>, Vec<u8>) {
+    let addr = base.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut raw)).await.expect("response in time").expect("read");
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("header end");
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let mut lines = head.lines();
+    let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|c| c.parse().ok()).expect("status");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (status, headers, raw[split + 4..].to_vec())
+}
