@@ -401,6 +401,11 @@ impl TakeoverManager {
         Ok(record.snapshot(record.ended()))
     }
 
+    /// How many `wait` calls are parked on this takeover (diagnostics, tests).
+    pub fn waiters(&self, id: &str) -> usize {
+        self.registry().find(id).map_or(0, |r| r.done.receiver_count())
+    }
+
     /// Ends the takeover as completed (by the user, the platform, the condition).
     pub async fn complete(&self, id: &str, by: By) -> Result<TakeoverSnapshot, TakeoverError> {
         self.end(id, Outcome::Completed, Some(by)).await

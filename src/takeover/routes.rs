@@ -363,7 +363,12 @@ async fn viewer_websocket(
 ) -> Result<Response, TakeoverError> {
     let id = path_id(id, TakeoverError::Unauthorized)?;
     let token = relay::token_from_protocols(&headers).ok_or(TakeoverError::Unauthorized)?;
-    let grant = manager.authorize(&id, &token)?;
+    // A browser cannot read a refused handshake's status anyway; the page learns that
+    // the takeover ended from `session` (410). Here every refusal is the same 401.
+    let grant = manager.authorize(&id, &token).map_err(|error| match error {
+        TakeoverError::Ended(_) => TakeoverError::Unauthorized,
+        other => other,
+    })?;
     let ws = ws.map_err(|_| TakeoverError::BadRequest { reason: "websocket upgrade" })?;
     manager.check_viewer_capacity(&grant)?;
     tracing::debug!(access = ?grant.access, "viewer connected");
