@@ -28,13 +28,18 @@ const LONG: Duration = Duration::from_secs(30);
 
 async fn fake() -> (Harness, FakeVnc, Arc<FakeBrowser>) {
     let vnc = FakeVnc::start().await;
-    let browser = Arc::new(FakeBrowser { vnc: vnc.addr, status: watch::channel(DesktopStatus::Ready).0 });
+    let browser = Arc::new(FakeBrowser {
+        vnc: vnc.addr,
+        status: watch::channel(DesktopStatus::Ready).0,
+    });
     let harness = Harness::start(browser.clone(), TakeoverLimits::default()).await;
     (harness, vnc, browser)
 }
 
 fn request_body(timeout_s: u64) -> String {
-    format!(r#"{{"connection_id":"github","reason":"Please log in to GitHub","timeout_seconds":{timeout_s}}}"#)
+    format!(
+        r#"{{"connection_id":"github","reason":"Please log in to GitHub","timeout_seconds":{timeout_s}}}"#
+    )
 }
 
 async fn start(h: &mut Harness, body: &str) -> (String, String, String) {
@@ -44,7 +49,10 @@ async fn start(h: &mut Harness, body: &str) -> (String, String, String) {
     let ids = h.requested().await;
     assert_eq!(info["takeover_id"], ids.0.as_str());
     assert_eq!(info["state"], "live");
-    assert_eq!(info["viewer_url"], format!("http://{}/takeover/{}", h.http, ids.0));
+    assert_eq!(
+        info["viewer_url"],
+        format!("http://{}/takeover/{}", h.http, ids.0)
+    );
     // The agent never sees a token.
     assert!(!String::from_utf8_lossy(&r.body).contains(&ids.1));
     assert!(!String::from_utf8_lossy(&r.body).contains(&ids.2));
@@ -58,9 +66,17 @@ async fn ws_connect(h: &Harness, id: &str, token: Option<&str>) -> Result<Ws, Ws
         Some(t) => format!("binary, grexal.v1.{t}"),
         None => "binary".to_owned(),
     };
-    request.headers_mut().insert("Sec-WebSocket-Protocol", protocols.parse().expect("header"));
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", protocols.parse().expect("header"));
     let (ws, response) = tokio_tungstenite::connect_async(request).await?;
-    assert_eq!(response.headers().get("sec-websocket-protocol").map(|v| v.to_str().unwrap()), Some("binary"));
+    assert_eq!(
+        response
+            .headers()
+            .get("sec-websocket-protocol")
+            .map(|v| v.to_str().unwrap()),
+        Some("binary")
+    );
     Ok(ws)
 }
 
@@ -81,7 +97,10 @@ async fn ws_refused(h: &Harness, id: &str, token: Option<&str>) -> u16 {
 
 async fn next_binary(ws: &mut Ws) -> Vec<u8> {
     loop {
-        match tokio::time::timeout(LONG, ws.next()).await.expect("message in time") {
+        match tokio::time::timeout(LONG, ws.next())
+            .await
+            .expect("message in time")
+        {
             Some(Ok(Message::Binary(data))) => return data.to_vec(),
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
             other => panic!("expected binary, got {other:?}"),
@@ -92,8 +111,13 @@ async fn next_binary(ws: &mut Ws) -> Vec<u8> {
 /// The close frame's (code, reason), skipping any data still in flight.
 async fn next_close(ws: &mut Ws) -> (u16, String) {
     loop {
-        match tokio::time::timeout(LONG, ws.next()).await.expect("close in time") {
-            Some(Ok(Message::Close(Some(frame)))) => return (u16::from(frame.code), frame.reason.to_string()),
+        match tokio::time::timeout(LONG, ws.next())
+            .await
+            .expect("close in time")
+        {
+            Some(Ok(Message::Close(Some(frame)))) => {
+                return (u16::from(frame.code), frame.reason.to_string())
+            }
             Some(Ok(Message::Binary(_) | Message::Ping(_) | Message::Pong(_))) => continue,
             other => panic!("expected close, got {other:?}"),
         }
@@ -106,46 +130,104 @@ async fn control_viewer_gets_rfb_and_is_cut_before_wait_returns() {
     let (id, control, view) = start(&mut h, &request_body(300)).await;
     let mut ws = ws_connect(&h, &id, Some(&control)).await.expect("upgrade");
     assert_eq!(next_binary(&mut ws).await, BANNER);
-    let mut viewer = ws_connect(&h, &id, Some(&view)).await.expect("upgrade view");
+    let mut viewer = ws_connect(&h, &id, Some(&view))
+        .await
+        .expect("upgrade view");
     assert_eq!(next_binary(&mut viewer).await, BANNER);
 
-    let session = h.public("GET", &format!("/takeover/{id}/session"), &[("Authorization", &format!("Bearer {view}"))]).await;
+    let session = h
+        .public(
+            "GET",
+            &format!("/takeover/{id}/session"),
+            &[("Authorization", &format!("Bearer {view}"))],
+        )
+        .await;
     assert_eq!(session.status, 200);
     let s = session.json();
-    assert_eq!((s["access"].as_str(), s["state"].as_str(), s["display_name"].as_str()), (Some("view"), Some("live"), Some("GitHub")));
+    assert_eq!(
+        (
+            s["access"].as_str(),
+            s["state"].as_str(),
+            s["display_name"].as_str()
+        ),
+        (Some("view"), Some("live"), Some("GitHub"))
+    );
     assert_eq!(s["reason"], "Please log in to GitHub");
-    assert!(session.head.to_ascii_lowercase().contains("cache-control: no-store"));
+    assert!(session
+        .head
+        .to_ascii_lowercase()
+        .contains("cache-control: no-store"));
 
     let agent = {
         let socket = h.agent_socket.clone();
         let id = id.clone();
         tokio::spawn(async move {
             let stream = tokio::net::UnixStream::connect(&socket).await.unwrap();
-            support::http(stream, "GET", &format!("/v1/takeovers/{id}/wait?timeout_seconds=60"), &[], None).await
+            support::http(
+                stream,
+                "GET",
+                &format!("/v1/takeovers/{id}/wait?timeout_seconds=60"),
+                &[],
+                None,
+            )
+            .await
         })
     };
     // The long poll is parked before the user clicks.
-    eventually("the wait to be parked", LONG, || h.manager.waiters(&id) == 1).await;
-    let done = h.public("POST", &format!("/takeover/{id}/complete"), &[("Authorization", &format!("Bearer {control}"))]).await;
+    eventually("the wait to be parked", LONG, || {
+        h.manager.waiters(&id) == 1
+    })
+    .await;
+    let done = h
+        .public(
+            "POST",
+            &format!("/takeover/{id}/complete"),
+            &[("Authorization", &format!("Bearer {control}"))],
+        )
+        .await;
     assert_eq!(done.status, 200);
-    assert_eq!((done.json()["state"].as_str(), done.json()["outcome"].as_str()), (Some("ended"), Some("completed")));
+    assert_eq!(
+        (
+            done.json()["state"].as_str(),
+            done.json()["outcome"].as_str()
+        ),
+        (Some("ended"), Some("completed"))
+    );
     let waited = agent.await.unwrap();
     assert_eq!(waited.status, 200);
     let w = waited.json();
-    assert_eq!((w["state"].as_str(), w["outcome"].as_str(), w["by"].as_str()), (Some("ended"), Some("completed"), Some("user")));
+    assert_eq!(
+        (w["state"].as_str(), w["outcome"].as_str(), w["by"].as_str()),
+        (Some("ended"), Some("completed"), Some("user"))
+    );
     // Both close frames were sent before the wait returned: they are already here.
     for ws in [&mut ws, &mut viewer] {
-        let close = tokio::time::timeout(Duration::from_millis(500), next_close(ws)).await.expect("already closed");
+        let close = tokio::time::timeout(Duration::from_millis(500), next_close(ws))
+            .await
+            .expect("already closed");
         assert_eq!(close, (4000, "completed".to_owned()));
     }
     assert_eq!(vnc.connections.load(Ordering::SeqCst), 2);
 
     // The ended takeover's tokens: 410 on session (with the outcome), 401 on the socket.
-    let gone = h.public("GET", &format!("/takeover/{id}/session"), &[("Authorization", &format!("Bearer {control}"))]).await;
-    assert_eq!((gone.status, gone.code()), (410, "takeover_ended".to_owned()));
+    let gone = h
+        .public(
+            "GET",
+            &format!("/takeover/{id}/session"),
+            &[("Authorization", &format!("Bearer {control}"))],
+        )
+        .await;
+    assert_eq!(
+        (gone.status, gone.code()),
+        (410, "takeover_ended".to_owned())
+    );
     assert_eq!(gone.json()["outcome"], "completed");
     assert_eq!(ws_refused(&h, &id, Some(&control)).await, 401);
-    assert_eq!(vnc.connections.load(Ordering::SeqCst), 2, "no VNC connection for a refused viewer");
+    assert_eq!(
+        vnc.connections.load(Ordering::SeqCst),
+        2,
+        "no VNC connection for a refused viewer"
+    );
 }
 
 #[tokio::test]
@@ -158,24 +240,75 @@ async fn bad_tokens_are_refused_before_any_upgrade() {
     assert_eq!(vnc.connections.load(Ordering::SeqCst), 0);
 
     let bearer = |t: &str| format!("Bearer {t}");
-    let none = h.public("GET", &format!("/takeover/{id}/session"), &[]).await;
+    let none = h
+        .public("GET", &format!("/takeover/{id}/session"), &[])
+        .await;
     assert_eq!((none.status, none.code()), (401, "unauthorized".to_owned()));
-    let wrong = h.public("GET", &format!("/takeover/{id}/session"), &[("Authorization", &bearer("nope"))]).await;
-    assert_eq!((wrong.status, wrong.code()), (401, "unauthorized".to_owned()));
-    let viewer_complete = h.public("POST", &format!("/takeover/{id}/complete"), &[("Authorization", &bearer(&view))]).await;
-    assert_eq!((viewer_complete.status, viewer_complete.code()), (403, "forbidden".to_owned()));
-    let viewer_cancel = h.public("POST", &format!("/takeover/{id}/cancel"), &[("Authorization", &bearer(&view))]).await;
+    let wrong = h
+        .public(
+            "GET",
+            &format!("/takeover/{id}/session"),
+            &[("Authorization", &bearer("nope"))],
+        )
+        .await;
+    assert_eq!(
+        (wrong.status, wrong.code()),
+        (401, "unauthorized".to_owned())
+    );
+    let viewer_complete = h
+        .public(
+            "POST",
+            &format!("/takeover/{id}/complete"),
+            &[("Authorization", &bearer(&view))],
+        )
+        .await;
+    assert_eq!(
+        (viewer_complete.status, viewer_complete.code()),
+        (403, "forbidden".to_owned())
+    );
+    let viewer_cancel = h
+        .public(
+            "POST",
+            &format!("/takeover/{id}/cancel"),
+            &[("Authorization", &bearer(&view))],
+        )
+        .await;
     assert_eq!(viewer_cancel.status, 403);
-    assert_eq!(h.agent("GET", &format!("/v1/takeovers/{id}"), None).await.json()["state"], "live");
+    assert_eq!(
+        h.agent("GET", &format!("/v1/takeovers/{id}"), None)
+            .await
+            .json()["state"],
+        "live"
+    );
 
     // "I can't log in".
-    let cancel = h.public("POST", &format!("/takeover/{id}/cancel"), &[("Authorization", &bearer(&control))]).await;
+    let cancel = h
+        .public(
+            "POST",
+            &format!("/takeover/{id}/cancel"),
+            &[("Authorization", &bearer(&control))],
+        )
+        .await;
     assert_eq!(cancel.status, 200);
-    let waited = h.agent("GET", &format!("/v1/takeovers/{id}/wait"), None).await;
-    assert_eq!((waited.status, waited.code()), (409, "takeover_cancelled".to_owned()));
+    let waited = h
+        .agent("GET", &format!("/v1/takeovers/{id}/wait"), None)
+        .await;
+    assert_eq!(
+        (waited.status, waited.code()),
+        (409, "takeover_cancelled".to_owned())
+    );
     assert_eq!(waited.json()["takeover"]["by"], "user");
-    let again = h.public("POST", &format!("/takeover/{id}/complete"), &[("Authorization", &bearer(&control))]).await;
-    assert_eq!((again.status, again.code()), (410, "takeover_ended".to_owned()));
+    let again = h
+        .public(
+            "POST",
+            &format!("/takeover/{id}/complete"),
+            &[("Authorization", &bearer(&control))],
+        )
+        .await;
+    assert_eq!(
+        (again.status, again.code()),
+        (410, "takeover_ended".to_owned())
+    );
 }
 
 #[tokio::test]
@@ -185,9 +318,18 @@ async fn deadline_makes_wait_return_408() {
     let mut ws = ws_connect(&h, &id, Some(&control)).await.expect("upgrade");
     assert_eq!(next_binary(&mut ws).await, BANNER);
     let started = Instant::now();
-    let waited = h.agent("GET", &format!("/v1/takeovers/{id}/wait?timeout_seconds=30"), None).await;
+    let waited = h
+        .agent(
+            "GET",
+            &format!("/v1/takeovers/{id}/wait?timeout_seconds=30"),
+            None,
+        )
+        .await;
     assert!(started.elapsed() < Duration::from_secs(10));
-    assert_eq!((waited.status, waited.code()), (408, "takeover_timeout".to_owned()));
+    assert_eq!(
+        (waited.status, waited.code()),
+        (408, "takeover_timeout".to_owned())
+    );
     assert_eq!(waited.json()["takeover"]["outcome"], "timed_out");
     assert_eq!(next_close(&mut ws).await, (4000, "timed_out".to_owned()));
 }
@@ -196,44 +338,108 @@ async fn deadline_makes_wait_return_408() {
 async fn agent_surface_errors_and_conflict() {
     let (mut h, _vnc, browser) = fake().await;
     let cases: &[(&str, u16, &str)] = &[
-        (r#"{"connection_id":"nope","reason":"r"}"#, 404, "connection_not_found"),
-        (r#"{"connection_id":"openai","reason":"r"}"#, 409, "invalid_auth_mode"),
-        (r#"{"connection_id":"github","reason":"r","extra":true}"#, 400, "bad_request"),
-        (r#"{"connection_id":"github","reason":"r","timeout_seconds":0}"#, 400, "bad_request"),
+        (
+            r#"{"connection_id":"nope","reason":"r"}"#,
+            404,
+            "connection_not_found",
+        ),
+        (
+            r#"{"connection_id":"openai","reason":"r"}"#,
+            409,
+            "invalid_auth_mode",
+        ),
+        (
+            r#"{"connection_id":"github","reason":"r","extra":true}"#,
+            400,
+            "bad_request",
+        ),
+        (
+            r#"{"connection_id":"github","reason":"r","timeout_seconds":0}"#,
+            400,
+            "bad_request",
+        ),
         (r#"{"connection_id":"github""#, 400, "bad_request"),
-        (r#"{"connection_id":"github","reason":"r","success":{}}"#, 400, "bad_request"),
+        (
+            r#"{"connection_id":"github","reason":"r","success":{}}"#,
+            400,
+            "bad_request",
+        ),
     ];
     for (body, status, code) in cases {
         let r = h.agent("POST", "/v1/takeovers", Some(body)).await;
         assert_eq!((r.status, r.code().as_str()), (*status, *code), "{body}");
     }
-    let huge = format!(r#"{{"connection_id":"github","reason":"{}"}}"#, "x".repeat(17 * 1024));
+    let huge = format!(
+        r#"{{"connection_id":"github","reason":"{}"}}"#,
+        "x".repeat(17 * 1024)
+    );
     let r = h.agent("POST", "/v1/takeovers", Some(&huge)).await;
     assert_eq!((r.status, r.code()), (413, "payload_too_large".to_owned()));
 
     let (id, _, _) = start(&mut h, &request_body(300)).await;
-    let second = h.agent("POST", "/v1/takeovers", Some(&request_body(300))).await;
-    assert_eq!((second.status, second.code()), (409, "takeover_conflict".to_owned()));
-    let r = h.agent("GET", &format!("/v1/takeovers/{id}/wait?timeout_seconds=601"), None).await;
+    let second = h
+        .agent("POST", "/v1/takeovers", Some(&request_body(300)))
+        .await;
+    assert_eq!(
+        (second.status, second.code()),
+        (409, "takeover_conflict".to_owned())
+    );
+    let r = h
+        .agent(
+            "GET",
+            &format!("/v1/takeovers/{id}/wait?timeout_seconds=601"),
+            None,
+        )
+        .await;
     assert_eq!(r.status, 400);
-    let r = h.agent("GET", &format!("/v1/takeovers/{id}/wait?timeout_seconds=0"), None).await;
+    let r = h
+        .agent(
+            "GET",
+            &format!("/v1/takeovers/{id}/wait?timeout_seconds=0"),
+            None,
+        )
+        .await;
     assert_eq!((r.status, r.json()["state"].as_str()), (200, Some("live")));
-    assert_eq!(h.agent("GET", "/v1/takeovers/nope", None).await.code(), "takeover_not_found");
+    assert_eq!(
+        h.agent("GET", "/v1/takeovers/nope", None).await.code(),
+        "takeover_not_found"
+    );
     let b = h.agent("GET", "/v1/browser", None).await;
-    assert_eq!((b.status, b.json()["cdp_ws_url"].as_str()), (200, Some("ws://127.0.0.1:9/devtools/browser/fake")));
+    assert_eq!(
+        (b.status, b.json()["cdp_ws_url"].as_str()),
+        (200, Some("ws://127.0.0.1:9/devtools/browser/fake"))
+    );
 
     // The platform completes it (control endpoint route).
-    let r = h.public("POST", &format!("/v1/takeovers/{id}/complete"), &[]).await;
+    let r = h
+        .public("POST", &format!("/v1/takeovers/{id}/complete"), &[])
+        .await;
     assert_eq!((r.status, r.json()["by"].as_str()), (200, Some("platform")));
     // The agent cancels the next one.
     let (id2, _, _) = start(&mut h, &request_body(300)).await;
-    let r = h.agent("POST", &format!("/v1/takeovers/{id2}/cancel"), None).await;
-    assert_eq!((r.status, r.json()["outcome"].as_str(), r.json()["by"].as_str()), (200, Some("cancelled"), Some("agent")));
+    let r = h
+        .agent("POST", &format!("/v1/takeovers/{id2}/cancel"), None)
+        .await;
+    assert_eq!(
+        (
+            r.status,
+            r.json()["outcome"].as_str(),
+            r.json()["by"].as_str()
+        ),
+        (200, Some("cancelled"), Some("agent"))
+    );
 
     // A failed browser: no new takeover, no CDP endpoint.
-    browser.status.send_replace(DesktopStatus::Failed { reason: "gone".into() });
-    let r = h.agent("POST", "/v1/takeovers", Some(&request_body(300))).await;
-    assert_eq!((r.status, r.code()), (503, "browser_unavailable".to_owned()));
+    browser.status.send_replace(DesktopStatus::Failed {
+        reason: "gone".into(),
+    });
+    let r = h
+        .agent("POST", "/v1/takeovers", Some(&request_body(300)))
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (503, "browser_unavailable".to_owned())
+    );
     assert_eq!(h.agent("GET", "/v1/browser", None).await.status, 503);
 }
 
@@ -249,9 +455,16 @@ async fn reload_replaces_the_controlling_viewer() {
     assert_eq!(vnc.connections.load(Ordering::SeqCst), 2);
 
     // The browser dies for good: the takeover fails and the viewer is told.
-    browser.status.send_replace(DesktopStatus::Failed { reason: "gone".into() });
-    let waited = h.agent("GET", &format!("/v1/takeovers/{id}/wait"), None).await;
-    assert_eq!((waited.status, waited.code()), (502, "takeover_failed".to_owned()));
+    browser.status.send_replace(DesktopStatus::Failed {
+        reason: "gone".into(),
+    });
+    let waited = h
+        .agent("GET", &format!("/v1/takeovers/{id}/wait"), None)
+        .await;
+    assert_eq!(
+        (waited.status, waited.code()),
+        (502, "takeover_failed".to_owned())
+    );
     assert_eq!(next_close(&mut second).await, (4000, "failed".to_owned()));
 }
 
@@ -274,9 +487,18 @@ async fn measure_complete_to_wait_latency() {
             let _ = tx.send(Instant::now());
             r
         });
-        eventually("the wait to be parked", LONG, || h.manager.waiters(&id) == 1).await;
+        eventually("the wait to be parked", LONG, || {
+            h.manager.waiters(&id) == 1
+        })
+        .await;
         let clicked = Instant::now();
-        let done = h.public("POST", &format!("/takeover/{id}/complete"), &[("Authorization", &format!("Bearer {control}"))]).await;
+        let done = h
+            .public(
+                "POST",
+                &format!("/takeover/{id}/complete"),
+                &[("Authorization", &format!("Bearer {control}"))],
+            )
+            .await;
         assert_eq!(done.status, 200);
         let returned = rx.await.unwrap();
         assert_eq!(agent.await.unwrap().status, 200);
@@ -301,7 +523,9 @@ fn desktop_config(dir: &std::path::Path) -> DesktopConfig {
         profile_dir: dir.join("profile"),
         run_dir: dir.join("run"),
         no_sandbox: true,
-        chromium_extra_args: vec!["--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.0.0.1".into()],
+        chromium_extra_args: vec![
+            "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.0.0.1".into(),
+        ],
         restart: RestartPolicy {
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_millis(400),
@@ -319,13 +543,26 @@ fn desktop_config(dir: &std::path::Path) -> DesktopConfig {
 async fn login_site() -> String {
     use axum::routing::get;
     let app = axum::Router::new()
-        .route("/login", get(|| async { axum::response::Html("<h1>login</h1>") }))
-        .route("/done", get(|| async { axum::response::Html("<h1>welcome</h1>") }))
+        .route(
+            "/login",
+            get(|| async { axum::response::Html("<h1>login</h1>") }),
+        )
+        .route(
+            "/done",
+            get(|| async { axum::response::Html("<h1>welcome</h1>") }),
+        )
         .route(
             "/set-cookie",
-            get(|| async { ([("set-cookie", "session=s3cret; Path=/; Max-Age=600")], axum::response::Html("<h1>set</h1>")) }),
+            get(|| async {
+                (
+                    [("set-cookie", "session=s3cret; Path=/; Max-Age=600")],
+                    axum::response::Html("<h1>set</h1>"),
+                )
+            }),
         );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move { axum::serve(listener, app).await });
     format!("http://{addr}")
@@ -334,14 +571,22 @@ async fn login_site() -> String {
 /// Opens `url` in a new tab through CDP's HTTP endpoint.
 async fn open_tab(desktop: &Desktop, url: &str) {
     let cdp = desktop.cdp();
-    let host = cdp.http_url.trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let host = cdp
+        .http_url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
     let stream = TcpStream::connect(&host).await.expect("connect CDP http");
     let r = support::http(stream, "PUT", &format!("/json/new?{url}"), &[], None).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
 }
 
 fn sigkill(pid: u32) {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).expect("kill");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -351,8 +596,16 @@ async fn real_desktop_rfb_condition_restart_and_failure() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let stop = CancellationToken::new();
-    let desktop = Arc::new(Desktop::start(desktop_config(dir.path()), EventBus::new(), stop.clone()).await.expect("desktop starts"));
-    let mut h = Harness::start(desktop.clone() as Arc<dyn Browser>, TakeoverLimits::default()).await;
+    let desktop = Arc::new(
+        Desktop::start(desktop_config(dir.path()), EventBus::new(), stop.clone())
+            .await
+            .expect("desktop starts"),
+    );
+    let mut h = Harness::start(
+        desktop.clone() as Arc<dyn Browser>,
+        TakeoverLimits::default(),
+    )
+    .await;
     let site = login_site().await;
 
     // 1. RFB from the real Xvnc through the relay; the URL condition completes it.
@@ -366,19 +619,54 @@ async fn real_desktop_rfb_condition_restart_and_failure() {
     open_tab(&desktop, &format!("{site}/login")).await;
     // Not a readiness wait: three poll periods in which a wrong match would have ended it.
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(h.agent("GET", &format!("/v1/takeovers/{id}"), None).await.json()["state"], "live", "/login must not match");
+    assert_eq!(
+        h.agent("GET", &format!("/v1/takeovers/{id}"), None)
+            .await
+            .json()["state"],
+        "live",
+        "/login must not match"
+    );
     open_tab(&desktop, &format!("{site}/done?x=1")).await;
-    let waited = h.agent("GET", &format!("/v1/takeovers/{id}/wait?timeout_seconds=30"), None).await;
-    assert_eq!(waited.status, 200, "{}", String::from_utf8_lossy(&waited.body));
-    assert_eq!((waited.json()["outcome"].as_str(), waited.json()["by"].as_str()), (Some("completed"), Some("condition")));
+    let waited = h
+        .agent(
+            "GET",
+            &format!("/v1/takeovers/{id}/wait?timeout_seconds=30"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        waited.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&waited.body)
+    );
+    assert_eq!(
+        (
+            waited.json()["outcome"].as_str(),
+            waited.json()["by"].as_str()
+        ),
+        (Some("completed"), Some("condition"))
+    );
     assert_eq!(next_close(&mut ws).await, (4000, "completed".to_owned()));
 
     // 2. The cookie condition.
     let body = r#"{"connection_id":"github","reason":"r","timeout_seconds":120,"success":{"cookie":{"name":"session","domain":"127.0.0.1"}}}"#;
     let (id, _, _) = start(&mut h, body).await;
     open_tab(&desktop, &format!("{site}/set-cookie")).await;
-    let waited = h.agent("GET", &format!("/v1/takeovers/{id}/wait?timeout_seconds=30"), None).await;
-    assert_eq!((waited.json()["outcome"].as_str(), waited.json()["by"].as_str()), (Some("completed"), Some("condition")));
+    let waited = h
+        .agent(
+            "GET",
+            &format!("/v1/takeovers/{id}/wait?timeout_seconds=30"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (
+            waited.json()["outcome"].as_str(),
+            waited.json()["by"].as_str()
+        ),
+        (Some("completed"), Some("condition"))
+    );
 
     // 3. Chromium killed mid-takeover: it restarts and the takeover goes on.
     let (id, control, _) = start(&mut h, &request_body(120)).await;
@@ -389,20 +677,48 @@ async fn real_desktop_rfb_condition_restart_and_failure() {
         desktop.pids().chromium != before && *status.borrow() == DesktopStatus::Ready
     })
     .await;
-    assert_eq!(h.agent("GET", &format!("/v1/takeovers/{id}"), None).await.json()["state"], "live");
-    let mut ws = ws_connect(&h, &id, Some(&control)).await.expect("reconnect");
+    assert_eq!(
+        h.agent("GET", &format!("/v1/takeovers/{id}"), None)
+            .await
+            .json()["state"],
+        "live"
+    );
+    let mut ws = ws_connect(&h, &id, Some(&control))
+        .await
+        .expect("reconnect");
     assert!(next_binary(&mut ws).await.starts_with(b"RFB 003."));
 
     // 4. Restarts exhausted: the takeover fails and the wait says so.
     sigkill(desktop.pids().chromium);
-    let waited = h.agent("GET", &format!("/v1/takeovers/{id}/wait?timeout_seconds=60"), None).await;
-    assert_eq!((waited.status, waited.code()), (502, "takeover_failed".to_owned()));
+    let waited = h
+        .agent(
+            "GET",
+            &format!("/v1/takeovers/{id}/wait?timeout_seconds=60"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (waited.status, waited.code()),
+        (502, "takeover_failed".to_owned())
+    );
     // A failed desktop stops its VNC server too, so the relay may have ended first
     // ("vnc server closed"); either way the stream is closed and the page learns why.
     let (code, reason) = next_close(&mut ws).await;
-    assert!((code, reason.as_str()) == (4000, "failed") || code == 1000, "{code} {reason}");
-    let gone = h.public("GET", &format!("/takeover/{id}/session"), &[("Authorization", &format!("Bearer {control}"))]).await;
-    assert_eq!((gone.status, gone.json()["outcome"].as_str()), (410, Some("failed")));
+    assert!(
+        (code, reason.as_str()) == (4000, "failed") || code == 1000,
+        "{code} {reason}"
+    );
+    let gone = h
+        .public(
+            "GET",
+            &format!("/takeover/{id}/session"),
+            &[("Authorization", &format!("Bearer {control}"))],
+        )
+        .await;
+    assert_eq!(
+        (gone.status, gone.json()["outcome"].as_str()),
+        (410, Some("failed"))
+    );
 
     drop(h);
     stop.cancel();

@@ -36,7 +36,9 @@ pub struct Glob {
 
 impl Glob {
     pub fn new(pattern: &str) -> Self {
-        Self { pieces: pattern.split('*').map(str::to_owned).collect() }
+        Self {
+            pieces: pattern.split('*').map(str::to_owned).collect(),
+        }
     }
 
     pub fn matches(&self, text: &str) -> bool {
@@ -107,7 +109,9 @@ impl SuccessCondition {
         };
         let cookie_ok = match &self.cookie {
             None => true,
-            Some(want) => cookies.into_iter().any(|(name, domain)| want.matches(name, domain)),
+            Some(want) => cookies
+                .into_iter()
+                .any(|(name, domain)| want.matches(name, domain)),
         };
         url_ok && cookie_ok
     }
@@ -152,7 +156,11 @@ async fn connect(ws_url: &str) -> Result<Cdp, PollError> {
         }
         .instrument(tracing::trace_span!("condition_cdp")),
     );
-    Ok(Cdp { ws_url: ws_url.to_owned(), browser, handler })
+    Ok(Cdp {
+        ws_url: ws_url.to_owned(),
+        browser,
+        handler,
+    })
 }
 
 async fn call<T>(
@@ -187,7 +195,9 @@ async fn check(cdp: &Cdp, condition: &SuccessCondition) -> Result<bool, PollErro
     }
     Ok(condition.holds(
         urls.iter().map(String::as_str),
-        cookies.iter().map(|(n, d): &(String, String)| (n.as_str(), d.as_str())),
+        cookies
+            .iter()
+            .map(|(n, d): &(String, String)| (n.as_str(), d.as_str())),
     ))
 }
 
@@ -254,12 +264,32 @@ mod tests {
             ("abc", "xabc", false),
             ("https://example.com/", "https://example.com/", true),
             ("https://example.com/*", "https://example.com/", true),
-            ("https://example.com/*", "https://example.com/home?a=b", true),
-            ("https://example.com/*", "https://example.com.evil.net/", false),
+            (
+                "https://example.com/*",
+                "https://example.com/home?a=b",
+                true,
+            ),
+            (
+                "https://example.com/*",
+                "https://example.com.evil.net/",
+                false,
+            ),
             ("https://example.com/*", "http://example.com/x", false),
-            ("https://*.example.com/dashboard*", "https://app.example.com/dashboard", true),
-            ("https://*.example.com/dashboard*", "https://app.example.com/dashboard/x", true),
-            ("https://*.example.com/dashboard*", "https://example.com/dashboard", false),
+            (
+                "https://*.example.com/dashboard*",
+                "https://app.example.com/dashboard",
+                true,
+            ),
+            (
+                "https://*.example.com/dashboard*",
+                "https://app.example.com/dashboard/x",
+                true,
+            ),
+            (
+                "https://*.example.com/dashboard*",
+                "https://example.com/dashboard",
+                false,
+            ),
             ("*/done", "https://x/done", true),
             ("*/done", "https://x/done/", false),
             ("a*b*c", "abc", true),
@@ -277,7 +307,11 @@ mod tests {
             ("é*", "éa", true),
         ];
         for (pattern, text, want) in table {
-            assert_eq!(Glob::new(pattern).matches(text), *want, "{pattern:?} ~ {text:?}");
+            assert_eq!(
+                Glob::new(pattern).matches(text),
+                *want,
+                "{pattern:?} ~ {text:?}"
+            );
         }
     }
 
@@ -293,7 +327,10 @@ mod tests {
 
     #[test]
     fn cookie_domain_table() {
-        let want = CookieCondition { name: "session".into(), domain: "example.com".into() };
+        let want = CookieCondition {
+            name: "session".into(),
+            domain: "example.com".into(),
+        };
         let table: &[(&str, &str, bool)] = &[
             ("session", "example.com", true),
             ("session", ".example.com", true),
@@ -310,9 +347,15 @@ mod tests {
         for (name, domain, expected) in table {
             assert_eq!(want.matches(name, domain), *expected, "{name} @ {domain}");
         }
-        let dotted = CookieCondition { name: "s".into(), domain: ".example.com".into() };
+        let dotted = CookieCondition {
+            name: "s".into(),
+            domain: ".example.com".into(),
+        };
         assert!(dotted.matches("s", "example.com"));
-        let empty = CookieCondition { name: "s".into(), domain: "".into() };
+        let empty = CookieCondition {
+            name: "s".into(),
+            domain: "".into(),
+        };
         assert!(!empty.matches("s", ""));
     }
 
@@ -320,12 +363,18 @@ mod tests {
     fn condition_needs_every_part() {
         let both = SuccessCondition {
             url_pattern: Some(Glob::new("https://x/done*")),
-            cookie: Some(CookieCondition { name: "s".into(), domain: "x".into() }),
+            cookie: Some(CookieCondition {
+                name: "s".into(),
+                domain: "x".into(),
+            }),
         };
         assert!(both.holds(["about:blank", "https://x/done"], [("s", "x")]));
         assert!(!both.holds(["https://x/done"], [("t", "x")]));
         assert!(!both.holds(["https://x/login"], [("s", "x")]));
-        let url_only = SuccessCondition { url_pattern: Some(Glob::new("*/ok")), cookie: None };
+        let url_only = SuccessCondition {
+            url_pattern: Some(Glob::new("*/ok")),
+            cookie: None,
+        };
         assert!(url_only.holds(["http://127.0.0.1/ok"], []));
         assert!(!url_only.holds([], []));
     }

@@ -85,7 +85,11 @@ impl Record {
     fn snapshot(&self, ending: Option<Ending>) -> TakeoverSnapshot {
         TakeoverSnapshot {
             takeover_id: self.id.clone(),
-            state: if ending.is_some() { State::Ended } else { State::Live },
+            state: if ending.is_some() {
+                State::Ended
+            } else {
+                State::Live
+            },
             connection_id: self.connection_id.clone(),
             expires_at: self.expires_at,
             outcome: ending.map(|e| e.0),
@@ -170,16 +174,25 @@ pub struct TakeoverManager {
 
 impl std::fmt::Debug for TakeoverManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TakeoverManager").field("public_url", &self.shared.public_url).finish()
+        f.debug_struct("TakeoverManager")
+            .field("public_url", &self.shared.public_url)
+            .finish()
     }
 }
 
 /// A future that runs one relay given its stop token and close frame.
-pub(crate) type RelayRun =
-    Box<dyn FnOnce(CancellationToken, Arc<OnceLock<(u16, String)>>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+pub(crate) type RelayRun = Box<
+    dyn FnOnce(
+            CancellationToken,
+            Arc<OnceLock<(u16, String)>>,
+        ) -> Pin<Box<dyn Future<Output = ()> + Send>>
+        + Send,
+>;
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl TakeoverManager {
@@ -212,7 +225,10 @@ impl TakeoverManager {
     fn registry(&self) -> MutexGuard<'_, Registry> {
         // A panic while holding this lock leaves consistent data (every critical section
         // is a few assignments), so a poisoned lock is used as is.
-        self.shared.registry.lock().unwrap_or_else(|e| e.into_inner())
+        self.shared
+            .registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     fn desktop(&self) -> Result<&Arc<dyn Browser>, TakeoverError> {
@@ -237,7 +253,9 @@ impl TakeoverManager {
         let limits = &self.shared.limits;
         let timeout = request.timeout.unwrap_or(limits.default_timeout);
         if timeout < Duration::from_secs(1) || timeout > limits.max_timeout {
-            return Err(TakeoverError::BadRequest { reason: "timeout_seconds" });
+            return Err(TakeoverError::BadRequest {
+                reason: "timeout_seconds",
+            });
         }
         let connection = self
             .shared
@@ -245,7 +263,9 @@ impl TakeoverManager {
             .connection(&request.connection_id)
             .ok_or(TakeoverError::ConnectionNotFound)?;
         let AuthMode::BrowserLogin { login_url } = &connection.mode else {
-            return Err(TakeoverError::InvalidAuthMode { mode: connection.mode.name() });
+            return Err(TakeoverError::InvalidAuthMode {
+                mode: connection.mode.name(),
+            });
         };
         let browser = self.desktop()?.clone();
         if self.registry().live.is_some() {
@@ -298,17 +318,19 @@ impl TakeoverManager {
             "takeover requested"
         );
         self.spawn_watchers(&record, timeout, request.success, browser, &tasks);
-        self.shared.events.publish(PlatformEvent::TakeoverRequested {
-            takeover_id: id.clone(),
-            connection_id: record.connection_id.clone(),
-            display_name: record.display_name.clone(),
-            reason: record.reason.clone(),
-            login_url: record.login_url.clone(),
-            viewer_url: viewer_url.clone(),
-            control_token: control_token.expose_secret().to_owned(),
-            view_token: view_token.expose_secret().to_owned(),
-            expires_at,
-        });
+        self.shared
+            .events
+            .publish(PlatformEvent::TakeoverRequested {
+                takeover_id: id.clone(),
+                connection_id: record.connection_id.clone(),
+                display_name: record.display_name.clone(),
+                reason: record.reason.clone(),
+                login_url: record.login_url.clone(),
+                viewer_url: viewer_url.clone(),
+                control_token: control_token.expose_secret().to_owned(),
+                view_token: view_token.expose_secret().to_owned(),
+                expires_at,
+            });
         Ok(TakeoverInfo {
             takeover_id: id,
             state: State::Live,
@@ -349,7 +371,9 @@ impl TakeoverManager {
                     let failed = match &*status.borrow_and_update() {
                         DesktopStatus::Failed { .. } => true,
                         // Restarting: the user's view drops and reconnects; keep going.
-                        DesktopStatus::Ready | DesktopStatus::Starting | DesktopStatus::Restarting { .. } => false,
+                        DesktopStatus::Ready
+                        | DesktopStatus::Starting
+                        | DesktopStatus::Restarting { .. } => false,
                     };
                     if failed {
                         warn!("browser failed during takeover");
@@ -394,8 +418,16 @@ impl TakeoverManager {
 
     /// Returns as soon as the takeover has ended (after its relays are stopped), or after
     /// `max_wait` with its current (live) state.
-    pub async fn wait(&self, id: &str, max_wait: Duration) -> Result<TakeoverSnapshot, TakeoverError> {
-        let record = self.registry().find(id).cloned().ok_or(TakeoverError::NotFound)?;
+    pub async fn wait(
+        &self,
+        id: &str,
+        max_wait: Duration,
+    ) -> Result<TakeoverSnapshot, TakeoverError> {
+        let record = self
+            .registry()
+            .find(id)
+            .cloned()
+            .ok_or(TakeoverError::NotFound)?;
         let mut done = record.done.subscribe();
         let _ = tokio::time::timeout(max_wait, done.wait_for(Option::is_some)).await;
         Ok(record.snapshot(record.ended()))
@@ -403,7 +435,9 @@ impl TakeoverManager {
 
     /// How many `wait` calls are parked on this takeover (diagnostics, tests).
     pub fn waiters(&self, id: &str) -> usize {
-        self.registry().find(id).map_or(0, |r| r.done.receiver_count())
+        self.registry()
+            .find(id)
+            .map_or(0, |r| r.done.receiver_count())
     }
 
     /// Ends the takeover as completed (by the user, the platform, the condition).
@@ -426,7 +460,12 @@ impl TakeoverManager {
 
     /// Ends a live takeover; see the module docs for the order. A takeover that has
     /// already ended (or is ending) answers `Ended` with its outcome, once it is final.
-    pub async fn end(&self, id: &str, outcome: Outcome, by: Option<By>) -> Result<TakeoverSnapshot, TakeoverError> {
+    pub async fn end(
+        &self,
+        id: &str,
+        outcome: Outcome,
+        by: Option<By>,
+    ) -> Result<TakeoverSnapshot, TakeoverError> {
         let started = tokio::time::Instant::now();
         // Step 1.
         let (record, slots) = {
@@ -447,12 +486,19 @@ impl TakeoverManager {
             // Ended or ending: report the final outcome once it is final.
             let mut done = record.done.subscribe();
             let _ = done.wait_for(Option::is_some).await;
-            return Err(TakeoverError::Ended(Box::new(record.snapshot(record.ended()))));
+            return Err(TakeoverError::Ended(Box::new(
+                record.snapshot(record.ended()),
+            )));
         };
         // Step 2: cut every stream and wait until each relay task is over.
         let relays = slots.len();
         // `join_all` polls every shutdown once before waiting: all stops fire first.
-        futures_util::future::join_all(slots.into_iter().map(|s| s.shutdown(CLOSE_ENDED, outcome.as_str()))).await;
+        futures_util::future::join_all(
+            slots
+                .into_iter()
+                .map(|s| s.shutdown(CLOSE_ENDED, outcome.as_str())),
+        )
+        .await;
         // Step 3.
         {
             let mut registry = self.registry();
@@ -492,20 +538,32 @@ impl TakeoverManager {
         }
         let registry = self.registry();
         let record = registry.find(id).ok_or(TakeoverError::Unauthorized)?;
-        let access = record.hashes.check(token).ok_or(TakeoverError::Unauthorized)?;
+        let access = record
+            .hashes
+            .check(token)
+            .ok_or(TakeoverError::Unauthorized)?;
         match &registry.live {
             Some(live) if live.record.id == id => match live.phase {
-                Phase::Live => Ok(Grant { takeover_id: id.to_owned(), access }),
-                Phase::Ending(ending) => Err(TakeoverError::Ended(Box::new(record.snapshot(Some(ending))))),
+                Phase::Live => Ok(Grant {
+                    takeover_id: id.to_owned(),
+                    access,
+                }),
+                Phase::Ending(ending) => Err(TakeoverError::Ended(Box::new(
+                    record.snapshot(Some(ending)),
+                ))),
             },
-            _ => Err(TakeoverError::Ended(Box::new(record.snapshot(record.ended())))),
+            _ => Err(TakeoverError::Ended(Box::new(
+                record.snapshot(record.ended()),
+            ))),
         }
     }
 
     /// What the viewer page shows, for a token that `authorize` accepted.
     pub fn session(&self, grant: &Grant) -> Result<SessionInfo, TakeoverError> {
         let registry = self.registry();
-        let record = registry.find(&grant.takeover_id).ok_or(TakeoverError::Unauthorized)?;
+        let record = registry
+            .find(&grant.takeover_id)
+            .ok_or(TakeoverError::Unauthorized)?;
         let ending = record.ended();
         Ok(SessionInfo {
             takeover_id: record.id.clone(),
@@ -514,7 +572,11 @@ impl TakeoverManager {
             reason: record.reason.clone(),
             login_url: record.login_url.clone(),
             access: grant.access.into(),
-            state: if ending.is_some() { State::Ended } else { State::Live },
+            state: if ending.is_some() {
+                State::Ended
+            } else {
+                State::Live
+            },
             outcome: ending.map(|e| e.0),
             expires_at: record.expires_at,
         })
@@ -529,7 +591,11 @@ impl TakeoverManager {
         let registry = self.registry();
         match &registry.live {
             Some(live) if live.record.id == grant.takeover_id => {
-                let running = live.viewers.iter().filter(|s| !s.task.is_finished()).count();
+                let running = live
+                    .viewers
+                    .iter()
+                    .filter(|s| !s.task.is_finished())
+                    .count();
                 if running >= self.shared.limits.max_viewers {
                     return Err(TakeoverError::TooManyViewers);
                 }
@@ -556,16 +622,30 @@ impl TakeoverManager {
                 };
                 // Read now: the VNC server may have moved after a desktop restart.
                 let target = browser.vnc_target();
-                let stop_close = move || close.get().cloned().unwrap_or((CLOSE_ENDED, "stopped".to_owned()));
-                let _ = relay::relay_with_stop_close(ws, &target, access, &limits, stop, stop_close).await;
+                let stop_close = move || {
+                    close
+                        .get()
+                        .cloned()
+                        .unwrap_or((CLOSE_ENDED, "stopped".to_owned()))
+                };
+                let _ =
+                    relay::relay_with_stop_close(ws, &target, access, &limits, stop, stop_close)
+                        .await;
             })
         });
         if let Err(refusal) = self.attach(grant, run) {
             let ws = socket.lock().unwrap_or_else(|e| e.into_inner()).take();
             if let Some(mut ws) = ws {
                 let (code, reason) = refusal;
-                let frame = CloseFrame { code, reason: reason.into() };
-                let _ = tokio::time::timeout(self.shared.limits.relay.close_timeout, ws.send(Message::Close(Some(frame)))).await;
+                let frame = CloseFrame {
+                    code,
+                    reason: reason.into(),
+                };
+                let _ = tokio::time::timeout(
+                    self.shared.limits.relay.close_timeout,
+                    ws.send(Message::Close(Some(frame))),
+                )
+                .await;
             }
         }
     }
@@ -616,7 +696,12 @@ impl TakeoverManager {
             }
             .instrument(span),
         );
-        let slot = RelaySlot { id: relay_id, stop, close, task };
+        let slot = RelaySlot {
+            id: relay_id,
+            stop,
+            close,
+            task,
+        };
         match grant.access {
             Access::Control => live.control = Some(slot),
             Access::ViewOnly => live.viewers.push(slot),

@@ -13,9 +13,9 @@ mod browser;
 pub mod condition;
 mod manager;
 pub mod routes;
-mod token;
 #[cfg(test)]
 mod tests;
+mod token;
 
 use std::time::Duration;
 
@@ -303,18 +303,44 @@ mod wire_tests {
             by: Some(By::User),
         };
         let cases: Vec<(TakeoverError, u16, &str)> = vec![
-            (TakeoverError::ConnectionNotFound, 404, "connection_not_found"),
-            (TakeoverError::InvalidAuthMode { mode: "secret_input" }, 409, "invalid_auth_mode"),
+            (
+                TakeoverError::ConnectionNotFound,
+                404,
+                "connection_not_found",
+            ),
+            (
+                TakeoverError::InvalidAuthMode {
+                    mode: "secret_input",
+                },
+                409,
+                "invalid_auth_mode",
+            ),
             (TakeoverError::SandboxNotDesktop, 409, "sandbox_not_desktop"),
             (TakeoverError::Conflict, 409, "takeover_conflict"),
-            (TakeoverError::BadRequest { reason: "x" }, 400, "bad_request"),
-            (TakeoverError::PayloadTooLarge { limit: 1 }, 413, "payload_too_large"),
-            (TakeoverError::BrowserUnavailable(None), 503, "browser_unavailable"),
+            (
+                TakeoverError::BadRequest { reason: "x" },
+                400,
+                "bad_request",
+            ),
+            (
+                TakeoverError::PayloadTooLarge { limit: 1 },
+                413,
+                "payload_too_large",
+            ),
+            (
+                TakeoverError::BrowserUnavailable(None),
+                503,
+                "browser_unavailable",
+            ),
             (TakeoverError::NotFound, 404, "takeover_not_found"),
             (TakeoverError::Unauthorized, 401, "unauthorized"),
             (TakeoverError::Forbidden, 403, "forbidden"),
             (TakeoverError::PeerForbidden, 403, "forbidden"),
-            (TakeoverError::Ended(Box::new(snapshot)), 410, "takeover_ended"),
+            (
+                TakeoverError::Ended(Box::new(snapshot)),
+                410,
+                "takeover_ended",
+            ),
             (TakeoverError::TooManyViewers, 429, "too_many_viewers"),
         ];
         for (error, status, code) in cases {

@@ -43,7 +43,10 @@ struct AgentState {
 
 /// `POST /v1/takeovers`, `GET /v1/takeovers/{id}`, `GET /v1/takeovers/{id}/wait`,
 /// `POST /v1/takeovers/{id}/cancel`, `GET /v1/browser`.
-pub fn agent_routes<S: Clone + Send + Sync + 'static>(manager: TakeoverManager, policy: Policy) -> Router<S> {
+pub fn agent_routes<S: Clone + Send + Sync + 'static>(
+    manager: TakeoverManager,
+    policy: Policy,
+) -> Router<S> {
     Router::new()
         .route("/v1/takeovers", post(agent_request))
         .route("/v1/takeovers/{id}", get(agent_get))
@@ -80,8 +83,13 @@ impl IntoResponse for TakeoverError {
         if let TakeoverError::BrowserUnavailable(Some(cause)) = &self {
             tracing::warn!(error = %crate::api::error::error_chain(cause), "browser unavailable");
         }
-        tracing::debug!(code = self.code(), status = status.as_u16(), "takeover request refused");
-        let mut body = serde_json::json!({"error": {"code": self.code(), "message": self.public_message()}});
+        tracing::debug!(
+            code = self.code(),
+            status = status.as_u16(),
+            "takeover request refused"
+        );
+        let mut body =
+            serde_json::json!({"error": {"code": self.code(), "message": self.public_message()}});
         if let TakeoverError::Ended(snapshot) = &self {
             body["outcome"] = serde_json::json!(snapshot.outcome);
             body["takeover"] = serde_json::json!(snapshot);
@@ -93,7 +101,9 @@ impl IntoResponse for TakeoverError {
 fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
     let mut response = (status, Json(body)).into_response();
     // Session data and outcomes are per-token: never cached by a browser or proxy.
-    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 
@@ -108,7 +118,10 @@ fn outcome_response(snapshot: TakeoverSnapshot) -> Response {
     }
 }
 
-fn path_id(id: Result<Path<String>, PathRejection>, unknown: TakeoverError) -> Result<String, TakeoverError> {
+fn path_id(
+    id: Result<Path<String>, PathRejection>,
+    unknown: TakeoverError,
+) -> Result<String, TakeoverError> {
     match id {
         Ok(Path(id)) if id.len() <= MAX_ID_BYTES => Ok(id),
         _ => Err(unknown),
@@ -116,7 +129,10 @@ fn path_id(id: Result<Path<String>, PathRejection>, unknown: TakeoverError) -> R
 }
 
 fn authorize_peer(state: &AgentState, peer: Option<&Peer>) -> Result<(), TakeoverError> {
-    state.policy.authorize_credentials(peer).map_err(|_| TakeoverError::PeerForbidden)
+    state
+        .policy
+        .authorize_credentials(peer)
+        .map_err(|_| TakeoverError::PeerForbidden)
 }
 
 #[derive(Deserialize)]
@@ -158,35 +174,62 @@ impl RequestBody {
         };
         let success = match self.success {
             None => None,
-            Some(SuccessBody { url_pattern: None, cookie: None }) => return Err(bad("success")),
-            Some(SuccessBody { url_pattern, cookie }) => {
+            Some(SuccessBody {
+                url_pattern: None,
+                cookie: None,
+            }) => return Err(bad("success")),
+            Some(SuccessBody {
+                url_pattern,
+                cookie,
+            }) => {
                 let url_pattern = match url_pattern {
-                    Some(p) if p.is_empty() || p.len() > MAX_PATTERN_BYTES => return Err(bad("url_pattern")),
+                    Some(p) if p.is_empty() || p.len() > MAX_PATTERN_BYTES => {
+                        return Err(bad("url_pattern"))
+                    }
                     p => p.map(|p| Glob::new(&p)),
                 };
                 let cookie = match cookie {
-                    Some(c) if [&c.name, &c.domain].iter().any(|f| f.is_empty() || f.len() > MAX_COOKIE_FIELD_BYTES) => {
+                    Some(c)
+                        if [&c.name, &c.domain]
+                            .iter()
+                            .any(|f| f.is_empty() || f.len() > MAX_COOKIE_FIELD_BYTES) =>
+                    {
                         return Err(bad("cookie"))
                     }
-                    c => c.map(|c| CookieCondition { name: c.name, domain: c.domain }),
+                    c => c.map(|c| CookieCondition {
+                        name: c.name,
+                        domain: c.domain,
+                    }),
                 };
-                Some(SuccessCondition { url_pattern, cookie })
+                Some(SuccessCondition {
+                    url_pattern,
+                    cookie,
+                })
             }
         };
-        Ok(TakeoverRequest { connection_id: self.connection_id, reason: self.reason, timeout, success })
+        Ok(TakeoverRequest {
+            connection_id: self.connection_id,
+            reason: self.reason,
+            timeout,
+            success,
+        })
     }
 }
 
 async fn read_body(body: Body) -> Result<RequestBody, TakeoverError> {
-    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|error| {
-        let too_large = std::error::Error::source(&error)
-            .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
-        if too_large {
-            TakeoverError::PayloadTooLarge { limit: MAX_BODY_BYTES }
-        } else {
-            TakeoverError::BadRequest { reason: "body" }
-        }
-    })?;
+    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|error| {
+            let too_large = std::error::Error::source(&error)
+                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                TakeoverError::PayloadTooLarge {
+                    limit: MAX_BODY_BYTES,
+                }
+            } else {
+                TakeoverError::BadRequest { reason: "body" }
+            }
+        })?;
     serde_json::from_slice(&bytes).map_err(|_| TakeoverError::BadRequest { reason: "json" })
 }
 
@@ -203,9 +246,13 @@ async fn agent_request(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-        return Err(TakeoverError::PayloadTooLarge { limit: MAX_BODY_BYTES });
+        return Err(TakeoverError::PayloadTooLarge {
+            limit: MAX_BODY_BYTES,
+        });
     }
-    let request = read_body(body).await?.validate(state.manager.limits().max_timeout)?;
+    let request = read_body(body)
+        .await?
+        .validate(state.manager.limits().max_timeout)?;
     let info = state.manager.request(request).await?;
     Ok(json_response(StatusCode::CREATED, &info))
 }
@@ -243,7 +290,11 @@ async fn agent_wait(
     let max_wait = match query.timeout_seconds {
         None => limits.default_wait,
         Some(s) if s <= limits.max_wait.as_secs() => Duration::from_secs(s),
-        Some(_) => return Err(TakeoverError::BadRequest { reason: "timeout_seconds" }),
+        Some(_) => {
+            return Err(TakeoverError::BadRequest {
+                reason: "timeout_seconds",
+            })
+        }
     };
     Ok(outcome_response(state.manager.wait(&id, max_wait).await?))
 }
@@ -256,7 +307,10 @@ async fn agent_cancel(
 ) -> Result<Response, TakeoverError> {
     authorize_peer(&state, peer.as_deref())?;
     let id = path_id(id, TakeoverError::NotFound)?;
-    Ok(json_response(StatusCode::OK, &state.manager.cancel(&id, By::Agent).await?))
+    Ok(json_response(
+        StatusCode::OK,
+        &state.manager.cancel(&id, By::Agent).await?,
+    ))
 }
 
 #[derive(Serialize)]
@@ -266,10 +320,19 @@ struct BrowserInfo {
 }
 
 #[tracing::instrument(level = "debug", name = "browser", skip_all)]
-async fn agent_browser(State(state): State<AgentState>, peer: Option<Extension<Peer>>) -> Result<Response, TakeoverError> {
+async fn agent_browser(
+    State(state): State<AgentState>,
+    peer: Option<Extension<Peer>>,
+) -> Result<Response, TakeoverError> {
     authorize_peer(&state, peer.as_deref())?;
     let cdp = state.manager.browser_endpoint()?;
-    Ok(json_response(StatusCode::OK, &BrowserInfo { cdp_http_url: cdp.http_url, cdp_ws_url: cdp.ws_url }))
+    Ok(json_response(
+        StatusCode::OK,
+        &BrowserInfo {
+            cdp_http_url: cdp.http_url,
+            cdp_ws_url: cdp.ws_url,
+        },
+    ))
 }
 
 #[tracing::instrument(level = "debug", name = "platform_complete", skip_all)]
@@ -278,7 +341,10 @@ async fn platform_complete(
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, TakeoverError> {
     let id = path_id(id, TakeoverError::NotFound)?;
-    Ok(json_response(StatusCode::OK, &manager.complete(&id, By::Platform).await?))
+    Ok(json_response(
+        StatusCode::OK,
+        &manager.complete(&id, By::Platform).await?,
+    ))
 }
 
 #[tracing::instrument(level = "debug", name = "platform_cancel", skip_all)]
@@ -287,7 +353,10 @@ async fn platform_cancel(
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, TakeoverError> {
     let id = path_id(id, TakeoverError::NotFound)?;
-    Ok(json_response(StatusCode::OK, &manager.cancel(&id, By::Platform).await?))
+    Ok(json_response(
+        StatusCode::OK,
+        &manager.cancel(&id, By::Platform).await?,
+    ))
 }
 
 /// The token from `Authorization: Bearer <token>`.
@@ -323,14 +392,24 @@ struct EndedBody {
     by: Option<By>,
 }
 
-async fn viewer_end(manager: TakeoverManager, id: Result<Path<String>, PathRejection>, headers: HeaderMap, outcome: Outcome) -> Result<Response, TakeoverError> {
+async fn viewer_end(
+    manager: TakeoverManager,
+    id: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    outcome: Outcome,
+) -> Result<Response, TakeoverError> {
     let id = path_id(id, TakeoverError::Unauthorized)?;
     let grant = manager.authorize(&id, bearer(&headers)?)?;
     if grant.access != relay::Access::Control {
         return Err(TakeoverError::Forbidden);
     }
     let snapshot = manager.end(&id, outcome, Some(By::User)).await?;
-    let body = EndedBody { takeover_id: snapshot.takeover_id, state: snapshot.state, outcome: snapshot.outcome, by: snapshot.by };
+    let body = EndedBody {
+        takeover_id: snapshot.takeover_id,
+        state: snapshot.state,
+        outcome: snapshot.outcome,
+        by: snapshot.by,
+    };
     Ok(json_response(StatusCode::OK, &body))
 }
 
@@ -365,11 +444,15 @@ async fn viewer_websocket(
     let token = relay::token_from_protocols(&headers).ok_or(TakeoverError::Unauthorized)?;
     // A browser cannot read a refused handshake's status anyway; the page learns that
     // the takeover ended from `session` (410). Here every refusal is the same 401.
-    let grant = manager.authorize(&id, &token).map_err(|error| match error {
-        TakeoverError::Ended(_) => TakeoverError::Unauthorized,
-        other => other,
+    let grant = manager
+        .authorize(&id, &token)
+        .map_err(|error| match error {
+            TakeoverError::Ended(_) => TakeoverError::Unauthorized,
+            other => other,
+        })?;
+    let ws = ws.map_err(|_| TakeoverError::BadRequest {
+        reason: "websocket upgrade",
     })?;
-    let ws = ws.map_err(|_| TakeoverError::BadRequest { reason: "websocket upgrade" })?;
     manager.check_viewer_capacity(&grant)?;
     tracing::debug!(access = ?grant.access, "viewer connected");
     let limits = manager.limits().relay.clone();
@@ -384,7 +467,8 @@ mod tests {
     use super::*;
 
     fn body(json: serde_json::Value) -> Result<TakeoverRequest, TakeoverError> {
-        let parsed: RequestBody = serde_json::from_value(json).map_err(|_| TakeoverError::BadRequest { reason: "json" })?;
+        let parsed: RequestBody = serde_json::from_value(json)
+            .map_err(|_| TakeoverError::BadRequest { reason: "json" })?;
         parsed.validate(Duration::from_secs(3600))
     }
 
@@ -397,24 +481,75 @@ mod tests {
         let cases: Vec<(serde_json::Value, Result<(), &str>)> = vec![
             (json!({"connection_id": "c", "reason": "r"}), Ok(())),
             (json!({"connection_id": "c", "reason": ok_reason}), Ok(())),
-            (json!({"connection_id": "c", "reason": long_reason}), Err("bad_request")),
+            (
+                json!({"connection_id": "c", "reason": long_reason}),
+                Err("bad_request"),
+            ),
             (json!({"connection_id": "c"}), Err("bad_request")),
-            (json!({"connection_id": "c", "reason": "r", "extra": 1}), Err("bad_request")),
-            (json!({"connection_id": "c", "reason": "r", "timeout_seconds": 0}), Err("bad_request")),
-            (json!({"connection_id": "c", "reason": "r", "timeout_seconds": 1}), Ok(())),
-            (json!({"connection_id": "c", "reason": "r", "timeout_seconds": 3600}), Ok(())),
-            (json!({"connection_id": "c", "reason": "r", "timeout_seconds": 3601}), Err("bad_request")),
-            (json!({"connection_id": "c", "reason": "r", "timeout_seconds": -1}), Err("bad_request")),
-            (json!({"connection_id": "c", "reason": "r", "success": {}}), Err("bad_request")),
-            (json!({"connection_id": "c", "reason": "r", "success": {"url_pattern": "https://x/*"}}), Ok(())),
-            (json!({"connection_id": "c", "reason": "r", "success": {"url_pattern": ""}}), Err("bad_request")),
-            (json!({"connection_id": "c", "reason": "r", "success": {"url_pattern": long_pattern}}), Err("bad_request")),
-            (json!({"connection_id": "c", "reason": "r", "success": {"cookie": {"name": "s", "domain": "x.com"}}}), Ok(())),
-            (json!({"connection_id": "c", "reason": "r", "success": {"cookie": {"name": "", "domain": "x.com"}}}), Err("bad_request")),
-            (json!({"connection_id": "c", "reason": "r", "success": {"cookie": {"name": "s"}}}), Err("bad_request")),
-            (json!({"connection_id": "c", "reason": "r", "success": {"cookie": {"name": "s", "domain": "x", "path": "/"}}}), Err("bad_request")),
-            (json!({"connection_id": "c", "reason": "r", "success": {"url_pattern": "*", "x": 1}}), Err("bad_request")),
-            (json!({"connection_id": "x".repeat(65), "reason": "r"}), Err("connection_not_found")),
+            (
+                json!({"connection_id": "c", "reason": "r", "extra": 1}),
+                Err("bad_request"),
+            ),
+            (
+                json!({"connection_id": "c", "reason": "r", "timeout_seconds": 0}),
+                Err("bad_request"),
+            ),
+            (
+                json!({"connection_id": "c", "reason": "r", "timeout_seconds": 1}),
+                Ok(()),
+            ),
+            (
+                json!({"connection_id": "c", "reason": "r", "timeout_seconds": 3600}),
+                Ok(()),
+            ),
+            (
+                json!({"connection_id": "c", "reason": "r", "timeout_seconds": 3601}),
+                Err("bad_request"),
+            ),
+            (
+                json!({"connection_id": "c", "reason": "r", "timeout_seconds": -1}),
+                Err("bad_request"),
+            ),
+            (
+                json!({"connection_id": "c", "reason": "r", "success": {}}),
+                Err("bad_request"),
+            ),
+            (
+                json!({"connection_id": "c", "reason": "r", "success": {"url_pattern": "https://x/*"}}),
+                Ok(()),
+            ),
+            (
+                json!({"connection_id": "c", "reason": "r", "success": {"url_pattern": ""}}),
+                Err("bad_request"),
+            ),
+            (
+                json!({"connection_id": "c", "reason": "r", "success": {"url_pattern": long_pattern}}),
+                Err("bad_request"),
+            ),
+            (
+                json!({"connection_id": "c", "reason": "r", "success": {"cookie": {"name": "s", "domain": "x.com"}}}),
+                Ok(()),
+            ),
+            (
+                json!({"connection_id": "c", "reason": "r", "success": {"cookie": {"name": "", "domain": "x.com"}}}),
+                Err("bad_request"),
+            ),
+            (
+                json!({"connection_id": "c", "reason": "r", "success": {"cookie": {"name": "s"}}}),
+                Err("bad_request"),
+            ),
+            (
+                json!({"connection_id": "c", "reason": "r", "success": {"cookie": {"name": "s", "domain": "x", "path": "/"}}}),
+                Err("bad_request"),
+            ),
+            (
+                json!({"connection_id": "c", "reason": "r", "success": {"url_pattern": "*", "x": 1}}),
+                Err("bad_request"),
+            ),
+            (
+                json!({"connection_id": "x".repeat(65), "reason": "r"}),
+                Err("connection_not_found"),
+            ),
         ];
         for (input, want) in cases {
             let got = body(input.clone()).map(|_| ()).map_err(|e| e.code());

@@ -9,7 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use subtle::{ConstantTimeEq, Choice};
+use subtle::{Choice, ConstantTimeEq};
 
 use crate::relay::Access;
 use crate::secret::SecretString;
@@ -89,7 +89,10 @@ mod tests {
         assert_eq!(control.expose_secret().len(), 43);
         assert!(well_formed(control.expose_secret()));
         assert_ne!(control.expose_secret(), view.expose_secret());
-        let hashes = TokenHashes { control: control_hash, view: view_hash };
+        let hashes = TokenHashes {
+            control: control_hash,
+            view: view_hash,
+        };
         assert_eq!(hashes.check(control.expose_secret()), Some(Access::Control));
         assert_eq!(hashes.check(view.expose_secret()), Some(Access::ViewOnly));
         assert_eq!(hashes.check("nope"), None);

@@ -33,7 +33,10 @@ pub fn skip(binaries: &[&str]) -> bool {
     if missing.is_empty() {
         return false;
     }
-    assert!(std::env::var_os("CI").is_none(), "CI is set but {missing:?} are missing");
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI is set but {missing:?} are missing"
+    );
     eprintln!("skipping: {missing:?} not installed");
     true
 }
@@ -44,12 +47,17 @@ pub fn manifest() -> Arc<Manifest> {
             Connection {
                 id: "github".into(),
                 display_name: "GitHub".into(),
-                mode: AuthMode::BrowserLogin { login_url: Some("https://github.com/login".into()) },
+                mode: AuthMode::BrowserLogin {
+                    login_url: Some("https://github.com/login".into()),
+                },
             },
             Connection {
                 id: "openai".into(),
                 display_name: "OpenAI".into(),
-                mode: AuthMode::SecretInput { fields: vec![], delivery: Delivery::default() },
+                mode: AuthMode::SecretInput {
+                    fields: vec![],
+                    delivery: Delivery::default(),
+                },
             },
         ],
         sandbox_template: Some("desktop".into()),
@@ -93,7 +101,10 @@ pub struct FakeBrowser {
 
 impl Browser for FakeBrowser {
     fn cdp(&self) -> CdpEndpoint {
-        CdpEndpoint { http_url: "http://127.0.0.1:9/".into(), ws_url: "ws://127.0.0.1:9/devtools/browser/fake".into() }
+        CdpEndpoint {
+            http_url: "http://127.0.0.1:9/".into(),
+            ws_url: "ws://127.0.0.1:9/devtools/browser/fake".into(),
+        }
     }
 
     fn vnc_target(&self) -> VncTarget {
@@ -104,7 +115,10 @@ impl Browser for FakeBrowser {
         self.status.subscribe()
     }
 
-    fn bring_to_front(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), BrowserError>> + Send + '_>> {
+    fn bring_to_front(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), BrowserError>> + Send + '_>>
+    {
         Box::pin(async { Ok(()) })
     }
 }
@@ -119,7 +133,11 @@ impl Connected<IncomingStream<'_, UnixListener>> for PeerInfo {
 }
 
 /// What `api::serve` does per connection: the peer's credentials into every request.
-async fn insert_peer(ConnectInfo(peer): ConnectInfo<PeerInfo>, mut request: Request, next: Next) -> axum::response::Response {
+async fn insert_peer(
+    ConnectInfo(peer): ConnectInfo<PeerInfo>,
+    mut request: Request,
+    next: Next,
+) -> axum::response::Response {
     request.extensions_mut().insert(peer.0);
     next.run(request).await
 }
@@ -141,18 +159,28 @@ impl Harness {
         let events = bus.subscribe();
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let http = listener.local_addr().expect("addr");
-        let manager = TakeoverManager::new(manifest(), Some(browser), bus, format!("http://{http}"), limits);
+        let manager = TakeoverManager::new(
+            manifest(),
+            Some(browser),
+            bus,
+            format!("http://{http}"),
+            limits,
+        );
         let stop = CancellationToken::new();
 
         let agent_socket = dir.path().join("sidecar.sock");
         let unix = UnixListener::bind(&agent_socket).expect("bind unix");
-        let agent: Router = routes::agent_routes(manager.clone(), Policy::new(None)).layer(middleware::from_fn(insert_peer));
+        let agent: Router = routes::agent_routes(manager.clone(), Policy::new(None))
+            .layer(middleware::from_fn(insert_peer));
         let s = stop.clone();
         tokio::spawn(async move {
-            axum::serve(unix, agent.into_make_service_with_connect_info::<PeerInfo>())
-                .with_graceful_shutdown(async move { s.cancelled().await })
-                .await
-                .expect("serve agent");
+            axum::serve(
+                unix,
+                agent.into_make_service_with_connect_info::<PeerInfo>(),
+            )
+            .with_graceful_shutdown(async move { s.cancelled().await })
+            .await
+            .expect("serve agent");
         });
 
         // In the daemon, control routes sit behind the control endpoint's bearer check.
@@ -167,7 +195,14 @@ impl Harness {
                 .await
                 .expect("serve public");
         });
-        Self { manager, events, agent_socket, http, stop, _dir: dir }
+        Self {
+            manager,
+            events,
+            agent_socket,
+            http,
+            stop,
+            _dir: dir,
+        }
     }
 
     /// The next `takeover_requested` event's (id, control token, view token).
@@ -177,19 +212,38 @@ impl Harness {
                 .await
                 .expect("event in time")
                 .expect("event");
-            if let PlatformEvent::TakeoverRequested { takeover_id, control_token, view_token, .. } = &*event {
-                return (takeover_id.clone(), control_token.clone(), view_token.clone());
+            if let PlatformEvent::TakeoverRequested {
+                takeover_id,
+                control_token,
+                view_token,
+                ..
+            } = &*event
+            {
+                return (
+                    takeover_id.clone(),
+                    control_token.clone(),
+                    view_token.clone(),
+                );
             }
         }
     }
 
     pub async fn agent(&self, method: &str, target: &str, body: Option<&str>) -> HttpResponse {
-        let stream = tokio::net::UnixStream::connect(&self.agent_socket).await.expect("connect agent socket");
+        let stream = tokio::net::UnixStream::connect(&self.agent_socket)
+            .await
+            .expect("connect agent socket");
         http(stream, method, target, &[], body).await
     }
 
-    pub async fn public(&self, method: &str, target: &str, headers: &[(&str, &str)]) -> HttpResponse {
-        let stream = tokio::net::TcpStream::connect(self.http).await.expect("connect");
+    pub async fn public(
+        &self,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+    ) -> HttpResponse {
+        let stream = tokio::net::TcpStream::connect(self.http)
+            .await
+            .expect("connect");
         http(stream, method, target, headers, None).await
     }
 
@@ -213,11 +267,15 @@ pub struct HttpResponse {
 
 impl HttpResponse {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&self.body)))
     }
 
     pub fn code(&self) -> String {
-        self.json()["error"]["code"].as_str().unwrap_or_default().to_owned()
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     }
 }
 
@@ -239,9 +297,14 @@ pub async fn http<S: AsyncRead + AsyncWrite + Unpin>(
     }
     request.push_str("\r\n");
     request.push_str(body);
-    stream.write_all(request.as_bytes()).await.expect("write request");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("write request");
     // Long polls take up to their own timeout; nothing here waits longer than this.
-    tokio::time::timeout(Duration::from_secs(120), read_response(&mut stream)).await.expect("response in time")
+    tokio::time::timeout(Duration::from_secs(120), read_response(&mut stream))
+        .await
+        .expect("response in time")
 }
 
 /// Reads up to the end of the body: by `Content-Length` when given (Chromium's DevTools
@@ -266,18 +329,37 @@ async fn read_response<S: AsyncRead + Unpin>(stream: &mut S) -> HttpResponse {
         }
         raw.extend_from_slice(&buf[..n]);
     }
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("response head");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("response head");
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    assert!(!head.to_ascii_lowercase().contains("transfer-encoding: chunked"), "chunked: {head}");
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status");
-    HttpResponse { status, head, body: raw[split + 4..].to_vec() }
+    assert!(
+        !head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "chunked: {head}"
+    );
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    HttpResponse {
+        status,
+        head,
+        body: raw[split + 4..].to_vec(),
+    }
 }
 
 /// Polls `f` every 50 ms until it returns true or `deadline` passes.
 pub async fn eventually(what: &str, deadline: Duration, mut f: impl FnMut() -> bool) {
     let end = tokio::time::Instant::now() + deadline;
     while !f() {
-        assert!(tokio::time::Instant::now() < end, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < end,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
