@@ -9,7 +9,7 @@ set -euo pipefail
 
 profile=${1:-test}
 runtime_pkgs=(xvfb x11vnc tigervnc-standalone-server chromium novnc fonts-dejavu-core ca-certificates)
-test_pkgs=(websockify curl util-linux iproute2 systemd procps python3 python3-pip)
+test_pkgs=(websockify x11-utils xdotool curl util-linux iproute2 systemd procps python3 python3-pip)
 
 case "$profile" in
   runtime) pkgs=("${runtime_pkgs[@]}") ;;

@@ -85,7 +85,12 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    pub fn new(manifest: Manifest, opener: Option<Opener>, injector: Injector, events: EventBus) -> Self {
+    pub fn new(
+        manifest: Manifest,
+        opener: Option<Opener>,
+        injector: Injector,
+        events: EventBus,
+    ) -> Self {
         let (installed, _) = watch::channel(None);
         Self {
             manifest: Arc::new(manifest),
@@ -110,7 +115,10 @@ impl Store {
     pub fn snapshot(&self) -> Option<Arc<Materialized>> {
         // A poisoned lock only means a writer panicked between two plain assignments; the
         // value is still a whole `Option<Arc<_>>`.
-        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The installed version, if any.
@@ -121,7 +129,12 @@ impl Store {
     /// Ready means `ctx.connect` can be served: credentials are installed, or the manifest
     /// declares nothing pre-collected. A latch: once true it stays true.
     pub fn is_ready(&self) -> bool {
-        self.version().is_some() || !self.manifest.connections.iter().any(|c| c.mode.is_pre_collected())
+        self.version().is_some()
+            || !self
+                .manifest
+                .connections
+                .iter()
+                .any(|c| c.mode.is_pre_collected())
     }
 
     /// A receiver of the installed version; `wait_for(Option::is_some)` waits for the first
@@ -166,13 +179,18 @@ impl Store {
     pub fn connect(&self, id: &str) -> Result<Bytes, ConnectError> {
         let connection = self.manifest.connection(id).ok_or(ConnectError::NotFound)?;
         if let AuthMode::BrowserLogin { .. } = connection.mode {
-            return Err(ConnectError::InvalidAuthMode { mode: connection.mode.name() });
+            return Err(ConnectError::InvalidAuthMode {
+                mode: connection.mode.name(),
+            });
         }
         let snapshot = self.snapshot().ok_or(ConnectError::Missing)?;
         if !snapshot.bodies.contains_key(id) {
             return Err(ConnectError::Missing);
         }
-        Ok(Bytes::from_owner(BodyOwner { snapshot, id: id.to_owned() }))
+        Ok(Bytes::from_owner(BodyOwner {
+            snapshot,
+            id: id.to_owned(),
+        }))
     }
 
     /// Opens a sealed bundle and installs its credentials. Returns the installed version.
@@ -181,14 +199,24 @@ impl Store {
         let opener = self.opener.as_ref().ok_or(StoreError::NoOpener)?;
         let _writer = self.install.lock().await;
         let installed = self.version();
-        let opened = opener.open(bytes, now, installed).map_err(StoreError::Bundle)?;
-        let creds = CredentialSet::parse(opened.plaintext.expose_secret(), &self.manifest, Source::Bundle)
-            .map_err(StoreError::Contents)?;
+        let opened = opener
+            .open(bytes, now, installed)
+            .map_err(StoreError::Bundle)?;
+        let creds = CredentialSet::parse(
+            opened.plaintext.expose_secret(),
+            &self.manifest,
+            Source::Bundle,
+        )
+        .map_err(StoreError::Contents)?;
         self.install_locked(&creds, opened.version)
     }
 
     /// Installs plaintext credentials (`dev`, or a boot path that parsed them itself).
-    pub async fn install_plaintext(&self, creds: &CredentialSet, version: u64) -> Result<u64, StoreError> {
+    pub async fn install_plaintext(
+        &self,
+        creds: &CredentialSet,
+        version: u64,
+    ) -> Result<u64, StoreError> {
         let _writer = self.install.lock().await;
         self.install_locked(creds, version)
     }
@@ -200,7 +228,8 @@ impl Store {
         let version = materialized.version;
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(materialized));
         self.installed.send_replace(Some(version));
-        self.events.publish(PlatformEvent::CredentialsInstalled { version });
+        self.events
+            .publish(PlatformEvent::CredentialsInstalled { version });
         version
     }
 
@@ -211,16 +240,31 @@ impl Store {
     }
 
     fn install_locked(&self, creds: &CredentialSet, version: u64) -> Result<u64, StoreError> {
-        let missing: Vec<&str> = creds.missing(&self.manifest).iter().map(|c| c.id.as_str()).collect();
+        let missing: Vec<&str> = creds
+            .missing(&self.manifest)
+            .iter()
+            .map(|c| c.id.as_str())
+            .collect();
         if !missing.is_empty() {
             // Ids are declared names, not secrets.
-            tracing::warn!(version, ?missing, "credentials installed without some pre-collected connections");
+            tracing::warn!(
+                version,
+                ?missing,
+                "credentials installed without some pre-collected connections"
+            );
         }
         // The injector writes small files on a local filesystem; this is short enough to do
         // on the runtime thread, and keeping it under the writer lock is what serializes it.
-        let materialized = self.injector.install(&self.manifest, creds, version).map_err(StoreError::Inject)?;
+        let materialized = self
+            .injector
+            .install(&self.manifest, creds, version)
+            .map_err(StoreError::Inject)?;
         let version = self.install_materialized(materialized);
-        tracing::info!(version, connections = creds.connections.len(), "credentials installed");
+        tracing::info!(
+            version,
+            connections = creds.connections.len(),
+            "credentials installed"
+        );
         Ok(version)
     }
 }
@@ -244,7 +288,11 @@ struct BodyOwner {
 impl AsRef<[u8]> for BodyOwner {
     fn as_ref(&self) -> &[u8] {
         // `connect` checked the key before building the owner; the map is immutable.
-        self.snapshot.bodies.get(&self.id).map(|b| b.expose_secret()).unwrap_or(&[])
+        self.snapshot
+            .bodies
+            .get(&self.id)
+            .map(|b| b.expose_secret())
+            .unwrap_or(&[])
     }
 }
 
@@ -259,7 +307,13 @@ pub mod testing {
 
     /// An injector that is never asked to write (its `new` is not called).
     pub fn inert_injector() -> Injector {
-        Injector { layout: Layout { root: std::env::temp_dir().join("grexal-unused"), owner: None, env_file: None } }
+        Injector {
+            layout: Layout {
+                root: std::env::temp_dir().join("grexal-unused"),
+                owner: None,
+                env_file: None,
+            },
+        }
     }
 
     /// `openai` (secret_input), `google` (oauth), `ssh_key` (file), `portal` (browser_login).
@@ -275,7 +329,10 @@ pub mod testing {
                 Connection {
                     id: "openai".into(),
                     display_name: "OpenAI".into(),
-                    mode: AuthMode::SecretInput { fields: vec![field("api_key")], delivery: Delivery::RuntimeObject },
+                    mode: AuthMode::SecretInput {
+                        fields: vec![field("api_key")],
+                        delivery: Delivery::RuntimeObject,
+                    },
                 },
                 Connection {
                     id: "google".into(),
@@ -300,7 +357,9 @@ pub mod testing {
                 Connection {
                     id: "portal".into(),
                     display_name: "Portal".into(),
-                    mode: AuthMode::BrowserLogin { login_url: Some("https://portal.example/login".into()) },
+                    mode: AuthMode::BrowserLogin {
+                        login_url: Some("https://portal.example/login".into()),
+                    },
                 },
             ],
             sandbox_template: Some("desktop".into()),
@@ -310,12 +369,19 @@ pub mod testing {
     /// Bodies for `openai` and `ssh_key` (not `google`: it stays `missing`).
     pub fn materialized(version: u64, api_key: &str) -> Materialized {
         let mut bodies = BTreeMap::new();
-        bodies.insert("openai".to_owned(), secret_bytes(format!(r#"{{"api_key":"{api_key}"}}"#).into_bytes()));
+        bodies.insert(
+            "openai".to_owned(),
+            secret_bytes(format!(r#"{{"api_key":"{api_key}"}}"#).into_bytes()),
+        );
         bodies.insert(
             "ssh_key".to_owned(),
             secret_bytes(br#"{"file_path":"/tmp/grexal/ssh_key/id.pem"}"#.to_vec()),
         );
-        Materialized { version, bodies, env: Vec::new() }
+        Materialized {
+            version,
+            bodies,
+            env: Vec::new(),
+        }
     }
 }
 
@@ -334,9 +400,17 @@ mod tests {
         assert_eq!(store.connect("openai"), Err(ConnectError::Missing));
         assert_eq!(store.connect("nope"), Err(ConnectError::NotFound));
         assert_eq!(store.connect("../etc"), Err(ConnectError::NotFound));
-        assert_eq!(store.connect("portal"), Err(ConnectError::InvalidAuthMode { mode: "browser_login" }));
+        assert_eq!(
+            store.connect("portal"),
+            Err(ConnectError::InvalidAuthMode {
+                mode: "browser_login"
+            })
+        );
         store.install_materialized(materialized(3, "sk-1"));
-        assert_eq!(&store.connect("openai").unwrap()[..], br#"{"api_key":"sk-1"}"#);
+        assert_eq!(
+            &store.connect("openai").unwrap()[..],
+            br#"{"api_key":"sk-1"}"#
+        );
         assert_eq!(store.connect("google"), Err(ConnectError::Missing));
     }
 
@@ -344,14 +418,27 @@ mod tests {
     fn states_and_readiness_latch() {
         let store = store();
         assert!(!store.is_ready());
-        assert_eq!(store.connection_state("google"), Some(ConnectionState::Missing));
-        assert_eq!(store.connection_state("portal"), Some(ConnectionState::Interactive));
+        assert_eq!(
+            store.connection_state("google"),
+            Some(ConnectionState::Missing)
+        );
+        assert_eq!(
+            store.connection_state("portal"),
+            Some(ConnectionState::Interactive)
+        );
         assert_eq!(store.connection_state("x"), None);
         store.install_materialized(materialized(1, "a"));
         assert!(store.is_ready());
         assert_eq!(store.version(), Some(1));
-        assert_eq!(store.connection_state("openai"), Some(ConnectionState::Ready));
-        let states: Vec<_> = store.connection_states().into_iter().map(|(c, s)| (c.id.clone(), s)).collect();
+        assert_eq!(
+            store.connection_state("openai"),
+            Some(ConnectionState::Ready)
+        );
+        let states: Vec<_> = store
+            .connection_states()
+            .into_iter()
+            .map(|(c, s)| (c.id.clone(), s))
+            .collect();
         assert_eq!(states.len(), 4);
     }
 
@@ -370,7 +457,10 @@ mod tests {
         let body = store.connect("openai").unwrap();
         store.install_materialized(materialized(2, "new"));
         assert_eq!(&body[..], br#"{"api_key":"old"}"#);
-        assert_eq!(&store.connect("openai").unwrap()[..], br#"{"api_key":"new"}"#);
+        assert_eq!(
+            &store.connect("openai").unwrap()[..],
+            br#"{"api_key":"new"}"#
+        );
     }
 
     #[tokio::test]
@@ -383,14 +473,20 @@ mod tests {
         });
         store.install_materialized(materialized(7, "k"));
         assert_eq!(waiter.await.unwrap(), 7);
-        assert_eq!(*events.recv().await.unwrap(), PlatformEvent::CredentialsInstalled { version: 7 });
+        assert_eq!(
+            *events.recv().await.unwrap(),
+            PlatformEvent::CredentialsInstalled { version: 7 }
+        );
     }
 
     #[tokio::test]
     async fn bundle_without_opener_is_refused_and_state_kept() {
         let store = store();
         store.install_materialized(materialized(1, "k"));
-        assert!(matches!(store.install_bundle(b"x", 0).await, Err(StoreError::NoOpener)));
+        assert!(matches!(
+            store.install_bundle(b"x", 0).await,
+            Err(StoreError::NoOpener)
+        ));
         assert_eq!(store.version(), Some(1));
     }
 }

@@ -48,14 +48,23 @@ async fn static_routes_confine_novnc_and_serve_the_page() {
     ] {
         let (status, _, body) = raw_get(&base, path).await;
         assert!(status == 404 || status == 400, "{path} answered {status}");
-        assert!(!String::from_utf8_lossy(&body).contains("root:"), "{path} leaked a file");
+        assert!(
+            !String::from_utf8_lossy(&body).contains("root:"),
+            "{path} leaked a file"
+        );
     }
 
     let (status, headers, body) = raw_get(&base, "/takeover/tk_test-1").await;
     assert_eq!(status, 200);
     assert_eq!(headers["content-type"], "text/html; charset=utf-8");
     let csp = &headers["content-security-policy"];
-    for part in ["default-src 'none'", "script-src 'self'", "style-src 'self'", "connect-src 'self'", "frame-ancestors 'none'"] {
+    for part in [
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "connect-src 'self'",
+        "frame-ancestors 'none'",
+    ] {
         assert!(csp.contains(part), "CSP lacks {part}: {csp}");
     }
     assert_eq!(headers["referrer-policy"], "no-referrer");
@@ -63,7 +72,11 @@ async fn static_routes_confine_novnc_and_serve_the_page() {
     assert_eq!(headers["x-frame-options"], "DENY");
     let html = String::from_utf8_lossy(&body);
     assert!(!html.contains(&fake.control_token) && !html.contains(&fake.view_token));
-    for bad in ["/takeover/a.b", "/takeover/a%20b", &format!("/takeover/{}", "a".repeat(65))] {
+    for bad in [
+        "/takeover/a.b",
+        "/takeover/a%20b",
+        &format!("/takeover/{}", "a".repeat(65)),
+    ] {
         assert_eq!(raw_get(&base, bad).await.0, 404, "{bad}");
     }
     let (status, headers, _) = raw_get(&base, "/takeover/assets/viewer.js").await;
@@ -77,18 +90,38 @@ fn shot(name: &str) -> std::path::PathBuf {
 
 fn assert_ok(h: &Harness, what: &str) {
     assert!(h.ok, "{what}: harness failed: {}\n{}", h.stderr, h.result);
-    assert_eq!(h.result["csp_violations"], json!([]), "{what}: CSP violations: {}", h.result);
+    assert_eq!(
+        h.result["csp_violations"],
+        json!([]),
+        "{what}: CSP violations: {}",
+        h.result
+    );
 }
 
 fn states(h: &Harness) -> Vec<String> {
-    h.result["states"].as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default()
+    h.result["states"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewer_end_to_end() {
     let modules = repo().join("tests/e2e/node_modules/playwright-core");
     let modules = modules.to_str().expect("utf-8 path");
-    if !tools_present(&["/usr/bin/chromium", "/usr/bin/Xvnc", "/usr/bin/node", "/usr/bin/xmessage", "/usr/bin/xdotool", NOVNC_RFB, modules]) {
+    if !tools_present(&[
+        "/usr/bin/chromium",
+        "/usr/bin/Xvnc",
+        "/usr/bin/node",
+        "/usr/bin/xmessage",
+        "/usr/bin/xdotool",
+        NOVNC_RFB,
+        modules,
+    ]) {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -96,7 +129,8 @@ async fn viewer_end_to_end() {
     std::fs::create_dir_all(&home).expect("home");
     let mut x = tokio::task::block_in_place(|| Xvnc::start(dir.path()));
     let xmsg_out = dir.path().join("xmessage.out");
-    let xmsg = tokio::task::block_in_place(|| x.xmessage("Please sign in to Example Bank", &xmsg_out));
+    let xmsg =
+        tokio::task::block_in_place(|| x.xmessage("Please sign in to Example Bank", &xmsg_out));
     let report = |what: &str, h: &Harness, x: &Xvnc| {
         eprintln!("{what}: {}", h.result);
         if !h.ok {
@@ -107,11 +141,21 @@ async fn viewer_end_to_end() {
     // 1. A wrong token: the error state, and the WebSocket is never even tried.
     let fake = Fake::new(&x.socket);
     let base = fake.serve().await;
-    let h = run_harness(&home, &format!("{base}/takeover/{}#token=wrong_token_123456", fake.id), &shot("bad-token"), None, "error").await;
+    let h = run_harness(
+        &home,
+        &format!("{base}/takeover/{}#token=wrong_token_123456", fake.id),
+        &shot("bad-token"),
+        None,
+        "error",
+    )
+    .await;
     report("bad token", &h, &x);
     assert_ok(&h, "bad token");
     assert_eq!(h.result["state"], "error");
-    assert_eq!(h.result["page"]["overlay_title"], "This link is not valid or has expired");
+    assert_eq!(
+        h.result["page"]["overlay_title"],
+        "This link is not valid or has expired"
+    );
     assert_eq!(fake.calls("websocket"), 0);
     assert!(fake.calls("session") >= 1);
 
@@ -126,15 +170,34 @@ async fn viewer_end_to_end() {
         {"type": "http", "method": "POST", "url": "/fake/end/timed_out"},
         {"type": "wait_state", "state": "ended"},
     ]);
-    let h = run_harness(&home, &format!("{base}/takeover/{}#token={}", fake.id, fake.view_token), &shot("view-ended"), Some(actions), "live").await;
+    let h = run_harness(
+        &home,
+        &format!("{base}/takeover/{}#token={}", fake.id, fake.view_token),
+        &shot("view-ended"),
+        Some(actions),
+        "live",
+    )
+    .await;
     report("view", &h, &x);
     assert_ok(&h, "view");
     assert_eq!(h.result["page"]["buttons_visible"], false);
     assert_eq!(h.result["page"]["view_only"], true);
-    assert_eq!((h.result["state"].as_str(), h.result["outcome"].as_str()), (Some("ended"), Some("timed_out")));
+    assert_eq!(
+        (h.result["state"].as_str(), h.result["outcome"].as_str()),
+        (Some("ended"), Some("timed_out"))
+    );
     assert_eq!(h.result["page"]["overlay_title"], "Time ran out");
-    assert_eq!(x.pointer(), (10, 10), "a view-only viewer moved the pointer");
-    assert!(fake.protocols_seen.lock().expect("lock").iter().any(|p| p == "grexal.v1"));
+    assert_eq!(
+        x.pointer(),
+        (10, 10),
+        "a view-only viewer moved the pointer"
+    );
+    assert!(fake
+        .protocols_seen
+        .lock()
+        .expect("lock")
+        .iter()
+        .any(|p| p == "grexal.v1"));
 
     // 3. Control: the page shows who and why, clicks land where aimed, keys reach the
     //    desktop (Return presses xmessage's default button), "I've logged in" completes.
@@ -150,29 +213,59 @@ async fn viewer_end_to_end() {
         {"type": "complete"},
         {"type": "wait_state", "state": "ended"},
     ]);
-    let h = run_harness(&home, &format!("{base}/takeover/{}#token={}", fake.id, fake.control_token), &shot("control-completed"), Some(actions), "live").await;
+    let h = run_harness(
+        &home,
+        &format!("{base}/takeover/{}#token={}", fake.id, fake.control_token),
+        &shot("control-completed"),
+        Some(actions),
+        "live",
+    )
+    .await;
     report("control", &h, &x);
     assert_ok(&h, "control");
-    let first_pixels = h.result["first_pixels_ms"].as_u64().expect("first_pixels_ms");
+    let first_pixels = h.result["first_pixels_ms"]
+        .as_u64()
+        .expect("first_pixels_ms");
     eprintln!("first real pixels after {first_pixels} ms");
-    assert_eq!((h.result["state"].as_str(), h.result["outcome"].as_str()), (Some("ended"), Some("completed")));
+    assert_eq!(
+        (h.result["state"].as_str(), h.result["outcome"].as_str()),
+        (Some("ended"), Some("completed"))
+    );
     assert_eq!(h.result["page"]["display_name"], "Example Bank");
     let hint = h.result["page"]["login_hint"].as_str().unwrap_or_default();
     assert!(hint.contains("log in at bank.example/login"), "{hint}");
     let reason = h.result["page"]["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("March statement"), "{reason}");
-    assert!(!h.result["url"].as_str().unwrap_or("token").contains("token"), "the token stayed in the address bar");
+    assert!(
+        !h.result["url"]
+            .as_str()
+            .unwrap_or("token")
+            .contains("token"),
+        "the token stayed in the address bar"
+    );
     let st = states(&h);
     assert_eq!(st.first().map(String::as_str), Some("connecting"), "{st:?}");
-    assert!(st.contains(&"live".to_string()) && st.last().map(String::as_str) == Some("ended"), "{st:?}");
+    assert!(
+        st.contains(&"live".to_string()) && st.last().map(String::as_str) == Some("ended"),
+        "{st:?}"
+    );
     assert_eq!(fake.calls("complete"), 1);
     let (px, py) = x.pointer();
-    assert!((px - cx).abs() <= 2 && (py - cy).abs() <= 2, "click landed at ({px},{py}), not ({cx},{cy})");
+    assert!(
+        (px - cx).abs() <= 2 && (py - cy).abs() <= 2,
+        "click landed at ({px},{py}), not ({cx},{cy})"
+    );
     let status = tokio::task::block_in_place(|| x.wait_extra(xmsg, Duration::from_secs(10)));
-    assert_eq!(status.and_then(|s| s.code()), Some(0), "Return did not press xmessage's default button");
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "Return did not press xmessage's default button"
+    );
 
     // 4. A dropped connection: reconnecting, then live again with pixels; "I can't log in".
-    let _second = tokio::task::block_in_place(|| x.xmessage("Second window", &dir.path().join("xmessage2.out")));
+    let _second = tokio::task::block_in_place(|| {
+        x.xmessage("Second window", &dir.path().join("xmessage2.out"))
+    });
     let fake = Fake::new(&x.socket);
     let base = fake.serve().await;
     let actions = json!([
@@ -183,13 +276,26 @@ async fn viewer_end_to_end() {
         {"type": "cancel"},
         {"type": "wait_state", "state": "ended"},
     ]);
-    let h = run_harness(&home, &format!("{base}/takeover/{}#token={}", fake.id, fake.control_token), &shot("cancelled"), Some(actions), "live").await;
+    let h = run_harness(
+        &home,
+        &format!("{base}/takeover/{}#token={}", fake.id, fake.control_token),
+        &shot("cancelled"),
+        Some(actions),
+        "live",
+    )
+    .await;
     report("reconnect", &h, &x);
     assert_ok(&h, "reconnect");
     let st = states(&h);
-    let live_again = st.iter().skip_while(|s| *s != "reconnecting").any(|s| s == "live");
+    let live_again = st
+        .iter()
+        .skip_while(|s| *s != "reconnecting")
+        .any(|s| s == "live");
     assert!(live_again, "never live again after reconnecting: {st:?}");
-    assert_eq!((h.result["state"].as_str(), h.result["outcome"].as_str()), (Some("ended"), Some("cancelled")));
+    assert_eq!(
+        (h.result["state"].as_str(), h.result["outcome"].as_str()),
+        (Some("ended"), Some("cancelled"))
+    );
     assert!(fake.calls("websocket") >= 2);
     assert_eq!(fake.calls("cancel"), 1);
     let v: Value = h.result.clone();

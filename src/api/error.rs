@@ -83,9 +83,10 @@ impl ApiError {
             ApiError::Bundle(e) => e.code(),
             ApiError::BundleContents(_) => "bundle_contents",
             ApiError::BundlesDisabled => "bundles_disabled",
-            ApiError::Internal(_) | ApiError::UnsafeDir { .. } | ApiError::NotASocket { .. } | ApiError::Socket { .. } => {
-                "internal"
-            }
+            ApiError::Internal(_)
+            | ApiError::UnsafeDir { .. }
+            | ApiError::NotASocket { .. }
+            | ApiError::Socket { .. } => "internal",
         }
     }
 
@@ -108,9 +109,10 @@ impl ApiError {
             ApiError::Bundle(e) => bundle_status(e),
             ApiError::BundleContents(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::BundlesDisabled => StatusCode::CONFLICT,
-            ApiError::Internal(_) | ApiError::UnsafeDir { .. } | ApiError::NotASocket { .. } | ApiError::Socket { .. } => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            ApiError::Internal(_)
+            | ApiError::UnsafeDir { .. }
+            | ApiError::NotASocket { .. }
+            | ApiError::Socket { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -143,7 +145,8 @@ impl ApiError {
 
     /// The JSON body of this error.
     pub fn body(&self) -> Vec<u8> {
-        let body = serde_json::json!({"error": {"code": self.code(), "message": self.public_message()}});
+        let body =
+            serde_json::json!({"error": {"code": self.code(), "message": self.public_message()}});
         // Serializing a map of two static strings cannot fail.
         serde_json::to_vec(&body).unwrap_or_default()
     }
@@ -207,15 +210,29 @@ impl From<StoreError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if status.is_server_error() && !matches!(self, ApiError::TooManyConnections | ApiError::CredentialMissing | ApiError::NotReady) {
+        if status.is_server_error()
+            && !matches!(
+                self,
+                ApiError::TooManyConnections | ApiError::CredentialMissing | ApiError::NotReady
+            )
+        {
             // The chain goes to our log only.
             tracing::error!(code = self.code(), error = %error_chain(&self), "request failed");
         } else {
-            tracing::debug!(code = self.code(), status = status.as_u16(), "request refused");
+            tracing::debug!(
+                code = self.code(),
+                status = status.as_u16(),
+                "request refused"
+            );
         }
         let mut response = (status, self.body()).into_response();
-        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         response
     }
 }
@@ -241,39 +258,103 @@ mod tests {
         let io = || std::io::Error::other("secret detail /etc/shadow");
         let cases: Vec<(ApiError, u16, &str)> = vec![
             (ApiError::ConnectionNotFound, 404, "connection_not_found"),
-            (ApiError::InvalidAuthMode { mode: "browser_login" }, 409, "invalid_auth_mode"),
+            (
+                ApiError::InvalidAuthMode {
+                    mode: "browser_login",
+                },
+                409,
+                "invalid_auth_mode",
+            ),
             (ApiError::CredentialMissing, 503, "credential_missing"),
             (ApiError::NotReady, 503, "not_ready"),
             (ApiError::Forbidden { uid: 7 }, 403, "forbidden"),
             (ApiError::Unauthorized, 401, "unauthorized"),
             (ApiError::NotFound, 404, "not_found"),
             (ApiError::MethodNotAllowed, 405, "method_not_allowed"),
-            (ApiError::PayloadTooLarge { limit: 1 }, 413, "payload_too_large"),
+            (
+                ApiError::PayloadTooLarge { limit: 1 },
+                413,
+                "payload_too_large",
+            ),
             (ApiError::BadRequest { reason: "x" }, 400, "bad_request"),
-            (ApiError::UnsupportedMediaType, 415, "unsupported_media_type"),
+            (
+                ApiError::UnsupportedMediaType,
+                415,
+                "unsupported_media_type",
+            ),
             (ApiError::RequestTimeout, 408, "request_timeout"),
             (ApiError::TooManyConnections, 503, "too_many_connections"),
-            (ApiError::Bundle(BundleError::Replayed { version: 1, installed: 2 }), 409, "bundle_replayed"),
-            (ApiError::Bundle(BundleError::Oversized { size: 2, limit: 1 }), 413, "bundle_oversized"),
-            (ApiError::Bundle(BundleError::Malformed("m".into())), 400, "bundle_malformed"),
-            (ApiError::Bundle(BundleError::Unsupported("u".into())), 400, "bundle_unsupported"),
-            (ApiError::Bundle(BundleError::Tampered), 422, "bundle_tampered"),
-            (ApiError::Bundle(BundleError::Untrusted), 422, "bundle_untrusted"),
-            (ApiError::Bundle(BundleError::Expired { expires_at: 1, now: 2 }), 422, "bundle_expired"),
             (
-                ApiError::Bundle(BundleError::WrongSandbox { expected: "a".into(), found: "b".into() }),
+                ApiError::Bundle(BundleError::Replayed {
+                    version: 1,
+                    installed: 2,
+                }),
+                409,
+                "bundle_replayed",
+            ),
+            (
+                ApiError::Bundle(BundleError::Oversized { size: 2, limit: 1 }),
+                413,
+                "bundle_oversized",
+            ),
+            (
+                ApiError::Bundle(BundleError::Malformed("m".into())),
+                400,
+                "bundle_malformed",
+            ),
+            (
+                ApiError::Bundle(BundleError::Unsupported("u".into())),
+                400,
+                "bundle_unsupported",
+            ),
+            (
+                ApiError::Bundle(BundleError::Tampered),
+                422,
+                "bundle_tampered",
+            ),
+            (
+                ApiError::Bundle(BundleError::Untrusted),
+                422,
+                "bundle_untrusted",
+            ),
+            (
+                ApiError::Bundle(BundleError::Expired {
+                    expires_at: 1,
+                    now: 2,
+                }),
+                422,
+                "bundle_expired",
+            ),
+            (
+                ApiError::Bundle(BundleError::WrongSandbox {
+                    expected: "a".into(),
+                    found: "b".into(),
+                }),
                 422,
                 "bundle_wrong_sandbox",
             ),
-            (ApiError::Bundle(BundleError::WrongKey), 422, "bundle_wrong_key"),
             (
-                ApiError::BundleContents(crate::credentials::CredentialsError::Syntax { detail: "d".into() }),
+                ApiError::Bundle(BundleError::WrongKey),
+                422,
+                "bundle_wrong_key",
+            ),
+            (
+                ApiError::BundleContents(crate::credentials::CredentialsError::Syntax {
+                    detail: "d".into(),
+                }),
                 422,
                 "bundle_contents",
             ),
             (ApiError::BundlesDisabled, 409, "bundles_disabled"),
             (ApiError::internal(io()), 500, "internal"),
-            (ApiError::Socket { path: "/p".into(), source: io() }, 500, "internal"),
+            (
+                ApiError::Socket {
+                    path: "/p".into(),
+                    source: io(),
+                },
+                500,
+                "internal",
+            ),
         ];
         for (error, status, code) in cases {
             assert_eq!(error.status().as_u16(), status, "{code}");
@@ -281,7 +362,10 @@ mod tests {
             let body: serde_json::Value = serde_json::from_slice(&error.body()).unwrap();
             assert_eq!(body["error"]["code"], code);
             let message = body["error"]["message"].as_str().unwrap();
-            assert!(!message.contains("secret detail") && !message.contains("/etc"), "{message}");
+            assert!(
+                !message.contains("secret detail") && !message.contains("/etc"),
+                "{message}"
+            );
             assert_eq!(body.as_object().unwrap().len(), 1);
         }
     }

@@ -53,14 +53,23 @@ pub struct ApiLimits {
 
 impl Default for ApiLimits {
     fn default() -> Self {
-        Self { max_connections: 256, request_timeout: Duration::from_secs(10), max_body_bytes: MAX_BODY_BYTES, conn: ConnLimits::default() }
+        Self {
+            max_connections: 256,
+            request_timeout: Duration::from_secs(10),
+            max_body_bytes: MAX_BODY_BYTES,
+            conn: ConnLimits::default(),
+        }
     }
 }
 
 impl ApiLimits {
     /// `--api-max-connections` and `--api-request-timeout`.
     pub fn new(max_connections: usize, request_timeout: Duration) -> Self {
-        let mut limits = Self { max_connections, request_timeout, ..Self::default() };
+        let mut limits = Self {
+            max_connections,
+            request_timeout,
+            ..Self::default()
+        };
         limits.conn.header_read_timeout = request_timeout;
         limits
     }
@@ -80,7 +89,12 @@ impl ApiState {
     /// `agent_uid`: the agent's uid, allowed to read credentials besides root and the
     /// daemon's own uid.
     pub fn new(store: Arc<Store>, agent_uid: Option<u32>) -> Self {
-        Self { store, policy: Policy::new(agent_uid), limits: ApiLimits::default(), log_limiter: Arc::new(LogLimiter::default()) }
+        Self {
+            store,
+            policy: Policy::new(agent_uid),
+            limits: ApiLimits::default(),
+            log_limiter: Arc::new(LogLimiter::default()),
+        }
     }
 }
 
@@ -94,7 +108,10 @@ impl ApiState {
 /// is 0666. Either way, reading credentials is authorized per connection by SO_PEERCRED.
 pub fn bind(path: &Path, owner: Option<Owner>) -> Result<UnixListener, ApiError> {
     let shown = || path.display().to_string();
-    let io = |source| ApiError::Socket { path: shown(), source };
+    let io = |source| ApiError::Socket {
+        path: shown(),
+        source,
+    };
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => std::env::current_dir().map_err(io)?,
@@ -121,24 +138,39 @@ pub fn bind(path: &Path, owner: Option<Owner>) -> Result<UnixListener, ApiError>
 }
 
 fn ensure_dir(dir: &Path) -> Result<(), ApiError> {
-    let unsafe_dir = |problem: &str| ApiError::UnsafeDir { path: dir.display().to_string(), problem: problem.to_owned() };
+    let unsafe_dir = |problem: &str| ApiError::UnsafeDir {
+        path: dir.display().to_string(),
+        problem: problem.to_owned(),
+    };
     match std::fs::symlink_metadata(dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             std::fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o755)
                 .create(dir)
-                .map_err(|source| ApiError::Socket { path: dir.display().to_string(), source })?;
+                .map_err(|source| ApiError::Socket {
+                    path: dir.display().to_string(),
+                    source,
+                })?;
             // Re-check what is there now: `create` follows a symlink planted meanwhile.
             ensure_dir_exists_safe(dir, &unsafe_dir)
         }
-        Err(source) => Err(ApiError::Socket { path: dir.display().to_string(), source }),
+        Err(source) => Err(ApiError::Socket {
+            path: dir.display().to_string(),
+            source,
+        }),
         Ok(_) => ensure_dir_exists_safe(dir, &unsafe_dir),
     }
 }
 
-fn ensure_dir_exists_safe(dir: &Path, unsafe_dir: &dyn Fn(&str) -> ApiError) -> Result<(), ApiError> {
-    let meta = std::fs::symlink_metadata(dir).map_err(|source| ApiError::Socket { path: dir.display().to_string(), source })?;
+fn ensure_dir_exists_safe(
+    dir: &Path,
+    unsafe_dir: &dyn Fn(&str) -> ApiError,
+) -> Result<(), ApiError> {
+    let meta = std::fs::symlink_metadata(dir).map_err(|source| ApiError::Socket {
+        path: dir.display().to_string(),
+        source,
+    })?;
     if meta.file_type().is_symlink() {
         return Err(unsafe_dir("is a symlink"));
     }
@@ -183,7 +215,11 @@ pub async fn serve(listener: UnixListener, state: ApiState, stop: CancellationTo
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             let _ = stream.try_write(&over_limit);
             if let Some(suppressed) = state.log_limiter.check() {
-                tracing::warn!(limit = limits.max_connections, suppressed, "connection refused: too many connections");
+                tracing::warn!(
+                    limit = limits.max_connections,
+                    suppressed,
+                    "connection refused: too many connections"
+                );
             }
             continue;
         };
@@ -213,8 +249,12 @@ pub async fn serve(listener: UnixListener, state: ApiState, stop: CancellationTo
 }
 
 fn remove_socket(listener: &UnixListener) {
-    let Ok(addr) = listener.local_addr() else { return };
-    let Some(path) = addr.as_pathname() else { return };
+    let Ok(addr) = listener.local_addr() else {
+        return;
+    };
+    let Some(path) = addr.as_pathname() else {
+        return;
+    };
     if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
         if let Err(error) = std::fs::remove_file(path) {
             tracing::warn!(path = %path.display(), %error, "cannot remove socket");
@@ -240,7 +280,10 @@ mod tests {
         let meta = std::fs::symlink_metadata(&path).unwrap();
         assert!(meta.file_type().is_socket());
         assert_eq!(meta.mode() & 0o777, 0o666);
-        assert_eq!(std::fs::metadata(path.parent().unwrap()).unwrap().mode() & 0o777, 0o755);
+        assert_eq!(
+            std::fs::metadata(path.parent().unwrap()).unwrap().mode() & 0o777,
+            0o755
+        );
         drop(first);
         // The stale socket file is still there; binding again replaces it.
         let _second = bind(&path, Some(Owner { uid: 0, gid: 65534 })).unwrap();
@@ -258,9 +301,15 @@ mod tests {
         std::fs::write(&target, b"keep").unwrap();
         let link = dir.path().join("link.sock");
         std::os::unix::fs::symlink(&target, &link).unwrap();
-        assert!(matches!(bind(&link, None), Err(ApiError::NotASocket { .. })));
+        assert!(matches!(
+            bind(&link, None),
+            Err(ApiError::NotASocket { .. })
+        ));
         assert_eq!(std::fs::read(&target).unwrap(), b"keep");
-        assert!(matches!(bind(&target, None), Err(ApiError::NotASocket { .. })));
+        assert!(matches!(
+            bind(&target, None),
+            Err(ApiError::NotASocket { .. })
+        ));
         assert_eq!(std::fs::read(&target).unwrap(), b"keep");
 
         let real = dir.path().join("real");
@@ -268,11 +317,17 @@ mod tests {
         std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o755)).unwrap();
         let linked_dir = dir.path().join("linked");
         std::os::unix::fs::symlink(&real, &linked_dir).unwrap();
-        assert!(matches!(bind(&linked_dir.join("s.sock"), None), Err(ApiError::UnsafeDir { .. })));
+        assert!(matches!(
+            bind(&linked_dir.join("s.sock"), None),
+            Err(ApiError::UnsafeDir { .. })
+        ));
 
         let open = dir.path().join("open");
         std::fs::create_dir(&open).unwrap();
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
-        assert!(matches!(bind(&open.join("s.sock"), None), Err(ApiError::UnsafeDir { .. })));
+        assert!(matches!(
+            bind(&open.join("s.sock"), None),
+            Err(ApiError::UnsafeDir { .. })
+        ));
     }
 }

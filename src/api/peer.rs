@@ -16,7 +16,11 @@ impl Peer {
     /// SO_PEERCRED of an accepted connection.
     pub fn of(stream: &tokio::net::UnixStream) -> std::io::Result<Self> {
         let cred = stream.peer_cred()?;
-        Ok(Peer { uid: cred.uid(), gid: cred.gid(), pid: cred.pid() })
+        Ok(Peer {
+            uid: cred.uid(),
+            gid: cred.gid(),
+            pid: cred.pid(),
+        })
     }
 }
 
@@ -30,7 +34,10 @@ pub struct Policy {
 
 impl Policy {
     pub fn new(agent_uid: Option<u32>) -> Self {
-        Policy { agent_uid, daemon_uid: nix::unistd::geteuid().as_raw() }
+        Policy {
+            agent_uid,
+            daemon_uid: nix::unistd::geteuid().as_raw(),
+        }
     }
 
     pub fn may_read_credentials(&self, peer: &Peer) -> bool {
@@ -54,14 +61,31 @@ mod tests {
 
     #[test]
     fn policy_table() {
-        let policy = Policy { agent_uid: Some(1000), daemon_uid: 0 };
-        let peer = |uid| Peer { uid, gid: uid, pid: None };
+        let policy = Policy {
+            agent_uid: Some(1000),
+            daemon_uid: 0,
+        };
+        let peer = |uid| Peer {
+            uid,
+            gid: uid,
+            pid: None,
+        };
         for (uid, allowed) in [(0, true), (1000, true), (1001, false), (65534, false)] {
-            assert_eq!(policy.may_read_credentials(&peer(uid)), allowed, "uid {uid}");
+            assert_eq!(
+                policy.may_read_credentials(&peer(uid)),
+                allowed,
+                "uid {uid}"
+            );
         }
-        let dev = Policy { agent_uid: None, daemon_uid: 501 };
+        let dev = Policy {
+            agent_uid: None,
+            daemon_uid: 501,
+        };
         assert!(dev.may_read_credentials(&peer(501)));
         assert!(!dev.may_read_credentials(&peer(502)));
-        assert!(matches!(dev.authorize_credentials(None), Err(ApiError::Forbidden { .. })));
+        assert!(matches!(
+            dev.authorize_credentials(None),
+            Err(ApiError::Forbidden { .. })
+        ));
     }
 }

@@ -23,7 +23,11 @@ impl LogLimiter {
     /// Allows `burst` lines at once, then one per `refill_every`.
     pub fn new(burst: u32, refill_every: Duration) -> Self {
         Self {
-            state: Mutex::new(Bucket { tokens: burst, last_refill: Instant::now(), suppressed: 0 }),
+            state: Mutex::new(Bucket {
+                tokens: burst,
+                last_refill: Instant::now(),
+                suppressed: 0,
+            }),
             burst,
             refill_every,
         }

@@ -26,7 +26,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/readyz", get(readyz))
         .route("/v1/connections", get(list_connections))
         .route("/v1/connections/{id}", get(connect))
-        .route_layer(middleware::from_fn_with_state(state.clone(), request_deadline))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            request_deadline,
+        ))
         // Long-poll routes go here: `.route("/v1/takeovers", post(...))`.
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -53,7 +56,10 @@ struct Ready {
 /// Readiness, a latch: credentials are installed (or none are needed). Anyone may ask.
 async fn readyz(State(state): State<ApiState>) -> Result<Json<Ready>, ApiError> {
     if state.store.is_ready() {
-        Ok(Json(Ready { status: "ready", credentials_version: state.store.version() }))
+        Ok(Json(Ready {
+            status: "ready",
+            credentials_version: state.store.version(),
+        }))
     } else {
         Err(ApiError::NotReady)
     }
@@ -75,7 +81,10 @@ struct ConnectionList<'a> {
 /// The declared connections and their states; no values. Same callers as credentials:
 /// the list tells which services the agent uses.
 #[tracing::instrument(level = "debug", name = "list_connections", skip_all, fields(uid = peer.as_ref().map(|p| p.uid)))]
-async fn list_connections(State(state): State<ApiState>, peer: Option<Extension<Peer>>) -> Response {
+async fn list_connections(
+    State(state): State<ApiState>,
+    peer: Option<Extension<Peer>>,
+) -> Response {
     if let Err(error) = authorize(&state, peer.as_deref()) {
         return error.into_response();
     }
@@ -83,7 +92,12 @@ async fn list_connections(State(state): State<ApiState>, peer: Option<Extension<
     let list = ConnectionList {
         connections: states
             .iter()
-            .map(|(c, s)| ConnectionInfo { id: &c.id, display_name: &c.display_name, auth_mode: c.mode.name(), state: *s })
+            .map(|(c, s)| ConnectionInfo {
+                id: &c.id,
+                display_name: &c.display_name,
+                auth_mode: c.mode.name(),
+                state: *s,
+            })
             .collect(),
     };
     Json(list).into_response()
@@ -103,7 +117,10 @@ async fn connect(
     tracing::debug!(connection = %id, "credential served");
     let mut response = Response::new(Body::from(body));
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
 }
@@ -120,7 +137,12 @@ fn authorize(state: &ApiState, peer: Option<&Peer>) -> Result<(), ApiError> {
     let result = state.policy.authorize_credentials(peer);
     if let Err(ApiError::Forbidden { uid }) = &result {
         if let Some(suppressed) = state.log_limiter.check() {
-            tracing::warn!(uid, pid = peer.and_then(|p| p.pid), suppressed, "peer refused");
+            tracing::warn!(
+                uid,
+                pid = peer.and_then(|p| p.pid),
+                suppressed,
+                "peer refused"
+            );
         }
     }
     result
@@ -146,15 +168,21 @@ async fn body_limit(State(state): State<ApiState>, request: Request, next: Next)
     next.run(request).await
 }
 
-pub(crate) fn check_content_length(headers: &axum::http::HeaderMap, limit: usize) -> Result<(), ApiError> {
+pub(crate) fn check_content_length(
+    headers: &axum::http::HeaderMap,
+    limit: usize,
+) -> Result<(), ApiError> {
     let Some(value) = headers.get(header::CONTENT_LENGTH) else {
         return Ok(());
     };
-    let length: u64 = value
-        .to_str()
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .ok_or(ApiError::BadRequest { reason: "content-length" })?;
+    let length: u64 =
+        value
+            .to_str()
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .ok_or(ApiError::BadRequest {
+                reason: "content-length",
+            })?;
     if length > limit as u64 {
         return Err(ApiError::PayloadTooLarge { limit });
     }
@@ -197,53 +225,189 @@ mod tests {
     use crate::store::Store;
 
     fn state(installed: bool) -> ApiState {
-        let store = Arc::new(Store::new(manifest(), None, inert_injector(), EventBus::new()));
+        let store = Arc::new(Store::new(
+            manifest(),
+            None,
+            inert_injector(),
+            EventBus::new(),
+        ));
         if installed {
             store.install_materialized(materialized(4, "sk-test"));
         }
         let mut state = ApiState::new(store, Some(1000));
-        state.policy = Policy { agent_uid: Some(1000), daemon_uid: 0 };
-        state.limits = ApiLimits { max_body_bytes: 64, ..ApiLimits::default() };
+        state.policy = Policy {
+            agent_uid: Some(1000),
+            daemon_uid: 0,
+        };
+        state.limits = ApiLimits {
+            max_body_bytes: 64,
+            ..ApiLimits::default()
+        };
         state
     }
 
-    async fn call(state: &ApiState, method: Method, uri: &str, uid: Option<u32>, body: &'static [u8]) -> (StatusCode, serde_json::Value) {
-        let mut request = Request::builder().method(method).uri(uri).body(Body::from(body)).unwrap();
+    async fn call(
+        state: &ApiState,
+        method: Method,
+        uri: &str,
+        uid: Option<u32>,
+        body: &'static [u8],
+    ) -> (StatusCode, serde_json::Value) {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::CONTENT_LENGTH, body.len())
+            .body(Body::from(body))
+            .unwrap();
         if let Some(uid) = uid {
-            request.extensions_mut().insert(Peer { uid, gid: uid, pid: None });
+            request.extensions_mut().insert(Peer {
+                uid,
+                gid: uid,
+                pid: None,
+            });
         }
         let response = router(state.clone()).oneshot(request).await.unwrap();
         let status = response.status();
-        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
         let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
         (status, json)
     }
+
+    /// State, method, path, peer uid, expected status, expected code.
+    type Case<'a> = (&'a ApiState, Method, &'a str, Option<u32>, u16, &'a str);
 
     #[tokio::test]
     async fn route_table() {
         let ready = state(true);
         let fresh = state(false);
-        let cases: Vec<(&ApiState, Method, &str, Option<u32>, u16, &str)> = vec![
+        let cases: Vec<Case> = vec![
             (&ready, Method::GET, "/healthz", Some(65534), 200, ""),
             (&ready, Method::GET, "/healthz", None, 200, ""),
             (&ready, Method::GET, "/readyz", Some(65534), 200, ""),
             (&fresh, Method::GET, "/readyz", Some(1000), 503, "not_ready"),
             (&ready, Method::GET, "/v1/connections", Some(1000), 200, ""),
-            (&ready, Method::GET, "/v1/connections", Some(65534), 403, "forbidden"),
-            (&ready, Method::GET, "/v1/connections/openai", Some(1000), 200, ""),
-            (&ready, Method::GET, "/v1/connections/openai", Some(0), 200, ""),
-            (&ready, Method::GET, "/v1/connections/openai", Some(65534), 403, "forbidden"),
-            (&ready, Method::GET, "/v1/connections/openai", None, 403, "forbidden"),
-            (&ready, Method::GET, "/v1/connections/nope", Some(1000), 404, "connection_not_found"),
-            (&ready, Method::GET, "/v1/connections/..%2Fetc", Some(1000), 404, "connection_not_found"),
-            (&ready, Method::GET, "/v1/connections/%FF", Some(1000), 404, "connection_not_found"),
-            (&ready, Method::GET, "/v1/connections/portal", Some(1000), 409, "invalid_auth_mode"),
-            (&ready, Method::GET, "/v1/connections/google", Some(1000), 503, "credential_missing"),
-            (&fresh, Method::GET, "/v1/connections/openai", Some(1000), 503, "credential_missing"),
-            (&ready, Method::GET, "/v1/nope", Some(1000), 404, "not_found"),
-            (&ready, Method::GET, "/v1/connections/a/b", Some(1000), 404, "not_found"),
-            (&ready, Method::POST, "/v1/connections/openai", Some(1000), 405, "method_not_allowed"),
-            (&ready, Method::DELETE, "/healthz", Some(1000), 405, "method_not_allowed"),
+            (
+                &ready,
+                Method::GET,
+                "/v1/connections",
+                Some(65534),
+                403,
+                "forbidden",
+            ),
+            (
+                &ready,
+                Method::GET,
+                "/v1/connections/openai",
+                Some(1000),
+                200,
+                "",
+            ),
+            (
+                &ready,
+                Method::GET,
+                "/v1/connections/openai",
+                Some(0),
+                200,
+                "",
+            ),
+            (
+                &ready,
+                Method::GET,
+                "/v1/connections/openai",
+                Some(65534),
+                403,
+                "forbidden",
+            ),
+            (
+                &ready,
+                Method::GET,
+                "/v1/connections/openai",
+                None,
+                403,
+                "forbidden",
+            ),
+            (
+                &ready,
+                Method::GET,
+                "/v1/connections/nope",
+                Some(1000),
+                404,
+                "connection_not_found",
+            ),
+            (
+                &ready,
+                Method::GET,
+                "/v1/connections/..%2Fetc",
+                Some(1000),
+                404,
+                "connection_not_found",
+            ),
+            (
+                &ready,
+                Method::GET,
+                "/v1/connections/%FF",
+                Some(1000),
+                404,
+                "connection_not_found",
+            ),
+            (
+                &ready,
+                Method::GET,
+                "/v1/connections/portal",
+                Some(1000),
+                409,
+                "invalid_auth_mode",
+            ),
+            (
+                &ready,
+                Method::GET,
+                "/v1/connections/google",
+                Some(1000),
+                503,
+                "credential_missing",
+            ),
+            (
+                &fresh,
+                Method::GET,
+                "/v1/connections/openai",
+                Some(1000),
+                503,
+                "credential_missing",
+            ),
+            (
+                &ready,
+                Method::GET,
+                "/v1/nope",
+                Some(1000),
+                404,
+                "not_found",
+            ),
+            (
+                &ready,
+                Method::GET,
+                "/v1/connections/a/b",
+                Some(1000),
+                404,
+                "not_found",
+            ),
+            (
+                &ready,
+                Method::POST,
+                "/v1/connections/openai",
+                Some(1000),
+                405,
+                "method_not_allowed",
+            ),
+            (
+                &ready,
+                Method::DELETE,
+                "/healthz",
+                Some(1000),
+                405,
+                "method_not_allowed",
+            ),
         ];
         for (state, method, uri, uid, status, code) in cases {
             let (got, body) = call(state, method.clone(), uri, uid, b"").await;
@@ -257,16 +421,37 @@ mod tests {
     #[tokio::test]
     async fn bodies() {
         let state = state(true);
-        let (_, body) = call(&state, Method::GET, "/v1/connections/openai", Some(1000), b"").await;
+        let (_, body) = call(
+            &state,
+            Method::GET,
+            "/v1/connections/openai",
+            Some(1000),
+            b"",
+        )
+        .await;
         assert_eq!(body, serde_json::json!({"api_key": "sk-test"}));
         let (_, body) = call(&state, Method::GET, "/healthz", None, b"").await;
         assert_eq!(body, serde_json::json!({"status": "ok"}));
         let (_, body) = call(&state, Method::GET, "/readyz", None, b"").await;
-        assert_eq!(body, serde_json::json!({"status": "ready", "credentials_version": 4}));
+        assert_eq!(
+            body,
+            serde_json::json!({"status": "ready", "credentials_version": 4})
+        );
         let (_, body) = call(&state, Method::GET, "/v1/connections", Some(1000), b"").await;
         let list = body["connections"].as_array().unwrap();
-        let states: Vec<_> = list.iter().map(|c| (c["id"].as_str().unwrap(), c["state"].as_str().unwrap())).collect();
-        assert_eq!(states, vec![("openai", "ready"), ("google", "missing"), ("ssh_key", "ready"), ("portal", "interactive")]);
+        let states: Vec<_> = list
+            .iter()
+            .map(|c| (c["id"].as_str().unwrap(), c["state"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            states,
+            vec![
+                ("openai", "ready"),
+                ("google", "missing"),
+                ("ssh_key", "ready"),
+                ("portal", "interactive")
+            ]
+        );
         assert_eq!(list[1]["auth_mode"], "oauth_redirect");
         assert!(!body.to_string().contains("sk-test"));
     }
@@ -274,10 +459,24 @@ mod tests {
     #[tokio::test]
     async fn oversized_body_is_413() {
         let state = state(true);
-        let (status, body) = call(&state, Method::GET, "/v1/connections/openai", Some(1000), &[b'x'; 65]).await;
+        let (status, body) = call(
+            &state,
+            Method::GET,
+            "/v1/connections/openai",
+            Some(1000),
+            &[b'x'; 65],
+        )
+        .await;
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(body["error"]["code"], "payload_too_large");
-        let (status, _) = call(&state, Method::GET, "/v1/connections/openai", Some(1000), &[b'x'; 64]).await;
+        let (status, _) = call(
+            &state,
+            Method::GET,
+            "/v1/connections/openai",
+            Some(1000),
+            &[b'x'; 64],
+        )
+        .await;
         assert_eq!(status, StatusCode::OK);
     }
 
@@ -290,11 +489,16 @@ mod tests {
 
     #[tokio::test]
     async fn read_json_refuses_unknown_fields_and_oversize() {
-        let ok: Sample = read_json(Body::from(r#"{"reason":"x"}"#), 64).await.unwrap();
+        let ok: Sample = read_json(Body::from(r#"{"reason":"x"}"#), 64)
+            .await
+            .unwrap();
         assert_eq!(ok.reason, "x");
         let unknown = read_json::<Sample>(Body::from(r#"{"reason":"x","extra":1}"#), 64).await;
         assert!(matches!(unknown, Err(ApiError::BadRequest { .. })));
         let big = read_json::<Sample>(Body::from(vec![b' '; 100]), 64).await;
-        assert!(matches!(big, Err(ApiError::PayloadTooLarge { .. })), "{big:?}");
+        assert!(
+            matches!(big, Err(ApiError::PayloadTooLarge { .. })),
+            "{big:?}"
+        );
     }
 }

@@ -45,8 +45,13 @@ impl Default for ConnLimits {
 /// Serves HTTP/1.1 on `io` with `router` until the client closes, a limit closes it, or
 /// `stop` fires (then in-flight requests get `shutdown_grace`). `extensions` are inserted
 /// into every request (the peer's credentials).
-pub(crate) async fn serve_connection<I, E>(io: I, router: Router, extensions: E, limits: ConnLimits, stop: CancellationToken)
-where
+pub(crate) async fn serve_connection<I, E>(
+    io: I,
+    router: Router,
+    extensions: E,
+    limits: ConnLimits,
+    stop: CancellationToken,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     E: Clone + Send + Sync + 'static,
 {
@@ -54,7 +59,11 @@ where
         let mut request = request.map(Body::new);
         request.extensions_mut().insert(extensions.clone());
         let router = router.clone();
-        async move { Ok::<Response<Body>, Infallible>(router.oneshot(request).await.unwrap_or_else(|e| match e {})) }
+        async move {
+            Ok::<Response<Body>, Infallible>(
+                router.oneshot(request).await.unwrap_or_else(|e| match e {}),
+            )
+        }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -63,7 +72,9 @@ where
         .max_buf_size(limits.max_header_bytes.max(8192))
         .max_headers(limits.max_headers)
         .keep_alive(true);
-    let connection = builder.serve_connection(TokioIo::new(io), service).with_upgrades();
+    let connection = builder
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
     tokio::pin!(connection);
     let result = tokio::select! {
         result = connection.as_mut() => result,

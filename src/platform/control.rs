@@ -1,1 +1,624 @@
-//! TODO control
+//! The platform's control endpoint: TCP, off unless configured, every route behind a
+//! bearer token read from a file. docs/api.md documents the routes.
+//!
+//! - `GET /v1/identity`: who this sandbox is and which credentials it holds;
+//! - `PUT /v1/credentials`: a newer sealed bundle (raw bytes);
+//! - `GET /v1/events`: the event stream (server-sent events).
+//!
+//! Errors use the agent API's format and mapping (`api::error`). Takeover routes
+//! (complete, cancel, the viewer page and its WebSocket) are added to `router` by the
+//! takeover module: bearer-protected ones before the `route_layer`, view-token ones after.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use base64::Engine as _;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::api::error::ApiError;
+use crate::api::ratelimit::LogLimiter;
+use crate::api::routes::check_content_length;
+use crate::api::server::{self, ConnLimits};
+use crate::bundle::{BundleError, MAX_BUNDLE_BYTES};
+use crate::keys::SandboxPublicKey;
+use crate::secret::{secret_bytes, ExposeSecret, SecretBytes};
+use crate::store::Store;
+
+/// Shortest accepted bearer token.
+pub const MIN_TOKEN_BYTES: usize = 16;
+/// Largest accepted token file.
+pub const MAX_TOKEN_FILE_BYTES: u64 = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("cannot read token file {path}")]
+    TokenRead {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("token file {path} is accessible by others (mode {mode:o}); make it 0600 or 0400")]
+    TokenPermissions { path: String, mode: u32 },
+    #[error("token file {path} must hold one token of {min}..={max} bytes")]
+    TokenFormat { path: String, min: usize, max: u64 },
+    #[error("cannot listen on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The bearer token. `Debug` is redacted; only its SHA-256 is compared, in constant time,
+/// so neither its bytes nor its length leak through timing.
+pub struct BearerToken {
+    digest: [u8; 32],
+    // Kept (zeroized on drop) only so nothing else holds the plaintext.
+    _token: SecretBytes,
+}
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BearerToken([REDACTED])")
+    }
+}
+
+impl BearerToken {
+    /// Reads the token from a file that only its owner may access. Surrounding whitespace
+    /// (a trailing newline) is not part of the token.
+    pub fn load(path: &Path) -> Result<Self, ControlError> {
+        let shown = || path.display().to_string();
+        let read = |source| ControlError::TokenRead {
+            path: shown(),
+            source,
+        };
+        let meta = std::fs::metadata(path).map_err(read)?;
+        if meta.mode() & 0o077 != 0 {
+            return Err(ControlError::TokenPermissions {
+                path: shown(),
+                mode: meta.mode() & 0o7777,
+            });
+        }
+        let format = || ControlError::TokenFormat {
+            path: shown(),
+            min: MIN_TOKEN_BYTES,
+            max: MAX_TOKEN_FILE_BYTES,
+        };
+        if meta.len() > MAX_TOKEN_FILE_BYTES {
+            return Err(format());
+        }
+        let raw = secret_bytes(std::fs::read(path).map_err(read)?);
+        Self::from_bytes(raw.expose_secret()).ok_or_else(format)
+    }
+
+    /// `None` if the token (trimmed) is shorter than `MIN_TOKEN_BYTES` or contains
+    /// whitespace inside.
+    pub fn from_bytes(raw: &[u8]) -> Option<Self> {
+        let token = raw.trim_ascii();
+        if token.len() < MIN_TOKEN_BYTES || token.iter().any(|b| !b.is_ascii_graphic()) {
+            return None;
+        }
+        Some(Self {
+            digest: Sha256::digest(token).into(),
+            _token: secret_bytes(token.to_vec()),
+        })
+    }
+
+    /// Checks an `Authorization` header value (`Bearer <token>`).
+    pub fn verify(&self, authorization: Option<&[u8]>) -> bool {
+        let Some(value) = authorization else {
+            return false;
+        };
+        let Some(given) = value
+            .strip_prefix(b"Bearer ")
+            .or_else(|| value.strip_prefix(b"bearer "))
+        else {
+            return false;
+        };
+        let digest: [u8; 32] = Sha256::digest(given.trim_ascii()).into();
+        digest.ct_eq(&self.digest).into()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ControlLimits {
+    pub max_connections: usize,
+    /// Time to receive a request body (a bundle) once its head arrived.
+    pub body_timeout: Duration,
+    /// Interval of SSE keep-alive comments.
+    pub keep_alive: Duration,
+    pub conn: ConnLimits,
+}
+
+impl Default for ControlLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 64,
+            body_timeout: Duration::from_secs(30),
+            keep_alive: Duration::from_secs(15),
+            conn: ConnLimits::default(),
+        }
+    }
+}
+
+/// What the control endpoint's handlers reach. The takeover routes add their fields.
+#[derive(Clone)]
+pub struct ControlState {
+    pub store: Arc<Store>,
+    pub token: Arc<BearerToken>,
+    pub sandbox_id: String,
+    pub public_key: SandboxPublicKey,
+    pub limits: ControlLimits,
+    pub log_limiter: Arc<LogLimiter>,
+}
+
+impl std::fmt::Debug for ControlState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlState")
+            .field("sandbox_id", &self.sandbox_id)
+            .field("store", &self.store)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ControlState {
+    pub fn new(
+        store: Arc<Store>,
+        token: BearerToken,
+        sandbox_id: String,
+        public_key: SandboxPublicKey,
+    ) -> Self {
+        Self {
+            store,
+            token: Arc::new(token),
+            sandbox_id,
+            public_key,
+            limits: ControlLimits::default(),
+            log_limiter: Arc::new(LogLimiter::default()),
+        }
+    }
+}
+
+/// The control endpoint's routes.
+pub fn router(state: ControlState) -> Router {
+    Router::new()
+        .route("/v1/identity", get(identity))
+        .route("/v1/credentials", put(put_credentials))
+        .route("/v1/events", get(events))
+        // Bearer-protected routes above this line; the viewer's (view-token) routes below.
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_bearer,
+        ))
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .with_state(state)
+}
+
+/// Binds the control endpoint and logs the address.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ControlError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ControlError::Bind { addr, source })?;
+    let bound = listener.local_addr().unwrap_or(addr);
+    tracing::info!(addr = %bound, "control endpoint listening");
+    Ok(listener)
+}
+
+/// Serves the control endpoint until `stop` fires; in-flight requests then get a short
+/// grace (an event stream is cut after it).
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: ControlLimits,
+    stop: CancellationToken,
+) {
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let tracker = TaskTracker::new();
+    let over_limit = server::over_limit_response();
+    let log_limiter = LogLimiter::default();
+    loop {
+        let (stream, remote) = tokio::select! {
+            () = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    if let Some(suppressed) = log_limiter.check() {
+                        tracing::warn!(%error, suppressed, "control accept failed");
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            let _ = stream.try_write(&over_limit);
+            if let Some(suppressed) = log_limiter.check() {
+                tracing::warn!(%remote, limit = limits.max_connections, suppressed, "control connection refused: too many");
+            }
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let stop = stop.clone();
+        tracker.spawn(
+            async move {
+                server::serve_connection(stream, router, RemoteAddr(remote), limits.conn, stop)
+                    .await;
+                drop(permit);
+            }
+            .instrument(tracing::debug_span!("control_conn", %remote)),
+        );
+    }
+    tracker.close();
+    tracker.wait().await;
+}
+
+/// The peer address of a control connection, in request extensions.
+#[derive(Debug, Clone, Copy)]
+pub struct RemoteAddr(pub SocketAddr);
+
+async fn require_bearer(
+    State(state): State<ControlState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let header = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    if !state.token.verify(header) {
+        if let Some(suppressed) = state.log_limiter.check() {
+            let remote = request.extensions().get::<RemoteAddr>().map(|r| r.0);
+            tracing::warn!(remote = ?remote, path = %request.uri().path(), suppressed, "control request refused: bad bearer token");
+        }
+        return ApiError::Unauthorized.into_response();
+    }
+    next.run(request).await
+}
+
+#[derive(Serialize)]
+struct Identity {
+    sandbox_id: String,
+    public_key: String,
+    credentials_version: Option<u64>,
+}
+
+#[tracing::instrument(level = "debug", name = "identity", skip_all)]
+async fn identity(State(state): State<ControlState>) -> Json<Identity> {
+    Json(Identity {
+        sandbox_id: state.sandbox_id.clone(),
+        public_key: base64::engine::general_purpose::STANDARD.encode(state.public_key.0),
+        credentials_version: state.store.version(),
+    })
+}
+
+#[derive(Serialize)]
+struct Installed {
+    version: u64,
+}
+
+#[tracing::instrument(level = "info", name = "put_credentials", skip_all)]
+async fn put_credentials(
+    State(state): State<ControlState>,
+    request: Request,
+) -> Result<Json<Installed>, ApiError> {
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.as_bytes());
+    if !matches!(content_type, None | Some(b"application/octet-stream")) {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let oversized = |size| {
+        ApiError::Bundle(BundleError::Oversized {
+            size,
+            limit: MAX_BUNDLE_BYTES,
+        })
+    };
+    if let Err(error) = check_content_length(request.headers(), MAX_BUNDLE_BYTES) {
+        return Err(match error {
+            ApiError::PayloadTooLarge { .. } => oversized(MAX_BUNDLE_BYTES + 1),
+            other => other,
+        });
+    }
+    let body = tokio::time::timeout(state.limits.body_timeout, read_bundle(request.into_body()))
+        .await
+        .map_err(|_| ApiError::RequestTimeout)??;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    match state.store.install_bundle(&body, now).await {
+        Ok(version) => Ok(Json(Installed { version })),
+        Err(error) => {
+            let error = ApiError::from(error);
+            // A refusal is the platform's mistake (or an attack) and rare; log its code.
+            tracing::warn!(code = error.code(), error = %crate::api::error::error_chain(&error), "bundle refused");
+            Err(error)
+        }
+    }
+}
+
+async fn read_bundle(body: Body) -> Result<bytes::Bytes, ApiError> {
+    match crate::api::routes::read_body(body, MAX_BUNDLE_BYTES).await {
+        Err(ApiError::PayloadTooLarge { .. }) => Err(ApiError::Bundle(BundleError::Oversized {
+            size: MAX_BUNDLE_BYTES + 1,
+            limit: MAX_BUNDLE_BYTES,
+        })),
+        other => other,
+    }
+}
+
+#[derive(Serialize)]
+struct Lagged {
+    r#type: &'static str,
+    missed: u64,
+}
+
+/// Server-sent events: `event: <name>` and `data: <json>` per event, keep-alive comments,
+/// and `event: lagged` when this subscriber fell behind and missed events.
+#[tracing::instrument(level = "debug", name = "events", skip_all)]
+async fn events(State(state): State<ControlState>) -> impl IntoResponse {
+    let receiver = state.store.events().subscribe();
+    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        let event = match receiver.recv().await {
+            Ok(event) => Event::default()
+                .event(event.name())
+                .data(serde_json::to_string(&*event).unwrap_or_default()),
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                let data = serde_json::to_string(&Lagged {
+                    r#type: "lagged",
+                    missed,
+                })
+                .unwrap_or_default();
+                Event::default().event("lagged").data(data)
+            }
+            Err(broadcast::error::RecvError::Closed) => return None,
+        };
+        Some((Ok::<Event, Infallible>(event), receiver))
+    });
+    let mut response = Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(state.limits.keep_alive))
+        .into_response();
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{Method, StatusCode};
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::platform::events::{EventBus, PlatformEvent};
+    use crate::store::testing::{inert_injector, manifest, materialized};
+
+    const TOKEN: &str = "0123456789abcdef0123";
+
+    fn state() -> ControlState {
+        let store = Arc::new(Store::new(
+            manifest(),
+            None,
+            inert_injector(),
+            EventBus::new(),
+        ));
+        let token = BearerToken::from_bytes(TOKEN.as_bytes()).unwrap();
+        ControlState::new(store, token, "sbx-1".into(), SandboxPublicKey([7; 32]))
+    }
+
+    async fn call(
+        state: &ControlState,
+        method: Method,
+        uri: &str,
+        auth: Option<&str>,
+        body: Vec<u8>,
+    ) -> (StatusCode, serde_json::Value) {
+        let mut request = Request::builder().method(method).uri(uri);
+        if let Some(auth) = auth {
+            request = request.header(header::AUTHORIZATION, auth);
+        }
+        request = request.header(header::CONTENT_LENGTH, body.len());
+        let response = router(state.clone())
+            .oneshot(request.body(Body::from(body)).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    #[test]
+    fn token_rules() {
+        assert!(BearerToken::from_bytes(b"short").is_none());
+        assert!(BearerToken::from_bytes(b"0123456789abcde f0123").is_none());
+        let token = BearerToken::from_bytes(b"  0123456789abcdef\n").unwrap();
+        assert!(token.verify(Some(b"Bearer 0123456789abcdef")));
+        assert!(!token.verify(Some(b"Bearer 0123456789abcdeF")));
+        assert!(!token.verify(Some(b"Bearer 0123456789abcdef0")));
+        assert!(!token.verify(Some(b"0123456789abcdef")));
+        assert!(!token.verify(None));
+        assert_eq!(format!("{token:?}"), "BearerToken([REDACTED])");
+    }
+
+    #[test]
+    fn token_file_permissions() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, format!("{TOKEN}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(matches!(
+            BearerToken::load(&path),
+            Err(ControlError::TokenPermissions { .. })
+        ));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(BearerToken::load(&path)
+            .unwrap()
+            .verify(Some(format!("Bearer {TOKEN}").as_bytes())));
+        std::fs::write(&path, "tooshort").unwrap();
+        assert!(matches!(
+            BearerToken::load(&path),
+            Err(ControlError::TokenFormat { .. })
+        ));
+        let error = BearerToken::load(&path).unwrap_err().to_string();
+        assert!(!error.contains("tooshort"));
+    }
+
+    #[tokio::test]
+    async fn routes_and_auth() {
+        let state = state();
+        let bearer = format!("Bearer {TOKEN}");
+        let (status, body) = call(&state, Method::GET, "/v1/identity", None, vec![]).await;
+        assert_eq!(
+            (status.as_u16(), body["error"]["code"].as_str()),
+            (401, Some("unauthorized"))
+        );
+        let (status, _) = call(
+            &state,
+            Method::GET,
+            "/v1/identity",
+            Some("Bearer wrong-token-wrong-token"),
+            vec![],
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let (status, body) = call(&state, Method::GET, "/v1/identity", Some(&bearer), vec![]).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            body,
+            serde_json::json!({"sandbox_id": "sbx-1", "public_key": base64::engine::general_purpose::STANDARD.encode([7u8; 32]), "credentials_version": null})
+        );
+        state.store.install_materialized(materialized(5, "k"));
+        let (_, body) = call(&state, Method::GET, "/v1/identity", Some(&bearer), vec![]).await;
+        assert_eq!(body["credentials_version"], 5);
+        // No opener in this store: a push is refused without touching the credentials.
+        let (status, body) = call(
+            &state,
+            Method::PUT,
+            "/v1/credentials",
+            Some(&bearer),
+            b"bundle".to_vec(),
+        )
+        .await;
+        assert_eq!(
+            (status.as_u16(), body["error"]["code"].as_str()),
+            (409, Some("bundles_disabled"))
+        );
+        let (status, body) = call(
+            &state,
+            Method::PUT,
+            "/v1/credentials",
+            None,
+            b"bundle".to_vec(),
+        )
+        .await;
+        assert_eq!(
+            (status.as_u16(), body["error"]["code"].as_str()),
+            (401, Some("unauthorized"))
+        );
+        let (status, body) = call(
+            &state,
+            Method::GET,
+            "/v1/credentials",
+            Some(&bearer),
+            vec![],
+        )
+        .await;
+        assert_eq!(
+            (status.as_u16(), body["error"]["code"].as_str()),
+            (405, Some("method_not_allowed"))
+        );
+        let (status, body) = call(&state, Method::GET, "/nope", Some(&bearer), vec![]).await;
+        assert_eq!(
+            (status.as_u16(), body["error"]["code"].as_str()),
+            (404, Some("not_found"))
+        );
+    }
+
+    #[tokio::test]
+    async fn oversized_bundle_is_413_before_reading() {
+        let state = state();
+        let request = Request::builder()
+            .method(Method::PUT)
+            .uri("/v1/credentials")
+            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+            .header(header::CONTENT_LENGTH, MAX_BUNDLE_BYTES + 1)
+            .body(Body::empty())
+            .unwrap();
+        let response = router(state).oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        assert!(std::str::from_utf8(&bytes)
+            .unwrap()
+            .contains("bundle_oversized"));
+    }
+
+    #[tokio::test]
+    async fn events_stream_and_lag() {
+        let state = state();
+        let request = Request::builder()
+            .uri("/v1/events")
+            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+            .body(Body::empty())
+            .unwrap();
+        let response = router(state.clone()).oneshot(request).await.unwrap();
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "text/event-stream"
+        );
+        // Overflow the buffer before reading: the subscriber is told it lagged.
+        for version in 0..(crate::platform::events::EVENT_BUFFER as u64 + 5) {
+            state
+                .store
+                .events()
+                .publish(PlatformEvent::CredentialsInstalled { version });
+        }
+        let mut body = response.into_body().into_data_stream();
+        use futures_util::StreamExt;
+        let mut text = String::new();
+        while !text.contains("credentials_installed") {
+            let chunk = tokio::time::timeout(Duration::from_secs(5), body.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            text.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+        assert!(
+            text.starts_with("event: lagged\ndata: {\"type\":\"lagged\",\"missed\":5}\n\n"),
+            "{text}"
+        );
+        assert!(text.contains("event: credentials_installed\ndata: {\"type\":\"credentials_installed\",\"version\":5}"), "{text}");
+    }
+}

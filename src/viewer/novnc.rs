@@ -45,13 +45,20 @@ pub fn safe_relative(path: &str) -> Option<PathBuf> {
     if path.is_empty() || path.len() > MAX_PATH_BYTES || path.starts_with('/') {
         return None;
     }
-    if path.bytes().any(|b| b == 0 || b == b'\\' || b.is_ascii_control()) {
+    if path
+        .bytes()
+        .any(|b| b == 0 || b == b'\\' || b.is_ascii_control())
+    {
         return None;
     }
     let mut out = PathBuf::new();
     for (n, part) in path.split('/').enumerate() {
         // Hidden files are never noVNC's; this also rules out `.` and `..`.
-        if n >= MAX_COMPONENTS || part.is_empty() || part.len() > MAX_COMPONENT_BYTES || part.starts_with('.') {
+        if n >= MAX_COMPONENTS
+            || part.is_empty()
+            || part.len() > MAX_COMPONENT_BYTES
+            || part.starts_with('.')
+        {
             return None;
         }
         out.push(part);
@@ -68,14 +75,17 @@ pub async fn read(root: &Path, path: &str, max_bytes: u64) -> Result<File, Viewe
     let bytes = tokio::task::spawn_blocking(move || read_confined(&root, &rel, max_bytes))
         .await
         .map_err(|e| ViewerError::Read(std::io::Error::other(e)))??;
-    Ok(File { bytes, content_type })
+    Ok(File {
+        bytes,
+        content_type,
+    })
 }
 
 fn read_confined(root: &Path, rel: &Path, max_bytes: u64) -> Result<Vec<u8>, ViewerError> {
     let not_found_or = |e: std::io::Error| match e.kind() {
-        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory | std::io::ErrorKind::PermissionDenied => {
-            ViewerError::NotFound
-        }
+        std::io::ErrorKind::NotFound
+        | std::io::ErrorKind::NotADirectory
+        | std::io::ErrorKind::PermissionDenied => ViewerError::NotFound,
         _ => ViewerError::Read(e),
     };
     let root = root.canonicalize().map_err(not_found_or)?;
@@ -88,7 +98,13 @@ fn read_confined(root: &Path, rel: &Path, max_bytes: u64) -> Result<Vec<u8>, Vie
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
         .open(&full)
-        .map_err(|e| if e.raw_os_error() == Some(libc::ELOOP) { ViewerError::NotFound } else { not_found_or(e) })?;
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                ViewerError::NotFound
+            } else {
+                not_found_or(e)
+            }
+        })?;
     let meta = file.metadata().map_err(ViewerError::Read)?;
     if !meta.is_file() {
         return Err(ViewerError::NotFound);
@@ -98,7 +114,10 @@ fn read_confined(root: &Path, rel: &Path, max_bytes: u64) -> Result<Vec<u8>, Vie
     }
     let mut bytes = Vec::with_capacity(meta.len() as usize);
     // The file may grow after fstat: never read past the limit.
-    file.by_ref().take(max_bytes + 1).read_to_end(&mut bytes).map_err(ViewerError::Read)?;
+    file.by_ref()
+        .take(max_bytes + 1)
+        .read_to_end(&mut bytes)
+        .map_err(ViewerError::Read)?;
     if bytes.len() as u64 > max_bytes {
         return Err(ViewerError::TooLarge { limit: max_bytes });
     }
@@ -161,7 +180,8 @@ mod tests {
         std::fs::write(root.join("core/rfb.js"), "export default 1;\n").expect("write");
         std::fs::write(root.join("big.js"), vec![b'x'; 100]).expect("write");
         std::fs::write(dir.path().join("secret.js"), "outside").expect("write");
-        std::os::unix::fs::symlink(dir.path().join("secret.js"), root.join("out.js")).expect("symlink");
+        std::os::unix::fs::symlink(dir.path().join("secret.js"), root.join("out.js"))
+            .expect("symlink");
         std::os::unix::fs::symlink(root.join("core/rfb.js"), root.join("in.js")).expect("symlink");
         std::os::unix::fs::symlink(dir.path(), root.join("up")).expect("symlink");
         std::fs::create_dir(root.join("dir.js")).expect("mkdir");
@@ -177,12 +197,28 @@ mod tests {
         assert_eq!(ok.content_type, "text/javascript; charset=utf-8");
         // A symlink that stays inside the root is fine.
         assert!(read(&root, "in.js", 1000).await.is_ok());
-        for bad in ["out.js", "up/secret.js", "dir.js", "missing.js", "../secret.js", "core/rfb.js/x.js"] {
-            assert!(matches!(read(&root, bad, 1000).await, Err(ViewerError::NotFound)), "{bad}");
+        for bad in [
+            "out.js",
+            "up/secret.js",
+            "dir.js",
+            "missing.js",
+            "../secret.js",
+            "core/rfb.js/x.js",
+        ] {
+            assert!(
+                matches!(read(&root, bad, 1000).await, Err(ViewerError::NotFound)),
+                "{bad}"
+            );
         }
-        assert!(matches!(read(&root, "big.js", 99).await, Err(ViewerError::TooLarge { .. })));
+        assert!(matches!(
+            read(&root, "big.js", 99).await,
+            Err(ViewerError::TooLarge { .. })
+        ));
         assert!(read(&root, "big.js", 100).await.is_ok());
-        assert!(matches!(read(&dir.path().join("nope"), "core/rfb.js", 1000).await, Err(ViewerError::NotFound)));
+        assert!(matches!(
+            read(&dir.path().join("nope"), "core/rfb.js", 1000).await,
+            Err(ViewerError::NotFound)
+        ));
     }
 
     proptest! {

@@ -324,6 +324,7 @@ function end(outcome) {
 function fail(title, text) {
   forgetToken();
   closeDesktop();
+  if (!page.session) $('display-name').textContent = 'Sign-in link';
   setState('error');
   showOverlay({ icon: 'lock', tone: 'bad', title, text });
 }

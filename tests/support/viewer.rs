@@ -31,7 +31,10 @@ pub fn tools_present(tools: &[&str]) -> bool {
     if missing.is_empty() {
         return true;
     }
-    assert!(std::env::var_os("CI").is_none(), "CI is set but {missing:?} are missing");
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI is set but {missing:?} are missing"
+    );
     eprintln!("skipping: {missing:?} missing (set CI to make this fail)");
     false
 }
@@ -73,18 +76,29 @@ impl Xvnc {
         let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe");
         let write_fd = write_end.as_raw_fd();
         let mut cmd = Command::new("/usr/bin/Xvnc");
-        cmd.args(["-displayfd", "3", "-geometry", &format!("{}x{}", SCREEN.0, SCREEN.1), "-depth", "24"])
-            .args(["-rfbport", "-1", "-rfbunixpath"])
-            .arg(&socket)
-            .args(["-SecurityTypes", "None", "-nolisten", "tcp"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log"));
+        cmd.args([
+            "-displayfd",
+            "3",
+            "-geometry",
+            &format!("{}x{}", SCREEN.0, SCREEN.1),
+            "-depth",
+            "24",
+        ])
+        .args(["-rfbport", "-1", "-rfbunixpath"])
+        .arg(&socket)
+        .args(["-SecurityTypes", "None", "-nolisten", "tcp"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"));
         // SAFETY: only async-signal-safe calls between fork and exec, to hand Xvnc fd 3
         // (dup2 leaves the copy without FD_CLOEXEC; when it is fd 3 already, clear it).
         unsafe {
             cmd.pre_exec(move || {
-                let rc = if write_fd == 3 { libc::fcntl(3, libc::F_SETFD, 0) } else { libc::dup2(write_fd, 3) };
+                let rc = if write_fd == 3 {
+                    libc::fcntl(3, libc::F_SETFD, 0)
+                } else {
+                    libc::dup2(write_fd, 3)
+                };
                 if rc < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
@@ -110,8 +124,15 @@ impl Xvnc {
             });
             h.join().expect("displayfd reader")
         });
-        let mut x = Xvnc { child, display: 0, socket, log, extra: Vec::new() };
-        x.display = display.unwrap_or_else(|| panic!("Xvnc gave no display number; log:\n{}", x.log_tail()));
+        let mut x = Xvnc {
+            child,
+            display: 0,
+            socket,
+            log,
+            extra: Vec::new(),
+        };
+        x.display = display
+            .unwrap_or_else(|| panic!("Xvnc gave no display number; log:\n{}", x.log_tail()));
         // Ready means the socket speaks RFB, not that it exists.
         let sock = x.socket.clone();
         wait_until("Xvnc to speak RFB", Duration::from_secs(20), || {
@@ -127,7 +148,14 @@ impl Xvnc {
 
     pub fn log_tail(&self) -> String {
         let s = std::fs::read_to_string(&self.log).unwrap_or_default();
-        s.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+        s.lines()
+            .rev()
+            .take(20)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     pub fn command(&self, program: &str) -> Command {
@@ -143,7 +171,15 @@ impl Xvnc {
     pub fn xmessage(&mut self, text: &str, out: &Path) -> usize {
         let child = self
             .command("xmessage")
-            .args(["-center", "-buttons", "Cancel:1,Sign in:0", "-default", "Sign in", "-print", text])
+            .args([
+                "-center",
+                "-buttons",
+                "Cancel:1,Sign in:0",
+                "-default",
+                "Sign in",
+                "-print",
+                text,
+            ])
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(out).expect("xmessage out"))
             .stderr(Stdio::null())
@@ -163,7 +199,11 @@ impl Xvnc {
     }
 
     /// Waits for an extra child to exit by itself; `None` if it is still running at the deadline.
-    pub fn wait_extra(&mut self, index: usize, deadline: Duration) -> Option<std::process::ExitStatus> {
+    pub fn wait_extra(
+        &mut self,
+        index: usize,
+        deadline: Duration,
+    ) -> Option<std::process::ExitStatus> {
         let end = Instant::now() + deadline;
         loop {
             if let Ok(Some(status)) = self.extra[index].try_wait() {
@@ -180,27 +220,48 @@ impl Xvnc {
     pub fn window(&self, name: &str) -> (i64, i64, i64, i64) {
         let o = self
             .command("xdotool")
-            .args(["search", "--onlyvisible", "--name", name, "getwindowgeometry", "--shell"])
+            .args([
+                "search",
+                "--onlyvisible",
+                "--name",
+                name,
+                "getwindowgeometry",
+                "--shell",
+            ])
             .output()
             .expect("xdotool");
         let text = String::from_utf8_lossy(&o.stdout);
         let get = |k: &str| {
-            text.lines().find_map(|l| l.strip_prefix(k)).and_then(|v| v.trim().parse::<i64>().ok()).expect("geometry")
+            text.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .expect("geometry")
         };
         (get("X="), get("Y="), get("WIDTH="), get("HEIGHT="))
     }
 
     pub fn pointer(&self) -> (i64, i64) {
-        let o = self.command("xdotool").args(["getmouselocation", "--shell"]).output().expect("xdotool");
+        let o = self
+            .command("xdotool")
+            .args(["getmouselocation", "--shell"])
+            .output()
+            .expect("xdotool");
         let text = String::from_utf8_lossy(&o.stdout);
         let get = |k: &str| {
-            text.lines().find_map(|l| l.strip_prefix(k)).and_then(|v| v.trim().parse::<i64>().ok()).expect("coordinate")
+            text.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .expect("coordinate")
         };
         (get("X="), get("Y="))
     }
 
     pub fn move_pointer(&self, x: i64, y: i64) {
-        let st = self.command("xdotool").args(["mousemove", &x.to_string(), &y.to_string()]).status().expect("xdotool");
+        let st = self
+            .command("xdotool")
+            .args(["mousemove", &x.to_string(), &y.to_string()])
+            .status()
+            .expect("xdotool");
         assert!(st.success());
     }
 }
@@ -208,7 +269,11 @@ impl Xvnc {
 impl Drop for Xvnc {
     fn drop(&mut self) {
         // Only the processes this fixture spawned, by their PIDs.
-        for c in self.extra.iter_mut().chain(std::iter::once(&mut self.child)) {
+        for c in self
+            .extra
+            .iter_mut()
+            .chain(std::iter::once(&mut self.child))
+        {
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -242,13 +307,17 @@ pub enum FakeEvent {
 
 impl Fake {
     pub fn new(vnc_socket: &Path) -> Arc<Fake> {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs();
         Arc::new(Fake {
             id: "tk_test-1".into(),
             control_token: "ctl_4f9a2b7c1d8e3f60a5b4c3d2e1f0a9b8".into(),
             view_token: "view_0a1b2c3d4e5f60718293a4b5c6d7e8f9".into(),
             display_name: "Example Bank".into(),
-            reason: "I need to download your March statement; the bank asks for a login first.".into(),
+            reason: "I need to download your March statement; the bank asks for a login first."
+                .into(),
             login_url: "https://bank.example/login".into(),
             expires_at: now + 300,
             vnc_socket: vnc_socket.to_path_buf(),
@@ -261,7 +330,12 @@ impl Fake {
     }
 
     pub fn calls(&self, what: &'static str) -> usize {
-        self.calls.lock().expect("lock").get(what).copied().unwrap_or(0)
+        self.calls
+            .lock()
+            .expect("lock")
+            .get(what)
+            .copied()
+            .unwrap_or(0)
     }
 
     fn count(&self, what: &'static str) {
@@ -269,7 +343,11 @@ impl Fake {
     }
 
     fn access(&self, headers: &HeaderMap) -> Option<&'static str> {
-        let bearer = headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ")?;
+        let bearer = headers
+            .get(header::AUTHORIZATION)?
+            .to_str()
+            .ok()?
+            .strip_prefix("Bearer ")?;
         if bearer == self.control_token {
             Some("control")
         } else if bearer == self.view_token {
@@ -286,17 +364,26 @@ impl Fake {
 
     /// Serves the viewer's routes plus this fake on 127.0.0.1:0; returns the base URL.
     pub async fn serve(self: &Arc<Fake>) -> String {
-        let app: Router = grexal_sidecar::viewer::routes(grexal_sidecar::viewer::ViewerConfig::default()).merge(
-            Router::new()
-                .route("/takeover/{id}/session", get(session))
-                .route("/takeover/{id}/complete", post(|s, p, h| answer(s, p, h, "completed")))
-                .route("/takeover/{id}/cancel", post(|s, p, h| answer(s, p, h, "cancelled")))
-                .route("/takeover/{id}/websocket", get(websocket))
-                .route("/fake/end/{outcome}", post(fake_end))
-                .route("/fake/drop", post(fake_drop))
-                .with_state(self.clone()),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let app: Router =
+            grexal_sidecar::viewer::routes(grexal_sidecar::viewer::ViewerConfig::default()).merge(
+                Router::new()
+                    .route("/takeover/{id}/session", get(session))
+                    .route(
+                        "/takeover/{id}/complete",
+                        post(|s, p, h| answer(s, p, h, "completed")),
+                    )
+                    .route(
+                        "/takeover/{id}/cancel",
+                        post(|s, p, h| answer(s, p, h, "cancelled")),
+                    )
+                    .route("/takeover/{id}/websocket", get(websocket))
+                    .route("/fake/end/{outcome}", post(fake_end))
+                    .route("/fake/drop", post(fake_drop))
+                    .with_state(self.clone()),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -306,10 +393,18 @@ impl Fake {
 }
 
 fn error(status: StatusCode, code: &str) -> Response {
-    (status, Json(json!({"error": {"code": code, "message": code}}))).into_response()
+    (
+        status,
+        Json(json!({"error": {"code": code, "message": code}})),
+    )
+        .into_response()
 }
 
-async fn session(State(f): State<Arc<Fake>>, UrlPath(id): UrlPath<String>, headers: HeaderMap) -> Response {
+async fn session(
+    State(f): State<Arc<Fake>>,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+) -> Response {
     f.count("session");
     let Some(access) = f.access(&headers).filter(|_| id == f.id) else {
         return error(StatusCode::UNAUTHORIZED, "unauthorized");
@@ -328,15 +423,28 @@ async fn session(State(f): State<Arc<Fake>>, UrlPath(id): UrlPath<String>, heade
     Json(body).into_response()
 }
 
-async fn answer(State(f): State<Arc<Fake>>, UrlPath(id): UrlPath<String>, headers: HeaderMap, outcome: &str) -> Response {
-    f.count(if outcome == "completed" { "complete" } else { "cancel" });
+async fn answer(
+    State(f): State<Arc<Fake>>,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+    outcome: &str,
+) -> Response {
+    f.count(if outcome == "completed" {
+        "complete"
+    } else {
+        "cancel"
+    });
     match f.access(&headers).filter(|_| id == f.id) {
         None => return error(StatusCode::UNAUTHORIZED, "unauthorized"),
         Some("view") => return error(StatusCode::FORBIDDEN, "forbidden"),
         Some(_) => {}
     }
     if let Some(done) = f.outcome.lock().expect("lock").clone() {
-        return (StatusCode::GONE, Json(json!({"state": "ended", "outcome": done}))).into_response();
+        return (
+            StatusCode::GONE,
+            Json(json!({"state": "ended", "outcome": done})),
+        )
+            .into_response();
     }
     f.end(outcome);
     Json(json!({"state": "ended", "outcome": outcome})).into_response()
@@ -365,12 +473,17 @@ async fn websocket(
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(',').map(|p| p.trim().to_string()))
         .collect();
-    f.protocols_seen.lock().expect("lock").extend(offered.iter().map(|p| p.split('.').take(2).collect::<Vec<_>>().join(".")));
+    f.protocols_seen.lock().expect("lock").extend(
+        offered
+            .iter()
+            .map(|p| p.split('.').take(2).collect::<Vec<_>>().join(".")),
+    );
     // The token is checked before upgrading, as the contract says: no RFB byte otherwise.
     let ok = id == f.id
         && f.outcome.lock().expect("lock").is_none()
         && offered.iter().any(|p| {
-            p.strip_prefix("grexal.v1.").is_some_and(|t| t == f.control_token || t == f.view_token)
+            p.strip_prefix("grexal.v1.")
+                .is_some_and(|t| t == f.control_token || t == f.view_token)
         });
     if !ok {
         f.count("websocket_refused");
@@ -379,11 +492,12 @@ async fn websocket(
     let events = f.events.subscribe();
     let sock = f.vnc_socket.clone();
     let fake = f.clone();
-    ws.protocols(["binary"]).on_upgrade(move |socket| async move {
-        fake.ws_open.fetch_add(1, Ordering::SeqCst);
-        pump(socket, &sock, events).await;
-        fake.ws_open.fetch_sub(1, Ordering::SeqCst);
-    })
+    ws.protocols(["binary"])
+        .on_upgrade(move |socket| async move {
+            fake.ws_open.fetch_add(1, Ordering::SeqCst);
+            pump(socket, &sock, events).await;
+            fake.ws_open.fetch_sub(1, Ordering::SeqCst);
+        })
 }
 
 /// A plain byte pump between the WebSocket and Xvnc's Unix socket.
@@ -424,10 +538,24 @@ pub struct Harness {
 }
 
 /// Runs `node tests/e2e/viewer.mjs`; the browser's HOME is a temp dir (crashpad writes there).
-pub async fn run_harness(home: &Path, url: &str, screenshot: &Path, actions: Option<serde_json::Value>, until: &str) -> Harness {
+pub async fn run_harness(
+    home: &Path,
+    url: &str,
+    screenshot: &Path,
+    actions: Option<serde_json::Value>,
+    until: &str,
+) -> Harness {
     let mut cmd = tokio::process::Command::new("node");
     cmd.arg(repo().join("tests/e2e/viewer.mjs"))
-        .args(["--url", url, "--until", until, "--timeout-ms", "45000", "--screenshot"])
+        .args([
+            "--url",
+            url,
+            "--until",
+            until,
+            "--timeout-ms",
+            "45000",
+            "--screenshot",
+        ])
         .arg(screenshot)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -435,7 +563,13 @@ pub async fn run_harness(home: &Path, url: &str, screenshot: &Path, actions: Opt
         .stdin(Stdio::null())
         .kill_on_drop(true);
     if let Some(actions) = actions {
-        let file = home.join(format!("actions-{}.json", screenshot.file_stem().and_then(|s| s.to_str()).unwrap_or("x")));
+        let file = home.join(format!(
+            "actions-{}.json",
+            screenshot
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or("x")
+        ));
         std::fs::write(&file, actions.to_string()).expect("write actions");
         cmd.arg("--actions").arg(file);
     }
@@ -445,9 +579,18 @@ pub async fn run_harness(home: &Path, url: &str, screenshot: &Path, actions: Opt
         .expect("spawn node");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    let line = stdout.lines().rev().find(|l| l.starts_with('{')).unwrap_or("{}");
-    let result = serde_json::from_str(line).unwrap_or_else(|e| panic!("harness printed no JSON ({e}): {stdout}\n{stderr}"));
-    Harness { ok: out.status.success(), result, stderr }
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or("{}");
+    let result = serde_json::from_str(line)
+        .unwrap_or_else(|e| panic!("harness printed no JSON ({e}): {stdout}\n{stderr}"));
+    Harness {
+        ok: out.status.success(),
+        result,
+        stderr,
+    }
 }
 
 /// A raw HTTP/1.1 GET: the path goes on the wire exactly as given.
@@ -457,11 +600,21 @@ pub async fn raw_get(base: &str, path: &str) -> (u16, HashMap<String, String>, V
     let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.expect("write");
     let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut raw)).await.expect("response in time").expect("read");
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("header end");
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut raw))
+        .await
+        .expect("response in time")
+        .expect("read");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("header end");
     let head = String::from_utf8_lossy(&raw[..split]).to_string();
     let mut lines = head.lines();
-    let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|c| c.parse().ok()).expect("status");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .expect("status");
     let headers = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))

@@ -1,0 +1,481 @@
+//! Relay benchmark: direct TCP vs our relay vs websockify, all on CPU 0.
+//!
+//! `cargo run --release --example relay_bench -- --peer websockify`
+//!
+//! The orchestrator pins itself to CPU 0 (children inherit the affinity), runs a source
+//! upstream (64 KiB writes) and an echo upstream on threads, starts our relay in a child
+//! process (this binary with `--serve-relay`) and websockify, and measures with a minimal
+//! blocking WebSocket client: throughput (median of N runs), 10-byte round trips (a
+//! FramebufferUpdateRequest, so our RFB filter passes it), CPU per GiB and RSS.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CHUNK: usize = 64 * 1024;
+/// A FramebufferUpdateRequest: exactly 10 bytes, and valid RFB for our filter.
+const PING: [u8; 10] = [3, 1, 0, 0, 0, 0, 0, 16, 0, 16];
+const HANDSHAKE: &[u8] = b"RFB 003.008\n\x01\x01";
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--serve-relay") {
+        serve_relay(&args[2], &args[3], args.get(4).and_then(|a| a.parse().ok()));
+        return;
+    }
+    let mut peer = "/usr/bin/websockify".to_string();
+    let mut runs = 7usize;
+    let mut mib = 512usize;
+    let mut rtts = 20_000usize;
+    let mut read_size = grexal_sidecar::relay::RelayLimits::default().read_size;
+    let mut it = args.iter().skip(1);
+    while let Some(a) = it.next() {
+        let mut val = || it.next().expect("missing value").clone();
+        match a.as_str() {
+            "--peer" => {
+                let p = val();
+                peer = if p == "websockify" { "/usr/bin/websockify".into() } else { p };
+            }
+            "--runs" => runs = val().parse().expect("--runs N"),
+            "--mib" => mib = val().parse().expect("--mib N"),
+            "--rtts" => rtts = val().parse().expect("--rtts N"),
+            "--read-size" => read_size = val().parse().expect("--read-size BYTES"),
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    pin_to_cpu0();
+    let source = spawn_upstream(source_conn);
+    let echo = spawn_upstream(echo_conn);
+
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut relay_child = Command::new(&exe)
+        .args(["--serve-relay", &source.to_string(), &echo.to_string(), &read_size.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn relay");
+    let mut line = String::new();
+    BufReader::new(relay_child.stdout.take().expect("stdout")).read_line(&mut line).expect("relay addr");
+    let relay_addr: SocketAddr = line.trim().parse().expect("relay printed its address");
+    let relay = Peer {
+        name: "grexal relay",
+        source: (relay_addr, "/source".into()),
+        echo: (relay_addr, "/echo".into()),
+        pids: vec![relay_child.id()],
+        children: vec![],
+    };
+
+    let ws_src_port = free_port();
+    let ws_echo_port = free_port();
+    let wsk_src = spawn_websockify(&peer, ws_src_port, source);
+    let wsk_echo = spawn_websockify(&peer, ws_echo_port, echo);
+    let websockify = Peer {
+        name: "websockify",
+        source: (SocketAddr::from(([127, 0, 0, 1], ws_src_port)), "/".into()),
+        echo: (SocketAddr::from(([127, 0, 0, 1], ws_echo_port)), "/".into()),
+        pids: vec![wsk_src.id(), wsk_echo.id()],
+        children: vec![wsk_src, wsk_echo],
+    };
+    wait_ws(&relay.source);
+    wait_ws(&websockify.source);
+    wait_ws(&websockify.echo);
+
+    let bytes = (mib << 20) as u64;
+    // Idle RSS before any connection.
+    let idle = [rss_kib(&relay.pids), rss_kib(&websockify.pids)];
+
+    let mut direct_tp = Vec::new();
+    let mut tp = [Vec::new(), Vec::new()];
+    let mut cpu = [0f64; 2];
+    let mut rss_stream = [0u64; 2];
+    for _ in 0..runs {
+        direct_tp.push(throughput_direct(source, bytes));
+        for (i, p) in [&relay, &websockify].into_iter().enumerate() {
+            let cpu0 = cpu_secs(&p.pids);
+            let (mibs, peak) = throughput_ws(p, bytes);
+            cpu[i] += cpu_secs(&p.pids) - cpu0;
+            tp[i].push(mibs);
+            rss_stream[i] = rss_stream[i].max(peak);
+        }
+    }
+    let direct_rtt = rtt_direct(echo, rtts);
+    let rtt = [rtt_ws(&relay, rtts), rtt_ws(&websockify, rtts)];
+
+    let mut rss_viewers = [0u64; 2];
+    for (i, p) in [&relay, &websockify].into_iter().enumerate() {
+        let viewers: Vec<TcpStream> = (0..10).map(|_| idle_viewer(&p.echo)).collect();
+        rss_viewers[i] = rss_kib(&p.pids);
+        drop(viewers);
+    }
+
+    let gib = (bytes * runs as u64) as f64 / (1u64 << 30) as f64;
+    let d_tp = median(&mut direct_tp);
+    let mib_of = |k: u64| k as f64 / 1024.0;
+    println!(
+        "\n{mib} MiB per run, median of {runs} runs; {rtts} round trips of 10 bytes; relay read size {read_size}; all on CPU 0\n"
+    );
+    println!("| | grexal relay | websockify | direct TCP |");
+    println!("|---|---|---|---|");
+    let r_tp = median(&mut tp[0]);
+    let w_tp = median(&mut tp[1]);
+    println!(
+        "| throughput MiB/s | {r_tp:.0} ({:.2}× direct, {:.2}× websockify) | {w_tp:.0} ({:.2}× direct) | {d_tp:.0} |",
+        r_tp / d_tp,
+        r_tp / w_tp,
+        w_tp / d_tp
+    );
+    println!(
+        "| RTT p50 / p99 µs | {:.1} / {:.1} (+{:.1} p50) | {:.1} / {:.1} (+{:.1} p50) | {:.1} / {:.1} |",
+        rtt[0].0,
+        rtt[0].1,
+        rtt[0].0 - direct_rtt.0,
+        rtt[1].0,
+        rtt[1].1,
+        rtt[1].0 - direct_rtt.0,
+        direct_rtt.0,
+        direct_rtt.1
+    );
+    println!("| CPU s per GiB relayed | {:.3} | {:.3} | |", cpu[0] / gib, cpu[1] / gib);
+    println!(
+        "| RSS idle / streaming / +10 idle viewers MiB | {:.1} / {:.1} / {:.1} ({:.2} per viewer) | {:.1} / {:.1} / {:.1} ({:.2} per viewer) | |",
+        mib_of(idle[0]),
+        mib_of(rss_stream[0]),
+        mib_of(rss_viewers[0]),
+        mib_of(rss_viewers[0].saturating_sub(idle[0])) / 10.0,
+        mib_of(idle[1]),
+        mib_of(rss_stream[1]),
+        mib_of(rss_viewers[1]),
+        mib_of(rss_viewers[1].saturating_sub(idle[1])) / 10.0,
+    );
+    let _ = relay_child.kill();
+    let _ = relay_child.wait();
+    for mut c in websockify.children {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+struct Peer {
+    name: &'static str,
+    source: (SocketAddr, String),
+    echo: (SocketAddr, String),
+    pids: Vec<u32>,
+    children: Vec<Child>,
+}
+
+fn pin_to_cpu0() {
+    // SAFETY: cpu_set_t is plain data; sched_setaffinity reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        assert_eq!(libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set), 0, "pin to CPU 0");
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn spawn_upstream(handler: fn(TcpStream)) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let _ = s.set_nodelay(true);
+            std::thread::spawn(move || handler(s));
+        }
+    });
+    addr
+}
+
+fn source_conn(mut s: TcpStream) {
+    let chunk = vec![0xa5u8; CHUNK];
+    while s.write_all(&chunk).is_ok() {}
+}
+
+fn echo_conn(mut s: TcpStream) {
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 || s.write_all(&buf[..n]).is_err() {
+            return;
+        }
+    }
+}
+
+fn spawn_websockify(path: &str, port: u16, upstream: SocketAddr) -> Child {
+    Command::new(path)
+        .arg(format!("127.0.0.1:{port}"))
+        .arg(upstream.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {path}: {e}"))
+}
+
+fn wait_ws(target: &(SocketAddr, String)) {
+    let start = Instant::now();
+    while ws_open(target).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(20), "{target:?} never accepted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A blocking WebSocket client handshake (no subprotocol, like noVNC).
+fn ws_open((addr, path): &(SocketAddr, String)) -> std::io::Result<TcpStream> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_nodelay(true)?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )?;
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if s.read(&mut b)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        head.push(b[0]);
+    }
+    if !head.starts_with(b"HTTP/1.1 101") {
+        return Err(std::io::Error::other("no upgrade"));
+    }
+    Ok(s)
+}
+
+/// Sends one masked binary frame (mask key 0: the payload goes out as is).
+fn ws_send(s: &mut TcpStream, payload: &[u8]) {
+    assert!(payload.len() < 126);
+    let mut f = vec![0x82, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+    f.extend_from_slice(payload);
+    s.write_all(&f).expect("ws send");
+}
+
+/// Reads WebSocket frames, counting payload bytes, until `want` bytes arrived.
+struct FrameReader {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    left: u64,
+}
+
+impl FrameReader {
+    fn new() -> Self {
+        Self { buf: vec![0; 512 * 1024], start: 0, end: 0, left: 0 }
+    }
+
+    fn read_payload(&mut self, s: &mut TcpStream, want: u64, mut sink: impl FnMut(&[u8])) {
+        let mut got = 0u64;
+        while got < want {
+            if self.start == self.end {
+                self.start = 0;
+                self.end = s.read(&mut self.buf).expect("read");
+                assert!(self.end > 0, "peer closed");
+            }
+            if self.left == 0 {
+                // Frame header; make sure it is whole.
+                loop {
+                    let avail = &self.buf[self.start..self.end];
+                    let need = match avail.get(1).map(|b| b & 0x7f) {
+                        None => 2,
+                        Some(126) => 4,
+                        Some(127) => 10,
+                        Some(_) => 2,
+                    };
+                    if avail.len() >= need {
+                        break;
+                    }
+                    self.buf.copy_within(self.start..self.end, 0);
+                    self.end -= self.start;
+                    self.start = 0;
+                    let n = s.read(&mut self.buf[self.end..]).expect("read");
+                    assert!(n > 0, "peer closed");
+                    self.end += n;
+                }
+                let h = &self.buf[self.start..self.end];
+                assert_eq!(h[0] & 0x0f, 2, "expected a binary frame, got opcode {}", h[0] & 0x0f);
+                let (len, hl) = match h[1] & 0x7f {
+                    126 => (u16::from_be_bytes([h[2], h[3]]) as u64, 4),
+                    127 => (u64::from_be_bytes(h[2..10].try_into().unwrap()), 10),
+                    n => (n as u64, 2),
+                };
+                self.start += hl;
+                self.left = len;
+                continue;
+            }
+            let take = ((self.end - self.start) as u64).min(self.left) as usize;
+            sink(&self.buf[self.start..self.start + take]);
+            self.start += take;
+            self.left -= take as u64;
+            got += take as u64;
+        }
+    }
+}
+
+fn throughput_direct(addr: SocketAddr, bytes: u64) -> f64 {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let mut buf = vec![0u8; 512 * 1024];
+    let mut got = 0u64;
+    let start = Instant::now();
+    while got < bytes {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0);
+        got += n as u64;
+    }
+    got as f64 / (1 << 20) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Returns MiB/s and the peak RSS (KiB) of the peer's processes during the run.
+fn throughput_ws(p: &Peer, bytes: u64) -> (f64, u64) {
+    let mut s = ws_open(&p.source).expect("ws open");
+    let pids = p.pids.clone();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let d = done.clone();
+    let sampler = std::thread::spawn(move || {
+        let mut peak = 0;
+        while !d.load(std::sync::atomic::Ordering::Relaxed) {
+            peak = peak.max(rss_kib(&pids));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        peak
+    });
+    let mut r = FrameReader::new();
+    let start = Instant::now();
+    r.read_payload(&mut s, bytes, |_| {});
+    let mibs = bytes as f64 / (1 << 20) as f64 / start.elapsed().as_secs_f64();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = p.name;
+    (mibs, sampler.join().unwrap())
+}
+
+fn percentiles(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (v[v.len() / 2], v[v.len() * 99 / 100])
+}
+
+fn rtt_direct(addr: SocketAddr, n: usize) -> (f64, f64) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_nodelay(true).unwrap();
+    let mut back = [0u8; 10];
+    let mut v = Vec::with_capacity(n);
+    for i in 0..n + 1000 {
+        let t = Instant::now();
+        s.write_all(&PING).unwrap();
+        s.read_exact(&mut back).unwrap();
+        if i >= 1000 {
+            v.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    percentiles(v)
+}
+
+fn rtt_ws(p: &Peer, n: usize) -> (f64, f64) {
+    let mut s = ws_open(&p.echo).expect("ws open");
+    let mut r = FrameReader::new();
+    ws_send(&mut s, HANDSHAKE);
+    r.read_payload(&mut s, HANDSHAKE.len() as u64, |_| {});
+    let mut v = Vec::with_capacity(n);
+    for i in 0..n + 1000 {
+        let t = Instant::now();
+        ws_send(&mut s, &PING);
+        r.read_payload(&mut s, PING.len() as u64, |_| {});
+        if i >= 1000 {
+            v.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    percentiles(v)
+}
+
+/// An open viewer that did the RFB handshake and then stays silent.
+fn idle_viewer(target: &(SocketAddr, String)) -> TcpStream {
+    let mut s = ws_open(target).expect("ws open");
+    ws_send(&mut s, HANDSHAKE);
+    FrameReader::new().read_payload(&mut s, HANDSHAKE.len() as u64, |_| {});
+    s
+}
+
+/// The pids plus all their descendants (websockify forks one process per connection).
+fn tree(pids: &[u32]) -> Vec<u32> {
+    let mut all = pids.to_vec();
+    let mut i = 0;
+    while i < all.len() {
+        let pid = all[i];
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+            for t in tasks.flatten() {
+                let c = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+                all.extend(c.split_whitespace().filter_map(|x| x.parse::<u32>().ok()));
+            }
+        }
+        i += 1;
+    }
+    all
+}
+
+fn rss_kib(pids: &[u32]) -> u64 {
+    tree(pids)
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
+        .filter_map(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .sum()
+}
+
+/// utime + stime of the processes and their (live) descendants, in seconds. Children that
+/// exited are counted through cutime/cstime of their parent.
+fn cpu_secs(pids: &[u32]) -> f64 {
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    tree(pids)
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
+        .map(|s| {
+            let after = &s[s.rfind(')').map_or(0, |i| i + 2)..];
+            let f: Vec<&str> = after.split_whitespace().collect();
+            // Fields 14-17 of stat (1-based) are utime, stime, cutime, cstime.
+            (11..15).map(|i| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0)).sum::<f64>()
+        })
+        .sum::<f64>()
+        / tick
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// The relay process: one route per upstream, no token, default limits.
+fn serve_relay(source: &str, echo: &str, read_size: Option<usize>) {
+    use axum::extract::ws::WebSocketUpgrade;
+    use axum::routing::any;
+    use grexal_sidecar::relay::{configure_upgrade, relay, Access, RelayLimits, VncTarget};
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async move {
+        let route = |target: VncTarget| {
+            any(move |ws: WebSocketUpgrade| {
+                let target = target.clone();
+                async move {
+                    let mut limits = RelayLimits::default();
+                    if let Some(n) = read_size {
+                        limits.read_size = n;
+                    }
+                    configure_upgrade(ws, &limits).on_upgrade(move |socket| async move {
+                        let stop = tokio_util::sync::CancellationToken::new();
+                        let _ = relay(socket, &target, Access::Control, &limits, stop).await;
+                    })
+                }
+            })
+        };
+        let app = axum::Router::new()
+            .route("/source", route(VncTarget::tcp(source.parse().expect("source")).expect("loopback")))
+            .route("/echo", route(VncTarget::tcp(echo.parse().expect("echo")).expect("loopback")));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        println!("{}", listener.local_addr().expect("addr"));
+        use axum::serve::ListenerExt;
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        axum::serve(listener, app).await.expect("serve");
+    });
+}

@@ -1,0 +1,427 @@
+//! The platform's control endpoint on a real loopback TCP port: bearer token, identity,
+//! bundle pushes, the event stream. Requests go through curl (the token from a file, never
+//! argv); the event stream is read with a raw TCP client.
+//!
+//! `bundle_push_*` tests need the real bundle, keys, credentials and inject modules and the
+//! `seal` tool (they panic on `todo!()` until those land).
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use grexal_sidecar::bundle::{Opener, MAX_BUNDLE_BYTES};
+use grexal_sidecar::inject::{Injector, Layout};
+use grexal_sidecar::keys::{PlatformPublicKey, SandboxPublicKey, SandboxSecretKey};
+use grexal_sidecar::manifest::{AuthMode, Connection, Delivery, Manifest, SecretField};
+use grexal_sidecar::platform::control::{self, BearerToken, ControlState};
+use grexal_sidecar::platform::events::EventBus;
+use grexal_sidecar::store::testing::{inert_injector, manifest, materialized};
+use grexal_sidecar::store::Store;
+use tokio_util::sync::CancellationToken;
+
+const TOKEN: &str = "test-token-0123456789abcdef";
+const SANDBOX_ID: &str = "sbx-control-test";
+
+struct Endpoint {
+    dir: tempfile::TempDir,
+    addr: SocketAddr,
+    store: Arc<Store>,
+    stop: CancellationToken,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn write_private(path: &Path, contents: &[u8]) {
+    std::fs::write(path, contents).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+fn start(store: Store, public_key: SandboxPublicKey, dir: tempfile::TempDir) -> Endpoint {
+    let token_path = dir.path().join("control.token");
+    write_private(&token_path, format!("{TOKEN}\n").as_bytes());
+    write_private(
+        &dir.path().join("auth.header"),
+        format!("Authorization: Bearer {TOKEN}").as_bytes(),
+    );
+    write_private(
+        &dir.path().join("wrong.header"),
+        b"Authorization: Bearer not-the-token-at-all",
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = Arc::new(store);
+    let state = ControlState::new(
+        store.clone(),
+        BearerToken::load(&token_path).unwrap(),
+        SANDBOX_ID.into(),
+        public_key,
+    );
+    let limits = state.limits;
+    let stop = CancellationToken::new();
+    let listener = runtime
+        .block_on(control::bind("127.0.0.1:0".parse().unwrap()))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    runtime.spawn(control::serve(
+        listener,
+        control::router(state),
+        limits,
+        stop.clone(),
+    ));
+    Endpoint {
+        dir,
+        addr,
+        store,
+        stop,
+        runtime,
+    }
+}
+
+fn simple() -> Endpoint {
+    let store = Store::new(manifest(), None, inert_injector(), EventBus::new());
+    start(
+        store,
+        SandboxPublicKey([9; 32]),
+        tempfile::tempdir().unwrap(),
+    )
+}
+
+impl Endpoint {
+    /// curl with `auth` = "auth" (the right token), "wrong", or "" (none).
+    fn curl(&self, auth: &str, args: &[&str], path: &str) -> (u16, serde_json::Value) {
+        let mut command = Command::new("curl");
+        command.env_clear().args(["-sS", "-w", "\n%{http_code}"]);
+        if !auth.is_empty() {
+            command.arg("-H").arg(format!(
+                "@{}",
+                self.dir.path().join(format!("{auth}.header")).display()
+            ));
+        }
+        command
+            .args(args)
+            .arg(format!("http://{}{path}", self.addr));
+        let output = command.output().expect("run curl");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let (body, status) = stdout.rsplit_once('\n').unwrap_or(("", &stdout));
+        (
+            status.parse().unwrap_or(0),
+            serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    fn put_bundle(&self, bundle: &Path) -> (u16, serde_json::Value) {
+        let data = format!("@{}", bundle.display());
+        self.curl(
+            "auth",
+            &[
+                "-X",
+                "PUT",
+                "-H",
+                "Content-Type: application/octet-stream",
+                "--data-binary",
+                &data,
+            ],
+            "/v1/credentials",
+        )
+    }
+
+    /// Opens the event stream and returns a line reader positioned after the headers.
+    fn events(&self) -> BufReader<TcpStream> {
+        let mut stream = TcpStream::connect(self.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        write!(
+            stream,
+            "GET /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+        )
+        .unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+        loop {
+            line.clear();
+            reader.read_line(&mut line).unwrap();
+            if line == "\r\n" {
+                return reader;
+            }
+        }
+    }
+}
+
+/// Reads the (chunked) SSE stream until an event named `name`; returns its data line.
+fn next_event(reader: &mut BufReader<TcpStream>, name: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut line = String::new();
+    let mut current = String::new();
+    while Instant::now() < deadline {
+        line.clear();
+        if reader.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        if let Some(event) = line.trim_end().strip_prefix("event: ") {
+            current = event.to_owned();
+        } else if let Some(data) = line.trim_end().strip_prefix("data: ") {
+            if current == name {
+                return data.to_owned();
+            }
+        }
+    }
+    panic!("no {name} event");
+}
+
+#[test]
+fn requests_without_the_right_token_are_401() {
+    let endpoint = simple();
+    for path in ["/v1/identity", "/v1/events", "/v1/credentials"] {
+        for auth in ["", "wrong"] {
+            let method = if path == "/v1/credentials" {
+                "PUT"
+            } else {
+                "GET"
+            };
+            let (status, body) = endpoint.curl(auth, &["-X", method, "--max-time", "5"], path);
+            assert_eq!(
+                (status, body["error"]["code"].as_str()),
+                (401, Some("unauthorized")),
+                "{method} {path} auth={auth:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn identity() {
+    let endpoint = simple();
+    let (status, body) = endpoint.curl("auth", &[], "/v1/identity");
+    assert_eq!(status, 200);
+    let key = base64::engine::general_purpose::STANDARD.encode([9u8; 32]);
+    assert_eq!(
+        body,
+        serde_json::json!({"sandbox_id": SANDBOX_ID, "public_key": key, "credentials_version": null})
+    );
+    endpoint.store.install_materialized(materialized(12, "k"));
+    assert_eq!(
+        endpoint.curl("auth", &[], "/v1/identity").1["credentials_version"],
+        12
+    );
+    assert_eq!(endpoint.curl("auth", &[], "/v1/nope").0, 404);
+}
+
+#[test]
+fn oversized_bundle_is_413() {
+    let endpoint = simple();
+    let big = endpoint.dir.path().join("big");
+    std::fs::write(&big, vec![0u8; MAX_BUNDLE_BYTES + 1]).unwrap();
+    let (status, body) = endpoint.put_bundle(&big);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (413, Some("bundle_oversized"))
+    );
+    let (status, body) = endpoint.curl(
+        "auth",
+        &["-X", "PUT", "-H", "Content-Type: text/plain", "--data", "x"],
+        "/v1/credentials",
+    );
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (415, Some("unsupported_media_type"))
+    );
+}
+
+#[test]
+fn events_stream_delivers_credentials_installed() {
+    let endpoint = simple();
+    let mut events = endpoint.events();
+    endpoint.store.install_materialized(materialized(21, "k"));
+    let data: serde_json::Value =
+        serde_json::from_str(&next_event(&mut events, "credentials_installed")).unwrap();
+    assert_eq!(
+        data,
+        serde_json::json!({"type": "credentials_installed", "version": 21})
+    );
+}
+
+// ---- Tests that need the real bundle/keys/credentials/inject modules and `seal`. ----
+
+struct Keys {
+    dir: tempfile::TempDir,
+    platform_public: PlatformPublicKey,
+}
+
+fn keys() -> Keys {
+    let dir = tempfile::tempdir().unwrap();
+    let b64 = |bytes: &[u8]| {
+        format!(
+            "{}\n",
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        )
+    };
+    let sandbox_secret: [u8; 32] = rand::random();
+    let sandbox_public =
+        x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(sandbox_secret));
+    write_private(
+        &dir.path().join("sandbox.key"),
+        b64(&sandbox_secret).as_bytes(),
+    );
+    std::fs::write(
+        dir.path().join("sandbox.pub"),
+        b64(sandbox_public.as_bytes()),
+    )
+    .unwrap();
+    let signing = ed25519_dalek::SigningKey::from_bytes(&rand::random());
+    write_private(
+        &dir.path().join("platform.key"),
+        b64(&signing.to_bytes()).as_bytes(),
+    );
+    Keys {
+        dir,
+        platform_public: PlatformPublicKey(signing.verifying_key()),
+    }
+}
+
+fn seal(keys: &Keys, version: u64, api_key: &str) -> PathBuf {
+    let credentials = keys.dir.path().join(format!("creds-{version}.json"));
+    let doc = serde_json::json!({"connections": {"openai": {"fields": {"api_key": api_key}}}});
+    write_private(&credentials, doc.to_string().as_bytes());
+    let out = keys.dir.path().join(format!("bundle-{version}"));
+    let output = Command::new(env!("CARGO_BIN_EXE_grexal-sidecar"))
+        .env_clear()
+        .arg("seal")
+        .arg("--credentials")
+        .arg(&credentials)
+        .args([
+            "--sandbox-id",
+            SANDBOX_ID,
+            "--version",
+            &version.to_string(),
+        ])
+        .arg("--sandbox-pub")
+        .arg(keys.dir.path().join("sandbox.pub"))
+        .arg("--platform-key")
+        .arg(keys.dir.path().join("platform.key"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "seal failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    out
+}
+
+fn with_opener(keys: &Keys) -> Endpoint {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = Manifest {
+        connections: vec![Connection {
+            id: "openai".into(),
+            display_name: "OpenAI".into(),
+            mode: AuthMode::SecretInput {
+                fields: vec![SecretField {
+                    name: "api_key".into(),
+                    label: "API key".into(),
+                    secret: true,
+                    env_var: "OPENAI_API_KEY".into(),
+                }],
+                delivery: Delivery::RuntimeObject,
+            },
+        }],
+        sandbox_template: None,
+    };
+    let sandbox_key = SandboxSecretKey::load(&keys.dir.path().join("sandbox.key")).unwrap();
+    let public_key = sandbox_key.public_key();
+    let opener = Opener {
+        sandbox_id: SANDBOX_ID.into(),
+        sandbox_key,
+        trusted: vec![keys.platform_public],
+    };
+    let injector = Injector::new(Layout {
+        root: dir.path().join("grexal"),
+        owner: None,
+        env_file: None,
+    })
+    .unwrap();
+    start(
+        Store::new(manifest, Some(opener), injector, EventBus::new()),
+        public_key,
+        dir,
+    )
+}
+
+#[test]
+fn bundle_push_installs_and_refuses_replays() {
+    let keys = keys();
+    let endpoint = with_opener(&keys);
+    let mut events = endpoint.events();
+    let v1 = seal(&keys, 1, "sk-one");
+    let (status, body) = endpoint.put_bundle(&v1);
+    assert_eq!((status, &body), (200, &serde_json::json!({"version": 1})));
+    let data: serde_json::Value =
+        serde_json::from_str(&next_event(&mut events, "credentials_installed")).unwrap();
+    assert_eq!(data["version"], 1);
+    assert_eq!(
+        endpoint.curl("auth", &[], "/v1/identity").1["credentials_version"],
+        1
+    );
+    let served = endpoint.store.connect("openai").unwrap();
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&served).unwrap()["api_key"],
+        "sk-one"
+    );
+
+    let (status, body) = endpoint.put_bundle(&v1);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("bundle_replayed"))
+    );
+
+    let v2 = seal(&keys, 2, "sk-two");
+    assert_eq!(
+        endpoint.put_bundle(&v2),
+        (200, serde_json::json!({"version": 2}))
+    );
+    let served = endpoint.store.connect("openai").unwrap();
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&served).unwrap()["api_key"],
+        "sk-two"
+    );
+}
+
+#[test]
+fn bundle_push_refuses_tampered_and_garbage() {
+    let keys = keys();
+    let endpoint = with_opener(&keys);
+    let v1 = seal(&keys, 1, "sk-one");
+    let mut bytes = std::fs::read(&v1).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    let tampered = keys.dir.path().join("tampered");
+    std::fs::write(&tampered, &bytes).unwrap();
+    let (status, body) = endpoint.put_bundle(&tampered);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("bundle_tampered"))
+    );
+    let garbage = keys.dir.path().join("garbage");
+    std::fs::write(&garbage, b"not a bundle").unwrap();
+    let (status, body) = endpoint.put_bundle(&garbage);
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(endpoint.store.version(), None);
+    let _ = &endpoint.runtime;
+}

@@ -1,0 +1,401 @@
+//! The relay end to end: a real axum server, real VNC servers (x11vnc on TCP, Xvnc on a Unix
+//! socket), an independent RFB client (vnc-rs) over WebSocket, and fake upstreams that record
+//! or flood bytes.
+
+#[path = "support/relay.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use grexal_sidecar::relay::{RelayEnd, RelayError, RelayLimits, VncTarget};
+use grexal_sidecar::rfb::{encode, Phase, RfbLimits, RfbParser};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Connects vnc-rs through the relay and waits until raw rectangles cover the whole screen.
+async fn whole_framebuffer_through_relay(target: VncTarget) {
+    let mut server = start_relay_server(target, RelayLimits::default(), None).await;
+    let (ws, resp) = ws_connect(server.addr, "/relay/view", Some("binary"))
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["sec-websocket-protocol"], "binary");
+    let vnc = vnc::VncConnector::new(WsBytes::new(ws))
+        .set_auth_method(async { Ok(String::new()) })
+        .add_encoding(vnc::VncEncoding::Raw)
+        .allow_shared(true)
+        .set_pixel_format(vnc::PixelFormat::bgra())
+        .build()
+        .unwrap()
+        .try_start()
+        .await
+        .unwrap()
+        .finish()
+        .unwrap();
+    let start = Instant::now();
+    let (mut screen, mut covered) = (0u64, 0u64);
+    while screen == 0 || covered < screen {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "only {covered} of {screen} pixels arrived"
+        );
+        let _ = vnc.input(vnc::X11Event::FullRefresh).await;
+        match tokio::time::timeout(Duration::from_secs(2), vnc.recv_event()).await {
+            Ok(Ok(vnc::VncEvent::SetResolution(s))) => screen = s.width as u64 * s.height as u64,
+            Ok(Ok(vnc::VncEvent::RawImage(r, data))) => {
+                assert_eq!(data.len() as u64, r.width as u64 * r.height as u64 * 4);
+                covered += r.width as u64 * r.height as u64;
+            }
+            Ok(Ok(_)) | Err(_) => {}
+            Ok(Err(e)) => panic!("vnc client failed: {e}"),
+        }
+    }
+    assert_eq!(screen, 320 * 240);
+    let _ = vnc.close().await;
+    let handle = server.handles.recv().await.unwrap();
+    let stats = handle.shutdown().await.unwrap();
+    assert!(stats.server_bytes >= screen * 4, "{stats:?}");
+    assert!(stats.client_messages >= 3);
+    server.stop.cancel();
+}
+
+#[tokio::test]
+async fn whole_framebuffer_from_x11vnc_over_tcp() {
+    if !have("Xvfb") || !have("x11vnc") {
+        return;
+    }
+    let vnc = start_x11vnc().await;
+    whole_framebuffer_through_relay(vnc.target.clone()).await;
+}
+
+#[tokio::test]
+async fn whole_framebuffer_from_xvnc_over_unix_socket() {
+    if !have("Xvnc") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let vnc = start_xvnc(dir.path()).await;
+    whole_framebuffer_through_relay(vnc.target.clone()).await;
+}
+
+/// The client message types in `bytes` (after the 14 handshake bytes).
+fn message_types(bytes: &[u8]) -> Vec<u8> {
+    let mut p = RfbParser::new(RfbLimits::default());
+    let mut at = 0;
+    let mut types = Vec::new();
+    while let Ok(Some((_, len))) = p.next_message(&bytes[at..]) {
+        if at >= 14 {
+            types.push(bytes[at]);
+        }
+        at += len;
+    }
+    assert_eq!(p.phase(), Phase::Normal);
+    types
+}
+
+/// Sends handshake, key, pointer, cut text and a final FBUR; returns what the upstream got.
+async fn upstream_receives(path: &str) -> Vec<u8> {
+    let fake = fake_vnc().await;
+    let mut server = start_relay_server(fake.target.clone(), RelayLimits::default(), None).await;
+    let (mut ws, _) = ws_connect(server.addr, path, None).await.unwrap();
+    let marker = encode::framebuffer_update_request(false, 64, 48);
+    let inputs = [
+        CLIENT_HANDSHAKE.to_vec(),
+        encode::key_event(true, 0x61),
+        [
+            encode::pointer_event(1, 5, 5),
+            encode::key_event(false, 0x61),
+        ]
+        .concat(),
+        encode::client_cut_text(b"clipboard"),
+        marker[..3].to_vec(),
+        marker[3..].to_vec(),
+    ];
+    for chunk in inputs {
+        ws.send(Message::Binary(chunk.into())).await.unwrap();
+    }
+    let mut up = fake.accept_handshake().await;
+    let mut got = b"RFB 003.008\n\x01\x01".to_vec();
+    let mut buf = [0u8; 4096];
+    while !got.ends_with(&marker) {
+        let n = tokio::time::timeout(DEADLINE, up.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "upstream closed early");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let stats = server
+        .handles
+        .recv()
+        .await
+        .unwrap()
+        .shutdown()
+        .await
+        .unwrap();
+    assert_eq!(stats.end, RelayEnd::Stopped);
+    got
+}
+
+#[tokio::test]
+async fn view_only_input_never_reaches_the_vnc_server() {
+    let types = message_types(&upstream_receives("/relay/view").await);
+    assert_eq!(types, vec![3]);
+}
+
+#[tokio::test]
+async fn control_input_reaches_the_vnc_server() {
+    let types = message_types(&upstream_receives("/relay/control").await);
+    assert_eq!(types, vec![4, 5, 4, 6, 3]);
+}
+
+#[tokio::test]
+async fn slow_viewer_bounds_buffering() {
+    let fake = fake_vnc().await;
+    let limits = RelayLimits::default();
+    let read_size = limits.read_size;
+    let mut server = start_relay_server(fake.target.clone(), limits, None).await;
+    let (ws, _) = ws_connect(server.addr, "/relay/view", None).await.unwrap();
+    let (mut up, _) = fake.listener.accept().await.unwrap();
+    let handle = server.handles.recv().await.unwrap();
+    // Flood until writes stop making progress; the viewer never reads.
+    let chunk = vec![0x5a; 64 * 1024];
+    let mut written = 0usize;
+    let cap = 1usize << 30;
+    loop {
+        match tokio::time::timeout(Duration::from_millis(1500), up.write_all(&chunk)).await {
+            Ok(Ok(())) => written += chunk.len(),
+            Ok(Err(e)) => panic!("upstream write failed: {e}"),
+            Err(_) => break,
+        }
+        assert!(
+            written < cap,
+            "relay absorbed {written} bytes: no backpressure"
+        );
+    }
+    // What is left in flight is kernel socket buffers plus at most one read of ours.
+    assert!(
+        written < 64 << 20,
+        "{written} bytes accepted before the upstream blocked"
+    );
+    let stats = handle.shutdown().await.unwrap();
+    assert!(stats.peak_buffered <= read_size, "{stats:?}");
+    assert!(stats.server_bytes <= written as u64);
+    drop(ws);
+    eprintln!(
+        "upstream blocked after {written} bytes; relay forwarded {}",
+        stats.server_bytes
+    );
+}
+
+#[tokio::test]
+async fn idle_viewer_is_dropped() {
+    let fake = fake_vnc().await;
+    let limits = RelayLimits {
+        idle_timeout: Duration::from_millis(300),
+        ..RelayLimits::default()
+    };
+    let mut server = start_relay_server(fake.target.clone(), limits, None).await;
+    let (mut ws, _) = ws_connect(server.addr, "/relay/view", None).await.unwrap();
+    ws.send(Message::Binary(CLIENT_HANDSHAKE.to_vec().into()))
+        .await
+        .unwrap();
+    let _up = fake.accept_handshake().await;
+    let start = Instant::now();
+    let code = loop {
+        match tokio::time::timeout(DEADLINE, ws.next()).await.unwrap() {
+            Some(Ok(Message::Close(Some(f)))) => break f.code,
+            Some(Ok(_)) => {}
+            other => panic!("expected a Close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(code, CloseCode::Away);
+    assert!(start.elapsed() >= Duration::from_millis(250));
+    let stats = server.handles.recv().await.unwrap().wait().await.unwrap();
+    assert_eq!(stats.end, RelayEnd::Idle);
+}
+
+#[tokio::test]
+async fn stop_cuts_both_directions() {
+    let fake = fake_vnc().await;
+    let mut server = start_relay_server(fake.target.clone(), RelayLimits::default(), None).await;
+    let (mut ws, _) = ws_connect(server.addr, "/relay/control", None)
+        .await
+        .unwrap();
+    ws.send(Message::Binary(CLIENT_HANDSHAKE.to_vec().into()))
+        .await
+        .unwrap();
+    let mut up = fake.accept_handshake().await;
+    let handle = server.handles.recv().await.unwrap();
+    // Streaming in both directions when the stop comes.
+    let flood = tokio::spawn(async move {
+        let chunk = vec![1u8; 64 * 1024];
+        while up.write_all(&chunk).await.is_ok() {}
+        up
+    });
+    let mut seen = 0usize;
+    while seen < 1 << 20 {
+        if let Some(Ok(Message::Binary(b))) = ws.next().await {
+            seen += b.len();
+        }
+    }
+    ws.send(Message::Binary(encode::key_event(true, 0x61).into()))
+        .await
+        .unwrap();
+    // The viewer keeps reading: what was in flight, a Close frame, then the end.
+    let (mut ws_tx, mut ws_rx) = ws.split();
+    let reader = tokio::spawn(async move {
+        let mut close = None;
+        while let Ok(Some(msg)) = tokio::time::timeout(DEADLINE, ws_rx.next()).await {
+            match msg {
+                Ok(Message::Close(f)) => close = f.map(|f| f.code),
+                Ok(Message::Binary(_)) => assert!(close.is_none(), "data after Close"),
+                _ => break,
+            }
+        }
+        close
+    });
+    let start = Instant::now();
+    let stats = handle.shutdown().await.unwrap();
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "shutdown took {:?}",
+        start.elapsed()
+    );
+    assert_eq!(stats.end, RelayEnd::Stopped);
+    // The upstream connection is gone: its writes fail, its reads see EOF.
+    let mut up = tokio::time::timeout(DEADLINE, flood)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(DEADLINE, up.read_to_end(&mut rest))
+        .await
+        .unwrap();
+    // Input sent after shutdown returned never arrives.
+    let late = encode::key_event(true, 0x62);
+    let _ = ws_tx.send(Message::Binary(late.clone().into())).await;
+    assert!(!rest.windows(8).any(|w| w == late.as_slice()));
+    assert_eq!(
+        tokio::time::timeout(DEADLINE, reader)
+            .await
+            .unwrap()
+            .unwrap(),
+        Some(CloseCode::Normal)
+    );
+}
+
+#[tokio::test]
+async fn text_frame_closes_with_policy_error() {
+    let fake = fake_vnc().await;
+    let mut server = start_relay_server(fake.target.clone(), RelayLimits::default(), None).await;
+    let (mut ws, _) = ws_connect(server.addr, "/relay/control", None)
+        .await
+        .unwrap();
+    let _up = fake.listener.accept().await.unwrap();
+    ws.send(Message::Text("RFB 003.008\n".into()))
+        .await
+        .unwrap();
+    let code = loop {
+        match tokio::time::timeout(DEADLINE, ws.next()).await.unwrap() {
+            Some(Ok(Message::Close(Some(f)))) => break f.code,
+            Some(Ok(_)) => {}
+            other => panic!("expected a Close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(code, CloseCode::Policy);
+    let err = server
+        .handles
+        .recv()
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RelayError::TextFrame), "{err:?}");
+}
+
+#[tokio::test]
+async fn unknown_message_closes_with_policy_error() {
+    let fake = fake_vnc().await;
+    let mut server = start_relay_server(fake.target.clone(), RelayLimits::default(), None).await;
+    let (mut ws, _) = ws_connect(server.addr, "/relay/view", None).await.unwrap();
+    let (mut up, _) = fake.listener.accept().await.unwrap();
+    ws.send(Message::Binary(
+        [CLIENT_HANDSHAKE, &[9u8, 0, 0, 0]].concat().into(),
+    ))
+    .await
+    .unwrap();
+    // Nothing of a message batch with an unknown type reaches the VNC server.
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(DEADLINE, up.read_to_end(&mut got))
+        .await
+        .unwrap();
+    assert!(got.is_empty(), "{got:?}");
+    let err = server
+        .handles
+        .recv()
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RelayError::Rfb(grexal_sidecar::rfb::RfbError::UnknownMessage(9))
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn handshake_subprotocols() {
+    let fake = fake_vnc().await;
+    let server = start_relay_server(
+        fake.target.clone(),
+        RelayLimits::default(),
+        Some("dG9rZW4".into()),
+    )
+    .await;
+    // The token travels as a subprotocol; only `binary` is echoed.
+    let (_ws, resp) = ws_connect(
+        server.addr,
+        "/relay/view",
+        Some("binary, grexal.v1.dG9rZW4"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        resp.headers()
+            .get_all("sec-websocket-protocol")
+            .iter()
+            .count(),
+        1
+    );
+    assert_eq!(resp.headers()["sec-websocket-protocol"], "binary");
+    // A wrong token is refused before the upgrade.
+    let refused = ws_connect(
+        server.addr,
+        "/relay/view",
+        Some("binary, grexal.v1.d3Jvbmc"),
+    )
+    .await;
+    assert!(refused.is_err());
+
+    // No subprotocol at all (noVNC's default) is accepted and none is echoed.
+    let open = start_relay_server(fake.target.clone(), RelayLimits::default(), None).await;
+    let (_ws, resp) = ws_connect(open.addr, "/relay/view", None).await.unwrap();
+    assert!(resp.headers().get("sec-websocket-protocol").is_none());
+}
+
+#[tokio::test]
+async fn non_loopback_target_is_refused() {
+    let addr = "192.0.2.1:5900".parse().unwrap();
+    assert!(matches!(
+        VncTarget::tcp(addr),
+        Err(RelayError::NotLoopback(_))
+    ));
+}
