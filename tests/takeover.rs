@@ -231,6 +231,59 @@ async fn control_viewer_gets_rfb_and_is_cut_before_wait_returns() {
 }
 
 #[tokio::test]
+async fn tokens_never_reach_the_log() {
+    let (mut h, _vnc, _browser) = fake().await;
+    let (id, control, view) = start(&mut h, &request_body(300)).await;
+    let mut ws = ws_connect(&h, &id, Some(&control)).await.expect("upgrade");
+    assert_eq!(next_binary(&mut ws).await, BANNER);
+    let mut viewer = ws_connect(&h, &id, Some(&view))
+        .await
+        .expect("upgrade view");
+    assert_eq!(next_binary(&mut viewer).await, BANNER);
+    let bearer = format!("Bearer {view}");
+    assert_eq!(
+        h.public(
+            "GET",
+            &format!("/takeover/{id}/session"),
+            &[("Authorization", &bearer)]
+        )
+        .await
+        .status,
+        200
+    );
+    assert_eq!(
+        h.public(
+            "POST",
+            &format!("/takeover/{id}/complete"),
+            &[("Authorization", &bearer)]
+        )
+        .await
+        .status,
+        403
+    );
+    let bearer = format!("Bearer {control}");
+    assert_eq!(
+        h.public(
+            "POST",
+            &format!("/takeover/{id}/complete"),
+            &[("Authorization", &bearer)]
+        )
+        .await
+        .status,
+        200
+    );
+    assert_eq!(ws_refused(&h, &id, Some(&control)).await, 401);
+    let log = support::captured_logs().text();
+    assert!(
+        log.contains("takeover requested") && log.contains("takeover ended"),
+        "nothing captured"
+    );
+    for token in [&control, &view] {
+        assert!(!log.contains(token.as_str()), "a token is in the log");
+    }
+}
+
+#[tokio::test]
 async fn bad_tokens_are_refused_before_any_upgrade() {
     let (mut h, vnc, _browser) = fake().await;
     let (id, control, view) = start(&mut h, &request_body(300)).await;

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use axum::extract::connect_info::{ConnectInfo, Connected};
@@ -142,6 +142,48 @@ async fn insert_peer(
     next.run(request).await
 }
 
+/// Everything logged in this test process: our crate at TRACE, dependencies at DEBUG.
+/// Installed as the global subscriber by the first `Harness::start`, before any takeover
+/// code runs, so no callsite's interest is cached without it.
+#[derive(Clone, Default)]
+pub struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+}
+
+pub fn captured_logs() -> &'static Captured {
+    static LOGS: OnceLock<Captured> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "debug,grexal_sidecar=trace",
+            ))
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .init();
+        captured
+    })
+}
+
 /// The takeover routes served for real.
 pub struct Harness {
     pub manager: TakeoverManager,
@@ -154,6 +196,7 @@ pub struct Harness {
 
 impl Harness {
     pub async fn start(browser: Arc<dyn Browser>, limits: TakeoverLimits) -> Self {
+        captured_logs();
         let dir = tempfile::tempdir().expect("tempdir");
         let bus = EventBus::new();
         let events = bus.subscribe();
