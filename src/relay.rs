@@ -201,11 +201,24 @@ pub fn configure_upgrade<F>(ws: WebSocketUpgrade<F>, limits: &RelayLimits) -> We
 /// Relays `ws` to the VNC server at `target` until either side closes, the viewer idles out,
 /// an error occurs, or `stop` is cancelled (see the module docs for the exact guarantee).
 pub async fn relay(
+    ws: WebSocket,
+    target: &VncTarget,
+    access: Access,
+    limits: &RelayLimits,
+    stop: CancellationToken,
+) -> Result<RelayStats, RelayError> {
+    relay_with_stop_close(ws, target, access, limits, stop, || (1000, "stopped".to_owned())).await
+}
+
+/// [`relay`], except that when `stop` ends it the viewer's Close frame is `stop_close()`
+/// instead of `1000 stopped`: the takeover closes with `4000` and the outcome as reason.
+pub async fn relay_with_stop_close(
     mut ws: WebSocket,
     target: &VncTarget,
     access: Access,
     limits: &RelayLimits,
     stop: CancellationToken,
+    stop_close: impl FnOnce() -> (u16, String),
 ) -> Result<RelayStats, RelayError> {
     let mut stats = RelayStats::default();
     let result = connect_and_pump(&mut ws, target, access, limits, &stop, &mut stats).await;
@@ -218,6 +231,10 @@ pub async fn relay(
         Err(RelayError::MessageTooLarge { .. }) => Some((1009, "message too big")),
         Err(RelayError::WebSocket(_)) => None,
         Err(_) => Some((1011, "vnc server unavailable")),
+    };
+    let close = match (&result, close) {
+        (Ok(RelayEnd::Stopped), _) => Some(stop_close()),
+        (_, close) => close.map(|(code, reason)| (code, reason.to_owned())),
     };
     if let Some((code, reason)) = close {
         let frame = CloseFrame {

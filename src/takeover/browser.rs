@@ -1,0 +1,53 @@
+//! The seam between takeovers and the desktop: what a takeover needs from the browser.
+//! `crate::desktop::Desktop` implements it; tests drive the manager with fakes.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use tokio::sync::watch;
+
+use crate::desktop::{CdpEndpoint, Desktop, DesktopError, DesktopStatus};
+use crate::relay::VncTarget;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrowserError {
+    #[error("desktop call failed")]
+    Desktop(#[source] DesktopError),
+    /// For fakes and future browsers.
+    #[error("browser call failed: {0}")]
+    Other(String),
+}
+
+pub trait Browser: Send + Sync + 'static {
+    /// The current CDP endpoint (it changes when Chromium restarts).
+    fn cdp(&self) -> CdpEndpoint;
+    /// Where the VNC server listens now.
+    fn vnc_target(&self) -> VncTarget;
+    fn status(&self) -> watch::Receiver<DesktopStatus>;
+    /// Shows the browser maximised and in front.
+    fn bring_to_front(&self) -> BoxFuture<'_, Result<(), BrowserError>>;
+}
+
+impl Browser for Desktop {
+    fn cdp(&self) -> CdpEndpoint {
+        Desktop::cdp(self)
+    }
+
+    fn vnc_target(&self) -> VncTarget {
+        Desktop::vnc_target(self)
+    }
+
+    fn status(&self) -> watch::Receiver<DesktopStatus> {
+        Desktop::status(self)
+    }
+
+    fn bring_to_front(&self) -> BoxFuture<'_, Result<(), BrowserError>> {
+        Box::pin(async move {
+            self.bring_browser_to_front()
+                .await
+                .map_err(BrowserError::Desktop)
+        })
+    }
+}

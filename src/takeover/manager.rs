@@ -1,0 +1,711 @@
+//! The takeover state machine: one owner, at most one live takeover.
+//!
+//! State lives behind one short `std` mutex that is never held across an `.await`;
+//! everything slow (bringing the browser to the front, stopping relays, CDP polls) runs
+//! outside it. Per takeover, a `watch` channel carries its ending to every waiter.
+//!
+//! # The order of an ending
+//!
+//! Whatever ends a takeover (the user's button, the platform, the success condition, the
+//! deadline, the agent, the browser failing, shutdown), [`TakeoverManager::end`] does:
+//!
+//! 1. under the lock: flip the phase to `Ending` — from here `authorize` refuses both
+//!    tokens and no new relay can attach — take every relay slot out, and cancel the
+//!    takeover's timer and watchers;
+//! 2. stop every relay (close frame `4000` + outcome) and **await** each relay task: once
+//!    a relay task has ended, its WebSocket and VNC socket are closed and not one more
+//!    byte flows (the guarantee of `crate::relay`);
+//! 3. under the lock: mark the takeover ended (it moves to the remembered list);
+//! 4. publish `TakeoverEnded`;
+//! 5. only then wake the waiters (`wait`, the agent's long-poll).
+//!
+//! So "on any ending, the viewer's stream is cut and its input stops before the agent's
+//! wait returns" holds by construction, and a test checks it with a relay that takes its
+//! time to stop.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use secrecy::ExposeSecret;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn, Instrument};
+
+use super::condition::{self, SuccessCondition};
+use super::token::{self, TokenHashes};
+use super::{
+    Browser, By, Outcome, SessionInfo, State, TakeoverError, TakeoverInfo, TakeoverLimits,
+    TakeoverSnapshot, CLOSE_ENDED, CLOSE_REPLACED,
+};
+use crate::desktop::{CdpEndpoint, DesktopStatus};
+use crate::manifest::{AuthMode, Manifest};
+use crate::platform::events::{EventBus, PlatformEvent};
+use crate::relay::{self, Access};
+
+/// What a valid token grants on one live takeover.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub takeover_id: String,
+    pub access: Access,
+}
+
+/// A validated takeover request (the routes parse and bound the wire form).
+#[derive(Debug, Clone)]
+pub struct TakeoverRequest {
+    pub connection_id: String,
+    pub reason: String,
+    /// `None`: the default timeout.
+    pub timeout: Option<Duration>,
+    pub success: Option<SuccessCondition>,
+}
+
+type Ending = (Outcome, Option<By>);
+
+/// The immutable facts of one takeover, shared by the live entry, the remembered list
+/// and the waiters.
+#[derive(Debug)]
+struct Record {
+    id: String,
+    connection_id: String,
+    display_name: String,
+    reason: String,
+    login_url: Option<String>,
+    expires_at: u64,
+    hashes: TokenHashes,
+    /// `Some` once the takeover has ended (step 5 of the ending order).
+    done: watch::Sender<Option<Ending>>,
+}
+
+impl Record {
+    fn snapshot(&self, ending: Option<Ending>) -> TakeoverSnapshot {
+        TakeoverSnapshot {
+            takeover_id: self.id.clone(),
+            state: if ending.is_some() {
+                State::Ended
+            } else {
+                State::Live
+            },
+            connection_id: self.connection_id.clone(),
+            expires_at: self.expires_at,
+            outcome: ending.map(|e| e.0),
+            by: ending.and_then(|e| e.1),
+        }
+    }
+
+    fn ended(&self) -> Option<Ending> {
+        *self.done.borrow()
+    }
+}
+
+/// One relay owned by the manager.
+struct RelaySlot {
+    id: u64,
+    stop: CancellationToken,
+    /// The Close frame the relay sends when stopped; set just before `stop` fires.
+    close: Arc<OnceLock<(u16, String)>>,
+    task: JoinHandle<()>,
+}
+
+impl RelaySlot {
+    fn stop(&self, code: u16, reason: &str) {
+        let _ = self.close.set((code, reason.to_owned()));
+        self.stop.cancel();
+    }
+
+    /// Stops the relay and waits until its task has ended.
+    async fn shutdown(self, code: u16, reason: &str) {
+        self.stop(code, reason);
+        if let Err(error) = self.task.await {
+            warn!(relay = self.id, %error, "relay task failed");
+        }
+    }
+}
+
+enum Phase {
+    Live,
+    Ending(Ending),
+}
+
+struct Live {
+    record: Arc<Record>,
+    phase: Phase,
+    /// Cancels the timer and the watchers.
+    tasks: CancellationToken,
+    control: Option<RelaySlot>,
+    viewers: Vec<RelaySlot>,
+}
+
+#[derive(Default)]
+struct Registry {
+    live: Option<Live>,
+    /// Ended takeovers, oldest first, at most `limits.remembered`.
+    ended: VecDeque<Arc<Record>>,
+    next_relay: u64,
+}
+
+impl Registry {
+    fn find(&self, id: &str) -> Option<&Arc<Record>> {
+        match &self.live {
+            Some(live) if live.record.id == id => Some(&live.record),
+            _ => self.ended.iter().find(|r| r.id == id),
+        }
+    }
+}
+
+struct Shared {
+    manifest: Arc<Manifest>,
+    browser: Option<Arc<dyn Browser>>,
+    events: EventBus,
+    public_url: String,
+    limits: TakeoverLimits,
+    registry: Mutex<Registry>,
+}
+
+/// The one owner of takeover state. Cheap to clone (a handle).
+#[derive(Clone)]
+pub struct TakeoverManager {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for TakeoverManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TakeoverManager")
+            .field("public_url", &self.shared.public_url)
+            .finish()
+    }
+}
+
+/// A future that runs one relay given its stop token and close frame.
+pub(crate) type RelayRun = Box<
+    dyn FnOnce(
+            CancellationToken,
+            Arc<OnceLock<(u16, String)>>,
+        ) -> Pin<Box<dyn Future<Output = ()> + Send>>
+        + Send,
+>;
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl TakeoverManager {
+    /// `browser`: `None` when the sandbox has no desktop. `public_url`: the base of
+    /// viewer URLs (the control endpoint's public address), without a trailing slash.
+    pub fn new(
+        manifest: Arc<Manifest>,
+        browser: Option<Arc<dyn Browser>>,
+        events: EventBus,
+        public_url: String,
+        limits: TakeoverLimits,
+    ) -> Self {
+        let public_url = public_url.trim_end_matches('/').to_owned();
+        Self {
+            shared: Arc::new(Shared {
+                manifest,
+                browser,
+                events,
+                public_url,
+                limits,
+                registry: Mutex::new(Registry::default()),
+            }),
+        }
+    }
+
+    pub fn limits(&self) -> &TakeoverLimits {
+        &self.shared.limits
+    }
+
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        // A panic while holding this lock leaves consistent data (every critical section
+        // is a few assignments), so a poisoned lock is used as is.
+        self.shared
+            .registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn desktop(&self) -> Result<&Arc<dyn Browser>, TakeoverError> {
+        match &self.shared.browser {
+            Some(browser) if self.shared.manifest.is_desktop() => Ok(browser),
+            _ => Err(TakeoverError::SandboxNotDesktop),
+        }
+    }
+
+    /// The CDP endpoint, for `GET /v1/browser`.
+    pub fn browser_endpoint(&self) -> Result<CdpEndpoint, TakeoverError> {
+        let browser = self.desktop()?;
+        if matches!(*browser.status().borrow(), DesktopStatus::Failed { .. }) {
+            return Err(TakeoverError::BrowserUnavailable(None));
+        }
+        Ok(browser.cdp())
+    }
+
+    /// Starts a takeover: validates, brings the browser to the front, starts the deadline
+    /// and watchers, and publishes `TakeoverRequested` (the only place the tokens go).
+    pub async fn request(&self, request: TakeoverRequest) -> Result<TakeoverInfo, TakeoverError> {
+        let limits = &self.shared.limits;
+        let timeout = request.timeout.unwrap_or(limits.default_timeout);
+        if timeout < Duration::from_secs(1) || timeout > limits.max_timeout {
+            return Err(TakeoverError::BadRequest {
+                reason: "timeout_seconds",
+            });
+        }
+        let connection = self
+            .shared
+            .manifest
+            .connection(&request.connection_id)
+            .ok_or(TakeoverError::ConnectionNotFound)?;
+        let AuthMode::BrowserLogin { login_url } = &connection.mode else {
+            return Err(TakeoverError::InvalidAuthMode {
+                mode: connection.mode.name(),
+            });
+        };
+        let browser = self.desktop()?.clone();
+        if self.registry().live.is_some() {
+            return Err(TakeoverError::Conflict);
+        }
+        if matches!(*browser.status().borrow(), DesktopStatus::Failed { .. }) {
+            return Err(TakeoverError::BrowserUnavailable(None));
+        }
+        // Two concurrent requests may both get here; only one wins the insert below, and
+        // bringing the browser to the front twice is harmless.
+        browser
+            .bring_to_front()
+            .await
+            .map_err(|e| TakeoverError::BrowserUnavailable(Some(e)))?;
+
+        let id = token::new_id();
+        let (control_token, control) = token::new_token();
+        let (view_token, view) = token::new_token();
+        let expires_at = unix_now() + timeout.as_secs();
+        let record = Arc::new(Record {
+            id: id.clone(),
+            connection_id: connection.id.clone(),
+            display_name: connection.display_name.clone(),
+            reason: request.reason,
+            login_url: login_url.clone(),
+            expires_at,
+            hashes: TokenHashes { control, view },
+            done: watch::channel(None).0,
+        });
+        let tasks = CancellationToken::new();
+        {
+            let mut registry = self.registry();
+            if registry.live.is_some() {
+                return Err(TakeoverError::Conflict);
+            }
+            registry.live = Some(Live {
+                record: record.clone(),
+                phase: Phase::Live,
+                tasks: tasks.clone(),
+                control: None,
+                viewers: Vec::new(),
+            });
+        }
+        let viewer_url = format!("{}/takeover/{}", self.shared.public_url, id);
+        info!(
+            takeover_id = %id,
+            connection_id = %record.connection_id,
+            timeout_s = timeout.as_secs(),
+            condition = request.success.is_some(),
+            "takeover requested"
+        );
+        self.spawn_watchers(&record, timeout, request.success, browser, &tasks);
+        self.shared
+            .events
+            .publish(PlatformEvent::TakeoverRequested {
+                takeover_id: id.clone(),
+                connection_id: record.connection_id.clone(),
+                display_name: record.display_name.clone(),
+                reason: record.reason.clone(),
+                login_url: record.login_url.clone(),
+                viewer_url: viewer_url.clone(),
+                control_token: control_token.expose_secret().to_owned(),
+                view_token: view_token.expose_secret().to_owned(),
+                expires_at,
+            });
+        Ok(TakeoverInfo {
+            takeover_id: id,
+            state: State::Live,
+            connection_id: record.connection_id.clone(),
+            expires_at,
+            viewer_url,
+        })
+    }
+
+    /// The deadline, the browser-status watch and (if given) the success condition.
+    fn spawn_watchers(
+        &self,
+        record: &Arc<Record>,
+        timeout: Duration,
+        success: Option<SuccessCondition>,
+        browser: Arc<dyn Browser>,
+        tasks: &CancellationToken,
+    ) {
+        let span = tracing::info_span!("takeover", takeover_id = %record.id);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let (me, id, stop) = (self.clone(), record.id.clone(), tasks.clone());
+        tokio::spawn(
+            async move {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep_until(deadline) => {}
+                }
+                let _ = me.end(&id, Outcome::TimedOut, None).await;
+            }
+            .instrument(span.clone()),
+        );
+
+        let (me, id, stop) = (self.clone(), record.id.clone(), tasks.clone());
+        let mut status = browser.status();
+        tokio::spawn(
+            async move {
+                loop {
+                    let failed = match &*status.borrow_and_update() {
+                        DesktopStatus::Failed { .. } => true,
+                        // Restarting: the user's view drops and reconnects; keep going.
+                        DesktopStatus::Ready
+                        | DesktopStatus::Starting
+                        | DesktopStatus::Restarting { .. } => false,
+                    };
+                    if failed {
+                        warn!("browser failed during takeover");
+                        break;
+                    }
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        changed = status.changed() => if changed.is_err() {
+                            // The desktop is gone (daemon shutting down).
+                            break;
+                        }
+                    }
+                }
+                let _ = me.end(&id, Outcome::Failed, None).await;
+            }
+            .instrument(span.clone()),
+        );
+
+        if let Some(condition) = success {
+            let (me, id, stop) = (self.clone(), record.id.clone(), tasks.clone());
+            let poll = self.shared.limits.condition_poll;
+            tokio::spawn(
+                async move {
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = condition::wait_until_met(&condition, browser.as_ref(), poll) => {}
+                    }
+                    info!("success condition met");
+                    let _ = me.end(&id, Outcome::Completed, Some(By::Condition)).await;
+                }
+                .instrument(span),
+            );
+        }
+    }
+
+    /// The current state, without waiting.
+    pub fn get(&self, id: &str) -> Result<TakeoverSnapshot, TakeoverError> {
+        let registry = self.registry();
+        let record = registry.find(id).ok_or(TakeoverError::NotFound)?;
+        Ok(record.snapshot(record.ended()))
+    }
+
+    /// Returns as soon as the takeover has ended (after its relays are stopped), or after
+    /// `max_wait` with its current (live) state.
+    pub async fn wait(
+        &self,
+        id: &str,
+        max_wait: Duration,
+    ) -> Result<TakeoverSnapshot, TakeoverError> {
+        let record = self
+            .registry()
+            .find(id)
+            .cloned()
+            .ok_or(TakeoverError::NotFound)?;
+        let mut done = record.done.subscribe();
+        let _ = tokio::time::timeout(max_wait, done.wait_for(Option::is_some)).await;
+        Ok(record.snapshot(record.ended()))
+    }
+
+    /// How many `wait` calls are parked on this takeover (diagnostics, tests).
+    pub fn waiters(&self, id: &str) -> usize {
+        self.registry()
+            .find(id)
+            .map_or(0, |r| r.done.receiver_count())
+    }
+
+    /// Ends the takeover as completed (by the user, the platform, the condition).
+    pub async fn complete(&self, id: &str, by: By) -> Result<TakeoverSnapshot, TakeoverError> {
+        self.end(id, Outcome::Completed, Some(by)).await
+    }
+
+    /// Ends the takeover as cancelled (by the user, the platform, the agent).
+    pub async fn cancel(&self, id: &str, by: By) -> Result<TakeoverSnapshot, TakeoverError> {
+        self.end(id, Outcome::Cancelled, Some(by)).await
+    }
+
+    /// Ends the live takeover, if any, as failed (the daemon is shutting down).
+    pub async fn shutdown(&self) {
+        let id = self.registry().live.as_ref().map(|l| l.record.id.clone());
+        if let Some(id) = id {
+            let _ = self.end(&id, Outcome::Failed, None).await;
+        }
+    }
+
+    /// Ends a live takeover; see the module docs for the order. A takeover that has
+    /// already ended (or is ending) answers `Ended` with its outcome, once it is final.
+    pub async fn end(
+        &self,
+        id: &str,
+        outcome: Outcome,
+        by: Option<By>,
+    ) -> Result<TakeoverSnapshot, TakeoverError> {
+        let started = tokio::time::Instant::now();
+        // Step 1.
+        let (record, slots) = {
+            let mut registry = self.registry();
+            let record = registry.find(id).cloned().ok_or(TakeoverError::NotFound)?;
+            match registry.live.as_mut() {
+                Some(live) if live.record.id == id && matches!(live.phase, Phase::Live) => {
+                    live.phase = Phase::Ending((outcome, by));
+                    live.tasks.cancel();
+                    let mut slots: Vec<RelaySlot> = live.viewers.drain(..).collect();
+                    slots.extend(live.control.take());
+                    (record, Some(slots))
+                }
+                _ => (record, None),
+            }
+        };
+        let Some(slots) = slots else {
+            // Ended or ending: report the final outcome once it is final.
+            let mut done = record.done.subscribe();
+            let _ = done.wait_for(Option::is_some).await;
+            return Err(TakeoverError::Ended(Box::new(
+                record.snapshot(record.ended()),
+            )));
+        };
+        // Step 2: cut every stream and wait until each relay task is over.
+        let relays = slots.len();
+        // `join_all` polls every shutdown once before waiting: all stops fire first.
+        futures_util::future::join_all(
+            slots
+                .into_iter()
+                .map(|s| s.shutdown(CLOSE_ENDED, outcome.as_str())),
+        )
+        .await;
+        // Step 3.
+        {
+            let mut registry = self.registry();
+            if registry.live.as_ref().is_some_and(|l| l.record.id == id) {
+                registry.live = None;
+            }
+            registry.ended.push_back(record.clone());
+            while registry.ended.len() > self.shared.limits.remembered {
+                registry.ended.pop_front();
+            }
+        }
+        // Step 4.
+        self.shared.events.publish(PlatformEvent::TakeoverEnded {
+            takeover_id: record.id.clone(),
+            outcome: outcome.as_str().to_owned(),
+            by: by.map(|b| b.as_str().to_owned()),
+        });
+        // Step 5.
+        record.done.send_replace(Some((outcome, by)));
+        info!(
+            takeover_id = %record.id,
+            outcome = outcome.as_str(),
+            by = by.map(By::as_str),
+            relays,
+            stop_ms = started.elapsed().as_millis() as u64,
+            "takeover ended"
+        );
+        Ok(record.snapshot(Some((outcome, by))))
+    }
+
+    /// Checks a viewer's token: a grant while the takeover is live; `Ended` for either
+    /// token of an ended (or ending) takeover; `Unauthorized` otherwise (an unknown id
+    /// included, so ids cannot be probed).
+    pub fn authorize(&self, id: &str, token: &str) -> Result<Grant, TakeoverError> {
+        if !token::well_formed(token) {
+            return Err(TakeoverError::Unauthorized);
+        }
+        let registry = self.registry();
+        let record = registry.find(id).ok_or(TakeoverError::Unauthorized)?;
+        let access = record
+            .hashes
+            .check(token)
+            .ok_or(TakeoverError::Unauthorized)?;
+        match &registry.live {
+            Some(live) if live.record.id == id => match live.phase {
+                Phase::Live => Ok(Grant {
+                    takeover_id: id.to_owned(),
+                    access,
+                }),
+                Phase::Ending(ending) => Err(TakeoverError::Ended(Box::new(
+                    record.snapshot(Some(ending)),
+                ))),
+            },
+            _ => Err(TakeoverError::Ended(Box::new(
+                record.snapshot(record.ended()),
+            ))),
+        }
+    }
+
+    /// What the viewer page shows, for a token that `authorize` accepted.
+    pub fn session(&self, grant: &Grant) -> Result<SessionInfo, TakeoverError> {
+        let registry = self.registry();
+        let record = registry
+            .find(&grant.takeover_id)
+            .ok_or(TakeoverError::Unauthorized)?;
+        let ending = record.ended();
+        Ok(SessionInfo {
+            takeover_id: record.id.clone(),
+            connection_id: record.connection_id.clone(),
+            display_name: record.display_name.clone(),
+            reason: record.reason.clone(),
+            login_url: record.login_url.clone(),
+            access: grant.access.into(),
+            state: if ending.is_some() {
+                State::Ended
+            } else {
+                State::Live
+            },
+            outcome: ending.map(|e| e.0),
+            expires_at: record.expires_at,
+        })
+    }
+
+    /// Refuses a new view-only viewer over the cap (checked before upgrading; `attach`
+    /// checks again).
+    pub fn check_viewer_capacity(&self, grant: &Grant) -> Result<(), TakeoverError> {
+        if grant.access == Access::Control {
+            return Ok(());
+        }
+        let registry = self.registry();
+        match &registry.live {
+            Some(live) if live.record.id == grant.takeover_id => {
+                let running = live
+                    .viewers
+                    .iter()
+                    .filter(|s| !s.task.is_finished())
+                    .count();
+                if running >= self.shared.limits.max_viewers {
+                    return Err(TakeoverError::TooManyViewers);
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Runs the relay for an upgraded WebSocket.
+    pub(crate) async fn attach_websocket(&self, grant: Grant, socket: WebSocket) {
+        let Some(browser) = self.shared.browser.clone() else {
+            return;
+        };
+        let limits = self.shared.limits.relay.clone();
+        let access = grant.access;
+        // The socket is needed either by the relay or, if refused, for the close frame.
+        let socket = Arc::new(Mutex::new(Some(socket)));
+        let for_relay = socket.clone();
+        let run: RelayRun = Box::new(move |stop, close| {
+            Box::pin(async move {
+                let Some(ws) = for_relay.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+                    return;
+                };
+                // Read now: the VNC server may have moved after a desktop restart.
+                let target = browser.vnc_target();
+                let stop_close = move || {
+                    close
+                        .get()
+                        .cloned()
+                        .unwrap_or((CLOSE_ENDED, "stopped".to_owned()))
+                };
+                let _ =
+                    relay::relay_with_stop_close(ws, &target, access, &limits, stop, stop_close)
+                        .await;
+            })
+        });
+        if let Err(refusal) = self.attach(grant, run) {
+            let ws = socket.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(mut ws) = ws {
+                let (code, reason) = refusal;
+                let frame = CloseFrame {
+                    code,
+                    reason: reason.into(),
+                };
+                let _ = tokio::time::timeout(
+                    self.shared.limits.relay.close_timeout,
+                    ws.send(Message::Close(Some(frame))),
+                )
+                .await;
+            }
+        }
+    }
+
+    /// Registers and spawns a relay for `grant`. A controlling relay first stops and
+    /// awaits the previous controlling one (a reload: one controller at a time). Refused
+    /// with a close code and reason when the takeover is no longer live or is full.
+    pub(crate) fn attach(&self, grant: Grant, run: RelayRun) -> Result<(), (u16, String)> {
+        let mut registry = self.registry();
+        let relay_id = registry.next_relay;
+        registry.next_relay += 1;
+        let live = match registry.live.as_mut() {
+            Some(live) if live.record.id == grant.takeover_id => live,
+            _ => {
+                let outcome = registry
+                    .find(&grant.takeover_id)
+                    .and_then(|r| r.ended())
+                    .map_or("ended", |e| e.0.as_str());
+                return Err((CLOSE_ENDED, outcome.to_owned()));
+            }
+        };
+        if let Phase::Ending((outcome, _)) = live.phase {
+            return Err((CLOSE_ENDED, outcome.as_str().to_owned()));
+        }
+        let previous = match grant.access {
+            Access::Control => live.control.take(),
+            Access::ViewOnly => {
+                live.viewers.retain(|s| !s.task.is_finished());
+                if live.viewers.len() >= self.shared.limits.max_viewers {
+                    return Err((1013, "too many viewers".to_owned()));
+                }
+                None
+            }
+        };
+        let stop = CancellationToken::new();
+        let close = Arc::new(OnceLock::new());
+        let relay = run(stop.clone(), close.clone());
+        let span = tracing::info_span!("takeover_relay", takeover_id = %grant.takeover_id, relay = relay_id, access = ?grant.access);
+        let task = tokio::spawn(
+            async move {
+                if let Some(previous) = previous {
+                    debug!(replaced = previous.id, "replacing the controlling viewer");
+                    previous.shutdown(CLOSE_REPLACED, "replaced").await;
+                }
+                // If the takeover ended meanwhile, `stop` is cancelled and the relay
+                // only sends its close frame.
+                relay.await;
+            }
+            .instrument(span),
+        );
+        let slot = RelaySlot {
+            id: relay_id,
+            stop,
+            close,
+            task,
+        };
+        match grant.access {
+            Access::Control => live.control = Some(slot),
+            Access::ViewOnly => live.viewers.push(slot),
+        }
+        Ok(())
+    }
+}

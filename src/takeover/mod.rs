@@ -1,0 +1,362 @@
+//! Takeover: the agent asks for a human to log in on the sandbox's browser.
+//!
+//! [`TakeoverManager`] is the one owner of takeover state (at most one live takeover):
+//! request, wait, complete, cancel, time out, the success-condition watcher and the
+//! browser-death watch. [`routes`] exposes it on three surfaces: the agent's socket,
+//! the platform's control endpoint (bearer token) and the viewer (takeover tokens).
+//!
+//! Submodules: `manager` (the state machine and the ending order), `token` (token
+//! generation, hashing, constant-time checks), `condition` (glob and cookie matching, the
+//! CDP poller), `browser` (the [`Browser`] seam over `crate::desktop`), `routes` (HTTP).
+
+mod browser;
+pub mod condition;
+mod manager;
+pub mod routes;
+#[cfg(test)]
+mod tests;
+mod token;
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use serde::Serialize;
+
+pub use browser::{Browser, BrowserError};
+pub use condition::{CookieCondition, Glob, SuccessCondition};
+pub use manager::{Grant, TakeoverManager};
+
+use crate::relay::{Access, RelayLimits};
+
+/// Limits and timings of takeovers. `Default` is production.
+#[derive(Debug, Clone)]
+pub struct TakeoverLimits {
+    pub default_timeout: Duration,
+    pub max_timeout: Duration,
+    /// `wait` without `timeout_seconds`, and its maximum.
+    pub default_wait: Duration,
+    pub max_wait: Duration,
+    /// View-only WebSockets at once per takeover (the controlling one is extra).
+    pub max_viewers: usize,
+    /// How often the success condition is checked over CDP.
+    pub condition_poll: Duration,
+    /// Ended takeovers remembered (for `wait`, `GET` and the viewer's ended page).
+    pub remembered: usize,
+    pub relay: RelayLimits,
+}
+
+impl Default for TakeoverLimits {
+    fn default() -> Self {
+        Self {
+            default_timeout: Duration::from_secs(300),
+            max_timeout: Duration::from_secs(3600),
+            default_wait: Duration::from_secs(60),
+            max_wait: Duration::from_secs(600),
+            max_viewers: 16,
+            condition_poll: Duration::from_millis(200),
+            remembered: 32,
+            relay: RelayLimits::default(),
+        }
+    }
+}
+
+/// Request body limit of every takeover route.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+/// `reason` limit, in characters.
+pub const MAX_REASON_CHARS: usize = 1000;
+/// `success.url_pattern` limit, in bytes.
+pub const MAX_PATTERN_BYTES: usize = 2048;
+/// `success.cookie.name` / `.domain` limit, in bytes.
+pub const MAX_COOKIE_FIELD_BYTES: usize = 256;
+
+/// WebSocket close code sent to viewers when the takeover ends (reason = the outcome).
+pub const CLOSE_ENDED: u16 = 4000;
+/// WebSocket close code sent to a controlling viewer replaced by a newer one (a reload).
+pub const CLOSE_REPLACED: u16 = 4001;
+
+/// How a takeover ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Completed,
+    Cancelled,
+    TimedOut,
+    Failed,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Completed => "completed",
+            Outcome::Cancelled => "cancelled",
+            Outcome::TimedOut => "timed_out",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+/// Who ended a takeover (`completed` and `cancelled` only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum By {
+    User,
+    Platform,
+    Condition,
+    Agent,
+}
+
+impl By {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            By::User => "user",
+            By::Platform => "platform",
+            By::Condition => "condition",
+            By::Agent => "agent",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    Live,
+    Ended,
+}
+
+/// What `POST /v1/takeovers` answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TakeoverInfo {
+    pub takeover_id: String,
+    pub state: State,
+    pub connection_id: String,
+    pub expires_at: u64,
+    pub viewer_url: String,
+}
+
+/// A takeover's state at one instant (no token, no secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TakeoverSnapshot {
+    pub takeover_id: String,
+    pub state: State,
+    pub connection_id: String,
+    pub expires_at: u64,
+    pub outcome: Option<Outcome>,
+    pub by: Option<By>,
+}
+
+/// What the viewer's `session` route shows (no token).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SessionInfo {
+    pub takeover_id: String,
+    pub connection_id: String,
+    pub display_name: String,
+    pub reason: String,
+    pub login_url: Option<String>,
+    pub access: AccessName,
+    pub state: State,
+    pub outcome: Option<Outcome>,
+    pub expires_at: u64,
+}
+
+/// `access` on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessName {
+    Control,
+    View,
+}
+
+impl From<Access> for AccessName {
+    fn from(access: Access) -> Self {
+        match access {
+            Access::Control => AccessName::Control,
+            Access::ViewOnly => AccessName::View,
+        }
+    }
+}
+
+/// Everything a takeover call can fail with. `code()`/`status()` are the one mapping to
+/// the wire; `Display` and sources are for our log only.
+#[derive(Debug, thiserror::Error)]
+pub enum TakeoverError {
+    #[error("connection is not declared")]
+    ConnectionNotFound,
+    #[error("takeover is not valid for a {mode} connection")]
+    InvalidAuthMode { mode: &'static str },
+    #[error("this sandbox has no desktop")]
+    SandboxNotDesktop,
+    #[error("another takeover is live")]
+    Conflict,
+    #[error("bad request: {reason}")]
+    BadRequest { reason: &'static str },
+    #[error("request body over the {limit}-byte limit")]
+    PayloadTooLarge { limit: usize },
+    #[error("the browser is unavailable")]
+    BrowserUnavailable(#[source] Option<BrowserError>),
+    #[error("no such takeover")]
+    NotFound,
+    #[error("missing or wrong takeover token")]
+    Unauthorized,
+    #[error("this token may only view")]
+    Forbidden,
+    #[error("the takeover has ended")]
+    Ended(Box<TakeoverSnapshot>),
+    #[error("too many viewers")]
+    TooManyViewers,
+    #[error("peer may not use takeovers")]
+    PeerForbidden,
+}
+
+impl TakeoverError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            TakeoverError::ConnectionNotFound => "connection_not_found",
+            TakeoverError::InvalidAuthMode { .. } => "invalid_auth_mode",
+            TakeoverError::SandboxNotDesktop => "sandbox_not_desktop",
+            TakeoverError::Conflict => "takeover_conflict",
+            TakeoverError::BadRequest { .. } => "bad_request",
+            TakeoverError::PayloadTooLarge { .. } => "payload_too_large",
+            TakeoverError::BrowserUnavailable(_) => "browser_unavailable",
+            TakeoverError::NotFound => "takeover_not_found",
+            TakeoverError::Unauthorized => "unauthorized",
+            TakeoverError::Forbidden | TakeoverError::PeerForbidden => "forbidden",
+            TakeoverError::Ended(_) => "takeover_ended",
+            TakeoverError::TooManyViewers => "too_many_viewers",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            TakeoverError::ConnectionNotFound | TakeoverError::NotFound => StatusCode::NOT_FOUND,
+            TakeoverError::InvalidAuthMode { .. }
+            | TakeoverError::SandboxNotDesktop
+            | TakeoverError::Conflict => StatusCode::CONFLICT,
+            TakeoverError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            TakeoverError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            TakeoverError::BrowserUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            TakeoverError::Unauthorized => StatusCode::UNAUTHORIZED,
+            TakeoverError::Forbidden | TakeoverError::PeerForbidden => StatusCode::FORBIDDEN,
+            TakeoverError::Ended(_) => StatusCode::GONE,
+            TakeoverError::TooManyViewers => StatusCode::TOO_MANY_REQUESTS,
+        }
+    }
+
+    /// Fixed text per code, never built from input or internal errors.
+    pub fn public_message(&self) -> &'static str {
+        match self {
+            TakeoverError::ConnectionNotFound => {
+                "no connection with this id is declared in grexal.json"
+            }
+            TakeoverError::InvalidAuthMode { .. } => {
+                "takeovers are only for browser_login connections"
+            }
+            TakeoverError::SandboxNotDesktop => "this sandbox has no desktop",
+            TakeoverError::Conflict => "another takeover is live; wait for it or cancel it",
+            TakeoverError::BadRequest { .. } => "malformed request",
+            TakeoverError::PayloadTooLarge { .. } => "request body too large",
+            TakeoverError::BrowserUnavailable(_) => "the browser is not available",
+            TakeoverError::NotFound => "no such takeover",
+            TakeoverError::Unauthorized => "a valid takeover token is required",
+            TakeoverError::Forbidden => "this token may only view the takeover",
+            TakeoverError::PeerForbidden => "this process may not use takeovers",
+            TakeoverError::Ended(_) => "the takeover has ended",
+            TakeoverError::TooManyViewers => "too many viewers on this takeover",
+        }
+    }
+}
+
+/// The wire code and status for a takeover that ended with `outcome`, as `wait` returns
+/// it (`None`: 200, no error).
+pub fn outcome_error(outcome: Outcome) -> Option<(StatusCode, &'static str, &'static str)> {
+    match outcome {
+        Outcome::Completed => None,
+        Outcome::TimedOut => Some((
+            StatusCode::REQUEST_TIMEOUT,
+            "takeover_timeout",
+            "nobody completed the takeover in time",
+        )),
+        Outcome::Cancelled => Some((
+            StatusCode::CONFLICT,
+            "takeover_cancelled",
+            "the takeover was cancelled",
+        )),
+        Outcome::Failed => Some((
+            StatusCode::BAD_GATEWAY,
+            "takeover_failed",
+            "the browser failed during the takeover",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod wire_tests {
+    use super::*;
+
+    #[test]
+    fn wire_table() {
+        let snapshot = TakeoverSnapshot {
+            takeover_id: "t".into(),
+            state: State::Ended,
+            connection_id: "c".into(),
+            expires_at: 1,
+            outcome: Some(Outcome::Completed),
+            by: Some(By::User),
+        };
+        let cases: Vec<(TakeoverError, u16, &str)> = vec![
+            (
+                TakeoverError::ConnectionNotFound,
+                404,
+                "connection_not_found",
+            ),
+            (
+                TakeoverError::InvalidAuthMode {
+                    mode: "secret_input",
+                },
+                409,
+                "invalid_auth_mode",
+            ),
+            (TakeoverError::SandboxNotDesktop, 409, "sandbox_not_desktop"),
+            (TakeoverError::Conflict, 409, "takeover_conflict"),
+            (
+                TakeoverError::BadRequest { reason: "x" },
+                400,
+                "bad_request",
+            ),
+            (
+                TakeoverError::PayloadTooLarge { limit: 1 },
+                413,
+                "payload_too_large",
+            ),
+            (
+                TakeoverError::BrowserUnavailable(None),
+                503,
+                "browser_unavailable",
+            ),
+            (TakeoverError::NotFound, 404, "takeover_not_found"),
+            (TakeoverError::Unauthorized, 401, "unauthorized"),
+            (TakeoverError::Forbidden, 403, "forbidden"),
+            (TakeoverError::PeerForbidden, 403, "forbidden"),
+            (
+                TakeoverError::Ended(Box::new(snapshot)),
+                410,
+                "takeover_ended",
+            ),
+            (TakeoverError::TooManyViewers, 429, "too_many_viewers"),
+        ];
+        for (error, status, code) in cases {
+            assert_eq!(error.status().as_u16(), status, "{code}");
+            assert_eq!(error.code(), code);
+            assert!(!error.public_message().is_empty());
+        }
+        let outcomes = [
+            (Outcome::Completed, None),
+            (Outcome::TimedOut, Some((408, "takeover_timeout"))),
+            (Outcome::Cancelled, Some((409, "takeover_cancelled"))),
+            (Outcome::Failed, Some((502, "takeover_failed"))),
+        ];
+        for (outcome, want) in outcomes {
+            let got = outcome_error(outcome).map(|(s, c, _)| (s.as_u16(), c));
+            assert_eq!(got, want, "{outcome:?}");
+        }
+    }
+}

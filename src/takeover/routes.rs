@@ -1,0 +1,577 @@
+//! The takeover's HTTP routes, on three surfaces:
+//!
+//! - [`agent_routes`]: merged into the agent socket's router (after its whole-request
+//!   deadline layer: `wait` is a long poll). Callers are authorized by SO_PEERCRED with the
+//!   agent API's [`Policy`] (agent uid, root, the daemon's uid).
+//! - [`control_routes`]: merged into the control endpoint's router, *behind* its bearer
+//!   middleware (these handlers do no authentication of their own).
+//! - [`viewer_routes`]: merged into the same TCP listener's router *outside* the bearer
+//!   middleware; authenticated by the takeover's own tokens.
+//!
+//! Every handler: a span, authorization, one manager call, errors through
+//! [`TakeoverError`]'s one mapping. No body, token or cookie is ever logged.
+
+use axum::body::Body;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+use super::manager::TakeoverRequest;
+use super::{
+    outcome_error, By, CookieCondition, Glob, Outcome, SuccessCondition, TakeoverError,
+    TakeoverManager, TakeoverSnapshot, MAX_BODY_BYTES, MAX_COOKIE_FIELD_BYTES, MAX_PATTERN_BYTES,
+    MAX_REASON_CHARS,
+};
+use crate::api::{Peer, Policy};
+use crate::relay;
+
+/// Longest path id looked up; real ids are 22 characters.
+const MAX_ID_BYTES: usize = 64;
+
+#[derive(Clone)]
+struct AgentState {
+    manager: TakeoverManager,
+    policy: Policy,
+}
+
+/// `POST /v1/takeovers`, `GET /v1/takeovers/{id}`, `GET /v1/takeovers/{id}/wait`,
+/// `POST /v1/takeovers/{id}/cancel`, `GET /v1/browser`.
+pub fn agent_routes<S: Clone + Send + Sync + 'static>(
+    manager: TakeoverManager,
+    policy: Policy,
+) -> Router<S> {
+    Router::new()
+        .route("/v1/takeovers", post(agent_request))
+        .route("/v1/takeovers/{id}", get(agent_get))
+        .route("/v1/takeovers/{id}/wait", get(agent_wait))
+        .route("/v1/takeovers/{id}/cancel", post(agent_cancel))
+        .route("/v1/browser", get(agent_browser))
+        .with_state(AgentState { manager, policy })
+}
+
+/// `POST /v1/takeovers/{id}/complete` and `/cancel` for the platform (`by: "platform"`).
+/// Mount behind the control endpoint's bearer check.
+pub fn control_routes<S: Clone + Send + Sync + 'static>(manager: TakeoverManager) -> Router<S> {
+    Router::new()
+        .route("/v1/takeovers/{id}/complete", post(platform_complete))
+        .route("/v1/takeovers/{id}/cancel", post(platform_cancel))
+        .with_state(manager)
+}
+
+/// `GET /takeover/{id}/session`, `POST /takeover/{id}/complete`, `POST
+/// /takeover/{id}/cancel`, `GET /takeover/{id}/websocket`. Mount outside the bearer
+/// check; the page itself and noVNC's files come from `crate::viewer`.
+pub fn viewer_routes<S: Clone + Send + Sync + 'static>(manager: TakeoverManager) -> Router<S> {
+    Router::new()
+        .route("/takeover/{id}/session", get(viewer_session))
+        .route("/takeover/{id}/complete", post(viewer_complete))
+        .route("/takeover/{id}/cancel", post(viewer_cancel))
+        .route("/takeover/{id}/websocket", get(viewer_websocket))
+        .with_state(manager)
+}
+
+impl IntoResponse for TakeoverError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if let TakeoverError::BrowserUnavailable(Some(cause)) = &self {
+            tracing::warn!(error = %crate::api::error::error_chain(cause), "browser unavailable");
+        }
+        tracing::debug!(
+            code = self.code(),
+            status = status.as_u16(),
+            "takeover request refused"
+        );
+        let mut body =
+            serde_json::json!({"error": {"code": self.code(), "message": self.public_message()}});
+        if let TakeoverError::Ended(snapshot) = &self {
+            body["outcome"] = serde_json::json!(snapshot.outcome);
+            body["takeover"] = serde_json::json!(snapshot);
+        }
+        json_response(status, &body)
+    }
+}
+
+fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
+    let mut response = (status, Json(body)).into_response();
+    // Session data and outcomes are per-token: never cached by a browser or proxy.
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// A takeover's state as `wait` reports it: 200 unless it ended other than completed.
+fn outcome_response(snapshot: TakeoverSnapshot) -> Response {
+    match snapshot.outcome.and_then(outcome_error) {
+        None => json_response(StatusCode::OK, &snapshot),
+        Some((status, code, message)) => {
+            let body = serde_json::json!({"error": {"code": code, "message": message}, "takeover": snapshot});
+            json_response(status, &body)
+        }
+    }
+}
+
+fn path_id(
+    id: Result<Path<String>, PathRejection>,
+    unknown: TakeoverError,
+) -> Result<String, TakeoverError> {
+    match id {
+        Ok(Path(id)) if id.len() <= MAX_ID_BYTES => Ok(id),
+        _ => Err(unknown),
+    }
+}
+
+fn authorize_peer(state: &AgentState, peer: Option<&Peer>) -> Result<(), TakeoverError> {
+    state
+        .policy
+        .authorize_credentials(peer)
+        .map_err(|_| TakeoverError::PeerForbidden)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequestBody {
+    connection_id: String,
+    reason: String,
+    timeout_seconds: Option<u64>,
+    success: Option<SuccessBody>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SuccessBody {
+    url_pattern: Option<String>,
+    cookie: Option<CookieBody>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CookieBody {
+    name: String,
+    domain: String,
+}
+
+impl RequestBody {
+    fn validate(self, max_timeout: Duration) -> Result<TakeoverRequest, TakeoverError> {
+        let bad = |reason| TakeoverError::BadRequest { reason };
+        if self.reason.chars().count() > MAX_REASON_CHARS {
+            return Err(bad("reason"));
+        }
+        if self.connection_id.len() > MAX_ID_BYTES {
+            return Err(TakeoverError::ConnectionNotFound);
+        }
+        let timeout = match self.timeout_seconds {
+            None => None,
+            Some(s) if s >= 1 && s <= max_timeout.as_secs() => Some(Duration::from_secs(s)),
+            Some(_) => return Err(bad("timeout_seconds")),
+        };
+        let success = match self.success {
+            None => None,
+            Some(SuccessBody {
+                url_pattern: None,
+                cookie: None,
+            }) => return Err(bad("success")),
+            Some(SuccessBody {
+                url_pattern,
+                cookie,
+            }) => {
+                let url_pattern = match url_pattern {
+                    Some(p) if p.is_empty() || p.len() > MAX_PATTERN_BYTES => {
+                        return Err(bad("url_pattern"))
+                    }
+                    p => p.map(|p| Glob::new(&p)),
+                };
+                let cookie = match cookie {
+                    Some(c)
+                        if [&c.name, &c.domain]
+                            .iter()
+                            .any(|f| f.is_empty() || f.len() > MAX_COOKIE_FIELD_BYTES) =>
+                    {
+                        return Err(bad("cookie"))
+                    }
+                    c => c.map(|c| CookieCondition {
+                        name: c.name,
+                        domain: c.domain,
+                    }),
+                };
+                Some(SuccessCondition {
+                    url_pattern,
+                    cookie,
+                })
+            }
+        };
+        Ok(TakeoverRequest {
+            connection_id: self.connection_id,
+            reason: self.reason,
+            timeout,
+            success,
+        })
+    }
+}
+
+async fn read_body(body: Body) -> Result<RequestBody, TakeoverError> {
+    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|error| {
+            let too_large = std::error::Error::source(&error)
+                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                TakeoverError::PayloadTooLarge {
+                    limit: MAX_BODY_BYTES,
+                }
+            } else {
+                TakeoverError::BadRequest { reason: "body" }
+            }
+        })?;
+    serde_json::from_slice(&bytes).map_err(|_| TakeoverError::BadRequest { reason: "json" })
+}
+
+#[tracing::instrument(level = "debug", name = "takeover_request", skip_all)]
+async fn agent_request(
+    State(state): State<AgentState>,
+    peer: Option<Extension<Peer>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, TakeoverError> {
+    authorize_peer(&state, peer.as_deref())?;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(TakeoverError::PayloadTooLarge {
+            limit: MAX_BODY_BYTES,
+        });
+    }
+    let request = read_body(body)
+        .await?
+        .validate(state.manager.limits().max_timeout)?;
+    let info = state.manager.request(request).await?;
+    Ok(json_response(StatusCode::CREATED, &info))
+}
+
+#[tracing::instrument(level = "debug", name = "takeover_get", skip_all)]
+async fn agent_get(
+    State(state): State<AgentState>,
+    peer: Option<Extension<Peer>>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, TakeoverError> {
+    authorize_peer(&state, peer.as_deref())?;
+    let id = path_id(id, TakeoverError::NotFound)?;
+    Ok(json_response(StatusCode::OK, &state.manager.get(&id)?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WaitQuery {
+    timeout_seconds: Option<u64>,
+}
+
+#[tracing::instrument(level = "debug", name = "takeover_wait", skip_all)]
+async fn agent_wait(
+    State(state): State<AgentState>,
+    peer: Option<Extension<Peer>>,
+    id: Result<Path<String>, PathRejection>,
+    query: Result<Query<WaitQuery>, QueryRejection>,
+) -> Result<Response, TakeoverError> {
+    authorize_peer(&state, peer.as_deref())?;
+    let id = path_id(id, TakeoverError::NotFound)?;
+    let Ok(Query(query)) = query else {
+        return Err(TakeoverError::BadRequest { reason: "query" });
+    };
+    let limits = state.manager.limits();
+    let max_wait = match query.timeout_seconds {
+        None => limits.default_wait,
+        Some(s) if s <= limits.max_wait.as_secs() => Duration::from_secs(s),
+        Some(_) => {
+            return Err(TakeoverError::BadRequest {
+                reason: "timeout_seconds",
+            })
+        }
+    };
+    Ok(outcome_response(state.manager.wait(&id, max_wait).await?))
+}
+
+#[tracing::instrument(level = "debug", name = "takeover_cancel", skip_all)]
+async fn agent_cancel(
+    State(state): State<AgentState>,
+    peer: Option<Extension<Peer>>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, TakeoverError> {
+    authorize_peer(&state, peer.as_deref())?;
+    let id = path_id(id, TakeoverError::NotFound)?;
+    Ok(json_response(
+        StatusCode::OK,
+        &state.manager.cancel(&id, By::Agent).await?,
+    ))
+}
+
+#[derive(Serialize)]
+struct BrowserInfo {
+    cdp_http_url: String,
+    cdp_ws_url: String,
+}
+
+#[tracing::instrument(level = "debug", name = "browser", skip_all)]
+async fn agent_browser(
+    State(state): State<AgentState>,
+    peer: Option<Extension<Peer>>,
+) -> Result<Response, TakeoverError> {
+    authorize_peer(&state, peer.as_deref())?;
+    let cdp = state.manager.browser_endpoint()?;
+    Ok(json_response(
+        StatusCode::OK,
+        &BrowserInfo {
+            cdp_http_url: cdp.http_url,
+            cdp_ws_url: cdp.ws_url,
+        },
+    ))
+}
+
+#[tracing::instrument(level = "debug", name = "platform_complete", skip_all)]
+async fn platform_complete(
+    State(manager): State<TakeoverManager>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, TakeoverError> {
+    let id = path_id(id, TakeoverError::NotFound)?;
+    Ok(json_response(
+        StatusCode::OK,
+        &manager.complete(&id, By::Platform).await?,
+    ))
+}
+
+#[tracing::instrument(level = "debug", name = "platform_cancel", skip_all)]
+async fn platform_cancel(
+    State(manager): State<TakeoverManager>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, TakeoverError> {
+    let id = path_id(id, TakeoverError::NotFound)?;
+    Ok(json_response(
+        StatusCode::OK,
+        &manager.cancel(&id, By::Platform).await?,
+    ))
+}
+
+/// The token from `Authorization: Bearer <token>`.
+fn bearer(headers: &HeaderMap) -> Result<&str, TakeoverError> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return Err(TakeoverError::Unauthorized);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or(TakeoverError::Unauthorized)
+}
+
+#[tracing::instrument(level = "debug", name = "viewer_session", skip_all)]
+async fn viewer_session(
+    State(manager): State<TakeoverManager>,
+    id: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, TakeoverError> {
+    let id = path_id(id, TakeoverError::Unauthorized)?;
+    let grant = manager.authorize(&id, bearer(&headers)?)?;
+    Ok(json_response(StatusCode::OK, &manager.session(&grant)?))
+}
+
+#[derive(Serialize)]
+struct EndedBody {
+    takeover_id: String,
+    state: super::State,
+    outcome: Option<Outcome>,
+    by: Option<By>,
+}
+
+async fn viewer_end(
+    manager: TakeoverManager,
+    id: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    outcome: Outcome,
+) -> Result<Response, TakeoverError> {
+    let id = path_id(id, TakeoverError::Unauthorized)?;
+    let grant = manager.authorize(&id, bearer(&headers)?)?;
+    if grant.access != relay::Access::Control {
+        return Err(TakeoverError::Forbidden);
+    }
+    let snapshot = manager.end(&id, outcome, Some(By::User)).await?;
+    let body = EndedBody {
+        takeover_id: snapshot.takeover_id,
+        state: snapshot.state,
+        outcome: snapshot.outcome,
+        by: snapshot.by,
+    };
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+#[tracing::instrument(level = "debug", name = "viewer_complete", skip_all)]
+async fn viewer_complete(
+    State(manager): State<TakeoverManager>,
+    id: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, TakeoverError> {
+    viewer_end(manager, id, headers, Outcome::Completed).await
+}
+
+#[tracing::instrument(level = "debug", name = "viewer_cancel", skip_all)]
+async fn viewer_cancel(
+    State(manager): State<TakeoverManager>,
+    id: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, TakeoverError> {
+    viewer_end(manager, id, headers, Outcome::Cancelled).await
+}
+
+/// Authorizes from `Sec-WebSocket-Protocol: binary, grexal.v1.<token>` BEFORE upgrading:
+/// a refused viewer gets a JSON error and no upgrade, so not one RFB byte.
+#[tracing::instrument(level = "debug", name = "viewer_websocket", skip_all)]
+async fn viewer_websocket(
+    State(manager): State<TakeoverManager>,
+    id: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, TakeoverError> {
+    let id = path_id(id, TakeoverError::Unauthorized)?;
+    let token = relay::token_from_protocols(&headers).ok_or(TakeoverError::Unauthorized)?;
+    // A browser cannot read a refused handshake's status anyway; the page learns that
+    // the takeover ended from `session` (410). Here every refusal is the same 401.
+    let grant = manager
+        .authorize(&id, &token)
+        .map_err(|error| match error {
+            TakeoverError::Ended(_) => TakeoverError::Unauthorized,
+            other => other,
+        })?;
+    let ws = ws.map_err(|_| TakeoverError::BadRequest {
+        reason: "websocket upgrade",
+    })?;
+    manager.check_viewer_capacity(&grant)?;
+    tracing::debug!(access = ?grant.access, "viewer connected");
+    let limits = manager.limits().relay.clone();
+    let response = relay::configure_upgrade(ws, &limits)
+        .on_failed_upgrade(|error| tracing::debug!(%error, "websocket upgrade failed"))
+        .on_upgrade(move |socket| async move { manager.attach_websocket(grant, socket).await });
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(json: serde_json::Value) -> Result<TakeoverRequest, TakeoverError> {
+        let parsed: RequestBody = serde_json::from_value(json)
+            .map_err(|_| TakeoverError::BadRequest { reason: "json" })?;
+        parsed.validate(Duration::from_secs(3600))
+    }
+
+    #[test]
+    fn request_body_table() {
+        use serde_json::json;
+        let long_reason = "é".repeat(MAX_REASON_CHARS + 1);
+        let ok_reason = "é".repeat(MAX_REASON_CHARS);
+        let long_pattern = "a".repeat(MAX_PATTERN_BYTES + 1);
+        let cases: Vec<(serde_json::Value, Result<(), &str>)> = vec![
+            (json!({"connection_id": "c", "reason": "r"}), Ok(())),
+            (json!({"connection_id": "c", "reason": ok_reason}), Ok(())),
+            (
+                json!({"connection_id": "c", "reason": long_reason}),
+                Err("bad_request"),
+            ),
+            (json!({"connection_id": "c"}), Err("bad_request")),
+            (
+                json!({"connection_id": "c", "reason": "r", "extra": 1}),
+                Err("bad_request"),
+            ),
+            (
+                json!({"connection_id": "c", "reason": "r", "timeout_seconds": 0}),
+                Err("bad_request"),
+            ),
+            (
+                json!({"connection_id": "c", "reason": "r", "timeout_seconds": 1}),
+                Ok(()),
+            ),
+            (
+                json!({"connection_id": "c", "reason": "r", "timeout_seconds": 3600}),
+                Ok(()),
+            ),
+            (
+                json!({"connection_id": "c", "reason": "r", "timeout_seconds": 3601}),
+                Err("bad_request"),
+            ),
+            (
+                json!({"connection_id": "c", "reason": "r", "timeout_seconds": -1}),
+                Err("bad_request"),
+            ),
+            (
+                json!({"connection_id": "c", "reason": "r", "success": {}}),
+                Err("bad_request"),
+            ),
+            (
+                json!({"connection_id": "c", "reason": "r", "success": {"url_pattern": "https://x/*"}}),
+                Ok(()),
+            ),
+            (
+                json!({"connection_id": "c", "reason": "r", "success": {"url_pattern": ""}}),
+                Err("bad_request"),
+            ),
+            (
+                json!({"connection_id": "c", "reason": "r", "success": {"url_pattern": long_pattern}}),
+                Err("bad_request"),
+            ),
+            (
+                json!({"connection_id": "c", "reason": "r", "success": {"cookie": {"name": "s", "domain": "x.com"}}}),
+                Ok(()),
+            ),
+            (
+                json!({"connection_id": "c", "reason": "r", "success": {"cookie": {"name": "", "domain": "x.com"}}}),
+                Err("bad_request"),
+            ),
+            (
+                json!({"connection_id": "c", "reason": "r", "success": {"cookie": {"name": "s"}}}),
+                Err("bad_request"),
+            ),
+            (
+                json!({"connection_id": "c", "reason": "r", "success": {"cookie": {"name": "s", "domain": "x", "path": "/"}}}),
+                Err("bad_request"),
+            ),
+            (
+                json!({"connection_id": "c", "reason": "r", "success": {"url_pattern": "*", "x": 1}}),
+                Err("bad_request"),
+            ),
+            (
+                json!({"connection_id": "x".repeat(65), "reason": "r"}),
+                Err("connection_not_found"),
+            ),
+        ];
+        for (input, want) in cases {
+            let got = body(input.clone()).map(|_| ()).map_err(|e| e.code());
+            assert_eq!(got, want, "{input}");
+        }
+    }
+
+    #[test]
+    fn bearer_table() {
+        let cases: Vec<(Vec<&str>, Option<&str>)> = vec![
+            (vec![], None),
+            (vec!["Bearer abc"], Some("abc")),
+            (vec!["Basic abc"], None),
+            (vec!["bearer abc"], None),
+            (vec!["Bearer a", "Bearer b"], None),
+        ];
+        for (values, want) in cases {
+            let mut headers = HeaderMap::new();
+            for v in &values {
+                headers.append(header::AUTHORIZATION, v.parse().unwrap());
+            }
+            assert_eq!(bearer(&headers).ok(), want, "{values:?}");
+        }
+    }
+}

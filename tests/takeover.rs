@@ -1,0 +1,785 @@
+//! Takeover over real sockets: the agent's routes on a Unix socket, control and viewer
+//! routes on loopback TCP, WebSockets from tokio-tungstenite, relays to a fake VNC server
+//! or to the real desktop (Xvnc + Chromium; skipped only when those are missing and `CI`
+//! is unset).
+
+#[path = "support/takeover.rs"]
+mod support;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use grexal_sidecar::desktop::{Desktop, DesktopConfig, DesktopStatus, RestartPolicy};
+use grexal_sidecar::platform::events::EventBus;
+use grexal_sidecar::takeover::{Browser, TakeoverLimits};
+use support::{eventually, FakeBrowser, FakeVnc, Harness, BANNER};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+const LONG: Duration = Duration::from_secs(30);
+
+async fn fake() -> (Harness, FakeVnc, Arc<FakeBrowser>) {
+    let vnc = FakeVnc::start().await;
+    let browser = Arc::new(FakeBrowser {
+        vnc: vnc.addr,
+        status: watch::channel(DesktopStatus::Ready).0,
+    });
+    let harness = Harness::start(browser.clone(), TakeoverLimits::default()).await;
+    (harness, vnc, browser)
+}
+
+fn request_body(timeout_s: u64) -> String {
+    format!(
+        r#"{{"connection_id":"github","reason":"Please log in to GitHub","timeout_seconds":{timeout_s}}}"#
+    )
+}
+
+async fn start(h: &mut Harness, body: &str) -> (String, String, String) {
+    let r = h.agent("POST", "/v1/takeovers", Some(body)).await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let info = r.json();
+    let ids = h.requested().await;
+    assert_eq!(info["takeover_id"], ids.0.as_str());
+    assert_eq!(info["state"], "live");
+    assert_eq!(
+        info["viewer_url"],
+        format!("http://{}/takeover/{}", h.http, ids.0)
+    );
+    // The agent never sees a token.
+    assert!(!String::from_utf8_lossy(&r.body).contains(&ids.1));
+    assert!(!String::from_utf8_lossy(&r.body).contains(&ids.2));
+    ids
+}
+
+/// Opens the viewer WebSocket offering `binary` and, if given, the token subprotocol.
+async fn ws_connect(h: &Harness, id: &str, token: Option<&str>) -> Result<Ws, WsError> {
+    let mut request = h.ws_url(id).into_client_request()?;
+    let protocols = match token {
+        Some(t) => format!("binary, grexal.v1.{t}"),
+        None => "binary".to_owned(),
+    };
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", protocols.parse().expect("header"));
+    let (ws, response) = tokio_tungstenite::connect_async(request).await?;
+    assert_eq!(
+        response
+            .headers()
+            .get("sec-websocket-protocol")
+            .map(|v| v.to_str().unwrap()),
+        Some("binary")
+    );
+    Ok(ws)
+}
+
+/// The refusal's HTTP status; panics if the server upgraded.
+async fn ws_refused(h: &Harness, id: &str, token: Option<&str>) -> u16 {
+    match ws_connect(h, id, token).await {
+        Ok(_) => panic!("upgraded with token {token:?}"),
+        Err(WsError::Http(response)) => {
+            let body = response.body().clone().unwrap_or_default();
+            let text = String::from_utf8_lossy(&body);
+            assert!(!text.contains("RFB"), "{text}");
+            assert!(text.contains("\"error\""), "{text}");
+            response.status().as_u16()
+        }
+        Err(other) => panic!("unexpected {other}"),
+    }
+}
+
+async fn next_binary(ws: &mut Ws) -> Vec<u8> {
+    loop {
+        match tokio::time::timeout(LONG, ws.next())
+            .await
+            .expect("message in time")
+        {
+            Some(Ok(Message::Binary(data))) => return data.to_vec(),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            other => panic!("expected binary, got {other:?}"),
+        }
+    }
+}
+
+/// The close frame's (code, reason), skipping any data still in flight.
+async fn next_close(ws: &mut Ws) -> (u16, String) {
+    loop {
+        match tokio::time::timeout(LONG, ws.next())
+            .await
+            .expect("close in time")
+        {
+            Some(Ok(Message::Close(Some(frame)))) => {
+                return (u16::from(frame.code), frame.reason.to_string())
+            }
+            Some(Ok(Message::Binary(_) | Message::Ping(_) | Message::Pong(_))) => continue,
+            other => panic!("expected close, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn control_viewer_gets_rfb_and_is_cut_before_wait_returns() {
+    let (mut h, vnc, _browser) = fake().await;
+    let (id, control, view) = start(&mut h, &request_body(300)).await;
+    let mut ws = ws_connect(&h, &id, Some(&control)).await.expect("upgrade");
+    assert_eq!(next_binary(&mut ws).await, BANNER);
+    let mut viewer = ws_connect(&h, &id, Some(&view))
+        .await
+        .expect("upgrade view");
+    assert_eq!(next_binary(&mut viewer).await, BANNER);
+
+    let session = h
+        .public(
+            "GET",
+            &format!("/takeover/{id}/session"),
+            &[("Authorization", &format!("Bearer {view}"))],
+        )
+        .await;
+    assert_eq!(session.status, 200);
+    let s = session.json();
+    assert_eq!(
+        (
+            s["access"].as_str(),
+            s["state"].as_str(),
+            s["display_name"].as_str()
+        ),
+        (Some("view"), Some("live"), Some("GitHub"))
+    );
+    assert_eq!(s["reason"], "Please log in to GitHub");
+    assert!(session
+        .head
+        .to_ascii_lowercase()
+        .contains("cache-control: no-store"));
+
+    let agent = {
+        let socket = h.agent_socket.clone();
+        let id = id.clone();
+        tokio::spawn(async move {
+            let stream = tokio::net::UnixStream::connect(&socket).await.unwrap();
+            support::http(
+                stream,
+                "GET",
+                &format!("/v1/takeovers/{id}/wait?timeout_seconds=60"),
+                &[],
+                None,
+            )
+            .await
+        })
+    };
+    // The long poll is parked before the user clicks.
+    eventually("the wait to be parked", LONG, || {
+        h.manager.waiters(&id) == 1
+    })
+    .await;
+    let done = h
+        .public(
+            "POST",
+            &format!("/takeover/{id}/complete"),
+            &[("Authorization", &format!("Bearer {control}"))],
+        )
+        .await;
+    assert_eq!(done.status, 200);
+    assert_eq!(
+        (
+            done.json()["state"].as_str(),
+            done.json()["outcome"].as_str()
+        ),
+        (Some("ended"), Some("completed"))
+    );
+    let waited = agent.await.unwrap();
+    assert_eq!(waited.status, 200);
+    let w = waited.json();
+    assert_eq!(
+        (w["state"].as_str(), w["outcome"].as_str(), w["by"].as_str()),
+        (Some("ended"), Some("completed"), Some("user"))
+    );
+    // Both close frames were sent before the wait returned: they are already here.
+    for ws in [&mut ws, &mut viewer] {
+        let close = tokio::time::timeout(Duration::from_millis(500), next_close(ws))
+            .await
+            .expect("already closed");
+        assert_eq!(close, (4000, "completed".to_owned()));
+    }
+    assert_eq!(vnc.connections.load(Ordering::SeqCst), 2);
+
+    // The ended takeover's tokens: 410 on session (with the outcome), 401 on the socket.
+    let gone = h
+        .public(
+            "GET",
+            &format!("/takeover/{id}/session"),
+            &[("Authorization", &format!("Bearer {control}"))],
+        )
+        .await;
+    assert_eq!(
+        (gone.status, gone.code()),
+        (410, "takeover_ended".to_owned())
+    );
+    assert_eq!(gone.json()["outcome"], "completed");
+    assert_eq!(ws_refused(&h, &id, Some(&control)).await, 401);
+    assert_eq!(
+        vnc.connections.load(Ordering::SeqCst),
+        2,
+        "no VNC connection for a refused viewer"
+    );
+}
+
+#[tokio::test]
+async fn tokens_never_reach_the_log() {
+    let (mut h, _vnc, _browser) = fake().await;
+    let (id, control, view) = start(&mut h, &request_body(300)).await;
+    let mut ws = ws_connect(&h, &id, Some(&control)).await.expect("upgrade");
+    assert_eq!(next_binary(&mut ws).await, BANNER);
+    let mut viewer = ws_connect(&h, &id, Some(&view))
+        .await
+        .expect("upgrade view");
+    assert_eq!(next_binary(&mut viewer).await, BANNER);
+    let bearer = format!("Bearer {view}");
+    assert_eq!(
+        h.public(
+            "GET",
+            &format!("/takeover/{id}/session"),
+            &[("Authorization", &bearer)]
+        )
+        .await
+        .status,
+        200
+    );
+    assert_eq!(
+        h.public(
+            "POST",
+            &format!("/takeover/{id}/complete"),
+            &[("Authorization", &bearer)]
+        )
+        .await
+        .status,
+        403
+    );
+    let bearer = format!("Bearer {control}");
+    assert_eq!(
+        h.public(
+            "POST",
+            &format!("/takeover/{id}/complete"),
+            &[("Authorization", &bearer)]
+        )
+        .await
+        .status,
+        200
+    );
+    assert_eq!(ws_refused(&h, &id, Some(&control)).await, 401);
+    let log = support::captured_logs().text();
+    assert!(
+        log.contains("takeover requested") && log.contains("takeover ended"),
+        "nothing captured"
+    );
+    for token in [&control, &view] {
+        assert!(!log.contains(token.as_str()), "a token is in the log");
+    }
+}
+
+#[tokio::test]
+async fn bad_tokens_are_refused_before_any_upgrade() {
+    let (mut h, vnc, _browser) = fake().await;
+    let (id, control, view) = start(&mut h, &request_body(300)).await;
+    assert_eq!(ws_refused(&h, &id, None).await, 401);
+    assert_eq!(ws_refused(&h, &id, Some("AAAAwrongtokenAAAA")).await, 401);
+    assert_eq!(ws_refused(&h, "otherid", Some(&control)).await, 401);
+    assert_eq!(vnc.connections.load(Ordering::SeqCst), 0);
+
+    let bearer = |t: &str| format!("Bearer {t}");
+    let none = h
+        .public("GET", &format!("/takeover/{id}/session"), &[])
+        .await;
+    assert_eq!((none.status, none.code()), (401, "unauthorized".to_owned()));
+    let wrong = h
+        .public(
+            "GET",
+            &format!("/takeover/{id}/session"),
+            &[("Authorization", &bearer("nope"))],
+        )
+        .await;
+    assert_eq!(
+        (wrong.status, wrong.code()),
+        (401, "unauthorized".to_owned())
+    );
+    let viewer_complete = h
+        .public(
+            "POST",
+            &format!("/takeover/{id}/complete"),
+            &[("Authorization", &bearer(&view))],
+        )
+        .await;
+    assert_eq!(
+        (viewer_complete.status, viewer_complete.code()),
+        (403, "forbidden".to_owned())
+    );
+    let viewer_cancel = h
+        .public(
+            "POST",
+            &format!("/takeover/{id}/cancel"),
+            &[("Authorization", &bearer(&view))],
+        )
+        .await;
+    assert_eq!(viewer_cancel.status, 403);
+    assert_eq!(
+        h.agent("GET", &format!("/v1/takeovers/{id}"), None)
+            .await
+            .json()["state"],
+        "live"
+    );
+
+    // "I can't log in".
+    let cancel = h
+        .public(
+            "POST",
+            &format!("/takeover/{id}/cancel"),
+            &[("Authorization", &bearer(&control))],
+        )
+        .await;
+    assert_eq!(cancel.status, 200);
+    let waited = h
+        .agent("GET", &format!("/v1/takeovers/{id}/wait"), None)
+        .await;
+    assert_eq!(
+        (waited.status, waited.code()),
+        (409, "takeover_cancelled".to_owned())
+    );
+    assert_eq!(waited.json()["takeover"]["by"], "user");
+    let again = h
+        .public(
+            "POST",
+            &format!("/takeover/{id}/complete"),
+            &[("Authorization", &bearer(&control))],
+        )
+        .await;
+    assert_eq!(
+        (again.status, again.code()),
+        (410, "takeover_ended".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn deadline_makes_wait_return_408() {
+    let (mut h, _vnc, _browser) = fake().await;
+    let (id, control, _) = start(&mut h, &request_body(1)).await;
+    let mut ws = ws_connect(&h, &id, Some(&control)).await.expect("upgrade");
+    assert_eq!(next_binary(&mut ws).await, BANNER);
+    let started = Instant::now();
+    let waited = h
+        .agent(
+            "GET",
+            &format!("/v1/takeovers/{id}/wait?timeout_seconds=30"),
+            None,
+        )
+        .await;
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(
+        (waited.status, waited.code()),
+        (408, "takeover_timeout".to_owned())
+    );
+    assert_eq!(waited.json()["takeover"]["outcome"], "timed_out");
+    assert_eq!(next_close(&mut ws).await, (4000, "timed_out".to_owned()));
+}
+
+#[tokio::test]
+async fn agent_surface_errors_and_conflict() {
+    let (mut h, _vnc, browser) = fake().await;
+    let cases: &[(&str, u16, &str)] = &[
+        (
+            r#"{"connection_id":"nope","reason":"r"}"#,
+            404,
+            "connection_not_found",
+        ),
+        (
+            r#"{"connection_id":"openai","reason":"r"}"#,
+            409,
+            "invalid_auth_mode",
+        ),
+        (
+            r#"{"connection_id":"github","reason":"r","extra":true}"#,
+            400,
+            "bad_request",
+        ),
+        (
+            r#"{"connection_id":"github","reason":"r","timeout_seconds":0}"#,
+            400,
+            "bad_request",
+        ),
+        (r#"{"connection_id":"github""#, 400, "bad_request"),
+        (
+            r#"{"connection_id":"github","reason":"r","success":{}}"#,
+            400,
+            "bad_request",
+        ),
+    ];
+    for (body, status, code) in cases {
+        let r = h.agent("POST", "/v1/takeovers", Some(body)).await;
+        assert_eq!((r.status, r.code().as_str()), (*status, *code), "{body}");
+    }
+    let huge = format!(
+        r#"{{"connection_id":"github","reason":"{}"}}"#,
+        "x".repeat(17 * 1024)
+    );
+    let r = h.agent("POST", "/v1/takeovers", Some(&huge)).await;
+    assert_eq!((r.status, r.code()), (413, "payload_too_large".to_owned()));
+
+    let (id, _, _) = start(&mut h, &request_body(300)).await;
+    let second = h
+        .agent("POST", "/v1/takeovers", Some(&request_body(300)))
+        .await;
+    assert_eq!(
+        (second.status, second.code()),
+        (409, "takeover_conflict".to_owned())
+    );
+    let r = h
+        .agent(
+            "GET",
+            &format!("/v1/takeovers/{id}/wait?timeout_seconds=601"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    let r = h
+        .agent(
+            "GET",
+            &format!("/v1/takeovers/{id}/wait?timeout_seconds=0"),
+            None,
+        )
+        .await;
+    assert_eq!((r.status, r.json()["state"].as_str()), (200, Some("live")));
+    assert_eq!(
+        h.agent("GET", "/v1/takeovers/nope", None).await.code(),
+        "takeover_not_found"
+    );
+    let b = h.agent("GET", "/v1/browser", None).await;
+    assert_eq!(
+        (b.status, b.json()["cdp_ws_url"].as_str()),
+        (200, Some("ws://127.0.0.1:9/devtools/browser/fake"))
+    );
+
+    // The platform completes it (control endpoint route).
+    let r = h
+        .public("POST", &format!("/v1/takeovers/{id}/complete"), &[])
+        .await;
+    assert_eq!((r.status, r.json()["by"].as_str()), (200, Some("platform")));
+    // The agent cancels the next one.
+    let (id2, _, _) = start(&mut h, &request_body(300)).await;
+    let r = h
+        .agent("POST", &format!("/v1/takeovers/{id2}/cancel"), None)
+        .await;
+    assert_eq!(
+        (
+            r.status,
+            r.json()["outcome"].as_str(),
+            r.json()["by"].as_str()
+        ),
+        (200, Some("cancelled"), Some("agent"))
+    );
+
+    // A failed browser: no new takeover, no CDP endpoint.
+    browser.status.send_replace(DesktopStatus::Failed {
+        reason: "gone".into(),
+    });
+    let r = h
+        .agent("POST", "/v1/takeovers", Some(&request_body(300)))
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (503, "browser_unavailable".to_owned())
+    );
+    assert_eq!(h.agent("GET", "/v1/browser", None).await.status, 503);
+}
+
+#[tokio::test]
+async fn reload_replaces_the_controlling_viewer() {
+    let (mut h, vnc, browser) = fake().await;
+    let (id, control, _) = start(&mut h, &request_body(300)).await;
+    let mut first = ws_connect(&h, &id, Some(&control)).await.expect("upgrade");
+    assert_eq!(next_binary(&mut first).await, BANNER);
+    let mut second = ws_connect(&h, &id, Some(&control)).await.expect("upgrade");
+    assert_eq!(next_close(&mut first).await, (4001, "replaced".to_owned()));
+    assert_eq!(next_binary(&mut second).await, BANNER);
+    assert_eq!(vnc.connections.load(Ordering::SeqCst), 2);
+
+    // The browser dies for good: the takeover fails and the viewer is told.
+    browser.status.send_replace(DesktopStatus::Failed {
+        reason: "gone".into(),
+    });
+    let waited = h
+        .agent("GET", &format!("/v1/takeovers/{id}/wait"), None)
+        .await;
+    assert_eq!(
+        (waited.status, waited.code()),
+        (502, "takeover_failed".to_owned())
+    );
+    assert_eq!(next_close(&mut second).await, (4000, "failed".to_owned()));
+}
+
+/// "I've logged in" → the agent's long-poll returns. Prints the figures; asserts nothing
+/// about them (run with `--nocapture` to see them).
+#[tokio::test]
+async fn measure_complete_to_wait_latency() {
+    let (mut h, _vnc, _browser) = fake().await;
+    let mut samples = Vec::new();
+    for _ in 0..25 {
+        let (id, control, _) = start(&mut h, &request_body(300)).await;
+        let mut ws = ws_connect(&h, &id, Some(&control)).await.expect("upgrade");
+        assert_eq!(next_binary(&mut ws).await, BANNER);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let socket = h.agent_socket.clone();
+        let target = format!("/v1/takeovers/{id}/wait?timeout_seconds=60");
+        let agent = tokio::spawn(async move {
+            let stream = tokio::net::UnixStream::connect(&socket).await.unwrap();
+            let r = support::http(stream, "GET", &target, &[], None).await;
+            let _ = tx.send(Instant::now());
+            r
+        });
+        eventually("the wait to be parked", LONG, || {
+            h.manager.waiters(&id) == 1
+        })
+        .await;
+        let clicked = Instant::now();
+        let done = h
+            .public(
+                "POST",
+                &format!("/takeover/{id}/complete"),
+                &[("Authorization", &format!("Bearer {control}"))],
+            )
+            .await;
+        assert_eq!(done.status, 200);
+        let returned = rx.await.unwrap();
+        assert_eq!(agent.await.unwrap().status, 200);
+        samples.push(returned.duration_since(clicked));
+    }
+    samples.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "complete -> wait returned: n={} min={:.3} ms p50={:.3} ms p90={:.3} ms max={:.3} ms",
+        samples.len(),
+        ms(samples[0]),
+        ms(samples[samples.len() / 2]),
+        ms(samples[samples.len() * 9 / 10]),
+        ms(samples[samples.len() - 1])
+    );
+}
+
+// ---- the real desktop ----
+
+fn desktop_config(dir: &std::path::Path) -> DesktopConfig {
+    DesktopConfig {
+        profile_dir: dir.join("profile"),
+        run_dir: dir.join("run"),
+        no_sandbox: true,
+        chromium_extra_args: vec![
+            "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.0.0.1".into(),
+        ],
+        restart: RestartPolicy {
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(400),
+            // One restart is fine; the second within the window gives up.
+            max_restarts: 1,
+            window: Duration::from_secs(300),
+        },
+        stop_grace: Duration::from_secs(3),
+        ..DesktopConfig::default()
+    }
+}
+
+/// A login site on 127.0.0.1: `/done` is the page after login, `/set-cookie` sets the
+/// session cookie.
+async fn login_site() -> String {
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route(
+            "/login",
+            get(|| async { axum::response::Html("<h1>login</h1>") }),
+        )
+        .route(
+            "/done",
+            get(|| async { axum::response::Html("<h1>welcome</h1>") }),
+        )
+        .route(
+            "/set-cookie",
+            get(|| async {
+                (
+                    [("set-cookie", "session=s3cret; Path=/; Max-Age=600")],
+                    axum::response::Html("<h1>set</h1>"),
+                )
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+/// Opens `url` in a new tab through CDP's HTTP endpoint.
+async fn open_tab(desktop: &Desktop, url: &str) {
+    let cdp = desktop.cdp();
+    let host = cdp
+        .http_url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let stream = TcpStream::connect(&host).await.expect("connect CDP http");
+    let r = support::http(stream, "PUT", &format!("/json/new?{url}"), &[], None).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+}
+
+fn sigkill(pid: u32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_desktop_rfb_condition_restart_and_failure() {
+    if skip_desktop() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stop = CancellationToken::new();
+    let desktop = Arc::new(
+        Desktop::start(desktop_config(dir.path()), EventBus::new(), stop.clone())
+            .await
+            .expect("desktop starts"),
+    );
+    let mut h = Harness::start(
+        desktop.clone() as Arc<dyn Browser>,
+        TakeoverLimits::default(),
+    )
+    .await;
+    let site = login_site().await;
+
+    // 1. RFB from the real Xvnc through the relay; the URL condition completes it.
+    let body = format!(
+        r#"{{"connection_id":"github","reason":"r","timeout_seconds":120,"success":{{"url_pattern":"{site}/done*"}}}}"#
+    );
+    let (id, control, _) = start(&mut h, &body).await;
+    let mut ws = ws_connect(&h, &id, Some(&control)).await.expect("upgrade");
+    let banner = next_binary(&mut ws).await;
+    assert!(banner.starts_with(b"RFB 003."), "{banner:?}");
+    open_tab(&desktop, &format!("{site}/login")).await;
+    // Not a readiness wait: three poll periods in which a wrong match would have ended it.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        h.agent("GET", &format!("/v1/takeovers/{id}"), None)
+            .await
+            .json()["state"],
+        "live",
+        "/login must not match"
+    );
+    open_tab(&desktop, &format!("{site}/done?x=1")).await;
+    let waited = h
+        .agent(
+            "GET",
+            &format!("/v1/takeovers/{id}/wait?timeout_seconds=30"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        waited.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&waited.body)
+    );
+    assert_eq!(
+        (
+            waited.json()["outcome"].as_str(),
+            waited.json()["by"].as_str()
+        ),
+        (Some("completed"), Some("condition"))
+    );
+    assert_eq!(next_close(&mut ws).await, (4000, "completed".to_owned()));
+
+    // 2. The cookie condition.
+    let body = r#"{"connection_id":"github","reason":"r","timeout_seconds":120,"success":{"cookie":{"name":"session","domain":"127.0.0.1"}}}"#;
+    let (id, _, _) = start(&mut h, body).await;
+    open_tab(&desktop, &format!("{site}/set-cookie")).await;
+    let waited = h
+        .agent(
+            "GET",
+            &format!("/v1/takeovers/{id}/wait?timeout_seconds=30"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (
+            waited.json()["outcome"].as_str(),
+            waited.json()["by"].as_str()
+        ),
+        (Some("completed"), Some("condition"))
+    );
+
+    // 3. Chromium killed mid-takeover: it restarts and the takeover goes on.
+    let (id, control, _) = start(&mut h, &request_body(120)).await;
+    let before = desktop.pids().chromium;
+    sigkill(before);
+    let status = desktop.status();
+    eventually("chromium restarted", Duration::from_secs(60), || {
+        desktop.pids().chromium != before && *status.borrow() == DesktopStatus::Ready
+    })
+    .await;
+    assert_eq!(
+        h.agent("GET", &format!("/v1/takeovers/{id}"), None)
+            .await
+            .json()["state"],
+        "live"
+    );
+    let mut ws = ws_connect(&h, &id, Some(&control))
+        .await
+        .expect("reconnect");
+    assert!(next_binary(&mut ws).await.starts_with(b"RFB 003."));
+
+    // 4. Restarts exhausted: the takeover fails and the wait says so.
+    sigkill(desktop.pids().chromium);
+    let waited = h
+        .agent(
+            "GET",
+            &format!("/v1/takeovers/{id}/wait?timeout_seconds=60"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (waited.status, waited.code()),
+        (502, "takeover_failed".to_owned())
+    );
+    // A failed desktop stops its VNC server too, so the relay may have ended first
+    // ("vnc server closed"); either way the stream is closed and the page learns why.
+    let (code, reason) = next_close(&mut ws).await;
+    assert!(
+        (code, reason.as_str()) == (4000, "failed") || code == 1000,
+        "{code} {reason}"
+    );
+    let gone = h
+        .public(
+            "GET",
+            &format!("/takeover/{id}/session"),
+            &[("Authorization", &format!("Bearer {control}"))],
+        )
+        .await;
+    assert_eq!(
+        (gone.status, gone.json()["outcome"].as_str()),
+        (410, Some("failed"))
+    );
+
+    drop(h);
+    stop.cancel();
+    if let Ok(desktop) = Arc::try_unwrap(desktop) {
+        desktop.shutdown().await;
+    }
+}
+
+fn skip_desktop() -> bool {
+    support::skip(&["/usr/bin/Xvnc", "/usr/bin/chromium"])
+}
