@@ -41,7 +41,9 @@ fn main() {
         floors.push(version_floor(&bin));
         boots.push(fixture.boot_once(i));
     }
-    println!("boot to ready, {CONNECTIONS} connections' files written, {runs} runs, pinned to CPU 0:");
+    println!(
+        "boot to ready, {CONNECTIONS} connections' files written, {runs} runs, pinned to CPU 0:"
+    );
     println!("| | p50 | p90 | min |");
     println!("|---|---|---|---|");
     report("`run` spawn → socket answers /readyz", &mut boots);
@@ -52,7 +54,12 @@ fn report(name: &str, samples: &mut [Duration]) {
     samples.sort();
     let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
     let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1e3);
-    println!("| {name} | {} | {} | {} |", ms(at(0.5)), ms(at(0.9)), ms(samples[0]));
+    println!(
+        "| {name} | {} | {} | {} |",
+        ms(at(0.5)),
+        ms(at(0.9)),
+        ms(samples[0])
+    );
 }
 
 fn version_floor(bin: &Path) -> Duration {
@@ -97,12 +104,19 @@ impl Fixture {
                     "fields": [{"name": "user", "label": "User", "secret": false},
                                {"name": "password", "label": "Password", "secret": true}]
                 }));
-                creds.insert(id, serde_json::json!({"fields": {"user": "u", "password": "bench-password"}}));
+                creds.insert(
+                    id,
+                    serde_json::json!({"fields": {"user": "u", "password": "bench-password"}}),
+                );
             }
         }
         let manifest = serde_json::json!({"connections": connections});
         std::fs::write(dir.join("grexal.json"), manifest.to_string()).expect("manifest");
-        std::fs::write(dir.join("creds.json"), serde_json::json!({"connections": creds}).to_string()).expect("creds");
+        std::fs::write(
+            dir.join("creds.json"),
+            serde_json::json!({"connections": creds}).to_string(),
+        )
+        .expect("creds");
         for kind in ["sandbox", "platform"] {
             let ok = Command::new(bin)
                 .args(["keygen", "--kind", kind, "--out-dir"])
@@ -127,7 +141,10 @@ impl Fixture {
             .expect("seal")
             .success();
         assert!(ok, "seal");
-        Fixture { bin: bin.to_path_buf(), dir: dir.to_path_buf() }
+        Fixture {
+            bin: bin.to_path_buf(),
+            dir: dir.to_path_buf(),
+        }
     }
 
     fn boot_once(&self, i: usize) -> Duration {
@@ -138,7 +155,14 @@ impl Fixture {
         let mut child = Command::new("taskset")
             .args(["-c", "0"])
             .arg(&self.bin)
-            .args(["run", "--sandbox-id", "bench", "--log", "warn", "--manifest"])
+            .args([
+                "run",
+                "--sandbox-id",
+                "bench",
+                "--log",
+                "warn",
+                "--manifest",
+            ])
             .arg(self.dir.join("grexal.json"))
             .arg("--sandbox-key")
             .arg(self.dir.join("keys/sandbox.key"))
@@ -166,10 +190,18 @@ impl Fixture {
             assert!(Instant::now() < deadline, "not ready after 10 s");
             std::thread::sleep(Duration::from_micros(200));
         };
-        let files = std::fs::read_dir(run.join("creds")).expect("creds dir").count();
-        assert_eq!(files, CONNECTIONS, "every connection's directory is written");
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)
-            .expect("SIGTERM");
+        let files = std::fs::read_dir(run.join("creds"))
+            .expect("creds dir")
+            .count();
+        assert_eq!(
+            files, CONNECTIONS,
+            "every connection's directory is written"
+        );
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .expect("SIGTERM");
         let status = child.wait().expect("wait");
         assert!(status.success(), "clean shutdown");
         elapsed
@@ -180,7 +212,10 @@ fn ready(socket: &Path) -> bool {
     let Ok(mut stream) = UnixStream::connect(socket) else {
         return false;
     };
-    if stream.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").is_err() {
+    if stream
+        .write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
         return false;
     }
     let mut buf = [0u8; 64];

@@ -113,13 +113,26 @@ pub struct CommonArgs {
     pub browser_profile: Option<PathBuf>,
 
     /// Extra argument for Chromium (repeatable), e.g. a --host-resolver-rules for tests.
+    /// In the environment variable, one argument per line.
     #[arg(
         long = "chromium-arg",
         env = "GREXAL_CHROMIUM_ARGS",
-        value_delimiter = ' ',
+        value_delimiter = '\n',
         allow_hyphen_values = true
     )]
     pub chromium_args: Vec<String>,
+
+    /// Directory for the desktop's sockets and Chromium's HOME.
+    #[arg(
+        long,
+        env = "GREXAL_DESKTOP_RUN_DIR",
+        default_value = "/run/grexal/desktop"
+    )]
+    pub desktop_run_dir: PathBuf,
+
+    /// noVNC's web root (Debian's `novnc` package), served to takeover viewers.
+    #[arg(long, env = "GREXAL_NOVNC_DIR", default_value = "/usr/share/novnc")]
+    pub novnc_dir: PathBuf,
 
     /// Seconds a takeover viewer may stay silent before it is dropped.
     #[arg(long, env = "GREXAL_VIEWER_IDLE_TIMEOUT", default_value_t = 300)]

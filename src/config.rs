@@ -38,6 +38,8 @@ pub struct DesktopSettings {
     pub chromium: PathBuf,
     pub profile: Option<PathBuf>,
     pub chromium_args: Vec<String>,
+    pub run_dir: PathBuf,
+    pub novnc_dir: PathBuf,
 }
 
 /// Where credentials come from.
@@ -86,7 +88,9 @@ pub enum ConfigError {
 /// Relative paths (`dev`'s defaults under `.grexal/`) are resolved once, against the
 /// directory the daemon starts in, so nothing later depends on the current directory.
 fn absolute(path: PathBuf) -> Result<PathBuf, ConfigError> {
-    std::path::absolute(&path).map_err(|_| ConfigError::Path { path: path.display().to_string() })
+    std::path::absolute(&path).map_err(|_| ConfigError::Path {
+        path: path.display().to_string(),
+    })
 }
 
 impl Config {
@@ -184,7 +188,9 @@ impl Config {
                 width,
                 height,
                 chromium: common.chromium,
-                profile: common.browser_profile,
+                profile: common.browser_profile.map(absolute).transpose()?,
+                run_dir: absolute(common.desktop_run_dir)?,
+                novnc_dir: absolute(common.novnc_dir)?,
                 chromium_args: common
                     .chromium_args
                     .into_iter()

@@ -212,6 +212,8 @@ struct Daemon {
     tasks: TaskTracker,
     agent_user: Option<crate::agent::AgentUser>,
     signals: StopSignals,
+    desktop: Option<Arc<crate::desktop::Desktop>>,
+    takeovers: crate::takeover::TakeoverManager,
 }
 
 async fn boot(config: Config) -> Result<Daemon, BootError> {
@@ -292,6 +294,37 @@ async fn boot(config: Config) -> Result<Daemon, BootError> {
         }
     };
 
+    // The desktop comes up while the platform may still be sealing the bundle; the
+    // takeover manager needs it (or its absence, for `sandbox_not_desktop`).
+    let desktop = if config.force_desktop || store.manifest().is_desktop() {
+        Some(Arc::new(start_desktop(&config, &events).await?))
+    } else {
+        None
+    };
+    let public_url = match &config.source {
+        CredentialSource::Sealed(SealedSource {
+            control: Some(c), ..
+        }) => c.public_url.clone(),
+        // No control endpoint: no viewer can be reached; viewer URLs say so.
+        _ => "http://viewer-unavailable.invalid".to_string(),
+    };
+    let takeover_limits = crate::takeover::TakeoverLimits {
+        relay: crate::relay::RelayLimits {
+            idle_timeout: config.viewer_idle_timeout,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let takeovers = crate::takeover::TakeoverManager::new(
+        store.manifest().clone(),
+        desktop
+            .clone()
+            .map(|d| d as Arc<dyn crate::takeover::Browser>),
+        events.clone(),
+        public_url,
+        takeover_limits,
+    );
+
     let owner = agent_user.as_ref().map(|u| u.owner());
     let listener = crate::api::bind(&config.socket, owner).map_err(|e| {
         BootError::from_error(
@@ -305,6 +338,7 @@ async fn boot(config: Config) -> Result<Daemon, BootError> {
         crate::api::ApiState::new(store.clone(), agent_user.as_ref().map(|u| u.uid));
     api_state.limits =
         crate::api::ApiLimits::new(config.api_max_connections, config.api_request_timeout);
+    api_state.takeovers = Some(takeovers.clone());
     tasks.spawn(crate::api::serve(listener, api_state, stop.clone()));
 
     if let (
@@ -316,7 +350,18 @@ async fn boot(config: Config) -> Result<Daemon, BootError> {
         Some(public_key),
     ) = (&config.source, sandbox_public)
     {
-        start_control(control, sandbox_id, public_key, &store, &tasks, &stop).await?;
+        let viewer = crate::viewer::ViewerConfig {
+            novnc_dir: config.desktop.novnc_dir.clone(),
+            ..Default::default()
+        };
+        let routes = ControlRoutes {
+            takeovers: takeovers.clone(),
+            viewer,
+        };
+        start_control(
+            control, sandbox_id, public_key, &store, routes, &tasks, &stop,
+        )
+        .await?;
     }
 
     if needs_credentials && !store.is_ready() {
@@ -356,7 +401,58 @@ async fn boot(config: Config) -> Result<Daemon, BootError> {
         tasks,
         agent_user,
         signals,
+        desktop,
+        takeovers,
     })
+}
+
+fn desktop_config(config: &Config) -> crate::desktop::DesktopConfig {
+    use crate::cli::DisplayBackend;
+    use crate::desktop::{DesktopConfig, DisplayBackend as Backend, Screen};
+    let settings = &config.desktop;
+    let defaults = DesktopConfig::default();
+    DesktopConfig {
+        backend: match settings.backend {
+            DisplayBackend::Xvnc => Backend::Xvnc {
+                xvnc: "/usr/bin/Xvnc".into(),
+            },
+            DisplayBackend::Xvfb => Backend::XvfbX11vnc {
+                xvfb: "/usr/bin/Xvfb".into(),
+                x11vnc: "/usr/bin/x11vnc".into(),
+            },
+        },
+        screen: Screen {
+            width: settings.width as u16,
+            height: settings.height as u16,
+            ..defaults.screen
+        },
+        chromium: settings.chromium.clone(),
+        profile_dir: settings
+            .profile
+            .clone()
+            .unwrap_or(defaults.profile_dir.clone()),
+        run_dir: settings.run_dir.clone(),
+        chromium_home: None,
+        chromium_extra_args: settings.chromium_args.clone(),
+        ..defaults
+    }
+}
+
+async fn start_desktop(
+    config: &Config,
+    events: &EventBus,
+) -> Result<crate::desktop::Desktop, BootError> {
+    // Its own stop token: at shutdown the desktop goes last, after the takeover ended and
+    // the servers stopped (reverse start order).
+    let desktop = crate::desktop::Desktop::start(
+        desktop_config(config),
+        events.clone(),
+        CancellationToken::new(),
+    )
+    .await
+    .map_err(|e| BootError::from_error(ExitCode::Os, "desktop", &e))?;
+    info!(display = %desktop.display(), cdp = %desktop.cdp().http_url, "desktop ready");
+    Ok(desktop)
 }
 
 /// The sandbox key (loaded, or generated with its public half published) and, when the
@@ -488,19 +584,28 @@ async fn install_dev_file(store: &crate::store::Store, path: &Path) -> Result<()
     Ok(())
 }
 
+/// What the control endpoint serves besides credentials: takeovers and the viewer.
+struct ControlRoutes {
+    takeovers: crate::takeover::TakeoverManager,
+    viewer: crate::viewer::ViewerConfig,
+}
+
 async fn start_control(
     control: &crate::config::ControlSettings,
     sandbox_id: &str,
     public_key: crate::keys::SandboxPublicKey,
     store: &Arc<crate::store::Store>,
+    routes: ControlRoutes,
     tasks: &TaskTracker,
     stop: &CancellationToken,
 ) -> Result<(), BootError> {
     use crate::platform::control;
     let token = control::BearerToken::load(&control.token_file)
         .map_err(|e| BootError::from_error(ExitCode::Config, "--control-token-file", &e))?;
-    let state =
+    let mut state =
         control::ControlState::new(store.clone(), token, sandbox_id.to_string(), public_key);
+    state.takeovers = Some(routes.takeovers);
+    state.viewer = routes.viewer;
     let limits = state.limits;
     let router = control::router(state);
     let listener = control::bind(control.listen)
@@ -531,9 +636,10 @@ impl Daemon {
         let snapshot = self.store.snapshot();
         let no_env = Vec::new();
         let credentials = snapshot.as_ref().map(|m| &m.env).unwrap_or(&no_env);
+        let cdp_url = self.desktop.as_ref().map(|d| d.cdp().http_url);
         let plan = crate::agent::EnvPlan {
             socket: &self.config.socket,
-            browser_cdp_url: None,
+            browser_cdp_url: cdp_url.as_deref(),
             credentials,
             user: self.agent_user.as_ref(),
         };
@@ -566,6 +672,9 @@ impl Daemon {
     }
 
     async fn shutdown(self) {
+        // A live takeover ends first (its viewers are cut), then the servers stop, then
+        // the desktop, then the credentials are wiped.
+        self.takeovers.shutdown().await;
         self.stop.cancel();
         self.tasks.close();
         if tokio::time::timeout(Duration::from_secs(5), self.tasks.wait())
@@ -573,6 +682,14 @@ impl Daemon {
             .is_err()
         {
             warn!("tasks still running after 5 s; exiting anyway");
+        }
+        drop(self.takeovers);
+        if let Some(desktop) = self.desktop {
+            match Arc::try_unwrap(desktop) {
+                Ok(desktop) => desktop.shutdown().await,
+                // Someone still holds it; dropping our handle stops its children.
+                Err(_) => warn!("desktop still referenced at shutdown; stopping it by drop"),
+            }
         }
         if let Err(e) = self.store.wipe().await {
             error!(%e, "wiping credentials failed");

@@ -207,7 +207,10 @@ pub async fn relay(
     limits: &RelayLimits,
     stop: CancellationToken,
 ) -> Result<RelayStats, RelayError> {
-    relay_with_stop_close(ws, target, access, limits, stop, || (1000, "stopped".to_owned())).await
+    relay_with_stop_close(ws, target, access, limits, stop, || {
+        (1000, "stopped".to_owned())
+    })
+    .await
 }
 
 /// [`relay`], except that when `stop` ends it the viewer's Close frame is `stop_close()`

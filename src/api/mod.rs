@@ -83,6 +83,8 @@ pub struct ApiState {
     pub policy: Policy,
     pub limits: ApiLimits,
     pub log_limiter: Arc<LogLimiter>,
+    /// The takeover routes (`/v1/takeovers…`, `/v1/browser`), when the daemon runs them.
+    pub takeovers: Option<crate::takeover::TakeoverManager>,
 }
 
 impl ApiState {
@@ -94,6 +96,7 @@ impl ApiState {
             policy: Policy::new(agent_uid),
             limits: ApiLimits::default(),
             log_limiter: Arc::new(LogLimiter::default()),
+            takeovers: None,
         }
     }
 }

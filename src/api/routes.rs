@@ -21,7 +21,7 @@ use crate::store::ConnectionState;
 /// The agent API. Routes added before `route_layer(request_deadline)` get the whole-request
 /// deadline; long-poll routes (takeovers) belong after it.
 pub fn router(state: ApiState) -> Router {
-    Router::new()
+    let mut router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/v1/connections", get(list_connections))
@@ -29,8 +29,15 @@ pub fn router(state: ApiState) -> Router {
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             request_deadline,
-        ))
-        // Long-poll routes go here: `.route("/v1/takeovers", post(...))`.
+        ));
+    // Merged after the deadline layer: `wait` is a long poll.
+    if let Some(manager) = &state.takeovers {
+        router = router.merge(crate::takeover::routes::agent_routes(
+            manager.clone(),
+            state.policy.clone(),
+        ));
+    }
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), body_limit))

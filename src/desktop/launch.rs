@@ -240,7 +240,6 @@ pub(crate) fn chromium_args(cfg: &DesktopConfig) -> Vec<String> {
         "--disable-breakpad",
         "--password-store=basic",
         "--test-type",
-        "--remote-debugging-port=0",
         "--remote-debugging-address=127.0.0.1",
         "--window-position=0,0",
     ]
@@ -251,6 +250,7 @@ pub(crate) fn chromium_args(cfg: &DesktopConfig) -> Vec<String> {
         "--window-size={},{}",
         cfg.screen.width, cfg.screen.height
     ));
+    args.push(format!("--remote-debugging-port={}", cfg.cdp_port));
     args.push(format!("--user-data-dir={}", cfg.profile_dir.display()));
     if cfg.no_sandbox {
         args.push("--no-sandbox".into());
@@ -284,12 +284,19 @@ pub(crate) async fn start_chromium(
             cfg.start_timeouts.chromium,
             PROBE_INTERVAL,
             || async {
-                let (port, _path) = probe::devtools_active_port(&cfg.profile_dir).await.ok_or(
-                    DesktopError::ProbeRejected {
-                        child: "chromium",
-                        reason: "DevToolsActivePort not written yet".into(),
-                    },
-                )?;
+                // Chromium writes DevToolsActivePort only for `--remote-debugging-port=0`;
+                // with the port fixed by `Desktop::start`, probe that port directly.
+                let port = if cfg.cdp_port != 0 {
+                    cfg.cdp_port
+                } else {
+                    probe::devtools_active_port(&cfg.profile_dir)
+                        .await
+                        .ok_or(DesktopError::ProbeRejected {
+                            child: "chromium",
+                            reason: "DevToolsActivePort not written yet".into(),
+                        })?
+                        .0
+                };
                 let ws_url = probe::cdp_version(port).await?;
                 super::cdp::prove(&ws_url).await?;
                 Ok(CdpEndpoint {

@@ -129,6 +129,9 @@ pub struct DesktopConfig {
     pub no_sandbox: bool,
     /// Appended to Chromium's command line (tests add `--host-resolver-rules=...`).
     pub chromium_extra_args: Vec<String>,
+    /// Chromium's CDP port on 127.0.0.1. 0: a free port is chosen once at start and kept
+    /// across restarts, so the URL the agent got in `GREXAL_BROWSER_CDP_URL` stays valid.
+    pub cdp_port: u16,
     pub restart: RestartPolicy,
     pub run_as: Option<RunAs>,
     pub start_timeouts: StartTimeouts,
@@ -148,6 +151,7 @@ impl Default for DesktopConfig {
             chromium_home: None,
             no_sandbox: nix::unistd::geteuid().is_root(),
             chromium_extra_args: Vec::new(),
+            cdp_port: 0,
             restart: RestartPolicy::default(),
             run_as: None,
             start_timeouts: StartTimeouts::default(),
@@ -281,11 +285,20 @@ impl Desktop {
     /// passed its probe, then supervises them until `stop` is cancelled or `shutdown`.
     /// A failed start stops whatever had started.
     pub async fn start(
-        cfg: DesktopConfig,
+        mut cfg: DesktopConfig,
         events: EventBus,
         stop: CancellationToken,
     ) -> Result<Desktop, DesktopError> {
         let span = tracing::info_span!("desktop");
+        if cfg.cdp_port == 0 {
+            cfg.cdp_port = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .map_err(|source| DesktopError::Io {
+                    what: "choosing a CDP port",
+                    source,
+                })?;
+        }
         let started = tokio::time::Instant::now();
         let (status_tx, status) = watch::channel(DesktopStatus::Starting);
         supervisor::prepare_dirs(&cfg)?;

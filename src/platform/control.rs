@@ -169,6 +169,9 @@ pub struct ControlState {
     pub public_key: SandboxPublicKey,
     pub limits: ControlLimits,
     pub log_limiter: Arc<LogLimiter>,
+    /// Takeover routes for the platform (bearer) and the viewer (takeover tokens).
+    pub takeovers: Option<crate::takeover::TakeoverManager>,
+    pub viewer: crate::viewer::ViewerConfig,
 }
 
 impl std::fmt::Debug for ControlState {
@@ -195,21 +198,32 @@ impl ControlState {
             public_key,
             limits: ControlLimits::default(),
             log_limiter: Arc::new(LogLimiter::default()),
+            takeovers: None,
+            viewer: crate::viewer::ViewerConfig::default(),
         }
     }
 }
 
 /// The control endpoint's routes.
 pub fn router(state: ControlState) -> Router {
-    Router::new()
+    let mut router = Router::new()
         .route("/v1/identity", get(identity))
         .route("/v1/credentials", put(put_credentials))
-        .route("/v1/events", get(events))
-        // Bearer-protected routes above this line; the viewer's (view-token) routes below.
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            require_bearer,
-        ))
+        .route("/v1/events", get(events));
+    if let Some(manager) = &state.takeovers {
+        router = router.merge(crate::takeover::routes::control_routes(manager.clone()));
+    }
+    // Bearer-protected routes above this line; the viewer's (takeover-token) routes below.
+    router = router.route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        require_bearer,
+    ));
+    if let Some(manager) = &state.takeovers {
+        router = router
+            .merge(crate::takeover::routes::viewer_routes(manager.clone()))
+            .merge(crate::viewer::routes(state.viewer.clone()));
+    }
+    router
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)
