@@ -34,7 +34,7 @@ pub fn router(state: ApiState) -> Router {
     if let Some(manager) = &state.takeovers {
         router = router.merge(crate::takeover::routes::agent_routes(
             manager.clone(),
-            state.policy.clone(),
+            state.policy,
         ));
     }
     router
