@@ -52,7 +52,7 @@ set +e
   -- python3 "$work/agent/agent.py"
 code=$?
 set -e
-echo "== the agent exited with $code; the daemon wiped the credentials:"
-ls -la "$work/grexal" 2>/dev/null || true
+echo "== the agent exited with $code; the daemon wiped the credentials on exit:"
+if [ -e "$work/grexal" ]; then ls -la "$work/grexal"; else echo "   $work/grexal is gone"; fi
 rm -rf "$work"
 exit $code
