@@ -1,0 +1,97 @@
+//! `grexal-sidecar check`: validates a manifest and prints what it declares; an invalid
+//! declaration names the connection and the field, with the manifest exit code.
+
+mod support;
+
+use std::path::Path;
+
+use support::*;
+
+#[test]
+fn check_prints_the_declared_connections() {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/agent/grexal.json");
+    let out = run_to_end(command().arg("check").arg(&manifest));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("valid, 4 connection(s)"), "{stdout}");
+    for line in [
+        "openai",
+        "secret_input",
+        "github",
+        "oauth_redirect",
+        "deploy_key",
+        "file_upload",
+    ] {
+        assert!(stdout.contains(line), "{line} in {stdout}");
+    }
+
+    let out = run_to_end(command().arg("check").arg("--json").arg(&manifest));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(doc["valid"], true);
+    assert_eq!(doc["connections"].as_array().map(Vec::len), Some(4));
+    assert_eq!(doc["connections"][2]["auth_mode"], "oauth_redirect");
+}
+
+#[test]
+fn check_names_the_connection_and_field_of_an_invalid_declaration() {
+    let dir = open_tempdir();
+    let cases = [
+        (
+            r#"{"connections": [{"id": "a", "display_name": "A", "auth_mode": "secret_input", "fields": []}]}"#,
+            r#"id "a""#,
+        ),
+        (
+            r#"{"connections": [{"id": "../x", "display_name": "X", "auth_mode": "browser_login"}]}"#,
+            "connections[0]",
+        ),
+        (
+            r#"{"connections": [{"id": "a", "display_name": "A", "auth_mode": "magic"}]}"#,
+            "magic",
+        ),
+        (
+            r#"{"connections": [{"id": "a", "display_name": "A", "auth_mode": "browser_login"},
+                                {"id": "a", "display_name": "B", "auth_mode": "browser_login"}]}"#,
+            "connections[1]",
+        ),
+        ("{not json", "JSON"),
+    ];
+    for (i, (doc, needle)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("m{i}.json"));
+        write(&path, doc, 0o644);
+        let out = run_to_end(command().arg("check").arg(&path));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(65), "case {i}: {stderr}");
+        assert!(
+            stderr.contains(needle),
+            "case {i}: names {needle}: {stderr}"
+        );
+    }
+    let out = run_to_end(command().arg("check").arg(dir.path().join("absent.json")));
+    assert_eq!(out.status.code(), Some(65));
+}
+
+#[test]
+fn unknown_top_level_and_connection_keys_are_ignored() {
+    let dir = open_tempdir();
+    let doc = r#"{"manifest_version": 3, "input_schema": {}, "pricing": {"x": 1},
+        "runtime": {"sandbox_template": "desktop", "gpu": true},
+        "connections": [{"id": "bank", "display_name": "Bank", "auth_mode": "browser_login",
+                         "login_url": "https://bank.example", "icon": "bank.svg"}]}"#;
+    let path = dir.path().join("grexal.json");
+    write(&path, doc, 0o644);
+    let out = run_to_end(command().arg("check").arg(&path));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("runtime.sandbox_template = desktop"),
+        "{stdout}"
+    );
+}
