@@ -482,9 +482,8 @@ fn chromium_killed_mid_takeover_restarts_with_its_profile() {
             sigkill(before);
             let after = wait_until("chromium to come back", LONG, || {
                 let pid = chromium_pid(daemon).filter(|p| *p != before)?;
-                let addr = cdp.trim_start_matches("http://").parse().ok()?;
-                let version = http_tcp(addr, "GET", "/json/version", None, None).ok()?;
-                (version.status == 200).then_some(pid)
+                let (status, _) = cdp_request(&cdp, "GET", "/json/version").ok()?;
+                (status == 200).then_some(pid)
             });
             let state = support::http_unix(&socket, "GET", &format!("/v1/takeovers/{id}"), None)
                 .map(|r| r.json())

@@ -15,9 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
-use crate::support::{
-    command, free_port, http_tcp, http_unix, is_root, open_tempdir, write, HttpResponse,
-};
+use crate::support::{command, free_port, http_unix, is_root, open_tempdir, write, HttpResponse};
 
 pub const CONNECTION: &str = "example_site";
 pub const COOKIE: &str = "e2e_session";
@@ -829,17 +827,56 @@ pub fn login_actions(user: &str) -> Vec<Value> {
 
 // ---- CDP, from the test ----
 
-fn cdp_get(cdp_http: &str, path: &str) -> Value {
+/// Reads one response: the head, then the body by its Content-Length (Chromium's
+/// DevTools server and a WebSocket refusal may keep the connection open).
+fn read_response(s: &mut TcpStream) -> (u16, Vec<u8>, Vec<u8>) {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if raw.len() >= split + 4 + length {
+                let body = raw[split + 4..split + 4 + length].to_vec();
+                let status = head
+                    .split(' ')
+                    .nth(1)
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(0);
+                return (status, body, raw);
+            }
+        }
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return (0, Vec::new(), raw),
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// One request to Chromium's DevTools HTTP endpoint; (status, body).
+pub fn cdp_request(cdp_http: &str, method: &str, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
     let addr = cdp_http.trim_start_matches("http://").trim_end_matches('/');
-    let addr: SocketAddr = addr.parse().expect("cdp addr");
-    let r = http_tcp(addr, "GET", path, None, None).expect("cdp http");
-    assert_eq!(
-        r.status,
-        200,
-        "{path}: {}",
-        String::from_utf8_lossy(&r.body)
-    );
-    r.json()
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let (status, body, _) = read_response(&mut s);
+    if status == 0 {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok((status, body))
+}
+
+fn cdp_get(cdp_http: &str, path: &str) -> Value {
+    let (status, body) = cdp_request(cdp_http, "GET", path).expect("cdp http");
+    assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&body));
+    serde_json::from_slice(&body).expect("cdp json")
 }
 
 /// `/json/list`, pages only (the omnibox popup and others are other types).
@@ -855,13 +892,9 @@ pub fn pages(cdp_http: &str) -> Vec<Value> {
 
 /// Opens a new tab on `url` through CDP's HTTP endpoint.
 pub fn open_tab(cdp_http: &str, url: &str) {
-    let addr: SocketAddr = cdp_http
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .parse()
-        .expect("cdp addr");
-    let r = http_tcp(addr, "PUT", &format!("/json/new?{url}"), None, None).expect("json/new");
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let (status, body) =
+        cdp_request(cdp_http, "PUT", &format!("/json/new?{url}")).expect("json/new");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
 }
 
 /// `Runtime.evaluate` in the first page whose URL starts with `url_prefix`.
@@ -955,30 +988,6 @@ pub fn ws_handshake(addr: SocketAddr, id: &str, protocols: Option<&str>) -> (u16
          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{protocols}\r\n"
     )
     .expect("write");
-    // The head, then the body by its Content-Length (the connection may stay open).
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        if let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
-            let length: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            if raw.len() >= split + 4 + length {
-                break;
-            }
-        }
-        match s.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => raw.extend_from_slice(&buf[..n]),
-        }
-    }
-    let status = String::from_utf8_lossy(&raw)
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
+    let (status, _, raw) = read_response(&mut s);
     (status, raw)
 }
