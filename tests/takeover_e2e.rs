@@ -17,6 +17,8 @@
 
 #[path = "support/takeover_e2e.rs"]
 mod e2e;
+#[path = "support/login_site.rs"]
+mod login_site;
 mod support;
 
 use std::sync::{Arc, Mutex};
