@@ -6,12 +6,14 @@
 #   4. the example agent (examples/agent/agent.py) reads all three pre-collected modes.
 #
 #   scripts/demo.sh            # the pre-collected modes
-#   scripts/demo.sh takeover   # a browser_login takeover on a desktop sandbox
+#   scripts/demo.sh takeover   # a browser_login takeover on a desktop sandbox (you log in)
+#   scripts/demo.sh takeover --headless   # the same, unattended (a headless viewer logs in)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ "${1:-}" = takeover ]; then
-  exec scripts/demo-takeover.sh
+  shift
+  exec scripts/demo-takeover.sh "$@"
 fi
 
 command -v python3 >/dev/null || { echo "demo: python3 is needed for the example agent" >&2; exit 1; }

@@ -9,6 +9,9 @@
 // from opening the page to those pixels, performs the actions, takes the screenshot and
 // prints one JSON line:
 //   {"first_pixels_ms":..., "state":..., "outcome":..., "states":[...], "page":{...}, ...}
+// plus wall-clock times (Date.now(), ms since the epoch) for latency figures measured
+// against other processes: "first_pixels_at", "complete_clicked_at" (the page saw the
+// click on "I've logged in") and "action_times" ([{type, start, end}]).
 // With --until error|ended it waits for that state instead of pixels (e.g. a bad token).
 // Any failure exits 1 with a message on stderr (and a JSON line with "error" on stdout).
 //
@@ -95,6 +98,10 @@ function recorder() {
     const all = window.__viewerStates;
     if (s && all[all.length - 1] !== s) all.push(s);
   };
+  // When "I've logged in" was really clicked (Date.now(), for latency figures).
+  document.addEventListener('click', (e) => {
+    if (e.target && e.target.closest && e.target.closest('#btn-complete')) window.__completeClickedAt = Date.now();
+  }, true);
   document.addEventListener('securitypolicyviolation', (e) => {
     window.__cspViolations.push(`${e.effectiveDirective} ${e.blockedURI}`);
   });
@@ -168,6 +175,7 @@ async function snapshot(page) {
       outcome: document.body.dataset.outcome || null,
       states: window.__viewerStates || [],
       csp_violations: window.__cspViolations || [],
+      complete_clicked_at: window.__completeClickedAt || null,
       url: location.href,
       page: {
         title: document.title,
@@ -238,10 +246,16 @@ async function main() {
     if (opts.until === 'live') {
       await waitPixels(page, opts.timeoutMs);
       result.first_pixels_ms = Math.round(performance.now() - t0);
+      result.first_pixels_at = Date.now();
     } else {
       await waitState(page, opts.until, opts.timeoutMs);
     }
-    for (const action of opts.actions) await runAction(page, action, opts);
+    result.action_times = [];
+    for (const action of opts.actions) {
+      const start = Date.now();
+      await runAction(page, action, opts);
+      result.action_times.push({ type: action.type, start, end: Date.now() });
+    }
     await shot(page, opts.screenshot);
     result = { ...result, ...(await snapshot(page)), console_errors: consoleErrors };
     process.stdout.write(JSON.stringify(result) + '\n');
