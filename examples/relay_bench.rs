@@ -21,7 +21,12 @@ const HANDSHAKE: &[u8] = b"RFB 003.008\n\x01\x01";
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--serve-relay") {
-        serve_relay(&args[2], &args[3], args.get(4).and_then(|a| a.parse().ok()));
+        serve_relay(
+            &args[2],
+            &args[3],
+            args.get(4).and_then(|a| a.parse().ok()),
+            args.get(5).and_then(|a| a.parse().ok()).unwrap_or(0),
+        );
         return;
     }
     let mut peer = "/usr/bin/websockify".to_string();
@@ -29,6 +34,8 @@ fn main() {
     let mut mib = 512usize;
     let mut rtts = 20_000usize;
     let mut read_size = grexal_sidecar::relay::RelayLimits::default().read_size;
+    // 0: a current-thread runtime; N: a multi-thread runtime with N workers (the daemon: 2).
+    let mut relay_threads = 0usize;
     let mut it = args.iter().skip(1);
     while let Some(a) = it.next() {
         let mut val = || it.next().expect("missing value").clone();
@@ -45,6 +52,7 @@ fn main() {
             "--mib" => mib = val().parse().expect("--mib N"),
             "--rtts" => rtts = val().parse().expect("--rtts N"),
             "--read-size" => read_size = val().parse().expect("--read-size BYTES"),
+            "--relay-threads" => relay_threads = val().parse().expect("--relay-threads N"),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -59,6 +67,7 @@ fn main() {
             &source.to_string(),
             &echo.to_string(),
             &read_size.to_string(),
+            &relay_threads.to_string(),
         ])
         .stdout(Stdio::piped())
         .spawn()
@@ -122,8 +131,12 @@ fn main() {
     let gib = (bytes * runs as u64) as f64 / (1u64 << 30) as f64;
     let d_tp = median(&mut direct_tp);
     let mib_of = |k: u64| k as f64 / 1024.0;
+    let runtime = match relay_threads {
+        0 => "current-thread".to_string(),
+        n => format!("multi-thread ({n} workers)"),
+    };
     println!(
-        "\n{mib} MiB per run, median of {runs} runs; {rtts} round trips of 10 bytes; relay read size {read_size}; all on CPU 0\n"
+        "\n{mib} MiB per run, median of {runs} runs; {rtts} round trips of 10 bytes; relay read size {read_size}; relay runtime {runtime}; all on CPU 0\n"
     );
     println!("| | grexal relay | websockify | direct TCP |");
     println!("|---|---|---|---|");
@@ -484,14 +497,21 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 /// The relay process: one route per upstream, no token, default limits.
-fn serve_relay(source: &str, echo: &str, read_size: Option<usize>) {
+fn serve_relay(source: &str, echo: &str, read_size: Option<usize>, threads: usize) {
     use axum::extract::ws::WebSocketUpgrade;
     use axum::routing::any;
     use grexal_sidecar::relay::{configure_upgrade, relay, Access, RelayLimits, VncTarget};
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = match threads {
+        0 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+    }
+    .enable_all()
+    .build()
+    .expect("runtime");
     rt.block_on(async move {
         let route = |target: VncTarget| {
             any(move |ws: WebSocketUpgrade| {
