@@ -13,10 +13,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use crate::cli::{CheckArgs, Cli, Command};
+use crate::cli::{Cli, Command};
 use crate::config::{Config, CredentialSource, SealedSource};
 use crate::exit::ExitCode;
-use crate::manifest::{AuthMode, Manifest};
+use crate::manifest::Manifest;
 use crate::platform::events::{EventBus, PlatformEvent};
 
 /// Runs a subcommand; returns the process exit code (the agent's own, under `run -- …`).
@@ -24,7 +24,7 @@ pub fn dispatch(cli: Cli) -> u8 {
     match cli.command {
         Command::Keygen(args) => crate::tools::keygen(&args).code(),
         Command::Seal(args) => crate::tools::seal(&args).code(),
-        Command::Check(args) => check(&args).code(),
+        Command::Check(args) => crate::check::check(&args).code(),
         Command::Run(args) => match Config::from_run(args) {
             Ok(config) => start(config),
             Err(e) => usage_error(&e),
@@ -46,87 +46,6 @@ pub fn now_unix() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-/// `check`: validate a manifest and print what it declares.
-fn check(args: &CheckArgs) -> ExitCode {
-    let manifest = match Manifest::from_path(&args.path) {
-        Ok(m) => m,
-        Err(e) => {
-            eprintln!("grexal-sidecar: {}: {e}", args.path.display());
-            return ExitCode::Manifest;
-        }
-    };
-    let warnings = manifest_warnings(&manifest);
-    if args.json {
-        let connections: Vec<_> = manifest
-            .connections
-            .iter()
-            .map(|c| serde_json::json!({"id": c.id, "display_name": c.display_name, "auth_mode": c.mode.name()}))
-            .collect();
-        let doc = serde_json::json!({
-            "valid": true,
-            "sandbox_template": manifest.sandbox_template,
-            "connections": connections,
-            "warnings": warnings,
-        });
-        println!("{doc}");
-    } else {
-        println!(
-            "{}: valid, {} connection(s)",
-            args.path.display(),
-            manifest.connections.len()
-        );
-        for c in &manifest.connections {
-            println!("  {:<24} {:<15} {}", c.id, c.mode.name(), describe(&c.mode));
-        }
-        if let Some(t) = &manifest.sandbox_template {
-            println!("  runtime.sandbox_template = {t}");
-        }
-        for w in &warnings {
-            println!("warning: {w}");
-        }
-    }
-    ExitCode::Success
-}
-
-fn describe(mode: &AuthMode) -> String {
-    match mode {
-        AuthMode::SecretInput { fields, delivery } => {
-            let names: Vec<_> = fields.iter().map(|f| f.name.as_str()).collect();
-            format!("fields [{}], delivery {:?}", names.join(", "), delivery)
-        }
-        AuthMode::OauthRedirect { provider } => format!("scopes [{}]", provider.scopes.join(", ")),
-        AuthMode::FileUpload {
-            accepted_extensions,
-            max_size_bytes,
-            ..
-        } => {
-            format!(
-                "extensions [{}], up to {max_size_bytes} bytes",
-                accepted_extensions.join(", ")
-            )
-        }
-        AuthMode::BrowserLogin { login_url } => {
-            format!("login_url {}", login_url.as_deref().unwrap_or("-"))
-        }
-    }
-}
-
-fn manifest_warnings(manifest: &Manifest) -> Vec<String> {
-    let mut warnings = Vec::new();
-    if !manifest.is_desktop() {
-        for c in &manifest.connections {
-            if matches!(c.mode, AuthMode::BrowserLogin { .. }) {
-                warnings.push(format!(
-                    "connection {:?} is browser_login but runtime.sandbox_template is not \"desktop\": \
-                     request_takeover will answer sandbox_not_desktop",
-                    c.id
-                ));
-            }
-        }
-    }
-    warnings
 }
 
 /// `run` and `dev`: tracing and hardening first, then the async sequence.
@@ -226,7 +145,7 @@ async fn boot(config: Config) -> Result<Daemon, BootError> {
             &e,
         )
     })?;
-    for w in manifest_warnings(&manifest) {
+    for w in crate::check::manifest_warnings(&manifest) {
         warn!("{w}");
     }
     let agent_user = match &config.agent_user {

@@ -4,6 +4,7 @@
 //!
 //! | module        | responsibility                                                              |
 //! |---------------|-----------------------------------------------------------------------------|
+//! | `check`       | the `check` subcommand: a manifest validated and described            |
 //! | `cli`         | command-line surface (clap) and its resolution into a `config::Config`      |
 //! | `config`      | the one validated, immutable configuration, resolved before anything binds  |
 //! | `exit`        | the typed process exit codes                                                |
@@ -30,6 +31,7 @@
 pub mod agent;
 pub mod api;
 pub mod bundle;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod credentials;
