@@ -63,6 +63,9 @@ pub struct CommonArgs {
     pub manifest: PathBuf,
 
     /// The agent's user (name or uid): it runs the agent and owns the credential files.
+    /// On a desktop sandbox the display, VNC server and Chromium run as this user too
+    /// (the agent drives that browser over CDP anyway); it owns the browser profile and
+    /// the desktop run dir. Without it they run as the daemon's user.
     #[arg(long, env = "GREXAL_AGENT_USER")]
     pub agent_user: Option<String>,
 

@@ -216,7 +216,9 @@ async fn boot(config: Config) -> Result<Daemon, BootError> {
     // The desktop comes up while the platform may still be sealing the bundle; the
     // takeover manager needs it (or its absence, for `sandbox_not_desktop`).
     let desktop = if config.force_desktop || store.manifest().is_desktop() {
-        Some(Arc::new(start_desktop(&config, &events).await?))
+        Some(Arc::new(
+            start_desktop(&config, agent_user.as_ref(), &events).await?,
+        ))
     } else {
         None
     };
@@ -325,9 +327,16 @@ async fn boot(config: Config) -> Result<Daemon, BootError> {
     })
 }
 
-fn desktop_config(config: &Config) -> crate::desktop::DesktopConfig {
+/// The desktop's children run as the agent user when there is one: the agent drives this
+/// browser over CDP anyway, so it owning the browser, its profile and the run dir gives
+/// it nothing new, while Chromium, Xvnc and x11vnc (large parsers of untrusted input:
+/// web pages, RFB from viewers) no longer run as root.
+fn desktop_config(
+    config: &Config,
+    agent_user: Option<&crate::agent::AgentUser>,
+) -> crate::desktop::DesktopConfig {
     use crate::cli::DisplayBackend;
-    use crate::desktop::{DesktopConfig, DisplayBackend as Backend, Screen};
+    use crate::desktop::{DesktopConfig, DisplayBackend as Backend, RunAs, Screen};
     let settings = &config.desktop;
     let defaults = DesktopConfig::default();
     DesktopConfig {
@@ -353,18 +362,23 @@ fn desktop_config(config: &Config) -> crate::desktop::DesktopConfig {
         run_dir: settings.run_dir.clone(),
         chromium_home: None,
         chromium_extra_args: settings.chromium_args.clone(),
+        run_as: agent_user.map(|u| RunAs {
+            uid: u.uid,
+            gid: u.gid,
+        }),
         ..defaults
     }
 }
 
 async fn start_desktop(
     config: &Config,
+    agent_user: Option<&crate::agent::AgentUser>,
     events: &EventBus,
 ) -> Result<crate::desktop::Desktop, BootError> {
     // Its own stop token: at shutdown the desktop goes last, after the takeover ended and
     // the servers stopped (reverse start order).
     let desktop = crate::desktop::Desktop::start(
-        desktop_config(config),
+        desktop_config(config, agent_user),
         events.clone(),
         CancellationToken::new(),
     )

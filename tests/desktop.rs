@@ -13,7 +13,7 @@ use chromiumoxide::cdp::browser_protocol::storage::{GetCookiesParams, SetCookies
 use chromiumoxide::Browser;
 use futures_util::StreamExt;
 use grexal_sidecar::desktop::{
-    Desktop, DesktopConfig, DesktopStatus, DisplayBackend, RestartPolicy,
+    Desktop, DesktopConfig, DesktopError, DesktopStatus, DisplayBackend, RestartPolicy, RunAs,
 };
 use grexal_sidecar::platform::events::{EventBus, PlatformEvent};
 use grexal_sidecar::relay::VncTarget;
@@ -613,4 +613,161 @@ async fn too_many_crashes_fail_the_desktop() {
         Err(grexal_sidecar::desktop::DesktopError::Failed { .. })
     ));
     desktop.shutdown().await;
+}
+
+/// The `Uid:` and `Gid:` lines of /proc/<pid>/status (real, effective, saved, fs) and
+/// its `Groups:` line.
+fn ids_of(pid: u32) -> (String, String, String) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let line = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+            .unwrap_or_else(|| panic!("no {key} in status of {pid}"))
+    };
+    (line("Uid:"), line("Gid:"), line("Groups:"))
+}
+
+const NOBODY: u32 = 65534;
+
+/// A temp dir the unprivileged desktop user can traverse (tempfile makes it 0700 root).
+fn traversable_tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    dir
+}
+
+/// True when the test must be skipped because it cannot switch users (not root, CI unset).
+fn skip_unless_root() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return false;
+    }
+    assert!(std::env::var_os("CI").is_none(), "CI is set but not root");
+    eprintln!("skipping: switching to another user needs root");
+    true
+}
+
+async fn check_runs_as_nobody(cfg: DesktopConfig, dir: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let url = page_server().await;
+    let desktop = Desktop::start(cfg.clone(), EventBus::new(), CancellationToken::new())
+        .await
+        .expect("start as nobody");
+    let pids = desktop.pids();
+    let want = format!("{NOBODY} {NOBODY} {NOBODY} {NOBODY}");
+    for pid in [Some(pids.display), pids.vnc, Some(pids.chromium)]
+        .into_iter()
+        .flatten()
+    {
+        let (uid, gid, groups) = ids_of(pid);
+        assert_eq!(uid, want, "Uid of {pid}");
+        assert_eq!(gid, want, "Gid of {pid}");
+        assert_eq!(groups, "", "supplementary groups of {pid}");
+    }
+    for sub in ["profile", "run", "run/chromium-home"] {
+        let meta = std::fs::metadata(dir.join(sub)).expect("dir");
+        assert_eq!((meta.uid(), meta.gid()), (NOBODY, NOBODY), "{sub}");
+        assert_eq!(meta.mode() & 0o777, 0o700, "{sub}");
+    }
+    // Chromium wrote its profile as nobody.
+    let prefs = std::fs::metadata(dir.join("profile/Default")).expect("profile written");
+    assert_eq!(prefs.uid(), NOBODY);
+
+    // The daemon (root) reaches the unprivileged VNC server.
+    assert!(rfb_banner(&desktop.vnc_target())
+        .await
+        .starts_with(b"RFB 003."));
+
+    // CDP drives the unprivileged browser.
+    let cdp = cdp(&desktop).await;
+    let page = cdp.browser.new_page(url.as_str()).await.expect("new page");
+    page.wait_for_navigation().await.expect("navigate");
+    assert_eq!(
+        page.get_title().await.expect("title").as_deref(),
+        Some(TITLE)
+    );
+    drop(cdp);
+    shutdown_and_check(desktop).await;
+
+    // A second start reuses the dirs nobody now owns, and its profile.
+    let desktop = Desktop::start(cfg, EventBus::new(), CancellationToken::new())
+        .await
+        .expect("restart as nobody");
+    assert_eq!(ids_of(desktop.pids().chromium).0, want);
+    shutdown_and_check(desktop).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xvnc_desktop_runs_as_an_unprivileged_user() {
+    init_tracing();
+    if skip(&["/usr/bin/Xvnc", "/usr/bin/chromium"]) || skip_unless_root() {
+        return;
+    }
+    let dir = traversable_tempdir();
+    let mut cfg = config(dir.path());
+    cfg.run_as = Some(RunAs {
+        uid: NOBODY,
+        gid: NOBODY,
+    });
+    check_runs_as_nobody(cfg, dir.path()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xvfb_x11vnc_desktop_runs_as_an_unprivileged_user() {
+    init_tracing();
+    if skip(&["/usr/bin/Xvfb", "/usr/bin/x11vnc", "/usr/bin/chromium"]) || skip_unless_root() {
+        return;
+    }
+    let dir = traversable_tempdir();
+    let mut cfg = config(dir.path());
+    cfg.backend = DisplayBackend::XvfbX11vnc {
+        xvfb: "/usr/bin/Xvfb".into(),
+        x11vnc: "/usr/bin/x11vnc".into(),
+    };
+    cfg.run_as = Some(RunAs {
+        uid: NOBODY,
+        gid: NOBODY,
+    });
+    check_runs_as_nobody(cfg, dir.path()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_empty_profile_of_another_user_is_refused() {
+    init_tracing();
+    if skip_unless_root() {
+        return;
+    }
+    let dir = traversable_tempdir();
+    let mut cfg = config(dir.path());
+    cfg.run_as = Some(RunAs {
+        uid: NOBODY,
+        gid: NOBODY,
+    });
+    // A profile written by root: its files would stay unwritable for nobody.
+    std::fs::create_dir(&cfg.profile_dir).expect("profile");
+    std::fs::write(cfg.profile_dir.join("Local State"), b"{}").expect("state");
+    // A binary that does not exist: had the refusal not come first, the start would fail
+    // with a spawn error instead.
+    cfg.chromium = dir.path().join("no-chromium");
+    cfg.backend = DisplayBackend::Xvnc {
+        xvnc: dir.path().join("no-xvnc"),
+    };
+    let err = Desktop::start(cfg.clone(), EventBus::new(), CancellationToken::new())
+        .await
+        .expect_err("must refuse");
+    assert!(
+        matches!(&err, DesktopError::ForeignDir { dir, owner: 0, user: NOBODY } if *dir == cfg.profile_dir),
+        "{err:?}"
+    );
+    // An empty one (an image may create it ahead of time) is adopted.
+    std::fs::remove_file(cfg.profile_dir.join("Local State")).expect("rm");
+    let err = Desktop::start(cfg.clone(), EventBus::new(), CancellationToken::new())
+        .await
+        .expect_err("no xvnc");
+    assert!(matches!(err, DesktopError::Spawn { .. }), "{err:?}");
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(&cfg.profile_dir).expect("profile");
+    assert_eq!(meta.uid(), NOBODY);
 }

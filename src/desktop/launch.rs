@@ -33,9 +33,25 @@ pub(crate) struct Display {
 
 fn base_command(cfg: &DesktopConfig, program: &Path) -> Command {
     let mut cmd = Command::new(program);
-    cmd.env_clear().env("PATH", CHILD_PATH);
+    // The run dir, not the daemon's cwd: an unprivileged child may not be able to enter
+    // the daemon's (e.g. /root), and nothing should resolve paths against it anyway.
+    cmd.env_clear()
+        .env("PATH", CHILD_PATH)
+        .current_dir(&cfg.run_dir);
     if let Some(user) = cfg.run_as {
-        cmd.uid(user.uid).gid(user.gid);
+        // Our own switch instead of `Command::uid`/`gid`: std clears supplementary groups
+        // only best-effort (it ignores EPERM), and a child that kept root's groups could
+        // still use their files. Here a failed `setgroups` fails the spawn.
+        // SAFETY: between fork and exec only async-signal-safe calls are allowed;
+        // setgroups, setgid and setuid are plain system calls and nothing allocates.
+        unsafe {
+            cmd.pre_exec(move || {
+                nix::unistd::setgroups(&[])?;
+                nix::unistd::setgid(nix::unistd::Gid::from_raw(user.gid))?;
+                nix::unistd::setuid(nix::unistd::Uid::from_raw(user.uid))?;
+                Ok(())
+            });
+        }
     }
     cmd
 }
@@ -252,6 +268,11 @@ pub(crate) fn chromium_args(cfg: &DesktopConfig) -> Vec<String> {
     ));
     args.push(format!("--remote-debugging-port={}", cfg.cdp_port));
     args.push(format!("--user-data-dir={}", cfg.profile_dir.display()));
+    // Still passed by default when the children run as an unprivileged user: Chromium's
+    // own sandbox needs either the setuid helper (not shipped) or unprivileged user
+    // namespaces, which a sandbox image (a container with seccomp) often forbids; without
+    // either Chromium refuses to start. The isolation is the sandbox itself plus the
+    // user switch (`run_as`).
     if cfg.no_sandbox {
         args.push("--no-sandbox".into());
     }
@@ -337,6 +358,8 @@ fn is_live_chromium(pid: i32) -> bool {
     }
     match std::fs::read_link(format!("/proc/{pid}/exe")) {
         Ok(exe) => exe.to_string_lossy().contains("chrom"),
+        // Root reads the link of a process of another uid (the `run_as` user) with
+        // CAP_SYS_PTRACE, which the daemon has; without it the read fails with EACCES.
         // Unreadable: be safe and assume it is a browser holding the profile.
         Err(_) => true,
     }

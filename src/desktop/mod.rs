@@ -64,7 +64,11 @@ impl Default for Screen {
 }
 
 /// The user the children run as. `None` in `DesktopConfig` runs them as the daemon's
-/// own user (root in the sandbox today).
+/// own user. With `Some`, every child gets exactly this uid and gid and no supplementary
+/// groups; the run dir, the profile and Chromium's HOME are owned by it (see
+/// `DesktopError::ForeignDir`), and their parents must be traversable by it. The daemon
+/// (root) still reaches the children's sockets, reads their `/proc` entries and signals
+/// them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RunAs {
     pub uid: u32,
@@ -125,7 +129,8 @@ pub struct DesktopConfig {
     pub run_dir: PathBuf,
     /// Chromium's HOME (crashpad writes under it); default `{run_dir}/chromium-home`.
     pub chromium_home: Option<PathBuf>,
-    /// Chromium's `--no-sandbox`, required when it runs as root.
+    /// Chromium's `--no-sandbox`: required when it runs as root, and still the default
+    /// with `run_as` (see `launch::chromium_args`).
     pub no_sandbox: bool,
     /// Appended to Chromium's command line (tests add `--host-resolver-rules=...`).
     pub chromium_extra_args: Vec<String>,
@@ -226,6 +231,9 @@ pub enum DesktopError {
     ProbeRejected { child: &'static str, reason: String },
     #[error("the chromium profile is in use by live process {pid}")]
     ProfileInUse { pid: i32 },
+    /// A non-empty desktop directory owned by another user than `run_as`.
+    #[error("{dir} belongs to uid {owner}, not to the desktop's user {user}, and is not empty")]
+    ForeignDir { dir: PathBuf, owner: u32, user: u32 },
     #[error("{what}")]
     Io {
         what: &'static str,
@@ -255,7 +263,9 @@ impl DesktopError {
             DesktopError::ProfileInUse { .. } | DesktopError::Cdp { .. } | DesktopError::NoPage => {
                 "chromium"
             }
-            DesktopError::Io { .. } | DesktopError::Failed { .. } => "desktop",
+            DesktopError::Io { .. }
+            | DesktopError::ForeignDir { .. }
+            | DesktopError::Failed { .. } => "desktop",
         }
     }
 }

@@ -2,7 +2,7 @@
 //! if the display is gone), back off, restart, and give up after too many restarts.
 
 use std::collections::{HashMap, VecDeque};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::time::Duration;
 
@@ -31,21 +31,51 @@ pub(crate) fn prepare_dirs(cfg: &DesktopConfig) -> Result<(), DesktopError> {
     Ok(())
 }
 
+/// With `run_as`, a directory that already exists must belong to that user, or be empty
+/// (an image may create the profile dir as root ahead of time): it is then chowned. A
+/// non-empty one of another owner is refused rather than chowned, since its contents
+/// (e.g. a profile written by root) would stay unwritable for the browser, and chowning
+/// them recursively as root is a symlink-following hazard in a dir the agent could write.
 fn make_private_dir(dir: &Path, cfg: &DesktopConfig) -> Result<(), DesktopError> {
     let io = |source| DesktopError::Io {
         what: "create desktop directory",
         source,
     };
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(io)?;
-    // An existing directory keeps its mode from before; tighten it.
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        // Missing parents 0755: the `run_as` user must traverse them.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(parent)
+            .map_err(io)?;
+    }
+    let created = match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+        Err(e) => return Err(io(e)),
+    };
+    let meta = std::fs::symlink_metadata(dir).map_err(io)?;
+    if !meta.is_dir() {
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "exists and is not a directory",
+        )));
+    }
     if let Some(user) = cfg.run_as {
+        if !created && meta.uid() != user.uid {
+            let empty = std::fs::read_dir(dir).map_err(io)?.next().is_none();
+            if !empty {
+                return Err(DesktopError::ForeignDir {
+                    dir: dir.to_path_buf(),
+                    owner: meta.uid(),
+                    user: user.uid,
+                });
+            }
+        }
         std::os::unix::fs::chown(dir, Some(user.uid), Some(user.gid)).map_err(io)?;
     }
+    // An existing directory keeps its mode from before; tighten it.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
     Ok(())
 }
 
