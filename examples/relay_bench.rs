@@ -1,15 +1,20 @@
-//! Relay benchmark: direct TCP vs our relay vs websockify, all on CPU 0.
+//! Relay benchmark: direct TCP vs our relay vs websockify, every process on CPU 0.
 //!
-//! `cargo run --release --example relay_bench -- --peer websockify`
+//! `cargo run --release --example relay_bench -- --peer websockify [--upstream unix]`
 //!
-//! The orchestrator pins itself to CPU 0 (children inherit the affinity), runs a source
-//! upstream (64 KiB writes) and an echo upstream on threads, starts our relay in a child
-//! process (this binary with `--serve-relay`) and websockify, and measures with a minimal
-//! blocking WebSocket client: throughput (median of N runs), 10-byte round trips (a
-//! FramebufferUpdateRequest, so our RFB filter passes it), CPU per GiB and RSS.
+//! Three kinds of process, as in a sandbox: the upstream (a stand-in VNC server: a source
+//! that writes 64 KiB chunks, and an echo), a relay (ours: this binary with `--serve-relay`,
+//! or websockify), and the client (this process). The upstream is its own process, like Xvnc:
+//! as a thread of the client, the direct read would skip the address-space switch that every
+//! relayed byte pays, and flatter the floor. The relays reach the upstream over loopback TCP
+//! (x11vnc's case) or, with `--upstream unix`, its Unix socket (Xvnc's, the daemon's default).
+//! Measured with a minimal blocking WebSocket client: throughput (median of N runs), 10-byte
+//! round trips (a FramebufferUpdateRequest, so our RFB filter passes it), CPU per GiB and RSS.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -20,12 +25,17 @@ const HANDSHAKE: &[u8] = b"RFB 003.008\n\x01\x01";
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--serve-upstream") {
+        serve_upstream(Path::new(&args[2]));
+        return;
+    }
     if args.get(1).map(String::as_str) == Some("--serve-relay") {
         serve_relay(
             &args[2],
             &args[3],
-            args.get(4).and_then(|a| a.parse().ok()),
-            args.get(5).and_then(|a| a.parse().ok()).unwrap_or(0),
+            args[4].parse().expect("read size"),
+            args[5].parse().expect("threads"),
+            args[6].parse().expect("send buffer"),
         );
         return;
     }
@@ -33,7 +43,11 @@ fn main() {
     let mut runs = 7usize;
     let mut mib = 512usize;
     let mut rtts = 20_000usize;
-    let mut read_size = grexal_sidecar::relay::RelayLimits::default().read_size;
+    let defaults = grexal_sidecar::relay::RelayLimits::default();
+    let mut read_size = defaults.read_size;
+    // 0: the kernel's autotuning.
+    let mut send_buffer = defaults.viewer_send_buffer.unwrap_or(0);
+    let mut unix_upstream = false;
     // 0: a current-thread runtime; N: a multi-thread runtime with N workers (the daemon: 2).
     let mut relay_threads = 0usize;
     let mut it = args.iter().skip(1);
@@ -53,29 +67,41 @@ fn main() {
             "--rtts" => rtts = val().parse().expect("--rtts N"),
             "--read-size" => read_size = val().parse().expect("--read-size BYTES"),
             "--relay-threads" => relay_threads = val().parse().expect("--relay-threads N"),
+            "--send-buffer" => send_buffer = val().parse().expect("--send-buffer BYTES"),
+            "--upstream" => {
+                unix_upstream = match val().as_str() {
+                    "tcp" => false,
+                    "unix" => true,
+                    other => panic!("--upstream tcp|unix, not {other}"),
+                }
+            }
             other => panic!("unknown argument {other}"),
         }
     }
     pin_to_cpu0();
-    let source = spawn_upstream(source_conn);
-    let echo = spawn_upstream(echo_conn);
-
     let exe = std::env::current_exe().expect("current_exe");
-    let mut relay_child = Command::new(&exe)
-        .args([
-            "--serve-relay",
-            &source.to_string(),
-            &echo.to_string(),
-            &read_size.to_string(),
-            &relay_threads.to_string(),
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn relay");
-    let mut line = String::new();
-    BufReader::new(relay_child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("relay addr");
+    let dir = std::env::temp_dir().join(format!("relay-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("bench dir");
+    let (mut upstream_child, line) =
+        spawn_printing(Command::new(&exe).arg("--serve-upstream").arg(&dir));
+    let mut addrs = line
+        .split_whitespace()
+        .map(|a| a.parse::<SocketAddr>().expect("upstream addr"));
+    let (source, echo) = (addrs.next().expect("source"), addrs.next().expect("echo"));
+    let (source_sock, echo_sock) = (dir.join("source.sock"), dir.join("echo.sock"));
+    let target = |tcp: SocketAddr, sock: &Path| match unix_upstream {
+        true => format!("unix:{}", sock.display()),
+        false => format!("tcp:{tcp}"),
+    };
+
+    let (mut relay_child, line) = spawn_printing(Command::new(&exe).args([
+        "--serve-relay",
+        &target(source, &source_sock),
+        &target(echo, &echo_sock),
+        &read_size.to_string(),
+        &relay_threads.to_string(),
+        &send_buffer.to_string(),
+    ]));
     let relay_addr: SocketAddr = line.trim().parse().expect("relay printed its address");
     let relay = Peer {
         name: "grexal relay",
@@ -87,8 +113,8 @@ fn main() {
 
     let ws_src_port = free_port();
     let ws_echo_port = free_port();
-    let wsk_src = spawn_websockify(&peer, ws_src_port, source);
-    let wsk_echo = spawn_websockify(&peer, ws_echo_port, echo);
+    let wsk_src = spawn_websockify(&peer, ws_src_port, &target(source, &source_sock));
+    let wsk_echo = spawn_websockify(&peer, ws_echo_port, &target(echo, &echo_sock));
     let websockify = Peer {
         name: "websockify",
         source: (SocketAddr::from(([127, 0, 0, 1], ws_src_port)), "/".into()),
@@ -105,11 +131,21 @@ fn main() {
     let idle = [rss_kib(&relay.pids), rss_kib(&websockify.pids)];
 
     let mut direct_tp = Vec::new();
+    let mut direct_unix_tp = Vec::new();
     let mut tp = [Vec::new(), Vec::new()];
     let mut cpu = [0f64; 2];
     let mut rss_stream = [0u64; 2];
     for _ in 0..runs {
-        direct_tp.push(throughput_direct(source, bytes));
+        direct_tp.push(throughput_direct(
+            TcpStream::connect(source).unwrap(),
+            bytes,
+        ));
+        if unix_upstream {
+            direct_unix_tp.push(throughput_direct(
+                UnixStream::connect(&source_sock).unwrap(),
+                bytes,
+            ));
+        }
         for (i, p) in [&relay, &websockify].into_iter().enumerate() {
             let cpu0 = cpu_secs(&p.pids);
             let (mibs, peak) = throughput_ws(p, bytes);
@@ -135,8 +171,17 @@ fn main() {
         0 => "current-thread".to_string(),
         n => format!("multi-thread ({n} workers)"),
     };
+    let upstream = if unix_upstream {
+        "Unix socket"
+    } else {
+        "loopback TCP"
+    };
+    let send_buffer = match send_buffer {
+        0 => "autotuned".to_string(),
+        n => n.to_string(),
+    };
     println!(
-        "\n{mib} MiB per run, median of {runs} runs; {rtts} round trips of 10 bytes; relay read size {read_size}; relay runtime {runtime}; all on CPU 0\n"
+        "\n{mib} MiB per run, median of {runs} runs; {rtts} round trips of 10 bytes; relays reach the upstream over {upstream}; relay read size {read_size}, viewer send buffer {send_buffer}, runtime {runtime}; all on CPU 0\n"
     );
     println!("| | grexal relay | websockify | direct TCP |");
     println!("|---|---|---|---|");
@@ -148,6 +193,14 @@ fn main() {
         r_tp / w_tp,
         w_tp / d_tp
     );
+    if unix_upstream {
+        let du = median(&mut direct_unix_tp);
+        println!(
+            "| direct read of the Unix socket MiB/s | {du:.0} (relay {:.2}×, websockify {:.2}×) | | |",
+            r_tp / du,
+            w_tp / du
+        );
+    }
     println!(
         "| RTT p50 / p99 µs | {:.1} / {:.1} (+{:.1} p50) | {:.1} / {:.1} (+{:.1} p50) | {:.1} / {:.1} |",
         rtt[0].0,
@@ -175,8 +228,11 @@ fn main() {
         mib_of(rss_viewers[1]),
         mib_of(rss_viewers[1].saturating_sub(idle[1])) / 10.0,
     );
-    let _ = relay_child.kill();
-    let _ = relay_child.wait();
+    for c in [&mut relay_child, &mut upstream_child] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
     for mut c in websockify.children {
         let _ = c.kill();
         let _ = c.wait();
@@ -212,24 +268,53 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn spawn_upstream(handler: fn(TcpStream)) -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            let _ = s.set_nodelay(true);
-            std::thread::spawn(move || handler(s));
-        }
-    });
-    addr
+/// Starts a child that prints one line (its addresses) and returns it with that line.
+fn spawn_printing(cmd: &mut Command) -> (Child, String) {
+    let mut child = cmd.stdout(Stdio::piped()).spawn().expect("spawn");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("child's first line");
+    (child, line)
 }
 
-fn source_conn(mut s: TcpStream) {
+/// The upstream process: a source and an echo, each on loopback TCP and on a Unix socket in
+/// `dir`. Prints `SOURCE_ADDR ECHO_ADDR`.
+fn serve_upstream(dir: &Path) {
+    let source = TcpListener::bind("127.0.0.1:0").unwrap();
+    let echo = TcpListener::bind("127.0.0.1:0").unwrap();
+    println!(
+        "{} {}",
+        source.local_addr().unwrap(),
+        echo.local_addr().unwrap()
+    );
+    let source_unix = UnixListener::bind(dir.join("source.sock")).unwrap();
+    let echo_unix = UnixListener::bind(dir.join("echo.sock")).unwrap();
+    std::thread::spawn(move || accept_tcp(source, source_conn::<TcpStream>));
+    std::thread::spawn(move || accept_tcp(echo, echo_conn::<TcpStream>));
+    std::thread::spawn(move || accept_unix(source_unix, source_conn::<UnixStream>));
+    accept_unix(echo_unix, echo_conn::<UnixStream>);
+}
+
+fn accept_tcp(l: TcpListener, handler: fn(TcpStream)) {
+    for s in l.incoming().flatten() {
+        let _ = s.set_nodelay(true);
+        std::thread::spawn(move || handler(s));
+    }
+}
+
+fn accept_unix(l: UnixListener, handler: fn(UnixStream)) {
+    for s in l.incoming().flatten() {
+        std::thread::spawn(move || handler(s));
+    }
+}
+
+fn source_conn<S: Write>(mut s: S) {
     let chunk = vec![0xa5u8; CHUNK];
     while s.write_all(&chunk).is_ok() {}
 }
 
-fn echo_conn(mut s: TcpStream) {
+fn echo_conn<S: Read + Write>(mut s: S) {
     let mut buf = [0u8; 4096];
     while let Ok(n) = s.read(&mut buf) {
         if n == 0 || s.write_all(&buf[..n]).is_err() {
@@ -238,11 +323,16 @@ fn echo_conn(mut s: TcpStream) {
     }
 }
 
-fn spawn_websockify(path: &str, port: u16, upstream: SocketAddr) -> Child {
-    Command::new(path)
-        .arg(format!("127.0.0.1:{port}"))
-        .arg(upstream.to_string())
-        .stdout(Stdio::null())
+/// websockify in front of `target` (`tcp:ADDR` or `unix:PATH`).
+fn spawn_websockify(path: &str, port: u16, target: &str) -> Child {
+    let mut cmd = Command::new(path);
+    cmd.arg(format!("127.0.0.1:{port}"));
+    match target.split_once(':') {
+        Some(("unix", sock)) => cmd.arg(format!("--unix-target={sock}")),
+        Some(("tcp", addr)) => cmd.arg(addr),
+        _ => panic!("bad target {target}"),
+    };
+    cmd.stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {path}: {e}"))
@@ -361,8 +451,7 @@ impl FrameReader {
     }
 }
 
-fn throughput_direct(addr: SocketAddr, bytes: u64) -> f64 {
-    let mut s = TcpStream::connect(addr).unwrap();
+fn throughput_direct(mut s: impl Read, bytes: u64) -> f64 {
     let mut buf = vec![0u8; 512 * 1024];
     let mut got = 0u64;
     let start = Instant::now();
@@ -496,11 +585,21 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-/// The relay process: one route per upstream, no token, default limits.
-fn serve_relay(source: &str, echo: &str, read_size: Option<usize>, threads: usize) {
-    use axum::extract::ws::WebSocketUpgrade;
+/// `tcp:ADDR` or `unix:PATH`.
+fn parse_target(t: &str) -> grexal_sidecar::relay::VncTarget {
+    use grexal_sidecar::relay::VncTarget;
+    match t.split_once(':') {
+        Some(("unix", p)) => VncTarget::unix(PathBuf::from(p)),
+        Some(("tcp", a)) => VncTarget::tcp(a.parse().expect("addr")).expect("loopback"),
+        _ => panic!("bad target {t}"),
+    }
+}
+
+/// The relay process: one route per upstream, no token, default limits but for the read
+/// size and the viewer send buffer (0: autotuned). Upgrades exactly as the daemon's route.
+fn serve_relay(source: &str, echo: &str, read_size: usize, threads: usize, send_buffer: usize) {
     use axum::routing::any;
-    use grexal_sidecar::relay::{configure_upgrade, relay, Access, RelayLimits, VncTarget};
+    use grexal_sidecar::relay::{accept_viewer, relay, Access, RelayLimits, VncTarget};
     let rt = match threads {
         0 => tokio::runtime::Builder::new_current_thread(),
         n => {
@@ -512,39 +611,48 @@ fn serve_relay(source: &str, echo: &str, read_size: Option<usize>, threads: usiz
     .enable_all()
     .build()
     .expect("runtime");
+    let limits = RelayLimits {
+        read_size,
+        viewer_send_buffer: (send_buffer > 0).then_some(send_buffer),
+        ..RelayLimits::default()
+    };
     rt.block_on(async move {
         let route = |target: VncTarget| {
-            any(move |ws: WebSocketUpgrade| {
-                let target = target.clone();
+            let limits = limits.clone();
+            any(move |mut req: axum::extract::Request| {
+                let (target, limits) = (target.clone(), limits.clone());
                 async move {
-                    let mut limits = RelayLimits::default();
-                    if let Some(n) = read_size {
-                        limits.read_size = n;
-                    }
-                    configure_upgrade(ws, &limits).on_upgrade(move |socket| async move {
+                    let (response, pending) = accept_viewer(&mut req).expect("upgrade request");
+                    tokio::spawn(async move {
+                        let Ok(socket) = pending.socket(limits.viewer_send_buffer).await else {
+                            return;
+                        };
                         let stop = tokio_util::sync::CancellationToken::new();
                         let _ = relay(socket, &target, Access::Control, &limits, stop).await;
-                    })
+                    });
+                    response
                 }
             })
         };
         let app = axum::Router::new()
-            .route(
-                "/source",
-                route(VncTarget::tcp(source.parse().expect("source")).expect("loopback")),
-            )
-            .route(
-                "/echo",
-                route(VncTarget::tcp(echo.parse().expect("echo")).expect("loopback")),
-            );
+            .route("/source", route(parse_target(source)))
+            .route("/echo", route(parse_target(echo)));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         println!("{}", listener.local_addr().expect("addr"));
-        use axum::serve::ListenerExt;
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        axum::serve(listener, app).await.expect("serve");
+        // Plain HTTP/1.1 per connection, as the daemon's control endpoint serves (axum::serve
+        // would wrap the socket for protocol detection, and the relay could not reach the
+        // TcpStream under the upgrade to bound its send buffer).
+        loop {
+            let (tcp, _) = listener.accept().await.expect("accept");
+            let service = hyper_util::service::TowerToHyperService::new(app.clone());
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                    .with_upgrades()
+                    .await;
+            });
+        }
     });
 }

@@ -141,6 +141,12 @@ pub struct CommonArgs {
     #[arg(long, env = "GREXAL_VIEWER_IDLE_TIMEOUT", default_value_t = 300)]
     pub viewer_idle_timeout: u64,
 
+    /// Send buffer of each takeover viewer's TCP socket, in bytes (Linux doubles it); 0
+    /// leaves it to the kernel's autotuning. Bounds what is queued for a viewer and keeps
+    /// the relay fast; raise it if the edge is far (it caps a viewer at ~2x this per RTT).
+    #[arg(long, env = "GREXAL_VIEWER_SEND_BUFFER", default_value_t = 128 * 1024)]
+    pub viewer_send_buffer: usize,
+
     /// The agent command and its arguments.
     #[arg(last = true, value_name = "AGENT_CMD")]
     pub agent: Vec<OsString>,

@@ -27,6 +27,8 @@ pub struct Config {
     pub force_desktop: bool,
     pub desktop: DesktopSettings,
     pub viewer_idle_timeout: Duration,
+    /// `None`: the kernel's autotuning (the flag's 0).
+    pub viewer_send_buffer: Option<usize>,
     pub source: CredentialSource,
 }
 
@@ -79,11 +81,18 @@ pub enum ConfigError {
     Screen(String),
     #[error("--{flag} must be greater than zero")]
     Zero { flag: &'static str },
+    #[error("--viewer-send-buffer must be 0 (autotuned) or {min}..={max} bytes, got {0}", min = MIN_VIEWER_SEND_BUFFER, max = MAX_VIEWER_SEND_BUFFER)]
+    ViewerSendBuffer(usize),
     #[error("--public-url must start with http:// or https://, got {0:?}")]
     PublicUrl(String),
     #[error("cannot resolve {path} against the current directory")]
     Path { path: String },
 }
+
+/// Bounds of `--viewer-send-buffer` (other than 0). The kernel also caps it at
+/// `net.core.wmem_max`.
+pub const MIN_VIEWER_SEND_BUFFER: usize = 4096;
+pub const MAX_VIEWER_SEND_BUFFER: usize = 16 << 20;
 
 /// Relative paths (`dev`'s defaults under `.grexal/`) are resolved once, against the
 /// directory the daemon starts in, so nothing later depends on the current directory.
@@ -170,6 +179,12 @@ impl Config {
                 return Err(ConfigError::Zero { flag });
             }
         }
+        let send_buffer = common.viewer_send_buffer;
+        if send_buffer != 0
+            && !(MIN_VIEWER_SEND_BUFFER..=MAX_VIEWER_SEND_BUFFER).contains(&send_buffer)
+        {
+            return Err(ConfigError::ViewerSendBuffer(send_buffer));
+        }
         Ok(Config {
             manifest: absolute(common.manifest)?,
             socket: absolute(socket)?,
@@ -198,6 +213,7 @@ impl Config {
                     .collect(),
             },
             viewer_idle_timeout: Duration::from_secs(common.viewer_idle_timeout),
+            viewer_send_buffer: (send_buffer > 0).then_some(send_buffer),
             source,
         })
     }
@@ -254,6 +270,39 @@ mod tests {
             "1280x800x24",
         ] {
             assert!(parse_screen(bad).is_err(), "{bad}");
+        }
+    }
+
+    fn dev_config(extra: &[&str]) -> Result<Config, ConfigError> {
+        use clap::Parser;
+        let argv = ["grexal-sidecar", "dev"].iter().chain(extra).copied();
+        match crate::cli::Cli::try_parse_from(argv)
+            .expect("parses")
+            .command
+        {
+            crate::cli::Command::Dev(args) => Config::from_dev(args),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn viewer_send_buffer_bounds() {
+        let buffer =
+            |v: &str| dev_config(&["--viewer-send-buffer", v]).map(|c| c.viewer_send_buffer);
+        assert_eq!(
+            dev_config(&[]).unwrap().viewer_send_buffer,
+            Some(128 * 1024)
+        );
+        assert_eq!(buffer("0").unwrap(), None);
+        assert_eq!(buffer("4096").unwrap(), Some(4096));
+        assert_eq!(buffer("16777216").unwrap(), Some(16 << 20));
+        for bad in ["1", "4095", "16777217"] {
+            let err = buffer(bad).unwrap_err();
+            assert!(
+                matches!(err, ConfigError::ViewerSendBuffer(_)),
+                "{bad}: {err}"
+            );
+            assert!(err.to_string().contains("--viewer-send-buffer"), "{err}");
         }
     }
 }

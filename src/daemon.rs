@@ -232,6 +232,7 @@ async fn boot(config: Config) -> Result<Daemon, BootError> {
     let takeover_limits = crate::takeover::TakeoverLimits {
         relay: crate::relay::RelayLimits {
             idle_timeout: config.viewer_idle_timeout,
+            viewer_send_buffer: config.viewer_send_buffer,
             ..Default::default()
         },
         ..Default::default()

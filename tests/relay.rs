@@ -12,7 +12,8 @@ use grexal_sidecar::relay::{RelayEnd, RelayError, RelayLimits, VncTarget};
 use grexal_sidecar::rfb::{encode, Phase, RfbLimits, RfbParser};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::Message;
 
 /// Connects vnc-rs through the relay and waits until raw rectangles cover the whole screen.
@@ -398,4 +399,174 @@ async fn non_loopback_target_is_refused() {
         VncTarget::tcp(addr),
         Err(RelayError::NotLoopback(_))
     ));
+}
+
+/// Sends one raw frame (tungstenite masks it, as a client must).
+async fn send_frame(ws: &mut Ws, opcode: OpCode, fin: bool, payload: &[u8]) {
+    let frame = Frame::message(payload.to_vec(), opcode, fin);
+    ws.send(Message::Frame(frame)).await.unwrap();
+}
+
+/// Reads until a Close frame and returns its code.
+async fn close_code(ws: &mut Ws) -> CloseCode {
+    loop {
+        match tokio::time::timeout(DEADLINE, ws.next()).await.unwrap() {
+            Some(Ok(Message::Close(Some(f)))) => return f.code,
+            Some(Ok(_)) => {}
+            other => panic!("expected a Close frame, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn ping_is_answered_and_fragmented_input_is_reassembled() {
+    let fake = fake_vnc().await;
+    let mut server = start_relay_server(fake.target.clone(), RelayLimits::default(), None).await;
+    let (mut ws, _) = ws_connect(server.addr, "/relay/control", None)
+        .await
+        .unwrap();
+    ws.send(Message::Binary(CLIENT_HANDSHAKE.to_vec().into()))
+        .await
+        .unwrap();
+    let mut up = fake.accept_handshake().await;
+    ws.send(Message::Ping(b"are you there".to_vec().into()))
+        .await
+        .unwrap();
+    // The server's handshake bytes may come first.
+    loop {
+        match tokio::time::timeout(DEADLINE, ws.next()).await.unwrap() {
+            Some(Ok(Message::Pong(p))) => break assert_eq!(&p[..], b"are you there"),
+            Some(Ok(Message::Binary(_))) => {}
+            other => panic!("expected a Pong, got {other:?}"),
+        }
+    }
+    // One key event in three frames: a binary start and two continuations.
+    let key = encode::key_event(true, 0x61);
+    send_frame(&mut ws, OpCode::Data(Data::Binary), false, &key[..3]).await;
+    send_frame(&mut ws, OpCode::Data(Data::Continue), false, &key[3..5]).await;
+    send_frame(&mut ws, OpCode::Data(Data::Continue), true, &key[5..]).await;
+    let mut got = vec![0u8; key.len()];
+    tokio::time::timeout(DEADLINE, up.read_exact(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, key);
+    // The viewer's Close is echoed, and the relay ends as closed by the viewer.
+    ws.send(Message::Close(None)).await.unwrap();
+    loop {
+        match tokio::time::timeout(DEADLINE, ws.next()).await.unwrap() {
+            Some(Ok(Message::Close(_))) => break,
+            Some(Ok(Message::Binary(_))) => {}
+            other => panic!("expected the Close echo, got {other:?}"),
+        }
+    }
+    let stats = server.handles.recv().await.unwrap().wait().await.unwrap();
+    assert_eq!(stats.end, RelayEnd::ViewerClosed);
+    assert_eq!(
+        stats.client_bytes,
+        (CLIENT_HANDSHAKE.len() + key.len()) as u64
+    );
+}
+
+#[tokio::test]
+async fn continuation_without_a_start_closes_with_protocol_error() {
+    let fake = fake_vnc().await;
+    let mut server = start_relay_server(fake.target.clone(), RelayLimits::default(), None).await;
+    let (mut ws, _) = ws_connect(server.addr, "/relay/control", None)
+        .await
+        .unwrap();
+    let _up = fake.listener.accept().await.unwrap();
+    send_frame(
+        &mut ws,
+        OpCode::Data(Data::Continue),
+        true,
+        b"RFB 003.008\n",
+    )
+    .await;
+    assert_eq!(close_code(&mut ws).await, CloseCode::Protocol);
+    let err = server.handles.recv().await.unwrap().wait().await;
+    assert!(matches!(err, Err(RelayError::BadContinuation)), "{err:?}");
+}
+
+#[tokio::test]
+async fn oversized_frame_closes_with_message_too_big() {
+    let fake = fake_vnc().await;
+    let limits = RelayLimits {
+        max_client_message: 1024,
+        ..RelayLimits::default()
+    };
+    let mut server = start_relay_server(fake.target.clone(), limits, None).await;
+    let (mut ws, _) = ws_connect(server.addr, "/relay/control", None)
+        .await
+        .unwrap();
+    let (mut up, _) = fake.listener.accept().await.unwrap();
+    // At the limit: passes (a ClientCutText of 1024 - 8 bytes, after the handshake).
+    ws.send(Message::Binary(CLIENT_HANDSHAKE.to_vec().into()))
+        .await
+        .unwrap();
+    let cut = encode::client_cut_text(&vec![b'x'; 1024 - 8]);
+    assert_eq!(cut.len(), 1024);
+    ws.send(Message::Binary(cut.clone().into())).await.unwrap();
+    let mut got = vec![0u8; CLIENT_HANDSHAKE.len() + cut.len()];
+    tokio::time::timeout(DEADLINE, up.read_exact(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    // One byte over: refused, and not one of its bytes reaches the server.
+    ws.send(Message::Binary(vec![0u8; 1025].into()))
+        .await
+        .unwrap();
+    assert_eq!(close_code(&mut ws).await, CloseCode::Size);
+    let err = server.handles.recv().await.unwrap().wait().await;
+    assert!(
+        matches!(err, Err(RelayError::FrameTooLarge { limit: 1024 })),
+        "{err:?}"
+    );
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(DEADLINE, up.read_to_end(&mut rest)).await;
+    assert!(rest.is_empty(), "{} bytes leaked", rest.len());
+}
+
+/// The send buffer of the viewer's socket as `ss` reports it (`tb` in `skmem`), for the
+/// server side of the connection from `client_port`.
+fn server_send_buffer(server_port: u16, client_port: u16) -> u64 {
+    let out = std::process::Command::new("ss")
+        .args(["-tmnH", "state", "established"])
+        .arg(format!(
+            "( sport = :{server_port} and dport = :{client_port} )"
+        ))
+        .output()
+        .expect("ss (iproute2)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let tb = text
+        .split(|c: char| c == ',' || c == '(' || c == ')' || c.is_whitespace())
+        .find_map(|f| f.strip_prefix("tb"))
+        .unwrap_or_else(|| panic!("no skmem in ss output: {text}"));
+    tb.parse().unwrap()
+}
+
+#[tokio::test]
+async fn viewer_send_buffer_is_bounded() {
+    for (limit, want) in [(Some(100_000usize), Some(200_000u64)), (None, None)] {
+        let fake = fake_vnc().await;
+        let limits = RelayLimits {
+            viewer_send_buffer: limit,
+            ..RelayLimits::default()
+        };
+        let mut server = start_relay_server(fake.target.clone(), limits, None).await;
+        let (ws, _) = ws_connect(server.addr, "/relay/control", None)
+            .await
+            .unwrap();
+        let _up = fake.listener.accept().await.unwrap();
+        let handle = server.handles.recv().await.unwrap();
+        let client_port = ws.get_ref().local_addr().unwrap().port();
+        let tb = server_send_buffer(server.addr.port(), client_port);
+        match want {
+            // Linux doubles SO_SNDBUF for its bookkeeping.
+            Some(want) => assert_eq!(tb, want, "limit {limit:?}"),
+            None => assert_ne!(tb, 200_000, "autotuned"),
+        }
+        drop(ws);
+        let _ = handle.shutdown().await;
+    }
 }

@@ -29,7 +29,6 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use secrecy::ExposeSecret;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -45,7 +44,7 @@ use super::{
 use crate::desktop::{CdpEndpoint, DesktopStatus};
 use crate::manifest::{AuthMode, Manifest};
 use crate::platform::events::{EventBus, PlatformEvent};
-use crate::relay::{self, Access};
+use crate::relay::{self, Access, ViewerSocket};
 
 /// What a valid token grants on one live takeover.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -606,7 +605,7 @@ impl TakeoverManager {
     }
 
     /// Runs the relay for an upgraded WebSocket.
-    pub(crate) async fn attach_websocket(&self, grant: Grant, socket: WebSocket) {
+    pub(crate) async fn attach_websocket(&self, grant: Grant, socket: ViewerSocket) {
         let Some(browser) = self.shared.browser.clone() else {
             return;
         };
@@ -635,17 +634,10 @@ impl TakeoverManager {
         });
         if let Err(refusal) = self.attach(grant, run) {
             let ws = socket.lock().unwrap_or_else(|e| e.into_inner()).take();
-            if let Some(mut ws) = ws {
+            if let Some(ws) = ws {
                 let (code, reason) = refusal;
-                let frame = CloseFrame {
-                    code,
-                    reason: reason.into(),
-                };
-                let _ = tokio::time::timeout(
-                    self.shared.limits.relay.close_timeout,
-                    ws.send(Message::Close(Some(frame))),
-                )
-                .await;
+                ws.close(code, &reason, self.shared.limits.relay.close_timeout)
+                    .await;
             }
         }
     }

@@ -13,8 +13,6 @@
 
 use axum::body::Body;
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -437,11 +435,11 @@ async fn viewer_cancel(
 async fn viewer_websocket(
     State(manager): State<TakeoverManager>,
     id: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    mut request: axum::extract::Request,
 ) -> Result<Response, TakeoverError> {
     let id = path_id(id, TakeoverError::Unauthorized)?;
-    let token = relay::token_from_protocols(&headers).ok_or(TakeoverError::Unauthorized)?;
+    let token =
+        relay::token_from_protocols(request.headers()).ok_or(TakeoverError::Unauthorized)?;
     // A browser cannot read a refused handshake's status anyway; the page learns that
     // the takeover ended from `session` (410). Here every refusal is the same 401.
     let grant = manager
@@ -450,15 +448,19 @@ async fn viewer_websocket(
             TakeoverError::Ended(_) => TakeoverError::Unauthorized,
             other => other,
         })?;
-    let ws = ws.map_err(|_| TakeoverError::BadRequest {
-        reason: "websocket upgrade",
-    })?;
+    let (response, pending) =
+        relay::accept_viewer(&mut request).map_err(|_| TakeoverError::BadRequest {
+            reason: "websocket upgrade",
+        })?;
     manager.check_viewer_capacity(&grant)?;
     tracing::debug!(access = ?grant.access, "viewer connected");
-    let limits = manager.limits().relay.clone();
-    let response = relay::configure_upgrade(ws, &limits)
-        .on_failed_upgrade(|error| tracing::debug!(%error, "websocket upgrade failed"))
-        .on_upgrade(move |socket| async move { manager.attach_websocket(grant, socket).await });
+    let send_buffer = manager.limits().relay.viewer_send_buffer;
+    tokio::spawn(async move {
+        match pending.socket(send_buffer).await {
+            Ok(socket) => manager.attach_websocket(grant, socket).await,
+            Err(error) => tracing::debug!(%error, "websocket upgrade failed"),
+        }
+    });
     Ok(response)
 }
 

@@ -9,7 +9,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Path as UrlPath, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
@@ -17,7 +16,7 @@ use axum::Router;
 use bytes::Bytes;
 use futures_util::{Sink, Stream};
 use grexal_sidecar::relay::{
-    configure_upgrade, token_from_protocols, Access, RelayHandle, RelayLimits, VncTarget,
+    accept_viewer, token_from_protocols, Access, RelayHandle, RelayLimits, VncTarget,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -218,8 +217,7 @@ struct RouteState {
 async fn route(
     State(st): State<RouteState>,
     UrlPath(mode): UrlPath<String>,
-    headers: axum::http::HeaderMap,
-    ws: WebSocketUpgrade,
+    mut request: axum::extract::Request,
 ) -> Response {
     let access = match mode.as_str() {
         "control" => Access::Control,
@@ -227,16 +225,24 @@ async fn route(
         _ => return axum::http::StatusCode::NOT_FOUND.into_response(),
     };
     if let Some(want) = &st.token {
-        if token_from_protocols(&headers).as_deref() != Some(want.as_str()) {
+        if token_from_protocols(request.headers()).as_deref() != Some(want.as_str()) {
             return axum::http::StatusCode::UNAUTHORIZED.into_response();
         }
     }
     let limits = st.limits.clone();
-    configure_upgrade(ws, &st.limits).on_upgrade(move |socket| async move {
+    let Ok((response, pending)) = accept_viewer(&mut request) else {
+        return axum::http::StatusCode::BAD_REQUEST.into_response();
+    };
+    tokio::spawn(async move {
+        let socket = pending
+            .socket(limits.viewer_send_buffer)
+            .await
+            .expect("upgrade");
         let handle =
             RelayHandle::spawn(socket, st.target, access, limits, CancellationToken::new());
         let _ = st.handles.send(handle);
-    })
+    });
+    response
 }
 
 pub async fn start_relay_server(
@@ -244,7 +250,6 @@ pub async fn start_relay_server(
     limits: RelayLimits,
     token: Option<String>,
 ) -> RelayServer {
-    use axum::serve::ListenerExt;
     let (tx, rx) = mpsc::unbounded_channel();
     let app = Router::new()
         .route("/relay/{mode}", any(route))
@@ -256,15 +261,25 @@ pub async fn start_relay_server(
         });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
     let stop = CancellationToken::new();
     let s = stop.clone();
+    // Plain HTTP/1.1 on each TcpStream, as the daemon's control endpoint serves, so that the
+    // relay gets the TcpStream back under the upgrade (axum::serve wraps it).
     tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(s.cancelled_owned())
-            .await;
+        loop {
+            let (tcp, _) = tokio::select! {
+                _ = s.cancelled() => return,
+                r = listener.accept() => match r { Ok(c) => c, Err(_) => continue },
+            };
+            let _ = tcp.set_nodelay(true);
+            let service = hyper_util::service::TowerToHyperService::new(app.clone());
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                    .with_upgrades()
+                    .await;
+            });
+        }
     });
     RelayServer {
         addr,

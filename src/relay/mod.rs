@@ -13,33 +13,42 @@
 //! inside the one future returned by [`relay`] — no task is spawned — and that future owns both
 //! sockets. Hence the guarantee the takeover manager relies on:
 //!
-//! * after `stop.cancel()`, the relay starts no new write in either direction: the stop branch
-//!   is polled first on every wake-up, and the pumps are dropped as soon as it fires (a write
-//!   already in progress is abandoned, not completed — the VNC socket is closed right after);
-//! * it then spends at most [`RelayLimits::close_timeout`] sending a Close frame to the viewer
-//!   (no RFB data), and returns, dropping — hence closing — both sockets;
-//! * so once the future has completed (or was dropped), not one more byte flows.
+//! * after `stop.cancel()`, no input is forwarded any more (the viewer-to-server pump is never
+//!   polled again) and nothing new is read from the VNC server: the stop branch is polled
+//!   first on every wake-up, and the server-to-viewer pump checks it before every read;
+//! * a server frame already being written may finish (bytes read before the stop), so that a
+//!   Close frame can follow it; finishing it and sending the Close frame share one deadline,
+//!   [`RelayLimits::close_timeout`]. A frame not finished by then leaves the stream invalid
+//!   WebSocket, so no Close frame is sent: the connection is just closed, and the viewer page
+//!   learns the outcome from the session endpoint;
+//! * the relay then returns, dropping — hence closing — both sockets, so once the future has
+//!   completed (or was dropped), not one more byte flows.
 //!
 //! [`RelayHandle`] packages this: [`RelayHandle::spawn`] runs [`relay`] on its own task, and
 //! [`RelayHandle::shutdown`] cancels and resolves only once that task has ended.
 //!
-//! WebSocket library: axum's `WebSocket` (tokio-tungstenite underneath), configured by
-//! [`configure_upgrade`]; server frames are `Bytes` handed over without an extra copy on our
-//! side (tungstenite copies once into its write buffer).
+//! WebSocket library: fastwebsockets, for the handshake ([`accept_viewer`]) and the framing.
+//! Each server frame is one `writev` of header + the bytes just read from the VNC server, so
+//! the relay copies every byte exactly twice (out of the VNC socket, into the viewer's) — the
+//! least a relay that reads can do. See `docs/performance.md` for what that buys.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use bytes::BytesMut;
-use futures_util::{SinkExt, StreamExt};
+use fastwebsockets::{Frame, OpCode, Payload, WebSocketError, WebSocketRead};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
+mod upgrade;
+
 pub use crate::rfb::Access;
 use crate::rfb::{RfbError, RfbFilter, RfbLimits};
+pub use upgrade::{accept_viewer, PendingViewer, UpgradeError, ViewerSocket};
+use upgrade::{ViewerRead, ViewerWriter};
 
 /// The subprotocol prefix carrying the viewer's token: `grexal.v1.<base64url token>`.
 pub const TOKEN_PROTOCOL_PREFIX: &str = "grexal.v1.";
@@ -47,12 +56,6 @@ pub const TOKEN_PROTOCOL_PREFIX: &str = "grexal.v1.";
 pub const BINARY_PROTOCOL: &str = "binary";
 /// Longest token accepted from the handshake, in base64url characters.
 pub const MAX_TOKEN_LEN: usize = 256;
-/// tungstenite's initial read buffer for the viewer. It zero-fills the whole buffer before every
-/// read; at its default of 128 KiB that was ~3 µs per viewer message (relay_bench round trip
-/// +10.8 -> +7.9 µs). Viewer messages are input events of a few bytes; tungstenite grows the
-/// buffer itself for a larger frame (e.g. a ClientCutText).
-const VIEWER_READ_BUFFER: usize = 4096;
-
 /// Errors of one relay.
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
@@ -65,11 +68,13 @@ pub enum RelayError {
     #[error("VNC server connection failed")]
     Upstream(#[source] std::io::Error),
     #[error("viewer WebSocket failed")]
-    WebSocket(#[source] axum::Error),
+    WebSocket(#[source] WebSocketError),
     #[error("viewer sent a text frame")]
     TextFrame,
-    #[error("viewer message of {len} bytes exceeds the limit of {limit}")]
-    MessageTooLarge { len: usize, limit: usize },
+    #[error("viewer sent a continuation frame outside a fragmented binary message")]
+    BadContinuation,
+    #[error("viewer frame exceeds the limit of {limit} bytes")]
+    FrameTooLarge { limit: usize },
     #[error("viewer sent an invalid RFB stream")]
     Rfb(#[source] RfbError),
     #[error("relay task failed")]
@@ -115,12 +120,21 @@ pub struct RelayLimits {
     /// FramebufferUpdateRequest after every update, but nothing while the screen is still,
     /// so this must be long enough to watch a still login page.
     pub idle_timeout: Duration,
-    /// Largest WebSocket message (and frame) accepted from a viewer.
+    /// Largest WebSocket frame accepted from a viewer (the RFB filter reads the stream, so a
+    /// message split into frames is checked frame by frame, and by the RFB limits).
     pub max_client_message: usize,
     /// RFB limits (ClientCutText length, SetEncodings count).
     pub rfb: RfbLimits,
     /// Size of one read from the VNC server, the only server-to-viewer buffer we hold.
     pub read_size: usize,
+    /// Send buffer of a viewer's TCP socket, in bytes (`SO_SNDBUF`; Linux doubles it);
+    /// `None` leaves the kernel's autotuning, which lets one slow viewer pin up to
+    /// `tcp_wmem`'s maximum (4 MiB) of kernel memory. Bounding it keeps what is queued for
+    /// the viewer small and recent (an interactive view wants the newest frame, not a backlog)
+    /// and the bytes in cache between our write and the reader. It also caps one viewer's
+    /// throughput at about twice this per round trip to the edge: 256 KiB per ms on the
+    /// default, far above what a VNC stream needs.
+    pub viewer_send_buffer: Option<usize>,
     pub connect_timeout: Duration,
     /// How long a Close frame may take once the relay decided to end.
     pub close_timeout: Duration,
@@ -132,7 +146,8 @@ impl Default for RelayLimits {
             idle_timeout: Duration::from_secs(300),
             max_client_message: (1 << 20) + 64 * 1024,
             rfb: RfbLimits::default(),
-            read_size: 64 * 1024,
+            read_size: 256 * 1024,
+            viewer_send_buffer: Some(128 * 1024),
             connect_timeout: Duration::from_secs(5),
             close_timeout: Duration::from_secs(1),
         }
@@ -165,6 +180,9 @@ pub struct RelayStats {
     /// Most server bytes the relay held at once (read but not yet written to the viewer's
     /// socket); never above `read_size`.
     pub peak_buffered: usize,
+    /// A server frame could not be finished before the close deadline, so no Close frame
+    /// was sent.
+    pub cut_mid_frame: bool,
 }
 
 /// Extracts the token from `Sec-WebSocket-Protocol: binary, grexal.v1.<token>`. `None` when
@@ -192,28 +210,16 @@ pub fn token_from_protocols(headers: &axum::http::HeaderMap) -> Option<String> {
     found
 }
 
-/// Applies our WebSocket settings to the route's upgrade: echo `binary` only when offered
-/// (never the token protocol; no subprotocol at all is fine — noVNC offers none), cap viewer
-/// messages, and write each server frame out at once (no extra batching latency).
-pub fn configure_upgrade<F>(ws: WebSocketUpgrade<F>, limits: &RelayLimits) -> WebSocketUpgrade<F> {
-    ws.protocols([BINARY_PROTOCOL])
-        .max_message_size(limits.max_client_message)
-        .max_frame_size(limits.max_client_message)
-        .read_buffer_size(VIEWER_READ_BUFFER)
-        .write_buffer_size(0)
-        .max_write_buffer_size(limits.read_size.saturating_mul(2).max(1 << 20))
-}
-
-/// Relays `ws` to the VNC server at `target` until either side closes, the viewer idles out,
-/// an error occurs, or `stop` is cancelled (see the module docs for the exact guarantee).
+/// Relays `viewer` to the VNC server at `target` until either side closes, the viewer idles
+/// out, an error occurs, or `stop` is cancelled (see the module docs for the exact guarantee).
 pub async fn relay(
-    ws: WebSocket,
+    viewer: ViewerSocket,
     target: &VncTarget,
     access: Access,
     limits: &RelayLimits,
     stop: CancellationToken,
 ) -> Result<RelayStats, RelayError> {
-    relay_with_stop_close(ws, target, access, limits, stop, || {
+    relay_with_stop_close(viewer, target, access, limits, stop, || {
         (1000, "stopped".to_owned())
     })
     .await
@@ -222,22 +228,43 @@ pub async fn relay(
 /// [`relay`], except that when `stop` ends it the viewer's Close frame is `stop_close()`
 /// instead of `1000 stopped`: the takeover closes with `4000` and the outcome as reason.
 pub async fn relay_with_stop_close(
-    mut ws: WebSocket,
+    viewer: ViewerSocket,
     target: &VncTarget,
     access: Access,
     limits: &RelayLimits,
     stop: CancellationToken,
     stop_close: impl FnOnce() -> (u16, String),
 ) -> Result<RelayStats, RelayError> {
+    let (mut ws_rx, ws_tx) = viewer.split();
+    // Pings are answered and a viewer's Close is echoed as the protocol requires.
+    ws_rx.set_auto_pong(true);
+    ws_rx.set_auto_close(true);
+    // fastwebsockets refuses a frame whose length is >= this.
+    ws_rx.set_max_message_size(limits.max_client_message.saturating_add(1));
+    let ws_tx = Mutex::new(ws_tx);
     let mut stats = RelayStats::default();
-    let result = connect_and_pump(&mut ws, target, access, limits, &stop, &mut stats).await;
+    // Set when a stop is noticed: finishing the frame in flight and the Close frame share it.
+    let mut close_deadline = None;
+    let result = connect_and_pump(
+        &mut ws_rx,
+        &ws_tx,
+        target,
+        access,
+        limits,
+        &stop,
+        &mut stats,
+        &mut close_deadline,
+    )
+    .await;
     let close = match &result {
         Ok(RelayEnd::Stopped) => Some((1000, "stopped")),
         Ok(RelayEnd::Idle) => Some((1001, "idle")),
         Ok(RelayEnd::UpstreamClosed) => Some((1000, "vnc server closed")),
+        // Already echoed by the reader.
         Ok(RelayEnd::ViewerClosed) => None,
         Err(RelayError::TextFrame | RelayError::Rfb(_)) => Some((1008, "policy violation")),
-        Err(RelayError::MessageTooLarge { .. }) => Some((1009, "message too big")),
+        Err(RelayError::BadContinuation) => Some((1002, "protocol error")),
+        Err(RelayError::FrameTooLarge { .. }) => Some((1009, "message too big")),
         Err(RelayError::WebSocket(_)) => None,
         Err(_) => Some((1011, "vnc server unavailable")),
     };
@@ -245,14 +272,20 @@ pub async fn relay_with_stop_close(
         (Ok(RelayEnd::Stopped), _) => Some(stop_close()),
         (_, close) => close.map(|(code, reason)| (code, reason.to_owned())),
     };
-    if let Some((code, reason)) = close {
-        let frame = CloseFrame {
-            code,
-            reason: reason.into(),
-        };
+    let mut ws_tx = ws_tx.into_inner();
+    stats.cut_mid_frame = ws_tx.is_mid_frame();
+    let deadline =
+        close_deadline.unwrap_or_else(|| tokio::time::Instant::now() + limits.close_timeout);
+    let closing = match close {
         // The viewer may be gone or not reading; the Close frame is best effort, bounded.
-        let _ =
-            tokio::time::timeout(limits.close_timeout, ws.send(Message::Close(Some(frame)))).await;
+        // Skipped (by `close`) when a frame could not be finished in time.
+        Some((code, reason)) => tokio::time::timeout_at(deadline, ws_tx.close(code, &reason))
+            .await
+            .is_ok_and(|r| r.is_ok() && !ws_tx.is_mid_frame()),
+        None => matches!(result, Ok(RelayEnd::ViewerClosed)),
+    };
+    if closing {
+        upgrade::finish_close(ws_tx, &mut ws_rx, deadline).await;
     }
     match result {
         Ok(end) => {
@@ -299,13 +332,16 @@ async fn connect(target: &VncTarget) -> Result<Upstream, RelayError> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn connect_and_pump(
-    ws: &mut WebSocket,
+    ws_rx: &mut WebSocketRead<ViewerRead>,
+    ws_tx: &Mutex<ViewerWriter>,
     target: &VncTarget,
     access: Access,
     limits: &RelayLimits,
     stop: &CancellationToken,
     stats: &mut RelayStats,
+    close_deadline: &mut Option<tokio::time::Instant>,
 ) -> Result<RelayEnd, RelayError> {
     debug!(%target, ?access, "relay connecting");
     let upstream = tokio::select! {
@@ -318,50 +354,79 @@ async fn connect_and_pump(
     match upstream {
         Upstream::Tcp(mut s) => {
             let (r, w) = s.split();
-            pump(ws, r, w, access, limits, stop, stats).await
+            pump(
+                ws_rx,
+                ws_tx,
+                r,
+                w,
+                access,
+                limits,
+                stop,
+                stats,
+                close_deadline,
+            )
+            .await
         }
         Upstream::Unix(mut s) => {
             let (r, w) = s.split();
-            pump(ws, r, w, access, limits, stop, stats).await
+            pump(
+                ws_rx,
+                ws_tx,
+                r,
+                w,
+                access,
+                limits,
+                stop,
+                stats,
+                close_deadline,
+            )
+            .await
         }
     }
 }
 
 /// Both directions as two futures polled by one task; the first to finish ends the relay.
+#[allow(clippy::too_many_arguments)]
 async fn pump<R, W>(
-    ws: &mut WebSocket,
+    ws_rx: &mut WebSocketRead<ViewerRead>,
+    ws_tx: &Mutex<ViewerWriter>,
     mut upstream_r: R,
     mut upstream_w: W,
     access: Access,
     limits: &RelayLimits,
     stop: &CancellationToken,
     stats: &mut RelayStats,
+    close_deadline: &mut Option<tokio::time::Instant>,
 ) -> Result<RelayEnd, RelayError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let (mut ws_tx, mut ws_rx) = ws.split();
     let mut down_stats = (0u64, 0u64, 0usize);
     let mut up_stats = (0u64, 0u64, 0u64);
 
     let down = async {
+        // One buffer for the whole relay, never zero-filled: `read_buf` reads into its spare
+        // capacity, and the frame borrows it until the viewer's socket has taken it all.
         let mut buf = BytesMut::with_capacity(limits.read_size);
         loop {
-            // Reuses the allocation once tungstenite has released the previous frame.
-            buf.reserve(limits.read_size);
-            let n = upstream_r
-                .read_buf(&mut buf)
-                .await
-                .map_err(RelayError::Upstream)?;
+            buf.clear();
+            // Checked before every read, never during a write: a stop lets the frame being
+            // written finish (so that a Close frame can follow it) and reads nothing new.
+            let n = tokio::select! {
+                biased;
+                _ = stop.cancelled() => return Ok(RelayEnd::Stopped),
+                r = upstream_r.read_buf(&mut buf) => r.map_err(RelayError::Upstream)?,
+            };
             if n == 0 {
                 return Ok(RelayEnd::UpstreamClosed);
             }
             down_stats.2 = down_stats.2.max(n);
-            let frame = buf.split().freeze();
-            // `send` flushes: the next read waits until this frame is in the socket.
+            // The next read waits until this frame is in the viewer's socket: backpressure.
             ws_tx
-                .send(Message::Binary(frame))
+                .lock()
+                .await
+                .send(Frame::binary(Payload::Borrowed(&buf)))
                 .await
                 .map_err(RelayError::WebSocket)?;
             down_stats.0 += n as u64;
@@ -372,28 +437,36 @@ where
     let up = async {
         let mut filter = RfbFilter::with_limits(access, limits.rfb);
         let mut out = Vec::with_capacity(4096);
+        // Inside a binary message sent as several frames.
+        let mut fragmented = false;
+        let mut idle_deadline = tokio::time::Instant::now() + limits.idle_timeout;
+        let mut send_obligation =
+            |frame: Frame<'static>| async move { ws_tx.lock().await.send(frame).await };
         loop {
-            let msg = match tokio::time::timeout(limits.idle_timeout, ws_rx.next()).await {
+            let read = ws_rx.read_frame(&mut send_obligation);
+            let frame = match tokio::time::timeout_at(idle_deadline, read).await {
                 Err(_) => return Ok(RelayEnd::Idle),
-                Ok(None) => return Ok(RelayEnd::ViewerClosed),
-                Ok(Some(Err(e))) => return Err(RelayError::WebSocket(e)),
-                Ok(Some(Ok(m))) => m,
+                Ok(Err(WebSocketError::UnexpectedEOF)) => return Ok(RelayEnd::ViewerClosed),
+                Ok(Err(WebSocketError::FrameTooLarge)) => {
+                    return Err(RelayError::FrameTooLarge {
+                        limit: limits.max_client_message,
+                    })
+                }
+                Ok(Err(e)) => return Err(RelayError::WebSocket(e)),
+                Ok(Ok(frame)) => frame,
             };
-            let data = match msg {
-                Message::Binary(data) => data,
-                Message::Text(_) => return Err(RelayError::TextFrame),
-                Message::Close(_) => return Ok(RelayEnd::ViewerClosed),
-                // Pings are answered by tungstenite; they do not count as activity.
-                Message::Ping(_) | Message::Pong(_) => continue,
-            };
-            if data.len() > limits.max_client_message {
-                return Err(RelayError::MessageTooLarge {
-                    len: data.len(),
-                    limit: limits.max_client_message,
-                });
+            match frame.opcode {
+                OpCode::Binary if !fragmented => fragmented = !frame.fin,
+                OpCode::Continuation if fragmented => fragmented = !frame.fin,
+                OpCode::Binary | OpCode::Continuation => return Err(RelayError::BadContinuation),
+                OpCode::Text => return Err(RelayError::TextFrame),
+                OpCode::Close => return Ok(RelayEnd::ViewerClosed),
+                // Answered by fastwebsockets; they do not count as activity.
+                OpCode::Ping | OpCode::Pong => continue,
             }
+            idle_deadline = tokio::time::Instant::now() + limits.idle_timeout;
             out.clear();
-            let fed = filter.feed(&data, &mut out);
+            let fed = filter.feed(&frame.payload, &mut out);
             let fs = filter.stats();
             up_stats.1 = fs.messages;
             up_stats.2 = fs.dropped;
@@ -410,11 +483,20 @@ where
         }
     };
 
-    let end = tokio::select! {
-        biased;
-        _ = stop.cancelled() => Ok(RelayEnd::Stopped),
-        r = up => r,
-        r = down => r,
+    let end = {
+        tokio::pin!(up, down);
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => {
+                // Input stops here: `up` is never polled again. A server frame being written
+                // may finish, within the close deadline; `down` then sees the stop.
+                *close_deadline = Some(tokio::time::Instant::now() + limits.close_timeout);
+                let _ = tokio::time::timeout(limits.close_timeout, &mut down).await;
+                Ok(RelayEnd::Stopped)
+            }
+            r = &mut up => r,
+            r = &mut down => r,
+        }
     };
     stats.server_bytes = down_stats.0;
     stats.server_frames = down_stats.1;
@@ -435,7 +517,7 @@ pub struct RelayHandle {
 impl RelayHandle {
     /// Spawns [`relay`]; `stop` may be a child of the daemon's root token.
     pub fn spawn(
-        ws: WebSocket,
+        viewer: ViewerSocket,
         target: VncTarget,
         access: Access,
         limits: RelayLimits,
@@ -444,7 +526,7 @@ impl RelayHandle {
         let span = tracing::info_span!("relay", %target, ?access);
         let token = stop.clone();
         let task = tokio::spawn(
-            async move { relay(ws, &target, access, &limits, token).await }.instrument(span),
+            async move { relay(viewer, &target, access, &limits, token).await }.instrument(span),
         );
         Self { stop, task }
     }
