@@ -220,15 +220,7 @@ async fn idle_viewer_is_dropped() {
 
 #[tokio::test]
 async fn stop_cuts_both_directions() {
-    let fake = fake_vnc().await;
-    let mut server = start_relay_server(fake.target.clone(), RelayLimits::default(), None).await;
-    let (mut ws, _) = ws_connect(server.addr, "/relay/control", None)
-        .await
-        .unwrap();
-    ws.send(Message::Binary(CLIENT_HANDSHAKE.to_vec().into()))
-        .await
-        .unwrap();
-    let mut up = fake.accept_handshake().await;
+    let (_fake, mut server, mut ws, mut up) = control_viewer_after_handshake().await;
     let handle = server.handles.recv().await.unwrap();
     // Streaming in both directions when the stop comes.
     let flood = tokio::spawn(async move {
@@ -290,12 +282,7 @@ async fn stop_cuts_both_directions() {
 
 #[tokio::test]
 async fn text_frame_closes_with_policy_error() {
-    let fake = fake_vnc().await;
-    let mut server = start_relay_server(fake.target.clone(), RelayLimits::default(), None).await;
-    let (mut ws, _) = ws_connect(server.addr, "/relay/control", None)
-        .await
-        .unwrap();
-    let _up = fake.listener.accept().await.unwrap();
+    let (_fake, mut server, mut ws, _up) = control_viewer().await;
     ws.send(Message::Text("RFB 003.008\n".into()))
         .await
         .unwrap();
@@ -401,6 +388,31 @@ async fn non_loopback_target_is_refused() {
     ));
 }
 
+/// A controlling viewer through the relay to a fake VNC server, before any RFB byte.
+async fn control_viewer() -> (FakeVnc, RelayServer, Ws, tokio::net::TcpStream) {
+    let fake = fake_vnc().await;
+    let server = start_relay_server(fake.target.clone(), RelayLimits::default(), None).await;
+    let (ws, _) = ws_connect(server.addr, "/relay/control", None)
+        .await
+        .unwrap();
+    let (up, _) = fake.listener.accept().await.unwrap();
+    (fake, server, ws, up)
+}
+
+/// A controlling viewer through the relay to a fake VNC server, past the RFB handshake.
+async fn control_viewer_after_handshake() -> (FakeVnc, RelayServer, Ws, tokio::net::TcpStream) {
+    let fake = fake_vnc().await;
+    let server = start_relay_server(fake.target.clone(), RelayLimits::default(), None).await;
+    let (mut ws, _) = ws_connect(server.addr, "/relay/control", None)
+        .await
+        .unwrap();
+    ws.send(Message::Binary(CLIENT_HANDSHAKE.to_vec().into()))
+        .await
+        .unwrap();
+    let up = fake.accept_handshake().await;
+    (fake, server, ws, up)
+}
+
 /// Sends one raw frame (tungstenite masks it, as a client must).
 async fn send_frame(ws: &mut Ws, opcode: OpCode, fin: bool, payload: &[u8]) {
     let frame = Frame::message(payload.to_vec(), opcode, fin);
@@ -420,15 +432,7 @@ async fn close_code(ws: &mut Ws) -> CloseCode {
 
 #[tokio::test]
 async fn ping_is_answered_and_fragmented_input_is_reassembled() {
-    let fake = fake_vnc().await;
-    let mut server = start_relay_server(fake.target.clone(), RelayLimits::default(), None).await;
-    let (mut ws, _) = ws_connect(server.addr, "/relay/control", None)
-        .await
-        .unwrap();
-    ws.send(Message::Binary(CLIENT_HANDSHAKE.to_vec().into()))
-        .await
-        .unwrap();
-    let mut up = fake.accept_handshake().await;
+    let (_fake, mut server, mut ws, mut up) = control_viewer_after_handshake().await;
     ws.send(Message::Ping(b"are you there".to_vec().into()))
         .await
         .unwrap();
@@ -470,12 +474,7 @@ async fn ping_is_answered_and_fragmented_input_is_reassembled() {
 
 #[tokio::test]
 async fn continuation_without_a_start_closes_with_protocol_error() {
-    let fake = fake_vnc().await;
-    let mut server = start_relay_server(fake.target.clone(), RelayLimits::default(), None).await;
-    let (mut ws, _) = ws_connect(server.addr, "/relay/control", None)
-        .await
-        .unwrap();
-    let _up = fake.listener.accept().await.unwrap();
+    let (_fake, mut server, mut ws, _up) = control_viewer().await;
     send_frame(
         &mut ws,
         OpCode::Data(Data::Continue),

@@ -243,19 +243,17 @@ pub async fn relay_with_stop_close(
     ws_rx.set_max_message_size(limits.max_client_message.saturating_add(1));
     let ws_tx = Mutex::new(ws_tx);
     let mut stats = RelayStats::default();
-    // Set when a stop is noticed: finishing the frame in flight and the Close frame share it.
     let mut close_deadline = None;
-    let result = connect_and_pump(
-        &mut ws_rx,
-        &ws_tx,
-        target,
+    let session = Session {
+        ws_rx: &mut ws_rx,
+        ws_tx: &ws_tx,
         access,
         limits,
-        &stop,
-        &mut stats,
-        &mut close_deadline,
-    )
-    .await;
+        stop: &stop,
+        stats: &mut stats,
+        close_deadline: &mut close_deadline,
+    };
+    let result = connect_and_pump(session, target).await;
     let close = match &result {
         Ok(RelayEnd::Stopped) => Some((1000, "stopped")),
         Ok(RelayEnd::Idle) => Some((1001, "idle")),
@@ -305,6 +303,9 @@ pub async fn relay_with_stop_close(
     }
 }
 
+type UpstreamRead = Box<dyn AsyncRead + Send + Unpin>;
+type UpstreamWrite = Box<dyn AsyncWrite + Send + Unpin>;
+
 enum Upstream {
     Tcp(tokio::net::TcpStream),
     Unix(tokio::net::UnixStream),
@@ -332,18 +333,24 @@ async fn connect(target: &VncTarget) -> Result<Upstream, RelayError> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn connect_and_pump(
-    ws_rx: &mut WebSocketRead<ViewerRead>,
-    ws_tx: &Mutex<ViewerWriter>,
-    target: &VncTarget,
+/// What the two pumps of one relay share.
+struct Session<'a> {
+    ws_rx: &'a mut WebSocketRead<ViewerRead>,
+    ws_tx: &'a Mutex<ViewerWriter>,
     access: Access,
-    limits: &RelayLimits,
-    stop: &CancellationToken,
-    stats: &mut RelayStats,
-    close_deadline: &mut Option<tokio::time::Instant>,
+    limits: &'a RelayLimits,
+    stop: &'a CancellationToken,
+    stats: &'a mut RelayStats,
+    /// Set when a stop is noticed: finishing the frame in flight and the Close frame share it.
+    close_deadline: &'a mut Option<tokio::time::Instant>,
+}
+
+async fn connect_and_pump(
+    session: Session<'_>,
+    target: &VncTarget,
 ) -> Result<RelayEnd, RelayError> {
-    debug!(%target, ?access, "relay connecting");
+    let (limits, stop) = (session.limits, session.stop);
+    debug!(%target, access = ?session.access, "relay connecting");
     let upstream = tokio::select! {
         biased;
         _ = stop.cancelled() => return Ok(RelayEnd::Stopped),
@@ -351,57 +358,35 @@ async fn connect_and_pump(
             r.map_err(|_| RelayError::ConnectTimeout)??
         }
     };
-    match upstream {
-        Upstream::Tcp(mut s) => {
-            let (r, w) = s.split();
-            pump(
-                ws_rx,
-                ws_tx,
-                r,
-                w,
-                access,
-                limits,
-                stop,
-                stats,
-                close_deadline,
-            )
-            .await
+    // Boxed halves: one `pump` for both kinds of socket (a vtable call per syscall).
+    let (r, w): (UpstreamRead, UpstreamWrite) = match upstream {
+        Upstream::Tcp(s) => {
+            let (r, w) = s.into_split();
+            (Box::new(r), Box::new(w))
         }
-        Upstream::Unix(mut s) => {
-            let (r, w) = s.split();
-            pump(
-                ws_rx,
-                ws_tx,
-                r,
-                w,
-                access,
-                limits,
-                stop,
-                stats,
-                close_deadline,
-            )
-            .await
+        Upstream::Unix(s) => {
+            let (r, w) = s.into_split();
+            (Box::new(r), Box::new(w))
         }
-    }
+    };
+    pump(session, r, w).await
 }
 
 /// Both directions as two futures polled by one task; the first to finish ends the relay.
-#[allow(clippy::too_many_arguments)]
-async fn pump<R, W>(
-    ws_rx: &mut WebSocketRead<ViewerRead>,
-    ws_tx: &Mutex<ViewerWriter>,
-    mut upstream_r: R,
-    mut upstream_w: W,
-    access: Access,
-    limits: &RelayLimits,
-    stop: &CancellationToken,
-    stats: &mut RelayStats,
-    close_deadline: &mut Option<tokio::time::Instant>,
-) -> Result<RelayEnd, RelayError>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
+async fn pump(
+    session: Session<'_>,
+    mut upstream_r: UpstreamRead,
+    mut upstream_w: UpstreamWrite,
+) -> Result<RelayEnd, RelayError> {
+    let Session {
+        ws_rx,
+        ws_tx,
+        access,
+        limits,
+        stop,
+        stats,
+        close_deadline,
+    } = session;
     let mut down_stats = (0u64, 0u64, 0usize);
     let mut up_stats = (0u64, 0u64, 0u64);
 
