@@ -569,6 +569,56 @@ async fn measure_complete_to_wait_latency() {
     );
 }
 
+/// The agent's wait is answered once the viewer is cut, not once the viewer has finished the
+/// WebSocket closing handshake: a viewer that reads nothing (a stalled network) would hold it
+/// for the whole close timeout (1 s). It still gets the Close frame when it reads again.
+#[tokio::test]
+async fn wait_does_not_wait_for_a_silent_viewers_handshake() {
+    let (mut h, _vnc, _browser) = fake().await;
+    let (id, control, _) = start(&mut h, &request_body(300)).await;
+    let mut ws = ws_connect(&h, &id, Some(&control)).await.expect("upgrade");
+    assert_eq!(next_binary(&mut ws).await, BANNER);
+    let socket = h.agent_socket.clone();
+    let target = format!("/v1/takeovers/{id}/wait?timeout_seconds=60");
+    let agent = tokio::spawn(async move {
+        let stream = tokio::net::UnixStream::connect(&socket).await.unwrap();
+        let r = support::http(stream, "GET", &target, &[], None).await;
+        (r, Instant::now())
+    });
+    eventually("the wait to be parked", LONG, || {
+        h.manager.waiters(&id) == 1
+    })
+    .await;
+    let clicked = Instant::now();
+    let done = h
+        .public(
+            "POST",
+            &format!("/takeover/{id}/complete"),
+            &[("Authorization", &format!("Bearer {control}"))],
+        )
+        .await;
+    assert_eq!(done.status, 200);
+    let (answer, returned) = agent.await.unwrap();
+    assert_eq!(answer.status, 200);
+    let waited = returned.duration_since(clicked);
+    assert!(
+        waited < Duration::from_millis(500),
+        "the wait took {waited:?}: it waited on the viewer"
+    );
+    // The viewer, reading now, finds the Close frame with the outcome.
+    let close = loop {
+        match tokio::time::timeout(LONG, ws.next())
+            .await
+            .expect("a frame")
+        {
+            Some(Ok(Message::Close(frame))) => break frame,
+            Some(Ok(_)) => {}
+            other => panic!("expected a Close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(u16::from(close.expect("a close code").code), 4000);
+}
+
 // ---- the real desktop ----
 
 fn desktop_config(dir: &std::path::Path) -> DesktopConfig {

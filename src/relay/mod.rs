@@ -21,8 +21,11 @@
 //!   [`RelayLimits::close_timeout`]. A frame not finished by then leaves the stream invalid
 //!   WebSocket, so no Close frame is sent: the connection is just closed, and the viewer page
 //!   learns the outcome from the session endpoint;
-//! * the relay then returns, dropping — hence closing — both sockets, so once the future has
-//!   completed (or was dropped), not one more byte flows.
+//! * the relay then returns, closing the VNC socket and shutting the viewer's direction down,
+//!   so once the future has completed (or was dropped), not one more byte flows. Only the
+//!   tail of the closing handshake outlives it, on a task of its own: reading and discarding
+//!   the viewer's last frames until its Close (bounded by the same deadline), so that the
+//!   kernel does not answer unread bytes with an RST that could destroy our Close frame.
 //!
 //! [`RelayHandle`] packages this: [`RelayHandle::spawn`] runs [`relay`] on its own task, and
 //! [`RelayHandle::shutdown`] cancels and resolves only once that task has ended.
@@ -283,7 +286,10 @@ pub async fn relay_with_stop_close(
         None => matches!(result, Ok(RelayEnd::ViewerClosed)),
     };
     if closing {
-        upgrade::finish_close(ws_tx, &mut ws_rx, deadline).await;
+        // The VNC socket is already closed and our direction shuts down first, so what is
+        // left reads and discards only; the relay is over (and the agent's wait may return)
+        // without waiting on the viewer's side of the handshake.
+        tokio::spawn(upgrade::finish_close(ws_tx, ws_rx, deadline));
     }
     match result {
         Ok(end) => {

@@ -141,9 +141,9 @@ impl ViewerSocket {
     /// within `timeout`.
     pub async fn close(self, code: u16, reason: &str, timeout: Duration) {
         let deadline = tokio::time::Instant::now() + timeout;
-        let (mut reader, mut writer) = self.split();
+        let (reader, mut writer) = self.split();
         if let Ok(Ok(())) = tokio::time::timeout_at(deadline, writer.close(code, reason)).await {
-            finish_close(writer, &mut reader, deadline).await;
+            tokio::spawn(finish_close(writer, reader, deadline));
         }
     }
 }
@@ -195,7 +195,7 @@ impl ViewerWriter {
 /// with RST, and an RST can destroy our Close frame before the viewer has read it.
 pub(crate) async fn finish_close(
     writer: ViewerWriter,
-    reader: &mut WebSocketRead<ViewerRead>,
+    mut reader: WebSocketRead<ViewerRead>,
     deadline: tokio::time::Instant,
 ) {
     // Dropping the write half of a TcpStream shuts it down.
