@@ -283,6 +283,53 @@ async fn tokens_never_reach_the_log() {
     }
 }
 
+/// A valid token on a request that is not a WebSocket handshake (a plain GET, a wrong
+/// version, no key): 400 `bad_request`, no upgrade, no VNC connection.
+#[tokio::test]
+async fn broken_handshakes_are_refused_with_bad_request() {
+    let (mut h, vnc, _browser) = fake().await;
+    let (id, control, _) = start(&mut h, &request_body(300)).await;
+    let protocol = format!("binary, grexal.v1.{control}");
+    let target = format!("/takeover/{id}/websocket");
+    let upgrade = [("Connection", "Upgrade"), ("Upgrade", "websocket")];
+    let key = ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==");
+    let cases: Vec<(&str, Vec<(&str, &str)>)> = vec![
+        ("plain GET", vec![]),
+        (
+            "wrong version",
+            vec![upgrade[0], upgrade[1], key, ("Sec-WebSocket-Version", "8")],
+        ),
+        (
+            "no key",
+            vec![upgrade[0], upgrade[1], ("Sec-WebSocket-Version", "13")],
+        ),
+    ];
+    for (what, mut headers) in cases {
+        headers.push(("Sec-WebSocket-Protocol", &protocol));
+        let r = h.public("GET", &target, &headers).await;
+        assert_eq!(
+            (r.status, r.code()),
+            (400, "bad_request".to_owned()),
+            "{what}"
+        );
+    }
+    let r = h
+        .public(
+            "POST",
+            &target,
+            &[
+                upgrade[0],
+                upgrade[1],
+                key,
+                ("Sec-WebSocket-Version", "13"),
+                ("Sec-WebSocket-Protocol", &protocol),
+            ],
+        )
+        .await;
+    assert_ne!(r.status, 101, "a POST must not upgrade");
+    assert_eq!(vnc.connections.load(Ordering::SeqCst), 0);
+}
+
 #[tokio::test]
 async fn bad_tokens_are_refused_before_any_upgrade() {
     let (mut h, vnc, _browser) = fake().await;
