@@ -1,6 +1,6 @@
-//! The relay end to end: a real HTTP/1.1 server (hyper, as the daemon serves), real VNC servers (x11vnc on TCP, Xvnc on a Unix
-//! socket), an independent RFB client (vnc-rs) over WebSocket, and fake upstreams that record
-//! or flood bytes.
+//! The relay end to end: a real HTTP/1.1 server (hyper, as the daemon serves), real VNC
+//! servers (x11vnc on TCP, Xvnc on a Unix socket), an independent RFB client (vnc-rs) over
+//! WebSocket, and fake upstreams that record or flood bytes.
 
 #[path = "support/relay.rs"]
 mod support;
