@@ -27,7 +27,7 @@ use base64::Engine as _;
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::manifest::{AuthMode, Connection, Manifest};
+use crate::manifest::{quoted, AuthMode, Connection, Manifest};
 use crate::secret::{secret_bytes, ExposeSecret, SecretBytes, SecretString};
 
 /// The document size limit: a few files of at most 1 MiB each, base64-encoded.
@@ -291,16 +291,6 @@ fn syntax_detail(e: &serde_json::Error) -> String {
         Category::Eof => "unexpected end of input",
     };
     format!("{what} at line {} column {}", e.line(), e.column())
-}
-
-/// A short, printable rendering of a key (never a value) for a location.
-fn quoted(s: &str) -> String {
-    let cut: String = s.chars().take(64).collect();
-    if cut.len() < s.len() {
-        format!("{cut:?}…")
-    } else {
-        format!("{cut:?}")
-    }
 }
 
 /// Refuses a key given twice; `at` renders a key's location.

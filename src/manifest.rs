@@ -335,8 +335,9 @@ fn must_be(expected: &str, found: &Value) -> String {
     format!("must be {expected}, found {}", type_name(found))
 }
 
-/// A short, printable rendering of an untrusted string for an error message.
-fn quoted(s: &str) -> String {
+/// A short, printable rendering of an untrusted string for an error message (the credential
+/// document uses it for keys, never for values).
+pub(crate) fn quoted(s: &str) -> String {
     let cut: String = s.chars().take(64).collect();
     if cut.len() < s.len() {
         format!("{cut:?}…")

@@ -568,6 +568,31 @@ async fn reload_replaces_the_controlling_viewer() {
     assert_eq!(next_close(&mut second).await, (4000, "failed".to_owned()));
 }
 
+/// Parks the agent's wait on takeover `id`, then clicks "I've logged in" as the viewer with
+/// `control`; returns how long after the click the wait was answered (both answers 200).
+async fn complete_and_time_the_wait(h: &Harness, id: &str, control: &str) -> Duration {
+    let socket = h.agent_socket.clone();
+    let target = format!("/v1/takeovers/{id}/wait?timeout_seconds=60");
+    let agent = tokio::spawn(async move {
+        let stream = tokio::net::UnixStream::connect(&socket).await.unwrap();
+        let r = support::http(stream, "GET", &target, &[], None).await;
+        (r, Instant::now())
+    });
+    eventually("the wait to be parked", LONG, || h.manager.waiters(id) == 1).await;
+    let clicked = Instant::now();
+    let done = h
+        .public(
+            "POST",
+            &format!("/takeover/{id}/complete"),
+            &[("Authorization", &format!("Bearer {control}"))],
+        )
+        .await;
+    assert_eq!(done.status, 200);
+    let (answer, returned) = agent.await.unwrap();
+    assert_eq!(answer.status, 200);
+    returned.duration_since(clicked)
+}
+
 /// "I've logged in" → the agent's long-poll returns. Prints the figures; asserts nothing
 /// about them (run with `--nocapture` to see them).
 #[tokio::test]
@@ -578,31 +603,7 @@ async fn measure_complete_to_wait_latency() {
         let (id, control, _) = start(&mut h, &request_body(300)).await;
         let mut ws = ws_connect(&h, &id, Some(&control)).await.expect("upgrade");
         assert_eq!(next_binary(&mut ws).await, BANNER);
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let socket = h.agent_socket.clone();
-        let target = format!("/v1/takeovers/{id}/wait?timeout_seconds=60");
-        let agent = tokio::spawn(async move {
-            let stream = tokio::net::UnixStream::connect(&socket).await.unwrap();
-            let r = support::http(stream, "GET", &target, &[], None).await;
-            let _ = tx.send(Instant::now());
-            r
-        });
-        eventually("the wait to be parked", LONG, || {
-            h.manager.waiters(&id) == 1
-        })
-        .await;
-        let clicked = Instant::now();
-        let done = h
-            .public(
-                "POST",
-                &format!("/takeover/{id}/complete"),
-                &[("Authorization", &format!("Bearer {control}"))],
-            )
-            .await;
-        assert_eq!(done.status, 200);
-        let returned = rx.await.unwrap();
-        assert_eq!(agent.await.unwrap().status, 200);
-        samples.push(returned.duration_since(clicked));
+        samples.push(complete_and_time_the_wait(&h, &id, &control).await);
     }
     samples.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
@@ -625,45 +626,13 @@ async fn wait_does_not_wait_for_a_silent_viewers_handshake() {
     let (id, control, _) = start(&mut h, &request_body(300)).await;
     let mut ws = ws_connect(&h, &id, Some(&control)).await.expect("upgrade");
     assert_eq!(next_binary(&mut ws).await, BANNER);
-    let socket = h.agent_socket.clone();
-    let target = format!("/v1/takeovers/{id}/wait?timeout_seconds=60");
-    let agent = tokio::spawn(async move {
-        let stream = tokio::net::UnixStream::connect(&socket).await.unwrap();
-        let r = support::http(stream, "GET", &target, &[], None).await;
-        (r, Instant::now())
-    });
-    eventually("the wait to be parked", LONG, || {
-        h.manager.waiters(&id) == 1
-    })
-    .await;
-    let clicked = Instant::now();
-    let done = h
-        .public(
-            "POST",
-            &format!("/takeover/{id}/complete"),
-            &[("Authorization", &format!("Bearer {control}"))],
-        )
-        .await;
-    assert_eq!(done.status, 200);
-    let (answer, returned) = agent.await.unwrap();
-    assert_eq!(answer.status, 200);
-    let waited = returned.duration_since(clicked);
+    let waited = complete_and_time_the_wait(&h, &id, &control).await;
     assert!(
         waited < Duration::from_millis(500),
         "the wait took {waited:?}: it waited on the viewer"
     );
     // The viewer, reading now, finds the Close frame with the outcome.
-    let close = loop {
-        match tokio::time::timeout(LONG, ws.next())
-            .await
-            .expect("a frame")
-        {
-            Some(Ok(Message::Close(frame))) => break frame,
-            Some(Ok(_)) => {}
-            other => panic!("expected a Close frame, got {other:?}"),
-        }
-    };
-    assert_eq!(u16::from(close.expect("a close code").code), 4000);
+    assert_eq!(next_close(&mut ws).await, (4000, "completed".to_owned()));
 }
 
 // ---- the real desktop ----

@@ -82,24 +82,21 @@ pub(crate) async fn bring_to_front(ws_url: &str, screen: Screen) -> Result<(), D
         .await
         .map_err(cdp)?;
     let window_id = window.result.window_id;
-    if window.result.bounds.window_state == Some(WindowState::Minimized) {
-        let normal = Bounds {
-            window_state: Some(WindowState::Normal),
-            ..Default::default()
-        };
+    let set_bounds = |bounds: Bounds| async move {
         browser
-            .execute(SetWindowBoundsParams::new(window_id, normal))
+            .execute(SetWindowBoundsParams::new(window_id, bounds))
             .await
-            .map_err(cdp)?;
-    }
-    let maximized = Bounds {
-        window_state: Some(WindowState::Maximized),
+            .map(drop)
+            .map_err(cdp)
+    };
+    let state = |window_state| Bounds {
+        window_state: Some(window_state),
         ..Default::default()
     };
-    browser
-        .execute(SetWindowBoundsParams::new(window_id, maximized))
-        .await
-        .map_err(cdp)?;
+    if window.result.bounds.window_state == Some(WindowState::Minimized) {
+        set_bounds(state(WindowState::Normal)).await?;
+    }
+    set_bounds(state(WindowState::Maximized)).await?;
     let after = browser
         .execute(GetWindowForTargetParams {
             target_id: Some(target.clone()),
@@ -117,26 +114,16 @@ pub(crate) async fn bring_to_front(ws_url: &str, screen: Screen) -> Result<(), D
     if !full {
         debug!(bounds = ?b, "maximise had no effect (no window manager), setting full-screen bounds");
         if b.window_state != Some(WindowState::Normal) {
-            let normal = Bounds {
-                window_state: Some(WindowState::Normal),
-                ..Default::default()
-            };
-            browser
-                .execute(SetWindowBoundsParams::new(window_id, normal))
-                .await
-                .map_err(cdp)?;
+            set_bounds(state(WindowState::Normal)).await?;
         }
-        let bounds = Bounds {
+        set_bounds(Bounds {
             left: Some(0),
             top: Some(0),
             width: Some(i64::from(screen.width)),
             height: Some(i64::from(screen.height)),
             window_state: None,
-        };
-        browser
-            .execute(SetWindowBoundsParams::new(window_id, bounds))
-            .await
-            .map_err(cdp)?;
+        })
+        .await?;
     }
     // Page.bringToFront needs a session on the page; chromiumoxide attaches to the targets
     // fetch_targets reported shortly after. Without one, Target.activateTarget does the

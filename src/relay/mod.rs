@@ -280,9 +280,10 @@ pub async fn relay_with_stop_close(
     let closing = match close {
         // The viewer may be gone or not reading; the Close frame is best effort, bounded.
         // Skipped (by `close`) when a frame could not be finished in time.
-        Some((code, reason)) => tokio::time::timeout_at(deadline, ws_tx.close(code, &reason))
-            .await
-            .is_ok_and(|r| r.is_ok() && !ws_tx.is_mid_frame()),
+        Some((code, reason)) => matches!(
+            tokio::time::timeout_at(deadline, ws_tx.close(code, &reason)).await,
+            Ok(Ok(true))
+        ),
         None => matches!(result, Ok(RelayEnd::ViewerClosed)),
     };
     if closing {

@@ -142,7 +142,7 @@ impl ViewerSocket {
     pub async fn close(self, code: u16, reason: &str, timeout: Duration) {
         let deadline = tokio::time::Instant::now() + timeout;
         let (reader, mut writer) = self.split();
-        if let Ok(Ok(())) = tokio::time::timeout_at(deadline, writer.close(code, reason)).await {
+        if let Ok(Ok(true)) = tokio::time::timeout_at(deadline, writer.close(code, reason)).await {
             tokio::spawn(finish_close(writer, reader, deadline));
         }
     }
@@ -173,19 +173,21 @@ impl ViewerWriter {
         self.mid_frame
     }
 
-    /// Sends a Close frame unless a frame was cut off half-written or Close was already sent.
+    /// Sends a Close frame unless a frame was cut off half-written or Close was already sent;
+    /// `Ok(true)` when this call sent it.
     pub(crate) async fn close(
         &mut self,
         code: u16,
         reason: &str,
-    ) -> Result<(), fastwebsockets::WebSocketError> {
+    ) -> Result<bool, fastwebsockets::WebSocketError> {
         if self.mid_frame || self.ws.is_closed() {
-            return Ok(());
+            return Ok(false);
         }
         // A Close reason is at most 123 bytes; ours are short ASCII, cut to be safe.
         let reason = truncate_utf8(reason, 123);
         self.send(Frame::close(code, reason.as_bytes())).await?;
-        self.ws.flush().await
+        self.ws.flush().await?;
+        Ok(true)
     }
 }
 
