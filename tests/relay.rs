@@ -488,6 +488,27 @@ async fn continuation_without_a_start_closes_with_protocol_error() {
 }
 
 #[tokio::test]
+async fn unmasked_frame_closes_with_protocol_error() {
+    let (_fake, mut server, mut ws, mut up) = control_viewer_after_handshake().await;
+    // A FramebufferUpdateRequest the filter would pass, but sent without a masking key,
+    // straight onto the socket under the (always masking) client.
+    let request = encode::framebuffer_update_request(false, 16, 16);
+    let mut raw = vec![0x82, request.len() as u8];
+    raw.extend_from_slice(&request);
+    ws.get_mut().write_all(&raw).await.unwrap();
+    assert_eq!(close_code(&mut ws).await, CloseCode::Protocol);
+    let err = server.handles.recv().await.unwrap().wait().await;
+    assert!(matches!(err, Err(RelayError::UnmaskedFrame)), "{err:?}");
+    // Not one byte of it reached the VNC server: its end of the socket sees EOF.
+    let mut rest = Vec::new();
+    tokio::time::timeout(DEADLINE, up.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(rest.is_empty(), "{} bytes leaked upstream", rest.len());
+}
+
+#[tokio::test]
 async fn oversized_frame_closes_with_message_too_big() {
     let fake = fake_vnc().await;
     let limits = RelayLimits {

@@ -76,6 +76,8 @@ pub enum RelayError {
     TextFrame,
     #[error("viewer sent a continuation frame outside a fragmented binary message")]
     BadContinuation,
+    #[error("viewer sent an unmasked frame (clients must mask every frame)")]
+    UnmaskedFrame,
     #[error("viewer frame exceeds the limit of {limit} bytes")]
     FrameTooLarge { limit: usize },
     #[error("viewer sent an invalid RFB stream")]
@@ -264,7 +266,9 @@ pub async fn relay_with_stop_close(
         // Already echoed by the reader.
         Ok(RelayEnd::ViewerClosed) => None,
         Err(RelayError::TextFrame | RelayError::Rfb(_)) => Some((1008, "policy violation")),
-        Err(RelayError::BadContinuation) => Some((1002, "protocol error")),
+        Err(RelayError::BadContinuation | RelayError::UnmaskedFrame) => {
+            Some((1002, "protocol error"))
+        }
         Err(RelayError::FrameTooLarge { .. }) => Some((1009, "message too big")),
         Err(RelayError::WebSocket(_)) => None,
         Err(_) => Some((1011, "vnc server unavailable")),
@@ -436,7 +440,7 @@ async fn pump(
             |frame: Frame<'static>| async move { ws_tx.lock().await.send(frame).await };
         loop {
             let read = ws_rx.read_frame(&mut send_obligation);
-            let frame = match tokio::time::timeout_at(idle_deadline, read).await {
+            let mut frame = match tokio::time::timeout_at(idle_deadline, read).await {
                 Err(_) => return Ok(RelayEnd::Idle),
                 Ok(Err(WebSocketError::UnexpectedEOF)) => return Ok(RelayEnd::ViewerClosed),
                 Ok(Err(WebSocketError::FrameTooLarge)) => {
@@ -447,6 +451,9 @@ async fn pump(
                 Ok(Err(e)) => return Err(RelayError::WebSocket(e)),
                 Ok(Ok(frame)) => frame,
             };
+            if !was_masked(&mut frame) {
+                return Err(RelayError::UnmaskedFrame);
+            }
             match frame.opcode {
                 OpCode::Binary if !fragmented => fragmented = !frame.fin,
                 OpCode::Continuation if fragmented => fragmented = !frame.fin,
@@ -497,6 +504,17 @@ async fn pump(
     stats.client_messages = up_stats.1;
     stats.dropped_messages = up_stats.2;
     end
+}
+
+/// Whether a viewer's frame carried a masking key. RFC 6455 §5.1: a server must close the
+/// connection on an unmasked client frame (masking is what keeps a hostile page from
+/// steering the bytes a proxy on the path sees). fastwebsockets unmasks client frames but
+/// accepts unmasked ones, and keeps the key private; its header formatter still shows it.
+fn was_masked(frame: &mut Frame<'_>) -> bool {
+    // Longest header: 2 bytes, an 8-byte length, a 4-byte key.
+    let mut head = [0u8; 14];
+    frame.fmt_head(&mut head);
+    head[1] & 0x80 != 0
 }
 
 /// A relay running on its own task, owned by the takeover manager.
