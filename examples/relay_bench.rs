@@ -8,6 +8,8 @@
 //! as a thread of the client, the direct read would skip the address-space switch that every
 //! relayed byte pays, and flatter the floor. The relays reach the upstream over loopback TCP
 //! (x11vnc's case) or, with `--upstream unix`, its Unix socket (Xvnc's, the daemon's default).
+//! A third relay, `--serve-ceiling`, is the reference for throughput: a blocking read and a
+//! `writev` per chunk and nothing else, what any relay that copies must at least pay.
 //! Measured with a minimal blocking WebSocket client: throughput (median of N runs), 10-byte
 //! round trips (a FramebufferUpdateRequest, so our RFB filter passes it), CPU per GiB and RSS.
 
@@ -27,6 +29,14 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--serve-upstream") {
         serve_upstream(Path::new(&args[2]));
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some("--serve-ceiling") {
+        serve_ceiling(
+            &args[2],
+            args[3].parse().expect("read size"),
+            args[4].parse().expect("send buffer"),
+        );
         return;
     }
     if args.get(1).map(String::as_str) == Some("--serve-relay") {
@@ -111,6 +121,21 @@ fn main() {
         children: vec![],
     };
 
+    let (mut ceiling_child, line) = spawn_printing(Command::new(&exe).args([
+        "--serve-ceiling",
+        &target(source, &source_sock),
+        &read_size.to_string(),
+        &send_buffer.to_string(),
+    ]));
+    let ceiling_addr: SocketAddr = line.trim().parse().expect("ceiling printed its address");
+    let ceiling = Peer {
+        name: "minimal copying relay",
+        source: (ceiling_addr, "/source".into()),
+        echo: (ceiling_addr, "/unused".into()),
+        pids: vec![ceiling_child.id()],
+        children: vec![],
+    };
+
     let ws_src_port = free_port();
     let ws_echo_port = free_port();
     let wsk_src = spawn_websockify(&peer, ws_src_port, &target(source, &source_sock));
@@ -123,6 +148,7 @@ fn main() {
         children: vec![wsk_src, wsk_echo],
     };
     wait_ws(&relay.source);
+    wait_ws(&ceiling.source);
     wait_ws(&websockify.source);
     wait_ws(&websockify.echo);
 
@@ -132,9 +158,9 @@ fn main() {
 
     let mut direct_tp = Vec::new();
     let mut direct_unix_tp = Vec::new();
-    let mut tp = [Vec::new(), Vec::new()];
-    let mut cpu = [0f64; 2];
-    let mut rss_stream = [0u64; 2];
+    let mut tp = [Vec::new(), Vec::new(), Vec::new()];
+    let mut cpu = [0f64; 3];
+    let mut rss_stream = [0u64; 3];
     for _ in 0..runs {
         direct_tp.push(throughput_direct(
             TcpStream::connect(source).unwrap(),
@@ -146,7 +172,7 @@ fn main() {
                 bytes,
             ));
         }
-        for (i, p) in [&relay, &websockify].into_iter().enumerate() {
+        for (i, p) in [&relay, &websockify, &ceiling].into_iter().enumerate() {
             let cpu0 = cpu_secs(&p.pids);
             let (mibs, peak) = throughput_ws(p, bytes);
             cpu[i] += cpu_secs(&p.pids) - cpu0;
@@ -187,11 +213,19 @@ fn main() {
     println!("|---|---|---|---|");
     let r_tp = median(&mut tp[0]);
     let w_tp = median(&mut tp[1]);
+    let c_tp = median(&mut tp[2]);
     println!(
         "| throughput MiB/s | {r_tp:.0} ({:.2}× direct, {:.2}× websockify) | {w_tp:.0} ({:.2}× direct) | {d_tp:.0} |",
         r_tp / d_tp,
         r_tp / w_tp,
         w_tp / d_tp
+    );
+    println!(
+        "| minimal copying relay (blocking read + writev, no WebSocket input, no filter) MiB/s | {c_tp:.0}: {:.2}× direct, {:.2}× websockify; grexal relay = {:.2}× it; {:.3} CPU s per GiB | | |",
+        c_tp / d_tp,
+        c_tp / w_tp,
+        r_tp / c_tp,
+        cpu[2] / gib
     );
     if unix_upstream {
         let du = median(&mut direct_unix_tp);
@@ -228,7 +262,7 @@ fn main() {
         mib_of(rss_viewers[1]),
         mib_of(rss_viewers[1].saturating_sub(idle[1])) / 10.0,
     );
-    for c in [&mut relay_child, &mut upstream_child] {
+    for c in [&mut relay_child, &mut ceiling_child, &mut upstream_child] {
         let _ = c.kill();
         let _ = c.wait();
     }
@@ -592,6 +626,82 @@ fn parse_target(t: &str) -> grexal_sidecar::relay::VncTarget {
         Some(("unix", p)) => VncTarget::unix(PathBuf::from(p)),
         Some(("tcp", a)) => VncTarget::tcp(a.parse().expect("addr")).expect("loopback"),
         _ => panic!("bad target {t}"),
+    }
+}
+
+/// The ceiling for any relay that reads: a blocking process that answers the upgrade without
+/// checking it, then only reads the upstream into one buffer and writes each read as one
+/// binary frame (header and payload in one `writev`), with the same read size and viewer
+/// send buffer as ours. No viewer input, no RFB filter, no runtime: what is left is the
+/// kernel's work for a receive and a send, which no copying relay avoids.
+fn serve_ceiling(source: &str, read_size: usize, send_buffer: usize) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    println!("{}", listener.local_addr().expect("addr"));
+    for viewer in listener.incoming().flatten() {
+        let source = source.to_string();
+        std::thread::spawn(move || {
+            let _ = ceiling_conn(viewer, &source, read_size, send_buffer);
+        });
+    }
+}
+
+fn ceiling_conn(
+    mut viewer: TcpStream,
+    source: &str,
+    read_size: usize,
+    send_buffer: usize,
+) -> std::io::Result<()> {
+    use std::io::IoSlice;
+    use std::os::fd::AsRawFd;
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if viewer.read(&mut b)? == 0 {
+            return Ok(());
+        }
+        head.push(b[0]);
+    }
+    // The accept value of the client's fixed key (RFC 6455's own example).
+    viewer.write_all(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
+    )?;
+    viewer.set_nodelay(true)?;
+    if send_buffer > 0 {
+        let size = send_buffer as libc::c_int;
+        // SAFETY: a valid socket fd and a c_int option value of the right length.
+        let rc = unsafe {
+            libc::setsockopt(
+                viewer.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUF,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0, "SO_SNDBUF");
+    }
+    let mut upstream: Box<dyn Read> = match source.split_once(':') {
+        Some(("unix", p)) => Box::new(UnixStream::connect(p)?),
+        Some(("tcp", a)) => Box::new(TcpStream::connect(a)?),
+        _ => panic!("bad target {source}"),
+    };
+    let mut buf = vec![0u8; read_size];
+    loop {
+        let n = upstream.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        let mut header = [0x82, 127, 0, 0, 0, 0, 0, 0, 0, 0];
+        header[2..].copy_from_slice(&(n as u64).to_be_bytes());
+        let (mut h, mut p) = (&header[..], &buf[..n]);
+        while !h.is_empty() || !p.is_empty() {
+            let mut w = viewer.write_vectored(&[IoSlice::new(h), IoSlice::new(p)])?;
+            let from_h = w.min(h.len());
+            h = &h[from_h..];
+            w -= from_h;
+            p = &p[w..];
+        }
     }
 }
 
