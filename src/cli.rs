@@ -55,6 +55,16 @@ pub enum DisplayBackend {
     Xvfb,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ChromiumSandbox {
+    /// On when Chromium's user is not root and may create a user namespace, else off.
+    Auto,
+    /// Required: the desktop does not start without it.
+    On,
+    /// Always --no-sandbox.
+    Off,
+}
+
 /// Options shared by `run` and `dev`.
 #[derive(Debug, Args)]
 pub struct CommonArgs {
@@ -114,6 +124,17 @@ pub struct CommonArgs {
     /// Chromium's persistent profile directory (the logged-in session lives here).
     #[arg(long, env = "GREXAL_BROWSER_PROFILE")]
     pub browser_profile: Option<PathBuf>,
+
+    /// Chromium's own sandbox. auto: on when Chromium runs as a non-root user (the agent
+    /// user) who may create a user namespace, checked at start, otherwise off with a
+    /// warning; on: the desktop does not start without it; off: always --no-sandbox.
+    #[arg(
+        long,
+        env = "GREXAL_CHROMIUM_SANDBOX",
+        value_enum,
+        default_value = "auto"
+    )]
+    pub chromium_sandbox: ChromiumSandbox,
 
     /// Extra argument for Chromium (repeatable), e.g. a --host-resolver-rules for tests.
     /// In the environment variable, one argument per line.

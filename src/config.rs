@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cli::{CommonArgs, DevArgs, DisplayBackend, LogFormat, RunArgs};
+use crate::cli::{ChromiumSandbox, CommonArgs, DevArgs, DisplayBackend, LogFormat, RunArgs};
 
 /// The longest sandbox id accepted (it is also bound into every bundle).
 pub const MAX_SANDBOX_ID_BYTES: usize = 128;
@@ -40,6 +40,7 @@ pub struct DesktopSettings {
     pub chromium: PathBuf,
     pub profile: Option<PathBuf>,
     pub chromium_args: Vec<String>,
+    pub chromium_sandbox: ChromiumSandbox,
     pub run_dir: PathBuf,
     pub novnc_dir: PathBuf,
 }
@@ -203,6 +204,7 @@ impl Config {
                 width,
                 height,
                 chromium: common.chromium,
+                chromium_sandbox: common.chromium_sandbox,
                 profile: common.browser_profile.map(absolute).transpose()?,
                 run_dir: absolute(common.desktop_run_dir)?,
                 novnc_dir: absolute(common.novnc_dir)?,

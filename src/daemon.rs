@@ -336,8 +336,10 @@ fn desktop_config(
     config: &Config,
     agent_user: Option<&crate::agent::AgentUser>,
 ) -> crate::desktop::DesktopConfig {
-    use crate::cli::DisplayBackend;
-    use crate::desktop::{DesktopConfig, DisplayBackend as Backend, RunAs, Screen};
+    use crate::cli::{ChromiumSandbox, DisplayBackend};
+    use crate::desktop::{
+        ChromiumSandbox as Sandbox, DesktopConfig, DisplayBackend as Backend, RunAs, Screen,
+    };
     let settings = &config.desktop;
     let defaults = DesktopConfig::default();
     DesktopConfig {
@@ -363,6 +365,11 @@ fn desktop_config(
         run_dir: settings.run_dir.clone(),
         chromium_home: None,
         chromium_extra_args: settings.chromium_args.clone(),
+        chromium_sandbox: match settings.chromium_sandbox {
+            ChromiumSandbox::Auto => Sandbox::Auto,
+            ChromiumSandbox::On => Sandbox::On,
+            ChromiumSandbox::Off => Sandbox::Off,
+        },
         run_as: agent_user.map(|u| RunAs {
             uid: u.uid,
             gid: u.gid,

@@ -13,7 +13,8 @@ use chromiumoxide::cdp::browser_protocol::storage::{GetCookiesParams, SetCookies
 use chromiumoxide::Browser;
 use futures_util::StreamExt;
 use grexal_sidecar::desktop::{
-    Desktop, DesktopConfig, DesktopError, DesktopStatus, DisplayBackend, RestartPolicy, RunAs,
+    ChromiumSandbox, Desktop, DesktopConfig, DesktopError, DesktopStatus, DisplayBackend,
+    RestartPolicy, RunAs,
 };
 use grexal_sidecar::platform::events::{EventBus, PlatformEvent};
 use grexal_sidecar::relay::VncTarget;
@@ -51,7 +52,7 @@ fn config(dir: &Path) -> DesktopConfig {
     DesktopConfig {
         profile_dir: dir.join("profile"),
         run_dir: dir.join("run"),
-        no_sandbox: true,
+        chromium_sandbox: ChromiumSandbox::Off,
         chromium_extra_args: vec![
             "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.0.0.1".into(),
         ],
@@ -731,6 +732,127 @@ async fn xvfb_x11vnc_desktop_runs_as_an_unprivileged_user() {
         gid: NOBODY,
     });
     check_runs_as_nobody(cfg, dir.path()).await;
+}
+
+/// The processes under `root` (itself included), from `/proc/*/stat`'s parent field.
+fn process_tree(root: u32) -> Vec<u32> {
+    let parent_of = |pid: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // "pid (comm) state ppid ...": comm may hold spaces, so split after its ')'.
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    let all: Vec<u32> = std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    let mut tree = vec![root];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        tree.extend(all.iter().filter(|&&p| parent_of(p) == Some(parent)));
+        i += 1;
+    }
+    tree
+}
+
+/// A process's arguments. Split at spaces too: Chromium's forked children rewrite their
+/// title into one space-separated string.
+fn cmdline(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split(|&b| b == 0 || b == b' ')
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_runs_with_its_sandbox_as_an_unprivileged_user() {
+    init_tracing();
+    if skip(&["/usr/bin/Xvnc", "/usr/bin/chromium"]) || skip_unless_root() {
+        return;
+    }
+    let url = page_server().await;
+    let dir = traversable_tempdir();
+    let mut cfg = config(dir.path());
+    cfg.run_as = Some(RunAs {
+        uid: NOBODY,
+        gid: NOBODY,
+    });
+    // Required, so a missing sandbox fails the start instead of falling back.
+    cfg.chromium_sandbox = ChromiumSandbox::On;
+    let desktop = Desktop::start(cfg, EventBus::new(), CancellationToken::new())
+        .await
+        .expect("start with chromium's sandbox");
+    // A page renders (in a sandboxed renderer) and CDP reads it.
+    let cdp = cdp(&desktop).await;
+    let page = cdp.browser.new_page(url.as_str()).await.expect("new page");
+    page.wait_for_navigation().await.expect("navigate");
+    assert_eq!(
+        page.get_title().await.expect("title").as_deref(),
+        Some(TITLE)
+    );
+    let browser = desktop.pids().chromium;
+    let args = cmdline(browser);
+    assert!(!args.is_empty(), "browser {browser} has no command line");
+    assert!(
+        !args.iter().any(|a| a == "--no-sandbox"),
+        "browser runs with --no-sandbox: {args:?}"
+    );
+    // The namespace sandbox: its renderers live in user namespaces of their own.
+    let ns = |pid: u32| std::fs::read_link(format!("/proc/{pid}/ns/user")).ok();
+    let browser_ns = ns(browser).expect("browser's user namespace");
+    let renderers: Vec<u32> = process_tree(browser)
+        .into_iter()
+        .filter(|&p| cmdline(p).iter().any(|a| a == "--type=renderer"))
+        .collect();
+    assert!(!renderers.is_empty(), "no renderer under {browser}");
+    for renderer in &renderers {
+        let renderer_ns = ns(*renderer).expect("renderer's user namespace");
+        assert_ne!(
+            renderer_ns, browser_ns,
+            "renderer {renderer} shares the browser's user namespace"
+        );
+    }
+    drop(cdp);
+    shutdown_and_check(desktop).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_mode_as_root() {
+    init_tracing();
+    if skip(&["/usr/bin/Xvnc", "/usr/bin/chromium"]) || skip_unless_root() {
+        return;
+    }
+    // Required as root: refused before anything is started (the display binary does not
+    // exist, so getting further would fail differently).
+    let dir = traversable_tempdir();
+    let mut cfg = config(dir.path());
+    cfg.chromium_sandbox = ChromiumSandbox::On;
+    cfg.backend = DisplayBackend::Xvnc {
+        xvnc: dir.path().join("no-xvnc"),
+    };
+    let err = Desktop::start(cfg, EventBus::new(), CancellationToken::new())
+        .await
+        .expect_err("must refuse");
+    assert!(
+        matches!(&err, DesktopError::SandboxUnavailable { reason } if reason.contains("root")),
+        "{err:?}"
+    );
+    // Auto as root falls back to --no-sandbox, and the browser starts.
+    let mut cfg = config(dir.path());
+    cfg.chromium_sandbox = ChromiumSandbox::Auto;
+    let desktop = Desktop::start(cfg, EventBus::new(), CancellationToken::new())
+        .await
+        .expect("auto starts as root");
+    let args = cmdline(desktop.pids().chromium);
+    assert!(args.iter().any(|a| a == "--no-sandbox"), "{args:?}");
+    shutdown_and_check(desktop).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use grexal_sidecar::desktop::{Desktop, DesktopConfig, DesktopStatus, RestartPolicy};
+use grexal_sidecar::desktop::{
+    ChromiumSandbox, Desktop, DesktopConfig, DesktopStatus, RestartPolicy,
+};
 use grexal_sidecar::platform::events::EventBus;
 use grexal_sidecar::takeover::{Browser, TakeoverLimits};
 use support::{eventually, FakeBrowser, FakeVnc, Harness, BANNER};
@@ -641,7 +643,7 @@ fn desktop_config(dir: &std::path::Path) -> DesktopConfig {
     DesktopConfig {
         profile_dir: dir.join("profile"),
         run_dir: dir.join("run"),
-        no_sandbox: true,
+        chromium_sandbox: ChromiumSandbox::Off,
         chromium_extra_args: vec![
             "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.0.0.1".into(),
         ],

@@ -3,6 +3,7 @@
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::time::Duration;
 
 use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
@@ -11,7 +12,7 @@ use tokio::process::Command;
 use tracing::{debug, info, warn};
 
 use super::child::{pid_alive, ChildHandle};
-use super::{probe, CdpEndpoint, DesktopConfig, DesktopError, DisplayBackend};
+use super::{probe, CdpEndpoint, ChromiumSandbox, DesktopConfig, DesktopError, DisplayBackend};
 use crate::relay::VncTarget;
 
 /// How often probes retry while a child starts.
@@ -245,6 +246,73 @@ pub(crate) async fn start_x11vnc(
     Ok((child, target))
 }
 
+/// What runs in the user-namespace probe; it only has to exist and exit 0.
+const NAMESPACE_PROBE_PROGRAM: &str = "/bin/true";
+
+/// Resolves `cfg.chromium_sandbox` to `On` or `Off`. `Auto` becomes `On` when Chromium's
+/// user is not root and a child running as that user can create a user namespace (what
+/// Chromium's namespace sandbox does first; a container's seccomp profile or
+/// `kernel.unprivileged_userns_clone=0` forbids it), else `Off` with a warning. `On`
+/// fails instead of falling back.
+pub(crate) async fn resolve_chromium_sandbox(
+    cfg: &DesktopConfig,
+) -> Result<ChromiumSandbox, DesktopError> {
+    if cfg.chromium_sandbox == ChromiumSandbox::Off {
+        return Ok(ChromiumSandbox::Off);
+    }
+    let uid = cfg
+        .run_as
+        .map_or_else(|| nix::unistd::geteuid().as_raw(), |user| user.uid);
+    let unusable = match uid {
+        0 => Some(
+            "chromium would run as root, where it refuses its sandbox (set an agent user)"
+                .to_string(),
+        ),
+        _ => probe_user_namespace(cfg).await.err(),
+    };
+    match (cfg.chromium_sandbox, unusable) {
+        (_, None) => {
+            info!(uid, "chromium runs with its sandbox");
+            Ok(ChromiumSandbox::On)
+        }
+        (ChromiumSandbox::On, Some(reason)) => Err(DesktopError::SandboxUnavailable { reason }),
+        (_, Some(reason)) => {
+            warn!(uid, %reason, "chromium runs without its sandbox (--chromium-sandbox=on would refuse to start)");
+            Ok(ChromiumSandbox::Off)
+        }
+    }
+}
+
+/// Runs a child as Chromium's user that creates a user namespace and exits.
+async fn probe_user_namespace(cfg: &DesktopConfig) -> Result<(), String> {
+    let mut cmd = base_command(cfg, Path::new(NAMESPACE_PROBE_PROGRAM));
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // Runs after base_command's user switch (pre_exec hooks run in order).
+    // SAFETY: unshare is a plain system call; nothing allocates between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER)?;
+            Ok(())
+        });
+    }
+    let mut child = crate::reaper::owned()
+        .spawn(&mut cmd)
+        .map_err(|e| format!("creating a user namespace failed: {e}"))?;
+    let status = child.wait().await;
+    if let Some(pid) = child.id() {
+        crate::reaper::owned().release(pid);
+    }
+    match status {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => Err(format!(
+            "the namespace probe ({NAMESPACE_PROBE_PROGRAM}) exited with {s}"
+        )),
+        Err(e) => Err(format!("waiting for the namespace probe failed: {e}")),
+    }
+}
+
 /// The Chromium flags we always pass; `--no-sandbox` and the caller's extras follow.
 pub(crate) fn chromium_args(cfg: &DesktopConfig) -> Vec<String> {
     let mut args: Vec<String> = [
@@ -268,12 +336,9 @@ pub(crate) fn chromium_args(cfg: &DesktopConfig) -> Vec<String> {
     ));
     args.push(format!("--remote-debugging-port={}", cfg.cdp_port));
     args.push(format!("--user-data-dir={}", cfg.profile_dir.display()));
-    // Still passed by default when the children run as an unprivileged user: Chromium's
-    // own sandbox needs either the setuid helper (not shipped) or unprivileged user
-    // namespaces, which a sandbox image (a container with seccomp) often forbids; without
-    // either Chromium refuses to start. The isolation is the sandbox itself plus the
-    // user switch (`run_as`).
-    if cfg.no_sandbox {
+    // Unless its sandbox was found usable at start (`resolve_chromium_sandbox`): without
+    // one Chromium refuses to start.
+    if cfg.chromium_sandbox != ChromiumSandbox::On {
         args.push("--no-sandbox".into());
     }
     args.extend(cfg.chromium_extra_args.iter().cloned());

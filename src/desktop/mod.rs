@@ -75,6 +75,22 @@ pub struct RunAs {
     pub gid: u32,
 }
 
+/// Whether Chromium runs with its own (namespace) sandbox. It needs a non-root user who
+/// may create a user namespace: the setuid helper is not shipped, and Chromium refuses its
+/// sandbox as root. Without it Chromium runs with `--no-sandbox`, isolated only by the
+/// sandbox around the daemon and the user switch (`run_as`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ChromiumSandbox {
+    /// On when Chromium's user is not root and can create a user namespace (probed at
+    /// start); otherwise off, with a warning.
+    #[default]
+    Auto,
+    /// Required: the desktop does not start without it.
+    On,
+    /// Always `--no-sandbox`.
+    Off,
+}
+
 /// How long each child may take to pass its probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StartTimeouts {
@@ -129,9 +145,8 @@ pub struct DesktopConfig {
     pub run_dir: PathBuf,
     /// Chromium's HOME (crashpad writes under it); default `{run_dir}/chromium-home`.
     pub chromium_home: Option<PathBuf>,
-    /// Chromium's `--no-sandbox`: required when it runs as root, and still the default
-    /// with `run_as` (see `launch::chromium_args`).
-    pub no_sandbox: bool,
+    /// Chromium's own sandbox; `Desktop::start` resolves `Auto` to `On` or `Off` once.
+    pub chromium_sandbox: ChromiumSandbox,
     /// Appended to Chromium's command line (tests add `--host-resolver-rules=...`).
     pub chromium_extra_args: Vec<String>,
     /// Chromium's CDP port on 127.0.0.1. 0: a free port is chosen once at start and kept
@@ -154,7 +169,7 @@ impl Default for DesktopConfig {
             start_url: "about:blank".into(),
             run_dir: PathBuf::from("/run/grexal/desktop"),
             chromium_home: None,
-            no_sandbox: nix::unistd::geteuid().is_root(),
+            chromium_sandbox: ChromiumSandbox::Auto,
             chromium_extra_args: Vec::new(),
             cdp_port: 0,
             restart: RestartPolicy::default(),
@@ -229,6 +244,8 @@ pub enum DesktopError {
     },
     #[error("{child} answered its probe wrongly: {reason}")]
     ProbeRejected { child: &'static str, reason: String },
+    #[error("chromium's sandbox is required (--chromium-sandbox=on) but unavailable: {reason}")]
+    SandboxUnavailable { reason: String },
     #[error("the chromium profile is in use by live process {pid}")]
     ProfileInUse { pid: i32 },
     /// A non-empty desktop directory owned by another user than `run_as`.
@@ -260,9 +277,10 @@ impl DesktopError {
             | DesktopError::ProbeTimeout { child, .. }
             | DesktopError::Probe { child, .. }
             | DesktopError::ProbeRejected { child, .. } => child,
-            DesktopError::ProfileInUse { .. } | DesktopError::Cdp { .. } | DesktopError::NoPage => {
-                "chromium"
-            }
+            DesktopError::ProfileInUse { .. }
+            | DesktopError::SandboxUnavailable { .. }
+            | DesktopError::Cdp { .. }
+            | DesktopError::NoPage => "chromium",
             DesktopError::Io { .. }
             | DesktopError::ForeignDir { .. }
             | DesktopError::Failed { .. } => "desktop",
@@ -312,6 +330,10 @@ impl Desktop {
         let started = tokio::time::Instant::now();
         let (status_tx, status) = watch::channel(DesktopStatus::Starting);
         supervisor::prepare_dirs(&cfg)?;
+        // Once, not per restart: a restarted Chromium keeps the mode it started with.
+        cfg.chromium_sandbox = launch::resolve_chromium_sandbox(&cfg)
+            .instrument(span.clone())
+            .await?;
         let mut running = supervisor::Running::default();
         if let Err(error) = running.start_missing(&cfg).instrument(span.clone()).await {
             running.stop_all(cfg.stop_grace).await;

@@ -167,8 +167,9 @@ impl E2eDaemon {
             std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o644))
                 .expect("chmod agent");
             if is_root() {
-                // The agent runs unprivileged, as in a sandbox.
-                cmd.args(["--agent-user", "nobody"]);
+                // The agent and the desktop run unprivileged, as in a sandbox, and Chromium
+                // keeps its own sandbox: required, so the whole cycle is run with it.
+                cmd.args(["--agent-user", "nobody", "--chromium-sandbox", "on"]);
             }
             cmd.arg("--")
                 .arg("python3")
