@@ -641,6 +641,22 @@ fn traversable_tempdir() -> tempfile::TempDir {
 }
 
 /// True when the test must be skipped because it cannot switch users (not root, CI unset).
+const NOBODY_USER: RunAs = RunAs {
+    uid: NOBODY,
+    gid: NOBODY,
+};
+
+/// Opens the test page in a new tab over CDP and checks its title: the browser renders.
+async fn check_page_renders(desktop: &Desktop, url: &str) {
+    let cdp = cdp(desktop).await;
+    let page = cdp.browser.new_page(url).await.expect("new page");
+    page.wait_for_navigation().await.expect("navigate");
+    assert_eq!(
+        page.get_title().await.expect("title").as_deref(),
+        Some(TITLE)
+    );
+}
+
 fn skip_unless_root() -> bool {
     if nix::unistd::geteuid().is_root() {
         return false;
@@ -682,14 +698,7 @@ async fn check_runs_as_nobody(cfg: DesktopConfig, dir: &Path) {
         .starts_with(b"RFB 003."));
 
     // CDP drives the unprivileged browser.
-    let cdp = cdp(&desktop).await;
-    let page = cdp.browser.new_page(url.as_str()).await.expect("new page");
-    page.wait_for_navigation().await.expect("navigate");
-    assert_eq!(
-        page.get_title().await.expect("title").as_deref(),
-        Some(TITLE)
-    );
-    drop(cdp);
+    check_page_renders(&desktop, url.as_str()).await;
     shutdown_and_check(desktop).await;
 
     // A second start reuses the dirs nobody now owns, and its profile.
@@ -708,10 +717,7 @@ async fn xvnc_desktop_runs_as_an_unprivileged_user() {
     }
     let dir = traversable_tempdir();
     let mut cfg = config(dir.path());
-    cfg.run_as = Some(RunAs {
-        uid: NOBODY,
-        gid: NOBODY,
-    });
+    cfg.run_as = Some(NOBODY_USER);
     check_runs_as_nobody(cfg, dir.path()).await;
 }
 
@@ -727,10 +733,7 @@ async fn xvfb_x11vnc_desktop_runs_as_an_unprivileged_user() {
         xvfb: "/usr/bin/Xvfb".into(),
         x11vnc: "/usr/bin/x11vnc".into(),
     };
-    cfg.run_as = Some(RunAs {
-        uid: NOBODY,
-        gid: NOBODY,
-    });
+    cfg.run_as = Some(NOBODY_USER);
     check_runs_as_nobody(cfg, dir.path()).await;
 }
 
@@ -780,23 +783,14 @@ async fn chromium_runs_with_its_sandbox_as_an_unprivileged_user() {
     let url = page_server().await;
     let dir = traversable_tempdir();
     let mut cfg = config(dir.path());
-    cfg.run_as = Some(RunAs {
-        uid: NOBODY,
-        gid: NOBODY,
-    });
+    cfg.run_as = Some(NOBODY_USER);
     // Required, so a missing sandbox fails the start instead of falling back.
     cfg.chromium_sandbox = ChromiumSandbox::On;
     let desktop = Desktop::start(cfg, EventBus::new(), CancellationToken::new())
         .await
         .expect("start with chromium's sandbox");
     // A page renders (in a sandboxed renderer) and CDP reads it.
-    let cdp = cdp(&desktop).await;
-    let page = cdp.browser.new_page(url.as_str()).await.expect("new page");
-    page.wait_for_navigation().await.expect("navigate");
-    assert_eq!(
-        page.get_title().await.expect("title").as_deref(),
-        Some(TITLE)
-    );
+    check_page_renders(&desktop, url.as_str()).await;
     let browser = desktop.pids().chromium;
     let args = cmdline(browser);
     assert!(!args.is_empty(), "browser {browser} has no command line");
@@ -819,7 +813,6 @@ async fn chromium_runs_with_its_sandbox_as_an_unprivileged_user() {
             "renderer {renderer} shares the browser's user namespace"
         );
     }
-    drop(cdp);
     shutdown_and_check(desktop).await;
 }
 
@@ -863,10 +856,7 @@ async fn non_empty_profile_of_another_user_is_refused() {
     }
     let dir = traversable_tempdir();
     let mut cfg = config(dir.path());
-    cfg.run_as = Some(RunAs {
-        uid: NOBODY,
-        gid: NOBODY,
-    });
+    cfg.run_as = Some(NOBODY_USER);
     // A profile written by root: its files would stay unwritable for nobody.
     std::fs::create_dir(&cfg.profile_dir).expect("profile");
     std::fs::write(cfg.profile_dir.join("Local State"), b"{}").expect("state");
