@@ -270,30 +270,46 @@ pub(crate) async fn resolve_chromium_sandbox(
         ),
         _ => probe_user_namespace(cfg).await.err(),
     };
-    match (cfg.chromium_sandbox, unusable) {
+    decide_chromium_sandbox(cfg.chromium_sandbox, uid, unusable)
+}
+
+/// The decision, given why the sandbox is unusable (`None`: it is usable).
+fn decide_chromium_sandbox(
+    mode: ChromiumSandbox,
+    uid: u32,
+    unusable: Option<String>,
+) -> Result<ChromiumSandbox, DesktopError> {
+    match (mode, unusable) {
+        (ChromiumSandbox::Off, _) => Ok(ChromiumSandbox::Off),
         (_, None) => {
             info!(uid, "chromium runs with its sandbox");
             Ok(ChromiumSandbox::On)
         }
         (ChromiumSandbox::On, Some(reason)) => Err(DesktopError::SandboxUnavailable { reason }),
-        (_, Some(reason)) => {
+        (ChromiumSandbox::Auto, Some(reason)) => {
             warn!(uid, %reason, "chromium runs without its sandbox (--chromium-sandbox=on would refuse to start)");
             Ok(ChromiumSandbox::Off)
         }
     }
 }
 
-/// Runs a child as Chromium's user that creates a user namespace and exits.
+/// Runs a child as Chromium's user that creates the namespaces Chromium's sandbox needs,
+/// then exits.
 async fn probe_user_namespace(cfg: &DesktopConfig) -> Result<(), String> {
     let mut cmd = base_command(cfg, Path::new(NAMESPACE_PROBE_PROGRAM));
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    // Runs after base_command's user switch (pre_exec hooks run in order).
+    // Runs after base_command's user switch (pre_exec hooks run in order). What Chromium's
+    // namespace sandbox needs: a user namespace, and in it the capability to create PID
+    // and network namespaces (where e.g. AppArmor's unprivileged-userns restriction lets
+    // the first succeed but strips the namespace of capabilities).
     // SAFETY: unshare is a plain system call; nothing allocates between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER)?;
+            use nix::sched::{unshare, CloneFlags};
+            unshare(CloneFlags::CLONE_NEWUSER)?;
+            unshare(CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNET)?;
             Ok(())
         });
     }
@@ -479,6 +495,37 @@ fn remove_singletons(profile: &Path) -> Result<(), DesktopError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chromium_sandbox_decision() {
+        use ChromiumSandbox::{Auto, Off, On};
+        let no = || Some("no user namespaces".to_string());
+        assert!(matches!(decide_chromium_sandbox(Auto, 65534, None), Ok(On)));
+        assert!(matches!(
+            decide_chromium_sandbox(Auto, 65534, no()),
+            Ok(Off)
+        ));
+        assert!(matches!(decide_chromium_sandbox(On, 65534, None), Ok(On)));
+        assert!(matches!(
+            decide_chromium_sandbox(On, 65534, no()),
+            Err(DesktopError::SandboxUnavailable { reason }) if reason == "no user namespaces"
+        ));
+        assert!(matches!(decide_chromium_sandbox(Off, 65534, None), Ok(Off)));
+        assert!(matches!(decide_chromium_sandbox(Off, 0, no()), Ok(Off)));
+        // Only `On` puts Chromium's sandbox on; an unresolved `Auto` keeps --no-sandbox.
+        for (mode, flagged) in [(On, false), (Off, true), (Auto, true)] {
+            let cfg = DesktopConfig {
+                chromium_sandbox: mode,
+                ..DesktopConfig::default()
+            };
+            let args = chromium_args(&cfg);
+            assert_eq!(
+                args.iter().any(|a| a == "--no-sandbox"),
+                flagged,
+                "{mode:?}"
+            );
+        }
+    }
 
     #[test]
     fn singleton_lock_targets() {
