@@ -692,6 +692,13 @@ async fn check_runs_as_nobody(cfg: DesktopConfig, dir: &Path) {
     let prefs = std::fs::metadata(dir.join("profile/Default")).expect("profile written");
     assert_eq!(prefs.uid(), NOBODY);
 
+    // Xvnc's RFB socket: the desktop user's alone.
+    if let VncTarget::Unix(socket) = desktop.vnc_target() {
+        let meta = std::fs::metadata(&socket).expect("rfb socket");
+        assert_eq!(meta.mode() & 0o777, 0o600, "{}", socket.display());
+        assert_eq!(meta.uid(), NOBODY, "{}", socket.display());
+    }
+
     // The daemon (root) reaches the unprivileged VNC server.
     assert!(rfb_banner(&desktop.vnc_target())
         .await
