@@ -64,6 +64,60 @@ fn ended(run: &HarnessRun) -> (Option<&str>, Option<&str>) {
     (run.result["state"].as_str(), run.result["outcome"].as_str())
 }
 
+/// A takeover round of the end-to-end test, completed `by` after `user` logged in.
+struct Round<'a> {
+    name: &'a str,
+    id: &'a str,
+    by: &'a str,
+    user: &'a str,
+}
+
+/// What every completed round must show, in this order: the viewer page ended
+/// `completed`; the agent's wait returned it with `by`; the agent read `user`'s welcome page
+/// over CDP; the platform got `takeover_ended` for the round's id. Returns the agent's
+/// `waited` event.
+fn check_completed_round(d: &E2eDaemon, events: &mut Sse, h: &HarnessRun, round: Round) -> Value {
+    check_harness(h, round.name, d);
+    assert_eq!(
+        ended(h),
+        (Some("ended"), Some("completed")),
+        "{}: {}",
+        round.name,
+        h.result
+    );
+    let waited = d.agent_event("waited", LONG);
+    assert_eq!(
+        (
+            waited["status"].as_u64(),
+            waited["body"]["outcome"].as_str(),
+            waited["body"]["by"].as_str()
+        ),
+        (Some(200), Some("completed"), Some(round.by)),
+        "{}: {waited}",
+        round.name
+    );
+    let page = d.agent_event("page", LONG);
+    let text = page["text"].as_str().unwrap_or_default();
+    let url = page["url"].as_str().unwrap_or_default();
+    assert!(
+        text.contains(&format!("Welcome, {}", round.user)) && url.ends_with("/welcome"),
+        "{}: {page}",
+        round.name
+    );
+    let end = events.next("takeover_ended", LONG);
+    assert_eq!(
+        (
+            end.data["takeover_id"].as_str(),
+            end.data["outcome"].as_str(),
+            end.data["by"].as_str()
+        ),
+        (Some(round.id), Some("completed"), Some(round.by)),
+        "{}",
+        round.name
+    );
+    waited
+}
+
 fn shot(name: &str) -> String {
     artifacts()
         .join(format!("takeover-e2e-{name}.png"))
@@ -113,47 +167,17 @@ fn browser_login_takeover_end_to_end() {
     assert_eq!(takeover["viewer_url"], requested.data["viewer_url"]);
     let fields = d.agent_event("fields", LONG);
     let h1 = finish_harness(child, started);
-    check_harness(&h1, "round 1", &d);
-    assert_eq!(
-        ended(&h1),
-        (Some("ended"), Some("completed")),
-        "{}",
-        h1.result
-    );
     assert_eq!(h1.result["page"]["display_name"], "Example Site");
-    let waited = d.agent_event("waited", LONG);
-    assert_eq!(
-        (
-            waited["status"].as_u64(),
-            waited["body"]["outcome"].as_str(),
-            waited["body"]["by"].as_str()
-        ),
-        (Some(200), Some("completed"), Some("user")),
-        "{waited}"
-    );
-    let page = d.agent_event("page", LONG);
-    assert!(
-        page["text"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("Welcome, alice"),
-        "{page}"
-    );
-    assert!(
-        page["url"]
-            .as_str()
-            .unwrap_or_default()
-            .ends_with("/welcome"),
-        "{page}"
-    );
-    let end1 = events.next("takeover_ended", LONG);
-    assert_eq!(
-        (
-            end1.data["takeover_id"].as_str(),
-            end1.data["outcome"].as_str(),
-            end1.data["by"].as_str()
-        ),
-        (Some(id1.as_str()), Some("completed"), Some("user"))
+    let waited = check_completed_round(
+        &d,
+        &mut events,
+        &h1,
+        Round {
+            name: "round 1",
+            id: &id1,
+            by: "user",
+            user: "alice",
+        },
     );
     // The fixed click points were inside the fields, as the agent measured them on screen.
     for (name, (x, y)) in [("username", USERNAME_AT), ("password", PASSWORD_AT)] {
@@ -205,39 +229,16 @@ fn browser_login_takeover_end_to_end() {
     }
 
     let h2 = finish_harness(child, started);
-    check_harness(&h2, "round 2", &d);
-    assert_eq!(
-        ended(&h2),
-        (Some("ended"), Some("completed")),
-        "{}",
-        h2.result
-    );
-    let waited2 = d.agent_event("waited", LONG);
-    assert_eq!(
-        (
-            waited2["status"].as_u64(),
-            waited2["body"]["outcome"].as_str(),
-            waited2["body"]["by"].as_str()
-        ),
-        (Some(200), Some("completed"), Some("condition")),
-        "{waited2}"
-    );
-    let page2 = d.agent_event("page", LONG);
-    assert!(
-        page2["text"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("Welcome, bob"),
-        "{page2}"
-    );
-    let end2 = events.next("takeover_ended", LONG);
-    assert_eq!(
-        (
-            end2.data["takeover_id"].as_str(),
-            end2.data["outcome"].as_str(),
-            end2.data["by"].as_str()
-        ),
-        (Some(id2.as_str()), Some("completed"), Some("condition"))
+    check_completed_round(
+        &d,
+        &mut events,
+        &h2,
+        Round {
+            name: "round 2",
+            id: &id2,
+            by: "condition",
+            user: "bob",
+        },
     );
     assert_eq!(
         site.welcomes(),

@@ -162,10 +162,17 @@ impl E2eDaemon {
             .args(["--log", "info,grexal_sidecar=debug"]);
         let go_file = p("go");
         if let Some(agent) = agent {
+            // Beside it, the example agent's client, which it imports.
+            let client = repo().join("examples/browser-agent/sidecar_client.py");
+            for (from, to) in [
+                (agent, p("agent.py")),
+                (client.as_path(), p("sidecar_client.py")),
+            ] {
+                std::fs::copy(from, &to).expect("copy agent");
+                std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+                    .expect("chmod agent");
+            }
             let script = p("agent.py");
-            std::fs::copy(agent, &script).expect("copy agent");
-            std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o644))
-                .expect("chmod agent");
             if is_root() {
                 // The agent and the desktop run unprivileged, as in a sandbox, and Chromium
                 // keeps its own sandbox: required, so the whole cycle is run with it.
