@@ -652,7 +652,6 @@ fn ceiling_conn(
     send_buffer: usize,
 ) -> std::io::Result<()> {
     use std::io::IoSlice;
-    use std::os::fd::AsRawFd;
     let mut head = Vec::new();
     let mut b = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -668,18 +667,8 @@ fn ceiling_conn(
     )?;
     viewer.set_nodelay(true)?;
     if send_buffer > 0 {
-        let size = send_buffer as libc::c_int;
-        // SAFETY: a valid socket fd and a c_int option value of the right length.
-        let rc = unsafe {
-            libc::setsockopt(
-                viewer.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_SNDBUF,
-                (&size as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        assert_eq!(rc, 0, "SO_SNDBUF");
+        nix::sys::socket::setsockopt(&viewer, nix::sys::socket::sockopt::SndBuf, &send_buffer)
+            .expect("SO_SNDBUF");
     }
     let mut upstream: Box<dyn Read> = match source.split_once(':') {
         Some(("unix", p)) => Box::new(UnixStream::connect(p)?),
@@ -751,18 +740,18 @@ fn serve_relay(source: &str, echo: &str, read_size: usize, threads: usize, send_
             .await
             .expect("bind");
         println!("{}", listener.local_addr().expect("addr"));
-        // Plain HTTP/1.1 per connection, as the daemon's control endpoint serves (axum::serve
-        // would wrap the socket for protocol detection, and the relay could not reach the
-        // TcpStream under the upgrade to bound its send buffer).
+        // Each connection served as the daemon's control endpoint serves it.
+        let stop = tokio_util::sync::CancellationToken::new();
         loop {
             let (tcp, _) = listener.accept().await.expect("accept");
-            let service = hyper_util::service::TowerToHyperService::new(app.clone());
-            tokio::spawn(async move {
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
-                    .with_upgrades()
-                    .await;
-            });
+            let conn = grexal_sidecar::api::serve_connection(
+                tcp,
+                app.clone(),
+                (),
+                grexal_sidecar::api::ConnLimits::default(),
+                stop.clone(),
+            );
+            tokio::spawn(conn);
         }
     });
 }

@@ -138,11 +138,7 @@ async fn control_viewer_gets_rfb_and_is_cut_before_wait_returns() {
     assert_eq!(next_binary(&mut viewer).await, BANNER);
 
     let session = h
-        .public(
-            "GET",
-            &format!("/takeover/{id}/session"),
-            &[("Authorization", &format!("Bearer {view}"))],
-        )
+        .public_as("GET", &format!("/takeover/{id}/session"), &view)
         .await;
     assert_eq!(session.status, 200);
     let s = session.json();
@@ -181,11 +177,7 @@ async fn control_viewer_gets_rfb_and_is_cut_before_wait_returns() {
     })
     .await;
     let done = h
-        .public(
-            "POST",
-            &format!("/takeover/{id}/complete"),
-            &[("Authorization", &format!("Bearer {control}"))],
-        )
+        .public_as("POST", &format!("/takeover/{id}/complete"), &control)
         .await;
     assert_eq!(done.status, 200);
     assert_eq!(
@@ -213,11 +205,7 @@ async fn control_viewer_gets_rfb_and_is_cut_before_wait_returns() {
 
     // The ended takeover's tokens: 410 on session (with the outcome), 401 on the socket.
     let gone = h
-        .public(
-            "GET",
-            &format!("/takeover/{id}/session"),
-            &[("Authorization", &format!("Bearer {control}"))],
-        )
+        .public_as("GET", &format!("/takeover/{id}/session"), &control)
         .await;
     assert_eq!(
         (gone.status, gone.code()),
@@ -242,36 +230,22 @@ async fn tokens_never_reach_the_log() {
         .await
         .expect("upgrade view");
     assert_eq!(next_binary(&mut viewer).await, BANNER);
-    let bearer = format!("Bearer {view}");
     assert_eq!(
-        h.public(
-            "GET",
-            &format!("/takeover/{id}/session"),
-            &[("Authorization", &bearer)]
-        )
-        .await
-        .status,
+        h.public_as("GET", &format!("/takeover/{id}/session"), &view)
+            .await
+            .status,
         200
     );
     assert_eq!(
-        h.public(
-            "POST",
-            &format!("/takeover/{id}/complete"),
-            &[("Authorization", &bearer)]
-        )
-        .await
-        .status,
+        h.public_as("POST", &format!("/takeover/{id}/complete"), &view)
+            .await
+            .status,
         403
     );
-    let bearer = format!("Bearer {control}");
     assert_eq!(
-        h.public(
-            "POST",
-            &format!("/takeover/{id}/complete"),
-            &[("Authorization", &bearer)]
-        )
-        .await
-        .status,
+        h.public_as("POST", &format!("/takeover/{id}/complete"), &control)
+            .await
+            .status,
         200
     );
     assert_eq!(ws_refused(&h, &id, Some(&control)).await, 401);
@@ -341,39 +315,26 @@ async fn bad_tokens_are_refused_before_any_upgrade() {
     assert_eq!(ws_refused(&h, "otherid", Some(&control)).await, 401);
     assert_eq!(vnc.connections.load(Ordering::SeqCst), 0);
 
-    let bearer = |t: &str| format!("Bearer {t}");
     let none = h
         .public("GET", &format!("/takeover/{id}/session"), &[])
         .await;
     assert_eq!((none.status, none.code()), (401, "unauthorized".to_owned()));
     let wrong = h
-        .public(
-            "GET",
-            &format!("/takeover/{id}/session"),
-            &[("Authorization", &bearer("nope"))],
-        )
+        .public_as("GET", &format!("/takeover/{id}/session"), "nope")
         .await;
     assert_eq!(
         (wrong.status, wrong.code()),
         (401, "unauthorized".to_owned())
     );
     let viewer_complete = h
-        .public(
-            "POST",
-            &format!("/takeover/{id}/complete"),
-            &[("Authorization", &bearer(&view))],
-        )
+        .public_as("POST", &format!("/takeover/{id}/complete"), &view)
         .await;
     assert_eq!(
         (viewer_complete.status, viewer_complete.code()),
         (403, "forbidden".to_owned())
     );
     let viewer_cancel = h
-        .public(
-            "POST",
-            &format!("/takeover/{id}/cancel"),
-            &[("Authorization", &bearer(&view))],
-        )
+        .public_as("POST", &format!("/takeover/{id}/cancel"), &view)
         .await;
     assert_eq!(viewer_cancel.status, 403);
     assert_eq!(
@@ -385,11 +346,7 @@ async fn bad_tokens_are_refused_before_any_upgrade() {
 
     // "I can't log in".
     let cancel = h
-        .public(
-            "POST",
-            &format!("/takeover/{id}/cancel"),
-            &[("Authorization", &bearer(&control))],
-        )
+        .public_as("POST", &format!("/takeover/{id}/cancel"), &control)
         .await;
     assert_eq!(cancel.status, 200);
     let waited = h
@@ -401,11 +358,7 @@ async fn bad_tokens_are_refused_before_any_upgrade() {
     );
     assert_eq!(waited.json()["takeover"]["by"], "user");
     let again = h
-        .public(
-            "POST",
-            &format!("/takeover/{id}/complete"),
-            &[("Authorization", &bearer(&control))],
-        )
+        .public_as("POST", &format!("/takeover/{id}/complete"), &control)
         .await;
     assert_eq!(
         (again.status, again.code()),
@@ -583,11 +536,7 @@ async fn complete_and_time_the_wait(h: &Harness, id: &str, control: &str) -> Dur
     eventually("the wait to be parked", LONG, || h.manager.waiters(id) == 1).await;
     let clicked = Instant::now();
     let done = h
-        .public(
-            "POST",
-            &format!("/takeover/{id}/complete"),
-            &[("Authorization", &format!("Bearer {control}"))],
-        )
+        .public_as("POST", &format!("/takeover/{id}/complete"), control)
         .await;
     assert_eq!(done.status, 200);
     let (answer, returned) = agent.await.unwrap();
@@ -830,11 +779,7 @@ async fn real_desktop_rfb_condition_restart_and_failure() {
         "{code} {reason}"
     );
     let gone = h
-        .public(
-            "GET",
-            &format!("/takeover/{id}/session"),
-            &[("Authorization", &format!("Bearer {control}"))],
-        )
+        .public_as("GET", &format!("/takeover/{id}/session"), &control)
         .await;
     assert_eq!(
         (gone.status, gone.json()["outcome"].as_str()),

@@ -4,6 +4,7 @@
 //! remote desktop, presses "I've logged in" / "I can't log in", survives a dropped
 //! connection, and shows the outcome. Screenshots land in `target/e2e-artifacts/`.
 
+mod support;
 #[path = "support/viewer.rs"]
 mod viewer_support;
 

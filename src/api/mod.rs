@@ -32,7 +32,7 @@ pub use error::ApiError;
 pub use peer::{Peer, Policy};
 pub use ratelimit::LogLimiter;
 pub use routes::router;
-pub use server::ConnLimits;
+pub use server::{serve_connection, ConnLimits};
 
 use crate::inject::Owner;
 use crate::store::Store;

@@ -45,7 +45,7 @@ impl Default for ConnLimits {
 /// Serves HTTP/1.1 on `io` with `router` until the client closes, a limit closes it, or
 /// `stop` fires (then in-flight requests get `shutdown_grace`). `extensions` are inserted
 /// into every request (the peer's credentials).
-pub(crate) async fn serve_connection<I, E>(
+pub async fn serve_connection<I, E>(
     io: I,
     router: Router,
     extensions: E,

@@ -322,3 +322,17 @@ pub fn skip_unless_root(test: &str) -> bool {
     eprintln!("skipping {test}: needs root");
     true
 }
+
+/// What `tests/e2e/viewer.mjs` reported: its last JSON line on stdout, and its stderr.
+pub fn harness_result(stdout: &[u8], stderr: &[u8]) -> (serde_json::Value, String) {
+    let stdout = String::from_utf8_lossy(stdout);
+    let stderr = String::from_utf8_lossy(stderr).into_owned();
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or("{}");
+    let result = serde_json::from_str(line)
+        .unwrap_or_else(|e| panic!("harness printed no JSON ({e}): {stdout}\n{stderr}"));
+    (result, stderr)
+}

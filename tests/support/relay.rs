@@ -263,22 +263,22 @@ pub async fn start_relay_server(
     let addr = listener.local_addr().unwrap();
     let stop = CancellationToken::new();
     let s = stop.clone();
-    // Plain HTTP/1.1 on each TcpStream, as the daemon's control endpoint serves, so that the
-    // relay gets the TcpStream back under the upgrade (axum::serve wraps it).
+    // Each TcpStream served by the daemon's own `serve_connection`, as the control endpoint
+    // does (not axum::serve, which wraps it), so the relay gets the TcpStream back under
+    // the upgrade.
     tokio::spawn(async move {
         loop {
             let (tcp, _) = tokio::select! {
                 _ = s.cancelled() => return,
                 r = listener.accept() => match r { Ok(c) => c, Err(_) => continue },
             };
-            let _ = tcp.set_nodelay(true);
-            let service = hyper_util::service::TowerToHyperService::new(app.clone());
-            tokio::spawn(async move {
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
-                    .with_upgrades()
-                    .await;
-            });
+            tokio::spawn(grexal_sidecar::api::serve_connection(
+                tcp,
+                app.clone(),
+                (),
+                grexal_sidecar::api::ConnLimits::default(),
+                s.clone(),
+            ));
         }
     });
     RelayServer {

@@ -290,6 +290,13 @@ impl Harness {
         http(stream, method, target, headers, None).await
     }
 
+    /// A request on the public listener with a takeover token as the bearer.
+    pub async fn public_as(&self, method: &str, target: &str, token: &str) -> HttpResponse {
+        let bearer = format!("Bearer {token}");
+        self.public(method, target, &[("Authorization", &bearer)])
+            .await
+    }
+
     pub fn ws_url(&self, id: &str) -> String {
         format!("ws://{}/takeover/{id}/websocket", self.http)
     }

@@ -496,15 +496,7 @@ pub fn spawn_harness(
 
 pub fn finish_harness(child: std::process::Child, started_ms: f64) -> HarnessRun {
     let out = child.wait_with_output().expect("harness output");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .unwrap_or("{}");
-    let result = serde_json::from_str(line)
-        .unwrap_or_else(|e| panic!("harness printed no JSON ({e}): {stdout}\n{stderr}"));
+    let (result, stderr) = crate::support::harness_result(&out.stdout, &out.stderr);
     HarnessRun {
         ok: out.status.success(),
         result,

@@ -577,15 +577,7 @@ pub async fn run_harness(
         .await
         .expect("harness timed out")
         .expect("spawn node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .unwrap_or("{}");
-    let result = serde_json::from_str(line)
-        .unwrap_or_else(|e| panic!("harness printed no JSON ({e}): {stdout}\n{stderr}"));
+    let (result, stderr) = crate::support::harness_result(&out.stdout, &out.stderr);
     Harness {
         ok: out.status.success(),
         result,
