@@ -395,6 +395,7 @@ async fn killed_chromium_restarts_with_its_cookies() {
         .await
         .expect("start");
     let before = desktop.pids();
+    let cdp_before = desktop.cdp().http_url;
     {
         let cdp = cdp(&desktop).await;
         let page = cdp.browser.new_page(url.as_str()).await.expect("page");
@@ -458,6 +459,8 @@ async fn killed_chromium_restarts_with_its_cookies() {
         *s == DesktopStatus::Ready
     })
     .await;
+    // The restarted Chromium serves CDP where the agent was told it is.
+    assert_eq!(desktop.cdp().http_url, cdp_before);
     let after = desktop.pids();
     assert_ne!(after.chromium, before.chromium);
     assert_eq!(

@@ -386,8 +386,8 @@ pub(crate) async fn start_chromium(
             cfg.start_timeouts.chromium,
             PROBE_INTERVAL,
             || async {
-                // Chromium writes DevToolsActivePort only for `--remote-debugging-port=0`;
-                // with the port fixed by `Desktop::start`, probe that port directly.
+                // Chromium writes DevToolsActivePort only for `--remote-debugging-port=0`
+                // (a first start); with the port kept from it (a restart), probe it directly.
                 let port = if cfg.cdp_port != 0 {
                     cfg.cdp_port
                 } else {

@@ -149,8 +149,9 @@ pub struct DesktopConfig {
     pub chromium_sandbox: ChromiumSandbox,
     /// Appended to Chromium's command line (tests add `--host-resolver-rules=...`).
     pub chromium_extra_args: Vec<String>,
-    /// Chromium's CDP port on 127.0.0.1. 0: a free port is chosen once at start and kept
-    /// across restarts, so the URL the agent got in `GREXAL_BROWSER_CDP_URL` stays valid.
+    /// Chromium's CDP port on 127.0.0.1. 0: Chromium binds a free one on the first start
+    /// (read back from `DevToolsActivePort`), and restarts keep it, so the URL the agent
+    /// got in `GREXAL_BROWSER_CDP_URL` stays valid.
     pub cdp_port: u16,
     pub restart: RestartPolicy,
     pub run_as: Option<RunAs>,
@@ -193,6 +194,16 @@ impl DesktopConfig {
 pub struct CdpEndpoint {
     pub http_url: String,
     pub ws_url: String,
+}
+
+impl CdpEndpoint {
+    /// The port of `http_url` (always `http://127.0.0.1:{port}`, built by `start_chromium`).
+    pub(crate) fn port(&self) -> u16 {
+        self.http_url
+            .rsplit_once(':')
+            .and_then(|(_, port)| port.parse().ok())
+            .expect("start_chromium builds http_url with a port")
+    }
 }
 
 /// The supervisor's view of the desktop.
@@ -318,15 +329,6 @@ impl Desktop {
         stop: CancellationToken,
     ) -> Result<Desktop, DesktopError> {
         let span = tracing::info_span!("desktop");
-        if cfg.cdp_port == 0 {
-            cfg.cdp_port = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
-                .and_then(|l| l.local_addr())
-                .map(|a| a.port())
-                .map_err(|source| DesktopError::Io {
-                    what: "choosing a CDP port",
-                    source,
-                })?;
-        }
         let started = tokio::time::Instant::now();
         let (status_tx, status) = watch::channel(DesktopStatus::Starting);
         supervisor::prepare_dirs(&cfg)?;
@@ -340,10 +342,17 @@ impl Desktop {
             return Err(error);
         }
         let Some(now) = running.current() else {
+            running.stop_all(cfg.stop_grace).await;
             return Err(DesktopError::Failed {
                 reason: "start left a child missing".into(),
             });
         };
+        // Restarts reuse the port Chromium bound. Choosing a free port here and handing it
+        // over instead leaves a window in which another socket can take it, and Chromium
+        // then runs without CDP.
+        if cfg.cdp_port == 0 {
+            cfg.cdp_port = now.cdp.port();
+        }
         tracing::info!(parent: &span, display = now.display, elapsed_ms = started.elapsed().as_millis() as u64, "desktop ready");
         let (current_tx, current) = watch::channel(now);
         status_tx.send_replace(DesktopStatus::Ready);
