@@ -352,6 +352,11 @@ async fn xvfb_x11vnc_backend_listens_on_loopback_only() {
         !listens.is_empty() && listens.iter().all(|a| is_loopback(a)),
         "{listens:?}"
     );
+    let port_hex = format!(":{:04X}", addr.port());
+    assert!(
+        listens.iter().any(|l| l.ends_with(&port_hex)),
+        "the VNC target {addr} is not a listener of x11vnc: {listens:?}"
+    );
     assert_eq!(listening_tcp(pids.display), Vec::<String>::new());
     shutdown_and_check(desktop).await;
 }

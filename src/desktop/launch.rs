@@ -208,42 +208,99 @@ async fn read_display_number(read: OwnedFd) -> Result<u32, DesktopError> {
         })
 }
 
+/// How many ports x11vnc is given before the start fails, when another process binds each
+/// one first.
+const X11VNC_PORT_ATTEMPTS: u32 = 3;
+
+/// A loopback port that was free a moment ago (bound and released).
+fn free_loopback_port() -> Result<u16, DesktopError> {
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .map(|addr| addr.port())
+        .map_err(|source| DesktopError::Io {
+            what: "free port for x11vnc",
+            source,
+        })
+}
+
 /// Starts x11vnc on a free loopback port (Xvfb backend only).
 pub(crate) async fn start_x11vnc(
     cfg: &DesktopConfig,
     x11vnc: &Path,
     display: u32,
 ) -> Result<(ChildHandle, VncTarget), DesktopError> {
-    // x11vnc picks no port itself in a way it can tell us; probe a free one. A race with
-    // another binder makes the start fail and the supervisor try again.
-    let port = std::net::TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|l| l.local_addr())
-        .map_err(|source| DesktopError::Io {
-            what: "free port for x11vnc",
-            source,
-        })?
-        .port();
-    let mut cmd = base_command(cfg, x11vnc);
-    cmd.args([
-        "-display",
-        &format!(":{display}"),
-        "-rfbport",
-        &port.to_string(),
-    ])
-    // -localhost binds 127.0.0.1 and ::1 only (`-listen 127.0.0.1` would still open [::]).
-    .args(["-localhost", "-nopw", "-forever", "-shared", "-noxdamage"]);
-    let child = ChildHandle::spawn("vnc", &mut cmd)?;
-    let target = VncTarget::Tcp(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
-    let probed = ready(
-        &child,
-        probe::poll("vnc", cfg.start_timeouts.vnc, PROBE_INTERVAL, || {
-            probe::rfb(&target)
-        }),
-    )
-    .await;
-    or_stop(&child, cfg.stop_grace, probed).await?;
-    info!(child = "vnc", pid = child.pid, port, "vnc ready");
-    Ok((child, target))
+    start_x11vnc_on(cfg, x11vnc, display, free_loopback_port).await
+}
+
+/// Starts x11vnc on ports from `pick_port` until one is its own.
+async fn start_x11vnc_on(
+    cfg: &DesktopConfig,
+    x11vnc: &Path,
+    display: u32,
+    mut pick_port: impl FnMut() -> Result<u16, DesktopError>,
+) -> Result<(ChildHandle, VncTarget), DesktopError> {
+    for attempt in 1..=X11VNC_PORT_ATTEMPTS {
+        // x11vnc cannot be handed a bound socket, and with no `-rfbport` it probes 100
+        // IPv6 ports one lookup at a time (~5 s here). So a port is picked and released,
+        // and x11vnc is only trusted once the port's listener is one of its own sockets:
+        // if another process binds it first, x11vnc runs on without listening, and a probe
+        // of the bare port would reach (and the relay would send the user's keys to) that
+        // process.
+        let port = pick_port()?;
+        let mut cmd = base_command(cfg, x11vnc);
+        cmd.args([
+            "-display",
+            &format!(":{display}"),
+            "-rfbport",
+            &port.to_string(),
+        ])
+        // -localhost binds 127.0.0.1 and ::1 only (`-listen 127.0.0.1` would still open [::]).
+        .args(["-localhost", "-nopw", "-forever", "-shared", "-noxdamage"]);
+        let child = ChildHandle::spawn("vnc", &mut cmd)?;
+        let pid = child.pid;
+        let probed = ready(
+            &child,
+            probe::poll(
+                "vnc",
+                cfg.start_timeouts.vnc,
+                PROBE_INTERVAL,
+                || async move {
+                    match probe::port_holder(pid, port)? {
+                        probe::PortHolder::Process(addr) => {
+                            let target = VncTarget::Tcp(addr);
+                            probe::rfb(&target).await?;
+                            Ok(Some(target))
+                        }
+                        probe::PortHolder::Other => Ok(None),
+                        probe::PortHolder::Nobody => Err(DesktopError::ProbeRejected {
+                            child: "vnc",
+                            reason: format!("not listening on port {port} yet"),
+                        }),
+                    }
+                },
+            ),
+        )
+        .await;
+        match or_stop(&child, cfg.stop_grace, probed).await? {
+            Some(target) => {
+                info!(child = "vnc", pid, target = %target, "vnc ready");
+                return Ok((child, target));
+            }
+            None => {
+                warn!(
+                    child = "vnc",
+                    pid, port, attempt, "another process took x11vnc's port"
+                );
+                child.stop(cfg.stop_grace).await;
+            }
+        }
+    }
+    Err(DesktopError::ProbeRejected {
+        child: "vnc",
+        reason: format!(
+            "another process took each of the {X11VNC_PORT_ATTEMPTS} ports given to x11vnc"
+        ),
+    })
 }
 
 /// What runs in the user-namespace probe; it only has to exist and exit 0.
@@ -495,6 +552,63 @@ fn remove_singletons(profile: &Path) -> Result<(), DesktopError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn x11vnc_is_used_only_through_its_own_socket_when_its_port_is_taken() {
+        let (xvfb, x11vnc) = (Path::new("/usr/bin/Xvfb"), Path::new("/usr/bin/x11vnc"));
+        if !xvfb.exists() || !x11vnc.exists() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI is set but Xvfb/x11vnc are missing"
+            );
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = DesktopConfig {
+            backend: DisplayBackend::XvfbX11vnc {
+                xvfb: xvfb.into(),
+                x11vnc: x11vnc.into(),
+            },
+            run_dir: dir.path().to_owned(),
+            ..DesktopConfig::default()
+        };
+        let display = start_display(&cfg).await.expect("xvfb");
+        // The first port handed to x11vnc is already another listener's.
+        let squatter = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        squatter.set_nonblocking(true).expect("nonblocking");
+        let squatted = squatter.local_addr().expect("addr").port();
+        let mut picks = 0;
+        let started = start_x11vnc_on(&cfg, x11vnc, display.number, || {
+            picks += 1;
+            if picks == 1 {
+                Ok(squatted)
+            } else {
+                free_loopback_port()
+            }
+        })
+        .await;
+        let connected_to_squatter = squatter.accept().is_ok();
+        let (child, target) = started.expect("x11vnc started");
+        let VncTarget::Tcp(addr) = target else {
+            panic!("{target:?}")
+        };
+        let holder = probe::port_holder(child.pid, addr.port());
+        child.stop(cfg.stop_grace).await;
+        display.child.stop(cfg.stop_grace).await;
+        // x11vnc, refused 127.0.0.1 on the squatted port, may listen on [::1] alone there;
+        // if that is seen first it is used, else x11vnc is moved to a second port. Either
+        // way the target is one of x11vnc's own sockets and the squatter got no connection.
+        assert!(picks <= 2, "{picks} ports picked");
+        assert_ne!(addr, std::net::SocketAddr::from(([127, 0, 0, 1], squatted)));
+        assert!(
+            matches!(&holder, Ok(probe::PortHolder::Process(own)) if *own == addr),
+            "{addr}: {holder:?}"
+        );
+        assert!(
+            !connected_to_squatter,
+            "the daemon probed the squatted port"
+        );
+    }
 
     #[test]
     fn chromium_sandbox_decision() {

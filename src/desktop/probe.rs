@@ -158,6 +158,65 @@ pub(crate) async fn rfb(target: &crate::relay::VncTarget) -> Result<(), DesktopE
     }
 }
 
+/// Who listens on TCP `port` in the network namespace of the process `pid`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum PortHolder {
+    /// `pid` itself, at this address (IPv4 preferred when it listens on both families).
+    Process(std::net::SocketAddr),
+    /// Another process: `pid` cannot bind the port.
+    Other,
+    Nobody,
+}
+
+/// Finds who listens on `port`, from `/proc/PID/fd` and `/proc/PID/net/tcp{,6}`: a socket
+/// of `pid` is `pid`'s, whatever answers on the port. A port picked for a child and
+/// released can be bound by another process before the child, and a probe of the port
+/// would then reach that process. Every listener of `pid` must be on loopback.
+pub(crate) fn port_holder(pid: u32, port: u16) -> Result<PortHolder, DesktopError> {
+    use procfs::process::{FDTarget, Process};
+    let rejected = |reason: String| DesktopError::ProbeRejected {
+        child: "vnc",
+        reason,
+    };
+    let pid = i32::try_from(pid).map_err(|_| rejected(format!("pid {pid} out of range")))?;
+    let process = Process::new(pid).map_err(|e| rejected(format!("/proc/{pid}: {e}")))?;
+    let sockets: std::collections::HashSet<u64> = process
+        .fd()
+        .map_err(|e| rejected(format!("/proc/{pid}/fd: {e}")))?
+        .filter_map(|fd| match fd.ok()?.target {
+            FDTarget::Socket(inode) => Some(inode),
+            _ => None,
+        })
+        .collect();
+    let mut table = process
+        .tcp()
+        .map_err(|e| rejected(format!("/proc/{pid}/net/tcp: {e}")))?;
+    // No tcp6 table when the kernel has IPv6 off; then there are no IPv6 listeners either.
+    table.extend(process.tcp6().unwrap_or_default());
+    table.retain(|entry| entry.state == procfs::net::TcpState::Listen);
+    let (own, others): (Vec<_>, Vec<_>) = table
+        .iter()
+        .partition(|entry| sockets.contains(&entry.inode));
+    if let Some(outside) = own.iter().find(|e| !e.local_address.ip().is_loopback()) {
+        return Err(rejected(format!(
+            "listens on {}, beyond loopback",
+            outside.local_address
+        )));
+    }
+    let on_port: Vec<std::net::SocketAddr> = own
+        .iter()
+        .map(|entry| entry.local_address)
+        .filter(|addr| addr.port() == port)
+        .collect();
+    Ok(
+        match on_port.iter().find(|a| a.is_ipv4()).or(on_port.first()) {
+            Some(addr) => PortHolder::Process(*addr),
+            None if others.iter().any(|e| e.local_address.port() == port) => PortHolder::Other,
+            None => PortHolder::Nobody,
+        },
+    )
+}
+
 /// Parses `DevToolsActivePort`: the port on the first line, the browser target's path
 /// on the second. `None` while Chromium is still writing it.
 pub(crate) fn parse_devtools_active_port(text: &str) -> Option<(u16, String)> {
@@ -295,6 +354,77 @@ where
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// A real process that listens on `addr` port 0 (under `wrap`, e.g. in its own network
+    /// namespace) and prints the port.
+    fn listener_process(wrap: &[&str], addr: &str) -> (std::process::Child, u16) {
+        use std::io::BufRead;
+        let script = "import socket,sys,time\n\
+                      s=socket.socket(); s.bind((sys.argv[1], 0)); s.listen()\n\
+                      print(s.getsockname()[1], flush=True); time.sleep(60)";
+        let argv: Vec<&str> = wrap
+            .iter()
+            .copied()
+            .chain(["python3", "-c", script, addr])
+            .collect();
+        let mut child = std::process::Command::new(argv[0])
+            .args(&argv[1..])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn listener");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("port line");
+        let port = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("port: {line:?}"));
+        (child, port)
+    }
+
+    fn stop(mut child: std::process::Child) {
+        child.kill().expect("kill");
+        child.wait().expect("wait");
+    }
+
+    #[test]
+    fn port_holder_tells_the_process_from_another_and_from_nobody() {
+        let (listener, port) = listener_process(&[], "127.0.0.1");
+        let bystander = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .expect("sleep");
+        let own = port_holder(listener.id(), port);
+        let other = port_holder(bystander.id(), port);
+        stop(listener);
+        let nobody = port_holder(bystander.id(), port);
+        stop(bystander);
+        assert_eq!(
+            own.expect("own"),
+            PortHolder::Process(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+        );
+        assert_eq!(other.expect("other"), PortHolder::Other);
+        assert_eq!(nobody.expect("nobody"), PortHolder::Nobody);
+    }
+
+    #[test]
+    fn a_listener_beyond_loopback_is_refused() {
+        // 0.0.0.0 inside a network namespace of its own, which has only a loopback that is
+        // down: nothing outside can reach it, and /proc/PID/net/tcp shows it as 0.0.0.0.
+        let (child, port) = listener_process(
+            &["unshare", "--user", "--map-root-user", "--net"],
+            "0.0.0.0",
+        );
+        // Whatever port is asked about: any listener beyond loopback fails the child.
+        let found = port_holder(child.id(), port.wrapping_add(1));
+        stop(child);
+        let expected = format!("listens on 0.0.0.0:{port}, beyond loopback");
+        assert!(
+            matches!(&found, Err(DesktopError::ProbeRejected { reason, .. }) if *reason == expected),
+            "{found:?}"
+        );
+    }
 
     fn setup_success(vendor: &[u8], formats: u8, width: u16, height: u16) -> Vec<u8> {
         let mut body = vec![0u8; 32];
