@@ -266,6 +266,20 @@ pub struct DevArgs {
     /// The env file with the env-delivered fields.
     #[arg(long, env = "GREXAL_ENV_FILE", default_value = ".grexal/agent.env")]
     pub env_file: PathBuf,
+
+    /// Where a takeover's viewer is served when the desktop runs (port 0: any free port).
+    /// Loopback only: in `dev` you are the user, on this machine.
+    #[arg(long, env = "GREXAL_DEV_VIEWER_LISTEN", default_value = "127.0.0.1:0")]
+    pub viewer_listen: SocketAddr,
+
+    /// While a takeover is live, this file (0600) holds the viewer URL to open, with its
+    /// token; it is also printed when stderr is a terminal.
+    #[arg(
+        long,
+        env = "GREXAL_DEV_TAKEOVER_URL_FILE",
+        default_value = ".grexal/takeover-url"
+    )]
+    pub takeover_url_file: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -50,8 +50,19 @@ pub struct DesktopSettings {
 pub enum CredentialSource {
     /// Production: a sealed bundle, from a file at boot or pushed on the control endpoint.
     Sealed(SealedSource),
-    /// Local development: plaintext `.grexal/connections.json`.
-    DevFile { connections: PathBuf },
+    /// Local development: plaintext `.grexal/connections.json`, and the takeover viewer on
+    /// loopback for the developer.
+    DevFile {
+        connections: PathBuf,
+        viewer: DevViewerSettings,
+    },
+}
+
+/// Where `dev` serves a takeover's viewer, and where it says which URL to open.
+#[derive(Debug, Clone)]
+pub struct DevViewerSettings {
+    pub listen: SocketAddr,
+    pub url_file: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -78,6 +89,8 @@ pub enum ConfigError {
     SandboxId,
     #[error("--control-listen needs --control-token-file")]
     ControlTokenMissing,
+    #[error("--viewer-listen must be a loopback address in dev, got {0}")]
+    DevViewerNotLoopback(SocketAddr),
     #[error("--screen must be WIDTHxHEIGHT between 320x200 and 7680x4320, got {0:?}")]
     Screen(String),
     #[error("--{flag} must be greater than zero")]
@@ -151,8 +164,15 @@ impl Config {
     }
 
     pub fn from_dev(args: DevArgs) -> Result<Self, ConfigError> {
+        if !args.viewer_listen.ip().is_loopback() {
+            return Err(ConfigError::DevViewerNotLoopback(args.viewer_listen));
+        }
         let source = CredentialSource::DevFile {
             connections: absolute(args.connections)?,
+            viewer: DevViewerSettings {
+                listen: args.viewer_listen,
+                url_file: absolute(args.takeover_url_file)?,
+            },
         };
         Self::common(
             args.common,
@@ -305,6 +325,28 @@ mod tests {
                 "{bad}: {err}"
             );
             assert!(err.to_string().contains("--viewer-send-buffer"), "{err}");
+        }
+    }
+
+    #[test]
+    fn dev_viewer_is_loopback_only() {
+        let viewer = |extra: &[&str]| match dev_config(extra).map(|c| c.source) {
+            Ok(CredentialSource::DevFile { viewer, .. }) => Ok(viewer),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e),
+        };
+        let default = viewer(&[]).expect("default");
+        assert_eq!(default.listen, "127.0.0.1:0".parse().unwrap());
+        assert!(default.url_file.is_absolute());
+        assert!(default.url_file.ends_with(".grexal/takeover-url"));
+        assert!(viewer(&["--viewer-listen", "[::1]:8100"]).is_ok());
+        for outside in ["0.0.0.0:8100", "192.0.2.1:8100", "[::]:8100"] {
+            let err = viewer(&["--viewer-listen", outside]).unwrap_err();
+            assert_eq!(
+                err,
+                ConfigError::DevViewerNotLoopback(outside.parse().unwrap())
+            );
+            assert!(err.to_string().contains("loopback"), "{err}");
         }
     }
 }

@@ -201,7 +201,7 @@ async fn boot(config: Config) -> Result<Daemon, BootError> {
             }
             store
         }
-        CredentialSource::DevFile { connections } => {
+        CredentialSource::DevFile { connections, .. } => {
             let store = Arc::new(crate::store::Store::new(
                 manifest,
                 None,
@@ -222,10 +222,27 @@ async fn boot(config: Config) -> Result<Daemon, BootError> {
     } else {
         None
     };
-    let public_url = match &config.source {
-        CredentialSource::Sealed(SealedSource {
-            control: Some(c), ..
-        }) => c.public_url.clone(),
+    // `dev` with a desktop serves the viewer itself, on loopback: the developer is the user.
+    let dev_viewer = match (&config.source, &desktop) {
+        (CredentialSource::DevFile { viewer, .. }, Some(_)) => {
+            let listener = crate::dev_viewer::bind(viewer.listen)
+                .await
+                .map_err(|e| BootError::from_error(ExitCode::Os, "--viewer-listen", &e))?;
+            let addr = listener
+                .local_addr()
+                .map_err(|e| BootError::from_error(ExitCode::Os, "--viewer-listen", &e))?;
+            Some((viewer, listener, addr))
+        }
+        _ => None,
+    };
+    let public_url = match (&config.source, &dev_viewer) {
+        (
+            CredentialSource::Sealed(SealedSource {
+                control: Some(c), ..
+            }),
+            _,
+        ) => c.public_url.clone(),
+        (_, Some((_, _, addr))) => format!("http://{addr}"),
         // No control endpoint: no viewer can be reached; viewer URLs say so.
         _ => "http://viewer-unavailable.invalid".to_string(),
     };
@@ -246,6 +263,25 @@ async fn boot(config: Config) -> Result<Daemon, BootError> {
         public_url,
         takeover_limits,
     );
+
+    let viewer = crate::viewer::ViewerConfig {
+        novnc_dir: config.desktop.novnc_dir.clone(),
+        ..Default::default()
+    };
+    if let Some((settings, listener, _)) = dev_viewer {
+        let router = crate::platform::control::viewer_router(takeovers.clone(), viewer.clone());
+        tasks.spawn(crate::platform::control::serve(
+            listener,
+            router,
+            crate::platform::control::ControlLimits::default(),
+            stop.clone(),
+        ));
+        tasks.spawn(crate::dev_viewer::announce(
+            events.subscribe(),
+            settings.url_file.clone(),
+            stop.clone(),
+        ));
+    }
 
     let owner = agent_user.as_ref().map(|u| u.owner());
     let listener = crate::api::bind(&config.socket, owner).map_err(|e| {
@@ -272,10 +308,6 @@ async fn boot(config: Config) -> Result<Daemon, BootError> {
         Some(public_key),
     ) = (&config.source, sandbox_public)
     {
-        let viewer = crate::viewer::ViewerConfig {
-            novnc_dir: config.desktop.novnc_dir.clone(),
-            ..Default::default()
-        };
         let routes = ControlRoutes {
             takeovers: takeovers.clone(),
             viewer,

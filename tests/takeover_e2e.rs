@@ -75,8 +75,13 @@ struct Round<'a> {
 /// What every completed round must show, in this order: the viewer page ended
 /// `completed`; the agent's wait returned it with `by`; the agent read `user`'s welcome page
 /// over CDP; the platform got `takeover_ended` for the round's id. Returns the agent's
-/// `waited` event.
-fn check_completed_round(d: &E2eDaemon, events: &mut Sse, h: &HarnessRun, round: Round) -> Value {
+/// `waited` event. `events`: the platform's stream, if there is a platform (not in `dev`).
+fn check_completed_round(
+    d: &E2eDaemon,
+    events: Option<&mut Sse>,
+    h: &HarnessRun,
+    round: Round,
+) -> Value {
     check_harness(h, round.name, d);
     assert_eq!(
         ended(h),
@@ -104,17 +109,19 @@ fn check_completed_round(d: &E2eDaemon, events: &mut Sse, h: &HarnessRun, round:
         "{}: {page}",
         round.name
     );
-    let end = events.next("takeover_ended", LONG);
-    assert_eq!(
-        (
-            end.data["takeover_id"].as_str(),
-            end.data["outcome"].as_str(),
-            end.data["by"].as_str()
-        ),
-        (Some(round.id), Some("completed"), Some(round.by)),
-        "{}",
-        round.name
-    );
+    if let Some(events) = events {
+        let end = events.next("takeover_ended", LONG);
+        assert_eq!(
+            (
+                end.data["takeover_id"].as_str(),
+                end.data["outcome"].as_str(),
+                end.data["by"].as_str()
+            ),
+            (Some(round.id), Some("completed"), Some(round.by)),
+            "{}",
+            round.name
+        );
+    }
     waited
 }
 
@@ -170,7 +177,7 @@ fn browser_login_takeover_end_to_end() {
     assert_eq!(h1.result["page"]["display_name"], "Example Site");
     let waited = check_completed_round(
         &d,
-        &mut events,
+        Some(&mut events),
         &h1,
         Round {
             name: "round 1",
@@ -231,7 +238,7 @@ fn browser_login_takeover_end_to_end() {
     let h2 = finish_harness(child, started);
     check_completed_round(
         &d,
-        &mut events,
+        Some(&mut events),
         &h2,
         Round {
             name: "round 2",
@@ -288,6 +295,84 @@ fn browser_login_takeover_end_to_end() {
         "e2e figure: \"I've logged in\" click -> the agent's wait returned: {:.0} ms",
         returned_ms - clicked_ms
     );
+}
+
+/// `dev` on a desktop, as on a developer's machine: no platform, no control endpoint. The
+/// viewer is served on loopback and, while a takeover is live, its URL (with the token) is
+/// in a 0600 file, never in the log; the developer opens it, logs in through the live view
+/// and presses "I've logged in" (round 1), or the success condition ends it (round 2).
+#[test]
+fn dev_serves_the_takeover_viewer_on_loopback() {
+    if skip_without_tools() {
+        return;
+    }
+    let _one = serial();
+    let site = LoginSite::start();
+    let agent = repo().join("tests/agents/takeover_agent.py");
+    let mut d = E2eDaemon::start_as(Mode::Dev, &site, Some(&agent));
+    write(&d.go_file, "go", 0o644);
+    d.agent_event("browser", LONG);
+    let home = d.path("viewer-home");
+    let url_file = d.path("takeover-url");
+    let mut tokens = Vec::new();
+    for (round, user, by) in [(1, "alice", "user"), (2, "bob", "condition")] {
+        let takeover = d.agent_event("takeover", LONG);
+        let id = takeover["id"].as_str().expect("id").to_owned();
+        let viewer = takeover["viewer_url"].as_str().expect("viewer_url");
+        assert!(viewer.starts_with("http://127.0.0.1:"), "{viewer}");
+        let prefix = format!("{viewer}#token=");
+        let url = wait_until("the takeover URL file", LONG, || {
+            std::fs::read_to_string(&url_file)
+                .ok()
+                .filter(|text| text.starts_with(&prefix))
+        });
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&url_file).expect("meta").permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600, "the URL file's mode");
+        let url = url.trim_end().to_owned();
+        tokens.push(url[prefix.len()..].to_owned());
+        let mut actions = login_actions(user);
+        if round == 1 {
+            actions.extend([
+                json!({"type": "http", "method": "GET",
+                       "url": format!("{}/__wait_welcome?user=alice&n=1", site.url())}),
+                json!({"type": "complete"}),
+            ]);
+        }
+        actions.push(json!({"type": "wait_state", "state": "ended"}));
+        let h = run_harness(&home, &url, &format!("dev-round{round}"), &json!(actions));
+        let name = format!("dev round {round}");
+        check_completed_round(
+            &d,
+            None,
+            &h,
+            Round {
+                name: &name,
+                id: &id,
+                by,
+                user,
+            },
+        );
+    }
+    d.agent_event("passed", LONG);
+    assert_eq!(d.wait_exit(LONG), 9, "{}", d.diagnostics());
+    assert!(!url_file.exists(), "the URL file outlived the takeovers");
+    let log = d.log_text();
+    assert!(log.contains("dev: takeover viewer listening"), "{log}");
+    assert!(log.contains("open the viewer URL in the file"), "{log}");
+    for token in &tokens {
+        assert!(token.len() >= 22, "{token}");
+        assert!(!log.contains(token.as_str()), "a takeover token in the log");
+        assert!(
+            !d.agent_out
+                .lock()
+                .expect("lock")
+                .join("\n")
+                .contains(token.as_str()),
+            "a takeover token on the agent's output"
+        );
+    }
 }
 
 /// (a) a view-only viewer's clicks and keys never reach the page, the controlling

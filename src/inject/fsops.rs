@@ -116,6 +116,28 @@ pub(crate) fn create_file(
     file.sync_all()
 }
 
+/// Writes `content` to `path` as a new 0600 file (fsynced) renamed over whatever is
+/// there: a reader never sees part of it, and a symlink planted at `path` is replaced,
+/// not written through. For files outside the credential tree, e.g. `dev`'s takeover URL.
+pub(crate) fn replace_file(path: &std::path::Path, content: &[u8]) -> io::Result<()> {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a file path",
+        ));
+    };
+    let dir = open_path_dir(parent).map_err(errno)?;
+    let mut temp = OsString::from(".");
+    temp.push(name);
+    temp.push(format!(".tmp-{}", std::process::id()));
+    unlink(dir.as_raw_fd(), &temp).map_err(errno)?;
+    create_file(dir.as_raw_fd(), &temp, content, None)?;
+    rename_replace(dir.as_raw_fd(), &temp, name).map_err(|e| {
+        let _ = unlink(dir.as_raw_fd(), &temp);
+        errno(e)
+    })
+}
+
 pub(crate) fn rename_noreplace(dir: RawFd, from: &OsStr, to: &OsStr) -> Result<(), Errno> {
     fcntl::renameat2(
         Some(dir),

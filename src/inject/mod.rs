@@ -27,6 +27,7 @@
 //!   create is 0700 and owned by `layout.owner`. The root's parent path is trusted config.
 
 mod fsops;
+pub(crate) use fsops::replace_file;
 mod held;
 mod render;
 

@@ -219,14 +219,33 @@ pub fn router(state: ControlState) -> Router {
         require_bearer,
     ));
     if let Some(manager) = &state.takeovers {
-        router = router
-            .merge(crate::takeover::routes::viewer_routes(manager.clone()))
-            .merge(crate::viewer::routes(state.viewer.clone()));
+        router = router.merge(viewer_routes(manager.clone(), state.viewer.clone()));
     }
+    with_fallbacks(router).with_state(state)
+}
+
+/// The viewer's routes alone (takeover tokens, no bearer): what `dev` serves on loopback,
+/// where there is no platform.
+pub fn viewer_router(
+    manager: crate::takeover::TakeoverManager,
+    viewer: crate::viewer::ViewerConfig,
+) -> Router {
+    with_fallbacks(viewer_routes(manager, viewer))
+}
+
+/// The page, its assets and noVNC's files, and the takeover's session, WebSocket,
+/// complete and cancel routes.
+fn viewer_routes<S: Clone + Send + Sync + 'static>(
+    manager: crate::takeover::TakeoverManager,
+    viewer: crate::viewer::ViewerConfig,
+) -> Router<S> {
+    crate::takeover::routes::viewer_routes(manager).merge(crate::viewer::routes(viewer))
+}
+
+fn with_fallbacks<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
     router
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .with_state(state)
 }
 
 /// Binds the control endpoint and logs the address.

@@ -122,10 +122,23 @@ pub struct E2eDaemon {
     pub agent_out: Arc<Mutex<Vec<String>>>,
 }
 
+/// Which subcommand runs the desktop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `run`, with the control endpoint on loopback: the test is the platform.
+    Run,
+    /// `dev`: no platform; the viewer on loopback, its URL in `takeover-url`.
+    Dev,
+}
+
 impl E2eDaemon {
     /// `agent`: the Python agent's file and its arguments after SITE and GO_FILE; `None`
     /// runs no agent (the test plays the agent on the socket).
     pub fn start(site: &LoginSite, agent: Option<&Path>) -> E2eDaemon {
+        Self::start_as(Mode::Run, site, agent)
+    }
+
+    pub fn start_as(mode: Mode, site: &LoginSite, agent: Option<&Path>) -> E2eDaemon {
         let dir = open_tempdir();
         let p = |name: &str| dir.path().join(name);
         write(
@@ -134,26 +147,38 @@ impl E2eDaemon {
             0o644,
         );
         let token = format!("e2e-control-token-{}", free_port());
-        write(&p("control.token"), &token, 0o600);
         let control: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let socket = p("run/sidecar.sock");
         let mut cmd = command();
-        cmd.arg("run")
-            .args(["--sandbox-id", "sbx-takeover-e2e"])
-            .arg("--manifest")
+        match mode {
+            Mode::Run => {
+                write(&p("control.token"), &token, 0o600);
+                cmd.arg("run")
+                    .args(["--sandbox-id", "sbx-takeover-e2e"])
+                    .arg("--public-key-out")
+                    .arg(p("keys/sandbox.pub"))
+                    .arg("--control-listen")
+                    .arg(control.to_string())
+                    .arg("--control-token-file")
+                    .arg(p("control.token"));
+            }
+            Mode::Dev => {
+                cmd.arg("dev")
+                    .arg("--connections")
+                    .arg(p("connections.json"))
+                    .args(["--viewer-listen", "127.0.0.1:0"])
+                    .arg("--takeover-url-file")
+                    .arg(p("takeover-url"));
+            }
+        }
+        cmd.arg("--manifest")
             .arg(p("grexal.json"))
-            .arg("--public-key-out")
-            .arg(p("keys/sandbox.pub"))
             .arg("--socket")
             .arg(&socket)
             .arg("--credentials-dir")
             .arg(p("creds"))
             .arg("--env-file")
             .arg(p("run/agent.env"))
-            .arg("--control-listen")
-            .arg(control.to_string())
-            .arg("--control-token-file")
-            .arg(p("control.token"))
             .arg("--browser-profile")
             .arg(p("profile"))
             .arg("--desktop-run-dir")
