@@ -893,7 +893,11 @@ async fn non_empty_profile_of_another_user_is_refused() {
     let err = Desktop::start(cfg.clone(), EventBus::new(), CancellationToken::new())
         .await
         .expect_err("no xvnc");
-    assert!(matches!(err, DesktopError::Spawn { .. }), "{err:?}");
+    assert!(
+        matches!(&err, DesktopError::Spawn { child: "display", program, .. } if program.ends_with("/no-xvnc")),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("no-xvnc"), "{err}");
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(&cfg.profile_dir).expect("profile");
     assert_eq!(meta.uid(), NOBODY);

@@ -68,17 +68,20 @@ impl ChildHandle {
             // runtime shutting down, e.g. a test that panicked), the child is killed rather
             // than orphaned.
             .kill_on_drop(true);
+        let program = cmd.as_std().get_program().to_string_lossy().into_owned();
         let mut child =
             crate::reaper::owned()
                 .spawn(cmd)
                 .map_err(|source| DesktopError::Spawn {
                     child: name,
+                    program: program.clone(),
                     source,
                 })?;
         let Some(pid) = child.id() else {
             // Cannot happen for a freshly spawned child that nobody waited on.
             return Err(DesktopError::Spawn {
                 child: name,
+                program,
                 source: std::io::Error::other("spawned child has no pid"),
             });
         };

@@ -233,9 +233,11 @@ pub struct DesktopPids {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DesktopError {
-    #[error("cannot start {child}")]
+    #[error("cannot start {child} ({program})")]
     Spawn {
         child: &'static str,
+        /// The program run, so a missing package or a wrong path is plain.
+        program: String,
         #[source]
         source: std::io::Error,
     },
