@@ -50,7 +50,10 @@ pub async fn announce(
                 control_token,
                 ..
             } => {
-                let url = zeroize::Zeroizing::new(format!("{viewer_url}#token={control_token}"));
+                let url = zeroize::Zeroizing::new(format!(
+                    "{viewer_url}#token={}",
+                    control_token.expose()
+                ));
                 if let Err(error) = write_private(&url_file, &url) {
                     warn!(file = %url_file.display(), %error, "dev: cannot write the takeover URL");
                 }

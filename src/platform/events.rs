@@ -10,6 +10,39 @@ use tokio::sync::broadcast;
 /// How many events a subscriber may fall behind before it is told it lagged.
 pub const EVENT_BUFFER: usize = 256;
 
+/// A takeover token carried by an event: serialized as its value (the stream that carries
+/// it requires the bearer token), `[REDACTED]` when debug-printed, zeroized on drop.
+#[derive(Clone)]
+pub struct EventToken(crate::secret::SecretString);
+
+impl EventToken {
+    pub fn new(token: &crate::secret::SecretString) -> Self {
+        Self(token.clone())
+    }
+
+    pub fn expose(&self) -> &str {
+        crate::secret::ExposeSecret::expose_secret(&self.0)
+    }
+}
+
+impl std::fmt::Debug for EventToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[REDACTED]")
+    }
+}
+
+impl PartialEq for EventToken {
+    fn eq(&self, other: &Self) -> bool {
+        self.expose() == other.expose()
+    }
+}
+
+impl Serialize for EventToken {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.expose())
+    }
+}
+
 /// One event. Serialized as `{"type": "...", ...}`; `type` is also the SSE event name.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -27,8 +60,8 @@ pub enum PlatformEvent {
         reason: String,
         login_url: Option<String>,
         viewer_url: String,
-        control_token: String,
-        view_token: String,
+        control_token: EventToken,
+        view_token: EventToken,
         expires_at: u64,
     },
     TakeoverEnded {
@@ -91,5 +124,33 @@ impl EventBus {
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<PlatformEvent>> {
         self.sender.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_serialized_for_the_stream_and_redacted_in_debug() {
+        let token = |value: &str| EventToken::new(&crate::secret::SecretString::from(value));
+        let event = PlatformEvent::TakeoverRequested {
+            takeover_id: "t1".into(),
+            connection_id: "site".into(),
+            display_name: "Site".into(),
+            reason: "log in".into(),
+            login_url: None,
+            viewer_url: "https://sbx.example/takeover/t1".into(),
+            control_token: token("CANARY-control-token"),
+            view_token: token("CANARY-view-token"),
+            expires_at: 1,
+        };
+        let debug = format!("{event:?}");
+        assert!(!debug.contains("CANARY"), "{debug}");
+        assert!(debug.contains("[REDACTED]"), "{debug}");
+        let json = serde_json::to_value(&event).expect("json");
+        assert_eq!(json["control_token"], "CANARY-control-token");
+        assert_eq!(json["view_token"], "CANARY-view-token");
+        assert_eq!(json["type"], "takeover_requested");
     }
 }

@@ -29,7 +29,6 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use secrecy::ExposeSecret;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -43,7 +42,7 @@ use super::{
 };
 use crate::desktop::{CdpEndpoint, DesktopStatus};
 use crate::manifest::{AuthMode, Manifest};
-use crate::platform::events::{EventBus, PlatformEvent};
+use crate::platform::events::{EventBus, EventToken, PlatformEvent};
 use crate::relay::{self, Access, ViewerSocket};
 
 /// What a valid token grants on one live takeover.
@@ -326,8 +325,8 @@ impl TakeoverManager {
                 reason: record.reason.clone(),
                 login_url: record.login_url.clone(),
                 viewer_url: viewer_url.clone(),
-                control_token: control_token.expose_secret().to_owned(),
-                view_token: view_token.expose_secret().to_owned(),
+                control_token: EventToken::new(&control_token),
+                view_token: EventToken::new(&view_token),
                 expires_at,
             });
         Ok(TakeoverInfo {

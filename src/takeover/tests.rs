@@ -137,7 +137,11 @@ async fn start(f: &mut Fixture, timeout_s: u64) -> (String, String, String) {
         &format!("https://sbx.example/takeover/{takeover_id}")
     );
     assert_eq!(info.viewer_url, *viewer_url);
-    (info.takeover_id, control_token.clone(), view_token.clone())
+    (
+        info.takeover_id,
+        control_token.expose().to_owned(),
+        view_token.expose().to_owned(),
+    )
 }
 
 type Log = Arc<Mutex<Vec<String>>>;

@@ -264,8 +264,8 @@ impl Harness {
             {
                 return (
                     takeover_id.clone(),
-                    control_token.clone(),
-                    view_token.clone(),
+                    control_token.expose().to_owned(),
+                    view_token.expose().to_owned(),
                 );
             }
         }
