@@ -41,7 +41,7 @@ fi
 
 if [ "$what" = all ] || [ "$what" = relay ]; then
   echo "== relay: throughput, round trip, CPU, memory vs websockify and direct TCP, on CPU 0"
-  echo "-- upstream on loopback TCP (x11vnc's case)"
+  echo "-- upstream on loopback TCP (websockify's usual case)"
   target/release/examples/relay_bench --peer websockify
   echo "-- upstream on a Unix socket (Xvnc's, the daemon's default)"
   target/release/examples/relay_bench --peer websockify --upstream unix

@@ -51,7 +51,7 @@ pub enum LogFormat {
 pub enum DisplayBackend {
     /// Xvnc: display and VNC server in one process, RFB on a Unix socket, no TCP port.
     Xvnc,
-    /// Xvfb plus x11vnc listening on loopback.
+    /// Xvfb plus x11vnc: RFB on a Unix socket, no TCP port.
     Xvfb,
 }
 

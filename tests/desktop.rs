@@ -320,7 +320,7 @@ async fn xvnc_desktop_starts_serves_cdp_and_vnc_on_loopback_only() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn xvfb_x11vnc_backend_listens_on_loopback_only() {
+async fn xvfb_x11vnc_backend_serves_rfb_on_a_unix_socket_and_no_tcp_port() {
     init_tracing();
     if skip(&["/usr/bin/Xvfb", "/usr/bin/x11vnc", "/usr/bin/chromium"]) {
         return;
@@ -340,22 +340,13 @@ async fn xvfb_x11vnc_backend_listens_on_loopback_only() {
         started.elapsed()
     );
     let target = desktop.vnc_target();
-    let VncTarget::Tcp(addr) = target else {
-        panic!("{target:?}")
-    };
-    assert!(addr.ip().is_loopback());
+    // RFB on a Unix socket in the run dir, and neither Xvfb nor x11vnc on any TCP port.
+    assert_eq!(target, VncTarget::Unix(dir.path().join("run/vnc.sock")));
     assert!(rfb_banner(&target).await.starts_with(b"RFB 003."));
     let pids = desktop.pids();
-    let vnc_pid = pids.vnc.expect("x11vnc pid");
-    let listens = listening_tcp(vnc_pid);
-    assert!(
-        !listens.is_empty() && listens.iter().all(|a| is_loopback(a)),
-        "{listens:?}"
-    );
-    let port_hex = format!(":{:04X}", addr.port());
-    assert!(
-        listens.iter().any(|l| l.ends_with(&port_hex)),
-        "the VNC target {addr} is not a listener of x11vnc: {listens:?}"
+    assert_eq!(
+        listening_tcp(pids.vnc.expect("x11vnc pid")),
+        Vec::<String>::new()
     );
     assert_eq!(listening_tcp(pids.display), Vec::<String>::new());
     shutdown_and_check(desktop).await;
@@ -700,12 +691,13 @@ async fn check_runs_as_nobody(cfg: DesktopConfig, dir: &Path) {
     let prefs = std::fs::metadata(dir.join("profile/Default")).expect("profile written");
     assert_eq!(prefs.uid(), NOBODY);
 
-    // Xvnc's RFB socket: the desktop user's alone.
-    if let VncTarget::Unix(socket) = desktop.vnc_target() {
-        let meta = std::fs::metadata(&socket).expect("rfb socket");
-        assert_eq!(meta.mode() & 0o777, 0o600, "{}", socket.display());
-        assert_eq!(meta.uid(), NOBODY, "{}", socket.display());
-    }
+    // The RFB socket (Xvnc's or x11vnc's): the desktop user's alone.
+    let VncTarget::Unix(socket) = desktop.vnc_target() else {
+        panic!("not a Unix socket: {:?}", desktop.vnc_target())
+    };
+    let meta = std::fs::metadata(&socket).expect("rfb socket");
+    assert_eq!(meta.mode() & 0o777, 0o600, "{}", socket.display());
+    assert_eq!(meta.uid(), NOBODY, "{}", socket.display());
 
     // The daemon (root) reaches the unprivileged VNC server.
     assert!(rfb_banner(&desktop.vnc_target())

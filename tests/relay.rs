@@ -1,5 +1,5 @@
 //! The relay end to end: a real HTTP/1.1 server (hyper, as the daemon serves), real VNC
-//! servers (x11vnc on TCP, Xvnc on a Unix socket), an independent RFB client (vnc-rs) over
+//! servers (x11vnc on TCP and on a Unix socket, Xvnc on a Unix socket), an independent RFB client (vnc-rs) over
 //! WebSocket, and fake upstreams that record or flood bytes.
 
 #[path = "support/relay.rs"]
@@ -67,7 +67,17 @@ async fn whole_framebuffer_from_x11vnc_over_tcp() {
     if !have("Xvfb") || !have("x11vnc") {
         return;
     }
-    let vnc = start_x11vnc().await;
+    let vnc = start_x11vnc(None).await;
+    whole_framebuffer_through_relay(vnc.target.clone()).await;
+}
+
+#[tokio::test]
+async fn whole_framebuffer_from_x11vnc_over_unix_socket() {
+    if !have("Xvfb") || !have("x11vnc") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let vnc = start_x11vnc(Some(dir.path())).await;
     whole_framebuffer_through_relay(vnc.target.clone()).await;
 }
 

@@ -89,7 +89,7 @@ pub(crate) async fn start_display(cfg: &DesktopConfig) -> Result<Display, Deskto
     let (w, h, depth) = (cfg.screen.width, cfg.screen.height, cfg.screen.depth);
     let (name, mut cmd, vnc) = match &cfg.backend {
         DisplayBackend::Xvnc { xvnc } => {
-            let socket = cfg.run_dir.join("vnc.sock");
+            let socket = cfg.run_dir.join(VNC_SOCKET);
             remove_if_exists(&socket)?;
             let mut cmd = base_command(cfg, xvnc);
             cmd.args([
@@ -208,99 +208,64 @@ async fn read_display_number(read: OwnedFd) -> Result<u32, DesktopError> {
         })
 }
 
-/// How many ports x11vnc is given before the start fails, when another process binds each
-/// one first.
-const X11VNC_PORT_ATTEMPTS: u32 = 3;
+/// The RFB socket's name in the run dir; each backend has one VNC server, so they share it.
+const VNC_SOCKET: &str = "vnc.sock";
 
-/// A loopback port that was free a moment ago (bound and released).
-fn free_loopback_port() -> Result<u16, DesktopError> {
-    std::net::TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|l| l.local_addr())
-        .map(|addr| addr.port())
-        .map_err(|source| DesktopError::Io {
-            what: "free port for x11vnc",
-            source,
-        })
-}
-
-/// Starts x11vnc on a free loopback port (Xvfb backend only).
+/// Starts x11vnc serving RFB on a Unix socket in the run dir (Xvfb backend only).
+///
+/// A Unix socket, not a loopback port: only the desktop's user (and root) can connect to
+/// it, and no other process can take it first. A picked-and-released port could be bound
+/// by another process before x11vnc, which then runs on without listening, and the probe
+/// and the relay would reach (and send the user's keystrokes to) that process.
 pub(crate) async fn start_x11vnc(
     cfg: &DesktopConfig,
     x11vnc: &Path,
     display: u32,
 ) -> Result<(ChildHandle, VncTarget), DesktopError> {
-    start_x11vnc_on(cfg, x11vnc, display, free_loopback_port).await
-}
-
-/// Starts x11vnc on ports from `pick_port` until one is its own.
-async fn start_x11vnc_on(
-    cfg: &DesktopConfig,
-    x11vnc: &Path,
-    display: u32,
-    mut pick_port: impl FnMut() -> Result<u16, DesktopError>,
-) -> Result<(ChildHandle, VncTarget), DesktopError> {
-    for attempt in 1..=X11VNC_PORT_ATTEMPTS {
-        // x11vnc cannot be handed a bound socket, and with no `-rfbport` it probes 100
-        // IPv6 ports one lookup at a time (~5 s here). So a port is picked and released,
-        // and x11vnc is only trusted once the port's listener is one of its own sockets:
-        // if another process binds it first, x11vnc runs on without listening, and a probe
-        // of the bare port would reach (and the relay would send the user's keys to) that
-        // process.
-        let port = pick_port()?;
-        let mut cmd = base_command(cfg, x11vnc);
-        cmd.args([
-            "-display",
-            &format!(":{display}"),
-            "-rfbport",
-            &port.to_string(),
-        ])
-        // -localhost binds 127.0.0.1 and ::1 only (`-listen 127.0.0.1` would still open [::]).
-        .args(["-localhost", "-nopw", "-forever", "-shared", "-noxdamage"]);
-        let child = ChildHandle::spawn("vnc", &mut cmd)?;
-        let pid = child.pid;
-        let probed = ready(
-            &child,
-            probe::poll(
-                "vnc",
-                cfg.start_timeouts.vnc,
-                PROBE_INTERVAL,
-                || async move {
-                    match probe::port_holder(pid, port)? {
-                        probe::PortHolder::Process(addr) => {
-                            let target = VncTarget::Tcp(addr);
-                            probe::rfb(&target).await?;
-                            Ok(Some(target))
-                        }
-                        probe::PortHolder::Other => Ok(None),
-                        probe::PortHolder::Nobody => Err(DesktopError::ProbeRejected {
-                            child: "vnc",
-                            reason: format!("not listening on port {port} yet"),
-                        }),
-                    }
-                },
-            ),
-        )
-        .await;
-        match or_stop(&child, cfg.stop_grace, probed).await? {
-            Some(target) => {
-                info!(child = "vnc", pid, target = %target, "vnc ready");
-                return Ok((child, target));
-            }
-            None => {
-                warn!(
-                    child = "vnc",
-                    pid, port, attempt, "another process took x11vnc's port"
-                );
-                child.stop(cfg.stop_grace).await;
-            }
-        }
+    let socket = cfg.run_dir.join(VNC_SOCKET);
+    remove_if_exists(&socket)?;
+    let mut cmd = base_command(cfg, x11vnc);
+    cmd.args(["-display", &format!(":{display}"), "-unixsock"])
+        .arg(&socket)
+        // No TCP at all. `-rfbport 0` alone still leaves libvncserver's IPv6 listener on
+        // [::]:5900 (every interface), hence `-rfbportv6 0`; `-noipv6` also skips x11vnc's
+        // own IPv6 port search (~5 s). Not `-localhost`: it refuses Unix-socket clients.
+        .args(["-rfbport", "0", "-rfbportv6", "0", "-noipv6"])
+        .args(["-nopw", "-forever", "-shared", "-noxdamage"]);
+    // SAFETY: between fork and exec only async-signal-safe calls are allowed; umask is a
+    // plain system call. x11vnc creates its socket (and nothing else) with the umask's
+    // mode: 0600, as Xvnc's.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+            Ok(())
+        });
     }
-    Err(DesktopError::ProbeRejected {
-        child: "vnc",
-        reason: format!(
-            "another process took each of the {X11VNC_PORT_ATTEMPTS} ports given to x11vnc"
-        ),
-    })
+    let child = ChildHandle::spawn("vnc", &mut cmd)?;
+    let pid = child.pid;
+    let target = VncTarget::Unix(socket);
+    let probed = ready(
+        &child,
+        probe::poll("vnc", cfg.start_timeouts.vnc, PROBE_INTERVAL, || {
+            probe::rfb(&target)
+        }),
+    )
+    .await;
+    or_stop(&child, cfg.stop_grace, probed).await?;
+    // Its listeners are all set up before it serves a client, so this is the final list:
+    // a build that opens a TCP port anyway is refused rather than trusted.
+    let tcp = or_stop(&child, cfg.stop_grace, probe::tcp_listeners(pid)).await?;
+    if let Some(addr) = tcp.first() {
+        child.stop(cfg.stop_grace).await;
+        return Err(DesktopError::ProbeRejected {
+            child: "vnc",
+            reason: format!(
+                "x11vnc listens on TCP {addr}; it must serve RFB on its Unix socket only"
+            ),
+        });
+    }
+    info!(child = "vnc", pid, target = %target, "vnc ready");
+    Ok((child, target))
 }
 
 /// What runs in the user-namespace probe; it only has to exist and exit 0.
@@ -553,8 +518,48 @@ fn remove_singletons(profile: &Path) -> Result<(), DesktopError> {
 mod tests {
     use super::*;
 
+    /// Through the RFB handshake (security None) to the server's first framebuffer update.
+    async fn first_framebuffer_update(socket: &Path) -> (u16, u16) {
+        use tokio::io::AsyncWriteExt;
+        let mut s = tokio::net::UnixStream::connect(socket)
+            .await
+            .expect("connect");
+        let mut banner = [0u8; 12];
+        s.read_exact(&mut banner).await.expect("banner");
+        assert_eq!(&banner, b"RFB 003.008\n");
+        s.write_all(b"RFB 003.008\n").await.expect("version");
+        let count = s.read_u8().await.expect("security count");
+        let mut types = vec![0u8; usize::from(count)];
+        s.read_exact(&mut types).await.expect("security types");
+        assert!(types.contains(&1), "no security type None: {types:?}");
+        s.write_all(&[1]).await.expect("choose None");
+        assert_eq!(s.read_u32().await.expect("security result"), 0);
+        s.write_all(&[1]).await.expect("ClientInit, shared");
+        let (width, height) = (
+            s.read_u16().await.expect("w"),
+            s.read_u16().await.expect("h"),
+        );
+        let mut pixel_format = [0u8; 16];
+        s.read_exact(&mut pixel_format).await.expect("pixel format");
+        let name_len = s.read_u32().await.expect("name length");
+        let mut name = vec![0u8; name_len as usize];
+        s.read_exact(&mut name).await.expect("name");
+        let mut request = vec![3, 0, 0, 0, 0, 0];
+        request.extend_from_slice(&width.to_be_bytes());
+        request.extend_from_slice(&height.to_be_bytes());
+        s.write_all(&request)
+            .await
+            .expect("FramebufferUpdateRequest");
+        assert_eq!(
+            s.read_u8().await.expect("message type"),
+            0,
+            "FramebufferUpdate"
+        );
+        (width, height)
+    }
+
     #[tokio::test]
-    async fn x11vnc_is_used_only_through_its_own_socket_when_its_port_is_taken() {
+    async fn x11vnc_serves_rfb_on_its_private_unix_socket_and_no_tcp_port() {
         let (xvfb, x11vnc) = (Path::new("/usr/bin/Xvfb"), Path::new("/usr/bin/x11vnc"));
         if !xvfb.exists() || !x11vnc.exists() {
             assert!(
@@ -572,42 +577,76 @@ mod tests {
             run_dir: dir.path().to_owned(),
             ..DesktopConfig::default()
         };
+        // A symlink planted where the socket goes is replaced, its target left alone.
+        let planted = dir.path().join("planted-target");
+        std::fs::write(&planted, b"untouched").expect("target");
+        std::os::unix::fs::symlink(&planted, dir.path().join(VNC_SOCKET)).expect("plant");
         let display = start_display(&cfg).await.expect("xvfb");
-        // The first port handed to x11vnc is already another listener's.
-        let squatter = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        squatter.set_nonblocking(true).expect("nonblocking");
-        let squatted = squatter.local_addr().expect("addr").port();
-        let mut picks = 0;
-        let started = start_x11vnc_on(&cfg, x11vnc, display.number, || {
-            picks += 1;
-            if picks == 1 {
-                Ok(squatted)
-            } else {
-                free_loopback_port()
-            }
-        })
-        .await;
-        let connected_to_squatter = squatter.accept().is_ok();
+        let started = start_x11vnc(&cfg, x11vnc, display.number).await;
         let (child, target) = started.expect("x11vnc started");
-        let VncTarget::Tcp(addr) = target else {
-            panic!("{target:?}")
-        };
-        let holder = probe::port_holder(child.pid, addr.port());
+        let socket = dir.path().join(VNC_SOCKET);
+        let meta = std::fs::symlink_metadata(&socket).expect("socket");
+        let size = first_framebuffer_update(&socket).await;
+        let tcp = probe::tcp_listeners(child.pid);
         child.stop(cfg.stop_grace).await;
         display.child.stop(cfg.stop_grace).await;
-        // x11vnc, refused 127.0.0.1 on the squatted port, may listen on [::1] alone there;
-        // if that is seen first it is used, else x11vnc is moved to a second port. Either
-        // way the target is one of x11vnc's own sockets and the squatter got no connection.
-        assert!(picks <= 2, "{picks} ports picked");
-        assert_ne!(addr, std::net::SocketAddr::from(([127, 0, 0, 1], squatted)));
+        assert_eq!(target, VncTarget::Unix(socket.clone()));
+        use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+        assert!(meta.file_type().is_socket(), "{meta:?}");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(size, (cfg.screen.width, cfg.screen.height));
+        assert_eq!(tcp.expect("listeners"), vec![], "x11vnc listens on TCP");
+        assert_eq!(std::fs::read(&planted).expect("target"), b"untouched");
+    }
+
+    #[tokio::test]
+    async fn an_x11vnc_that_opens_a_tcp_port_is_refused_and_stopped() {
+        // A stand-in for an x11vnc build that ignores `-rfbportv6 0`: it serves RFB on the
+        // `-unixsock` path and also listens on a (loopback) TCP port.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let program = dir.path().join("x11vnc");
+        let pid_file = dir.path().join("x11vnc.pid");
+        std::fs::write(
+            &program,
+            format!(
+                "#!/usr/bin/python3\n\
+                 import os, socket, sys, time\n\
+                 open({pid_file:?}, 'w').write(str(os.getpid()))\n\
+                 tcp = socket.socket(); tcp.bind(('127.0.0.1', 0)); tcp.listen()\n\
+                 u = socket.socket(socket.AF_UNIX)\n\
+                 u.bind(sys.argv[sys.argv.index('-unixsock') + 1]); u.listen()\n\
+                 while True:\n\
+                 \x20   c, _ = u.accept(); c.sendall(b'RFB 003.008\\n'); c.recv(12)\n\
+                 \x20   c.sendall(bytes([1, 1])); c.close()\n"
+            ),
+        )
+        .expect("stand-in");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let run_dir = dir.path().join("run");
+        std::fs::create_dir(&run_dir).expect("run dir");
+        let cfg = DesktopConfig {
+            run_dir,
+            ..DesktopConfig::default()
+        };
+        let result = start_x11vnc(&cfg, &program, 99).await;
+        let pid: i32 = std::fs::read_to_string(&pid_file)
+            .expect("the stand-in ran")
+            .parse()
+            .expect("pid");
+        let Err(DesktopError::ProbeRejected {
+            child: "vnc",
+            reason,
+        }) = result
+        else {
+            panic!("not refused: {:?}", result.map(|(c, t)| (c.pid, t)));
+        };
         assert!(
-            matches!(&holder, Ok(probe::PortHolder::Process(own)) if *own == addr),
-            "{addr}: {holder:?}"
+            reason.starts_with("x11vnc listens on TCP 127.0.0.1:")
+                && reason.ends_with("; it must serve RFB on its Unix socket only"),
+            "{reason}"
         );
-        assert!(
-            !connected_to_squatter,
-            "the daemon probed the squatted port"
-        );
+        assert!(!pid_alive(pid), "the refused x11vnc still runs");
     }
 
     #[test]

@@ -33,8 +33,8 @@ pub enum DisplayBackend {
     /// TigerVNC's Xvnc: display and VNC server in one process, RFB on a 0600 Unix socket
     /// in the run dir and no TCP port at all. The default.
     Xvnc { xvnc: PathBuf },
-    /// Xvfb plus x11vnc on a free loopback port (`-localhost`: 127.0.0.1 and ::1 only),
-    /// used once the port's listener is one of x11vnc's own sockets.
+    /// Xvfb plus x11vnc, RFB on a 0600 Unix socket in the run dir (`-unixsock`) and no TCP
+    /// port: x11vnc is refused if it holds a TCP listener once it serves RFB.
     XvfbX11vnc { xvfb: PathBuf, x11vnc: PathBuf },
 }
 

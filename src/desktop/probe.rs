@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
 use super::DesktopError;
@@ -123,26 +123,61 @@ pub(crate) fn is_rfb_banner(banner: &[u8]) -> bool {
             .all(u8::is_ascii_digit)
 }
 
-async fn read_banner(mut stream: impl AsyncRead + Unpin) -> Result<(), DesktopError> {
+/// Longest security-failure reason read from a VNC server that refuses the probe.
+const MAX_RFB_REASON: u32 = 1024;
+
+/// What the probe answers to an RFB 3.7+ server, and to an older one.
+const RFB_38: &[u8; 12] = b"RFB 003.008\n";
+const RFB_33: &[u8; 12] = b"RFB 003.003\n";
+
+/// Goes through the RFB handshake up to the server's security offer, then hangs up. The
+/// banner alone proves little: a libvncserver that will not serve a client on its Unix
+/// socket (x11vnc with `-localhost`, or one built before libvncserver tolerated a failing
+/// `TCP_NODELAY`) sends the banner and closes the connection at once.
+async fn rfb_handshake(
+    mut stream: impl AsyncRead + AsyncWrite + Unpin,
+) -> Result<(), DesktopError> {
+    let io = |source| DesktopError::Probe {
+        child: "vnc",
+        source,
+    };
+    let rejected = |reason: String| DesktopError::ProbeRejected {
+        child: "vnc",
+        reason,
+    };
     let mut banner = [0u8; 12];
-    stream
-        .read_exact(&mut banner)
-        .await
-        .map_err(|source| DesktopError::Probe {
-            child: "vnc",
-            source,
-        })?;
-    if is_rfb_banner(&banner) {
-        Ok(())
-    } else {
-        Err(DesktopError::ProbeRejected {
-            child: "vnc",
-            reason: "not an RFB banner".into(),
-        })
+    stream.read_exact(&mut banner).await.map_err(io)?;
+    if !is_rfb_banner(&banner) {
+        return Err(rejected("not an RFB banner".into()));
     }
+    // 3.3 servers name one security type as a u32; 3.7 and 3.8 send a list.
+    let v3_3 = &banner[4..11] < b"003.007".as_slice();
+    stream
+        .write_all(if v3_3 { RFB_33 } else { RFB_38 })
+        .await
+        .map_err(io)?;
+    let offered = if v3_3 {
+        stream.read_u32().await.map_err(io)?
+    } else {
+        let count = stream.read_u8().await.map_err(io)?;
+        let mut types = vec![0u8; usize::from(count)];
+        stream.read_exact(&mut types).await.map_err(io)?;
+        u32::from(count)
+    };
+    if offered != 0 {
+        return Ok(());
+    }
+    // A refusal carries its reason.
+    let len = stream.read_u32().await.map_err(io)?;
+    let mut reason = vec![0u8; len.min(MAX_RFB_REASON) as usize];
+    stream.read_exact(&mut reason).await.map_err(io)?;
+    Err(rejected(format!(
+        "the VNC server refused the connection: {}",
+        String::from_utf8_lossy(&reason).escape_debug()
+    )))
 }
 
-/// Reads the RFB banner from the VNC server, then hangs up.
+/// Checks that the VNC server speaks RFB and serves a client up to its security offer.
 pub(crate) async fn rfb(target: &crate::relay::VncTarget) -> Result<(), DesktopError> {
     let io = |source| DesktopError::Probe {
         child: "vnc",
@@ -150,29 +185,17 @@ pub(crate) async fn rfb(target: &crate::relay::VncTarget) -> Result<(), DesktopE
     };
     match target {
         crate::relay::VncTarget::Tcp(addr) => {
-            read_banner(TcpStream::connect(addr).await.map_err(io)?).await
+            rfb_handshake(TcpStream::connect(addr).await.map_err(io)?).await
         }
         crate::relay::VncTarget::Unix(path) => {
-            read_banner(UnixStream::connect(path).await.map_err(io)?).await
+            rfb_handshake(UnixStream::connect(path).await.map_err(io)?).await
         }
     }
 }
 
-/// Who listens on TCP `port` in the network namespace of the process `pid`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum PortHolder {
-    /// `pid` itself, at this address (IPv4 preferred when it listens on both families).
-    Process(std::net::SocketAddr),
-    /// Another process: `pid` cannot bind the port.
-    Other,
-    Nobody,
-}
-
-/// Finds who listens on `port`, from `/proc/PID/fd` and `/proc/PID/net/tcp{,6}`: a socket
-/// of `pid` is `pid`'s, whatever answers on the port. A port picked for a child and
-/// released can be bound by another process before the child, and a probe of the port
-/// would then reach that process. Every listener of `pid` must be on loopback.
-pub(crate) fn port_holder(pid: u32, port: u16) -> Result<PortHolder, DesktopError> {
+/// The TCP listening sockets of the process `pid`, from `/proc/PID/fd` (its socket inodes)
+/// and `/proc/PID/net/tcp{,6}` (its network namespace's listeners).
+pub(crate) fn tcp_listeners(pid: u32) -> Result<Vec<std::net::SocketAddr>, DesktopError> {
     use procfs::process::{FDTarget, Process};
     let rejected = |reason: String| DesktopError::ProbeRejected {
         child: "vnc",
@@ -193,28 +216,11 @@ pub(crate) fn port_holder(pid: u32, port: u16) -> Result<PortHolder, DesktopErro
         .map_err(|e| rejected(format!("/proc/{pid}/net/tcp: {e}")))?;
     // No tcp6 table when the kernel has IPv6 off; then there are no IPv6 listeners either.
     table.extend(process.tcp6().unwrap_or_default());
-    table.retain(|entry| entry.state == procfs::net::TcpState::Listen);
-    let (own, others): (Vec<_>, Vec<_>) = table
-        .iter()
-        .partition(|entry| sockets.contains(&entry.inode));
-    if let Some(outside) = own.iter().find(|e| !e.local_address.ip().is_loopback()) {
-        return Err(rejected(format!(
-            "listens on {}, beyond loopback",
-            outside.local_address
-        )));
-    }
-    let on_port: Vec<std::net::SocketAddr> = own
-        .iter()
-        .map(|entry| entry.local_address)
-        .filter(|addr| addr.port() == port)
-        .collect();
-    Ok(
-        match on_port.iter().find(|a| a.is_ipv4()).or(on_port.first()) {
-            Some(addr) => PortHolder::Process(*addr),
-            None if others.iter().any(|e| e.local_address.port() == port) => PortHolder::Other,
-            None => PortHolder::Nobody,
-        },
-    )
+    Ok(table
+        .into_iter()
+        .filter(|e| e.state == procfs::net::TcpState::Listen && sockets.contains(&e.inode))
+        .map(|e| e.local_address)
+        .collect())
 }
 
 /// Parses `DevToolsActivePort`: the port on the first line, the browser target's path
@@ -355,20 +361,14 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// A real process that listens on `addr` port 0 (under `wrap`, e.g. in its own network
-    /// namespace) and prints the port.
-    fn listener_process(wrap: &[&str], addr: &str) -> (std::process::Child, u16) {
+    /// A real process that listens on `addr` port 0 and prints the port.
+    fn listener_process(addr: &str) -> (std::process::Child, u16) {
         use std::io::BufRead;
         let script = "import socket,sys,time\n\
                       s=socket.socket(); s.bind((sys.argv[1], 0)); s.listen()\n\
                       print(s.getsockname()[1], flush=True); time.sleep(60)";
-        let argv: Vec<&str> = wrap
-            .iter()
-            .copied()
-            .chain(["python3", "-c", script, addr])
-            .collect();
-        let mut child = std::process::Command::new(argv[0])
-            .args(&argv[1..])
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", script, addr])
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("spawn listener");
@@ -389,40 +389,79 @@ mod tests {
     }
 
     #[test]
-    fn port_holder_tells_the_process_from_another_and_from_nobody() {
-        let (listener, port) = listener_process(&[], "127.0.0.1");
+    fn tcp_listeners_are_the_process_own_only() {
+        let (listener, port) = listener_process("127.0.0.1");
         let bystander = std::process::Command::new("sleep")
             .arg("60")
             .spawn()
             .expect("sleep");
-        let own = port_holder(listener.id(), port);
-        let other = port_holder(bystander.id(), port);
+        let own = tcp_listeners(listener.id());
+        let other = tcp_listeners(bystander.id());
         stop(listener);
-        let nobody = port_holder(bystander.id(), port);
         stop(bystander);
         assert_eq!(
             own.expect("own"),
-            PortHolder::Process(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+            vec![std::net::SocketAddr::from(([127, 0, 0, 1], port))]
         );
-        assert_eq!(other.expect("other"), PortHolder::Other);
-        assert_eq!(nobody.expect("nobody"), PortHolder::Nobody);
+        assert_eq!(other.expect("other"), vec![]);
     }
 
-    #[test]
-    fn a_listener_beyond_loopback_is_refused() {
-        // 0.0.0.0 inside a network namespace of its own, which has only a loopback that is
-        // down: nothing outside can reach it, and /proc/PID/net/tcp shows it as 0.0.0.0.
-        let (child, port) = listener_process(
-            &["unshare", "--user", "--map-root-user", "--net"],
-            "0.0.0.0",
-        );
-        // Whatever port is asked about: any listener beyond loopback fails the child.
-        let found = port_holder(child.id(), port.wrapping_add(1));
-        stop(child);
-        let expected = format!("listens on 0.0.0.0:{port}, beyond loopback");
+    /// Runs the RFB probe against a server that writes `script` (and reads whatever the
+    /// probe sends), then closes.
+    async fn probe_against(script: Vec<u8>) -> Result<(), DesktopError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("vnc.sock");
+        let listener = tokio::net::UnixListener::bind(&path).expect("bind");
+        let server = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.expect("accept");
+            let (mut rx, mut tx) = conn.split();
+            let drain = async {
+                let mut sink = [0u8; 64];
+                while rx.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+            };
+            let write = async {
+                tx.write_all(&script).await.ok();
+                tx.shutdown().await.ok();
+            };
+            tokio::join!(drain, write);
+        });
+        let result = rfb(&crate::relay::VncTarget::Unix(path)).await;
+        server.abort();
+        result
+    }
+
+    #[tokio::test]
+    async fn rfb_probe_needs_the_security_offer_not_only_the_banner() {
+        let banner = b"RFB 003.008\n".to_vec();
+        // A server that serves clients: banner, then one security type (None).
+        assert!(probe_against([banner.clone(), vec![1, 1]].concat())
+            .await
+            .is_ok());
+        // An RFB 3.3 server names its one security type as a u32.
         assert!(
-            matches!(&found, Err(DesktopError::ProbeRejected { reason, .. }) if *reason == expected),
-            "{found:?}"
+            probe_against([b"RFB 003.003\n".to_vec(), vec![0, 0, 0, 1]].concat())
+                .await
+                .is_ok()
+        );
+        // The banner, then a hang-up: what x11vnc does to a client it will not serve.
+        let hung_up = probe_against(banner.clone()).await;
+        assert!(
+            matches!(&hung_up, Err(DesktopError::Probe { child: "vnc", .. })),
+            "{hung_up:?}"
+        );
+        // A refusal, with the server's reason.
+        let refused =
+            probe_against([banner, vec![0, 0, 0, 0, 7], b"go away".to_vec()].concat()).await;
+        assert!(
+            matches!(&refused, Err(DesktopError::ProbeRejected { reason, .. })
+                if reason == "the VNC server refused the connection: go away"),
+            "{refused:?}"
+        );
+        // Not RFB at all.
+        let http = probe_against(b"HTTP/1.1 200".to_vec()).await;
+        assert!(
+            matches!(&http, Err(DesktopError::ProbeRejected { reason, .. }) if reason == "not an RFB banner"),
+            "{http:?}"
         );
     }
 

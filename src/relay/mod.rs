@@ -89,7 +89,8 @@ pub enum RelayError {
 /// Where the desktop's VNC server listens. Only local targets are allowed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VncTarget {
-    /// A loopback TCP address (x11vnc `-localhost`).
+    /// A loopback TCP address (a VNC server with no Unix socket; both desktop backends
+    /// have one).
     Tcp(SocketAddr),
     /// A Unix socket (Xvnc `-rfbunixpath`).
     Unix(PathBuf),

@@ -130,38 +130,40 @@ async fn read_greeting<S: AsyncRead + Unpin>(s: &mut S, buf: &mut [u8; 12]) -> b
     ) && buf.starts_with(b"RFB 003.")
 }
 
-/// Xvfb + x11vnc on a loopback TCP port.
+/// Xvfb + x11vnc, on a loopback TCP port or on a Unix socket (as the daemon runs it).
 pub struct X11vnc {
     pub target: VncTarget,
     _vnc: Child,
     _xvfb: Child,
 }
 
-pub async fn start_x11vnc() -> X11vnc {
+/// x11vnc on a loopback port, or with `unix_dir` on `{unix_dir}/vnc.sock` and no TCP port.
+pub async fn start_x11vnc(unix_dir: Option<&Path>) -> X11vnc {
     let mut xvfb = std::process::Command::new("Xvfb");
     xvfb.args(["-screen", "0", "320x240x24", "-nolisten", "tcp"]);
     let (xvfb, display) = spawn_with_displayfd("Xvfb", xvfb);
-    let port = free_port();
-    let vnc = std::process::Command::new("x11vnc")
-        .args([
-            "-display",
-            &format!(":{display}"),
-            "-rfbport",
-            &port.to_string(),
-        ])
-        .args([
-            "-localhost",
-            "-nopw",
-            "-forever",
-            "-shared",
-            "-noxdamage",
-            "-quiet",
-        ])
+    let mut vnc = std::process::Command::new("x11vnc");
+    vnc.args(["-display", &format!(":{display}")]);
+    let target = match unix_dir {
+        Some(dir) => {
+            let sock = dir.join("vnc.sock");
+            vnc.arg("-unixsock")
+                .arg(&sock)
+                .args(["-rfbport", "0", "-rfbportv6", "0", "-noipv6"]);
+            VncTarget::unix(sock)
+        }
+        None => {
+            let port = free_port();
+            vnc.args(["-rfbport", &port.to_string(), "-localhost"]);
+            VncTarget::tcp(SocketAddr::from(([127, 0, 0, 1], port))).unwrap()
+        }
+    };
+    let vnc = vnc
+        .args(["-nopw", "-forever", "-shared", "-noxdamage", "-quiet"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn x11vnc");
-    let target = VncTarget::tcp(SocketAddr::from(([127, 0, 0, 1], port))).unwrap();
     wait_rfb(&target).await;
     X11vnc {
         target,
