@@ -560,6 +560,54 @@ async fn killed_display_restarts_everything() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_x11vnc_restarts_alone_on_its_socket() {
+    init_tracing();
+    if skip(&["/usr/bin/Xvfb", "/usr/bin/x11vnc", "/usr/bin/chromium"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(dir.path());
+    cfg.backend = DisplayBackend::XvfbX11vnc {
+        xvfb: "/usr/bin/Xvfb".into(),
+        x11vnc: "/usr/bin/x11vnc".into(),
+    };
+    let events = EventBus::new();
+    let mut rx = events.subscribe();
+    let desktop = Desktop::start(cfg, events, CancellationToken::new())
+        .await
+        .expect("start");
+    let before = desktop.pids();
+    sigkill(before.vnc.expect("x11vnc pid"));
+    let event = next_event(&mut rx, Duration::from_secs(60), |e| {
+        matches!(e, PlatformEvent::BrowserRestarted { .. })
+    })
+    .await;
+    assert!(
+        matches!(&event, PlatformEvent::BrowserRestarted { child, .. } if child == "vnc"),
+        "{event:?}"
+    );
+    let after = desktop.pids();
+    assert_ne!(after.vnc, before.vnc);
+    // The display and the agent's browser were left alone.
+    assert_eq!(
+        (after.display, after.chromium),
+        (before.display, before.chromium)
+    );
+    assert_eq!(
+        desktop.vnc_target(),
+        VncTarget::Unix(dir.path().join("run/vnc.sock"))
+    );
+    assert!(rfb_banner(&desktop.vnc_target())
+        .await
+        .starts_with(b"RFB 003."));
+    assert_eq!(
+        listening_tcp(after.vnc.expect("x11vnc pid")),
+        Vec::<String>::new()
+    );
+    shutdown_and_check(desktop).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn too_many_crashes_fail_the_desktop() {
     init_tracing();
     if skip(&["/usr/bin/Xvnc", "/usr/bin/chromium"]) {

@@ -87,8 +87,10 @@ pub(crate) struct Running {
     chromium: Option<(ChildHandle, CdpEndpoint)>,
 }
 
-/// How deep a restart goes: everything from this child on is restarted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// What a restart stops and starts again. The display takes everything on it along;
+/// x11vnc and Chromium are independent clients of the display, each restarted alone (a
+/// VNC server's crash does not cost the agent its browser, nor the browser's the viewer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Level {
     Display,
     Vnc,
@@ -132,12 +134,14 @@ impl Running {
         })
     }
 
-    /// Stops every child at `level` or after it, last-started first.
-    async fn stop_from(&mut self, level: Level, grace: Duration) {
-        if let Some((child, _)) = self.chromium.take() {
-            child.stop(grace).await;
+    /// Stops what a restart at `level` replaces, last-started first.
+    async fn stop_for(&mut self, level: Level, grace: Duration) {
+        if matches!(level, Level::Display | Level::Chromium) {
+            if let Some((child, _)) = self.chromium.take() {
+                child.stop(grace).await;
+            }
         }
-        if level <= Level::Vnc {
+        if matches!(level, Level::Display | Level::Vnc) {
             if let Some((child, _)) = self.x11vnc.take() {
                 child.stop(grace).await;
             }
@@ -150,7 +154,7 @@ impl Running {
     }
 
     pub(crate) async fn stop_all(&mut self, grace: Duration) {
-        self.stop_from(Level::Display, grace).await;
+        self.stop_for(Level::Display, grace).await;
     }
 }
 
@@ -226,7 +230,7 @@ impl Supervisor {
                     _ = self.cancel.cancelled() => break 'supervise,
                     _ = tokio::time::sleep(backoff) => {}
                 }
-                self.running.stop_from(level, self.cfg.stop_grace).await;
+                self.running.stop_for(level, self.cfg.stop_grace).await;
                 // A start abandoned on cancellation drops its child handle, which kills it.
                 let started = tokio::select! {
                     _ = self.cancel.cancelled() => break 'supervise,
