@@ -146,7 +146,8 @@ pub struct CommonArgs {
     )]
     pub chromium_args: Vec<String>,
 
-    /// Directory for the desktop's sockets and Chromium's HOME.
+    /// Directory for the desktop's sockets and Chromium's HOME (at most 98 bytes: the VNC
+    /// socket's path in it must fit a Unix socket address).
     #[arg(
         long,
         env = "GREXAL_DESKTOP_RUN_DIR",

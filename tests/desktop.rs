@@ -942,3 +942,46 @@ async fn non_empty_profile_of_another_user_is_refused() {
     let meta = std::fs::metadata(&cfg.profile_dir).expect("profile");
     assert_eq!(meta.uid(), NOBODY);
 }
+
+#[tokio::test]
+async fn a_run_dir_too_long_for_the_vnc_socket_is_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(dir.path());
+    // 107 bytes is the longest socket path; the run dir leaves one byte too few.
+    let base = dir.path().display().to_string();
+    let pad = 107 - "/vnc.sock".len() - base.len();
+    cfg.run_dir = dir.path().join("r".repeat(pad));
+    // Programs that do not exist: a start that got as far as spawning would fail otherwise.
+    cfg.backend = DisplayBackend::Xvnc {
+        xvnc: dir.path().join("no-xvnc"),
+    };
+    let err = Desktop::start(cfg.clone(), EventBus::new(), CancellationToken::new())
+        .await
+        .expect_err("must refuse");
+    let socket = cfg.run_dir.join("vnc.sock");
+    assert!(
+        matches!(&err, DesktopError::SocketPathTooLong { path, len: 108, max: 107 } if *path == socket),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("--desktop-run-dir"),
+        "the message names the flag: {err}"
+    );
+    assert!(!cfg.run_dir.exists(), "the run dir was created");
+
+    // One byte shorter fits, and the start goes on (to the missing Xvnc).
+    cfg.run_dir = dir.path().join("r".repeat(pad - 1));
+    let err = Desktop::start(cfg, EventBus::new(), CancellationToken::new())
+        .await
+        .expect_err("no xvnc");
+    assert!(
+        matches!(
+            &err,
+            DesktopError::Spawn {
+                child: "display",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}

@@ -89,7 +89,7 @@ pub(crate) async fn start_display(cfg: &DesktopConfig) -> Result<Display, Deskto
     let (w, h, depth) = (cfg.screen.width, cfg.screen.height, cfg.screen.depth);
     let (name, mut cmd, vnc) = match &cfg.backend {
         DisplayBackend::Xvnc { xvnc } => {
-            let socket = cfg.run_dir.join(VNC_SOCKET);
+            let socket = vnc_socket(cfg)?;
             remove_if_exists(&socket)?;
             let mut cmd = base_command(cfg, xvnc);
             cmd.args([
@@ -210,6 +210,23 @@ async fn read_display_number(read: OwnedFd) -> Result<u32, DesktopError> {
 
 /// The RFB socket's name in the run dir; each backend has one VNC server, so they share it.
 const VNC_SOCKET: &str = "vnc.sock";
+/// Longest Unix socket path: `sun_path` is 108 bytes, NUL included.
+const MAX_SOCKET_PATH: usize = 107;
+
+/// The RFB socket's path, checked to fit a socket address: the VNC server would otherwise
+/// fail to bind it, and the start would end in a probe timeout that names no cause.
+pub(crate) fn vnc_socket(cfg: &DesktopConfig) -> Result<PathBuf, DesktopError> {
+    let path = cfg.run_dir.join(VNC_SOCKET);
+    let len = path.as_os_str().len();
+    if len > MAX_SOCKET_PATH {
+        return Err(DesktopError::SocketPathTooLong {
+            path,
+            len,
+            max: MAX_SOCKET_PATH,
+        });
+    }
+    Ok(path)
+}
 
 /// Starts x11vnc serving RFB on a Unix socket in the run dir (Xvfb backend only).
 ///
@@ -222,7 +239,7 @@ pub(crate) async fn start_x11vnc(
     x11vnc: &Path,
     display: u32,
 ) -> Result<(ChildHandle, VncTarget), DesktopError> {
-    let socket = cfg.run_dir.join(VNC_SOCKET);
+    let socket = vnc_socket(cfg)?;
     remove_if_exists(&socket)?;
     let mut cmd = base_command(cfg, x11vnc);
     cmd.args(["-display", &format!(":{display}"), "-unixsock"])

@@ -265,6 +265,12 @@ pub enum DesktopError {
     /// A non-empty desktop directory owned by another user than `run_as`.
     #[error("{dir} belongs to uid {owner}, not to the desktop's user {user}, and is not empty")]
     ForeignDir { dir: PathBuf, owner: u32, user: u32 },
+    #[error("the VNC socket path {path} is {len} bytes; a Unix socket path holds at most {max} (shorten --desktop-run-dir)")]
+    SocketPathTooLong {
+        path: PathBuf,
+        len: usize,
+        max: usize,
+    },
     #[error("{what}")]
     Io {
         what: &'static str,
@@ -296,6 +302,7 @@ impl DesktopError {
             | DesktopError::Cdp { .. }
             | DesktopError::NoPage => "chromium",
             DesktopError::Io { .. }
+            | DesktopError::SocketPathTooLong { .. }
             | DesktopError::ForeignDir { .. }
             | DesktopError::Failed { .. } => "desktop",
         }
@@ -334,6 +341,8 @@ impl Desktop {
         let span = tracing::info_span!("desktop");
         let started = tokio::time::Instant::now();
         let (status_tx, status) = watch::channel(DesktopStatus::Starting);
+        // Checked before anything is created or spawned.
+        launch::vnc_socket(&cfg)?;
         supervisor::prepare_dirs(&cfg)?;
         // Once, not per restart: a restarted Chromium keeps the mode it started with.
         cfg.chromium_sandbox = launch::resolve_chromium_sandbox(&cfg)
