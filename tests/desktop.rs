@@ -226,6 +226,14 @@ async fn shutdown_and_check(desktop: Desktop) {
     }
 }
 
+/// The Xvfb + x11vnc backend with Debian's binaries.
+fn xvfb_x11vnc() -> DisplayBackend {
+    DisplayBackend::XvfbX11vnc {
+        xvfb: "/usr/bin/Xvfb".into(),
+        x11vnc: "/usr/bin/x11vnc".into(),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn xvnc_desktop_starts_serves_cdp_and_vnc_on_loopback_only() {
     init_tracing();
@@ -327,10 +335,7 @@ async fn xvfb_x11vnc_backend_serves_rfb_on_a_unix_socket_and_no_tcp_port() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfg = config(dir.path());
-    cfg.backend = DisplayBackend::XvfbX11vnc {
-        xvfb: "/usr/bin/Xvfb".into(),
-        x11vnc: "/usr/bin/x11vnc".into(),
-    };
+    cfg.backend = xvfb_x11vnc();
     let started = Instant::now();
     let desktop = Desktop::start(cfg, EventBus::new(), CancellationToken::new())
         .await
@@ -567,10 +572,7 @@ async fn killed_x11vnc_restarts_alone_on_its_socket() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfg = config(dir.path());
-    cfg.backend = DisplayBackend::XvfbX11vnc {
-        xvfb: "/usr/bin/Xvfb".into(),
-        x11vnc: "/usr/bin/x11vnc".into(),
-    };
+    cfg.backend = xvfb_x11vnc();
     let events = EventBus::new();
     let mut rx = events.subscribe();
     let desktop = Desktop::start(cfg, events, CancellationToken::new())
@@ -784,10 +786,7 @@ async fn xvfb_x11vnc_desktop_runs_as_an_unprivileged_user() {
     }
     let dir = traversable_tempdir();
     let mut cfg = config(dir.path());
-    cfg.backend = DisplayBackend::XvfbX11vnc {
-        xvfb: "/usr/bin/Xvfb".into(),
-        x11vnc: "/usr/bin/x11vnc".into(),
-    };
+    cfg.backend = xvfb_x11vnc();
     cfg.run_as = Some(NOBODY_USER);
     check_runs_as_nobody(cfg, dir.path()).await;
 }
