@@ -301,6 +301,8 @@ fn browser_login_takeover_end_to_end() {
 /// viewer is served on loopback and, while a takeover is live, its URL (with the token) is
 /// in a 0600 file, never in the log; the developer opens it, logs in through the live view
 /// and presses "I've logged in" (round 1), or the success condition ends it (round 2).
+/// On Xvfb + x11vnc, the other display backend (the other tests run Xvnc), as a
+/// developer's machine is likelier to have: the whole cycle through x11vnc's Unix socket.
 #[test]
 fn dev_serves_the_takeover_viewer_on_loopback() {
     if skip_without_tools() {
@@ -309,7 +311,12 @@ fn dev_serves_the_takeover_viewer_on_loopback() {
     let _one = serial();
     let site = LoginSite::start();
     let agent = repo().join("tests/agents/takeover_agent.py");
-    let mut d = E2eDaemon::start_as(Mode::Dev, &site, Some(&agent));
+    let mut d = E2eDaemon::start_as(
+        Mode::Dev,
+        &site,
+        Some(&agent),
+        &["--display-backend", "xvfb"],
+    );
     write(&d.go_file, "go", 0o644);
     d.agent_event("browser", LONG);
     let home = d.path("viewer-home");
@@ -360,6 +367,14 @@ fn dev_serves_the_takeover_viewer_on_loopback() {
     assert!(!url_file.exists(), "the URL file outlived the takeovers");
     let log = d.log_text();
     assert!(log.contains("dev: takeover viewer listening"), "{log}");
+    // x11vnc (only it logs "vnc ready"; Xvnc is the display) on its Unix socket.
+    let socket = d.path("desktop/vnc.sock");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("vnc ready")
+                && l.contains(&format!("target=unix:{}", socket.display()))),
+        "{log}"
+    );
     assert!(log.contains("open the viewer URL in the file"), "{log}");
     for token in &tokens {
         assert!(token.len() >= 22, "{token}");

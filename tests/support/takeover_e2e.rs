@@ -49,6 +49,8 @@ pub fn skip_without_tools() -> bool {
     let tools = [
         PathBuf::from("/usr/bin/chromium"),
         PathBuf::from("/usr/bin/Xvnc"),
+        PathBuf::from("/usr/bin/Xvfb"),
+        PathBuf::from("/usr/bin/x11vnc"),
         PathBuf::from("/usr/share/novnc/core/rfb.js"),
         modules,
     ];
@@ -135,10 +137,16 @@ impl E2eDaemon {
     /// `agent`: the Python agent's file and its arguments after SITE and GO_FILE; `None`
     /// runs no agent (the test plays the agent on the socket).
     pub fn start(site: &LoginSite, agent: Option<&Path>) -> E2eDaemon {
-        Self::start_as(Mode::Run, site, agent)
+        Self::start_as(Mode::Run, site, agent, &[])
     }
 
-    pub fn start_as(mode: Mode, site: &LoginSite, agent: Option<&Path>) -> E2eDaemon {
+    /// `extra`: more daemon flags (e.g. another display backend).
+    pub fn start_as(
+        mode: Mode,
+        site: &LoginSite,
+        agent: Option<&Path>,
+        extra: &[&str],
+    ) -> E2eDaemon {
         let dir = open_tempdir();
         let p = |name: &str| dir.path().join(name);
         write(
@@ -184,7 +192,8 @@ impl E2eDaemon {
             .arg("--desktop-run-dir")
             .arg(p("desktop"))
             .arg(format!("--chromium-arg={CHROMIUM_ARG}"))
-            .args(["--log", "info,grexal_sidecar=debug"]);
+            .args(["--log", "info,grexal_sidecar=debug"])
+            .args(extra);
         let go_file = p("go");
         if let Some(agent) = agent {
             // Beside it, the example agent's client, which it imports.
