@@ -73,6 +73,28 @@ async fn static_routes_confine_novnc_and_serve_the_page() {
     assert_eq!(headers["x-frame-options"], "DENY");
     let html = String::from_utf8_lossy(&body);
     assert!(!html.contains(&fake.control_token) && !html.contains(&fake.view_token));
+    // noVNC's modules are listed for preloading, rfb.js's imports down to pako's, each one
+    // a file the page's own path serves.
+    let preloaded: Vec<&str> = html
+        .lines()
+        .filter_map(|l| l.strip_prefix("<link rel=\"modulepreload\" href=\""))
+        .filter_map(|l| l.strip_suffix("\">"))
+        .collect();
+    for module in [
+        "novnc/core/rfb.js",
+        "novnc/core/util/logging.js",
+        "novnc/core/decoders/tight.js",
+        "novnc/vendor/pako/lib/zlib/inflate.js",
+        "novnc/vendor/pako/lib/zlib/inffast.js",
+    ] {
+        assert!(preloaded.contains(&module), "{module} not in {preloaded:?}");
+    }
+    assert!(!html.contains("<!-- noVNC's modules -->"), "the marker was left in");
+    for module in &preloaded {
+        let (status, headers, _) = raw_get(&base, &format!("/takeover/{module}")).await;
+        assert_eq!(status, 200, "{module}");
+        assert_eq!(headers["content-type"], "text/javascript; charset=utf-8");
+    }
     for bad in [
         "/takeover/a.b",
         "/takeover/a%20b",
@@ -301,4 +323,61 @@ async fn viewer_end_to_end() {
     assert_eq!(fake.calls("cancel"), 1);
     let v: Value = h.result.clone();
     assert_eq!(v["page"]["overlay_title"], "Login cancelled");
+}
+
+/// Over a link with a 50 ms round trip (a proxy that delays every chunk 25 ms each way):
+/// the page goes live with real pixels and "I've logged in" still completes. Prints how
+/// long the page took from opening to the first real pixels, and how many connections the
+/// browser opened (`docs/performance.md`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewer_goes_live_over_a_slow_link() {
+    let modules = repo().join("tests/e2e/node_modules/playwright-core");
+    let modules = modules.to_str().expect("utf-8 path");
+    if !tools_present(&[
+        "/usr/bin/chromium",
+        "/usr/bin/Xvnc",
+        "/usr/bin/node",
+        "/usr/bin/xmessage",
+        NOVNC_RFB,
+        modules,
+    ]) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).expect("home");
+    let mut x = tokio::task::block_in_place(|| Xvnc::start(dir.path()));
+    let xmsg_out = dir.path().join("xmessage.out");
+    let _xmsg = tokio::task::block_in_place(|| x.xmessage("Slow link", &xmsg_out));
+    let fake = Fake::new(&x.socket);
+    let base = fake.serve().await;
+    let (slow, connections) = slow_link(&base, Duration::from_millis(25)).await;
+    let actions = json!([
+        {"type": "complete"},
+        {"type": "wait_state", "state": "ended"},
+    ]);
+    let h = run_harness(
+        &home,
+        &format!("{slow}/takeover/{}#token={}", fake.id, fake.control_token),
+        &shot("slow-link"),
+        Some(actions),
+        "live",
+    )
+    .await;
+    if !h.ok {
+        eprintln!("Xvnc log:\n{}", x.log_tail());
+    }
+    assert_ok(&h, "slow link");
+    let first_pixels = h.result["first_pixels_ms"]
+        .as_u64()
+        .expect("first_pixels_ms");
+    eprintln!(
+        "e2e figure: 50 ms round trip: page open -> first real pixels {first_pixels} ms, {} connections",
+        connections.load(std::sync::atomic::Ordering::SeqCst)
+    );
+    assert_eq!(
+        (h.result["state"].as_str(), h.result["outcome"].as_str()),
+        (Some("ended"), Some("completed"))
+    );
+    assert_eq!(fake.calls("complete"), 1);
 }

@@ -5,7 +5,8 @@
 //!
 //! | route                              | what                                              |
 //! |------------------------------------|---------------------------------------------------|
-//! | `GET /takeover/{id}`               | the page (`page.html`), strict CSP, `no-store`    |
+//! | `GET /takeover/{id}`               | the page (`page.html`, noVNC's modules listed for |
+//! |                                    | `modulepreload`), strict CSP, `no-store`          |
 //! | `GET /takeover/assets/viewer.js`   | the page's script (embedded)                      |
 //! | `GET /takeover/assets/viewer.css`  | the page's styles (embedded)                      |
 //! | `GET /takeover/novnc/{*path}`      | noVNC's files, confined under `novnc_dir`         |
@@ -15,6 +16,7 @@
 //! from the page's own path, so the viewer also works behind a path prefix.
 
 mod novnc;
+mod preload;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -100,13 +102,43 @@ impl IntoResponse for ViewerError {
     }
 }
 
+/// Where `page.html` takes the `modulepreload` links of noVNC's modules.
+const PRELOAD_MARKER: &str = "<!-- noVNC's modules -->\n";
+
 struct Viewer {
     cfg: ViewerConfig,
+    /// The page with noVNC's modules listed, made on first request: the daemon reads no
+    /// noVNC file unless a viewer is opened.
+    page: tokio::sync::OnceCell<bytes::Bytes>,
+}
+
+impl Viewer {
+    async fn page(&self) -> bytes::Bytes {
+        let (root, max) = (self.cfg.novnc_dir.clone(), self.cfg.max_file_bytes);
+        self.page
+            .get_or_init(|| async move {
+                // Blocking file reads, off the async workers. If they fail, the page is
+                // served without the list: slower to load, the same otherwise.
+                let modules =
+                    tokio::task::spawn_blocking(move || preload::module_graph(&root, max))
+                        .await
+                        .unwrap_or_default();
+                tracing::debug!(modules = modules.len(), "viewer: noVNC modules to preload");
+                PAGE_HTML
+                    .replacen(PRELOAD_MARKER, &preload::links(&modules), 1)
+                    .into()
+            })
+            .await
+            .clone()
+    }
 }
 
 /// The viewer's routes, to be merged into the control listener's router.
 pub fn routes<S: Clone + Send + Sync + 'static>(cfg: ViewerConfig) -> Router<S> {
-    let viewer = Arc::new(Viewer { cfg });
+    let viewer = Arc::new(Viewer {
+        cfg,
+        page: tokio::sync::OnceCell::new(),
+    });
     Router::new()
         .route("/takeover/{id}", get(page))
         .route(
@@ -143,13 +175,13 @@ fn security_headers(resp: &mut Response) {
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
 }
 
-async fn page(Path(id): Path<String>) -> Response {
+async fn page(State(viewer): State<Arc<Viewer>>, Path(id): Path<String>) -> Response {
     if !valid_id(&id) {
         return ViewerError::NotFound.into_response();
     }
     let mut resp = (
         [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        PAGE_HTML,
+        viewer.page().await,
     )
         .into_response();
     security_headers(&mut resp);

@@ -81,7 +81,11 @@ pub async fn read(root: &Path, path: &str, max_bytes: u64) -> Result<File, Viewe
     })
 }
 
-fn read_confined(root: &Path, rel: &Path, max_bytes: u64) -> Result<Vec<u8>, ViewerError> {
+pub(super) fn read_confined(
+    root: &Path,
+    rel: &Path,
+    max_bytes: u64,
+) -> Result<Vec<u8>, ViewerError> {
     let not_found_or = |e: std::io::Error| match e.kind() {
         std::io::ErrorKind::NotFound
         | std::io::ErrorKind::NotADirectory

@@ -389,12 +389,9 @@ async function main() {
   $('btn-complete').addEventListener('click', () => answer('complete'));
   $('btn-cancel').addEventListener('click', () => answer('cancel'));
 
-  try {
-    page.RFB = (await import('../novnc/core/rfb.js')).default;
-  } catch (_) {
-    fail('The viewer could not load', 'The remote-screen component is missing on the sandbox.');
-    return;
-  }
+  // noVNC's modules and the session at once: over a real link each costs round trips.
+  const loading = import('../novnc/core/rfb.js');
+  loading.catch(() => { /* reported below, once the session is known */ });
   let r;
   try {
     r = await fetchSession();
@@ -405,6 +402,12 @@ async function main() {
   if (!r) return;
   renderSession(r.body);
   startTimer(r.body, r.date);
+  try {
+    page.RFB = (await loading).default;
+  } catch (_) {
+    fail('The viewer could not load', 'The remote-screen component is missing on the sandbox.');
+    return;
+  }
   connect();
 }
 

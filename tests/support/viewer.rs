@@ -613,3 +613,64 @@ pub async fn raw_get(base: &str, path: &str) -> (u16, HashMap<String, String>, V
         .collect();
     (status, headers, raw[split + 4..].to_vec())
 }
+
+/// A TCP proxy on loopback in front of `upstream` that delivers every chunk `one_way` after
+/// it was read, in each direction, in order: a link with that much latency and no bandwidth
+/// limit (this kernel has no netem). Returns its `http://` base and a count of the
+/// connections the browser opened through it.
+pub async fn slow_link(upstream: &str, one_way: Duration) -> (String, Arc<AtomicUsize>) {
+    let upstream = upstream
+        .strip_prefix("http://")
+        .expect("http base")
+        .to_owned();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                continue;
+            };
+            let _ = client.set_nodelay(true);
+            let _ = server.set_nodelay(true);
+            let (client_r, client_w) = client.into_split();
+            let (server_r, server_w) = server.into_split();
+            tokio::spawn(delayed_copy(client_r, server_w, one_way));
+            tokio::spawn(delayed_copy(server_r, client_w, one_way));
+        }
+    });
+    (format!("http://{addr}"), connections)
+}
+
+async fn delayed_copy(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay: Duration,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let writer = tokio::spawn(async move {
+        while let Some((due, bytes)) = rx.recv().await {
+            tokio::time::sleep_until(due).await;
+            if to.write_all(&bytes).await.is_err() {
+                return;
+            }
+        }
+        let _ = to.shutdown().await;
+    });
+    let mut buf = vec![0u8; 64 * 1024];
+    while let Ok(n) = from.read(&mut buf).await {
+        if n == 0
+            || tx
+                .send((tokio::time::Instant::now() + delay, buf[..n].to_vec()))
+                .is_err()
+        {
+            break;
+        }
+    }
+    drop(tx);
+    let _ = writer.await;
+}
