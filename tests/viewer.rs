@@ -89,7 +89,10 @@ async fn static_routes_confine_novnc_and_serve_the_page() {
     ] {
         assert!(preloaded.contains(&module), "{module} not in {preloaded:?}");
     }
-    assert!(!html.contains("<!-- noVNC's modules -->"), "the marker was left in");
+    assert!(
+        !html.contains("<!-- noVNC's modules -->"),
+        "the marker was left in"
+    );
     for module in &preloaded {
         let (status, headers, _) = raw_get(&base, &format!("/takeover/{module}")).await;
         assert_eq!(status, 200, "{module}");
