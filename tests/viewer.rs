@@ -135,28 +135,54 @@ fn states(h: &Harness) -> Vec<String> {
         .unwrap_or_default()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn viewer_end_to_end() {
+/// A real Xvnc showing an xmessage window (real pixels for noVNC to draw), and a home for
+/// the headless browser.
+struct Desk {
+    dir: tempfile::TempDir,
+    home: std::path::PathBuf,
+    x: Xvnc,
+    xmsg: usize,
+}
+
+/// Starts a [`Desk`]; `None` when a tool (the common ones and `extra`) is missing outside CI.
+/// Blocks: call from a multi-thread runtime.
+fn desk(text: &str, extra: &[&str]) -> Option<Desk> {
     let modules = repo().join("tests/e2e/node_modules/playwright-core");
     let modules = modules.to_str().expect("utf-8 path");
-    if !tools_present(&[
+    let mut tools = vec![
         "/usr/bin/chromium",
         "/usr/bin/Xvnc",
         "/usr/bin/node",
         "/usr/bin/xmessage",
-        "/usr/bin/xdotool",
         NOVNC_RFB,
         modules,
-    ]) {
-        return;
+    ];
+    tools.extend_from_slice(extra);
+    if !tools_present(&tools) {
+        return None;
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let home = dir.path().join("home");
     std::fs::create_dir_all(&home).expect("home");
-    let mut x = tokio::task::block_in_place(|| Xvnc::start(dir.path()));
-    let xmsg_out = dir.path().join("xmessage.out");
-    let xmsg =
-        tokio::task::block_in_place(|| x.xmessage("Please sign in to Example Bank", &xmsg_out));
+    tokio::task::block_in_place(|| {
+        let mut x = Xvnc::start(dir.path());
+        let xmsg_out = dir.path().join("xmessage.out");
+        let xmsg = x.xmessage(text, &xmsg_out);
+        Some(Desk { dir, home, x, xmsg })
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewer_end_to_end() {
+    let Some(Desk {
+        dir,
+        home,
+        mut x,
+        xmsg,
+    }) = desk("Please sign in to Example Bank", &["/usr/bin/xdotool"])
+    else {
+        return;
+    };
     let report = |what: &str, h: &Harness, x: &Xvnc| {
         eprintln!("{what}: {}", h.result);
         if !h.ok {
@@ -334,24 +360,12 @@ async fn viewer_end_to_end() {
 /// browser opened (`docs/performance.md`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewer_goes_live_over_a_slow_link() {
-    let modules = repo().join("tests/e2e/node_modules/playwright-core");
-    let modules = modules.to_str().expect("utf-8 path");
-    if !tools_present(&[
-        "/usr/bin/chromium",
-        "/usr/bin/Xvnc",
-        "/usr/bin/node",
-        "/usr/bin/xmessage",
-        NOVNC_RFB,
-        modules,
-    ]) {
+    let Some(Desk {
+        dir: _dir, home, x, ..
+    }) = desk("Slow link", &[])
+    else {
         return;
-    }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let home = dir.path().join("home");
-    std::fs::create_dir_all(&home).expect("home");
-    let mut x = tokio::task::block_in_place(|| Xvnc::start(dir.path()));
-    let xmsg_out = dir.path().join("xmessage.out");
-    let _xmsg = tokio::task::block_in_place(|| x.xmessage("Slow link", &xmsg_out));
+    };
     let fake = Fake::new(&x.socket);
     let base = fake.serve().await;
     let (slow, connections) = slow_link(&base, Duration::from_millis(25)).await;
