@@ -169,6 +169,7 @@ pub(crate) async fn start_display(cfg: &DesktopConfig) -> Result<Display, Deskto
         )
         .await;
         or_stop(&child, cfg.stop_grace, rfb).await?;
+        or_stop(&child, cfg.stop_grace, socket_is_own(&child, target)).await?;
     }
     info!(
         child = name,
@@ -228,6 +229,25 @@ pub(crate) fn vnc_socket(cfg: &DesktopConfig) -> Result<PathBuf, DesktopError> {
     Ok(path)
 }
 
+/// Fails unless the VNC server's socket, which has just answered the probe, is `child`'s.
+fn socket_is_own(child: &ChildHandle, target: &VncTarget) -> Result<(), DesktopError> {
+    let VncTarget::Unix(path) = target else {
+        return Ok(());
+    };
+    if probe::owns_unix_socket(child.pid, path)? {
+        return Ok(());
+    }
+    Err(DesktopError::ProbeRejected {
+        child: "vnc",
+        reason: format!(
+            "{} was bound by another process, not by {} (pid {})",
+            path.display(),
+            child.name,
+            child.pid
+        ),
+    })
+}
+
 /// Starts x11vnc serving RFB on a Unix socket in the run dir (Xvfb backend only).
 ///
 /// A Unix socket, not a loopback port: only the desktop's user (and root) can connect to
@@ -269,6 +289,7 @@ pub(crate) async fn start_x11vnc(
     )
     .await;
     or_stop(&child, cfg.stop_grace, probed).await?;
+    or_stop(&child, cfg.stop_grace, socket_is_own(&child, &target)).await?;
     // Its listeners are all set up before it serves a client, so this is the final list:
     // a build that opens a TCP port anyway is refused rather than trusted.
     let tcp = or_stop(&child, cfg.stop_grace, probe::tcp_listeners(pid)).await?;
@@ -664,6 +685,64 @@ mod tests {
             "{reason}"
         );
         assert!(!pid_alive(pid), "the refused x11vnc still runs");
+    }
+
+    #[tokio::test]
+    async fn a_vnc_socket_bound_by_another_process_is_refused() {
+        // A stand-in for x11vnc whose socket path another process (here its own forked
+        // child, which answers like a VNC server) binds instead of it.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let program = dir.path().join("x11vnc");
+        let pids = dir.path().join("pids");
+        std::fs::write(
+            &program,
+            format!(
+                "#!/usr/bin/python3\n\
+                 import os, socket, sys, time\n\
+                 path = sys.argv[sys.argv.index('-unixsock') + 1]\n\
+                 child = os.fork()\n\
+                 if child == 0:\n\
+                 \x20   u = socket.socket(socket.AF_UNIX); u.bind(path); u.listen()\n\
+                 \x20   while True:\n\
+                 \x20       c, _ = u.accept(); c.sendall(b'RFB 003.008\\n'); c.recv(12)\n\
+                 \x20       c.sendall(bytes([1, 1])); c.close()\n\
+                 open({pids:?}, 'w').write(f'{{os.getpid()}} {{child}}')\n\
+                 time.sleep(60)\n"
+            ),
+        )
+        .expect("stand-in");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let run_dir = dir.path().join("run");
+        std::fs::create_dir(&run_dir).expect("run dir");
+        let cfg = DesktopConfig {
+            run_dir: run_dir.clone(),
+            ..DesktopConfig::default()
+        };
+        let result = start_x11vnc(&cfg, &program, 99).await;
+        let pids = std::fs::read_to_string(&pids).expect("the stand-in ran");
+        let (own, squatter) = pids.split_once(' ').expect("two pids");
+        let (own, squatter): (i32, i32) =
+            (own.parse().expect("pid"), squatter.parse().expect("pid"));
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(squatter),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let Err(DesktopError::ProbeRejected {
+            child: "vnc",
+            reason,
+        }) = result
+        else {
+            panic!("not refused: {:?}", result.map(|(c, t)| (c.pid, t)));
+        };
+        assert_eq!(
+            reason,
+            format!(
+                "{} was bound by another process, not by vnc (pid {own})",
+                run_dir.join(VNC_SOCKET).display()
+            )
+        );
+        assert!(!pid_alive(own), "the refused x11vnc still runs");
     }
 
     #[test]

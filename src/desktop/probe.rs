@@ -193,27 +193,52 @@ pub(crate) async fn rfb(target: &crate::relay::VncTarget) -> Result<(), DesktopE
     }
 }
 
-/// The TCP listening sockets of the process `pid`, from `/proc/PID/fd` (its socket inodes)
-/// and `/proc/PID/net/tcp{,6}` (its network namespace's listeners).
-pub(crate) fn tcp_listeners(pid: u32) -> Result<Vec<std::net::SocketAddr>, DesktopError> {
-    use procfs::process::{FDTarget, Process};
-    let rejected = |reason: String| DesktopError::ProbeRejected {
+fn vnc_rejected(reason: String) -> DesktopError {
+    DesktopError::ProbeRejected {
         child: "vnc",
         reason,
-    };
-    let pid = i32::try_from(pid).map_err(|_| rejected(format!("pid {pid} out of range")))?;
-    let process = Process::new(pid).map_err(|e| rejected(format!("/proc/{pid}: {e}")))?;
-    let sockets: std::collections::HashSet<u64> = process
+    }
+}
+
+/// The process `pid` and the inodes of its sockets, from `/proc/PID/fd`.
+fn process_sockets(
+    pid: u32,
+) -> Result<(procfs::process::Process, std::collections::HashSet<u64>), DesktopError> {
+    use procfs::process::{FDTarget, Process};
+    let pid = i32::try_from(pid).map_err(|_| vnc_rejected(format!("pid {pid} out of range")))?;
+    let process = Process::new(pid).map_err(|e| vnc_rejected(format!("/proc/{pid}: {e}")))?;
+    let sockets = process
         .fd()
-        .map_err(|e| rejected(format!("/proc/{pid}/fd: {e}")))?
+        .map_err(|e| vnc_rejected(format!("/proc/{pid}/fd: {e}")))?
         .filter_map(|fd| match fd.ok()?.target {
             FDTarget::Socket(inode) => Some(inode),
             _ => None,
         })
         .collect();
+    Ok((process, sockets))
+}
+
+/// Whether the socket bound at `path` is one of the process `pid`'s, from `/proc/PID/fd`
+/// and `/proc/PID/net/unix`. The VNC server's socket lies in the desktop user's 0700 run
+/// dir, but another process of that user could bind the path first (the server's own bind
+/// then fails) and would receive the user's keystrokes.
+pub(crate) fn owns_unix_socket(pid: u32, path: &Path) -> Result<bool, DesktopError> {
+    let (process, sockets) = process_sockets(pid)?;
+    let table = process
+        .unix()
+        .map_err(|e| vnc_rejected(format!("/proc/{pid}/net/unix: {e}")))?;
+    Ok(table
+        .iter()
+        .any(|e| e.path.as_deref() == Some(path) && sockets.contains(&e.inode)))
+}
+
+/// The TCP listening sockets of the process `pid`, from `/proc/PID/fd` (its socket inodes)
+/// and `/proc/PID/net/tcp{,6}` (its network namespace's listeners).
+pub(crate) fn tcp_listeners(pid: u32) -> Result<Vec<std::net::SocketAddr>, DesktopError> {
+    let (process, sockets) = process_sockets(pid)?;
     let mut table = process
         .tcp()
-        .map_err(|e| rejected(format!("/proc/{pid}/net/tcp: {e}")))?;
+        .map_err(|e| vnc_rejected(format!("/proc/{pid}/net/tcp: {e}")))?;
     // No tcp6 table when the kernel has IPv6 off; then there are no IPv6 listeners either.
     table.extend(process.tcp6().unwrap_or_default());
     Ok(table
