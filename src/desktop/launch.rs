@@ -637,48 +637,62 @@ mod tests {
         assert_eq!(std::fs::read(&planted).expect("target"), b"untouched");
     }
 
-    #[tokio::test]
-    async fn an_x11vnc_that_opens_a_tcp_port_is_refused_and_stopped() {
-        // A stand-in for an x11vnc build that ignores `-rfbportv6 0`: it serves RFB on the
-        // `-unixsock` path and also listens on a (loopback) TCP port.
-        let dir = tempfile::tempdir().expect("tempdir");
-        let program = dir.path().join("x11vnc");
-        let pid_file = dir.path().join("x11vnc.pid");
-        std::fs::write(
-            &program,
-            format!(
-                "#!/usr/bin/python3\n\
-                 import os, socket, sys, time\n\
-                 open({pid_file:?}, 'w').write(str(os.getpid()))\n\
-                 tcp = socket.socket(); tcp.bind(('127.0.0.1', 0)); tcp.listen()\n\
-                 u = socket.socket(socket.AF_UNIX)\n\
-                 u.bind(sys.argv[sys.argv.index('-unixsock') + 1]); u.listen()\n\
-                 while True:\n\
-                 \x20   c, _ = u.accept(); c.sendall(b'RFB 003.008\\n'); c.recv(12)\n\
-                 \x20   c.sendall(bytes([1, 1])); c.close()\n"
-            ),
-        )
-        .expect("stand-in");
+    /// A stand-in for x11vnc: a Python script that runs `body` with `unixsock` (its
+    /// `-unixsock` path) and `serve(sock)` (answers each client like a VNC server up to its
+    /// security offer) defined; and a config whose run dir lies beside it.
+    fn stand_in_x11vnc(dir: &Path, body: &str) -> (PathBuf, DesktopConfig) {
+        let program = dir.join("x11vnc");
+        let prelude = "#!/usr/bin/python3\n\
+             import os, socket, sys, time\n\
+             unixsock = sys.argv[sys.argv.index('-unixsock') + 1]\n\
+             def serve(u):\n\
+             \x20   while True:\n\
+             \x20       c, _ = u.accept(); c.sendall(b'RFB 003.008\\n'); c.recv(12)\n\
+             \x20       c.sendall(bytes([1, 1])); c.close()\n";
+        std::fs::write(&program, format!("{prelude}{body}")).expect("stand-in");
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        let run_dir = dir.path().join("run");
+        let run_dir = dir.join("run");
         std::fs::create_dir(&run_dir).expect("run dir");
         let cfg = DesktopConfig {
             run_dir,
             ..DesktopConfig::default()
         };
+        (program, cfg)
+    }
+
+    /// The reason of a start refused with `ProbeRejected` for the VNC server.
+    fn vnc_refusal(result: Result<(ChildHandle, VncTarget), DesktopError>) -> String {
+        match result {
+            Err(DesktopError::ProbeRejected {
+                child: "vnc",
+                reason,
+            }) => reason,
+            other => panic!("not refused: {:?}", other.map(|(c, t)| (c.pid, t))),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_x11vnc_that_opens_a_tcp_port_is_refused_and_stopped() {
+        // A stand-in for an x11vnc build that ignores `-rfbportv6 0`: it serves RFB on the
+        // `-unixsock` path and also listens on a (loopback) TCP port.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pid_file = dir.path().join("x11vnc.pid");
+        let (program, cfg) = stand_in_x11vnc(
+            dir.path(),
+            &format!(
+                "open({pid_file:?}, 'w').write(str(os.getpid()))\n\
+                 tcp = socket.socket(); tcp.bind(('127.0.0.1', 0)); tcp.listen()\n\
+                 u = socket.socket(socket.AF_UNIX); u.bind(unixsock); u.listen()\n\
+                 serve(u)\n"
+            ),
+        );
         let result = start_x11vnc(&cfg, &program, 99).await;
         let pid: i32 = std::fs::read_to_string(&pid_file)
             .expect("the stand-in ran")
             .parse()
             .expect("pid");
-        let Err(DesktopError::ProbeRejected {
-            child: "vnc",
-            reason,
-        }) = result
-        else {
-            panic!("not refused: {:?}", result.map(|(c, t)| (c.pid, t)));
-        };
+        let reason = vnc_refusal(result);
         assert!(
             reason.starts_with("x11vnc listens on TCP 127.0.0.1:")
                 && reason.ends_with("; it must serve RFB on its Unix socket only"),
@@ -692,33 +706,18 @@ mod tests {
         // A stand-in for x11vnc whose socket path another process (here its own forked
         // child, which answers like a VNC server) binds instead of it.
         let dir = tempfile::tempdir().expect("tempdir");
-        let program = dir.path().join("x11vnc");
         let pids = dir.path().join("pids");
-        std::fs::write(
-            &program,
-            format!(
-                "#!/usr/bin/python3\n\
-                 import os, socket, sys, time\n\
-                 path = sys.argv[sys.argv.index('-unixsock') + 1]\n\
-                 child = os.fork()\n\
+        let (program, cfg) = stand_in_x11vnc(
+            dir.path(),
+            &format!(
+                "child = os.fork()\n\
                  if child == 0:\n\
-                 \x20   u = socket.socket(socket.AF_UNIX); u.bind(path); u.listen()\n\
-                 \x20   while True:\n\
-                 \x20       c, _ = u.accept(); c.sendall(b'RFB 003.008\\n'); c.recv(12)\n\
-                 \x20       c.sendall(bytes([1, 1])); c.close()\n\
+                 \x20   u = socket.socket(socket.AF_UNIX); u.bind(unixsock); u.listen()\n\
+                 \x20   serve(u)\n\
                  open({pids:?}, 'w').write(f'{{os.getpid()}} {{child}}')\n\
                  time.sleep(60)\n"
             ),
-        )
-        .expect("stand-in");
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        let run_dir = dir.path().join("run");
-        std::fs::create_dir(&run_dir).expect("run dir");
-        let cfg = DesktopConfig {
-            run_dir: run_dir.clone(),
-            ..DesktopConfig::default()
-        };
+        );
         let result = start_x11vnc(&cfg, &program, 99).await;
         let pids = std::fs::read_to_string(&pids).expect("the stand-in ran");
         let (own, squatter) = pids.split_once(' ').expect("two pids");
@@ -728,18 +727,11 @@ mod tests {
             nix::unistd::Pid::from_raw(squatter),
             nix::sys::signal::Signal::SIGKILL,
         );
-        let Err(DesktopError::ProbeRejected {
-            child: "vnc",
-            reason,
-        }) = result
-        else {
-            panic!("not refused: {:?}", result.map(|(c, t)| (c.pid, t)));
-        };
         assert_eq!(
-            reason,
+            vnc_refusal(result),
             format!(
                 "{} was bound by another process, not by vnc (pid {own})",
-                run_dir.join(VNC_SOCKET).display()
+                cfg.run_dir.join(VNC_SOCKET).display()
             )
         );
         assert!(!pid_alive(own), "the refused x11vnc still runs");
