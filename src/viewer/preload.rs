@@ -100,7 +100,8 @@ fn skip_space(bytes: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// The string literal starting at `at` (a quote), and the index after it.
+/// The string literal starting at `at` (a quote), and the index after it. Literals holding
+/// a quote of either kind, a line break or an escape are not taken: no module path has them.
 fn quoted(source: &str, at: usize) -> Option<(&str, usize)> {
     let bytes = source.as_bytes();
     let quote = *bytes.get(at)?;
@@ -111,7 +112,7 @@ fn quoted(source: &str, at: usize) -> Option<(&str, usize)> {
     let len = bytes[start..]
         .iter()
         .take(MAX_SPECIFIER_BYTES + 1)
-        .position(|b| *b == quote || *b == b'\n' || *b == b'\\')?;
+        .position(|b| matches!(b, b'\'' | b'"' | b'\n' | b'\\'))?;
     if len > MAX_SPECIFIER_BYTES || bytes[start + len] != quote {
         return None;
     }
@@ -231,6 +232,12 @@ import thing from 'bare-package';
         let source =
             "import x;\nimport y from './y.js';\nexport const z = 1; import w from './w.js';";
         assert_eq!(import_specifiers(source), vec!["./y.js", "./w.js"]);
+        // A literal holding the other quote is not a specifier (found by the property test).
+        assert_eq!(import_specifiers("import\"'\""), Vec::<&str>::new());
+        assert_eq!(
+            import_specifiers("import x from './a\"b.js'"),
+            Vec::<&str>::new()
+        );
         assert_eq!(
             import_specifiers("export const a = 1\nimport b from './b.js'"),
             vec!["./b.js"]
