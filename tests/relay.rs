@@ -18,8 +18,14 @@ use tokio_tungstenite::tungstenite::Message;
 
 /// Connects vnc-rs through the relay and waits until raw rectangles cover the whole screen.
 async fn whole_framebuffer_through_relay(target: VncTarget) {
+    whole_framebuffer_through_relay_offering(target, "binary").await
+}
+
+/// The same, offering `protocols` (with the pipelined handshake, vnc-rs does its handshake
+/// against the relay's greeting instead of the server).
+async fn whole_framebuffer_through_relay_offering(target: VncTarget, protocols: &str) {
     let mut server = start_relay_server(target, RelayLimits::default(), None).await;
-    let (ws, resp) = ws_connect(server.addr, "/relay/view", Some("binary"))
+    let (ws, resp) = ws_connect(server.addr, "/relay/view", Some(protocols))
         .await
         .unwrap();
     assert_eq!(resp.headers()["sec-websocket-protocol"], "binary");
@@ -89,6 +95,148 @@ async fn whole_framebuffer_from_xvnc_over_unix_socket() {
     let dir = tempfile::tempdir().unwrap();
     let vnc = start_xvnc(dir.path()).await;
     whole_framebuffer_through_relay(vnc.target.clone()).await;
+}
+
+#[tokio::test]
+async fn whole_framebuffer_from_xvnc_with_the_pipelined_handshake() {
+    if !have("Xvnc") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let vnc = start_xvnc(dir.path()).await;
+    whole_framebuffer_through_relay_offering(vnc.target.clone(), PIPELINED).await;
+}
+
+#[tokio::test]
+async fn whole_framebuffer_from_x11vnc_with_the_pipelined_handshake() {
+    if !have("Xvfb") || !have("x11vnc") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let vnc = start_x11vnc(Some(dir.path())).await;
+    whole_framebuffer_through_relay_offering(vnc.target.clone(), PIPELINED).await;
+}
+
+/// What our viewer page offers, less its token.
+const PIPELINED: &str = "binary, grexal.pipelined-handshake.v1";
+
+/// The next binary message, within the deadline.
+async fn next_binary(ws: &mut Ws) -> Vec<u8> {
+    loop {
+        match tokio::time::timeout(DEADLINE, ws.next()).await.unwrap() {
+            Some(Ok(Message::Binary(b))) => return b.to_vec(),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            other => panic!("expected a binary message, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_pipelined_handshake_greets_at_once_and_drops_the_answers() {
+    let fake = fake_vnc().await;
+    let mut server = start_relay_server(fake.target.clone(), RelayLimits::default(), None).await;
+    let (mut ws, resp) = ws_connect(server.addr, "/relay/view", Some(PIPELINED))
+        .await
+        .unwrap();
+    // Only `binary` is echoed.
+    assert_eq!(resp.headers()["sec-websocket-protocol"], "binary");
+    // The relay does the client's half with the server (the fake checks it: 3.8, None,
+    // shared)...
+    let mut up = fake.accept_handshake().await;
+    // ...and the viewer gets the server's four messages, one per frame, before it has sent
+    // a byte.
+    assert_eq!(next_binary(&mut ws).await, b"RFB 003.008\n");
+    assert_eq!(next_binary(&mut ws).await, [1, 1]);
+    assert_eq!(next_binary(&mut ws).await, [0, 0, 0, 0]);
+    let server_init = next_binary(&mut ws).await;
+    assert_eq!(server_init.len(), 24);
+    assert_eq!(&server_init[..4], [0, 64, 0, 48], "the fake's 64x48 screen");
+
+    // The viewer's answers are checked and dropped: the server sees only what follows.
+    let fbur = encode::framebuffer_update_request(false, 64, 48);
+    let key = encode::key_event(true, 0x61);
+    let input = [CLIENT_HANDSHAKE, &fbur, &key].concat();
+    ws.send(Message::Binary(input.into())).await.unwrap();
+    let mut got = vec![0u8; fbur.len()];
+    tokio::time::timeout(DEADLINE, up.read_exact(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, fbur);
+    // View-only: the key event was dropped, so nothing more arrives.
+    let mut more = [0u8; 1];
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), up.read(&mut more))
+            .await
+            .is_err(),
+        "the view-only viewer's key event reached the server"
+    );
+    let stats = server
+        .handles
+        .recv()
+        .await
+        .unwrap()
+        .shutdown()
+        .await
+        .unwrap();
+    assert_eq!(stats.server_frames, 4);
+    assert_eq!(stats.client_bytes, fbur.len() as u64);
+    assert_eq!(stats.dropped_messages, 1);
+    server.stop.cancel();
+}
+
+#[tokio::test]
+async fn the_pipelined_handshake_refuses_a_server_that_wants_a_password() {
+    let fake = fake_vnc().await;
+    let mut server = start_relay_server(fake.target.clone(), RelayLimits::default(), None).await;
+    let (mut ws, _) = ws_connect(server.addr, "/relay/control", Some(PIPELINED))
+        .await
+        .unwrap();
+    let (mut up, _) = fake.listener.accept().await.unwrap();
+    // VNC authentication only.
+    up.write_all(b"RFB 003.008\n\x01\x02").await.unwrap();
+    let mut version = [0u8; 12];
+    up.read_exact(&mut version).await.unwrap();
+    // Not one RFB byte reaches the viewer: only the Close frame.
+    match tokio::time::timeout(DEADLINE, ws.next()).await.unwrap() {
+        Some(Ok(Message::Close(Some(f)))) => {
+            assert_eq!(f.code, CloseCode::Error);
+            assert_eq!(f.reason, "vnc server unavailable");
+        }
+        other => panic!("expected a Close frame, got {other:?}"),
+    }
+    let error = server
+        .handles
+        .recv()
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap_err();
+    let chain = grexal_sidecar::api::error::error_chain(&error);
+    assert!(
+        chain.contains("offers no security type None (offers [2])"),
+        "{chain}"
+    );
+    server.stop.cancel();
+}
+
+#[tokio::test]
+async fn a_viewer_answering_the_greeting_with_another_version_is_closed() {
+    let fake = fake_vnc().await;
+    let server = start_relay_server(fake.target.clone(), RelayLimits::default(), None).await;
+    let (mut ws, _) = ws_connect(server.addr, "/relay/control", Some(PIPELINED))
+        .await
+        .unwrap();
+    let _up = fake.accept_handshake().await;
+    for _ in 0..4 {
+        next_binary(&mut ws).await;
+    }
+    ws.send(Message::Binary(b"RFB 003.007\n\x01\x01".to_vec().into()))
+        .await
+        .unwrap();
+    assert_eq!(close_code(&mut ws).await, CloseCode::Policy);
+    server.stop.cancel();
 }
 
 /// The client message types in `bytes` (after the 14 handshake bytes).

@@ -48,6 +48,7 @@ use tracing::{debug, info, warn, Instrument};
 
 mod upgrade;
 
+use crate::rfb::greeting::{self, Greeting, GreetingError};
 pub use crate::rfb::Access;
 use crate::rfb::{RfbError, RfbFilter, RfbLimits};
 pub use upgrade::{accept_viewer, PendingViewer, UpgradeError, ViewerSocket};
@@ -57,6 +58,21 @@ use upgrade::{ViewerRead, ViewerWriter};
 pub const TOKEN_PROTOCOL_PREFIX: &str = "grexal.v1.";
 /// The only subprotocol the server ever echoes (and only when the client offered it).
 pub const BINARY_PROTOCOL: &str = "binary";
+/// Offered by a viewer that wants the relay to do its RFB handshake with the VNC server
+/// (our viewer page; see [`crate::rfb::greeting`]). Never echoed.
+pub const PIPELINED_HANDSHAKE_PROTOCOL: &str = "grexal.pipelined-handshake.v1";
+
+/// Who does a viewer's RFB handshake with the VNC server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Handshake {
+    /// The viewer, through the relay: the server's stream reaches it untouched, as through
+    /// websockify (noVNC's own page, any RFB client).
+    #[default]
+    Forwarded,
+    /// The relay, next to the server; the viewer is sent the server's handshake messages at
+    /// once and saves three round trips before its first pixels.
+    Pipelined,
+}
 /// Longest token accepted from the handshake, in base64url characters.
 pub const MAX_TOKEN_LEN: usize = 256;
 /// Errors of one relay.
@@ -82,6 +98,10 @@ pub enum RelayError {
     FrameTooLarge { limit: usize },
     #[error("viewer sent an invalid RFB stream")]
     Rfb(#[source] RfbError),
+    #[error("the RFB handshake with the VNC server timed out")]
+    GreetingTimeout,
+    #[error("the RFB handshake with the VNC server failed")]
+    Greeting(#[source] GreetingError),
     #[error("relay task failed")]
     Task(#[source] tokio::task::JoinError),
 }
@@ -141,6 +161,8 @@ pub struct RelayLimits {
     /// throughput at about twice this per round trip to the edge: 256 KiB per ms on the
     /// default, far above what a VNC stream needs.
     pub viewer_send_buffer: Option<usize>,
+    /// How long connecting to the VNC server may take, and then, separately, the relay's
+    /// RFB handshake with it for a viewer that asked for one.
     pub connect_timeout: Duration,
     /// How long a Close frame may take once the relay decided to end.
     pub close_timeout: Duration,
@@ -241,6 +263,7 @@ pub async fn relay_with_stop_close(
     stop: CancellationToken,
     stop_close: impl FnOnce() -> (u16, String),
 ) -> Result<RelayStats, RelayError> {
+    let handshake = viewer.handshake();
     let (mut ws_rx, ws_tx) = viewer.split();
     // Pings are answered and a viewer's Close is echoed as the protocol requires.
     ws_rx.set_auto_pong(true);
@@ -254,6 +277,7 @@ pub async fn relay_with_stop_close(
         ws_rx: &mut ws_rx,
         ws_tx: &ws_tx,
         access,
+        handshake,
         limits,
         stop: &stop,
         stats: &mut stats,
@@ -309,7 +333,8 @@ pub async fn relay_with_stop_close(
             Ok(stats)
         }
         Err(error) => {
-            warn!(%error, "relay failed");
+            // With its causes: which VNC or handshake failure it was is the useful part.
+            warn!(error = %crate::api::error::error_chain(&error), "relay failed");
             Err(error)
         }
     }
@@ -321,6 +346,15 @@ type UpstreamWrite = Box<dyn AsyncWrite + Send + Unpin>;
 enum Upstream {
     Tcp(tokio::net::TcpStream),
     Unix(tokio::net::UnixStream),
+}
+
+impl Upstream {
+    async fn greet(&mut self) -> Result<Greeting, GreetingError> {
+        match self {
+            Upstream::Tcp(s) => greeting::greet(s).await,
+            Upstream::Unix(s) => greeting::greet(s).await,
+        }
+    }
 }
 
 async fn connect(target: &VncTarget) -> Result<Upstream, RelayError> {
@@ -350,6 +384,7 @@ struct Session<'a> {
     ws_rx: &'a mut WebSocketRead<ViewerRead>,
     ws_tx: &'a Mutex<ViewerWriter>,
     access: Access,
+    handshake: Handshake,
     limits: &'a RelayLimits,
     stop: &'a CancellationToken,
     stats: &'a mut RelayStats,
@@ -363,12 +398,22 @@ async fn connect_and_pump(
 ) -> Result<RelayEnd, RelayError> {
     let (limits, stop) = (session.limits, session.stop);
     debug!(%target, access = ?session.access, "relay connecting");
-    let upstream = tokio::select! {
+    let mut upstream = tokio::select! {
         biased;
         _ = stop.cancelled() => return Ok(RelayEnd::Stopped),
         r = tokio::time::timeout(limits.connect_timeout, connect(target)) => {
             r.map_err(|_| RelayError::ConnectTimeout)??
         }
+    };
+    let greeting = match session.handshake {
+        Handshake::Forwarded => None,
+        Handshake::Pipelined => Some(tokio::select! {
+            biased;
+            _ = stop.cancelled() => return Ok(RelayEnd::Stopped),
+            r = tokio::time::timeout(limits.connect_timeout, upstream.greet()) => {
+                r.map_err(|_| RelayError::GreetingTimeout)?.map_err(RelayError::Greeting)?
+            }
+        }),
     };
     // Boxed halves: one `pump` for both kinds of socket (a vtable call per syscall).
     let (r, w): (UpstreamRead, UpstreamWrite) = match upstream {
@@ -381,12 +426,13 @@ async fn connect_and_pump(
             (Box::new(r), Box::new(w))
         }
     };
-    pump(session, r, w).await
+    pump(session, greeting, r, w).await
 }
 
 /// Both directions as two futures polled by one task; the first to finish ends the relay.
 async fn pump(
     session: Session<'_>,
+    greeting: Option<Greeting>,
     mut upstream_r: UpstreamRead,
     mut upstream_w: UpstreamWrite,
 ) -> Result<RelayEnd, RelayError> {
@@ -394,15 +440,31 @@ async fn pump(
         ws_rx,
         ws_tx,
         access,
+        handshake: _,
         limits,
         stop,
         stats,
         close_deadline,
     } = session;
+    let filter = match greeting {
+        Some(_) => RfbFilter::answered(access, limits.rfb),
+        None => RfbFilter::with_limits(access, limits.rfb),
+    };
     let mut down_stats = (0u64, 0u64, 0usize);
     let mut up_stats = (0u64, 0u64, 0u64);
 
     let down = async {
+        // The server's handshake, as the relay received it: one message per frame.
+        for message in greeting.iter().flat_map(|g| &g.messages) {
+            ws_tx
+                .lock()
+                .await
+                .send(Frame::binary(Payload::Borrowed(message)))
+                .await
+                .map_err(RelayError::WebSocket)?;
+            down_stats.0 += message.len() as u64;
+            down_stats.1 += 1;
+        }
         // One buffer for the whole relay, never zero-filled: `read_buf` reads into its spare
         // capacity, and the frame borrows it until the viewer's socket has taken it all.
         let mut buf = BytesMut::with_capacity(limits.read_size);
@@ -432,7 +494,7 @@ async fn pump(
     };
 
     let up = async {
-        let mut filter = RfbFilter::with_limits(access, limits.rfb);
+        let mut filter = filter;
         let mut out = Vec::with_capacity(4096);
         // Inside a binary message sent as several frames.
         let mut fragmented = false;

@@ -17,7 +17,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 
-use super::BINARY_PROTOCOL;
+use super::{Handshake, BINARY_PROTOCOL, PIPELINED_HANDSHAKE_PROTOCOL};
 
 /// Why a request could not be upgraded to a viewer WebSocket.
 #[derive(Debug, thiserror::Error)]
@@ -35,19 +35,27 @@ pub(crate) type ViewerWrite = Box<dyn AsyncWrite + Send + Unpin>;
 
 /// Accepts a viewer's upgrade: checks the handshake and answers `101 Switching Protocols`,
 /// echoing the `binary` subprotocol only when the viewer offered it (noVNC offers none; our
-/// page offers `binary` and its token protocol, which is never echoed). The connection is
-/// handed over once the response has been sent: await [`PendingViewer::socket`].
+/// page offers `binary`, its token protocol and [`PIPELINED_HANDSHAKE_PROTOCOL`], which are
+/// never echoed). The connection is handed over once the response has been sent: await
+/// [`PendingViewer::socket`].
 pub fn accept_viewer<B>(req: &mut Request<B>) -> Result<(Response, PendingViewer), UpgradeError> {
     if req.method() != Method::GET || !fastwebsockets::upgrade::is_upgrade_request(req) {
         return Err(UpgradeError::NotUpgrade);
     }
-    let offered_binary = req
-        .headers()
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|p| p.trim() == BINARY_PROTOCOL);
+    let offered = |protocol: &str| {
+        req.headers()
+            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|p| p.trim() == protocol)
+    };
+    let offered_binary = offered(BINARY_PROTOCOL);
+    let handshake = if offered(PIPELINED_HANDSHAKE_PROTOCOL) {
+        Handshake::Pipelined
+    } else {
+        Handshake::Forwarded
+    };
     let (response, fut) = fastwebsockets::upgrade::upgrade(req).map_err(UpgradeError::Handshake)?;
     let mut response = response.map(axum::body::Body::new);
     if offered_binary {
@@ -56,11 +64,14 @@ pub fn accept_viewer<B>(req: &mut Request<B>) -> Result<(Response, PendingViewer
             HeaderValue::from_static(BINARY_PROTOCOL),
         );
     }
-    Ok((response, PendingViewer(fut)))
+    Ok((response, PendingViewer { fut, handshake }))
 }
 
 /// An accepted upgrade whose response is on its way to the viewer.
-pub struct PendingViewer(UpgradeFut);
+pub struct PendingViewer {
+    fut: UpgradeFut,
+    handshake: Handshake,
+}
 
 impl PendingViewer {
     /// Resolves once hyper has handed over the connection. `send_buffer` (bytes) bounds the
@@ -69,7 +80,8 @@ impl PendingViewer {
         self,
         send_buffer: Option<usize>,
     ) -> Result<ViewerSocket, fastwebsockets::WebSocketError> {
-        let upgraded = self.0.await?.into_inner().into_inner();
+        let handshake = self.handshake;
+        let upgraded = self.fut.await?.into_inner().into_inner();
         Ok(match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
                 let tcp = parts.io.into_inner();
@@ -93,6 +105,7 @@ impl PendingViewer {
                 ViewerSocket {
                     read,
                     write: Box::new(write),
+                    handshake,
                 }
             }
             Err(upgraded) => {
@@ -103,6 +116,7 @@ impl PendingViewer {
                 ViewerSocket {
                     read: Box::new(read),
                     write: Box::new(write),
+                    handshake,
                 }
             }
         })
@@ -113,6 +127,8 @@ impl PendingViewer {
 pub struct ViewerSocket {
     pub(crate) read: ViewerRead,
     pub(crate) write: ViewerWrite,
+    /// What the viewer asked for in its handshake.
+    pub(crate) handshake: Handshake,
 }
 
 impl std::fmt::Debug for ViewerSocket {
@@ -122,6 +138,11 @@ impl std::fmt::Debug for ViewerSocket {
 }
 
 impl ViewerSocket {
+    /// Who does this viewer's RFB handshake with the VNC server.
+    pub fn handshake(&self) -> Handshake {
+        self.handshake
+    }
+
     /// Frames the connection: the viewer's frames in, ours out.
     pub(crate) fn split(self) -> (WebSocketRead<ViewerRead>, ViewerWriter) {
         let (read, mut write) =

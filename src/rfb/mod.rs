@@ -16,6 +16,8 @@
 
 use thiserror::Error;
 
+pub mod greeting;
+
 /// What a viewer may do with the desktop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Access {
@@ -142,6 +144,17 @@ pub enum Message {
 }
 
 impl Message {
+    /// ProtocolVersion, the security type and its response, ClientInit.
+    pub fn is_handshake(&self) -> bool {
+        matches!(
+            self,
+            Message::ProtocolVersion { .. }
+                | Message::SecurityType(_)
+                | Message::VncAuthResponse
+                | Message::ClientInit { .. }
+        )
+    }
+
     /// Whether a viewer with `access` may send this message to the VNC server.
     ///
     /// View-only drops every input (keys, pointer, clipboard) and SetDesktopSize: a viewer
@@ -408,6 +421,9 @@ pub struct RfbFilter {
     pending: Vec<u8>,
     failed: bool,
     stats: FilterStats,
+    /// The relay already did the handshake with the server ([`greeting`]): the viewer's
+    /// handshake answers are checked against what it was sent and dropped.
+    answered: bool,
 }
 
 impl RfbFilter {
@@ -422,6 +438,18 @@ impl RfbFilter {
             pending: Vec::new(),
             failed: false,
             stats: FilterStats::default(),
+            answered: false,
+        }
+    }
+
+    /// A filter for a viewer the relay greeted on the server's behalf ([`greeting`]): its
+    /// ProtocolVersion must be 3.8 and its security type None, as offered; those and its
+    /// ClientInit are dropped (the server already had the relay's), and only what follows
+    /// is forwarded, as [`RfbFilter::with_limits`] would.
+    pub fn answered(access: Access, limits: RfbLimits) -> Self {
+        Self {
+            answered: true,
+            ..Self::with_limits(access, limits)
         }
     }
 
@@ -480,7 +508,17 @@ impl RfbFilter {
         while let Some((msg, len)) = self.parser.next_message(&buf[at..])? {
             self.stats.messages += 1;
             let bytes = &buf[at..at + len];
-            if let Message::ClientInit { .. } = msg {
+            if self.answered && msg.is_handshake() {
+                match msg {
+                    Message::ProtocolVersion { minor } if minor != 8 => {
+                        return Err(RfbError::UnsupportedVersion { minor })
+                    }
+                    Message::SecurityType(kind) if kind != greeting::SECURITY_NONE => {
+                        return Err(RfbError::UnsupportedSecurity(kind))
+                    }
+                    _ => {}
+                }
+            } else if let Message::ClientInit { .. } = msg {
                 out.push(1);
                 self.stats.bytes_out += 1;
             } else if msg.allowed(self.access) {

@@ -235,6 +235,42 @@ fn filter_view_only_drops_input_and_forces_shared() {
 }
 
 #[test]
+fn an_answered_filter_checks_the_answers_it_drops() {
+    let fbur = encode::framebuffer_update_request(false, 10, 10);
+    let key = encode::key_event(true, 0x61);
+    let input = [HANDSHAKE, &fbur, &key].concat();
+    for (access, want) in [
+        (Access::Control, [fbur.as_slice(), &key].concat()),
+        (Access::ViewOnly, fbur.clone()),
+    ] {
+        let mut f = RfbFilter::answered(access, RfbLimits::default());
+        let mut out = Vec::new();
+        f.feed(&input, &mut out).unwrap();
+        assert_eq!(out, want, "{access:?}");
+        assert_eq!(f.stats().messages, 5);
+    }
+    // The relay offered 3.8 and None only: any other answer closes the connection.
+    let cases: [(&[u8], RfbError); 2] = [
+        (
+            b"RFB 003.007
+",
+            RfbError::UnsupportedVersion { minor: 7 },
+        ),
+        (
+            b"RFB 003.008
+",
+            RfbError::UnsupportedSecurity(2),
+        ),
+    ];
+    for (input, want) in cases {
+        let mut f = RfbFilter::answered(Access::Control, RfbLimits::default());
+        let mut out = Vec::new();
+        assert_eq!(f.feed(input, &mut out), Err(want));
+        assert!(out.is_empty());
+    }
+}
+
+#[test]
 fn filter_fails_for_good_after_an_error() {
     let mut f = RfbFilter::new(Access::Control);
     let mut out = Vec::new();
@@ -328,6 +364,25 @@ proptest! {
         } else {
             prop_assert_eq!(types.len(), msgs.iter().filter(|m| m[0] != 250).count());
         }
+    }
+
+    #[test]
+    fn an_answered_filter_forwards_what_follows_the_handshake_only(
+        msgs in prop::collection::vec(arb_message(), 0..30),
+        cut in any::<prop::sample::Index>(),
+        view_only in any::<bool>(),
+    ) {
+        let access = if view_only { Access::ViewOnly } else { Access::Control };
+        let stream = [HANDSHAKE.to_vec(), msgs.concat()].concat();
+        let plain = feed_all(access, &[&stream]).unwrap();
+        let at = cut.index(stream.len() + 1);
+        let mut f = RfbFilter::answered(access, RfbLimits::default());
+        let mut out = Vec::new();
+        f.feed(&stream[..at], &mut out).unwrap();
+        f.feed(&stream[at..], &mut out).unwrap();
+        // The same messages as a plain filter forwards, without the handshake answers.
+        prop_assert_eq!(&out[..], &plain[HANDSHAKE.len()..]);
+        prop_assert_eq!(f.phase(), Phase::Normal);
     }
 
     #[test]

@@ -403,11 +403,14 @@ impl FakeVnc {
             .unwrap()
             .unwrap();
         s.write_all(b"RFB 003.008\n\x01\x01").await.unwrap();
-        let mut hello = [0u8; 14];
+        // In protocol order: a client may wait for each answer before its next message.
+        let mut hello = [0u8; 13];
         s.read_exact(&mut hello).await.unwrap();
-        assert_eq!(&hello[..13], b"RFB 003.008\n\x01");
-        assert_eq!(hello[13], 1, "ClientInit must arrive shared");
+        assert_eq!(&hello, b"RFB 003.008\n\x01");
         s.write_all(&[0, 0, 0, 0]).await.unwrap();
+        let mut client_init = [0u8; 1];
+        s.read_exact(&mut client_init).await.unwrap();
+        assert_eq!(client_init[0], 1, "ClientInit must arrive shared");
         let mut init = vec![
             0, 64, 0, 48, 32, 24, 0, 1, 0, 255, 0, 255, 0, 255, 16, 8, 0, 0, 0, 0,
         ];

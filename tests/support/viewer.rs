@@ -13,15 +13,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use grexal_sidecar::relay::{
+    accept_viewer, relay_with_stop_close, Access, RelayLimits, ViewerSocket, VncTarget,
+};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
 
 pub const SCREEN: (u32, u32) = (1280, 800);
 
@@ -463,11 +466,11 @@ async fn fake_drop(State(f): State<Arc<Fake>>) -> StatusCode {
 async fn websocket(
     State(f): State<Arc<Fake>>,
     UrlPath(id): UrlPath<String>,
-    headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    mut request: axum::extract::Request,
 ) -> Response {
     f.count("websocket");
-    let offered: Vec<String> = headers
+    let offered: Vec<String> = request
+        .headers()
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -479,53 +482,60 @@ async fn websocket(
             .map(|p| p.split('.').take(2).collect::<Vec<_>>().join(".")),
     );
     // The token is checked before upgrading, as the contract says: no RFB byte otherwise.
-    let ok = id == f.id
-        && f.outcome.lock().expect("lock").is_none()
-        && offered.iter().any(|p| {
-            p.strip_prefix("grexal.v1.")
-                .is_some_and(|t| t == f.control_token || t == f.view_token)
-        });
-    if !ok {
-        f.count("websocket_refused");
-        return error(StatusCode::UNAUTHORIZED, "unauthorized");
-    }
+    let live = id == f.id && f.outcome.lock().expect("lock").is_none();
+    let access = match offered.iter().find_map(|p| p.strip_prefix("grexal.v1.")) {
+        Some(t) if live && t == f.control_token => Access::Control,
+        Some(t) if live && t == f.view_token => Access::ViewOnly,
+        _ => {
+            f.count("websocket_refused");
+            return error(StatusCode::UNAUTHORIZED, "unauthorized");
+        }
+    };
+    let Ok((response, pending)) = accept_viewer(&mut request) else {
+        return error(StatusCode::BAD_REQUEST, "websocket upgrade");
+    };
     let events = f.events.subscribe();
-    let sock = f.vnc_socket.clone();
+    let target = VncTarget::unix(f.vnc_socket.clone());
     let fake = f.clone();
-    ws.protocols(["binary"])
-        .on_upgrade(move |socket| async move {
-            fake.ws_open.fetch_add(1, Ordering::SeqCst);
-            pump(socket, &sock, events).await;
-            fake.ws_open.fetch_sub(1, Ordering::SeqCst);
-        })
+    tokio::spawn(async move {
+        let Ok(socket) = pending.socket(None).await else {
+            return;
+        };
+        fake.ws_open.fetch_add(1, Ordering::SeqCst);
+        run_relay(socket, &target, access, events).await;
+        fake.ws_open.fetch_sub(1, Ordering::SeqCst);
+    });
+    response
 }
 
-/// A plain byte pump between the WebSocket and Xvnc's Unix socket.
-async fn pump(mut ws: WebSocket, sock: &Path, mut events: broadcast::Receiver<FakeEvent>) {
-    let Ok(mut vnc) = tokio::net::UnixStream::connect(sock).await else {
-        return;
-    };
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        tokio::select! {
-            msg = ws.recv() => match msg {
-                Some(Ok(Message::Binary(b))) => if vnc.write_all(&b).await.is_err() { return },
-                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Text(_))) => {}
-                _ => return,
-            },
-            n = vnc.read(&mut buf) => match n {
-                Ok(0) | Err(_) => return,
-                Ok(n) => if ws.send(Message::Binary(bytes::Bytes::copy_from_slice(&buf[..n]))).await.is_err() { return },
-            },
-            ev = events.recv() => match ev {
-                Ok(FakeEvent::End(outcome)) => {
-                    let _ = ws.send(Message::Close(Some(CloseFrame { code: 4000, reason: outcome.into() }))).await;
-                    return;
-                }
-                // Dropping the socket without a close frame looks like a network failure.
-                Ok(FakeEvent::Drop) => return,
-                Err(_) => return,
-            },
+/// The daemon's relay between the viewer and Xvnc, ended as the takeover manager ends it:
+/// a `4000 <outcome>` Close frame when the fake takeover ends, or no Close frame at all
+/// (the relay dropped, as in a network failure) on `/fake/drop`.
+async fn run_relay(
+    socket: ViewerSocket,
+    target: &VncTarget,
+    access: Access,
+    mut events: broadcast::Receiver<FakeEvent>,
+) {
+    let stop = CancellationToken::new();
+    let limits = RelayLimits::default();
+    let close = Arc::new(std::sync::OnceLock::<(u16, String)>::new());
+    let close_reason = close.clone();
+    let relay = relay_with_stop_close(socket, target, access, &limits, stop.clone(), move || {
+        close_reason
+            .get()
+            .cloned()
+            .unwrap_or((1000, "stopped".to_owned()))
+    });
+    tokio::pin!(relay);
+    tokio::select! {
+        _ = &mut relay => {}
+        ev = events.recv() => {
+            if let Ok(FakeEvent::End(outcome)) = ev {
+                let _ = close.set((4000, outcome));
+                stop.cancel();
+                let _ = relay.await;
+            }
         }
     }
 }
