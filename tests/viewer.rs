@@ -250,6 +250,13 @@ async fn viewer_end_to_end() {
         .expect("lock")
         .iter()
         .any(|p| p == "grexal.v1"));
+    // And asks the relay to do the RFB handshake: noVNC went live on the relay's greeting.
+    assert!(fake
+        .protocols_seen
+        .lock()
+        .expect("lock")
+        .iter()
+        .any(|p| p == "grexal.pipelined-handshake"));
 
     // 3. Control: the page shows who and why, clicks land where aimed, keys reach the
     //    desktop (Return presses xmessage's default button), "I've logged in" completes.

@@ -2,7 +2,10 @@
 //!
 //! Server-to-viewer bytes are forwarded untouched as binary WebSocket messages; viewer-to-server
 //! bytes go through [`RfbFilter`], which drops input from view-only viewers and closes the
-//! connection on anything it does not understand. The VNC server must be local: a loopback TCP
+//! connection on anything it does not understand. A viewer that offers
+//! [`PIPELINED_HANDSHAKE_PROTOCOL`] has the RFB handshake done for it next to the server
+//! ([`crate::rfb::greeting`]): it is sent the server's handshake messages at once, and its
+//! own answers are checked and dropped. The VNC server must be local: a loopback TCP
 //! address or a Unix socket.
 //!
 //! Backpressure: the relay reads the VNC socket only when the previous read has been written

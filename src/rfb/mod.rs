@@ -1,6 +1,7 @@
 //! The client-to-server half of RFB 3.8 (RFC 6143), parsed by hand to enforce view-only viewers.
 //!
-//! The relay never interprets the server's stream; it only needs to know where each message
+//! Past the handshake the relay never interprets the server's stream (the handshake itself it
+//! may do on the viewer's behalf: [`greeting`]); it only needs to know where each message
 //! the *viewer* sends begins and ends, so it can drop input events (keys, pointer, clipboard)
 //! from a view-only viewer and refuse anything it does not understand. Parsing is two-phase
 //! like mini-redis: [`RfbParser::next_message`] first checks that a whole message is buffered
