@@ -253,6 +253,26 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Whatever a server sends, `greet` ends (the script ends in EOF) with a greeting
+        /// whose ServerInit is exactly as long as it says, or an error; it never panics.
+        #[test]
+        fn any_server_bytes_end_in_a_greeting_or_an_error(
+            prefix in 0usize..5,
+            tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+        ) {
+            let valid: [&[u8]; 5] = [b"", VERSION_3_8, &[1, 1], &[0, 0, 0, 0], &[0; 20]];
+            let script = [valid[..prefix].concat(), tail].concat();
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            if let (Ok(greeting), _) = runtime.block_on(against(script)) {
+                let init = greeting.server_init();
+                let name_len = u32::from_be_bytes([init[20], init[21], init[22], init[23]]);
+                proptest::prop_assert!(name_len <= MAX_NAME_BYTES);
+                proptest::prop_assert_eq!(init.len(), 24 + name_len as usize);
+            }
+        }
+    }
+
     #[tokio::test]
     async fn a_long_reason_is_cut_at_the_limit() {
         let long = "r".repeat(MAX_REASON_BYTES as usize + 500);
