@@ -64,6 +64,8 @@ pub const BINARY_PROTOCOL: &str = "binary";
 /// Offered by a viewer that wants the relay to do its RFB handshake with the VNC server
 /// (our viewer page; see [`crate::rfb::greeting`]). Never echoed.
 pub const PIPELINED_HANDSHAKE_PROTOCOL: &str = "grexal.pipelined-handshake.v1";
+/// Longest token accepted from the handshake, in base64url characters.
+pub const MAX_TOKEN_LEN: usize = 256;
 
 /// Who does a viewer's RFB handshake with the VNC server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -76,8 +78,7 @@ pub enum Handshake {
     /// once and saves three round trips before its first pixels.
     Pipelined,
 }
-/// Longest token accepted from the handshake, in base64url characters.
-pub const MAX_TOKEN_LEN: usize = 256;
+
 /// Errors of one relay.
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
@@ -449,7 +450,7 @@ async fn pump(
         stats,
         close_deadline,
     } = session;
-    let filter = match greeting {
+    let mut filter = match greeting {
         Some(_) => RfbFilter::answered(access, limits.rfb),
         None => RfbFilter::with_limits(access, limits.rfb),
     };
@@ -497,7 +498,6 @@ async fn pump(
     };
 
     let up = async {
-        let mut filter = filter;
         let mut out = Vec::with_capacity(4096);
         // Inside a binary message sent as several frames.
         let mut fragmented = false;
