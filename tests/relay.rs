@@ -61,7 +61,7 @@ async fn whole_framebuffer_through_relay_offering(target: VncTarget, protocols: 
     }
     assert_eq!(screen, 320 * 240);
     let _ = vnc.close().await;
-    let handle = server.handles.recv().await.unwrap();
+    let handle = server.next_relay().await;
     let stats = handle.shutdown().await.unwrap();
     assert!(stats.server_bytes >= screen * 4, "{stats:?}");
     assert!(stats.client_messages >= 3);
@@ -171,14 +171,7 @@ async fn the_pipelined_handshake_greets_at_once_and_drops_the_answers() {
             .is_err(),
         "the view-only viewer's key event reached the server"
     );
-    let stats = server
-        .handles
-        .recv()
-        .await
-        .unwrap()
-        .shutdown()
-        .await
-        .unwrap();
+    let stats = server.next_relay().await.shutdown().await.unwrap();
     assert_eq!(stats.server_frames, 4);
     assert_eq!(stats.client_bytes, fbur.len() as u64);
     assert_eq!(stats.dropped_messages, 1);
@@ -205,14 +198,7 @@ async fn the_pipelined_handshake_refuses_a_server_that_wants_a_password() {
         }
         other => panic!("expected a Close frame, got {other:?}"),
     }
-    let error = server
-        .handles
-        .recv()
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap_err();
+    let error = server.next_relay().await.wait().await.unwrap_err();
     let chain = grexal_sidecar::api::error::error_chain(&error);
     assert!(
         chain.contains("offers no security type None (offers [2])"),
@@ -286,14 +272,7 @@ async fn upstream_receives(path: &str) -> Vec<u8> {
         assert!(n > 0, "upstream closed early");
         got.extend_from_slice(&buf[..n]);
     }
-    let stats = server
-        .handles
-        .recv()
-        .await
-        .unwrap()
-        .shutdown()
-        .await
-        .unwrap();
+    let stats = server.next_relay().await.shutdown().await.unwrap();
     assert_eq!(stats.end, RelayEnd::Stopped);
     got
 }
@@ -318,7 +297,7 @@ async fn slow_viewer_bounds_buffering() {
     let mut server = start_relay_server(fake.target.clone(), limits, None).await;
     let (ws, _) = ws_connect(server.addr, "/relay/view", None).await.unwrap();
     let (mut up, _) = fake.listener.accept().await.unwrap();
-    let handle = server.handles.recv().await.unwrap();
+    let handle = server.next_relay().await;
     // Flood until writes stop making progress; the viewer never reads.
     let chunk = vec![0x5a; 64 * 1024];
     let mut written = 0usize;
@@ -372,14 +351,14 @@ async fn idle_viewer_is_dropped() {
     };
     assert_eq!(code, CloseCode::Away);
     assert!(start.elapsed() >= Duration::from_millis(250));
-    let stats = server.handles.recv().await.unwrap().wait().await.unwrap();
+    let stats = server.next_relay().await.wait().await.unwrap();
     assert_eq!(stats.end, RelayEnd::Idle);
 }
 
 #[tokio::test]
 async fn stop_cuts_both_directions() {
     let (_fake, mut server, mut ws, mut up) = control_viewer_after_handshake().await;
-    let handle = server.handles.recv().await.unwrap();
+    let handle = server.next_relay().await;
     // Streaming in both directions when the stop comes.
     let flood = tokio::spawn(async move {
         let chunk = vec![1u8; 64 * 1024];
@@ -452,14 +431,7 @@ async fn text_frame_closes_with_policy_error() {
         }
     };
     assert_eq!(code, CloseCode::Policy);
-    let err = server
-        .handles
-        .recv()
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap_err();
+    let err = server.next_relay().await.wait().await.unwrap_err();
     assert!(matches!(err, RelayError::TextFrame), "{err:?}");
 }
 
@@ -480,14 +452,7 @@ async fn unknown_message_closes_with_policy_error() {
         .await
         .unwrap();
     assert!(got.is_empty(), "{got:?}");
-    let err = server
-        .handles
-        .recv()
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap_err();
+    let err = server.next_relay().await.wait().await.unwrap_err();
     assert!(
         matches!(
             err,
@@ -622,7 +587,7 @@ async fn ping_is_answered_and_fragmented_input_is_reassembled() {
             other => panic!("expected the Close echo, got {other:?}"),
         }
     }
-    let stats = server.handles.recv().await.unwrap().wait().await.unwrap();
+    let stats = server.next_relay().await.wait().await.unwrap();
     assert_eq!(stats.end, RelayEnd::ViewerClosed);
     assert_eq!(
         stats.client_bytes,
@@ -641,7 +606,7 @@ async fn continuation_without_a_start_closes_with_protocol_error() {
     )
     .await;
     assert_eq!(close_code(&mut ws).await, CloseCode::Protocol);
-    let err = server.handles.recv().await.unwrap().wait().await;
+    let err = server.next_relay().await.wait().await;
     assert!(matches!(err, Err(RelayError::BadContinuation)), "{err:?}");
 }
 
@@ -655,7 +620,7 @@ async fn unmasked_frame_closes_with_protocol_error() {
     raw.extend_from_slice(&request);
     ws.get_mut().write_all(&raw).await.unwrap();
     assert_eq!(close_code(&mut ws).await, CloseCode::Protocol);
-    let err = server.handles.recv().await.unwrap().wait().await;
+    let err = server.next_relay().await.wait().await;
     assert!(matches!(err, Err(RelayError::UnmaskedFrame)), "{err:?}");
     // Not one byte of it reached the VNC server: its end of the socket sees EOF.
     let mut rest = Vec::new();
@@ -695,7 +660,7 @@ async fn oversized_frame_closes_with_message_too_big() {
         .await
         .unwrap();
     assert_eq!(close_code(&mut ws).await, CloseCode::Size);
-    let err = server.handles.recv().await.unwrap().wait().await;
+    let err = server.next_relay().await.wait().await;
     assert!(
         matches!(err, Err(RelayError::FrameTooLarge { limit: 1024 })),
         "{err:?}"
@@ -736,7 +701,7 @@ async fn viewer_send_buffer_is_bounded() {
             .await
             .unwrap();
         let _up = fake.listener.accept().await.unwrap();
-        let handle = server.handles.recv().await.unwrap();
+        let handle = server.next_relay().await;
         let client_port = ws.get_ref().local_addr().unwrap().port();
         let tb = server_send_buffer(server.addr.port(), client_port);
         match want {

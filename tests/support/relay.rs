@@ -208,6 +208,13 @@ pub struct RelayServer {
     pub stop: CancellationToken,
 }
 
+impl RelayServer {
+    /// The relay of the next viewer this server upgraded.
+    pub async fn next_relay(&mut self) -> RelayHandle {
+        self.handles.recv().await.expect("a relay for the viewer")
+    }
+}
+
 #[derive(Clone)]
 struct RouteState {
     target: VncTarget,
