@@ -234,6 +234,17 @@ fn xvfb_x11vnc() -> DisplayBackend {
     }
 }
 
+/// What a desktop on the Xvfb + x11vnc backend runs.
+const XVFB_X11VNC_BINARIES: &[&str] = &["/usr/bin/Xvfb", "/usr/bin/x11vnc", "/usr/bin/chromium"];
+
+/// [`config`] on the Xvfb + x11vnc backend.
+fn xvfb_x11vnc_config(dir: &Path) -> DesktopConfig {
+    DesktopConfig {
+        backend: xvfb_x11vnc(),
+        ..config(dir)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn xvnc_desktop_starts_serves_cdp_and_vnc_on_loopback_only() {
     init_tracing();
@@ -330,12 +341,11 @@ async fn xvnc_desktop_starts_serves_cdp_and_vnc_on_loopback_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn xvfb_x11vnc_backend_serves_rfb_on_a_unix_socket_and_no_tcp_port() {
     init_tracing();
-    if skip(&["/usr/bin/Xvfb", "/usr/bin/x11vnc", "/usr/bin/chromium"]) {
+    if skip(XVFB_X11VNC_BINARIES) {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut cfg = config(dir.path());
-    cfg.backend = xvfb_x11vnc();
+    let cfg = xvfb_x11vnc_config(dir.path());
     let started = Instant::now();
     let desktop = Desktop::start(cfg, EventBus::new(), CancellationToken::new())
         .await
@@ -567,12 +577,11 @@ async fn killed_display_restarts_everything() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_x11vnc_restarts_alone_on_its_socket() {
     init_tracing();
-    if skip(&["/usr/bin/Xvfb", "/usr/bin/x11vnc", "/usr/bin/chromium"]) {
+    if skip(XVFB_X11VNC_BINARIES) {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut cfg = config(dir.path());
-    cfg.backend = xvfb_x11vnc();
+    let cfg = xvfb_x11vnc_config(dir.path());
     let events = EventBus::new();
     let mut rx = events.subscribe();
     let desktop = Desktop::start(cfg, events, CancellationToken::new())
@@ -781,12 +790,11 @@ async fn xvnc_desktop_runs_as_an_unprivileged_user() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn xvfb_x11vnc_desktop_runs_as_an_unprivileged_user() {
     init_tracing();
-    if skip(&["/usr/bin/Xvfb", "/usr/bin/x11vnc", "/usr/bin/chromium"]) || skip_unless_root() {
+    if skip(XVFB_X11VNC_BINARIES) || skip_unless_root() {
         return;
     }
     let dir = traversable_tempdir();
-    let mut cfg = config(dir.path());
-    cfg.backend = xvfb_x11vnc();
+    let mut cfg = xvfb_x11vnc_config(dir.path());
     cfg.run_as = Some(NOBODY_USER);
     check_runs_as_nobody(cfg, dir.path()).await;
 }
