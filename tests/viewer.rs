@@ -75,11 +75,7 @@ async fn static_routes_confine_novnc_and_serve_the_page() {
     assert!(!html.contains(&fake.control_token) && !html.contains(&fake.view_token));
     // noVNC's modules are listed for preloading, rfb.js's imports down to pako's, each one
     // a file the page's own path serves.
-    let preloaded: Vec<&str> = html
-        .lines()
-        .filter_map(|l| l.strip_prefix("<link rel=\"modulepreload\" href=\""))
-        .filter_map(|l| l.strip_suffix("\">"))
-        .collect();
+    let preloaded = preloaded_modules(&html);
     for module in [
         "novnc/core/rfb.js",
         "novnc/core/util/logging.js",
@@ -108,6 +104,91 @@ async fn static_routes_confine_novnc_and_serve_the_page() {
     let (status, headers, _) = raw_get(&base, "/takeover/assets/viewer.js").await;
     assert_eq!(status, 200);
     assert_eq!(headers["content-type"], "text/javascript; charset=utf-8");
+}
+
+#[tokio::test]
+async fn static_routes_gzip_for_browsers_that_accept_it() {
+    if !tools_present(&[NOVNC_RFB]) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fake = Fake::new(&dir.path().join("unused.sock"));
+    let base = fake.serve().await;
+    let gunzip = |bytes: &[u8]| {
+        let mut plain = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(bytes), &mut plain)
+            .expect("a valid gzip stream");
+        plain
+    };
+    // What Chromium sends.
+    let browser = [("Accept-Encoding", "gzip, deflate, br, zstd")];
+
+    let on_disk = std::fs::read(NOVNC_RFB).expect("rfb.js");
+    let (status, headers, body) =
+        raw_get_with(&base, "/takeover/novnc/core/rfb.js", &browser).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-encoding"], "gzip");
+    assert!(headers["vary"]
+        .to_ascii_lowercase()
+        .contains("accept-encoding"));
+    // The headers of the uncompressed response are all still there.
+    assert_eq!(headers["content-type"], "text/javascript; charset=utf-8");
+    assert!(headers["cache-control"].contains("max-age"), "{headers:?}");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert!(
+        body.len() * 2 < on_disk.len(),
+        "{} gzipped bytes for a {}-byte module",
+        body.len(),
+        on_disk.len()
+    );
+    assert_eq!(gunzip(&body), on_disk, "rfb.js round-trips through gzip");
+
+    // A client that does not ask, or refuses gzip, gets the file as it is.
+    for headers_sent in [
+        &[][..],
+        &[("Accept-Encoding", "identity")][..],
+        &[("Accept-Encoding", "gzip;q=0")][..],
+    ] {
+        let (status, headers, body) =
+            raw_get_with(&base, "/takeover/novnc/core/rfb.js", headers_sent).await;
+        assert_eq!(status, 200);
+        assert!(
+            !headers.contains_key("content-encoding"),
+            "{headers_sent:?}: {headers:?}"
+        );
+        assert_eq!(body, on_disk, "{headers_sent:?}");
+    }
+
+    // The page keeps its CSP and no-store when gzipped, and our own assets are gzipped too.
+    let (status, headers, body) = raw_get_with(&base, "/takeover/tk_test-1", &browser).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-encoding"], "gzip");
+    assert_eq!(headers["cache-control"], "no-store");
+    assert!(headers["content-security-policy"].contains("default-src 'none'"));
+    let (_, _, plain) = raw_get(&base, "/takeover/tk_test-1").await;
+    assert_eq!(gunzip(&body), plain);
+    for asset in ["/takeover/assets/viewer.js", "/takeover/assets/viewer.css"] {
+        let (status, headers, body) = raw_get_with(&base, asset, &browser).await;
+        assert_eq!(status, 200, "{asset}");
+        assert_eq!(headers["content-encoding"], "gzip", "{asset}");
+        let (_, _, plain) = raw_get(&base, asset).await;
+        assert_eq!(gunzip(&body), plain, "{asset}");
+    }
+
+    // Errors stay what they were: a JSON 404.
+    let (status, _, body) =
+        raw_get_with(&base, "/takeover/novnc/core/../../../etc/passwd", &browser).await;
+    assert_eq!(status, 404);
+    let error: Value = serde_json::from_slice(&gunzip(&body)).expect("a JSON error");
+    assert_eq!(error["error"]["code"], "not_found");
+}
+
+/// The modules a viewer page lists for `modulepreload`, as the page's relative URLs.
+fn preloaded_modules(html: &str) -> Vec<&str> {
+    html.lines()
+        .filter_map(|l| l.strip_prefix("<link rel=\"modulepreload\" href=\""))
+        .filter_map(|l| l.strip_suffix("\">"))
+        .collect()
 }
 
 fn shot(name: &str) -> std::path::PathBuf {
@@ -367,23 +448,59 @@ async fn viewer_end_to_end() {
 /// browser opened (`docs/performance.md`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewer_goes_live_over_a_slow_link() {
-    let Some(Desk {
-        dir: _dir, home, x, ..
-    }) = desk("Slow link", &[])
-    else {
+    live_over_a_link("slow-link", None).await;
+}
+
+/// The same over a narrow link: a 50 ms round trip and 8 Mbit/s from the sandbox to the
+/// browser, shared by all the browser's connections. Everything the browser was sent adds
+/// up to less than noVNC's modules as files: they arrived gzipped, and the page still went
+/// live in a real Chromium that had to un-gzip them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewer_goes_live_over_a_narrow_link() {
+    let Some((bytes_down, base)) = live_over_a_link("narrow-link", Some(1_000_000)).await else {
         return;
     };
+    // The modules the page lists for preloading: all the noVNC it loads.
+    let (_, _, page) = raw_get(&base, "/takeover/tk_narrow").await;
+    let modules: u64 = preloaded_modules(&String::from_utf8_lossy(&page))
+        .into_iter()
+        .map(|module| {
+            let module = module.strip_prefix("novnc/").expect("under novnc/");
+            std::fs::metadata(std::path::Path::new("/usr/share/novnc").join(module))
+                .expect("a preloaded module is a file")
+                .len()
+        })
+        .sum();
+    assert!(modules > 100_000, "only {modules} bytes of modules listed");
+    assert!(
+        (bytes_down as u64) < modules,
+        "the browser was sent {bytes_down} bytes in all, more than the {modules} bytes of \
+         noVNC's modules alone: they were not compressed"
+    );
+}
+
+/// Opens the viewer through a [`link`] with a 25 ms one-way delay (and `downlink` bytes per
+/// second to the browser, if given), waits for real pixels, completes the takeover. Returns
+/// the bytes the browser was sent and the viewer's base URL (no link in between), or `None`
+/// when the desktop tools are missing.
+async fn live_over_a_link(name: &str, downlink: Option<u64>) -> Option<(usize, String)> {
+    let Desk {
+        dir: _dir, home, x, ..
+    } = desk(name, &[])?;
     let fake = Fake::new(&x.socket);
     let base = fake.serve().await;
-    let (slow, connections) = slow_link(&base, Duration::from_millis(25)).await;
+    let link = link(&base, Duration::from_millis(25), downlink).await;
     let actions = json!([
         {"type": "complete"},
         {"type": "wait_state", "state": "ended"},
     ]);
     let h = run_harness(
         &home,
-        &format!("{slow}/takeover/{}#token={}", fake.id, fake.control_token),
-        &shot("slow-link"),
+        &format!(
+            "{}/takeover/{}#token={}",
+            link.base, fake.id, fake.control_token
+        ),
+        &shot(name),
         Some(actions),
         "live",
     )
@@ -391,17 +508,23 @@ async fn viewer_goes_live_over_a_slow_link() {
     if !h.ok {
         eprintln!("Xvnc log:\n{}", x.log_tail());
     }
-    assert_ok(&h, "slow link");
+    assert_ok(&h, name);
     let first_pixels = h.result["first_pixels_ms"]
         .as_u64()
         .expect("first_pixels_ms");
+    let bytes_down = link.bytes_down.load(std::sync::atomic::Ordering::SeqCst);
+    let downlink = downlink.map_or("no bandwidth limit".to_string(), |rate| {
+        format!("{} Mbit/s down", rate * 8 / 1_000_000)
+    });
     eprintln!(
-        "e2e figure: 50 ms round trip: page open -> first real pixels {first_pixels} ms, {} connections",
-        connections.load(std::sync::atomic::Ordering::SeqCst)
+        "e2e figure: 50 ms round trip, {downlink}: page open -> first real pixels {first_pixels} ms, \
+         {} connections, {bytes_down} bytes to the browser",
+        link.connections.load(std::sync::atomic::Ordering::SeqCst)
     );
     assert_eq!(
         (h.result["state"].as_str(), h.result["outcome"].as_str()),
         (Some("ended"), Some("completed"))
     );
     assert_eq!(fake.calls("complete"), 1);
+    Some((bytes_down, base))
 }
