@@ -15,14 +15,23 @@ use viewer_support::*;
 
 const NOVNC_RFB: &str = "/usr/share/novnc/core/rfb.js";
 
-#[tokio::test]
-async fn static_routes_confine_novnc_and_serve_the_page() {
+/// The viewer's routes behind the fake takeover side, with no desktop (`None` when noVNC is
+/// missing): its temporary directory, the fake and its base URL.
+async fn static_server() -> Option<(tempfile::TempDir, std::sync::Arc<Fake>, String)> {
     if !tools_present(&[NOVNC_RFB]) {
-        return;
+        return None;
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let fake = Fake::new(&dir.path().join("unused.sock"));
     let base = fake.serve().await;
+    Some((dir, fake, base))
+}
+
+#[tokio::test]
+async fn static_routes_confine_novnc_and_serve_the_page() {
+    let Some((_dir, fake, base)) = static_server().await else {
+        return;
+    };
 
     let (status, headers, body) = raw_get(&base, "/takeover/novnc/core/rfb.js").await;
     assert_eq!(status, 200);
@@ -108,12 +117,9 @@ async fn static_routes_confine_novnc_and_serve_the_page() {
 
 #[tokio::test]
 async fn static_routes_gzip_for_browsers_that_accept_it() {
-    if !tools_present(&[NOVNC_RFB]) {
+    let Some((_dir, _fake, base)) = static_server().await else {
         return;
-    }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let fake = Fake::new(&dir.path().join("unused.sock"));
-    let base = fake.serve().await;
+    };
     let gunzip = |bytes: &[u8]| {
         let mut plain = Vec::new();
         std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(bytes), &mut plain)
@@ -457,11 +463,10 @@ async fn viewer_goes_live_over_a_slow_link() {
 /// live in a real Chromium that had to un-gzip them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewer_goes_live_over_a_narrow_link() {
-    let Some((bytes_down, base)) = live_over_a_link("narrow-link", Some(1_000_000)).await else {
+    let Some((bytes_down, page)) = live_over_a_link("narrow-link", Some(1_000_000)).await else {
         return;
     };
     // The modules the page lists for preloading: all the noVNC it loads.
-    let (_, _, page) = raw_get(&base, "/takeover/tk_narrow").await;
     let modules: u64 = preloaded_modules(&String::from_utf8_lossy(&page))
         .into_iter()
         .map(|module| {
@@ -481,9 +486,9 @@ async fn viewer_goes_live_over_a_narrow_link() {
 
 /// Opens the viewer through a [`link`] with a 25 ms one-way delay (and `downlink` bytes per
 /// second to the browser, if given), waits for real pixels, completes the takeover. Returns
-/// the bytes the browser was sent and the viewer's base URL (no link in between), or `None`
-/// when the desktop tools are missing.
-async fn live_over_a_link(name: &str, downlink: Option<u64>) -> Option<(usize, String)> {
+/// the bytes the browser was sent and the page it was served, or `None` when the desktop
+/// tools are missing.
+async fn live_over_a_link(name: &str, downlink: Option<u64>) -> Option<(usize, Vec<u8>)> {
     let Desk {
         dir: _dir, home, x, ..
     } = desk(name, &[])?;
@@ -526,5 +531,6 @@ async fn live_over_a_link(name: &str, downlink: Option<u64>) -> Option<(usize, S
         (Some("ended"), Some("completed"))
     );
     assert_eq!(fake.calls("complete"), 1);
-    Some((bytes_down, base))
+    let (_, _, page) = raw_get(&base, &format!("/takeover/{}", fake.id)).await;
+    Some((bytes_down, page))
 }
