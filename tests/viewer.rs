@@ -449,7 +449,8 @@ async fn viewer_end_to_end() {
 }
 
 /// Over a link with a 50 ms round trip (a proxy that delays every chunk 25 ms each way):
-/// the page goes live with real pixels and "I've logged in" still completes. Prints how
+/// the page goes live with real pixels, having opened its WebSocket while noVNC's modules
+/// loaded, and "I've logged in" still completes. Prints how
 /// long the page took from opening to the first real pixels, and how many connections the
 /// browser opened (`docs/performance.md`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -531,6 +532,28 @@ async fn live_over_a_link(name: &str, downlink: Option<u64>) -> Option<(usize, V
         (Some("ended"), Some("completed"))
     );
     assert_eq!(fake.calls("complete"), 1);
+    // The page opened its WebSocket while noVNC's modules were still loading, not after
+    // them: its opening and the relay's handshake overlap the loading.
+    let requests = fake.requests.lock().expect("lock").clone();
+    let websocket = requests
+        .iter()
+        .position(|path| path.ends_with("/websocket"))
+        .expect("a WebSocket request");
+    let last_module = requests
+        .iter()
+        .rposition(|path| path.starts_with("/takeover/novnc/"))
+        .expect("noVNC's modules requested");
+    assert!(
+        websocket < last_module,
+        "the WebSocket was requested only after noVNC's modules: {requests:?}"
+    );
+    // And what the relay sent before noVNC was there to take it (its handshake with the VNC
+    // server, done while the modules loaded) was handed over, not lost: the page went live.
+    let held = h.result["held_messages"].as_u64().expect("held_messages");
+    assert!(
+        held >= 1,
+        "no message arrived before noVNC attached: {held}"
+    );
     let (_, _, page) = raw_get(&base, &format!("/takeover/{}", fake.id)).await;
     Some((bytes_down, page))
 }

@@ -7,7 +7,8 @@
 // Every URL is derived from the page's own path, so the page works behind a path prefix.
 //
 // For tests and people alike, the state is on <body>: data-state = connecting | live |
-// reconnecting | ended | error, and data-outcome = completed | cancelled | timed_out | failed.
+// reconnecting | ended | error, data-outcome = completed | cancelled | timed_out | failed,
+// and data-held-messages = how many of the relay's messages arrived before noVNC had loaded.
 
 const $ = (id) => document.getElementById(id);
 
@@ -61,6 +62,7 @@ const page = {
   tickTimer: null,
   deadline: null, // performance.now() at which the takeover expires
   busy: false,
+  early: null, // the WebSocket opened at the start, until noVNC takes it
 };
 
 // ---- state and rendering -------------------------------------------------------------
@@ -236,16 +238,104 @@ function wsUrl() {
   return scheme + '//' + location.host + page.base + '/websocket';
 }
 
+// The WebSocket's subprotocols: `binary`, the token, and a request that the relay do the RFB
+// handshake with the VNC server for us (pipelined-handshake): three round trips fewer before
+// the first pixels.
+function protocols() {
+  return ['binary', 'grexal.v1.' + page.token, 'grexal.pipelined-handshake.v1'];
+}
+
+// A WebSocket opened as soon as the session says the takeover is live, while noVNC's modules
+// are still loading: its opening (a TCP connection and the upgrade, a round trip or two over a
+// real link) and the relay's handshake with the VNC server overlap the loading instead of
+// following it. noVNC takes a WebSocket-like channel in place of a URL; until it attaches,
+// this one holds what the relay sends (the greeting arrives as soon as it opens) and then
+// hands it over as a WebSocket would, in order and in a later task, after noVNC has handled
+// the open. The close code and reason are recorded before anyone hears of the close: 4000 +
+// outcome means the takeover ended.
+class HeldSocket {
+  constructor(url, protos) {
+    this.closed = null;
+    this._ws = new WebSocket(url, protos);
+    this._ws.binaryType = 'arraybuffer';
+    this._handlers = { open: null, message: null, close: null, error: null };
+    this._held = []; // [kind, event] not yet given to noVNC, oldest first
+    this._draining = false;
+    this._ws.onopen = (e) => this._event('open', e);
+    this._ws.onmessage = (e) => this._event('message', e);
+    this._ws.onerror = (e) => this._event('error', e);
+    this._ws.onclose = (e) => {
+      this.closed = { code: e.code, reason: e.reason };
+      this._event('close', e);
+    };
+  }
+
+  // What noVNC checks and uses of a channel.
+  get readyState() { return this._ws.readyState; }
+  get protocol() { return this._ws.protocol; }
+  get binaryType() { return this._ws.binaryType; }
+  set binaryType(t) { this._ws.binaryType = t; }
+  send(data) { this._ws.send(data); }
+  close(code, reason) { this._ws.close(code, reason); }
+  get onopen() { return this._handlers.open; }
+  set onopen(f) { this._handlers.open = f; }
+  get onerror() { return this._handlers.error; }
+  set onerror(f) { this._handlers.error = f; this._drainSoon(); }
+  get onclose() { return this._handlers.close; }
+  set onclose(f) { this._handlers.close = f; this._drainSoon(); }
+  get onmessage() { return this._handlers.message; }
+  set onmessage(f) { this._handlers.message = f; this._drainSoon(); }
+
+  // Whether noVNC can still take this socket: not closed, nor about to be.
+  usable() {
+    return this._ws.readyState <= WebSocket.OPEN && !this.closed;
+  }
+
+  _event(kind, e) {
+    // An open before noVNC attaches is not replayed: noVNC reads `readyState` when it
+    // attaches and handles an open socket itself.
+    if (kind === 'open') {
+      if (this._handlers.open) this._handlers.open(e);
+      return;
+    }
+    if (!this._held.length && this._handlers.message) {
+      const f = this._handlers[kind];
+      if (f) f(e);
+      return;
+    }
+    this._held.push([kind, e]);
+    this._drainSoon();
+  }
+
+  _drainSoon() {
+    if (this._draining || !this._held.length || !this._handlers.message) return;
+    this._draining = true;
+    setTimeout(() => {
+      this._draining = false;
+      while (this._held.length) {
+        const [kind, e] = this._held.shift();
+        if (kind === 'message') {
+          // How many messages arrived before noVNC took the socket (for tests and people).
+          const held = Number(document.body.dataset.heldMessages || 0) + 1;
+          document.body.dataset.heldMessages = String(held);
+        }
+        const f = this._handlers[kind];
+        if (f) f(e);
+      }
+    }, 0);
+  }
+}
+
 function connect() {
   clearTimeout(page.retryTimer);
   page.retryTimer = null;
-  // Our own WebSocket (noVNC accepts one in place of a URL) so that the close code and
-  // reason are ours to read: 4000 + outcome means the takeover ended. The relay does the
-  // RFB handshake with the VNC server for us (pipelined-handshake): three round trips
-  // fewer before the first pixels.
-  const ws = new WebSocket(wsUrl(), ['binary', 'grexal.v1.' + page.token, 'grexal.pipelined-handshake.v1']);
-  let closed = null;
-  ws.addEventListener('close', (e) => { closed = { code: e.code, reason: e.reason }; });
+  // The socket opened at the start, if it is still good; a new one otherwise (a reconnect).
+  let ws = page.early;
+  page.early = null;
+  if (!ws || !ws.usable()) {
+    if (ws) ws.close();
+    ws = new HeldSocket(wsUrl(), protocols());
+  }
 
   const rfb = new page.RFB($('screen'), ws, {});
   page.rfb = rfb;
@@ -263,7 +353,7 @@ function connect() {
   rfb.addEventListener('disconnect', () => {
     if (page.rfb !== rfb) return;
     page.rfb = null;
-    onDisconnect(closed);
+    onDisconnect(ws.closed);
   });
 }
 
@@ -307,6 +397,10 @@ function scheduleRetry(sessionOnly) {
 }
 
 function closeDesktop() {
+  if (page.early) {
+    page.early.close();
+    page.early = null;
+  }
   const rfb = page.rfb;
   page.rfb = null;
   if (rfb) {
@@ -404,6 +498,9 @@ async function main() {
   if (!r) return;
   renderSession(r.body);
   startTimer(r.body, r.date);
+  // The takeover is live and the token good: open the WebSocket now, while the modules are
+  // still loading (they take several round trips; the session took one).
+  page.early = new HeldSocket(wsUrl(), protocols());
   try {
     page.RFB = (await loading).default;
   } catch (_) {

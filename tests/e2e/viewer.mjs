@@ -174,6 +174,7 @@ async function snapshot(page) {
       state: document.body.dataset.state || null,
       outcome: document.body.dataset.outcome || null,
       states: window.__viewerStates || [],
+      held_messages: Number(document.body.dataset.heldMessages || 0),
       csp_violations: window.__cspViolations || [],
       complete_clicked_at: window.__completeClickedAt || null,
       url: location.href,

@@ -298,6 +298,8 @@ pub struct Fake {
     pub calls: Mutex<HashMap<&'static str, usize>>,
     pub protocols_seen: Mutex<Vec<String>>,
     pub ws_open: AtomicUsize,
+    /// The path of every request, in the order they arrived.
+    pub requests: Mutex<Vec<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -329,6 +331,7 @@ impl Fake {
             calls: Mutex::new(HashMap::new()),
             protocols_seen: Mutex::new(Vec::new()),
             ws_open: AtomicUsize::new(0),
+            requests: Mutex::new(Vec::new()),
         })
     }
 
@@ -384,6 +387,16 @@ impl Fake {
                     .route("/fake/drop", post(fake_drop))
                     .with_state(self.clone()),
             );
+        let log = self.clone();
+        let app = app.layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                log.requests
+                    .lock()
+                    .expect("lock")
+                    .push(request.uri().path().to_owned());
+                next.run(request)
+            },
+        ));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
