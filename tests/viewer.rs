@@ -485,6 +485,65 @@ async fn viewer_goes_live_over_a_narrow_link() {
     );
 }
 
+/// The WebSocket the page opens early is lost before noVNC has loaded (the relay's side
+/// drops it as soon as it is open, while the modules still travel a 50 ms link): once noVNC
+/// is there the page opens a new one and goes live, without ever showing a lost
+/// connection, and "I've logged in" completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_websocket_lost_before_novnc_loads() {
+    let Some(Desk {
+        dir: _dir, home, x, ..
+    }) = desk("early-drop", &[])
+    else {
+        return;
+    };
+    let fake = Fake::new(&x.socket);
+    let base = fake.serve().await;
+    let link = link(&base, Duration::from_millis(25), None).await;
+    let dropper = {
+        let fake = fake.clone();
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            while fake.ws_open.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "no WebSocket opened"
+                );
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            let _ = fake.events.send(FakeEvent::Drop);
+        })
+    };
+    let actions = json!([
+        {"type": "complete"},
+        {"type": "wait_state", "state": "ended"},
+    ]);
+    let h = run_harness(
+        &home,
+        &format!(
+            "{}/takeover/{}#token={}",
+            link.base, fake.id, fake.control_token
+        ),
+        &shot("early-drop"),
+        Some(actions),
+        "live",
+    )
+    .await;
+    if !h.ok {
+        eprintln!("Xvnc log:\n{}", x.log_tail());
+    }
+    assert_ok(&h, "early drop");
+    dropper.await.expect("dropper");
+    assert_eq!(fake.calls("websocket"), 2, "{}", h.result);
+    // The first socket's greeting was dropped with it; the second was noVNC's from the start.
+    assert_eq!(h.result["held_messages"], 0, "{}", h.result);
+    assert_eq!(states(&h), ["connecting", "live", "ended"]);
+    assert_eq!(
+        (h.result["state"].as_str(), h.result["outcome"].as_str()),
+        (Some("ended"), Some("completed"))
+    );
+}
+
 /// Opens the viewer through a [`link`] with a 25 ms one-way delay (and `downlink` bytes per
 /// second to the browser, if given), waits for real pixels, completes the takeover. Returns
 /// the bytes the browser was sent and the page it was served, or `None` when the desktop
