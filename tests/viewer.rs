@@ -491,17 +491,7 @@ async fn viewer_goes_live_over_a_narrow_link() {
 /// connection, and "I've logged in" completes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn early_websocket_lost_before_novnc_loads() {
-    let Some(Desk {
-        dir: _dir, home, x, ..
-    }) = desk("early-drop", &[])
-    else {
-        return;
-    };
-    let fake = Fake::new(&x.socket);
-    let base = fake.serve().await;
-    let link = link(&base, Duration::from_millis(25), None).await;
-    let dropper = {
-        let fake = fake.clone();
+    let Some(run) = complete_over_a_link("early-drop", None, |fake| {
         tokio::spawn(async move {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
             while fake.ws_open.load(std::sync::atomic::Ordering::SeqCst) == 0 {
@@ -513,53 +503,55 @@ async fn early_websocket_lost_before_novnc_loads() {
             }
             let _ = fake.events.send(FakeEvent::Drop);
         })
+    })
+    .await
+    else {
+        return;
     };
-    let actions = json!([
-        {"type": "complete"},
-        {"type": "wait_state", "state": "ended"},
-    ]);
-    let h = run_harness(
-        &home,
-        &format!(
-            "{}/takeover/{}#token={}",
-            link.base, fake.id, fake.control_token
-        ),
-        &shot("early-drop"),
-        Some(actions),
-        "live",
-    )
-    .await;
-    if !h.ok {
-        eprintln!("Xvnc log:\n{}", x.log_tail());
-    }
-    assert_ok(&h, "early drop");
-    dropper.await.expect("dropper");
+    let (h, fake) = (&run.harness, &run.fake);
+    run.meanwhile.await.expect("dropper");
     assert_eq!(fake.calls("websocket"), 2, "{}", h.result);
     // The first socket's greeting was dropped with it; the second was noVNC's from the start.
     assert_eq!(h.result["held_messages"], 0, "{}", h.result);
-    assert_eq!(states(&h), ["connecting", "live", "ended"]);
+    assert_eq!(states(h), ["connecting", "live", "ended"]);
     assert_eq!(
         (h.result["state"].as_str(), h.result["outcome"].as_str()),
         (Some("ended"), Some("completed"))
     );
 }
 
-/// Opens the viewer through a [`link`] with a 25 ms one-way delay (and `downlink` bytes per
-/// second to the browser, if given), waits for real pixels, completes the takeover. Returns
-/// the bytes the browser was sent and the page it was served, or `None` when the desktop
-/// tools are missing.
-async fn live_over_a_link(name: &str, downlink: Option<u64>) -> Option<(usize, Vec<u8>)> {
+/// A run of [`complete_over_a_link`].
+struct OverALink<T> {
+    harness: Harness,
+    fake: std::sync::Arc<Fake>,
+    /// The fake's own address, not through the link.
+    base: String,
+    link: Link,
+    /// What the `meanwhile` hook returned.
+    meanwhile: T,
+}
+
+/// Opens the viewer with the control token through a [`link`] with a 25 ms one-way delay
+/// (and `downlink` bytes per second to the browser, if given), waits for real pixels and
+/// completes the takeover; `meanwhile` gets the fake before the browser opens the page.
+/// `None` when the desktop tools are missing.
+async fn complete_over_a_link<T>(
+    name: &str,
+    downlink: Option<u64>,
+    meanwhile: impl FnOnce(std::sync::Arc<Fake>) -> T,
+) -> Option<OverALink<T>> {
     let Desk {
         dir: _dir, home, x, ..
     } = desk(name, &[])?;
     let fake = Fake::new(&x.socket);
     let base = fake.serve().await;
     let link = link(&base, Duration::from_millis(25), downlink).await;
+    let meanwhile = meanwhile(fake.clone());
     let actions = json!([
         {"type": "complete"},
         {"type": "wait_state", "state": "ended"},
     ]);
-    let h = run_harness(
+    let harness = run_harness(
         &home,
         &format!(
             "{}/takeover/{}#token={}",
@@ -570,10 +562,29 @@ async fn live_over_a_link(name: &str, downlink: Option<u64>) -> Option<(usize, V
         "live",
     )
     .await;
-    if !h.ok {
+    if !harness.ok {
         eprintln!("Xvnc log:\n{}", x.log_tail());
     }
-    assert_ok(&h, name);
+    assert_ok(&harness, name);
+    Some(OverALink {
+        harness,
+        fake,
+        base,
+        link,
+        meanwhile,
+    })
+}
+
+/// [`complete_over_a_link`], and prints how long the page took to the first real pixels.
+/// Returns the bytes the browser was sent and the page it was served.
+async fn live_over_a_link(name: &str, downlink: Option<u64>) -> Option<(usize, Vec<u8>)> {
+    let OverALink {
+        harness: h,
+        fake,
+        base,
+        link,
+        ..
+    } = complete_over_a_link(name, downlink, |_| ()).await?;
     let first_pixels = h.result["first_pixels_ms"]
         .as_u64()
         .expect("first_pixels_ms");
