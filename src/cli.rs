@@ -100,8 +100,9 @@ pub struct CommonArgs {
     pub api_request_timeout: u64,
 
     /// Run the desktop (display, VNC server, Chromium) even if the manifest's
-    /// runtime.sandbox_template is not "desktop".
-    #[arg(long, env = "GREXAL_DESKTOP")]
+    /// runtime.sandbox_template is not "desktop". In the environment variable: true or
+    /// false, 1 or 0, yes or no, on or off.
+    #[arg(long, env = "GREXAL_DESKTOP", value_parser = clap::builder::BoolishValueParser::new())]
     pub desktop: bool,
 
     /// Display and VNC server to run on a desktop sandbox.
@@ -350,6 +351,19 @@ pub struct SealArgs {
 
 /// Entry point of the binary.
 pub fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // `--help` and `--version` print to stdout and succeed; a bad command line is
+            // a usage error, 64 as documented, not clap's own 2.
+            let code = match e.use_stderr() {
+                true => crate::exit::ExitCode::Usage.code(),
+                false => 0,
+            };
+            // Nothing more can be said if stderr itself is gone.
+            let _ = e.print();
+            return std::process::ExitCode::from(code);
+        }
+    };
     std::process::ExitCode::from(crate::daemon::dispatch(cli))
 }

@@ -70,11 +70,33 @@ fn start(config: Config) -> u8 {
         }
     };
     let code = runtime.block_on(async move {
-        match boot(config).await {
-            Ok(daemon) => daemon.serve().await,
+        // One listener from here to the end: a signal during boot stops the boot, and one
+        // after it is held for the agent, never lost (see `agent::Signals`).
+        let mut signals = match crate::agent::Signals::install() {
+            Ok(signals) => signals,
+            Err(e) => {
+                error!(%e, "installing signal handlers failed");
+                return ExitCode::Os.code();
+            }
+        };
+        let mut started = Started::default();
+        // Biased: a boot that finished is served (and shut down) even if a signal came
+        // at the same moment; the signal stays pending for `serve`.
+        let booted = tokio::select! {
+            biased;
+            booted = boot(config, &mut started) => booted,
+            signal = signals.recv() => {
+                info!(%signal, "stop signal during boot; undoing what had started");
+                started.shutdown().await;
+                return ExitCode::Success.code();
+            }
+        };
+        match booted {
+            Ok(daemon) => daemon.serve(signals).await,
             Err(e) => {
                 error!(code = e.code.code(), "{}", e.message);
                 eprintln!("grexal-sidecar: {}", e.message);
+                started.shutdown().await;
                 e.code.code()
             }
         }
@@ -127,17 +149,28 @@ fn store_error(e: &crate::store::StoreError, dev: bool) -> BootError {
 struct Daemon {
     config: Config,
     store: Arc<crate::store::Store>,
-    stop: CancellationToken,
-    tasks: TaskTracker,
     agent_user: Option<crate::agent::AgentUser>,
-    signals: StopSignals,
-    desktop: Option<Arc<crate::desktop::Desktop>>,
     takeovers: crate::takeover::TakeoverManager,
+    started: Started,
 }
 
-async fn boot(config: Config) -> Result<Daemon, BootError> {
-    let mut signals = StopSignals::install()
-        .map_err(|e| BootError::from_error(ExitCode::Os, "installing signal handlers", &e))?;
+/// What boot has started so far, recorded as it goes: a boot that fails or is stopped by
+/// a signal undoes it with the same `shutdown` as a daemon that ran, so no credential is
+/// left on disk and the desktop stops in order.
+#[derive(Default)]
+struct Started {
+    /// Stops the servers (the agent socket, the control endpoint, the dev viewer).
+    stop: CancellationToken,
+    tasks: TaskTracker,
+    desktop: Option<Arc<crate::desktop::Desktop>>,
+    store: Option<Arc<crate::store::Store>>,
+    /// The agent socket, once bound by us (a file already at the path is not ours).
+    socket: Option<std::path::PathBuf>,
+}
+
+/// Resolves, installs, binds and spawns, recording in `started` what must be undone. It
+/// may be dropped at any await (a stop signal): what it started is then in `started`.
+async fn boot(config: Config, started: &mut Started) -> Result<Daemon, BootError> {
     let manifest = Manifest::from_path(&config.manifest).map_err(|e| {
         BootError::from_error(
             ExitCode::Manifest,
@@ -173,8 +206,8 @@ async fn boot(config: Config) -> Result<Daemon, BootError> {
     let injector = crate::inject::Injector::new(layout)
         .map_err(|e| BootError::from_error(ExitCode::Io, "credentials directory", &e))?;
     let events = EventBus::new();
-    let stop = CancellationToken::new();
-    let tasks = TaskTracker::new();
+    let stop = started.stop.clone();
+    let tasks = started.tasks.clone();
     let needs_credentials = manifest
         .connections
         .iter()
@@ -191,6 +224,7 @@ async fn boot(config: Config) -> Result<Daemon, BootError> {
                 injector,
                 events.clone(),
             ));
+            started.store = Some(store.clone());
             if let Some(path) = &sealed.bundle {
                 let bytes = read_bundle(path)?;
                 let version = store
@@ -208,6 +242,7 @@ async fn boot(config: Config) -> Result<Daemon, BootError> {
                 injector,
                 events.clone(),
             ));
+            started.store = Some(store.clone());
             install_dev_file(&store, connections).await?;
             store
         }
@@ -216,9 +251,9 @@ async fn boot(config: Config) -> Result<Daemon, BootError> {
     // The desktop comes up while the platform may still be sealing the bundle; the
     // takeover manager needs it (or its absence, for `sandbox_not_desktop`).
     let desktop = if config.force_desktop || store.manifest().is_desktop() {
-        Some(Arc::new(
-            start_desktop(&config, agent_user.as_ref(), &events).await?,
-        ))
+        let desktop = Arc::new(start_desktop(&config, agent_user.as_ref(), &events).await?);
+        started.desktop = Some(desktop.clone());
+        Some(desktop)
     } else {
         None
     };
@@ -291,6 +326,7 @@ async fn boot(config: Config) -> Result<Daemon, BootError> {
             &e,
         )
     })?;
+    started.socket = Some(config.socket.clone());
     info!(socket = %config.socket.display(), "agent socket bound");
     let mut api_state =
         crate::api::ApiState::new(store.clone(), agent_user.as_ref().map(|u| u.uid));
@@ -340,7 +376,6 @@ async fn boot(config: Config) -> Result<Daemon, BootError> {
             _ = tokio::time::sleep(sealed.bundle_timeout) => {
                 return Err(BootError::new(ExitCode::BundleTimeout, format!("no bundle arrived within {} s", sealed.bundle_timeout.as_secs())));
             }
-            _ = signals.recv() => return Err(BootError::new(ExitCode::Success, "stopped before credentials arrived")),
         }
     }
 
@@ -351,12 +386,9 @@ async fn boot(config: Config) -> Result<Daemon, BootError> {
     Ok(Daemon {
         config,
         store,
-        stop,
-        tasks,
         agent_user,
-        signals,
-        desktop,
         takeovers,
+        started: std::mem::take(started),
     })
 }
 
@@ -590,26 +622,26 @@ async fn start_control(
 
 impl Daemon {
     /// Starts the agent (or serves until a signal), then shuts down in reverse order.
-    async fn serve(mut self) -> u8 {
+    async fn serve(self, mut signals: crate::agent::Signals) -> u8 {
         crate::telemetry::notify_ready();
         info!("ready");
         let code = if self.config.agent_argv.is_empty() {
-            self.signals.recv().await;
-            info!("stop signal received");
+            let signal = signals.recv().await;
+            info!(%signal, "stop signal received");
             ExitCode::Success.code()
         } else {
-            self.run_agent().await
+            self.run_agent(signals).await
         };
         crate::telemetry::notify_stopping();
         self.shutdown().await;
         code
     }
 
-    async fn run_agent(&self) -> u8 {
+    async fn run_agent(&self, signals: crate::agent::Signals) -> u8 {
         let snapshot = self.store.snapshot();
         let no_env = Vec::new();
         let credentials = snapshot.as_ref().map(|m| &m.env).unwrap_or(&no_env);
-        let cdp_url = self.desktop.as_ref().map(|d| d.cdp().http_url);
+        let cdp_url = self.started.desktop.as_ref().map(|d| d.cdp().http_url);
         let plan = crate::agent::EnvPlan {
             socket: &self.config.socket,
             browser_cdp_url: cdp_url.as_deref(),
@@ -629,7 +661,8 @@ impl Daemon {
             env,
             cwd: None,
         };
-        match crate::agent::run(spec, self.stop.child_token(), self.config.stop_timeout).await {
+        let stop = self.started.stop.child_token();
+        match crate::agent::run(spec, signals, stop, self.config.stop_timeout).await {
             Ok(exit) => {
                 info!(code = exit.code, signal = exit.signal, "agent exited");
                 self.store
@@ -645,9 +678,19 @@ impl Daemon {
     }
 
     async fn shutdown(self) {
-        // A live takeover ends first (its viewers are cut), then the servers stop, then
-        // the desktop, then the credentials are wiped.
+        // A live takeover ends first (its viewers are cut); the manager's handle on the
+        // desktop goes with it, so the desktop can be stopped in order.
         self.takeovers.shutdown().await;
+        drop(self.takeovers);
+        self.started.shutdown().await;
+    }
+}
+
+impl Started {
+    /// Undoes what started, backwards: the servers stop (the socket file is removed),
+    /// then the desktop (Chromium, the VNC server, the display), then the credential
+    /// files and env file are wiped.
+    async fn shutdown(self) {
         self.stop.cancel();
         self.tasks.close();
         if tokio::time::timeout(Duration::from_secs(5), self.tasks.wait())
@@ -656,7 +699,6 @@ impl Daemon {
         {
             warn!("tasks still running after 5 s; exiting anyway");
         }
-        drop(self.takeovers);
         if let Some(desktop) = self.desktop {
             match Arc::try_unwrap(desktop) {
                 Ok(desktop) => desktop.shutdown().await,
@@ -664,42 +706,18 @@ impl Daemon {
                 Err(_) => warn!("desktop still referenced at shutdown; stopping it by drop"),
             }
         }
-        if let Err(e) = self.store.wipe().await {
-            error!(%e, "wiping credentials failed");
+        if let Some(store) = self.store {
+            if let Err(e) = store.wipe().await {
+                error!(%e, "wiping credentials failed");
+            }
         }
-        if let Err(e) = std::fs::remove_file(&self.config.socket) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                warn!(%e, "removing the socket failed");
+        if let Some(socket) = self.socket {
+            if let Err(e) = std::fs::remove_file(&socket) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    warn!(%e, "removing the socket failed");
+                }
             }
         }
         info!("stopped");
-    }
-}
-
-/// SIGTERM, SIGINT and SIGHUP, listened for from the first moment of boot: a signal that
-/// arrives before the listener exists would take its default action and kill the daemon
-/// without a wipe (and as PID 1 it would be ignored instead).
-struct StopSignals {
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
-    hup: tokio::signal::unix::Signal,
-}
-
-impl StopSignals {
-    fn install() -> std::io::Result<Self> {
-        use tokio::signal::unix::{signal, SignalKind};
-        Ok(StopSignals {
-            term: signal(SignalKind::terminate())?,
-            int: signal(SignalKind::interrupt())?,
-            hup: signal(SignalKind::hangup())?,
-        })
-    }
-
-    async fn recv(&mut self) {
-        tokio::select! {
-            _ = self.term.recv() => {}
-            _ = self.int.recv() => {}
-            _ = self.hup.recv() => {}
-        }
     }
 }

@@ -43,10 +43,15 @@ fn sh(script: &str, dir: &Path) -> AgentSpec {
     }
 }
 
+/// The daemon installs its listener at the start of boot and hands it to `run`.
+fn signals() -> agent::Signals {
+    agent::Signals::install().expect("signal handlers")
+}
+
 async fn run(spec: AgentSpec) -> Result<agent::AgentExit, AgentError> {
     tokio::time::timeout(
         Duration::from_secs(30),
-        agent::run(spec, CancellationToken::new(), LONG),
+        agent::run(spec, signals(), CancellationToken::new(), LONG),
     )
     .await
     .expect("agent::run did not return")
@@ -108,9 +113,9 @@ async fn sigterm_to_the_daemon_is_forwarded() {
         "trap 'exit 42' TERM; touch ready; while :; do sleep 0.05; done",
         dir.path(),
     );
-    let task = tokio::spawn(agent::run(spec, CancellationToken::new(), LONG));
+    let task = tokio::spawn(agent::run(spec, signals(), CancellationToken::new(), LONG));
     wait_for_file(&ready).await;
-    // `run` installed the SIGTERM handler before spawning, so this does not kill us.
+    // The SIGTERM handler was installed before spawning, so this does not kill us.
     nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGTERM)
         .expect("kill self");
     let exit = tokio::time::timeout(Duration::from_secs(10), task)
@@ -128,6 +133,32 @@ async fn sigterm_to_the_daemon_is_forwarded() {
 }
 
 #[tokio::test]
+async fn a_signal_received_before_the_agent_starts_is_forwarded_once_it_does() {
+    let _serial = SERIAL.lock().await;
+    let dir = scratch();
+    // Without the forward, this agent would run for a minute.
+    let spec = sh(
+        "trap 'exit 42' TERM; i=0; while [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done; exit 9",
+        dir.path(),
+    );
+    let signals = signals();
+    nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGTERM)
+        .expect("kill self");
+    let exit = tokio::time::timeout(
+        Duration::from_secs(10),
+        agent::run(spec, signals, CancellationToken::new(), LONG),
+    )
+    .await
+    .expect("the held SIGTERM reached the agent")
+    .expect("run");
+    // The forward may land before the shell has set its trap.
+    assert!(
+        exit.code == 42 || exit.signal == Some(libc::SIGTERM),
+        "ended by the forwarded SIGTERM, not on its own: {exit:?}"
+    );
+}
+
+#[tokio::test]
 async fn sighup_is_forwarded_without_starting_the_grace_period() {
     let _serial = SERIAL.lock().await;
     let dir = scratch();
@@ -140,6 +171,7 @@ async fn sighup_is_forwarded_without_starting_the_grace_period() {
     );
     let task = tokio::spawn(agent::run(
         spec,
+        signals(),
         CancellationToken::new(),
         Duration::from_millis(200),
     ));
@@ -172,7 +204,12 @@ async fn stop_sends_sigterm_then_sigkill_after_the_timeout() {
         dir.path(),
     );
     let stop = CancellationToken::new();
-    let task = tokio::spawn(agent::run(spec, stop.clone(), Duration::from_secs(5)));
+    let task = tokio::spawn(agent::run(
+        spec,
+        signals(),
+        stop.clone(),
+        Duration::from_secs(5),
+    ));
     wait_for_file(&ready).await;
     stop.cancel();
     let exit = tokio::time::timeout(LONG, task)
@@ -190,7 +227,7 @@ async fn stop_sends_sigterm_then_sigkill_after_the_timeout() {
     );
     let stop = CancellationToken::new();
     let timeout = Duration::from_millis(400);
-    let task = tokio::spawn(agent::run(spec, stop.clone(), timeout));
+    let task = tokio::spawn(agent::run(spec, signals(), stop.clone(), timeout));
     wait_for_file(&ready).await;
     let started = Instant::now();
     stop.cancel();

@@ -1,7 +1,8 @@
 //! The real binary end to end: `run` opens a bundle sealed by `seal`, writes every mode,
 //! starts a Python agent as `nobody`, and returns its exit code; bad bundles are refused
 //! before anything is written or started; a newer bundle pushed later replaces the
-//! credentials and an older one is refused.
+//! credentials and an older one is refused; a boot that fails, or is stopped by a signal,
+//! after the credentials were written leaves none of them behind.
 
 mod support;
 
@@ -429,4 +430,130 @@ fn without_a_bundle_the_agent_waits_for_one_pushed_on_the_control_endpoint() {
         marker.exists(),
         "agent started with the pushed credentials in its env"
     );
+}
+
+/// The credentials are written before the socket is bound: a boot that fails there wipes
+/// them, and leaves alone the file that was in the socket's way (it is not ours).
+#[test]
+fn a_boot_that_fails_after_the_credentials_were_written_wipes_them() {
+    let fx = Fixture::new();
+    let bundle = fx.bundle("v1", &credentials(OPENAI_KEY), SANDBOX, 1);
+    std::fs::create_dir_all(fx.path("run")).expect("mkdir run");
+    write(&fx.path("run/sidecar.sock"), "not a socket", 0o644);
+    let marker = fx.path("agent-ran");
+    let mut cmd = fx.run_command();
+    cmd.arg("--bundle")
+        .arg(&bundle)
+        .args(["--", "touch"])
+        .arg(&marker);
+    let mut daemon = Daemon::spawn(cmd, fx.path("daemon.log"), fx.path("run/sidecar.sock"));
+    let code = daemon.wait_exit(Duration::from_secs(30));
+    let log = daemon.log_text();
+    assert_eq!(code, 71, "the bind failure's exit code; log:\n{log}");
+    assert!(
+        log.contains("credentials installed from bundle file"),
+        "{log}"
+    );
+    assert!(
+        fx.connection_dirs().is_empty(),
+        "credential files wiped: {:?}",
+        fx.connection_dirs()
+    );
+    assert!(!fx.path("run/agent.env").exists(), "env file wiped");
+    assert_eq!(
+        std::fs::read_to_string(fx.path("run/sidecar.sock")).expect("still there"),
+        "not a socket"
+    );
+    assert!(!marker.exists(), "the agent never started");
+    assert_no_canary("daemon log", &log, CANARIES);
+}
+
+/// A SIGTERM while the desktop is starting (here a "Chromium" that never answers CDP, so
+/// the start would otherwise wait out its 30 s probe) stops the boot at once: the agent
+/// never starts, the desktop's children are stopped and the credentials wiped.
+#[test]
+fn a_stop_signal_during_boot_stops_it_without_starting_the_agent() {
+    let xvnc = Path::new("/usr/bin/Xvnc");
+    if !xvnc.exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but Xvnc is missing"
+        );
+        eprintln!(
+            "skipping: {} missing (set CI to make this fail)",
+            xvnc.display()
+        );
+        return;
+    }
+    let fx = Fixture::new();
+    let bundle = fx.bundle("v1", &credentials(OPENAI_KEY), SANDBOX, 1);
+    let pid_file = fx.path("chromium.pid");
+    let fake_chromium = fx.path("chromium");
+    write(
+        &fake_chromium,
+        format!(
+            "#!/bin/sh\necho $$ > '{}'\nexec sleep 120\n",
+            pid_file.display()
+        ),
+        0o755,
+    );
+    let marker = fx.path("agent-ran");
+    let mut cmd = fx.run_command();
+    cmd.arg("--bundle")
+        .arg(&bundle)
+        .arg("--desktop")
+        .arg("--chromium")
+        .arg(&fake_chromium)
+        .arg("--browser-profile")
+        .arg(fx.path("profile"))
+        .arg("--desktop-run-dir")
+        .arg(fx.path("desk"))
+        .args(["--", "touch"])
+        .arg(&marker);
+    let mut daemon = Daemon::spawn(cmd, fx.path("daemon.log"), fx.path("run/sidecar.sock"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let chromium_pid = loop {
+        if let Some(pid) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+        {
+            break pid;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the desktop never started Chromium; log:\n{}",
+            daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        fx.path("run/agent.env").exists(),
+        "the credentials are in place before the desktop starts"
+    );
+    let signalled = std::time::Instant::now();
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    let code = daemon.wait_exit(Duration::from_secs(15));
+    let log = daemon.log_text();
+    assert_eq!(code, 0, "a requested stop; log:\n{log}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(10),
+        "stopped at once, not after the probe gave up ({:?}); log:\n{log}",
+        signalled.elapsed()
+    );
+    assert!(log.contains("stop signal during boot"), "{log}");
+    assert!(!marker.exists(), "the agent never started; log:\n{log}");
+    assert!(
+        fx.connection_dirs().is_empty(),
+        "credential files wiped: {:?}",
+        fx.connection_dirs()
+    );
+    assert!(!fx.path("run/agent.env").exists(), "env file wiped");
+    assert!(!fx.path("run/sidecar.sock").exists(), "no socket left");
+    // Killed with the abandoned start (a zombie only until init reaps it).
+    let state = std::fs::read_to_string(format!("/proc/{chromium_pid}/stat")).unwrap_or_default();
+    let running = state
+        .rsplit_once(')')
+        .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'));
+    assert!(!running, "the desktop's Chromium is stopped: {state}");
+    assert_no_canary("daemon log", &log, CANARIES);
 }

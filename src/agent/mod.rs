@@ -126,8 +126,6 @@ pub enum AgentError {
         #[source]
         source: io::Error,
     },
-    #[error("installing signal handlers failed")]
-    Signals(#[source] io::Error),
     #[error("waiting for the agent failed")]
     Wait(#[source] io::Error),
 }
@@ -144,10 +142,9 @@ impl AgentError {
             | AgentError::SwitchUserNotPermitted { .. }
             | AgentError::InvalidEnv { .. }
             | AgentError::Cwd { .. } => ExitCode::Config,
-            AgentError::UserLookup { .. }
-            | AgentError::Spawn { .. }
-            | AgentError::Signals(_)
-            | AgentError::Wait(_) => ExitCode::Os,
+            AgentError::UserLookup { .. } | AgentError::Spawn { .. } | AgentError::Wait(_) => {
+                ExitCode::Os
+            }
         }
     }
 
@@ -175,14 +172,17 @@ pub fn exit_code_for(status: ExitStatus) -> u8 {
     }
 }
 
-/// Starts the agent, forwards signals to it, stops it when `stop` is cancelled (SIGTERM,
+/// Starts the agent, forwards `signals` to it, stops it when `stop` is cancelled (SIGTERM,
 /// then SIGKILL after `stop_timeout`), and returns how it ended. See the module docs.
+///
+/// The caller installs `signals` (the daemon does at the start of boot), so a signal
+/// that arrives before the agent exists is held and forwarded once it does.
 pub async fn run(
     spec: AgentSpec,
+    mut signals: Signals,
     stop: CancellationToken,
     stop_timeout: Duration,
 ) -> Result<AgentExit, AgentError> {
-    let mut signals = Forwarded::install().map_err(AgentError::Signals)?;
     let program = spec
         .argv
         .first()
@@ -309,16 +309,20 @@ impl Drop for GroupGuard {
     }
 }
 
-/// The daemon's signals that are forwarded to the agent.
-struct Forwarded {
+/// The daemon's stop signals, SIGTERM, SIGINT and SIGHUP: they stop the daemon while no
+/// agent runs and are forwarded to the agent while one does.
+///
+/// One listener for the daemon's whole life: a listener installed later does not see the
+/// signals that came before it (tokio counts them as already seen).
+pub struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
 }
 
-impl Forwarded {
-    fn install() -> io::Result<Self> {
-        Ok(Forwarded {
+impl Signals {
+    pub fn install() -> io::Result<Self> {
+        Ok(Signals {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
             hup: signal(SignalKind::hangup())?,
@@ -326,7 +330,7 @@ impl Forwarded {
     }
 
     /// The next signal received. Cancel-safe (each `recv` is).
-    async fn recv(&mut self) -> Signal {
+    pub async fn recv(&mut self) -> Signal {
         loop {
             let (got, kind) = tokio::select! {
                 got = self.term.recv() => (got, Signal::SIGTERM),
