@@ -586,6 +586,98 @@ async fn wait_does_not_wait_for_a_silent_viewers_handshake() {
     assert_eq!(next_close(&mut ws).await, (4000, "completed".to_owned()));
 }
 
+/// A VNC server stand-in that floods whoever connects: a relay to a viewer that reads
+/// nothing ends up blocked mid-frame, so stopping it takes the whole close timeout (1 s).
+async fn flooding_vnc() -> std::net::SocketAddr {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let chunk = vec![0u8; 64 * 1024];
+                while stream.write_all(&chunk).await.is_ok() {}
+            });
+        }
+    });
+    addr
+}
+
+/// "I've logged in", and the user's browser goes away while the relays are being stopped:
+/// hyper drops the request's handler, but the takeover still ends — the agent's wait
+/// returns with the outcome, a new takeover can be requested, and later endings of this one
+/// answer at once.
+#[tokio::test]
+async fn a_client_hanging_up_mid_complete_still_ends_the_takeover() {
+    use tokio::io::AsyncWriteExt;
+    let browser = Arc::new(FakeBrowser {
+        vnc: flooding_vnc().await,
+        status: watch::channel(DesktopStatus::Ready).0,
+    });
+    let mut h = Harness::start(browser, TakeoverLimits::default()).await;
+    let (id, control, _) = start(&mut h, &request_body(300)).await;
+    // The controlling viewer never reads: the flood fills the socket buffers.
+    let _ws = ws_connect(&h, &id, Some(&control)).await.expect("upgrade");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let mut client = TcpStream::connect(h.http).await.expect("connect");
+    let request = format!(
+        "POST /takeover/{id}/complete HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {control}\r\nContent-Length: 0\r\n\r\n"
+    );
+    client.write_all(request.as_bytes()).await.expect("write");
+    // The ending has started (the tokens are refused) and is stuck on the relay: hang up.
+    eventually("the ending to start", LONG, || {
+        h.manager.authorize(&id, &control).is_err()
+    })
+    .await;
+    drop(client);
+
+    let waited = h
+        .agent(
+            "GET",
+            &format!("/v1/takeovers/{id}/wait?timeout_seconds=5"),
+            None,
+        )
+        .await;
+    let w = waited.json();
+    assert_eq!(
+        (
+            waited.status,
+            w["state"].as_str(),
+            w["outcome"].as_str(),
+            w["by"].as_str()
+        ),
+        (200, Some("ended"), Some("completed"), Some("user"))
+    );
+    let got = h.agent("GET", &format!("/v1/takeovers/{id}"), None).await;
+    assert_eq!(got.json()["state"], "ended");
+    let (next, _, _) = start(&mut h, &request_body(300)).await;
+    assert_ne!(next, id);
+    // The platform's complete and cancel, and the agent's cancel, answer at once.
+    let quick = Duration::from_secs(5);
+    for action in ["complete", "cancel"] {
+        let r = tokio::time::timeout(
+            quick,
+            h.public("POST", &format!("/v1/takeovers/{id}/{action}"), &[]),
+        )
+        .await
+        .expect("the platform's answer in time");
+        assert_eq!((r.status, r.code()), (410, "takeover_ended".to_owned()));
+    }
+    let r = tokio::time::timeout(
+        quick,
+        h.agent("POST", &format!("/v1/takeovers/{id}/cancel"), None),
+    )
+    .await
+    .expect("the agent's answer in time");
+    assert_eq!((r.status, r.code()), (410, "takeover_ended".to_owned()));
+    tokio::time::timeout(quick, h.manager.shutdown())
+        .await
+        .expect("shutdown in time");
+}
+
 // ---- the real desktop ----
 
 fn desktop_config(dir: &std::path::Path) -> DesktopConfig {

@@ -19,6 +19,10 @@
 //! 4. publish `TakeoverEnded`;
 //! 5. only then wake the waiters (`wait`, the agent's long-poll).
 //!
+//! Steps 2 to 5 run on a task of their own, which `end` awaits: a caller that goes away
+//! mid-ending (an HTTP client hanging up drops its handler) cannot leave the takeover
+//! half ended, with nothing left to finish it.
+//!
 //! So "on any ending, the viewer's stream is cut and its input stops before the agent's
 //! wait returns" holds by construction, and a test checks it with a relay that takes its
 //! time to stop.
@@ -488,6 +492,35 @@ impl TakeoverManager {
                 record.snapshot(record.ended()),
             )));
         };
+        // Steps 2 to 5 run on a task of their own. The caller may be dropped at any await
+        // (an HTTP client that hangs up drops its handler), and an ending cut short there
+        // would stay `Ending` for good: the timer and the watchers are cancelled already,
+        // so nothing else would ever finish it.
+        let (me, for_finish) = (self.clone(), record.clone());
+        let finish = tokio::spawn(
+            async move { me.finish(for_finish, slots, (outcome, by), started).await }
+                .in_current_span(),
+        );
+        match finish.await {
+            Ok(snapshot) => Ok(snapshot),
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            // Cancelled: the runtime is shutting down under us.
+            Err(error) => {
+                warn!(takeover_id = %record.id, %error, "takeover ending interrupted");
+                Ok(record.snapshot(record.ended()))
+            }
+        }
+    }
+
+    /// Steps 2 to 5 of an ending (see the module docs), after `end` has taken the relay
+    /// slots out under the lock.
+    async fn finish(
+        &self,
+        record: Arc<Record>,
+        slots: Vec<RelaySlot>,
+        (outcome, by): Ending,
+        started: tokio::time::Instant,
+    ) -> TakeoverSnapshot {
         // Step 2: cut every stream and wait until each relay task is over.
         let relays = slots.len();
         // `join_all` polls every shutdown once before waiting: all stops fire first.
@@ -500,7 +533,11 @@ impl TakeoverManager {
         // Step 3.
         {
             let mut registry = self.registry();
-            if registry.live.as_ref().is_some_and(|l| l.record.id == id) {
+            if registry
+                .live
+                .as_ref()
+                .is_some_and(|l| l.record.id == record.id)
+            {
                 registry.live = None;
             }
             registry.ended.push_back(record.clone());
@@ -524,7 +561,7 @@ impl TakeoverManager {
             stop_ms = started.elapsed().as_millis() as u64,
             "takeover ended"
         );
-        Ok(record.snapshot(Some((outcome, by))))
+        record.snapshot(Some((outcome, by)))
     }
 
     /// Checks a viewer's token: a grant while the takeover is live; `Ended` for either

@@ -577,6 +577,58 @@ async fn concurrent_endings_agree_on_one_outcome() {
     assert_eq!(a.outcome, Some(Outcome::Completed));
 }
 
+/// An HTTP client that hangs up while its `complete` is stopping the relays drops the
+/// handler's future; the ending runs on regardless, in the same order: the relay is
+/// stopped, then the takeover ends and the waiters wake.
+#[tokio::test(start_paused = true)]
+async fn an_ending_finishes_when_its_caller_goes_away() {
+    let mut f = fixture();
+    let (id, _, _) = start(&mut f, 300).await;
+    let log: Log = Arc::default();
+    let slow = Duration::from_millis(100);
+    f.manager
+        .attach(
+            grant(&id, Access::Control),
+            fake_relay(log.clone(), "control", slow),
+        )
+        .unwrap();
+    tokio::task::yield_now().await;
+
+    let started = tokio::time::Instant::now();
+    let dropped =
+        tokio::time::timeout(Duration::from_millis(10), f.manager.complete(&id, By::User)).await;
+    assert!(dropped.is_err(), "the caller went away mid-ending");
+    let snapshot = f.manager.wait(&id, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(
+        (snapshot.state, snapshot.outcome, snapshot.by),
+        (State::Ended, Some(Outcome::Completed), Some(By::User))
+    );
+    assert_eq!(
+        started.elapsed(),
+        slow,
+        "the ending finished as soon as the relay had stopped"
+    );
+    assert_eq!(
+        *log.lock().unwrap(),
+        ["control started", "control stopped 4000 completed"]
+    );
+    assert_eq!(
+        *f.events.try_recv().unwrap(),
+        PlatformEvent::TakeoverEnded {
+            takeover_id: id.clone(),
+            outcome: "completed".into(),
+            by: Some("user".into())
+        }
+    );
+    // Nothing is left wedged: a later ending answers at once, a new takeover can start.
+    let Err(TakeoverError::Ended(again)) = f.manager.cancel(&id, By::Agent).await else {
+        panic!("the takeover had ended")
+    };
+    assert_eq!(*again, snapshot);
+    assert_eq!(started.elapsed(), slow);
+    f.manager.request(request(300)).await.unwrap();
+}
+
 #[tokio::test(start_paused = true)]
 async fn shutdown_ends_the_live_takeover() {
     let mut f = fixture();
