@@ -522,6 +522,8 @@ fn connection_limit_is_enforced() {
         (response.status, response.code().as_str()),
         (503, "too_many_connections")
     );
+    assert_eq!(response.header("cache-control"), Some("no-store"));
+    assert_eq!(response.header("content-type"), Some("application/json"));
     assert!(third.closed_within(Duration::from_secs(5)));
     // Closing one frees its slot.
     drop(held.pop());
