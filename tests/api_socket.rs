@@ -16,6 +16,7 @@ use grexal_sidecar::inject::Owner;
 use grexal_sidecar::platform::events::EventBus;
 use grexal_sidecar::store::testing::{inert_injector, manifest, materialized};
 use grexal_sidecar::store::Store;
+use grexal_sidecar::takeover::{TakeoverLimits, TakeoverManager};
 use support_api::Client;
 use tokio_util::sync::CancellationToken;
 
@@ -33,6 +34,8 @@ struct Options {
     agent_uid: Option<u32>,
     owner: Option<Owner>,
     installed: bool,
+    /// Serve the takeover routes too (with no desktop behind them).
+    takeovers: bool,
 }
 
 impl Default for Options {
@@ -42,6 +45,7 @@ impl Default for Options {
             agent_uid: Some(4242),
             owner: None,
             installed: true,
+            takeovers: false,
         }
     }
 }
@@ -101,6 +105,15 @@ impl Server {
         }
         let mut state = ApiState::new(store.clone(), options.agent_uid);
         state.limits = options.limits;
+        if options.takeovers {
+            state.takeovers = Some(TakeoverManager::new(
+                store.manifest().clone(),
+                None,
+                EventBus::new(),
+                "http://sidecar.test".into(),
+                TakeoverLimits::default(),
+            ));
+        }
         let stop = CancellationToken::new();
         let listener = runtime
             .block_on(async { api::bind(&path, options.owner) })
@@ -440,6 +453,59 @@ fn slow_client_is_cut_off() {
 }
 
 #[test]
+fn a_takeover_request_whose_body_stalls_is_408_within_the_request_timeout() {
+    let timeout = Duration::from_millis(500);
+    let server = Server::start(Options {
+        limits: ApiLimits::new(16, timeout),
+        takeovers: true,
+        ..Options::default()
+    });
+    // The head arrives whole; the body promises 50 bytes and sends one. `POST
+    // /v1/takeovers` reads its body in the handler; the wait, a long poll outside the
+    // whole-request deadline, still has its request read under it.
+    for (method, target) in [
+        ("POST", "/v1/takeovers"),
+        ("GET", "/v1/takeovers/abc/wait?timeout_seconds=30"),
+    ] {
+        let mut client = server.client();
+        let start = Instant::now();
+        client.send(
+            format!(
+                "{method} {target} HTTP/1.1\r\nHost: s\r\nContent-Type: application/json\r\n\
+                 Content-Length: 50\r\n\r\n{{"
+            )
+            .as_bytes(),
+        );
+        let response = client
+            .read_response()
+            .unwrap_or_else(|| panic!("{method} {target}: closed without a response"));
+        let elapsed = start.elapsed();
+        assert_eq!(
+            (response.status, response.code().as_str()),
+            (408, "request_timeout"),
+            "{method} {target}"
+        );
+        assert_eq!(response.header("cache-control"), Some("no-store"));
+        assert!(
+            elapsed >= timeout && elapsed < Duration::from_secs(3),
+            "{method} {target}: answered after {elapsed:?}"
+        );
+    }
+    // A prompt client is unaffected, and a complete body is read and judged.
+    assert_eq!(server.client().get("/healthz").status, 200);
+    let mut client = server.client();
+    client.send(
+        b"POST /v1/takeovers HTTP/1.1\r\nHost: s\r\nContent-Type: application/json\r\n\
+          Content-Length: 2\r\n\r\n{}",
+    );
+    let response = client.read_response().expect("response");
+    assert_eq!(
+        (response.status, response.code().as_str()),
+        (400, "bad_request")
+    );
+}
+
+#[test]
 fn connection_limit_is_enforced() {
     let server = Server::start(Options {
         limits: ApiLimits::new(2, Duration::from_secs(10)),
@@ -456,6 +522,8 @@ fn connection_limit_is_enforced() {
         (response.status, response.code().as_str()),
         (503, "too_many_connections")
     );
+    assert_eq!(response.header("cache-control"), Some("no-store"));
+    assert_eq!(response.header("content-type"), Some("application/json"));
     assert!(third.closed_within(Duration::from_secs(5)));
     // Closing one frees its slot.
     drop(held.pop());

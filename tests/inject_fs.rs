@@ -238,6 +238,81 @@ fn newer_version_replaces_and_withdraws() {
 }
 
 #[test]
+fn a_restart_after_an_unclean_exit_removes_withdrawn_connection_directories() {
+    let e = env();
+    {
+        let inj = Injector::new(e.layout(None)).expect("new");
+        inj.install(&manifest(), &creds("a"), 1).expect("v1");
+        // Killed here: no wipe.
+    }
+    assert!(e.root.join("db/password").exists() && e.root.join("ssh_key/id_ed25519").exists());
+    // A leftover for a declared connection that had no directory in v1 (an older run), and
+    // entries that are not ours to remove: undeclared names, a symlink and a file at
+    // declared connections' names.
+    fs::create_dir(e.root.join("plain")).expect("leftover dir");
+    fs::write(e.root.join("plain/token"), b"tok-old").expect("leftover file");
+    fs::create_dir(e.root.join("foreign")).expect("foreign dir");
+    fs::write(e.root.join("foreign/keep"), b"keep").expect("foreign file");
+    fs::write(e.root.join("notes.txt"), b"keep").expect("foreign file");
+    fs::write(e.outside.join("keep"), b"keep").expect("outside file");
+    symlink(&e.outside, e.root.join("google")).expect("link at a declared name");
+    fs::write(e.root.join("linkedin"), b"keep").expect("file at a declared name");
+
+    // The new process installs v2 without the file connections.
+    let inj = Injector::new(e.layout(None)).expect("new after the restart");
+    let mut fewer = creds("b");
+    fewer.connections.remove("ssh_key");
+    fewer.connections.remove("db");
+    let m = inj.install(&manifest(), &fewer, 2).expect("v2");
+    assert!(!m.bodies.contains_key("db") && !m.bodies.contains_key("ssh_key"));
+    for gone in ["db", "ssh_key", "plain"] {
+        assert!(
+            fs::symlink_metadata(e.root.join(gone)).is_err(),
+            "{gone} survived the install: {:?}",
+            tree(&e.root)
+        );
+    }
+    assert_eq!(
+        fs::read(e.root.join("foreign/keep")).expect("kept"),
+        b"keep"
+    );
+    assert_eq!(fs::read(e.root.join("notes.txt")).expect("kept"), b"keep");
+    assert_eq!(fs::read(e.root.join("linkedin")).expect("kept"), b"keep");
+    assert!(fs::symlink_metadata(e.root.join("google"))
+        .expect("link kept")
+        .file_type()
+        .is_symlink());
+    assert_eq!(fs::read(e.outside.join("keep")).expect("outside"), b"keep");
+    inj.wipe().expect("wipe");
+    assert_eq!(
+        tree(&e.root),
+        ["foreign", "foreign/keep", "google", "linkedin", "notes.txt"].map(PathBuf::from),
+    );
+}
+
+#[test]
+fn a_restart_after_an_unclean_exit_replaces_and_wipes_the_previous_directories() {
+    let e = env();
+    {
+        let inj = Injector::new(e.layout(None)).expect("new");
+        inj.install(&manifest(), &creds("a"), 1).expect("v1");
+    }
+    let inj = Injector::new(e.layout(None)).expect("new after the restart");
+    inj.install(&manifest(), &creds("b"), 2).expect("v2");
+    assert_eq!(
+        fs::read(e.root.join("ssh_key/id_ed25519")).expect("file"),
+        b"key-b"
+    );
+    assert_eq!(fs::read(e.root.join("db/password")).expect("file"), b"pw-b");
+    inj.wipe().expect("wipe");
+    assert!(
+        !e.root.exists() || tree(&e.root).is_empty(),
+        "{:?}",
+        tree(&e.root)
+    );
+}
+
+#[test]
 fn concurrent_reader_never_sees_partial_or_missing_file() {
     let e = env();
     let inj = Injector::new(e.layout(None)).expect("new");

@@ -389,6 +389,79 @@ async fn deadline_makes_wait_return_408() {
     assert_eq!(next_close(&mut ws).await, (4000, "timed_out".to_owned()));
 }
 
+/// Through the daemon's agent router (`api::serve`), with a request timeout far shorter
+/// than the wait: the long poll outlives it, and the other takeover routes answer under it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_agent_socket_the_wait_outlives_the_request_timeout() {
+    use grexal_sidecar::api::{self, ApiLimits, ApiState};
+    use grexal_sidecar::store::{testing::inert_injector, Store};
+    use grexal_sidecar::takeover::TakeoverManager;
+
+    let request_timeout = Duration::from_millis(500);
+    let vnc = FakeVnc::start().await;
+    let browser = Arc::new(FakeBrowser {
+        vnc: vnc.addr,
+        status: watch::channel(DesktopStatus::Ready).0,
+    });
+    let manager = TakeoverManager::new(
+        support::manifest(),
+        Some(browser),
+        EventBus::new(),
+        "http://sidecar.test".into(),
+        TakeoverLimits::default(),
+    );
+    let store = Arc::new(Store::new(
+        (*support::manifest()).clone(),
+        None,
+        inert_injector(),
+        EventBus::new(),
+    ));
+    let mut state = ApiState::new(store, None);
+    state.limits = ApiLimits::new(8, request_timeout);
+    state.takeovers = Some(manager.clone());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("sidecar.sock");
+    let listener = api::bind(&socket, None).expect("bind");
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(api::serve(listener, state, stop.clone()));
+    let agent = |method: &'static str, target: String, body: Option<String>| {
+        let socket = socket.clone();
+        async move {
+            let stream = tokio::net::UnixStream::connect(&socket).await.unwrap();
+            support::http(stream, method, &target, &[], body.as_deref()).await
+        }
+    };
+
+    let created = agent("POST", "/v1/takeovers".into(), Some(request_body(300))).await;
+    assert_eq!(
+        created.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&created.body)
+    );
+    let id = created.json()["takeover_id"].as_str().unwrap().to_owned();
+    let started = Instant::now();
+    let wait = tokio::spawn(agent(
+        "GET",
+        format!("/v1/takeovers/{id}/wait?timeout_seconds=60"),
+        None,
+    ));
+    eventually("the wait to be parked", LONG, || manager.waiters(&id) == 1).await;
+    tokio::time::sleep(request_timeout * 3).await;
+    assert_eq!(manager.waiters(&id), 1, "the wait was cut");
+    let cancelled = agent("POST", format!("/v1/takeovers/{id}/cancel"), None).await;
+    assert_eq!(cancelled.status, 200);
+    let waited = wait.await.unwrap();
+    assert!(started.elapsed() > request_timeout * 3);
+    assert_eq!(
+        (waited.status, waited.code()),
+        (409, "takeover_cancelled".to_owned())
+    );
+    assert_eq!(waited.json()["takeover"]["by"], "agent");
+    stop.cancel();
+    server.await.unwrap();
+}
+
 #[tokio::test]
 async fn agent_surface_errors_and_conflict() {
     let (mut h, _vnc, browser) = fake().await;

@@ -19,23 +19,30 @@ use super::ApiState;
 use crate::store::ConnectionState;
 
 /// The agent API. Routes added before `route_layer(request_deadline)` get the whole-request
-/// deadline; long-poll routes (takeovers) belong after it.
+/// deadline; long-poll routes (the takeover's `wait`) are merged after it, under
+/// `request_read_deadline`, which bounds only the reading of the request.
 pub fn router(state: ApiState) -> Router {
     let mut router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/v1/connections", get(list_connections))
-        .route("/v1/connections/{id}", get(connect))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            request_deadline,
-        ));
-    // Merged after the deadline layer: `wait` is a long poll.
+        .route("/v1/connections/{id}", get(connect));
     if let Some(manager) = &state.takeovers {
         router = router.merge(crate::takeover::routes::agent_routes(
             manager.clone(),
             state.policy,
         ));
+    }
+    let mut router = router.route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        request_deadline,
+    ));
+    if let Some(manager) = &state.takeovers {
+        router = router.merge(
+            crate::takeover::routes::agent_wait_routes(manager.clone(), state.policy).route_layer(
+                middleware::from_fn_with_state(state.clone(), request_read_deadline),
+            ),
+        );
     }
     router
         .fallback(not_found)
@@ -162,6 +169,26 @@ async fn request_deadline(State(state): State<ApiState>, request: Request, next:
         Ok(response) => response,
         Err(_) => ApiError::RequestTimeout.into_response(),
     }
+}
+
+/// For long polls: the request's body must arrive within the request timeout (it is read
+/// whole here, within the body limit, and handed on); the handler itself is not bounded.
+async fn request_read_deadline(
+    State(state): State<ApiState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let read = tokio::time::timeout(
+        state.limits.request_timeout,
+        read_body(body, state.limits.max_body_bytes),
+    );
+    let body = match read.await {
+        Ok(Ok(bytes)) => Body::from(bytes),
+        Ok(Err(error)) => return error.into_response(),
+        Err(_) => return ApiError::RequestTimeout.into_response(),
+    };
+    next.run(Request::from_parts(parts, body)).await
 }
 
 /// Refuses a declared body over the limit before routing, and caps undeclared (chunked)

@@ -94,11 +94,13 @@ pub async fn serve_connection<I, E>(
 }
 
 /// What an over-the-limit connection is told before it is closed, written without waiting.
+/// Written by hand, so it carries by hand what every error response does (`ApiError`'s
+/// `IntoResponse`): JSON and `Cache-Control: no-store`.
 pub(crate) fn over_limit_response() -> Vec<u8> {
     let error = ApiError::TooManyConnections;
     let body = error.body();
     let mut response = format!(
-        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncache-control: no-store\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
         error.status().as_u16(),
         error.status().canonical_reason().unwrap_or(""),
         body.len()

@@ -130,8 +130,13 @@ impl<'a> Reader<'a> {
 }
 
 /// Parses a bundle no larger than the limit (the caller checked). Format and suite are
-/// checked as soon as the prefix is read: the rest of the layout depends on them.
+/// checked as soon as the prefix is read: the rest of the layout depends on them. The
+/// prefix is read whole before any of it is judged, so input shorter than the prefix is
+/// `Malformed` whatever it starts with (docs/bundle-format.md, step 2 before step 3).
 pub fn parse(bytes: &[u8]) -> Result<Parsed<'_>, BundleError> {
+    if bytes.len() < PREFIX_LEN {
+        return Err(BundleError::Malformed("truncated in prefix".into()));
+    }
     let mut r = Reader { bytes, pos: 0 };
     let magic = r.array::<4>("magic")?;
     if *magic != MAGIC {
@@ -360,6 +365,32 @@ mod tests {
                 "cut at {cut}"
             );
         }
+    }
+
+    #[test]
+    fn input_shorter_than_the_prefix_is_malformed_whatever_it_starts_with() {
+        // Not our magic, and shorter than the 11-byte prefix: step 2 (prefix present)
+        // fails before step 3 (magic) is judged.
+        for input in [
+            &b""[..],
+            b"GX",
+            b"hello\n",
+            b"{\"a\":1}",
+            b"XXXXXXXXXX",
+            b"GXB1\x02\x00\x21",
+        ] {
+            assert!(input.len() < PREFIX_LEN);
+            assert!(
+                matches!(parse(input), Err(BundleError::Malformed(_))),
+                "{input:?}: {:?}",
+                parse(input).err()
+            );
+        }
+        // From the prefix's length on, bad magic is judged as such.
+        assert!(matches!(
+            parse(b"XXXXXXXXXXX"),
+            Err(BundleError::Unsupported(_))
+        ));
     }
 
     #[test]

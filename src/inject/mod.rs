@@ -17,6 +17,12 @@
 //!   connection keeps its old version; a reader of `{id}/{file}` sees the whole old or the
 //!   whole new directory. Directories of connections that lost their credential are
 //!   removed after the swap.
+//! - A previous run killed before its `wipe` leaves its directories behind. The first
+//!   install of a process adopts them as written: for each connection the manifest
+//!   declares, a real directory (not a symlink) at `{id}` owned by the daemon's euid or the
+//!   owner. So a connection that lost its credential meanwhile has its directory removed
+//!   after the swap (or by `wipe`), like one withdrawn within a run. Nothing else in the
+//!   root is touched: not undeclared names, not files or symlinks at a declared name.
 //! - An existing `{id}` is replaced only if it is a real directory owned by the daemon's
 //!   euid or the owner, not group/world writable, and holds no symlink; otherwise the
 //!   install fails with [`InjectError::Unsafe`]. A symlink or foreign entry at a temporary
@@ -111,9 +117,12 @@ struct EnvTarget {
 
 #[derive(Default)]
 struct State {
-    /// Connection ids whose directory the last install wrote.
+    /// Connection ids whose directory the last install wrote (or, until the first install
+    /// succeeds, a previous run left).
     written: BTreeSet<String>,
     env_written: bool,
+    /// Whether a previous run's directories were looked for (by the first install).
+    adopted: bool,
 }
 
 pub struct Injector {
@@ -257,6 +266,10 @@ impl Injector {
         version: u64,
     ) -> Result<Materialized, InjectError> {
         let mut state = self.lock();
+        if !state.adopted {
+            self.adopt_leftovers(manifest, &mut state.written);
+            state.adopted = true;
+        }
         let plan = self.plan(manifest, creds)?;
 
         // Phase 1: build every new directory and the env file under temporary names.
@@ -472,6 +485,37 @@ impl Injector {
             plan.bodies.insert(id.to_owned(), body);
         }
         Ok(plan)
+    }
+
+    /// Adds to `written` the directories a previous run of the daemon left (it was killed
+    /// before its `wipe`): for each declared connection, a real directory at `{id}` owned by
+    /// the daemon's euid or the owner. Anything else at such a name is left as it is; an
+    /// install that writes that connection refuses it in `check_existing`.
+    fn adopt_leftovers(&self, manifest: &Manifest, written: &mut BTreeSet<String>) {
+        let euid = geteuid().as_raw();
+        for conn in &manifest.connections {
+            let id = conn.id.as_str();
+            if !is_safe_id(id) || written.contains(id) {
+                continue;
+            }
+            match fsops::lstat_at(self.root_fd(), OsStr::new(id)) {
+                Ok(None) => {}
+                Ok(Some(st))
+                    if fsops::is_dir(&st)
+                        && (st.st_uid == euid
+                            || self.layout.owner.is_some_and(|o| o.uid == st.st_uid)) =>
+                {
+                    tracing::info!(connection = %id, "adopting a connection directory a previous run left");
+                    written.insert(id.to_owned());
+                }
+                Ok(Some(_)) => {
+                    tracing::warn!(connection = %id, "leaving an entry at a connection's name that is not a directory we own");
+                }
+                Err(error) => {
+                    tracing::warn!(connection = %id, %error, "looking for a previous run's directory failed");
+                }
+            }
+        }
     }
 
     /// Checks what is at `{root}/{id}` now: nothing, or a directory safe to replace.

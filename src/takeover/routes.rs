@@ -1,8 +1,9 @@
 //! The takeover's HTTP routes, on three surfaces:
 //!
-//! - [`agent_routes`]: merged into the agent socket's router (after its whole-request
-//!   deadline layer: `wait` is a long poll). Callers are authorized by SO_PEERCRED with the
-//!   agent API's [`Policy`] (agent uid, root, the daemon's uid).
+//! - [`agent_routes`] and [`agent_wait_routes`]: merged into the agent socket's router,
+//!   the first under its whole-request deadline, the second (`wait`, a long poll) under a
+//!   deadline for reading the request only. Callers are authorized by SO_PEERCRED with
+//!   the agent API's [`Policy`] (agent uid, root, the daemon's uid).
 //! - [`control_routes`]: merged into the control endpoint's router, *behind* its bearer
 //!   middleware (these handlers do no authentication of their own).
 //! - [`viewer_routes`]: merged into the same TCP listener's router *outside* the bearer
@@ -39,8 +40,8 @@ struct AgentState {
     policy: Policy,
 }
 
-/// `POST /v1/takeovers`, `GET /v1/takeovers/{id}`, `GET /v1/takeovers/{id}/wait`,
-/// `POST /v1/takeovers/{id}/cancel`, `GET /v1/browser`.
+/// `POST /v1/takeovers`, `GET /v1/takeovers/{id}`, `POST /v1/takeovers/{id}/cancel`,
+/// `GET /v1/browser`: answered at once, so the whole request fits a deadline.
 pub fn agent_routes<S: Clone + Send + Sync + 'static>(
     manager: TakeoverManager,
     policy: Policy,
@@ -48,9 +49,19 @@ pub fn agent_routes<S: Clone + Send + Sync + 'static>(
     Router::new()
         .route("/v1/takeovers", post(agent_request))
         .route("/v1/takeovers/{id}", get(agent_get))
-        .route("/v1/takeovers/{id}/wait", get(agent_wait))
         .route("/v1/takeovers/{id}/cancel", post(agent_cancel))
         .route("/v1/browser", get(agent_browser))
+        .with_state(AgentState { manager, policy })
+}
+
+/// `GET /v1/takeovers/{id}/wait`: a long poll, answered when the takeover ends or the
+/// wait's own timeout passes.
+pub fn agent_wait_routes<S: Clone + Send + Sync + 'static>(
+    manager: TakeoverManager,
+    policy: Policy,
+) -> Router<S> {
+    Router::new()
+        .route("/v1/takeovers/{id}/wait", get(agent_wait))
         .with_state(AgentState { manager, policy })
 }
 
@@ -305,10 +316,16 @@ async fn agent_cancel(
 ) -> Result<Response, TakeoverError> {
     authorize_peer(&state, peer.as_deref())?;
     let id = path_id(id, TakeoverError::NotFound)?;
-    Ok(json_response(
-        StatusCode::OK,
-        &state.manager.cancel(&id, By::Agent).await?,
-    ))
+    // The ending runs on its own task: the request deadline (or the client going away)
+    // drops this handler, and an ending dropped half-way would leave the takeover
+    // `Ending` for good.
+    let manager = state.manager.clone();
+    let ending = tokio::spawn(async move { manager.cancel(&id, By::Agent).await });
+    let snapshot = match ending.await {
+        Ok(result) => result?,
+        Err(error) => std::panic::resume_unwind(error.into_panic()),
+    };
+    Ok(json_response(StatusCode::OK, &snapshot))
 }
 
 #[derive(Serialize)]

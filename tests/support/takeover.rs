@@ -214,6 +214,10 @@ impl Harness {
         let agent_socket = dir.path().join("sidecar.sock");
         let unix = UnixListener::bind(&agent_socket).expect("bind unix");
         let agent: Router = routes::agent_routes(manager.clone(), Policy::new(None))
+            .merge(routes::agent_wait_routes(
+                manager.clone(),
+                Policy::new(None),
+            ))
             .layer(middleware::from_fn(insert_peer));
         let s = stop.clone();
         tokio::spawn(async move {
