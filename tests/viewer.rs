@@ -514,6 +514,90 @@ async fn early_websocket_lost_before_novnc_loads() {
     );
 }
 
+/// The sign-in link opened in a second tab: the newer tab takes control (the relay closes
+/// the first with 4001 `replaced`), and the first stops there, offering "Use it here",
+/// rather than reconnecting on its own and knocking the other off in turn, forever. Used,
+/// control moves back; an ending in one tab reaches the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_tab_takes_control_and_the_first_does_not_fight_back() {
+    let Some(desk) = desk("Please sign in to Example Bank", &[]) else {
+        return;
+    };
+    let fake = Fake::new(&desk.x.socket);
+    let base = fake.serve().await;
+    let actions = json!([
+        {"type": "open_tab"},
+        {"type": "wait_state", "state": "replaced"},
+        {"type": "screenshot", "path": shot("replaced")},
+        // Several of the page's reconnect delays (the first is 500 ms): a page that fought
+        // back would have taken control again by now, more than once.
+        {"type": "pause", "ms": 3000},
+        {"type": "use_here"},
+        {"type": "wait_pixels"},
+        {"type": "tab_wait_state", "state": "replaced"},
+        {"type": "complete"},
+        {"type": "wait_state", "state": "ended"},
+        // The replaced tab learns of the ending from the session, within its poll.
+        {"type": "tab_wait_state", "state": "ended", "timeout_ms": 15000},
+    ]);
+    let h = run_harness(
+        &desk.home,
+        &format!("{base}/takeover/{}#token={}", fake.id, fake.control_token),
+        &shot("replaced-ended"),
+        Some(actions),
+        "live",
+    )
+    .await;
+    eprintln!("two tabs: {}", h.result);
+    assert_ok(&h, "two tabs");
+    let seen = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    // The first tab: live, replaced once, live again (after "Use it here"), ended.
+    assert_eq!(
+        states(&h),
+        [
+            "connecting",
+            "live",
+            "replaced",
+            "connecting",
+            "live",
+            "ended"
+        ],
+        "{}",
+        h.result
+    );
+    // The second: live until replaced by the first, then ended (it never reconnected).
+    assert_eq!(
+        seen(&h.result["tab"]["states"]),
+        ["connecting", "live", "replaced", "ended"],
+        "{}",
+        h.result
+    );
+    assert_eq!(
+        (
+            h.result["tab"]["state"].as_str(),
+            h.result["tab"]["outcome"].as_str()
+        ),
+        (Some("ended"), Some("completed"))
+    );
+    // Three controlling sockets in all: each tab's first, and the one "Use it here" opened.
+    assert_eq!(
+        fake.controlling.load(std::sync::atomic::Ordering::SeqCst),
+        3,
+        "{}",
+        h.result
+    );
+    assert_eq!(fake.replaced.load(std::sync::atomic::Ordering::SeqCst), 2);
+    drop(desk);
+}
+
 /// A run of [`complete_over_a_link`].
 struct OverALink<T> {
     harness: Harness,

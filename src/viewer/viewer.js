@@ -7,7 +7,7 @@
 // Every URL is derived from the page's own path, so the page works behind a path prefix.
 //
 // For tests and people alike, the state is on <body>: data-state = connecting | live |
-// reconnecting | ended | error, data-outcome = completed | cancelled | timed_out | failed,
+// reconnecting | replaced (another tab took control) | ended | error, data-outcome = completed | cancelled | timed_out | failed,
 // and data-held-messages = how many of the relay's messages arrived before noVNC had loaded.
 
 const $ = (id) => document.getElementById(id);
@@ -48,6 +48,10 @@ const BACKOFF_MS = [500, 1000, 2000, 4000, 8000];
 const MAX_BACKOFF_MS = 10000;
 // Past the deadline the server ends the takeover itself; give it this long to say so.
 const EXPIRY_GRACE_MS = 15000;
+// The relay's close code for a controlling viewer that a newer one replaced.
+const CLOSE_REPLACED = 4001;
+// How often a replaced tab asks whether the takeover is still live.
+const REPLACED_POLL_MS = 5000;
 
 const page = {
   base: location.pathname.replace(/\/+$/, ''),
@@ -63,6 +67,7 @@ const page = {
   deadline: null, // performance.now() at which the takeover expires
   busy: false,
   early: null, // the WebSocket opened at the start, until noVNC takes it
+  replacedPoll: null,
 };
 
 // ---- state and rendering -------------------------------------------------------------
@@ -71,8 +76,14 @@ function setState(state, outcome) {
   page.state = state;
   document.body.dataset.state = state;
   if (outcome) document.body.dataset.outcome = outcome;
+  if (state !== 'replaced') {
+    clearInterval(page.replacedPoll);
+    page.replacedPoll = null;
+    $('btn-here').hidden = true;
+  }
   const badge = {
     connecting: 'Connecting', live: 'Live', reconnecting: 'Reconnecting', error: 'Error',
+    replaced: 'In another tab',
     ended: OUTCOMES[outcome] ? OUTCOMES[outcome].badge : 'Ended',
   }[state];
   $('badge-text').textContent = badge;
@@ -186,6 +197,8 @@ function tick() {
 }
 
 function stopTimers() {
+  clearInterval(page.replacedPoll);
+  page.replacedPoll = null;
   clearInterval(page.tickTimer);
   clearTimeout(page.retryTimer);
   page.tickTimer = null;
@@ -363,6 +376,10 @@ async function onDisconnect(closed) {
     end(closed.reason);
     return;
   }
+  if (closed && closed.code === CLOSE_REPLACED) {
+    replaced();
+    return;
+  }
   setState(page.wasLive ? 'reconnecting' : 'connecting');
   showOverlay(page.wasLive
     ? { icon: 'spinner', title: 'Connection lost — reconnecting…', text: 'Hold on, the screen will be back in a moment.' }
@@ -394,6 +411,34 @@ function scheduleRetry(sessionOnly) {
     page.retryTimer = null;
     if (sessionOnly) recheck(); else connect();
   }, Math.min(delay, MAX_BACKOFF_MS));
+}
+
+// Another tab (or window) opened with the control token took over. Reconnecting on our own
+// would take control back, and that tab would do the same: two tabs knocking each other off
+// twice a second. So this one waits for the user to say where they want to be.
+function replaced() {
+  clearTimeout(page.retryTimer);
+  page.retryTimer = null;
+  setState('replaced');
+  showOverlay({
+    icon: 'lock', tone: 'muted',
+    title: 'Open in another tab',
+    text: 'This sign-in is being used in another tab or window. Use it here instead?',
+  });
+  $('btn-here').hidden = false;
+  // A takeover that ends meanwhile (finished in the other tab) is shown here too.
+  clearInterval(page.replacedPoll);
+  page.replacedPoll = setInterval(() => {
+    fetchSession().catch(() => { /* unreachable for now: ask again later */ });
+  }, REPLACED_POLL_MS);
+}
+
+function useHere() {
+  if (page.state !== 'replaced') return;
+  setState('connecting');
+  showOverlay({ icon: 'spinner', title: 'Connecting to the sandbox\'s browser…', text: 'This takes a second or two.' });
+  page.attempt = 0;
+  connect();
 }
 
 function closeDesktop() {
@@ -484,6 +529,7 @@ async function main() {
   }
   $('btn-complete').addEventListener('click', () => answer('complete'));
   $('btn-cancel').addEventListener('click', () => answer('cancel'));
+  $('btn-here').addEventListener('click', useHere);
 
   // noVNC's modules and the session at once: over a real link each costs round trips.
   const loading = import('../novnc/core/rfb.js');

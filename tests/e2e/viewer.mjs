@@ -27,6 +27,11 @@
 //   {"type":"http","method":"POST","url":"/x"}  an HTTP request from the harness (not the
 //                                               page), URL relative to --url; e.g. to make a
 //                                               test server end or drop the session
+//   {"type":"pause","ms":2000}                  let time pass
+//   {"type":"open_tab"}                         open --url in a second tab (same browser) and
+//                                               wait for its pixels; its snapshot is "tab"
+//   {"type":"tab_wait_state","state":"x"}       wait until the second tab's data-state is x
+//   {"type":"use_here"}                         click "Use it here" (a replaced tab)
 // Every wait takes an optional "timeout_ms" (default: --timeout-ms).
 
 import { readFileSync, mkdirSync } from 'node:fs';
@@ -189,6 +194,7 @@ async function snapshot(page) {
         timer: shown('timer') ? text('timer-text') : null,
         view_only: shown('view-only'),
         buttons_visible: shown('btn-complete') && shown('btn-cancel'),
+        use_here_visible: shown('btn-here'),
         toast: shown('toast') ? text('toast') : null,
       },
       canvas: c ? { width: c.width, height: c.height } : null,
@@ -201,8 +207,15 @@ async function shot(page, path) {
   await page.screenshot({ path });
 }
 
+// The second tab of "open_tab", if any.
+let tab = null;
+
 async function runAction(page, action, opts) {
   const timeout = action.timeout_ms || opts.timeoutMs;
+  const secondTab = () => {
+    if (!tab) throw new Error(`${action.type} before open_tab`);
+    return tab;
+  };
   switch (action.type) {
     case 'click': {
       const p = await desktopToPage(page, action.x, action.y);
@@ -217,6 +230,17 @@ async function runAction(page, action, opts) {
     case 'wait_seen': await waitSeen(page, action.state, timeout); break;
     case 'wait_pixels': await waitPixels(page, timeout); break;
     case 'screenshot': await shot(page, action.path); break;
+    case 'pause': await new Promise((resolve) => setTimeout(resolve, Number(action.ms))); break;
+    case 'open_tab': {
+      tab = await page.context().newPage();
+      await tab.addInitScript(recorder);
+      const resp = await tab.goto(opts.url, { waitUntil: 'domcontentloaded', timeout });
+      if (!resp || !resp.ok()) throw new Error(`second tab: GET answered ${resp ? resp.status() : 'nothing'}`);
+      await waitPixels(tab, timeout);
+      break;
+    }
+    case 'tab_wait_state': await waitState(secondTab(), action.state, timeout); break;
+    case 'use_here': await page.click('#btn-here', { timeout }); break;
     case 'http': {
       const resp = await fetch(new URL(action.url, opts.url), {
         method: action.method || 'GET', signal: AbortSignal.timeout(timeout),
@@ -259,6 +283,7 @@ async function main() {
     }
     await shot(page, opts.screenshot);
     result = { ...result, ...(await snapshot(page)), console_errors: consoleErrors };
+    if (tab) result.tab = await snapshot(tab);
     process.stdout.write(JSON.stringify(result) + '\n');
   } catch (e) {
     let state = null;

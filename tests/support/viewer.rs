@@ -298,6 +298,10 @@ pub struct Fake {
     pub calls: Mutex<HashMap<&'static str, usize>>,
     pub protocols_seen: Mutex<Vec<String>>,
     pub ws_open: AtomicUsize,
+    /// How many controlling WebSockets opened (each one's number), and how many of
+    /// them were closed with 4001 `replaced`.
+    pub controlling: AtomicUsize,
+    pub replaced: AtomicUsize,
     /// The path of every request, in the order they arrived.
     pub requests: Mutex<Vec<String>>,
 }
@@ -308,6 +312,9 @@ pub enum FakeEvent {
     End(String),
     /// Drop every WebSocket without a close frame (a network failure, seen as 1006).
     Drop,
+    /// A controlling WebSocket opened: every other controlling one closes with 4001
+    /// `replaced`, as the takeover manager does (one controlling viewer at a time).
+    Controlling(usize),
 }
 
 impl Fake {
@@ -331,6 +338,8 @@ impl Fake {
             calls: Mutex::new(HashMap::new()),
             protocols_seen: Mutex::new(Vec::new()),
             ws_open: AtomicUsize::new(0),
+            controlling: AtomicUsize::new(0),
+            replaced: AtomicUsize::new(0),
             requests: Mutex::new(Vec::new()),
         })
     }
@@ -515,7 +524,14 @@ async fn websocket(
             return;
         };
         fake.ws_open.fetch_add(1, Ordering::SeqCst);
-        run_relay(socket, &target, access, events).await;
+        let me = (access == Access::Control).then(|| {
+            let me = fake.controlling.fetch_add(1, Ordering::SeqCst) + 1;
+            let _ = fake.events.send(FakeEvent::Controlling(me));
+            me
+        });
+        if run_relay(socket, &target, access, me, events).await {
+            fake.replaced.fetch_add(1, Ordering::SeqCst);
+        }
         fake.ws_open.fetch_sub(1, Ordering::SeqCst);
     });
     response
@@ -523,13 +539,15 @@ async fn websocket(
 
 /// The daemon's relay between the viewer and Xvnc, ended as the takeover manager ends it:
 /// a `4000 <outcome>` Close frame when the fake takeover ends, or no Close frame at all
-/// (the relay dropped, as in a network failure) on `/fake/drop`.
+/// (the relay dropped, as in a network failure) on `/fake/drop`; `4001 replaced` when a
+/// newer controlling socket opens (`controlling`: this one's number). True if replaced.
 async fn run_relay(
     socket: ViewerSocket,
     target: &VncTarget,
     access: Access,
+    controlling: Option<usize>,
     mut events: broadcast::Receiver<FakeEvent>,
-) {
+) -> bool {
     let stop = CancellationToken::new();
     let limits = RelayLimits::default();
     let close = Arc::new(std::sync::OnceLock::<(u16, String)>::new());
@@ -541,15 +559,23 @@ async fn run_relay(
             .unwrap_or((1000, "stopped".to_owned()))
     });
     tokio::pin!(relay);
-    tokio::select! {
-        _ = &mut relay => {}
-        ev = events.recv() => {
-            if let Ok(FakeEvent::End(outcome)) = ev {
-                let _ = close.set((4000, outcome));
-                stop.cancel();
-                let _ = relay.await;
-            }
-        }
+    loop {
+        let (code, reason) = tokio::select! {
+            _ = &mut relay => return false,
+            ev = events.recv() => match ev {
+                Ok(FakeEvent::End(outcome)) => (4000, outcome),
+                Ok(FakeEvent::Controlling(newer)) if controlling.is_some_and(|me| me != newer) => {
+                    (4001, "replaced".to_owned())
+                }
+                Ok(FakeEvent::Controlling(_)) => continue,
+                // Drop, or the channel gone: the relay is dropped without a Close frame.
+                Ok(FakeEvent::Drop) | Err(_) => return false,
+            },
+        };
+        let _ = close.set((code, reason));
+        stop.cancel();
+        let _ = relay.await;
+        return code == 4001;
     }
 }
 
