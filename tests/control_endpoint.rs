@@ -202,6 +202,24 @@ fn requests_without_the_right_token_are_401() {
             );
         }
     }
+    // Nor does a stranger learn which routes exist: a wrong method or an unknown path
+    // under /v1/ is 401 too, and only with the token 405 or 404.
+    for (method, path, with_token) in [
+        ("POST", "/v1/identity", 405),
+        ("GET", "/v1/credentials", 405),
+        ("GET", "/v1/no-such-route", 404),
+    ] {
+        for auth in ["", "wrong"] {
+            let (status, body) = endpoint.curl(auth, &["-X", method, "--max-time", "5"], path);
+            assert_eq!(
+                (status, body["error"]["code"].as_str()),
+                (401, Some("unauthorized")),
+                "{method} {path} auth={auth:?}"
+            );
+        }
+        let (status, _) = endpoint.curl("auth", &["-X", method, "--max-time", "5"], path);
+        assert_eq!(status, with_token, "{method} {path} with the token");
+    }
 }
 
 #[test]
@@ -401,6 +419,37 @@ fn bundle_push_installs_and_refuses_replays() {
         serde_json::from_slice::<serde_json::Value>(&served).unwrap()["api_key"],
         "sk-two"
     );
+}
+
+/// A media type is case-insensitive and may carry parameters: both spellings install.
+#[test]
+fn bundle_push_takes_any_spelling_of_the_octet_stream_media_type() {
+    let keys = keys();
+    let endpoint = with_opener(&keys);
+    for (version, content_type) in [
+        (1, "Application/Octet-Stream"),
+        (2, "application/octet-stream; x-origin=platform"),
+    ] {
+        let bundle = seal(&keys, version, "sk-spelled");
+        let data = format!("@{}", bundle.display());
+        let (status, body) = endpoint.curl(
+            "auth",
+            &[
+                "-X",
+                "PUT",
+                "-H",
+                &format!("Content-Type: {content_type}"),
+                "--data-binary",
+                &data,
+            ],
+            "/v1/credentials",
+        );
+        assert_eq!(
+            (status, &body),
+            (200, &serde_json::json!({"version": version})),
+            "{content_type}"
+        );
+    }
 }
 
 #[test]

@@ -221,7 +221,16 @@ pub fn router(state: ControlState) -> Router {
     if let Some(manager) = &state.takeovers {
         router = router.merge(viewer_routes(manager.clone(), state.viewer.clone()));
     }
-    with_fallbacks(router).with_state(state)
+    // And around the routing too, for what no route answers under `/v1/`: without the
+    // token, a wrong method or an unknown path is 401 like any other `/v1/` request, not a
+    // 405 or 404 that would map the routes for a stranger. The route layer above stays the
+    // guarantee for the routes themselves (whatever path spelling reaches them).
+    with_fallbacks(router)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_bearer_under_v1,
+        ))
+        .with_state(state)
 }
 
 /// The viewer's routes alone (takeover tokens, no bearer): what `dev` serves on loopback,
@@ -311,6 +320,20 @@ pub async fn serve(
 #[derive(Debug, Clone, Copy)]
 pub struct RemoteAddr(pub SocketAddr);
 
+/// [`require_bearer`] for every path under `/v1/`, routed or not; other paths (the
+/// viewer's) pass.
+async fn require_bearer_under_v1(
+    state: State<ControlState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if request.uri().path().starts_with("/v1/") {
+        require_bearer(state, request, next).await
+    } else {
+        next.run(request).await
+    }
+}
+
 async fn require_bearer(
     State(state): State<ControlState>,
     request: Request,
@@ -356,11 +379,21 @@ async fn put_credentials(
     State(state): State<ControlState>,
     request: Request,
 ) -> Result<Json<Installed>, ApiError> {
-    let content_type = request
+    // A media type is case-insensitive and may carry parameters (RFC 9110 8.3.1).
+    let octet_stream = |value: &header::HeaderValue| {
+        value.to_str().is_ok_and(|v| {
+            v.split(';').next().is_some_and(|essence| {
+                essence
+                    .trim()
+                    .eq_ignore_ascii_case("application/octet-stream")
+            })
+        })
+    };
+    if !request
         .headers()
         .get(header::CONTENT_TYPE)
-        .map(|v| v.as_bytes());
-    if !matches!(content_type, None | Some(b"application/octet-stream")) {
+        .is_none_or(octet_stream)
+    {
         return Err(ApiError::UnsupportedMediaType);
     }
     let oversized = |size| {
