@@ -8,13 +8,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 what=${1:-all}
+command -v cargo >/dev/null || { echo "$(basename "$0"): needs a Rust toolchain (rustup.rs: Rust >= 1.85, with rustfmt and clippy)" >&2; exit 1; }
 scripts/install-packages.sh test >/dev/null
 cargo build --release --locked --bins --examples 2>&1 | tail -1
-bin=$PWD/target/release/grexal-sidecar
+release=${CARGO_TARGET_DIR:-$PWD/target}/release
+bin=$release/grexal-sidecar
 
 if [ "$what" = all ] || [ "$what" = boot ]; then
   echo "== boot to ready (50 connections' files written), every process on CPU 0"
-  target/release/examples/boot_bench --runs 30 --bin "$bin"
+  "$release"/examples/boot_bench --runs 30 --bin "$bin"
 fi
 
 if [ "$what" = all ] || [ "$what" = connect ]; then
@@ -33,7 +35,7 @@ if [ "$what" = all ] || [ "$what" = connect ]; then
     --log warn --api-max-connections 256 &
   daemon=$!
   for _ in $(seq 100); do [ -S "$work/sidecar.sock" ] && break; sleep 0.05; done
-  $pin target/release/examples/connect_bench "$work/sidecar.sock" openai || true
+  $pin "$release"/examples/connect_bench "$work/sidecar.sock" openai || true
   kill -TERM "$daemon"; wait "$daemon" || true
   done
   rm -rf "$work"
@@ -42,7 +44,7 @@ fi
 if [ "$what" = all ] || [ "$what" = relay ]; then
   echo "== relay: throughput, round trip, CPU, memory vs websockify and direct TCP, on CPU 0"
   echo "-- upstream on loopback TCP (websockify's usual case)"
-  target/release/examples/relay_bench --peer websockify
+  "$release"/examples/relay_bench --peer websockify
   echo "-- upstream on a Unix socket (Xvnc's, the daemon's default)"
-  target/release/examples/relay_bench --peer websockify --upstream unix
+  "$release"/examples/relay_bench --peer websockify --upstream unix
 fi

@@ -11,7 +11,8 @@
 #   scripts/demo-takeover.sh              # interactive: you open the viewer URL yourself
 #   scripts/demo-takeover.sh --headless   # unattended: a headless Chromium plays the user
 #
-# As root it installs what it needs (scripts/install-packages.sh test) first.
+# As root it installs what it needs (scripts/install-packages.sh demo, or test with --headless)
+# first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -24,11 +25,12 @@ case "${1:-}" in
 esac
 
 if [ "$(id -u)" = 0 ]; then
-  scripts/install-packages.sh test
+  # The headless user needs the test profile's node modules; a person needs no Node.js.
+  if [ "$headless" = 1 ]; then scripts/install-packages.sh test; else scripts/install-packages.sh demo; fi
 fi
 for tool in python3 /usr/bin/Xvnc /usr/bin/chromium /usr/share/novnc/core/rfb.js; do
   command -v "$tool" >/dev/null 2>&1 || [ -e "$tool" ] || {
-    echo "demo: $tool is missing; run as root once (it installs packages) or: scripts/install-packages.sh test" >&2
+    echo "demo: $tool is missing; run as root once (it installs packages) or: scripts/install-packages.sh demo" >&2
     exit 1
   }
 done
@@ -37,9 +39,10 @@ if [ "$headless" = 1 ] && { ! command -v node >/dev/null || [ ! -d tests/e2e/nod
   exit 1
 fi
 
+command -v cargo >/dev/null || { echo "$(basename "$0"): needs a Rust toolchain (rustup.rs: Rust >= 1.85, with rustfmt and clippy)" >&2; exit 1; }
 echo "== building grexal-sidecar"
 cargo build --quiet --locked
-bin=$repo/target/debug/grexal-sidecar
+bin=${CARGO_TARGET_DIR:-$repo/target}/debug/grexal-sidecar
 
 work=$(mktemp -d /tmp/grexal-takeover-demo.XXXXXX)
 chmod 755 "$work"

@@ -17,9 +17,10 @@ if [ "${1:-}" = takeover ]; then
 fi
 
 command -v python3 >/dev/null || { echo "demo: python3 is needed for the example agent" >&2; exit 1; }
+command -v cargo >/dev/null || { echo "$(basename "$0"): needs a Rust toolchain (rustup.rs: Rust >= 1.85, with rustfmt and clippy)" >&2; exit 1; }
 echo "== building grexal-sidecar"
 cargo build --quiet --locked
-bin=$PWD/target/debug/grexal-sidecar
+bin=${CARGO_TARGET_DIR:-$PWD/target}/debug/grexal-sidecar
 
 work=$(mktemp -d /tmp/grexal-demo.XXXXXX)
 chmod 755 "$work"

@@ -4,7 +4,9 @@
 # same packages.
 #
 #   scripts/install-packages.sh runtime   # what a desktop sandbox image needs
-#   scripts/install-packages.sh test      # runtime + what the test suite and benchmarks need
+#   scripts/install-packages.sh demo      # runtime + the test tools (what the takeover demo needs)
+#   scripts/install-packages.sh test      # demo + Python's cryptography and the node modules
+#                                         # of the headless viewer (needs Node.js >= 20 and npm)
 set -euo pipefail
 
 profile=${1:-test}
@@ -13,8 +15,8 @@ test_pkgs=(websockify x11-utils xdotool curl util-linux iproute2 systemd procps 
 
 case "$profile" in
   runtime) pkgs=("${runtime_pkgs[@]}") ;;
-  test) pkgs=("${runtime_pkgs[@]}" "${test_pkgs[@]}") ;;
-  *) echo "usage: $0 runtime|test" >&2; exit 64 ;;
+  demo | test) pkgs=("${runtime_pkgs[@]}" "${test_pkgs[@]}") ;;
+  *) echo "usage: $0 runtime|demo|test" >&2; exit 64 ;;
 esac
 
 missing=()
@@ -41,6 +43,14 @@ if [ "$profile" = test ]; then
   fi
   # playwright-core drives the system Chromium as the takeover viewer (no browser download).
   if [ -f tests/e2e/package.json ] && [ ! -d tests/e2e/node_modules/playwright-core ]; then
+    # Debian 12's own nodejs is 18 and comes without npm; playwright-core needs 20.
+    node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+    if [ "$node_major" -lt 20 ] || ! command -v npm >/dev/null; then
+      echo "install-packages: the headless viewer (tests/e2e) needs Node.js >= 20 with npm;" \
+        "found node $(node --version 2>/dev/null || echo none), npm $(npm --version 2>/dev/null || echo none)." \
+        "Install Node.js 20 or later (nodejs.org or NodeSource; Debian 12's is 18) and run again." >&2
+      exit 1
+    fi
     echo "install-packages: installing tests/e2e node modules"
     (cd tests/e2e && npm ci --no-audit --no-fund --silent)
   fi

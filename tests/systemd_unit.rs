@@ -64,7 +64,13 @@ fn unit_starts_the_installed_binary() {
         .lines()
         .filter(|l| l.starts_with("ExecStart="))
         .collect();
-    assert_eq!(exec, [format!("ExecStart={INSTALLED_BINARY} run")]);
+    // The agent's command from the env file, split at whitespace by systemd.
+    assert_eq!(
+        exec,
+        [format!(
+            "ExecStart={INSTALLED_BINARY} run -- $GREXAL_AGENT_COMMAND"
+        )]
+    );
     assert!(text.lines().any(|l| l == "Type=notify"));
 }
 
