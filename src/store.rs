@@ -437,6 +437,18 @@ mod tests {
         store.install_materialized(materialized(1, "a"));
         assert!(store.is_ready());
         assert_eq!(store.version(), Some(1));
+        // Still ready after a version that withdraws every credential: a latch.
+        store.install_materialized(Materialized {
+            version: 2,
+            bodies: Default::default(),
+            env: Vec::new(),
+        });
+        assert!(store.is_ready());
+        assert_eq!(
+            store.connection_state("openai"),
+            Some(ConnectionState::Missing)
+        );
+        store.install_materialized(materialized(3, "a"));
         assert_eq!(
             store.connection_state("openai"),
             Some(ConnectionState::Ready)

@@ -288,6 +288,22 @@ fn readiness_is_a_latch() {
     assert_eq!(response.status, 200);
     assert_eq!(response.json()["credentials_version"], 9);
     assert_eq!(client.get("/v1/connections/openai").status, 200);
+    // A later version that withdraws every credential does not make the sandbox unready:
+    // the agent runs already, and readiness is a latch.
+    server
+        .store
+        .install_materialized(grexal_sidecar::inject::Materialized {
+            version: 10,
+            bodies: Default::default(),
+            env: Vec::new(),
+        });
+    let response = client.get("/readyz");
+    assert_eq!(response.status, 200);
+    assert_eq!(response.json()["credentials_version"], 10);
+    assert_eq!(
+        client.get("/v1/connections/openai").code(),
+        "credential_missing"
+    );
 }
 
 #[test]

@@ -36,23 +36,54 @@ fn help_and_version_succeed_on_stdout() {
 #[test]
 fn grexal_desktop_takes_the_usual_boolean_spellings() {
     let dir = open_tempdir();
-    let missing = dir.path().join("no-manifest.json");
-    for value in ["1", "0", "yes", "no", "on", "off", "true", "false"] {
-        // Parsed, so the daemon gets as far as the manifest (66 when it is missing).
+    // A manifest with nothing to install and no desktop of its own: `--desktop` alone
+    // decides whether the daemon starts one. The "Chromium" does not exist, so a desktop
+    // start fails (71) before the agent (`true`, 0) would run.
+    write(
+        &dir.path().join("grexal.json"),
+        r#"{"manifest_version": 1, "entrypoint": "agent.py", "connections": []}"#,
+        0o644,
+    );
+    let dev = |value: &str| {
+        let d = dir.path();
         let out = run_to_end(
             command()
                 .env("GREXAL_DESKTOP", value)
+                .current_dir(d)
                 .arg("dev")
-                .arg("--manifest")
-                .arg(&missing),
+                .args(["--chromium", "/nonexistent/chromium"])
+                .arg("--desktop-run-dir")
+                .arg(d.join("desk"))
+                .arg("--browser-profile")
+                .arg(d.join("profile"))
+                .args(["--", "true"]),
         );
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for value in ["1", "yes", "on", "true", "TRUE"] {
+        let (code, stderr) = dev(value);
+        assert_eq!(
+            code,
+            Some(71),
+            "GREXAL_DESKTOP={value} starts the desktop: {stderr}"
+        );
         assert!(
-            stderr.contains("no-manifest.json"),
+            stderr.contains("desktop"),
             "GREXAL_DESKTOP={value}: {stderr}"
         );
-        assert_ne!(out.status.code(), Some(64), "GREXAL_DESKTOP={value}");
     }
+    for value in ["0", "no", "off", "false"] {
+        let (code, stderr) = dev(value);
+        assert_eq!(
+            code,
+            Some(0),
+            "GREXAL_DESKTOP={value} starts none: {stderr}"
+        );
+    }
+    let missing = dir.path().join("no-manifest.json");
     let out = run_to_end(
         command()
             .env("GREXAL_DESKTOP", "maybe")

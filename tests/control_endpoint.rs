@@ -470,7 +470,20 @@ fn bundle_push_refuses_tampered_and_garbage() {
     let garbage = keys.dir.path().join("garbage");
     std::fs::write(&garbage, b"not a bundle").unwrap();
     let (status, body) = endpoint.put_bundle(&garbage);
-    assert_eq!(status, 400, "{body}");
+    // Long enough for the prefix, so its magic is judged: not a grexal bundle.
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("bundle_unsupported")),
+        "{body}"
+    );
+    let short = keys.dir.path().join("short");
+    std::fs::write(&short, b"GRXB").unwrap();
+    let (status, body) = endpoint.put_bundle(&short);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("bundle_malformed")),
+        "{body}"
+    );
     assert_eq!(endpoint.store.version(), None);
     let _ = &endpoint.runtime;
 }

@@ -176,4 +176,9 @@ fn a_malformed_connections_file_names_the_problem() {
         "{stderr}"
     );
     assert_no_canary("dev error", &stderr, &["CANARY-tok-1", "CANARY-refresh-2"]);
+    assert_no_canary(
+        "dev stdout",
+        &String::from_utf8_lossy(&out.stdout),
+        &["CANARY-tok-1", "CANARY-refresh-2"],
+    );
 }

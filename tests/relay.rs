@@ -452,6 +452,8 @@ async fn unknown_message_closes_with_policy_error() {
         .await
         .unwrap();
     assert!(got.is_empty(), "{got:?}");
+    // The viewer is told why: 1008, as docs/api.md says.
+    assert_eq!(close_code(&mut ws).await, CloseCode::Policy);
     let err = server.next_relay().await.wait().await.unwrap_err();
     assert!(
         matches!(

@@ -157,9 +157,16 @@ fn run_delivers_every_mode_to_an_agent_running_as_nobody() {
 
     let mut cmd = fx.run_command();
     // Daemon-only variables that must not reach the agent.
+    write(
+        &fx.path("control.token"),
+        "test-control-token-0123456789abcdef",
+        0o600,
+    );
     cmd.env("GREXAL_SANDBOX_KEY", &fx.keys.sandbox_key)
         .env("GREXAL_PLATFORM_KEY", &fx.keys.platform_pub)
         .env("GREXAL_SANDBOX_ID", SANDBOX)
+        .env("GREXAL_BUNDLE", &bundle)
+        .env("GREXAL_CONTROL_TOKEN_FILE", fx.path("control.token"))
         .arg("--bundle")
         .arg(&bundle)
         .args(["--agent-user", "nobody", "--"])
@@ -269,6 +276,13 @@ fn bad_bundles_are_refused_before_anything_is_written() {
     );
     assert!(o.status.success());
     cases.push(("expired", std::fs::read(&out).expect("read"), 83, "expired"));
+    // Opens fine, but does not fit the manifest: its plaintext was in memory, and none of
+    // it may reach the message.
+    let mut mismatched = credentials(OPENAI_KEY);
+    mismatched["connections"]["openai"] =
+        json!({"access_token": OPENAI_KEY, "token_type": "bearer"});
+    let contents = std::fs::read(fx.bundle("contents", &mismatched, SANDBOX, 1)).expect("read");
+    cases.push(("contents", contents, 89, "openai"));
     std::thread::sleep(Duration::from_millis(2100));
 
     for (name, bytes, want_code, want_word) in cases {
@@ -298,6 +312,7 @@ fn bad_bundles_are_refused_before_anything_is_written() {
             fx.connection_dirs()
         );
         assert_no_canary(name, &stderr, CANARIES);
+        assert_no_canary(name, &String::from_utf8_lossy(&out.stdout), CANARIES);
     }
 }
 
