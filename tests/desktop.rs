@@ -588,7 +588,10 @@ async fn killed_x11vnc_restarts_alone_on_its_socket() {
         .await
         .expect("start");
     let before = desktop.pids();
-    sigkill(before.vnc.expect("x11vnc pid"));
+    let killed = before.vnc.expect("x11vnc pid");
+    // x11vnc keeps its framebuffer in System V segments and never marks them for removal.
+    assert!(shm_segments_of(killed) > 0, "x11vnc made no segments");
+    sigkill(killed);
     let event = next_event(&mut rx, Duration::from_secs(60), |e| {
         matches!(e, PlatformEvent::BrowserRestarted { .. })
     })
@@ -597,6 +600,9 @@ async fn killed_x11vnc_restarts_alone_on_its_socket() {
         matches!(&event, PlatformEvent::BrowserRestarted { child, .. } if child == "vnc"),
         "{event:?}"
     );
+    // Killed, it left them; the supervisor removed them when it reaped it (else a few
+    // hundred crashes exhaust kernel.shmmni and no x11vnc starts again).
+    assert_eq!(shm_segments_of(killed), 0, "the killed x11vnc's segments");
     let after = desktop.pids();
     assert_ne!(after.vnc, before.vnc);
     // The display and the agent's browser were left alone.
@@ -616,6 +622,21 @@ async fn killed_x11vnc_restarts_alone_on_its_socket() {
         Vec::<String>::new()
     );
     shutdown_and_check(desktop).await;
+    assert_eq!(
+        shm_segments_of(after.vnc.expect("x11vnc pid")),
+        0,
+        "the stopped x11vnc's segments"
+    );
+}
+
+/// How many System V shared memory segments `pid` created that still exist.
+fn shm_segments_of(pid: u32) -> usize {
+    let table = std::fs::read_to_string("/proc/sysvipc/shm").expect("/proc/sysvipc/shm");
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| l.split_whitespace().nth(4) == Some(pid.to_string().as_str()))
+        .count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

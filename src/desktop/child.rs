@@ -125,6 +125,7 @@ impl ChildHandle {
                     },
                 }
             };
+            remove_shared_memory_of(pid);
             crate::reaper::owned().release(pid);
             debug!(%exit, "child reaped");
             let _ = exit_tx.send(Some(exit));
@@ -200,6 +201,44 @@ impl Drop for ChildHandle {
     }
 }
 
+/// Removes the System V shared memory segments `pid` created. x11vnc makes ~40 of them
+/// for its framebuffer and never marks them for removal: killed (a crash, or our SIGKILL
+/// after the grace period), it leaves them behind for good, and a few hundred restarts
+/// reach the kernel's limit on segments (`kernel.shmmni`, 4096), after which no x11vnc
+/// starts ("shmget: No space left on device"). Called right after the reap, while the pid
+/// cannot have been reused; a segment still attached (the X server's side) goes when it
+/// is detached.
+fn remove_shared_memory_of(pid: u32) {
+    let Ok(table) = std::fs::read_to_string("/proc/sysvipc/shm") else {
+        return;
+    };
+    let mut removed = 0u32;
+    for shmid in segments_created_by(&table, pid) {
+        // SAFETY: IPC_RMID takes no buffer; a segment gone meanwhile is EINVAL/EIDRM.
+        if unsafe { libc::shmctl(shmid, libc::IPC_RMID, std::ptr::null_mut()) } == 0 {
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        debug!(removed, "removed the exited child's shared memory segments");
+    }
+}
+
+/// The ids of the segments in `/proc/sysvipc/shm` (`table`) whose creator is `pid`.
+fn segments_created_by(table: &str, pid: u32) -> Vec<i32> {
+    // Columns: key shmid perms size cpid lpid nattch uid gid cuid cgid ...
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let shmid = fields.nth(1)?.parse::<i32>().ok()?;
+            let cpid = fields.nth(2)?.parse::<u32>().ok()?;
+            (cpid == pid).then_some(shmid)
+        })
+        .collect()
+}
+
 /// Reads a child's stream to the end so the child never blocks on a full pipe; logs
 /// lines at debug, each cut to `MAX_LOG_LINE`, at most `MAX_LOG_LINES_PER_SEC`.
 async fn drain(mut stream: impl AsyncRead + Unpin) {
@@ -263,6 +302,19 @@ pub(crate) fn pid_alive(pid: i32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn segments_are_picked_by_their_creator() {
+        let table = "       key      shmid perms                  size  cpid  lpid nattch   uid   gid  cuid  cgid      atime      dtime      ctime                   rss                  swap
+         0    1835017   600                  5120 31859 31856      0     0     0     0     0 1795601154 1795601154 1795601154                     0                     0
+         0    1835018   600               4096000 31859 31856      1     0     0     0     0 1795601154 1795601154 1795601154               4096000                     0
+         0    1835019   600                  4096 31856 31859      0     0     0     0     0 1795601154 1795601154 1795601154                     0                     0
+";
+        assert_eq!(segments_created_by(table, 31859), [1835017, 1835018]);
+        assert_eq!(segments_created_by(table, 31856), [1835019]);
+        assert!(segments_created_by(table, 1).is_empty());
+        assert!(segments_created_by("", 31859).is_empty());
+    }
 
     #[tokio::test]
     async fn chatty_child_does_not_block_and_exit_is_reported() {
