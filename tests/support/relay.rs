@@ -47,7 +47,18 @@ pub fn have(binary: &str) -> bool {
 pub struct Child(pub std::process::Child, pub &'static str);
 
 impl Drop for Child {
+    /// SIGTERM first: a killed x11vnc leaves its System V shared memory behind for good,
+    /// and enough of that makes every later x11vnc fail to start. SIGKILL if it lingers.
     fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
