@@ -98,6 +98,8 @@ pub enum RelayError {
     BadContinuation,
     #[error("viewer sent an unmasked frame (clients must mask every frame)")]
     UnmaskedFrame,
+    #[error("viewer sent an invalid control frame: {0}")]
+    BadControlFrame(&'static str),
     #[error("viewer frame exceeds the limit of {limit} bytes")]
     FrameTooLarge { limit: usize },
     #[error("viewer sent an invalid RFB stream")]
@@ -150,8 +152,10 @@ pub struct RelayLimits {
     /// FramebufferUpdateRequest after every update, but nothing while the screen is still,
     /// so this must be long enough to watch a still login page.
     pub idle_timeout: Duration,
-    /// Largest WebSocket frame accepted from a viewer (the RFB filter reads the stream, so a
-    /// message split into frames is checked frame by frame, and by the RFB limits).
+    /// Largest WebSocket frame accepted from a viewer. The RFB filter reads the stream, so a
+    /// message may span frames (a clipboard of up to `rfb.max_cut_text` streams through);
+    /// noVNC sends frames of at most 10 KiB. What one viewer can make the daemon hold is
+    /// about twice this (fastwebsockets' read buffer, the filtered copy) plus `read_size`.
     pub max_client_message: usize,
     /// RFB limits (ClientCutText length, SetEncodings count).
     pub rfb: RfbLimits,
@@ -176,7 +180,7 @@ impl Default for RelayLimits {
     fn default() -> Self {
         Self {
             idle_timeout: Duration::from_secs(300),
-            max_client_message: (1 << 20) + 64 * 1024,
+            max_client_message: 64 * 1024,
             rfb: RfbLimits::default(),
             read_size: 256 * 1024,
             viewer_send_buffer: Some(128 * 1024),
@@ -269,9 +273,10 @@ pub async fn relay_with_stop_close(
 ) -> Result<RelayStats, RelayError> {
     let handshake = viewer.handshake();
     let (mut ws_rx, ws_tx) = viewer.split();
-    // Pings are answered and a viewer's Close is echoed as the protocol requires.
-    ws_rx.set_auto_pong(true);
-    ws_rx.set_auto_close(true);
+    // Pings and Close are handled by the reader below, not by fastwebsockets: it would
+    // answer them before the relay could check that they were masked and short.
+    ws_rx.set_auto_pong(false);
+    ws_rx.set_auto_close(false);
     // fastwebsockets refuses a frame whose length is >= this.
     ws_rx.set_max_message_size(limits.max_client_message.saturating_add(1));
     let ws_tx = Mutex::new(ws_tx);
@@ -295,9 +300,11 @@ pub async fn relay_with_stop_close(
         // Already echoed by the reader.
         Ok(RelayEnd::ViewerClosed) => None,
         Err(RelayError::TextFrame | RelayError::Rfb(_)) => Some((1008, "policy violation")),
-        Err(RelayError::BadContinuation | RelayError::UnmaskedFrame) => {
-            Some((1002, "protocol error"))
-        }
+        Err(
+            RelayError::BadContinuation
+            | RelayError::UnmaskedFrame
+            | RelayError::BadControlFrame(_),
+        ) => Some((1002, "protocol error")),
         Err(RelayError::FrameTooLarge { .. }) => Some((1009, "message too big")),
         Err(RelayError::WebSocket(_)) => None,
         Err(_) => Some((1011, "vnc server unavailable")),
@@ -502,6 +509,7 @@ async fn pump(
         // Inside a binary message sent as several frames.
         let mut fragmented = false;
         let mut idle_deadline = tokio::time::Instant::now() + limits.idle_timeout;
+        // Nothing is ever owed: pings and Close are answered below (auto_pong/auto_close off).
         let mut send_obligation =
             |frame: Frame<'static>| async move { ws_tx.lock().await.send(frame).await };
         loop {
@@ -525,9 +533,35 @@ async fn pump(
                 OpCode::Continuation if fragmented => fragmented = !frame.fin,
                 OpCode::Binary | OpCode::Continuation => return Err(RelayError::BadContinuation),
                 OpCode::Text => return Err(RelayError::TextFrame),
-                OpCode::Close => return Ok(RelayEnd::ViewerClosed),
-                // Answered by fastwebsockets; they do not count as activity.
-                OpCode::Ping | OpCode::Pong => continue,
+                // RFC 6455 §5.5: control frames carry at most 125 bytes.
+                OpCode::Close | OpCode::Ping | OpCode::Pong
+                    if frame.payload.len() > MAX_CONTROL_PAYLOAD =>
+                {
+                    return Err(RelayError::BadControlFrame("longer than 125 bytes"));
+                }
+                OpCode::Close => {
+                    let echo = close_echo(&frame.payload)?;
+                    ws_tx
+                        .lock()
+                        .await
+                        .send(echo)
+                        .await
+                        .map_err(RelayError::WebSocket)?;
+                    return Ok(RelayEnd::ViewerClosed);
+                }
+                // Pings and pongs do not count as activity. The pong waits for the writer
+                // like any frame, so a viewer that pings and never reads stops being read.
+                OpCode::Ping => {
+                    let pong = Frame::pong(Payload::Owned(frame.payload.to_vec()));
+                    ws_tx
+                        .lock()
+                        .await
+                        .send(pong)
+                        .await
+                        .map_err(RelayError::WebSocket)?;
+                    continue;
+                }
+                OpCode::Pong => continue,
             }
             idle_deadline = tokio::time::Instant::now() + limits.idle_timeout;
             out.clear();
@@ -570,6 +604,33 @@ async fn pump(
     stats.client_messages = up_stats.1;
     stats.dropped_messages = up_stats.2;
     end
+}
+
+/// RFC 6455 §5.5: the longest payload of a Close, Ping or Pong frame.
+const MAX_CONTROL_PAYLOAD: usize = 125;
+
+/// The Close frame that answers a viewer's Close (RFC 6455 §5.5.1: echo its status code), or
+/// why its Close is malformed (§7.4: a 1-byte body, a code no endpoint may send, a reason
+/// that is not UTF-8).
+fn close_echo(payload: &[u8]) -> Result<Frame<'static>, RelayError> {
+    match payload {
+        [] => Ok(Frame::close_raw(Payload::Owned(Vec::new()))),
+        [_] => Err(RelayError::BadControlFrame("a Close body of one byte")),
+        [hi, lo, reason @ ..] => {
+            let code = u16::from_be_bytes([*hi, *lo]);
+            if !fastwebsockets::CloseCode::from(code).is_allowed() {
+                return Err(RelayError::BadControlFrame(
+                    "a Close code not allowed on the wire",
+                ));
+            }
+            if std::str::from_utf8(reason).is_err() {
+                return Err(RelayError::BadControlFrame(
+                    "a Close reason that is not UTF-8",
+                ));
+            }
+            Ok(Frame::close(code, &[]))
+        }
+    }
 }
 
 /// Whether a viewer's frame carried a masking key. RFC 6455 §5.1: a server must close the

@@ -6,6 +6,8 @@
 //! from a view-only viewer and refuse anything it does not understand. Parsing is two-phase
 //! like mini-redis: [`RfbParser::next_message`] first checks that a whole message is buffered
 //! (returning `Ok(None)` if not), then decodes it; [`RfbFilter`] feeds it arbitrary chunks.
+//! The one exception is ClientCutText: once its header is in, its payload (up to a megabyte
+//! of clipboard) streams through or is skipped as it arrives rather than being held whole.
 //!
 //! Handshake handled (client side only): ProtocolVersion (3.7 or 3.8; 3.3 lets the server pick
 //! the security type, which we could only learn by parsing the server stream, so it is
@@ -70,9 +72,11 @@ impl Default for RfbLimits {
 }
 
 impl RfbLimits {
-    /// The largest whole message these limits admit; a filter never buffers more than this.
-    pub fn max_message_len(&self) -> usize {
-        8 + self.max_cut_text as usize
+    /// The longest message a filter ever holds back whole: every type but ClientCutText,
+    /// whose payload is passed on or skipped as it arrives. The largest are SetEncodings at
+    /// its limit and SetDesktopSize with 255 screens.
+    pub fn max_buffered_len(&self) -> usize {
+        (4 + 4 * self.max_encodings as usize).max(8 + 16 * 255)
     }
 }
 
@@ -332,6 +336,17 @@ impl RfbParser {
         self.phase
     }
 
+    /// The total length of a ClientCutText at the start of `buf` whose 8-byte header is
+    /// there but not its whole payload (its length already checked against the limit by
+    /// [`RfbParser::next_message`], which returned `Ok(None)` for it).
+    pub fn partial_cut_text(&self, buf: &[u8]) -> Option<usize> {
+        if self.phase != Phase::Normal || buf.len() < 8 || buf[0] != 6 {
+            return None;
+        }
+        let total = 8 + cut_text_len(u32_at(buf, 4)) as usize;
+        (buf.len() < total).then_some(total)
+    }
+
     /// Returns the next whole message at the start of `buf` and its length in bytes, or
     /// `Ok(None)` if more bytes are needed. Advances the handshake phase on success.
     pub fn next_message(&mut self, buf: &[u8]) -> Result<Option<(Message, usize)>, RfbError> {
@@ -418,8 +433,13 @@ pub struct RfbFilter {
     access: Access,
     parser: RfbParser,
     /// An incomplete message carried over between `feed` calls; never longer than
-    /// `limits.max_message_len()` because lengths are checked from the header.
+    /// `limits.max_buffered_len()` because lengths are checked from the header.
     pending: Vec<u8>,
+    /// Payload bytes still to come of a ClientCutText whose header was seen, and whether
+    /// they are forwarded. A clipboard of up to `max_cut_text` streams through; buffering it
+    /// whole would let every viewer pin a megabyte (one that is then dropped, for view-only).
+    cut_text_rest: usize,
+    forward_cut_text: bool,
     failed: bool,
     stats: FilterStats,
     /// The relay already did the handshake with the server ([`greeting`]): the viewer's
@@ -437,6 +457,8 @@ impl RfbFilter {
             access,
             parser: RfbParser::new(limits),
             pending: Vec::new(),
+            cut_text_rest: 0,
+            forward_cut_text: false,
             failed: false,
             stats: FilterStats::default(),
             answered: false,
@@ -478,6 +500,10 @@ impl RfbFilter {
         if self.failed {
             return Err(RfbError::Failed);
         }
+        let input = self.stream_cut_text(input, out);
+        if input.is_empty() {
+            return Ok(());
+        }
         let result = if self.pending.is_empty() {
             // Fast path: the usual WebSocket message holds whole RFB messages.
             match self.drain(input, out) {
@@ -499,8 +525,27 @@ impl RfbFilter {
         if result.is_err() {
             self.failed = true;
             self.pending = Vec::new();
+        } else if self.pending.capacity() > PENDING_KEEP_CAPACITY {
+            // The slow path joined a whole frame onto a partial message; give that back.
+            self.pending
+                .shrink_to(PENDING_KEEP_CAPACITY.max(self.pending.len()));
         }
         result
+    }
+
+    /// Passes on or skips the part of `input` that belongs to a ClientCutText payload in
+    /// flight; returns the rest.
+    fn stream_cut_text<'a>(&mut self, input: &'a [u8], out: &mut Vec<u8>) -> &'a [u8] {
+        let n = self.cut_text_rest.min(input.len());
+        if n == 0 {
+            return input;
+        }
+        if self.forward_cut_text {
+            out.extend_from_slice(&input[..n]);
+            self.stats.bytes_out += n as u64;
+        }
+        self.cut_text_rest -= n;
+        &input[n..]
     }
 
     /// Forwards or drops every whole message at the start of `buf`; returns bytes consumed.
@@ -530,9 +575,29 @@ impl RfbFilter {
             }
             at += len;
         }
+        // A ClientCutText whose header is here but not all of its payload: from now on it
+        // streams (`stream_cut_text`) instead of waiting in `pending`.
+        if let Some(total) = self.parser.partial_cut_text(&buf[at..]) {
+            let msg = decode_normal(&buf[at..at + 8]);
+            self.stats.messages += 1;
+            self.forward_cut_text = msg.allowed(self.access);
+            let here = buf.len() - at;
+            if self.forward_cut_text {
+                out.extend_from_slice(&buf[at..]);
+                self.stats.bytes_out += here as u64;
+            } else {
+                self.stats.dropped += 1;
+            }
+            self.cut_text_rest = total - here;
+            at = buf.len();
+        }
         Ok(at)
     }
 }
+
+/// `pending` keeps at most this much capacity between frames (more than any message it
+/// holds whole: [`RfbLimits::max_buffered_len`]).
+const PENDING_KEEP_CAPACITY: usize = 8 * 1024;
 
 /// Encoders for client messages, used by tests, the benchmark and fakes. They produce
 /// exactly the bytes noVNC's `RFB.messages` would.

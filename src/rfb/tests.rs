@@ -398,7 +398,39 @@ proptest! {
         if f.feed(&stream[..at], &mut out).is_ok() {
             let _ = f.feed(&stream[at..], &mut out);
         }
-        prop_assert!(f.pending_len() <= RfbLimits::default().max_message_len());
+        prop_assert!(f.pending_len() <= RfbLimits::default().max_buffered_len());
         prop_assert!(out.len() <= stream.len());
+    }
+}
+
+#[test]
+fn a_clipboard_streams_through_without_being_held() {
+    // 1 MiB of clipboard in noVNC's 10 KiB frames: nothing of it is ever held back, and a
+    // message after it is parsed as usual.
+    let text = vec![b'c'; 1 << 20];
+    let stream = [
+        HANDSHAKE.to_vec(),
+        encode::client_cut_text(&text),
+        encode::framebuffer_update_request(true, 8, 8),
+    ]
+    .concat();
+    for access in [Access::Control, Access::ViewOnly] {
+        let mut f = RfbFilter::new(access);
+        let mut out = Vec::new();
+        for chunk in stream.chunks(10 * 1024) {
+            f.feed(chunk, &mut out).unwrap();
+            assert!(f.pending_len() < 64, "{access:?}: {} held", f.pending_len());
+        }
+        let expected = match access {
+            Access::Control => stream.clone(),
+            Access::ViewOnly => [
+                HANDSHAKE.to_vec(),
+                encode::framebuffer_update_request(true, 8, 8),
+            ]
+            .concat(),
+        };
+        assert!(out == expected, "{access:?}: other bytes out");
+        assert_eq!(f.stats().messages, 5);
+        assert_eq!(f.stats().dropped, u64::from(access == Access::ViewOnly));
     }
 }
