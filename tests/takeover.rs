@@ -773,8 +773,8 @@ fn desktop_config(dir: &std::path::Path) -> DesktopConfig {
     }
 }
 
-/// A login site on 127.0.0.1: `/done` is the page after login, `/set-cookie` sets the
-/// session cookie.
+/// A login site on 127.0.0.1: `/done` is the page after login, `/set-cookie?v=V` sets the
+/// session cookie to V.
 async fn login_site() -> String {
     use axum::routing::get;
     let app = axum::Router::new()
@@ -788,12 +788,17 @@ async fn login_site() -> String {
         )
         .route(
             "/set-cookie",
-            get(|| async {
-                (
-                    [("set-cookie", "session=s3cret; Path=/; Max-Age=600")],
-                    axum::response::Html("<h1>set</h1>"),
-                )
-            }),
+            get(
+                |axum::extract::Query(q): axum::extract::Query<
+                    std::collections::HashMap<String, String>,
+                >| async move {
+                    let v = q.get("v").map_or("s3cret", String::as_str);
+                    (
+                        [("set-cookie", format!("session={v}; Path=/; Max-Age=600"))],
+                        axum::response::Html("<h1>set</h1>"),
+                    )
+                },
+            ),
         );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -814,6 +819,42 @@ async fn open_tab(desktop: &Desktop, url: &str) {
     let stream = TcpStream::connect(&host).await.expect("connect CDP http");
     let r = support::http(stream, "PUT", &format!("/json/new?{url}"), &[], None).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+}
+
+/// Waits until a page target of the browser is at `url` (`/json/list`).
+async fn until_page_at(desktop: &Desktop, url: &str) {
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let host = desktop.cdp().http_url;
+        let host = host.trim_start_matches("http://").trim_end_matches('/');
+        let stream = TcpStream::connect(host).await.expect("connect CDP http");
+        let r = support::http(stream, "GET", "/json/list", &[], None).await;
+        let pages: serde_json::Value = serde_json::from_slice(&r.body).expect("json");
+        let at = |p: &serde_json::Value| p["type"] == "page" && p["url"] == url;
+        if pages.as_array().is_some_and(|a| a.iter().any(at)) {
+            break;
+        }
+        assert!(Instant::now() < end, "no page reached {url}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the browser holds the `session` cookie with value `v` (read over CDP).
+async fn until_session_cookie(desktop: &Desktop, v: &str) {
+    let (browser, mut handler) = chromiumoxide::Browser::connect(desktop.cdp().ws_url)
+        .await
+        .expect("CDP connects");
+    let pump = tokio::spawn(async move { while handler.next().await.is_some() {} });
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let cookies = browser.get_cookies().await.expect("getCookies");
+        if cookies.iter().any(|c| c.name == "session" && c.value == v) {
+            break;
+        }
+        assert!(Instant::now() < end, "the session cookie never became {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    pump.abort();
 }
 
 fn sigkill(pid: u32) {
@@ -843,7 +884,10 @@ async fn real_desktop_rfb_condition_restart_and_failure() {
     .await;
     let site = login_site().await;
 
-    // 1. RFB from the real Xvnc through the relay; the URL condition completes it.
+    // 1. RFB from the real Xvnc through the relay; the URL condition completes it. A tab
+    // already at a matching URL when the takeover starts proves nothing.
+    open_tab(&desktop, &format!("{site}/done?x=0")).await;
+    until_page_at(&desktop, &format!("{site}/done?x=0")).await;
     let body = format!(
         r#"{{"connection_id":"github","reason":"r","timeout_seconds":120,"success":{{"url_pattern":"{site}/done*"}}}}"#
     );
@@ -859,7 +903,7 @@ async fn real_desktop_rfb_condition_restart_and_failure() {
             .await
             .json()["state"],
         "live",
-        "/login must not match"
+        "/login must not match, nor the /done tab that was there at the start"
     );
     open_tab(&desktop, &format!("{site}/done?x=1")).await;
     let waited = h
@@ -884,10 +928,22 @@ async fn real_desktop_rfb_condition_restart_and_failure() {
     );
     assert_eq!(next_close(&mut ws).await, (4000, "completed".to_owned()));
 
-    // 2. The cookie condition.
+    // 2. The cookie condition: the cookie the site set before the takeover (a login page's
+    // pre-login session) proves nothing; the login changing its value does.
+    open_tab(&desktop, &format!("{site}/set-cookie?v=anonymous")).await;
+    until_session_cookie(&desktop, "anonymous").await;
     let body = r#"{"connection_id":"github","reason":"r","timeout_seconds":120,"success":{"cookie":{"name":"session","domain":"127.0.0.1"}}}"#;
     let (id, _, _) = start(&mut h, body).await;
-    open_tab(&desktop, &format!("{site}/set-cookie")).await;
+    // Not a readiness wait: three poll periods in which the old cookie would have ended it.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        h.agent("GET", &format!("/v1/takeovers/{id}"), None)
+            .await
+            .json()["state"],
+        "live",
+        "a cookie that was there at the start must not complete it"
+    );
+    open_tab(&desktop, &format!("{site}/set-cookie?v=user-42")).await;
     let waited = h
         .agent(
             "GET",

@@ -1,6 +1,14 @@
 //! The success condition: "the login worked" seen from the browser, so the user need not
-//! press a button. A page URL matching a glob, and/or a cookie of a given name for a
-//! domain; with both, both must hold.
+//! press a button. A page URL matching a glob that the browser *reaches*, and/or a cookie of
+//! a given name for a domain that *appears*; with both, both must hold.
+//!
+//! "Reaches" and "appears" are measured against the first poll (the baseline): a page
+//! already at a matching URL, or a matching cookie already set with the same value, when
+//! the takeover starts proves nothing — a login page on the dashboard's URL, a stale
+//! session cookie in the persistent profile, the pre-login session cookie a login page sets.
+//! A matching URL no page showed at the baseline, a matching cookie that was not there or
+//! whose value changed (a login rotates the session), does. A login that changes neither is
+//! completed by the user's button.
 //!
 //! Checked by polling over CDP (every `condition_poll`, ~200 ms): `Target.getTargets`
 //! filtered on `type == "page"` (the omnibox popup and workers are other types) — the
@@ -9,12 +17,15 @@
 //! endpoint changes (Chromium restarted) or a call fails.
 //!
 //! Cookie values pass through our memory (CDP has no "names only" call); they are never
-//! logged or kept beyond one poll.
+//! logged, and of a matching cookie only a salted SHA-256 of its value is kept, for the
+//! takeover's life, to see it change.
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use chromiumoxide::cdp::browser_protocol::target::GetTargetsParams;
 use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
 use tokio::task::JoinHandle;
 use tracing::{debug, Instrument};
 
@@ -24,26 +35,82 @@ use crate::desktop::DesktopStatus;
 /// Each CDP call (and the connection) of one poll gets at most this long.
 const CDP_CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// A whole-string glob where `*` matches any run of characters (including none and
-/// including `/`); every other character is literal. Matching is linear: the pattern is
-/// split at `*`, the first piece must be a prefix, the last a suffix, and the middle
-/// pieces are found left to right (the leftmost occurrence is always the best choice
-/// when `*` is the only wildcard).
+/// A whole-URL glob where `*` matches any run of characters (including none); every other
+/// character is literal.
+///
+/// A pattern that starts with a scheme (`https://`, or `*://`) is matched in two parts, like
+/// the URL: scheme and host (up to the first `/`, `?` or `#` after `://`), then the rest. So a
+/// `*` in the host matches within the host only: `https://*.example.com/dashboard*` does not
+/// match `https://idp.test/login?next=https://app.example.com/dashboard`, which a
+/// single-part glob would (the user still on the identity provider's login form). A pattern
+/// with nothing after its host matches only that origin with an empty path: write
+/// `https://bank.example/*`, not `https://bank.example*` (which would also match
+/// `https://bank.example.evil.net`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Glob {
-    pieces: Vec<String>,
+    /// `(scheme and host, rest)` for a URL-shaped pattern; `(whole, None)` otherwise.
+    origin: Pieces,
+    rest: Option<Pieces>,
 }
 
 impl Glob {
     pub fn new(pattern: &str) -> Self {
-        Self {
-            pieces: pattern.split('*').map(str::to_owned).collect(),
+        match split_origin(pattern).filter(|_| starts_with_scheme(pattern)) {
+            Some((origin, rest)) => Self {
+                origin: Pieces::new(origin),
+                rest: Some(Pieces::new(rest)),
+            },
+            None => Self {
+                origin: Pieces::new(pattern),
+                rest: None,
+            },
         }
     }
 
     pub fn matches(&self, text: &str) -> bool {
+        match &self.rest {
+            None => self.origin.matches(text),
+            Some(rest) => {
+                let (origin, path) = split_origin(text).unwrap_or((text, ""));
+                self.origin.matches(origin) && rest.matches(path)
+            }
+        }
+    }
+}
+
+/// `scheme:` then `//`, the scheme made of letters, digits, `+`, `-`, `.` (RFC 3986) or `*`.
+fn starts_with_scheme(s: &str) -> bool {
+    s.split_once("://").is_some_and(|(scheme, _)| {
+        !scheme.is_empty()
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.' | '*'))
+    })
+}
+
+/// Splits after the host: at the first `/`, `?` or `#` after the first `://`.
+fn split_origin(s: &str) -> Option<(&str, &str)> {
+    let host_at = s.find("://")? + 3;
+    let end = s[host_at..]
+        .find(['/', '?', '#'])
+        .map_or(s.len(), |i| host_at + i);
+    Some(s.split_at(end))
+}
+
+/// A glob split at `*`. Matching is linear: the first piece must be a prefix, the last a
+/// suffix, and the middle pieces are found left to right (the leftmost occurrence is always
+/// the best choice when `*` is the only wildcard).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Pieces(Vec<String>);
+
+impl Pieces {
+    fn new(pattern: &str) -> Self {
+        Self(pattern.split('*').map(str::to_owned).collect())
+    }
+
+    fn matches(&self, text: &str) -> bool {
         // `split` always yields at least one piece.
-        let (first, rest) = match self.pieces.split_first() {
+        let (first, rest) = match self.0.split_first() {
             Some(split) => split,
             None => return text.is_empty(),
         };
@@ -96,25 +163,70 @@ pub struct SuccessCondition {
     pub cookie: Option<CookieCondition>,
 }
 
+/// One cookie as a poll sees it: where it lives and a salted digest of its value.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SeenCookie {
+    pub name: String,
+    pub domain: String,
+    pub path: String,
+    pub value_digest: [u8; 32],
+}
+
+/// What one poll saw that matches the condition: page URLs and cookies.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sighting {
+    urls: HashSet<String>,
+    /// `(name, domain, path)` → value digest.
+    cookies: HashMap<(String, String, String), [u8; 32]>,
+}
+
 impl SuccessCondition {
-    /// Whether the condition holds for these page URLs and cookies (name, domain).
-    pub fn holds<'a>(
+    /// Keeps, of what a poll saw, what matches this condition.
+    pub fn sight<'a>(
         &self,
         page_urls: impl IntoIterator<Item = &'a str>,
-        cookies: impl IntoIterator<Item = (&'a str, &'a str)>,
-    ) -> bool {
-        let url_ok = match &self.url_pattern {
-            None => true,
-            Some(glob) => page_urls.into_iter().any(|url| glob.matches(url)),
+        cookies: impl IntoIterator<Item = SeenCookie>,
+    ) -> Sighting {
+        let urls = match &self.url_pattern {
+            None => HashSet::new(),
+            Some(glob) => page_urls
+                .into_iter()
+                .filter(|url| glob.matches(url))
+                .map(str::to_owned)
+                .collect(),
         };
-        let cookie_ok = match &self.cookie {
-            None => true,
+        let cookies = match &self.cookie {
+            None => HashMap::new(),
             Some(want) => cookies
                 .into_iter()
-                .any(|(name, domain)| want.matches(name, domain)),
+                .filter(|c| want.matches(&c.name, &c.domain))
+                .map(|c| ((c.name, c.domain, c.path), c.value_digest))
+                .collect(),
         };
+        Sighting { urls, cookies }
+    }
+
+    /// Whether `now` shows the condition met since `baseline`: a matching URL no page had
+    /// then, and/or a matching cookie that was not there or has another value.
+    pub fn met_since(&self, baseline: &Sighting, now: &Sighting) -> bool {
+        let url_ok =
+            self.url_pattern.is_none() || now.urls.iter().any(|url| !baseline.urls.contains(url));
+        let cookie_ok = self.cookie.is_none()
+            || now
+                .cookies
+                .iter()
+                .any(|(key, digest)| baseline.cookies.get(key) != Some(digest));
         url_ok && cookie_ok
     }
+}
+
+/// A salted SHA-256 of a cookie value: enough to see it change, useless to anyone reading
+/// memory for the value (the salt is random per takeover).
+fn value_digest(salt: &[u8; 16], value: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(salt);
+    h.update(value.as_bytes());
+    h.finalize().into()
 }
 
 /// A CDP connection whose handler task ends with it.
@@ -172,7 +284,11 @@ async fn call<T>(
         .map_err(PollError::Cdp)
 }
 
-async fn check(cdp: &Cdp, condition: &SuccessCondition) -> Result<bool, PollError> {
+async fn sight(
+    cdp: &Cdp,
+    condition: &SuccessCondition,
+    salt: &[u8; 16],
+) -> Result<Sighting, PollError> {
     let mut urls = Vec::new();
     if condition.url_pattern.is_some() {
         let targets = call(cdp.browser.execute(GetTargetsParams::default())).await?;
@@ -186,22 +302,22 @@ async fn check(cdp: &Cdp, condition: &SuccessCondition) -> Result<bool, PollErro
     }
     let mut cookies = Vec::new();
     if condition.cookie.is_some() {
-        // Keep names and domains only; the values are dropped here.
+        // The values are digested and dropped here.
         cookies = call(cdp.browser.get_cookies())
             .await?
             .into_iter()
-            .map(|c| (c.name, c.domain))
+            .map(|c| SeenCookie {
+                value_digest: value_digest(salt, &c.value),
+                name: c.name,
+                domain: c.domain,
+                path: c.path,
+            })
             .collect();
     }
-    Ok(condition.holds(
-        urls.iter().map(String::as_str),
-        cookies
-            .iter()
-            .map(|(n, d): &(String, String)| (n.as_str(), d.as_str())),
-    ))
+    Ok(condition.sight(urls.iter().map(String::as_str), cookies))
 }
 
-/// Polls until the condition holds, then returns. Never returns otherwise: the caller
+/// Polls until the condition is met since the first poll, then returns. Never returns otherwise: the caller
 /// drops this future when the takeover ends. Polls only while the desktop is `Ready`.
 pub(crate) async fn wait_until_met(
     condition: &SuccessCondition,
@@ -213,6 +329,9 @@ pub(crate) async fn wait_until_met(
     let mut interval = tokio::time::interval(poll);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failures: u64 = 0;
+    let salt: [u8; 16] = rand::random();
+    // The first successful poll: what was there before the user did anything.
+    let mut baseline: Option<Sighting> = None;
     loop {
         interval.tick().await;
         if *status.borrow() != DesktopStatus::Ready {
@@ -234,9 +353,15 @@ pub(crate) async fn wait_until_met(
             };
         }
         let Some(conn) = cdp.as_ref() else { continue };
-        match check(conn, condition).await {
-            Ok(true) => return,
-            Ok(false) => failures = 0,
+        match sight(conn, condition, &salt).await {
+            Ok(now) => {
+                failures = 0;
+                match &baseline {
+                    None => baseline = Some(now),
+                    Some(before) if condition.met_since(before, &now) => return,
+                    Some(_) => {}
+                }
+            }
             Err(error) => {
                 failures += 1;
                 if failures == 1 {
@@ -305,6 +430,48 @@ mod tests {
             ("?", "a", false),
             ("[a]", "a", false),
             ("é*", "éa", true),
+            // A `*` in the host stays in the host.
+            (
+                "https://*.example.com/dashboard*",
+                "https://accounts.idp.test/signin?continue=https://app.example.com/dashboard",
+                false,
+            ),
+            (
+                "https://*.example.com/*",
+                "https://evil.test/.example.com/",
+                false,
+            ),
+            (
+                "https://*.example.com/*",
+                "https://evil.test?.example.com/",
+                false,
+            ),
+            (
+                "https://*.example.com/*",
+                "https://evil.test#.example.com/",
+                false,
+            ),
+            ("https://*.example.com/*", "https://a.b.example.com/x", true),
+            ("*://bank.example/*", "https://bank.example/acct", true),
+            (
+                "*://bank.example/*",
+                "https://evil.test/?u=https://bank.example/x",
+                false,
+            ),
+            // Nothing after the host: that origin with an empty path only.
+            (
+                "https://bank.example*",
+                "https://bank.example.evil.net/",
+                false,
+            ),
+            ("https://bank.example*", "https://bank.example/acct", false),
+            ("https://bank.example", "https://bank.example", true),
+            ("https://x/*?done=1", "https://x/a/b?done=1", true),
+            ("https://x?*", "https://x?a", true),
+            ("https://*/done", "https://x/done", true),
+            ("https://*/done", "about:blank", false),
+            // Not URL-shaped: one whole-string glob.
+            ("*bank.example*", "https://evil/?bank.example", true),
         ];
         for (pattern, text, want) in table {
             assert_eq!(
@@ -359,8 +526,17 @@ mod tests {
         assert!(!empty.matches("s", ""));
     }
 
+    fn cookie(name: &str, domain: &str, value: &str) -> SeenCookie {
+        SeenCookie {
+            name: name.into(),
+            domain: domain.into(),
+            path: "/".into(),
+            value_digest: value_digest(&[9; 16], value),
+        }
+    }
+
     #[test]
-    fn condition_needs_every_part() {
+    fn condition_needs_every_part_to_appear_since_the_baseline() {
         let both = SuccessCondition {
             url_pattern: Some(Glob::new("https://x/done*")),
             cookie: Some(CookieCondition {
@@ -368,14 +544,75 @@ mod tests {
                 domain: "x".into(),
             }),
         };
-        assert!(both.holds(["about:blank", "https://x/done"], [("s", "x")]));
-        assert!(!both.holds(["https://x/done"], [("t", "x")]));
-        assert!(!both.holds(["https://x/login"], [("s", "x")]));
+        let before = both.sight(["https://x/login"], []);
+        let met = |urls: &[&str], cookies: Vec<SeenCookie>| {
+            both.met_since(&before, &both.sight(urls.iter().copied(), cookies))
+        };
+        assert!(met(
+            &["about:blank", "https://x/done"],
+            vec![cookie("s", "x", "1")]
+        ));
+        assert!(!met(&["https://x/done"], vec![cookie("t", "x", "1")]));
+        assert!(!met(&["https://x/login"], vec![cookie("s", "x", "1")]));
         let url_only = SuccessCondition {
             url_pattern: Some(Glob::new("*/ok")),
             cookie: None,
         };
-        assert!(url_only.holds(["http://127.0.0.1/ok"], []));
-        assert!(!url_only.holds([], []));
+        let empty = url_only.sight([], []);
+        assert!(url_only.met_since(&empty, &url_only.sight(["http://127.0.0.1/ok"], [])));
+        assert!(!url_only.met_since(&empty, &url_only.sight([], [])));
+    }
+
+    #[test]
+    fn what_was_there_at_the_start_proves_nothing() {
+        let cond = SuccessCondition {
+            url_pattern: None,
+            cookie: Some(CookieCondition {
+                name: "session".into(),
+                domain: "bank.example".into(),
+            }),
+        };
+        // A stale session cookie in the profile, or the pre-login one a login page sets.
+        let before = cond.sight([], [cookie("session", "bank.example", "anon")]);
+        let same = cond.sight([], [cookie("session", ".bank.example", "anon")]);
+        assert!(
+            cond.met_since(&before, &same),
+            "another domain key is a new cookie"
+        );
+        let unchanged = cond.sight([], [cookie("session", "bank.example", "anon")]);
+        assert!(!cond.met_since(&before, &unchanged));
+        // The login rotates the session: its value changes.
+        let rotated = cond.sight([], [cookie("session", "bank.example", "user-42")]);
+        assert!(cond.met_since(&before, &rotated));
+        // A cookie of another site appearing proves nothing.
+        let other = cond.sight(
+            [],
+            [
+                cookie("session", "bank.example", "anon"),
+                cookie("session", "other.example", "x"),
+            ],
+        );
+        assert!(!cond.met_since(&before, &other));
+
+        let url = SuccessCondition {
+            url_pattern: Some(Glob::new("https://bank.example/account*")),
+            cookie: None,
+        };
+        // A tab already on the account page (showing the login form) at the start.
+        let before = url.sight(["https://bank.example/account"], []);
+        assert!(!url.met_since(&before, &url.sight(["https://bank.example/account"], [])));
+        assert!(url.met_since(
+            &before,
+            &url.sight(["https://bank.example/account?welcome=1"], [])
+        ));
+    }
+
+    #[test]
+    fn the_digest_is_salted_and_keeps_no_value() {
+        let a = value_digest(&[1; 16], "secret-value");
+        assert_ne!(a, value_digest(&[2; 16], "secret-value"));
+        assert_ne!(a, value_digest(&[1; 16], "secret-valuf"));
+        let seen = format!("{:?}", cookie("s", "x", "secret-value"));
+        assert!(!seen.contains("secret-value"));
     }
 }
