@@ -3,10 +3,11 @@
 //!
 //! - `GET /v1/identity`: who this sandbox is and which credentials it holds;
 //! - `PUT /v1/credentials`: a newer sealed bundle (raw bytes);
-//! - `GET /v1/events`: the event stream (server-sent events).
+//! - `GET /v1/events`: the event stream (server-sent events), beginning with the live
+//!   takeover if there is one.
 //!
-//! Errors use the agent API's format and mapping (`api::error`). Takeover routes
-//! (complete, cancel, the viewer page and its WebSocket) are added to `router` by the
+//! Errors use the agent API's format and mapping (`api::error`). Takeover routes (list,
+//! get, complete, cancel, the viewer page and its WebSocket) are added to `router` by the
 //! takeover module: bearer-protected ones before the `route_layer`, view-token ones after.
 
 use std::convert::Infallible;
@@ -25,6 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Json, Router};
 use base64::Engine as _;
+use futures_util::StreamExt as _;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -40,6 +42,7 @@ use crate::api::routes::check_content_length;
 use crate::api::server::{self, ConnLimits};
 use crate::bundle::{BundleError, MAX_BUNDLE_BYTES};
 use crate::keys::SandboxPublicKey;
+use crate::platform::events::PlatformEvent;
 use crate::secret::{secret_bytes, ExposeSecret, SecretBytes};
 use crate::store::Store;
 
@@ -442,16 +445,26 @@ struct Lagged {
     missed: u64,
 }
 
+fn sse_event(event: &PlatformEvent) -> Event {
+    Event::default()
+        .event(event.name())
+        .data(serde_json::to_string(event).unwrap_or_default())
+}
+
 /// Server-sent events: `event: <name>` and `data: <json>` per event, keep-alive comments,
-/// and `event: lagged` when this subscriber fell behind and missed events.
+/// and `event: lagged` when this subscriber fell behind and missed events. A takeover live
+/// when the subscriber arrives comes first, as a `takeover_requested` with a token pair of
+/// its own (`TakeoverManager::subscribe`).
 #[tracing::instrument(level = "debug", name = "events", skip_all)]
 async fn events(State(state): State<ControlState>) -> impl IntoResponse {
-    let receiver = state.store.events().subscribe();
+    let (receiver, live) = match &state.takeovers {
+        Some(manager) => manager.subscribe(state.store.events()),
+        None => (state.store.events().subscribe(), None),
+    };
+    let live = futures_util::stream::iter(live.map(|event| Ok(sse_event(&event))));
     let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
         let event = match receiver.recv().await {
-            Ok(event) => Event::default()
-                .event(event.name())
-                .data(serde_json::to_string(&*event).unwrap_or_default()),
+            Ok(event) => sse_event(&event),
             Err(broadcast::error::RecvError::Lagged(missed)) => {
                 let data = serde_json::to_string(&Lagged {
                     r#type: "lagged",
@@ -464,7 +477,7 @@ async fn events(State(state): State<ControlState>) -> impl IntoResponse {
         };
         Some((Ok::<Event, Infallible>(event), receiver))
     });
-    let mut response = Sse::new(stream)
+    let mut response = Sse::new(live.chain(stream))
         .keep_alive(KeepAlive::new().interval(state.limits.keep_alive))
         .into_response();
     response.headers_mut().insert(

@@ -125,6 +125,11 @@ impl EventBus {
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<PlatformEvent>> {
         self.sender.subscribe()
     }
+
+    /// Whether both handles publish to the same subscribers.
+    pub fn same_bus(&self, other: &EventBus) -> bool {
+        self.sender.same_channel(&other.sender)
+    }
 }
 
 #[cfg(test)]

@@ -26,6 +26,16 @@
 //! So "on any ending, the viewer's stream is cut and its input stops before the agent's
 //! wait returns" holds by construction, and a test checks it with a relay that takes its
 //! time to stop.
+//!
+//! # Telling the platform, late subscribers included
+//!
+//! `TakeoverRequested` is published under the registry lock, in the same critical section
+//! that makes the takeover live, and `TakeoverEnded` in the one that takes it out of the
+//! live slot (step 3 above). [`TakeoverManager::subscribe`] subscribes to the events under
+//! that lock and looks at the live slot there too: a subscriber that arrives while a
+//! takeover is live gets one `TakeoverRequested` for it first (with a pair of tokens made
+//! for it, since the plaintext of earlier ones is never kept), and one that arrives
+//! before or after learns it from the stream alone. Either way exactly once.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -39,7 +49,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
 use super::condition::{self, SuccessCondition};
-use super::token::{self, TokenHashes};
+use super::token::{self, TokenSet};
 use super::{
     Browser, By, Outcome, SessionInfo, State, TakeoverError, TakeoverInfo, TakeoverLimits,
     TakeoverSnapshot, CLOSE_ENDED, CLOSE_REPLACED,
@@ -48,6 +58,7 @@ use crate::desktop::{CdpEndpoint, DesktopStatus};
 use crate::manifest::{AuthMode, Manifest};
 use crate::platform::events::{EventBus, EventToken, PlatformEvent};
 use crate::relay::{self, Access, ViewerSocket};
+use crate::secret::SecretString;
 
 /// What a valid token grants on one live takeover.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,7 +89,9 @@ struct Record {
     reason: String,
     login_url: Option<String>,
     expires_at: u64,
-    hashes: TokenHashes,
+    /// Every token pair issued for this takeover (hashes only). Lock order: the registry,
+    /// then this.
+    hashes: Mutex<TokenSet>,
     /// `Some` once the takeover has ended (step 5 of the ending order).
     done: watch::Sender<Option<Ending>>,
 }
@@ -101,6 +114,11 @@ impl Record {
 
     fn ended(&self) -> Option<Ending> {
         *self.done.borrow()
+    }
+
+    fn hashes(&self) -> MutexGuard<'_, TokenSet> {
+        // Like the registry's: every critical section is one push or one scan.
+        self.hashes.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -284,8 +302,7 @@ impl TakeoverManager {
             .map_err(|e| TakeoverError::BrowserUnavailable(Some(e)))?;
 
         let id = token::new_id();
-        let (control_token, control) = token::new_token();
-        let (view_token, view) = token::new_token();
+        let (control_token, view_token, pair) = token::new_pair();
         let expires_at = unix_now() + timeout.as_secs();
         let record = Arc::new(Record {
             id: id.clone(),
@@ -294,7 +311,7 @@ impl TakeoverManager {
             reason: request.reason,
             login_url: login_url.clone(),
             expires_at,
-            hashes: TokenHashes { control, view },
+            hashes: Mutex::new(TokenSet::new(pair, limits.max_token_pairs)),
             done: watch::channel(None).0,
         });
         let tasks = CancellationToken::new();
@@ -310,8 +327,11 @@ impl TakeoverManager {
                 control: None,
                 viewers: Vec::new(),
             });
+            // Under the lock that made it live: see "Telling the platform" above.
+            self.shared
+                .events
+                .publish(self.requested_event(&record, &control_token, &view_token));
         }
-        let viewer_url = format!("{}/takeover/{}", self.shared.public_url, id);
         info!(
             takeover_id = %id,
             connection_id = %record.connection_id,
@@ -320,26 +340,73 @@ impl TakeoverManager {
             "takeover requested"
         );
         self.spawn_watchers(&record, timeout, request.success, browser, &tasks);
-        self.shared
-            .events
-            .publish(PlatformEvent::TakeoverRequested {
-                takeover_id: id.clone(),
-                connection_id: record.connection_id.clone(),
-                display_name: record.display_name.clone(),
-                reason: record.reason.clone(),
-                login_url: record.login_url.clone(),
-                viewer_url: viewer_url.clone(),
-                control_token: EventToken::new(&control_token),
-                view_token: EventToken::new(&view_token),
-                expires_at,
-            });
         Ok(TakeoverInfo {
             takeover_id: id,
             state: State::Live,
             connection_id: record.connection_id.clone(),
             expires_at,
-            viewer_url,
+            viewer_url: self.viewer_url(&record.id),
         })
+    }
+
+    fn viewer_url(&self, id: &str) -> String {
+        format!("{}/takeover/{}", self.shared.public_url, id)
+    }
+
+    /// The event that hands a token pair to the platform (the only place tokens go).
+    fn requested_event(
+        &self,
+        record: &Record,
+        control_token: &SecretString,
+        view_token: &SecretString,
+    ) -> PlatformEvent {
+        PlatformEvent::TakeoverRequested {
+            takeover_id: record.id.clone(),
+            connection_id: record.connection_id.clone(),
+            display_name: record.display_name.clone(),
+            reason: record.reason.clone(),
+            login_url: record.login_url.clone(),
+            viewer_url: self.viewer_url(&record.id),
+            control_token: EventToken::new(control_token),
+            view_token: EventToken::new(view_token),
+            expires_at: record.expires_at,
+        }
+    }
+
+    /// Subscribes to `events` (the bus this manager publishes to) and, under the same lock
+    /// as every takeover event, looks at the live takeover: if one is live, also returns a
+    /// `TakeoverRequested` for it, with a token pair made for this subscriber, to deliver
+    /// before anything from the receiver. So a subscriber learns of each takeover exactly
+    /// once, whenever it arrives. A takeover that is ending gets no new pair (its tokens
+    /// are refused already); the subscriber sees its `TakeoverEnded`.
+    pub fn subscribe(
+        &self,
+        events: &EventBus,
+    ) -> (
+        tokio::sync::broadcast::Receiver<Arc<PlatformEvent>>,
+        Option<PlatformEvent>,
+    ) {
+        debug_assert!(
+            events.same_bus(&self.shared.events),
+            "the manager publishes to another bus"
+        );
+        let registry = self.registry();
+        let receiver = events.subscribe();
+        let live = match &registry.live {
+            Some(live) if matches!(live.phase, Phase::Live) => &live.record,
+            _ => return (receiver, None),
+        };
+        let (control_token, view_token, pair) = token::new_pair();
+        let (retired, pairs) = {
+            let mut hashes = live.hashes();
+            (hashes.issue(pair), hashes.len())
+        };
+        if retired {
+            warn!(takeover_id = %live.id, pairs, "token pairs at their limit: the oldest replayed pair is retired");
+        }
+        info!(takeover_id = %live.id, pairs, "live takeover replayed to a new event subscriber");
+        let event = self.requested_event(live, &control_token, &view_token);
+        (receiver, Some(event))
     }
 
     /// The deadline, the browser-status watch and (if given) the success condition.
@@ -409,6 +476,15 @@ impl TakeoverManager {
                 .instrument(span),
             );
         }
+    }
+
+    /// The live takeover, if any, then the remembered ended ones, newest first.
+    pub fn list(&self) -> Vec<TakeoverSnapshot> {
+        let registry = self.registry();
+        let live = registry.live.iter().map(|l| &l.record);
+        live.chain(registry.ended.iter().rev())
+            .map(|record| record.snapshot(record.ended()))
+            .collect()
     }
 
     /// The current state, without waiting.
@@ -544,13 +620,14 @@ impl TakeoverManager {
             while registry.ended.len() > self.shared.limits.remembered {
                 registry.ended.pop_front();
             }
+            // Step 4, under the lock of step 3: a subscriber that found this takeover
+            // live (and was told of it) is also told it ended.
+            self.shared.events.publish(PlatformEvent::TakeoverEnded {
+                takeover_id: record.id.clone(),
+                outcome: outcome.as_str().to_owned(),
+                by: by.map(|b| b.as_str().to_owned()),
+            });
         }
-        // Step 4.
-        self.shared.events.publish(PlatformEvent::TakeoverEnded {
-            takeover_id: record.id.clone(),
-            outcome: outcome.as_str().to_owned(),
-            by: by.map(|b| b.as_str().to_owned()),
-        });
         // Step 5.
         record.done.send_replace(Some((outcome, by)));
         info!(
@@ -574,7 +651,7 @@ impl TakeoverManager {
         let registry = self.registry();
         let record = registry.find(id).ok_or(TakeoverError::Unauthorized)?;
         let access = record
-            .hashes
+            .hashes()
             .check(token)
             .ok_or(TakeoverError::Unauthorized)?;
         match &registry.live {

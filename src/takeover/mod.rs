@@ -12,6 +12,8 @@
 mod browser;
 pub mod condition;
 mod manager;
+#[cfg(test)]
+mod platform_tests;
 pub mod routes;
 #[cfg(test)]
 mod tests;
@@ -42,6 +44,10 @@ pub struct TakeoverLimits {
     pub condition_poll: Duration,
     /// Ended takeovers remembered (for `wait`, `GET` and the viewer's ended page).
     pub remembered: usize,
+    /// Token pairs valid at once per takeover: the first one and the most recent of those
+    /// made for event subscribers that arrived while it was live (at least 2). Beyond, the
+    /// oldest of those replayed pairs is retired (the first pair never is).
+    pub max_token_pairs: usize,
     pub relay: RelayLimits,
 }
 
@@ -55,6 +61,7 @@ impl Default for TakeoverLimits {
             max_viewers: 16,
             condition_poll: Duration::from_millis(200),
             remembered: 32,
+            max_token_pairs: 16,
             relay: RelayLimits::default(),
         }
     }

@@ -65,10 +65,13 @@ pub fn agent_wait_routes<S: Clone + Send + Sync + 'static>(
         .with_state(AgentState { manager, policy })
 }
 
-/// `POST /v1/takeovers/{id}/complete` and `/cancel` for the platform (`by: "platform"`).
-/// Mount behind the control endpoint's bearer check.
+/// `GET /v1/takeovers` and `GET /v1/takeovers/{id}` (the state, never a token), `POST
+/// /v1/takeovers/{id}/complete` and `/cancel` (`by: "platform"`) for the platform. Mount
+/// behind the control endpoint's bearer check.
 pub fn control_routes<S: Clone + Send + Sync + 'static>(manager: TakeoverManager) -> Router<S> {
     Router::new()
+        .route("/v1/takeovers", get(platform_list))
+        .route("/v1/takeovers/{id}", get(platform_get))
         .route("/v1/takeovers/{id}/complete", post(platform_complete))
         .route("/v1/takeovers/{id}/cancel", post(platform_cancel))
         .with_state(manager)
@@ -344,6 +347,30 @@ async fn agent_browser(
             cdp_ws_url: cdp.ws_url,
         },
     ))
+}
+
+#[derive(Serialize)]
+struct TakeoverList {
+    takeovers: Vec<TakeoverSnapshot>,
+}
+
+#[tracing::instrument(level = "debug", name = "platform_list", skip_all)]
+async fn platform_list(State(manager): State<TakeoverManager>) -> Response {
+    json_response(
+        StatusCode::OK,
+        &TakeoverList {
+            takeovers: manager.list(),
+        },
+    )
+}
+
+#[tracing::instrument(level = "debug", name = "platform_get", skip_all)]
+async fn platform_get(
+    State(manager): State<TakeoverManager>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, TakeoverError> {
+    let id = path_id(id, TakeoverError::NotFound)?;
+    Ok(json_response(StatusCode::OK, &manager.get(&id)?))
 }
 
 #[tracing::instrument(level = "debug", name = "platform_complete", skip_all)]

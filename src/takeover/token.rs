@@ -1,9 +1,13 @@
 //! Takeover ids and tokens.
 //!
 //! A token is 32 random bytes (256 bits) as base64url without padding. Only its SHA-256
-//! is kept; a presented token is hashed and compared in constant time against both of the
-//! takeover's hashes (no early exit on the first), so timing tells nothing about either.
+//! is kept; a presented token is hashed and compared in constant time against every hash
+//! of the takeover (no early exit on the first match), so timing tells nothing about any.
 //! Hashing first also makes the comparison independent of the presented length.
+//!
+//! A takeover starts with one pair (control, view). Since the plaintext is never kept, a
+//! platform that subscribes to the events while the takeover is live gets a new pair
+//! ([`TokenSet::issue`]); the set is bounded, and it dies with its takeover.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -37,7 +41,14 @@ pub(crate) fn hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
-/// The two hashes of one takeover.
+/// A fresh pair: the control token, the view token and their hashes.
+pub(crate) fn new_pair() -> (SecretString, SecretString, TokenHashes) {
+    let (control_token, control) = new_token();
+    let (view_token, view) = new_token();
+    (control_token, view_token, TokenHashes { control, view })
+}
+
+/// The two hashes of one issued pair.
 #[derive(Clone, Copy)]
 pub(crate) struct TokenHashes {
     pub(crate) control: [u8; 32],
@@ -50,12 +61,52 @@ impl std::fmt::Debug for TokenHashes {
     }
 }
 
-impl TokenHashes {
-    /// Which access `token` grants, if any. Both hashes are always compared.
+/// Every pair issued for one takeover: the first (made with the takeover) and the most
+/// recent replays. At most `max_pairs`; issuing beyond retires the oldest replayed pair,
+/// never the first.
+pub(crate) struct TokenSet {
+    pairs: Vec<TokenHashes>,
+    max_pairs: usize,
+}
+
+impl std::fmt::Debug for TokenSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TokenSet({} pairs, [REDACTED])", self.pairs.len())
+    }
+}
+
+impl TokenSet {
+    /// `max_pairs` below 2 is taken as 2: the first pair and one replay.
+    pub(crate) fn new(first: TokenHashes, max_pairs: usize) -> Self {
+        Self {
+            pairs: vec![first],
+            max_pairs: max_pairs.max(2),
+        }
+    }
+
+    /// Adds a pair; `true` if the oldest replayed pair was retired to make room.
+    pub(crate) fn issue(&mut self, pair: TokenHashes) -> bool {
+        let retired = self.pairs.len() >= self.max_pairs;
+        if retired {
+            self.pairs.remove(1);
+        }
+        self.pairs.push(pair);
+        retired
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.pairs.len()
+    }
+
+    /// Which access `token` grants, if any. Every hash is compared, whatever matches.
     pub(crate) fn check(&self, token: &str) -> Option<Access> {
         let presented = hash(token);
-        let control: Choice = presented.ct_eq(&self.control);
-        let view: Choice = presented.ct_eq(&self.view);
+        let mut control = Choice::from(0);
+        let mut view = Choice::from(0);
+        for pair in &self.pairs {
+            control |= presented.ct_eq(&pair.control);
+            view |= presented.ct_eq(&pair.view);
+        }
         if bool::from(control) {
             Some(Access::Control)
         } else if bool::from(view) {
@@ -93,14 +144,38 @@ mod tests {
             control: control_hash,
             view: view_hash,
         };
-        assert_eq!(hashes.check(control.expose_secret()), Some(Access::Control));
-        assert_eq!(hashes.check(view.expose_secret()), Some(Access::ViewOnly));
-        assert_eq!(hashes.check("nope"), None);
-        assert_eq!(hashes.check(""), None);
         assert!(!format!("{hashes:?}").contains(&hex::encode(control_hash)));
+        let set = TokenSet::new(hashes, 16);
+        assert_eq!(set.check(control.expose_secret()), Some(Access::Control));
+        assert_eq!(set.check(view.expose_secret()), Some(Access::ViewOnly));
+        assert_eq!(set.check("nope"), None);
+        assert_eq!(set.check(""), None);
+        assert!(!format!("{set:?}").contains(&hex::encode(control_hash)));
         let id = new_id();
         assert_eq!(id.len(), 22);
         assert!(well_formed(&id));
+    }
+
+    #[test]
+    fn a_full_set_retires_its_oldest_replayed_pair_and_keeps_the_first() {
+        let (first_control, first_view, first) = new_pair();
+        let mut set = TokenSet::new(first, 3);
+        let pairs: Vec<_> = (0..3).map(|_| new_pair()).collect();
+        assert!(!set.issue(pairs[0].2));
+        assert!(!set.issue(pairs[1].2));
+        assert_eq!(set.len(), 3);
+        // Full: the oldest replay (pairs[0]) goes, the first pair stays.
+        assert!(set.issue(pairs[2].2));
+        assert_eq!(set.len(), 3);
+        let check = |token: &SecretString| set.check(token.expose_secret());
+        assert_eq!(check(&first_control), Some(Access::Control));
+        assert_eq!(check(&first_view), Some(Access::ViewOnly));
+        assert_eq!(check(&pairs[0].0), None);
+        assert_eq!(check(&pairs[0].1), None);
+        for (control, view, _) in &pairs[1..] {
+            assert_eq!(check(control), Some(Access::Control));
+            assert_eq!(check(view), Some(Access::ViewOnly));
+        }
     }
 
     #[test]
