@@ -32,6 +32,8 @@ struct Endpoint {
     addr: SocketAddr,
     store: Arc<Store>,
     stop: CancellationToken,
+    /// `control::serve`, which returns once every connection is over.
+    server: tokio::task::JoinHandle<()>,
     runtime: tokio::runtime::Runtime,
 }
 
@@ -75,7 +77,7 @@ fn start(store: Store, public_key: SandboxPublicKey, dir: tempfile::TempDir) -> 
         .block_on(control::bind("127.0.0.1:0".parse().unwrap()))
         .unwrap();
     let addr = listener.local_addr().unwrap();
-    runtime.spawn(control::serve(
+    let server = runtime.spawn(control::serve(
         listener,
         control::router(state),
         limits,
@@ -86,6 +88,7 @@ fn start(store: Store, public_key: SandboxPublicKey, dir: tempfile::TempDir) -> 
         addr,
         store,
         stop,
+        server,
         runtime,
     }
 }
@@ -271,6 +274,37 @@ fn events_stream_delivers_credentials_installed() {
     assert_eq!(
         data,
         serde_json::json!({"type": "credentials_installed", "version": 21})
+    );
+}
+
+/// "The stream ends when the daemon stops": when the endpoint stops, the event stream's
+/// body ends with its last chunk (not cut off after the shutdown grace, which a client
+/// cannot tell from a lost connection), and the endpoint stops at once.
+#[test]
+fn the_event_stream_ends_with_its_last_chunk_when_the_endpoint_stops() {
+    let mut endpoint = simple();
+    let grace = grexal_sidecar::api::ConnLimits::default().shutdown_grace;
+    let mut events = endpoint.events();
+    endpoint.store.install_materialized(materialized(3, "k"));
+    next_event(&mut events, "credentials_installed");
+
+    let started = Instant::now();
+    endpoint.stop.cancel();
+    let mut rest = Vec::new();
+    let read = std::io::Read::read_to_end(&mut events, &mut rest);
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(read.is_ok(), "{read:?} after {rest:?}");
+    assert!(rest.ends_with("0\r\n\r\n"), "no last chunk: {rest:?}");
+    let server = &mut endpoint.server;
+    endpoint
+        .runtime
+        .block_on(async { tokio::time::timeout(grace * 2, server).await })
+        .expect("the endpoint stops")
+        .unwrap();
+    let stopped_in = started.elapsed();
+    assert!(
+        stopped_in < grace / 2,
+        "the endpoint took {stopped_in:?} to stop (its grace is {grace:?})"
     );
 }
 

@@ -42,9 +42,15 @@ impl Default for ConnLimits {
     }
 }
 
+/// The stop token of the server a request came through, in every request's extensions.
+/// A response that would otherwise stream on (the platform's event stream) ends when it
+/// fires, so the graceful stop sees it finish instead of cutting it after the grace.
+#[derive(Debug, Clone)]
+pub struct ServerStop(pub CancellationToken);
+
 /// Serves HTTP/1.1 on `io` with `router` until the client closes, a limit closes it, or
-/// `stop` fires (then in-flight requests get `shutdown_grace`). `extensions` are inserted
-/// into every request (the peer's credentials).
+/// `stop` fires (then in-flight requests get `shutdown_grace`). `extensions` (the peer's
+/// credentials or address) and [`ServerStop`] are inserted into every request.
 pub async fn serve_connection<I, E>(
     io: I,
     router: Router,
@@ -55,9 +61,11 @@ pub async fn serve_connection<I, E>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     E: Clone + Send + Sync + 'static,
 {
+    let server_stop = ServerStop(stop.clone());
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let mut request = request.map(Body::new);
         request.extensions_mut().insert(extensions.clone());
+        request.extensions_mut().insert(server_stop.clone());
         let router = router.clone();
         async move {
             Ok::<Response<Body>, Infallible>(

@@ -24,7 +24,7 @@ use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use base64::Engine as _;
 use futures_util::StreamExt as _;
 use serde::Serialize;
@@ -39,7 +39,7 @@ use tracing::Instrument;
 use crate::api::error::ApiError;
 use crate::api::ratelimit::LogLimiter;
 use crate::api::routes::check_content_length;
-use crate::api::server::{self, ConnLimits};
+use crate::api::server::{self, ConnLimits, ServerStop};
 use crate::bundle::{BundleError, MAX_BUNDLE_BYTES};
 use crate::keys::SandboxPublicKey;
 use crate::platform::events::PlatformEvent;
@@ -271,7 +271,7 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ControlError> {
 }
 
 /// Serves the control endpoint until `stop` fires; in-flight requests then get a short
-/// grace (an event stream is cut after it).
+/// grace (an event stream ends at once, with its last chunk).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -454,9 +454,17 @@ fn sse_event(event: &PlatformEvent) -> Event {
 /// Server-sent events: `event: <name>` and `data: <json>` per event, keep-alive comments,
 /// and `event: lagged` when this subscriber fell behind and missed events. A takeover live
 /// when the subscriber arrives comes first, as a `takeover_requested` with a token pair of
-/// its own (`TakeoverManager::subscribe`).
+/// its own (`TakeoverManager::subscribe`). The stream ends, with its last chunk, when the
+/// server serving it stops.
 #[tracing::instrument(level = "debug", name = "events", skip_all)]
-async fn events(State(state): State<ControlState>) -> impl IntoResponse {
+async fn events(
+    State(state): State<ControlState>,
+    server_stop: Option<Extension<ServerStop>>,
+) -> impl IntoResponse {
+    // Without a server (a test's `oneshot`), the stream ends with the event bus.
+    let stop = server_stop
+        .map(|Extension(ServerStop(stop))| stop)
+        .unwrap_or_default();
     let (receiver, live) = match &state.takeovers {
         Some(manager) => manager.subscribe(state.store.events()),
         None => (state.store.events().subscribe(), None),
@@ -477,7 +485,8 @@ async fn events(State(state): State<ControlState>) -> impl IntoResponse {
         };
         Some((Ok::<Event, Infallible>(event), receiver))
     });
-    let mut response = Sse::new(live.chain(stream))
+    let stream = live.chain(stream).take_until(stop.cancelled_owned());
+    let mut response = Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(state.limits.keep_alive))
         .into_response();
     response.headers_mut().insert(
