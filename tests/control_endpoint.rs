@@ -18,7 +18,7 @@ use grexal_sidecar::bundle::{Opener, MAX_BUNDLE_BYTES};
 use grexal_sidecar::inject::{Injector, Layout};
 use grexal_sidecar::keys::{PlatformPublicKey, SandboxPublicKey, SandboxSecretKey};
 use grexal_sidecar::manifest::{AuthMode, Connection, Delivery, Manifest, SecretField};
-use grexal_sidecar::platform::control::{self, BearerToken, ControlState};
+use grexal_sidecar::platform::control::{self, BearerToken, ControlLimits, ControlState};
 use grexal_sidecar::platform::events::EventBus;
 use grexal_sidecar::store::testing::{inert_injector, manifest, materialized};
 use grexal_sidecar::store::Store;
@@ -49,6 +49,15 @@ fn write_private(path: &Path, contents: &[u8]) {
 }
 
 fn start(store: Store, public_key: SandboxPublicKey, dir: tempfile::TempDir) -> Endpoint {
+    start_with(store, public_key, dir, ControlLimits::default())
+}
+
+fn start_with(
+    store: Store,
+    public_key: SandboxPublicKey,
+    dir: tempfile::TempDir,
+    limits: ControlLimits,
+) -> Endpoint {
     let token_path = dir.path().join("control.token");
     write_private(&token_path, format!("{TOKEN}\n").as_bytes());
     write_private(
@@ -65,13 +74,13 @@ fn start(store: Store, public_key: SandboxPublicKey, dir: tempfile::TempDir) -> 
         .build()
         .unwrap();
     let store = Arc::new(store);
-    let state = ControlState::new(
+    let mut state = ControlState::new(
         store.clone(),
         BearerToken::load(&token_path).unwrap(),
         SANDBOX_ID.into(),
         public_key,
     );
-    let limits = state.limits;
+    state.limits = limits;
     let stop = CancellationToken::new();
     let listener = runtime
         .block_on(control::bind("127.0.0.1:0".parse().unwrap()))
@@ -305,6 +314,61 @@ fn the_event_stream_ends_with_its_last_chunk_when_the_endpoint_stops() {
     assert!(
         stopped_in < grace / 2,
         "the endpoint took {stopped_in:?} to stop (its grace is {grace:?})"
+    );
+}
+
+/// A client that pipelines requests and never reads the answers leaves hyper blocked
+/// writing, where no head timeout applies. It is disconnected once a write has waited for
+/// the write timeout, so it cannot sit on a connection slot: with a single slot, the
+/// platform still gets in.
+#[test]
+fn a_client_that_never_reads_cannot_hold_a_connection_slot() {
+    let mut limits = ControlLimits {
+        max_connections: 1,
+        ..ControlLimits::default()
+    };
+    limits.conn.header_read_timeout = Duration::from_secs(1);
+    limits.conn.write_timeout = Duration::from_millis(500);
+    let store = Store::new(manifest(), None, inert_injector(), EventBus::new());
+    let endpoint = start_with(
+        store,
+        SandboxPublicKey([9; 32]),
+        tempfile::tempdir().unwrap(),
+        limits,
+    );
+
+    // No token needed: each request is answered with a small 401.
+    let mut never_reads = TcpStream::connect(endpoint.addr).unwrap();
+    never_reads.set_nonblocking(true).unwrap();
+    let request = b"GET /v1/identity HTTP/1.1\r\nhost: x\r\n\r\n";
+    let started = Instant::now();
+    let mut sent = 0usize;
+    let closed = loop {
+        if started.elapsed() > Duration::from_secs(10) {
+            break None;
+        }
+        match never_reads.write(request) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => break Some(e),
+        }
+    };
+    eprintln!(
+        "the client sent {sent} bytes and read none; after {:?}: {closed:?}",
+        started.elapsed()
+    );
+
+    let (status, body) = endpoint.curl("auth", &["--max-time", "5"], "/v1/identity");
+    assert_eq!(
+        (status, body["sandbox_id"].as_str()),
+        (200, Some(SANDBOX_ID)),
+        "the platform was locked out: {body}"
+    );
+    assert!(
+        closed.is_some(),
+        "the client that never reads was still connected after 10 s"
     );
 }
 

@@ -304,6 +304,7 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        give_up_unacknowledged(&stream, limits.conn.write_timeout);
         let router = router.clone();
         let stop = stop.clone();
         tracker.spawn(
@@ -317,6 +318,20 @@ pub async fn serve(
     }
     tracker.close();
     tracker.wait().await;
+}
+
+/// Has the kernel close the connection once data it sent stays unacknowledged for
+/// `after` (`TCP_USER_TIMEOUT`). The write timeout only fires once the send buffer is
+/// full; a peer gone without a word (a dead link, a crashed host) while the event stream
+/// sends its few bytes of keep-alive every 15 s would otherwise be retransmitted to for
+/// the kernel's ~15 minutes. The relay sets it back for a viewer's WebSocket.
+fn give_up_unacknowledged(stream: &tokio::net::TcpStream, after: Duration) {
+    let ms = u32::try_from(after.as_millis()).unwrap_or(u32::MAX);
+    if let Err(error) =
+        nix::sys::socket::setsockopt(stream, nix::sys::socket::sockopt::TcpUserTimeout, &ms)
+    {
+        tracing::debug!(%error, "TCP_USER_TIMEOUT not set");
+    }
 }
 
 /// The peer address of a control connection, in request extensions.
@@ -670,6 +685,78 @@ mod tests {
         assert!(std::str::from_utf8(&bytes)
             .unwrap()
             .contains("bundle_oversized"));
+    }
+
+    /// `TCP_USER_TIMEOUT` (ms) of the socket in this process that serves `client`, found
+    /// among our descriptors by its addresses.
+    fn served_user_timeout(client: &std::net::SocketAddr, server: u16) -> u32 {
+        use nix::sys::socket::{getpeername, getsockname, getsockopt, sockopt, SockaddrIn};
+        use std::os::fd::BorrowedFd;
+        for entry in std::fs::read_dir("/proc/self/fd").unwrap() {
+            let Ok(fd) = entry.unwrap().file_name().to_string_lossy().parse() else {
+                continue;
+            };
+            // SAFETY: only queried, never closed; the connection we look for stays open
+            // meanwhile, and any other descriptor just fails the queries below.
+            let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+            let local = getsockname::<SockaddrIn>(std::os::fd::AsRawFd::as_raw_fd(&fd));
+            let peer = getpeername::<SockaddrIn>(std::os::fd::AsRawFd::as_raw_fd(&fd));
+            if let (Ok(local), Ok(peer)) = (local, peer) {
+                if local.port() == server && peer.port() == client.port() {
+                    return getsockopt(&fd, sockopt::TcpUserTimeout).unwrap();
+                }
+            }
+        }
+        panic!("no socket serving {client}");
+    }
+
+    /// A control connection is dropped by the kernel once what it sent stays
+    /// unacknowledged for the write timeout (a peer gone without a word), while a viewer's
+    /// WebSocket, handed to the relay, is back under the kernel's default.
+    #[tokio::test]
+    async fn connections_give_up_on_a_silent_peer_but_a_viewer_websocket_is_left_to_the_relay() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let limits = ControlLimits::default();
+        let (sockets, mut held) = tokio::sync::mpsc::unbounded_channel();
+        let app = Router::new().route(
+            "/ws",
+            get(move |mut request: Request| async move {
+                let (response, pending) = crate::relay::accept_viewer(&mut request).unwrap();
+                tokio::spawn(async move {
+                    let _ = sockets.send(pending.socket(None).await.unwrap());
+                });
+                response
+            }),
+        );
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(serve(listener, app, limits, stop.clone()));
+
+        let mut http = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        http.write_all(b"GET /nothing HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let _ = http.read(&mut [0; 512]).await.unwrap();
+        assert_eq!(
+            served_user_timeout(&http.local_addr().unwrap(), port),
+            u32::try_from(limits.conn.write_timeout.as_millis()).unwrap()
+        );
+
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let viewer = tcp.local_addr().unwrap();
+        let (_ws, _) = tokio_tungstenite::client_async(format!("ws://127.0.0.1:{port}/ws"), tcp)
+            .await
+            .unwrap();
+        let _socket = held.recv().await.unwrap();
+        assert_eq!(served_user_timeout(&viewer, port), 0);
+        stop.cancel();
+        drop(http);
+        server.await.unwrap();
     }
 
     #[tokio::test]

@@ -1,7 +1,8 @@
 //! The viewer's WebSocket handshake, and the socket it leaves the relay.
 //!
 //! fastwebsockets does the RFC 6455 handshake and framing. We take the upgraded connection
-//! back down to its `TcpStream` (hyper keeps the original I/O type) so that the relay can
+//! back down to its `TcpStream` (hyper keeps the original I/O type, here the `TcpStream`
+//! in the HTTP server's write timeout, which the relay does without) so that the relay can
 //! write each server frame with one vectored write of header + payload — no copy of the
 //! payload into a frame buffer — and bound the socket's send buffer (see
 //! [`RelayLimits::viewer_send_buffer`](super::RelayLimits::viewer_send_buffer)).
@@ -18,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::{Handshake, BINARY_PROTOCOL, PIPELINED_HANDSHAKE_PROTOCOL};
+use crate::api::server::WriteTimeout;
 
 /// Why a request could not be upgraded to a viewer WebSocket.
 #[derive(Debug, thiserror::Error)]
@@ -82,11 +84,28 @@ impl PendingViewer {
     ) -> Result<ViewerSocket, fastwebsockets::WebSocketError> {
         let handshake = self.handshake;
         let upgraded = self.fut.await?.into_inner().into_inner();
-        Ok(match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => {
-                let tcp = parts.io.into_inner();
+        // The daemon's servers hand hyper the TcpStream inside a write timeout
+        // (`api::server::WriteTimeout`); the relay takes it back out and goes by its own
+        // limits: a slow viewer is held back by backpressure, a silent one is dropped.
+        let tcp = match upgraded.downcast::<TokioIo<WriteTimeout<TcpStream>>>() {
+            Ok(parts) => Ok((parts.io.into_inner().into_inner(), parts.read_buf)),
+            Err(upgraded) => match upgraded.downcast::<TokioIo<TcpStream>>() {
+                Ok(parts) => Ok((parts.io.into_inner(), parts.read_buf)),
+                Err(upgraded) => Err(upgraded),
+            },
+        };
+        Ok(match tcp {
+            Ok((tcp, read_buf)) => {
                 // RFB input events are tiny; Nagle would hold back each key press.
                 let _ = tcp.set_nodelay(true);
+                // Back to the kernel's default: the control endpoint gives up on a peer
+                // that leaves data unacknowledged for its write timeout, and a viewer is
+                // governed by the relay's idle timeout instead.
+                let _ = nix::sys::socket::setsockopt(
+                    &tcp,
+                    nix::sys::socket::sockopt::TcpUserTimeout,
+                    &0,
+                );
                 if let Some(bytes) = send_buffer {
                     // Best effort: a refused option leaves the kernel's autotuning in place.
                     let _ = nix::sys::socket::setsockopt(
@@ -97,10 +116,10 @@ impl PendingViewer {
                 }
                 let (read, write) = tcp.into_split();
                 // Bytes the viewer sent right behind its handshake, already read by hyper.
-                let read: ViewerRead = if parts.read_buf.is_empty() {
+                let read: ViewerRead = if read_buf.is_empty() {
                     Box::new(read)
                 } else {
-                    Box::new(Cursor::new(parts.read_buf).chain(read))
+                    Box::new(Cursor::new(read_buf).chain(read))
                 };
                 ViewerSocket {
                     read,
