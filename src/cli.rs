@@ -189,7 +189,8 @@ pub struct RunArgs {
     #[arg(long, env = "GREXAL_SANDBOX_KEY")]
     pub sandbox_key: Option<PathBuf>,
 
-    /// Where to write the generated public key.
+    /// Where to write the generated public key (0644, through a fresh temporary file renamed
+    /// into place: a symlink planted there is replaced, never written through).
     #[arg(
         long,
         env = "GREXAL_PUBLIC_KEY_OUT",

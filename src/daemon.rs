@@ -499,6 +499,9 @@ fn open_keys(
     Ok((opener, public_key))
 }
 
+/// Publishes the generated public key (0644) through a fresh temporary file renamed into
+/// place (`keys::write_file_atomic`): nothing planted at a temporary or the final name is
+/// written through.
 fn write_public_key(path: &Path, base64: &str) -> Result<(), BootError> {
     let fail = |e: std::io::Error| {
         BootError::from_error(ExitCode::Io, &format!("public key {}", path.display()), &e)
@@ -506,9 +509,7 @@ fn write_public_key(path: &Path, base64: &str) -> Result<(), BootError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(fail)?;
     }
-    let tmp = path.with_extension("pub.tmp");
-    std::fs::write(&tmp, format!("{base64}\n")).map_err(fail)?;
-    std::fs::rename(&tmp, path).map_err(fail)
+    crate::keys::write_file_atomic(path, format!("{base64}\n").as_bytes(), 0o644).map_err(fail)
 }
 
 fn read_bundle(path: &Path) -> Result<Vec<u8>, BootError> {

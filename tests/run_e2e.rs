@@ -572,3 +572,56 @@ fn a_stop_signal_during_boot_stops_it_without_starting_the_agent() {
     assert!(!running, "the desktop's Chromium is stopped: {state}");
     assert_no_canary("daemon log", &log, CANARIES);
 }
+
+/// Without `--sandbox-key`, the generated public key is published through a fresh
+/// temporary file: a symlink planted at the old predictable temporary name
+/// (`sandbox.pub.tmp`) or at the final name is never written through, and the published
+/// key is a regular file holding the key.
+#[test]
+fn the_generated_public_key_is_not_written_through_planted_symlinks() {
+    let dir = open_tempdir();
+    let d = dir.path();
+    write(&d.join("grexal.json"), r#"{"connections": []}"#, 0o644);
+    let victims = [d.join("victim-tmp"), d.join("victim-final")];
+    for victim in &victims {
+        write(victim, "precious\n", 0o644);
+    }
+    let out_dir = d.join("pub");
+    std::fs::create_dir(&out_dir).expect("mkdir");
+    std::os::unix::fs::symlink(&victims[0], out_dir.join("sandbox.pub.tmp")).expect("symlink");
+    std::os::unix::fs::symlink(&victims[1], out_dir.join("sandbox.pub")).expect("symlink");
+
+    let out = run_to_end(
+        command()
+            .arg("run")
+            .args(["--sandbox-id", SANDBOX, "--manifest"])
+            .arg(d.join("grexal.json"))
+            .arg("--public-key-out")
+            .arg(out_dir.join("sandbox.pub"))
+            .arg("--socket")
+            .arg(d.join("run/sidecar.sock"))
+            .arg("--credentials-dir")
+            .arg(d.join("creds-root"))
+            .arg("--env-file")
+            .arg(d.join("run/agent.env"))
+            .args(["--", "true"]),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    for victim in &victims {
+        assert_eq!(
+            std::fs::read_to_string(victim).expect("victim"),
+            "precious\n",
+            "{} was written through a planted symlink",
+            victim.display()
+        );
+    }
+    let published = out_dir.join("sandbox.pub");
+    let meta = std::fs::symlink_metadata(&published).expect("published key");
+    assert!(meta.file_type().is_file(), "a regular file, not a symlink");
+    let key = std::fs::read_to_string(&published).expect("read key");
+    assert_eq!(key.len(), 45, "one base64 key and a newline: {key:?}");
+    assert!(key.ends_with('\n'));
+    // The planted symlink at the old temporary name is left alone, not followed.
+    assert!(out_dir.join("sandbox.pub.tmp").is_symlink());
+}
