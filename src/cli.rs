@@ -84,6 +84,9 @@ pub struct CommonArgs {
     pub log_format: LogFormat,
 
     /// Log filter (tracing-subscriber EnvFilter syntax), e.g. `info` or `grexal_sidecar=debug`.
+    /// Whatever it says, the dependencies that log whole messages at debug and trace
+    /// (chromiumoxide, tungstenite, async_tungstenite, reqwest) are held at info: their
+    /// messages carry cookie values and other payloads.
     #[arg(long, env = "GREXAL_LOG", default_value = "info")]
     pub log: String,
 

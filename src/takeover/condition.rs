@@ -17,8 +17,9 @@
 //! endpoint changes (Chromium restarted) or a call fails.
 //!
 //! Cookie values pass through our memory (CDP has no "names only" call); they are never
-//! logged, and of a matching cookie only a salted SHA-256 of its value is kept, for the
-//! takeover's life, to see it change.
+//! logged (chromiumoxide and tungstenite would log every CDP response whole at trace;
+//! `telemetry::PAYLOAD_CAPS` holds them at info), and of a matching cookie only a salted
+//! SHA-256 of its value is kept, for the takeover's life, to see it change.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;

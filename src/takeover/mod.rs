@@ -26,7 +26,7 @@ use serde::Serialize;
 
 pub use browser::{Browser, BrowserError};
 pub use condition::{CookieCondition, Glob, SuccessCondition};
-pub use manager::{Grant, TakeoverManager};
+pub use manager::{Grant, TakeoverManager, TakeoverRequest};
 
 use crate::relay::{Access, RelayLimits};
 
