@@ -14,19 +14,23 @@
 //! `connections.json`) instead of `content_base64`; `filename` then defaults to the path's
 //! last component. Unknown top-level keys are ignored; inside an entry every key is checked.
 //!
-//! Secrets: the document is parsed into [`Raw`], whose strings are `SecretString` from the
-//! moment serde hands them over, and no error message ever carries a value (serde_json's
-//! own messages can quote input, so only its category and position are kept).
+//! Secrets: serde_json checks the document and hands over values as borrowed raw text
+//! ([`json`]); a string is decoded by us, once, into the `SecretString` that keeps it, so no
+//! decoded copy is left in freed memory (serde_json would decode an escaped string in a
+//! scratch buffer it frees without zeroizing). No error message ever carries a value
+//! (serde_json's own messages can quote input, so only its category and position are kept).
+
+mod json;
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
-use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 use zeroize::{Zeroize, Zeroizing};
 
+use self::json::{BadString, JsonStr, Value};
 use crate::manifest::{quoted, AuthMode, Connection, Manifest};
 use crate::secret::{secret_bytes, ExposeSecret, SecretBytes, SecretString};
 
@@ -86,6 +90,50 @@ pub enum CredentialsError {
     Invalid { location: String, problem: String },
 }
 
+/// Why [`read_document`] could not read a document.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("cannot read it")]
+    Io(#[source] std::io::Error),
+    #[error("it is over the {limit}-byte limit")]
+    TooLarge { limit: usize },
+}
+
+/// Reads a plaintext credential document (`dev`'s `.grexal/connections.json`), at most
+/// [`MAX_CREDENTIALS_BYTES`], into memory that is zeroized when dropped. The buffer is
+/// sized once from the file's length and never grows (a grown buffer would free a copy of
+/// the plaintext unzeroized); a file that grows while it is read is refused.
+pub fn read_document(path: &std::path::Path) -> Result<Zeroizing<Vec<u8>>, ReadError> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(ReadError::Io)?;
+    let len = file.metadata().map_err(ReadError::Io)?.len();
+    if len > MAX_CREDENTIALS_BYTES as u64 {
+        return Err(ReadError::TooLarge {
+            limit: MAX_CREDENTIALS_BYTES,
+        });
+    }
+    // One byte more than the file: reading into it means the file grew.
+    let mut buf = Zeroizing::new(vec![0u8; len as usize + 1]);
+    let mut filled = 0;
+    loop {
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => {
+                filled += n;
+                if filled == buf.len() {
+                    return Err(ReadError::Io(std::io::Error::other(
+                        "the file grew while it was read",
+                    )));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(ReadError::Io(e)),
+        }
+    }
+    buf.truncate(filled);
+    Ok(buf)
+}
+
 /// Where the document comes from; `dev` resolves `"path"` entries relative to a base dir.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source<'a> {
@@ -105,17 +153,16 @@ impl CredentialSet {
                 limit: MAX_CREDENTIALS_BYTES,
             });
         }
-        let doc: Raw = serde_json::from_slice(json).map_err(|e| CredentialsError::Syntax {
-            detail: syntax_detail(&e),
-        })?;
-        let Raw::Object(top) = doc else {
+        // The whole document is checked here; nothing in it is decoded yet.
+        let doc: &RawValue = serde_json::from_slice(json).map_err(|e| syntax(&e))?;
+        let Value::Object(top) = Value::of(doc) else {
             return Err(invalid(
                 "(top level)",
-                format!("must be an object, found {}", doc.kind()),
+                format!("must be an object, found {}", Value::of(doc).kind()),
             ));
         };
         let mut entries = None;
-        for (key, value) in top {
+        for (key, value) in object(top)? {
             if key != "connections" {
                 continue; // Not ours; see the module doc.
             }
@@ -124,9 +171,9 @@ impl CredentialSet {
             }
             entries = Some(value);
         }
-        let entries = match entries {
-            None | Some(Raw::Null) => Vec::new(),
-            Some(Raw::Object(entries)) => entries,
+        let entries = match entries.map(Value::of) {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Object(entries)) => object(entries)?,
             Some(other) => {
                 return Err(invalid(
                     "connections",
@@ -147,11 +194,14 @@ impl CredentialSet {
                     "no connection with this id is declared in grexal.json",
                 ));
             };
-            let Raw::Object(keys) = entry else {
-                return Err(invalid(
-                    loc,
-                    format!("must be an object, found {}", entry.kind()),
-                ));
+            let keys = match Value::of(entry) {
+                Value::Object(keys) => object(keys)?,
+                other => {
+                    return Err(invalid(
+                        loc,
+                        format!("must be an object, found {}", other.kind()),
+                    ));
+                }
             };
             check_unique_keys(|k| format!("{loc}.{}", quoted(k)), &keys)?;
             let credential = match &conn.mode {
@@ -282,7 +332,7 @@ fn invalid(location: impl Into<String>, problem: impl Into<String>) -> Credentia
 
 /// serde_json's message can quote the input (`invalid type: string "..."`), so only the
 /// category and position are kept.
-fn syntax_detail(e: &serde_json::Error) -> String {
+fn syntax(e: &serde_json::Error) -> CredentialsError {
     use serde_json::error::Category;
     let what = match e.classify() {
         Category::Io => "read error",
@@ -290,13 +340,24 @@ fn syntax_detail(e: &serde_json::Error) -> String {
         Category::Data => "invalid data",
         Category::Eof => "unexpected end of input",
     };
-    format!("{what} at line {} column {}", e.line(), e.column())
+    CredentialsError::Syntax {
+        detail: format!("{what} at line {} column {}", e.line(), e.column()),
+    }
+}
+
+/// The members of an object of the (already checked) document, values undecoded.
+fn object(raw: &RawValue) -> Result<Vec<(String, &RawValue)>, CredentialsError> {
+    json::members(raw).map_err(|e| syntax(&e))
+}
+
+fn bad_string(loc: &str, e: BadString) -> CredentialsError {
+    invalid(loc, format!("is not a valid JSON string: it has {e}"))
 }
 
 /// Refuses a key given twice; `at` renders a key's location.
 fn check_unique_keys(
     at: impl Fn(&str) -> String,
-    keys: &[(String, Raw)],
+    keys: &[(String, &RawValue)],
 ) -> Result<(), CredentialsError> {
     for (i, (k, _)) in keys.iter().enumerate() {
         if keys[..i].iter().any(|(other, _)| other == k) {
@@ -309,7 +370,7 @@ fn check_unique_keys(
 fn parse_secret(
     loc: &str,
     declared: &[crate::manifest::SecretField],
-    keys: Vec<(String, Raw)>,
+    keys: Vec<(String, &RawValue)>,
 ) -> Result<Credential, CredentialsError> {
     let mut given = None;
     for (k, v) in keys {
@@ -322,8 +383,8 @@ fn parse_secret(
         given = Some(v);
     }
     let floc = format!("{loc}.fields");
-    let values = match given {
-        Some(Raw::Object(values)) => values,
+    let values = match given.map(Value::of) {
+        Some(Value::Object(values)) => object(values)?,
         Some(other) => {
             return Err(invalid(
                 floc,
@@ -339,18 +400,22 @@ fn parse_secret(
         if !declared.iter().any(|f| f.name == name) {
             return Err(invalid(vloc, "not declared in grexal.json"));
         }
-        let Raw::Str(secret) = value else {
-            return Err(invalid(
-                vloc,
-                format!("must be a string, found {}", value.kind()),
-            ));
+        let text = match Value::of(value) {
+            Value::Str(text) => text,
+            other => {
+                return Err(invalid(
+                    vloc,
+                    format!("must be a string, found {}", other.kind()),
+                ))
+            }
         };
-        if secret.expose_secret().len() > MAX_FIELD_VALUE_BYTES {
+        if text.decoded_len().map_err(|e| bad_string(&vloc, e))? > MAX_FIELD_VALUE_BYTES {
             return Err(invalid(
                 vloc,
                 format!("is over the {MAX_FIELD_VALUE_BYTES}-byte limit"),
             ));
         }
+        let secret = text.to_secret().map_err(|e| bad_string(&vloc, e))?;
         fields.insert(name, secret);
     }
     if let Some(missing) = declared.iter().find(|f| !fields.contains_key(&f.name)) {
@@ -362,14 +427,17 @@ fn parse_secret(
     Ok(Credential::Secret { fields })
 }
 
-fn parse_oauth(loc: &str, keys: Vec<(String, Raw)>) -> Result<Credential, CredentialsError> {
+fn parse_oauth(loc: &str, keys: Vec<(String, &RawValue)>) -> Result<Credential, CredentialsError> {
     let (mut access_token, mut token_type, mut expires_at, mut scope) = (None, None, None, None);
     for (k, v) in keys {
         let kloc = format!("{loc}.{}", quoted(&k));
+        let v = Value::of(v);
         match k.as_str() {
             "access_token" => match v {
-                Raw::Str(s) if s.expose_secret().is_empty() => return Err(invalid(kloc, "must not be empty")),
-                Raw::Str(s) => access_token = Some(s),
+                Value::Str(s) if s.decoded_len().map_err(|e| bad_string(&kloc, e))? == 0 => {
+                    return Err(invalid(kloc, "must not be empty"))
+                }
+                Value::Str(s) => access_token = Some(s.to_secret().map_err(|e| bad_string(&kloc, e))?),
                 other => return Err(invalid(kloc, format!("must be a string, found {}", other.kind()))),
             },
             "token_type" => {
@@ -380,13 +448,13 @@ fn parse_oauth(loc: &str, keys: Vec<(String, Raw)>) -> Result<Credential, Creden
                 token_type = Some(t);
             }
             "expires_at" => match v {
-                Raw::Null => {}
-                Raw::Number(Some(n)) => expires_at = Some(n),
-                Raw::Number(None) => return Err(invalid(kloc, "must be a non-negative integer (unix seconds)")),
+                Value::Null => {}
+                Value::Number(Some(n)) => expires_at = Some(n),
+                Value::Number(None) => return Err(invalid(kloc, "must be a non-negative integer (unix seconds)")),
                 other => return Err(invalid(kloc, format!("must be an integer, found {}", other.kind()))),
             },
             "scope" => {
-                if !matches!(v, Raw::Null) {
+                if !matches!(v, Value::Null) {
                     scope = Some(plain_text(&kloc, v)?);
                 }
             }
@@ -410,13 +478,12 @@ fn parse_oauth(loc: &str, keys: Vec<(String, Raw)>) -> Result<Credential, Creden
 }
 
 /// A string that is not a secret (token type, scope, filename, MIME type, path).
-fn plain_text(loc: &str, v: Raw) -> Result<String, CredentialsError> {
+fn plain_text(loc: &str, v: Value<'_>) -> Result<String, CredentialsError> {
     match v {
-        Raw::Str(s) if s.expose_secret().len() > MAX_TEXT_BYTES => Err(invalid(
-            loc,
-            format!("is over the {MAX_TEXT_BYTES}-byte limit"),
-        )),
-        Raw::Str(s) => Ok(s.expose_secret().to_owned()),
+        Value::Str(s) if s.decoded_len().map_err(|e| bad_string(loc, e))? > MAX_TEXT_BYTES => Err(
+            invalid(loc, format!("is over the {MAX_TEXT_BYTES}-byte limit")),
+        ),
+        Value::Str(s) => s.to_plain().map_err(|e| bad_string(loc, e)),
         other => Err(invalid(
             loc,
             format!("must be a string, found {}", other.kind()),
@@ -428,17 +495,18 @@ fn parse_file(
     loc: &str,
     accepted_extensions: &[String],
     max_size: u64,
-    keys: Vec<(String, Raw)>,
+    keys: Vec<(String, &RawValue)>,
     source: Source<'_>,
 ) -> Result<Credential, CredentialsError> {
     let (mut filename, mut mime_type, mut content_b64, mut path) = (None, None, None, None);
     for (k, v) in keys {
         let kloc = format!("{loc}.{}", quoted(&k));
+        let v = Value::of(v);
         match k.as_str() {
             "filename" => filename = Some(plain_text(&kloc, v)?),
             "mime_type" => mime_type = Some(plain_text(&kloc, v)?),
             "content_base64" => match v {
-                Raw::Str(s) => content_b64 = Some(s),
+                Value::Str(s) => content_b64 = Some(s),
                 other => return Err(invalid(kloc, format!("must be a string, found {}", other.kind()))),
             },
             "path" => {
@@ -507,9 +575,7 @@ fn parse_file(
         (Some(_), Some(_), _) => {
             return Err(invalid(loc, "give either content_base64 or path, not both"));
         }
-        (Some(b64), None, _) => {
-            decode_base64(&format!("{loc}.\"content_base64\""), &b64, max_size)?
-        }
+        (Some(b64), None, _) => decode_base64(&format!("{loc}.\"content_base64\""), b64, max_size)?,
         (None, Some(p), Source::DevFile { base_dir }) => {
             read_dev_file(&format!("{loc}.\"path\""), base_dir, &p, max_size)?
         }
@@ -540,19 +606,29 @@ fn into_secret(mut buf: Vec<u8>) -> SecretBytes {
 
 fn decode_base64(
     loc: &str,
-    b64: &SecretString,
+    b64: JsonStr<'_>,
     max_size: u64,
 ) -> Result<SecretBytes, CredentialsError> {
     const ENGINE: GeneralPurpose = GeneralPurpose::new(
         &base64::alphabet::STANDARD,
         GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
     );
-    let input = b64.expose_secret().as_bytes();
-    let estimate = base64::decoded_len_estimate(input.len());
+    let text_len = b64.decoded_len().map_err(|e| bad_string(loc, e))?;
+    let estimate = base64::decoded_len_estimate(text_len);
     // The estimate may exceed the true size by up to 2 bytes; check it before allocating.
     if estimate as u64 > max_size + 2 {
         return Err(too_big(loc, max_size));
     }
+    // Base64 as written needs no decoding of its JSON string; with escapes (`\/` is common)
+    // the text is decoded into a secret first.
+    let decoded_text;
+    let input = match b64.verbatim() {
+        Some(text) => text.as_bytes(),
+        None => {
+            decoded_text = b64.to_secret().map_err(|e| bad_string(loc, e))?;
+            decoded_text.expose_secret().as_bytes()
+        }
+    };
     let mut buf = Zeroizing::new(vec![0u8; estimate]);
     // The decoder's error names the offending byte and offset: a fragment of the secret.
     let n = ENGINE
@@ -604,88 +680,6 @@ fn read_dev_file(
         return Err(too_big(loc, max_size));
     }
     Ok(into_secret(buf))
-}
-
-/// A JSON value whose strings are secrets from the start. Arrays are consumed without
-/// being kept (no entry of ours holds one); only their presence is recorded for errors.
-enum Raw {
-    Null,
-    Bool,
-    /// `Some` for integers that fit a `u64`.
-    Number(Option<u64>),
-    Str(SecretString),
-    Array,
-    /// Keys in document order; duplicates are kept so they can be reported.
-    Object(Vec<(String, Raw)>),
-}
-
-impl Raw {
-    fn kind(&self) -> &'static str {
-        match self {
-            Raw::Null => "null",
-            Raw::Bool => "a boolean",
-            Raw::Number(_) => "a number",
-            Raw::Str(_) => "a string",
-            Raw::Array => "an array",
-            Raw::Object(_) => "an object",
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for Raw {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(RawVisitor)
-    }
-}
-
-struct RawVisitor;
-
-impl<'de> Visitor<'de> for RawVisitor {
-    type Value = Raw;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<Raw, E> {
-        Ok(Raw::Null)
-    }
-    fn visit_none<E: de::Error>(self) -> Result<Raw, E> {
-        Ok(Raw::Null)
-    }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Raw, E> {
-        Ok(Raw::Bool)
-    }
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Raw, E> {
-        Ok(Raw::Number(Some(v)))
-    }
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Raw, E> {
-        Ok(Raw::Number(u64::try_from(v).ok()))
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Raw, E> {
-        Ok(Raw::Number(None))
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Raw, E> {
-        // `From<&str>` allocates exactly once, at the final size.
-        Ok(Raw::Str(SecretString::from(v)))
-    }
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Raw, E> {
-        let mut v = v;
-        let secret = SecretString::from(v.as_str());
-        v.zeroize();
-        Ok(Raw::Str(secret))
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Raw, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Raw::Array)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Raw, A::Error> {
-        let mut out = Vec::new();
-        while let Some(key) = map.next_key::<String>()? {
-            let value = map.next_value::<Raw>()?;
-            out.push((key, value));
-        }
-        Ok(Raw::Object(out))
-    }
 }
 
 #[cfg(test)]

@@ -535,15 +535,18 @@ fn read_bundle(path: &Path) -> Result<Vec<u8>, BootError> {
 }
 
 async fn install_dev_file(store: &crate::store::Store, path: &Path) -> Result<(), BootError> {
-    use crate::credentials::{missing_hint, CredentialSet, Source, MAX_CREDENTIALS_BYTES};
+    use crate::credentials::{missing_hint, read_document, CredentialSet, ReadError, Source};
     let manifest = store.manifest().clone();
     let needs = manifest
         .connections
         .iter()
         .any(|c| c.mode.is_pre_collected());
-    let bytes = match std::fs::metadata(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !needs => return Ok(()),
-        Err(e) => {
+    // Zeroized when dropped: the file is plaintext credentials.
+    let bytes = match read_document(path) {
+        Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound && !needs => {
+            return Ok(())
+        }
+        Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut msg = format!("{}: {e}", path.display());
             for c in manifest
                 .connections
@@ -554,18 +557,21 @@ async fn install_dev_file(store: &crate::store::Store, path: &Path) -> Result<()
             }
             return Err(BootError::new(ExitCode::NoInput, msg));
         }
-        Ok(meta) if meta.len() > MAX_CREDENTIALS_BYTES as u64 => {
-            return Err(BootError::new(
+        Err(e @ ReadError::TooLarge { .. }) => {
+            return Err(BootError::from_error(
                 ExitCode::Manifest,
-                format!(
-                    "{} is over the {MAX_CREDENTIALS_BYTES}-byte limit",
-                    path.display()
-                ),
+                &path.display().to_string(),
+                &e,
             ))
         }
-        Ok(_) => std::fs::read(path).map_err(|e| {
-            BootError::from_error(ExitCode::NoInput, &path.display().to_string(), &e)
-        })?,
+        Err(e) => {
+            return Err(BootError::from_error(
+                ExitCode::NoInput,
+                &path.display().to_string(),
+                &e,
+            ))
+        }
+        Ok(bytes) => bytes,
     };
     let base_dir = path.parent().unwrap_or(Path::new("."));
     let creds = CredentialSet::parse(&bytes, &manifest, Source::DevFile { base_dir })

@@ -1,0 +1,212 @@
+//! No plaintext credential is left in freed heap memory by opening a bundle and parsing its
+//! document, or by reading and parsing `dev`'s `.grexal/connections.json`, whether values
+//! are written plainly or with JSON escapes (a quote, a backslash, `\/`, a newline, or any
+//! non-ASCII character as `json.dumps` writes it by default: `\u00e9`).
+//!
+//! A test binary of its own: it installs a global allocator that, while armed, scans every
+//! block freed (or left behind by a reallocation) for the canaries.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use base64::Engine as _;
+use grexal_sidecar::bundle::{self, Opener, SealRequest};
+use grexal_sidecar::credentials::{read_document, Credential, CredentialSet, Source};
+use grexal_sidecar::keys::{PlatformSigningKey, SandboxSecretKey};
+use grexal_sidecar::manifest::Manifest;
+use grexal_sidecar::secret::ExposeSecret;
+
+/// In every secret value of the documents below (decoded), and nowhere else.
+const CANARY: &[u8] = b"CNRY-Q7x";
+/// A file's content: it holds the canary once decoded, and its base64 text holds
+/// `B64_CANARY` (a secret too, until decoded).
+const FILE_CONTENT: &[u8] = b"CNRY-Q7x file content, long enough for a base64 canary";
+
+static ARMED: AtomicBool = AtomicBool::new(false);
+static HITS: AtomicUsize = AtomicUsize::new(0);
+/// The needles scanned for while armed: `CANARY` and the first bytes of the file's base64.
+static NEEDLES: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+/// Tests arm the allocator one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+struct Scan;
+
+/// # Safety
+/// `p..p + n` must be readable.
+unsafe fn scan(p: *const u8, n: usize) {
+    // SAFETY: the caller passes a block it owns, about to be freed.
+    let block = unsafe { std::slice::from_raw_parts(p, n) };
+    // `try_lock`: the lock is never held while allocating (the needles are set up unarmed).
+    if let Ok(needles) = NEEDLES.try_lock() {
+        for needle in needles.iter() {
+            if block.windows(needle.len()).any(|w| w == needle.as_slice()) {
+                HITS.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+}
+
+// SAFETY: delegates to `System`; reallocation is alloc + copy + dealloc, so the old block
+// goes through `dealloc` (and its scan) like any freed block.
+unsafe impl GlobalAlloc for Scan {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
+        if ARMED.load(Ordering::SeqCst) {
+            unsafe { scan(p, layout.size()) };
+        }
+        unsafe { System.dealloc(p, layout) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, layout: Layout, new: usize) -> *mut u8 {
+        let fresh = unsafe { self.alloc(Layout::from_size_align_unchecked(new, layout.align())) };
+        if !fresh.is_null() {
+            unsafe {
+                std::ptr::copy_nonoverlapping(p, fresh, layout.size().min(new));
+                self.dealloc(p, layout);
+            }
+        }
+        fresh
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Scan = Scan;
+
+/// Runs `f` armed; returns how many freed blocks held a needle.
+fn freed_blocks_with_canaries(f: impl FnOnce()) -> usize {
+    HITS.store(0, Ordering::SeqCst);
+    ARMED.store(true, Ordering::SeqCst);
+    f();
+    ARMED.store(false, Ordering::SeqCst);
+    HITS.load(Ordering::SeqCst)
+}
+
+fn manifest() -> Manifest {
+    Manifest::parse(
+        br#"{"connections": [
+            {"id": "openai", "display_name": "O", "auth_mode": "secret_input", "delivery": "env",
+             "fields": [{"name": "api_key", "label": "K", "secret": true},
+                        {"name": "org", "label": "Org", "secret": true}]},
+            {"id": "github", "display_name": "G", "auth_mode": "oauth_redirect",
+             "provider": {"auth_url": "https://a", "token_url": "https://t", "scopes": []}},
+            {"id": "deploy_key", "display_name": "D", "auth_mode": "file_upload",
+             "max_size_bytes": 65536}
+        ]}"#,
+    )
+    .expect("manifest")
+}
+
+/// The document with `value` (a JSON string literal holding the canary) as every secret
+/// string, and the file's base64 as `content_base64` (its first character escaped when
+/// `escaped`, as `\u0051`).
+fn document(value: &str, escaped: bool) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(FILE_CONTENT);
+    let b64 = if escaped {
+        format!("\\u{:04x}{}", b64.as_bytes()[0], &b64[1..])
+    } else {
+        b64
+    };
+    format!(
+        r#"{{"connections": {{
+            "openai": {{"fields": {{"api_key": {value}, "org": {value}}}}},
+            "github": {{"access_token": {value}, "token_type": "bearer"}},
+            "deploy_key": {{"filename": "k.pem", "content_base64": "{b64}"}}
+        }}}}"#
+    )
+}
+
+/// Secret values as a platform or a developer may write them.
+const VALUES: &[(&str, bool)] = &[
+    (r#""CNRY-Q7x-plain-value""#, false),
+    (r#""CNRY-Q7x-caf\u00e9""#, true),
+    (r#""CNRY-Q7x-\"quoted\"""#, true),
+    (r#""CNRY-Q7x-back\\slash""#, true),
+    (r#""CNRY-Q7x-sl\/ash""#, true),
+    (r#""CNRY-Q7x-line\nbreak""#, true),
+    (r#""CNRY-Q7x-\ud83d\ude00""#, true),
+    (r#""\u0043NRY-Q7x-escaped-inside""#, true),
+];
+
+fn set_needles() {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(FILE_CONTENT);
+    *NEEDLES.lock().unwrap() = vec![CANARY.to_vec(), b64.as_bytes()[..16].to_vec()];
+}
+
+/// The parsed set really holds the canaries (the test is not vacuous).
+fn check_set(set: &CredentialSet) {
+    let Some(Credential::Secret { fields }) = set.connections.get("openai") else {
+        panic!("openai")
+    };
+    assert!(fields["api_key"].expose_secret().contains("CNRY-Q7x"));
+    let Some(Credential::OAuth(token)) = set.connections.get("github") else {
+        panic!("github")
+    };
+    assert!(token.access_token.expose_secret().contains("CNRY-Q7x"));
+    let Some(Credential::File(file)) = set.connections.get("deploy_key") else {
+        panic!("deploy_key")
+    };
+    assert_eq!(file.content.expose_secret(), FILE_CONTENT);
+}
+
+#[test]
+fn opening_a_bundle_and_parsing_it_leaves_no_secret_in_freed_memory() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    set_needles();
+    let manifest = manifest();
+    let sandbox = SandboxSecretKey::generate();
+    let platform = PlatformSigningKey::generate();
+    let opener = Opener {
+        sandbox_id: "sbx".into(),
+        sandbox_key: sandbox,
+        trusted: vec![platform.public_key()],
+    };
+    for &(value, escaped) in VALUES {
+        let mut plaintext = document(value, escaped).into_bytes();
+        let sealed = bundle::seal(&SealRequest {
+            sandbox_id: "sbx",
+            version: 1,
+            issued_at: 0,
+            expires_at: u64::MAX,
+            recipient: &opener.sandbox_key.public_key(),
+            signer: &platform,
+            plaintext: &plaintext,
+        })
+        .expect("seal");
+        zeroize::Zeroize::zeroize(&mut plaintext);
+        drop(plaintext);
+        let hits = freed_blocks_with_canaries(|| {
+            let opened = opener.open(&sealed, 1, None).expect("open");
+            let set =
+                CredentialSet::parse(opened.plaintext.expose_secret(), &manifest, Source::Bundle)
+                    .expect("parse");
+            check_set(&set);
+        });
+        assert_eq!(hits, 0, "{value}: freed blocks held a secret");
+    }
+}
+
+#[test]
+fn reading_and_parsing_dev_connections_leaves_no_secret_in_freed_memory() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    set_needles();
+    let manifest = manifest();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("connections.json");
+    for &(value, escaped) in VALUES {
+        let mut text = document(value, escaped).into_bytes();
+        std::fs::write(&path, &text).expect("write");
+        zeroize::Zeroize::zeroize(&mut text);
+        drop(text);
+        let hits = freed_blocks_with_canaries(|| {
+            let bytes = read_document(&path).expect("read");
+            let base_dir = path.parent().unwrap_or(Path::new("."));
+            let set = CredentialSet::parse(&bytes, &manifest, Source::DevFile { base_dir })
+                .expect("parse");
+            check_set(&set);
+        });
+        assert_eq!(hits, 0, "{value}: freed blocks held a secret");
+    }
+}
