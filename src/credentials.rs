@@ -12,7 +12,11 @@
 //!
 //! In local development a file entry may give `"path"` (relative to the directory of
 //! `connections.json`) instead of `content_base64`; `filename` then defaults to the path's
-//! last component. Unknown top-level keys are ignored; inside an entry every key is checked.
+//! last component. Unknown top-level keys are ignored (at most [`MAX_TOP_LEVEL_KEYS`] keys);
+//! inside `connections` every key is checked as soon as it is read: an id or key given
+//! twice, an id not declared in the manifest, a key its entry's mode does not have and a
+//! field not declared are refused there and then, so the work is linear in the document
+//! and no object is held beyond what the manifest allows.
 //!
 //! Secrets: serde_json checks the document and hands over values as borrowed raw text
 //! ([`json`]); a string is decoded by us, once, into the `SecretString` that keeps it, so no
@@ -36,6 +40,11 @@ use crate::secret::{secret_bytes, ExposeSecret, SecretBytes, SecretString};
 
 /// The document size limit: a few files of at most 1 MiB each, base64-encoded.
 pub const MAX_CREDENTIALS_BYTES: usize = 16 * 1024 * 1024;
+/// The most keys the document's top level may have: `connections` and keys that are not
+/// ours, ignored. The other objects are bounded by what they may hold, each key at most
+/// once: `connections` the declared connections, an entry its mode's keys, `fields` the
+/// declared fields (at most 64); a key beyond that is refused as soon as it is seen.
+pub const MAX_TOP_LEVEL_KEYS: usize = 256;
 /// The longest `secret_input` value, in bytes (it may become an env var).
 pub const MAX_FIELD_VALUE_BYTES: usize = 64 * 1024;
 /// The longest uploaded filename, in bytes (the usual `NAME_MAX`).
@@ -162,18 +171,28 @@ impl CredentialSet {
             ));
         };
         let mut entries = None;
-        for (key, value) in object(top)? {
-            if key != "connections" {
-                continue; // Not ours; see the module doc.
+        let mut count = 0;
+        walk(top, |key, value| {
+            count += 1;
+            if count > MAX_TOP_LEVEL_KEYS {
+                return Err(invalid(
+                    "(top level)",
+                    format!("has more than {MAX_TOP_LEVEL_KEYS} keys"),
+                ));
             }
-            if entries.is_some() {
+            if key != "connections" {
+                return Ok(()); // Not ours; see the module doc.
+            }
+            if entries.replace(value).is_some() {
                 return Err(invalid("connections", "duplicate key"));
             }
-            entries = Some(value);
-        }
+            Ok(())
+        })?;
+
+        let mut set = CredentialSet::default();
         let entries = match entries.map(Value::of) {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::Object(entries)) => object(entries)?,
+            None | Some(Value::Null) => return Ok(set),
+            Some(Value::Object(entries)) => entries,
             Some(other) => {
                 return Err(invalid(
                     "connections",
@@ -181,9 +200,9 @@ impl CredentialSet {
                 ));
             }
         };
-
-        let mut set = CredentialSet::default();
-        for (id, entry) in entries {
+        // Each id is refused as soon as it is seen twice or is not declared: at most one
+        // entry per declared connection is ever looked at.
+        walk(entries, |id, entry| {
             let loc = format!("connections[{}]", quoted(&id));
             if set.connections.contains_key(&id) {
                 return Err(invalid(loc, "duplicate entry"));
@@ -194,24 +213,20 @@ impl CredentialSet {
                     "no connection with this id is declared in grexal.json",
                 ));
             };
-            let keys = match Value::of(entry) {
-                Value::Object(keys) => object(keys)?,
-                other => {
-                    return Err(invalid(
-                        loc,
-                        format!("must be an object, found {}", other.kind()),
-                    ));
-                }
+            let Value::Object(entry) = Value::of(entry) else {
+                return Err(invalid(
+                    loc,
+                    format!("must be an object, found {}", Value::of(entry).kind()),
+                ));
             };
-            check_unique_keys(|k| format!("{loc}.{}", quoted(k)), &keys)?;
             let credential = match &conn.mode {
-                AuthMode::SecretInput { fields, .. } => parse_secret(&loc, fields, keys)?,
-                AuthMode::OauthRedirect { .. } => parse_oauth(&loc, keys)?,
+                AuthMode::SecretInput { fields, .. } => parse_secret(&loc, fields, entry)?,
+                AuthMode::OauthRedirect { .. } => parse_oauth(&loc, entry)?,
                 AuthMode::FileUpload {
                     accepted_extensions,
                     max_size_bytes,
                     ..
-                } => parse_file(&loc, accepted_extensions, *max_size_bytes, keys, source)?,
+                } => parse_file(&loc, accepted_extensions, *max_size_bytes, entry, source)?,
                 AuthMode::BrowserLogin { .. } => {
                     return Err(invalid(
                         loc,
@@ -220,7 +235,8 @@ impl CredentialSet {
                 }
             };
             set.connections.insert(id, credential);
-        }
+            Ok(())
+        })?;
         Ok(set)
     }
 
@@ -345,46 +361,56 @@ fn syntax(e: &serde_json::Error) -> CredentialsError {
     }
 }
 
-/// The members of an object of the (already checked) document, values undecoded.
-fn object(raw: &RawValue) -> Result<Vec<(String, &RawValue)>, CredentialsError> {
-    json::members(raw).map_err(|e| syntax(&e))
+/// Calls `each` with the members of an object of the (already checked) document, values
+/// undecoded, and stops at the first error it returns.
+fn walk<'a>(
+    object: &'a RawValue,
+    each: impl FnMut(String, &'a RawValue) -> Result<(), CredentialsError>,
+) -> Result<(), CredentialsError> {
+    json::for_each_member(object, each).map_err(|e| syntax(&e))?
+}
+
+/// An entry's members, one slot per key its mode knows (`known`, in that order). A key
+/// given twice, or one the mode does not know (`unknown` says why), is refused as soon as
+/// it is seen, so an entry never holds more members than its mode has keys.
+fn entry_keys<'a, const N: usize>(
+    loc: &str,
+    entry: &'a RawValue,
+    known: [&str; N],
+    unknown: &str,
+) -> Result<[Option<Value<'a>>; N], CredentialsError> {
+    let mut slots = [None; N];
+    walk(entry, |key, value| {
+        let kloc = format!("{loc}.{}", quoted(&key));
+        let Some(i) = known.iter().position(|k| *k == key) else {
+            return Err(invalid(kloc, unknown));
+        };
+        if slots[i].replace(Value::of(value)).is_some() {
+            return Err(invalid(kloc, "duplicate key"));
+        }
+        Ok(())
+    })?;
+    Ok(slots)
 }
 
 fn bad_string(loc: &str, e: BadString) -> CredentialsError {
     invalid(loc, format!("is not a valid JSON string: it has {e}"))
 }
 
-/// Refuses a key given twice; `at` renders a key's location.
-fn check_unique_keys(
-    at: impl Fn(&str) -> String,
-    keys: &[(String, &RawValue)],
-) -> Result<(), CredentialsError> {
-    for (i, (k, _)) in keys.iter().enumerate() {
-        if keys[..i].iter().any(|(other, _)| other == k) {
-            return Err(invalid(at(k), "duplicate key"));
-        }
-    }
-    Ok(())
-}
-
 fn parse_secret(
     loc: &str,
     declared: &[crate::manifest::SecretField],
-    keys: Vec<(String, &RawValue)>,
+    entry: &RawValue,
 ) -> Result<Credential, CredentialsError> {
-    let mut given = None;
-    for (k, v) in keys {
-        if k != "fields" {
-            return Err(invalid(
-                format!("{loc}.{}", quoted(&k)),
-                "unexpected key: a secret_input entry has only \"fields\"",
-            ));
-        }
-        given = Some(v);
-    }
+    let [given] = entry_keys(
+        loc,
+        entry,
+        ["fields"],
+        "unexpected key: a secret_input entry has only \"fields\"",
+    )?;
     let floc = format!("{loc}.fields");
-    let values = match given.map(Value::of) {
-        Some(Value::Object(values)) => object(values)?,
+    let values = match given {
+        Some(Value::Object(values)) => values,
         Some(other) => {
             return Err(invalid(
                 floc,
@@ -393,13 +419,22 @@ fn parse_secret(
         }
         None => return Err(invalid(floc, "is required")),
     };
-    check_unique_keys(|k| format!("{floc}[{}]", quoted(k)), &values)?;
-    let mut fields = BTreeMap::new();
-    for (name, value) in values {
+    // A field is refused as soon as it is seen twice or is not declared: at most the
+    // declared fields (grexal.json declares at most 64) are ever held.
+    let mut given: BTreeMap<String, &RawValue> = BTreeMap::new();
+    walk(values, |name, value| {
         let vloc = format!("{floc}[{}]", quoted(&name));
         if !declared.iter().any(|f| f.name == name) {
             return Err(invalid(vloc, "not declared in grexal.json"));
         }
+        if given.insert(name, value).is_some() {
+            return Err(invalid(vloc, "duplicate key"));
+        }
+        Ok(())
+    })?;
+    let mut fields = BTreeMap::new();
+    for (name, value) in given {
+        let vloc = format!("{floc}[{}]", quoted(&name));
         let text = match Value::of(value) {
             Value::Str(text) => text,
             other => {
@@ -427,51 +462,64 @@ fn parse_secret(
     Ok(Credential::Secret { fields })
 }
 
-fn parse_oauth(loc: &str, keys: Vec<(String, &RawValue)>) -> Result<Credential, CredentialsError> {
-    let (mut access_token, mut token_type, mut expires_at, mut scope) = (None, None, None, None);
-    for (k, v) in keys {
-        let kloc = format!("{loc}.{}", quoted(&k));
-        let v = Value::of(v);
-        match k.as_str() {
-            "access_token" => match v {
-                Value::Str(s) if s.decoded_len().map_err(|e| bad_string(&kloc, e))? == 0 => {
-                    return Err(invalid(kloc, "must not be empty"))
-                }
-                Value::Str(s) => access_token = Some(s.to_secret().map_err(|e| bad_string(&kloc, e))?),
-                other => return Err(invalid(kloc, format!("must be a string, found {}", other.kind()))),
-            },
-            "token_type" => {
-                let t = plain_text(&kloc, v)?;
-                if t.is_empty() {
-                    return Err(invalid(kloc, "must not be empty"));
-                }
-                token_type = Some(t);
+fn parse_oauth(loc: &str, entry: &RawValue) -> Result<Credential, CredentialsError> {
+    let [access_token, token_type, expires_at, scope] = entry_keys(
+        loc,
+        entry,
+        ["access_token", "token_type", "expires_at", "scope"],
+        "not accepted: only access_token, token_type, expires_at and scope enter the sandbox; \
+         refresh tokens and client secrets never do (the platform refreshes tokens)",
+    )?;
+    let kloc = |k: &str| format!("{loc}.{}", quoted(k));
+    let access_token = match access_token {
+        None => return Err(invalid(kloc("access_token"), "is required")),
+        Some(Value::Str(s)) => {
+            let at = kloc("access_token");
+            if s.decoded_len().map_err(|e| bad_string(&at, e))? == 0 {
+                return Err(invalid(at, "must not be empty"));
             }
-            "expires_at" => match v {
-                Value::Null => {}
-                Value::Number(Some(n)) => expires_at = Some(n),
-                Value::Number(None) => return Err(invalid(kloc, "must be a non-negative integer (unix seconds)")),
-                other => return Err(invalid(kloc, format!("must be an integer, found {}", other.kind()))),
-            },
-            "scope" => {
-                if !matches!(v, Value::Null) {
-                    scope = Some(plain_text(&kloc, v)?);
-                }
-            }
-            _ => {
-                return Err(invalid(
-                    kloc,
-                    "not accepted: only access_token, token_type, expires_at and scope enter the sandbox; \
-                     refresh tokens and client secrets never do (the platform refreshes tokens)",
-                ))
-            }
+            s.to_secret().map_err(|e| bad_string(&at, e))?
         }
-    }
+        Some(other) => {
+            return Err(invalid(
+                kloc("access_token"),
+                format!("must be a string, found {}", other.kind()),
+            ))
+        }
+    };
+    let token_type = match token_type {
+        None => return Err(invalid(kloc("token_type"), "is required")),
+        Some(v) => {
+            let t = plain_text(&kloc("token_type"), v)?;
+            if t.is_empty() {
+                return Err(invalid(kloc("token_type"), "must not be empty"));
+            }
+            t
+        }
+    };
+    let expires_at = match expires_at {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(Some(n))) => Some(n),
+        Some(Value::Number(None)) => {
+            return Err(invalid(
+                kloc("expires_at"),
+                "must be a non-negative integer (unix seconds)",
+            ))
+        }
+        Some(other) => {
+            return Err(invalid(
+                kloc("expires_at"),
+                format!("must be an integer, found {}", other.kind()),
+            ))
+        }
+    };
+    let scope = match scope {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(plain_text(&kloc("scope"), v)?),
+    };
     Ok(Credential::OAuth(OAuthToken {
-        access_token: access_token
-            .ok_or_else(|| invalid(format!("{loc}.\"access_token\""), "is required"))?,
-        token_type: token_type
-            .ok_or_else(|| invalid(format!("{loc}.\"token_type\""), "is required"))?,
+        access_token,
+        token_type,
         expires_at,
         scope,
     }))
@@ -495,34 +543,44 @@ fn parse_file(
     loc: &str,
     accepted_extensions: &[String],
     max_size: u64,
-    keys: Vec<(String, &RawValue)>,
+    entry: &RawValue,
     source: Source<'_>,
 ) -> Result<Credential, CredentialsError> {
-    let (mut filename, mut mime_type, mut content_b64, mut path) = (None, None, None, None);
-    for (k, v) in keys {
-        let kloc = format!("{loc}.{}", quoted(&k));
-        let v = Value::of(v);
-        match k.as_str() {
-            "filename" => filename = Some(plain_text(&kloc, v)?),
-            "mime_type" => mime_type = Some(plain_text(&kloc, v)?),
-            "content_base64" => match v {
-                Value::Str(s) => content_b64 = Some(s),
-                other => return Err(invalid(kloc, format!("must be a string, found {}", other.kind()))),
-            },
-            "path" => {
-                if !matches!(source, Source::DevFile { .. }) {
-                    return Err(invalid(kloc, "only allowed in .grexal/connections.json (local development)"));
-                }
-                path = Some(plain_text(&kloc, v)?);
-            }
-            _ => {
-                return Err(invalid(
-                    kloc,
-                    "unexpected key: a file_upload entry has filename, mime_type and content_base64 (or path in development)",
-                ))
-            }
+    let [filename, mime_type, content_b64, path] = entry_keys(
+        loc,
+        entry,
+        ["filename", "mime_type", "content_base64", "path"],
+        "unexpected key: a file_upload entry has filename, mime_type and content_base64 (or path in development)",
+    )?;
+    let kloc = |k: &str| format!("{loc}.{}", quoted(k));
+    let path = match path {
+        Some(_) if !matches!(source, Source::DevFile { .. }) => {
+            return Err(invalid(
+                kloc("path"),
+                "only allowed in .grexal/connections.json (local development)",
+            ));
         }
-    }
+        Some(v) => Some(plain_text(&kloc("path"), v)?),
+        None => None,
+    };
+    let filename = match filename {
+        Some(v) => Some(plain_text(&kloc("filename"), v)?),
+        None => None,
+    };
+    let mime_type = match mime_type {
+        Some(v) => Some(plain_text(&kloc("mime_type"), v)?),
+        None => None,
+    };
+    let content_b64 = match content_b64 {
+        None => None,
+        Some(Value::Str(s)) => Some(s),
+        Some(other) => {
+            return Err(invalid(
+                kloc("content_base64"),
+                format!("must be a string, found {}", other.kind()),
+            ))
+        }
+    };
 
     let filename = match (filename, &path) {
         (Some(f), _) => f,

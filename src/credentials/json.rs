@@ -14,7 +14,7 @@
 //! `\" \\ \/ \b \f \n \r \t \uXXXX`, surrogates only in pairs, no control characters), and
 //! produces the same text; a property test checks both against serde_json.
 
-use serde::de::{Deserializer as _, MapAccess, Visitor};
+use serde::de::{self, Deserializer as _, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use zeroize::Zeroize;
 
@@ -59,31 +59,53 @@ impl<'a> Value<'a> {
     }
 }
 
-/// The members of an object, in document order (duplicates included), each value as raw
-/// text. `object` must be a JSON object that serde_json has already checked.
-pub(super) fn members(object: &RawValue) -> Result<Vec<(String, &RawValue)>, serde_json::Error> {
-    struct Members;
+/// Calls `each` with every member of `object` in document order (duplicates included),
+/// the value as raw text, and stops at the first error `each` returns: a member can be
+/// refused as soon as it is seen, and nothing is collected. `object` must be a JSON object
+/// that serde_json has already checked; the outer error, serde_json's, is then impossible.
+pub(super) fn for_each_member<'a, E>(
+    object: &'a RawValue,
+    mut each: impl FnMut(String, &'a RawValue) -> Result<(), E>,
+) -> Result<Result<(), E>, serde_json::Error> {
+    struct Walk<'w, F, E> {
+        each: &'w mut F,
+        stopped: &'w mut Option<E>,
+    }
 
-    impl<'de> Visitor<'de> for Members {
-        type Value = Vec<(String, &'de RawValue)>;
+    impl<'de, F, E> Visitor<'de> for Walk<'_, F, E>
+    where
+        F: FnMut(String, &'de RawValue) -> Result<(), E>,
+    {
+        type Value = ();
 
         fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.write_str("a JSON object")
         }
 
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            let mut out = Vec::new();
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
             // Keys are names, not secrets: serde_json may decode them in its scratch buffer.
             while let Some(key) = map.next_key::<String>()? {
                 let value: &'de RawValue = map.next_value()?;
-                out.push((key, value));
+                if let Err(e) = (self.each)(key, value) {
+                    *self.stopped = Some(e);
+                    return Err(de::Error::custom("stopped"));
+                }
             }
-            Ok(out)
+            Ok(())
         }
     }
 
+    let mut stopped = None;
     let mut de = serde_json::Deserializer::from_str(object.get());
-    de.deserialize_map(Members)
+    let walked = de.deserialize_map(Walk {
+        each: &mut each,
+        stopped: &mut stopped,
+    });
+    match (walked, stopped) {
+        (_, Some(e)) => Ok(Err(e)),
+        (Ok(()), None) => Ok(Ok(())),
+        (Err(e), None) => Err(e),
+    }
 }
 
 /// Why a string's text is not a JSON string. Never carries any of the text.
@@ -335,18 +357,18 @@ mod tests {
         let doc: &RawValue =
             serde_json::from_str(r#"{"s": "a\u00e9", "n": 7, "neg": -1, "f": 1.5, "big": 18446744073709551616, "t": true, "z": null, "a": [1], "o": {}}"#)
                 .expect("json");
-        let kinds: Vec<(String, &str, Option<u64>)> = members(doc)
-            .expect("members")
-            .into_iter()
-            .map(|(k, v)| {
-                let v = Value::of(v);
-                let n = match v {
-                    Value::Number(n) => n,
-                    _ => None,
-                };
-                (k, v.kind(), n)
-            })
-            .collect();
+        let mut kinds: Vec<(String, &str, Option<u64>)> = Vec::new();
+        for_each_member(doc, |k, v| {
+            let v = Value::of(v);
+            let n = match v {
+                Value::Number(n) => n,
+                _ => None,
+            };
+            kinds.push((k, v.kind(), n));
+            Ok::<(), ()>(())
+        })
+        .expect("object")
+        .expect("walked");
         let want = [
             ("s", "a string", None),
             ("n", "a number", Some(7)),

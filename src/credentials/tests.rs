@@ -397,6 +397,118 @@ fn duplicates_are_refused() {
     }
 }
 
+/// `n` members `"{key(i)}": {value}`, comma-separated.
+fn members(n: usize, key: impl Fn(usize) -> String, value: &str) -> String {
+    let mut out = String::new();
+    for i in 0..n {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&format!("\"{}\": {value}", key(i)));
+    }
+    out
+}
+
+/// 100 000 keys in one object (about 1 MiB of the 16 MiB allowed): refused at the first key
+/// that cannot be there, the rest never looked at (the duplicate check compared every key
+/// with every earlier one: ~50 s for this many). Only the top level may hold keys that are
+/// not ours, and at most `MAX_TOP_LEVEL_KEYS` of them.
+#[test]
+fn objects_with_very_many_keys_are_refused_at_the_first_that_cannot_be_there() {
+    const N: usize = 100_000;
+    let refused: Vec<(&str, String, &str, &str)> = vec![
+        (
+            "undeclared fields",
+            format!(
+                r#"{{"connections": {{"openai": {{"fields": {{{}}}}}}}}}"#,
+                members(N, |i| format!("k{i}"), "\"\"")
+            ),
+            "connections[\"openai\"].fields[\"k0\"]",
+            "not declared in grexal.json",
+        ),
+        (
+            "one declared field, many times",
+            format!(
+                r#"{{"connections": {{"openai": {{"fields": {{{}}}}}}}}}"#,
+                members(N, |_| "api_key".into(), "\"\"")
+            ),
+            "connections[\"openai\"].fields[\"api_key\"]",
+            "duplicate key",
+        ),
+        (
+            "undeclared ids",
+            format!(
+                r#"{{"connections": {{{}}}}}"#,
+                members(N, |i| format!("c{i}"), "{}")
+            ),
+            "connections[\"c0\"]",
+            "no connection with this id",
+        ),
+        (
+            "one id, many times",
+            format!(
+                r#"{{"connections": {{{}}}}}"#,
+                members(
+                    N,
+                    |_| "google".into(),
+                    r#"{"access_token": "t", "token_type": "b"}"#
+                )
+            ),
+            "connections[\"google\"]",
+            "duplicate entry",
+        ),
+        (
+            "one entry key, many times",
+            format!(
+                r#"{{"connections": {{"google": {{{}}}}}}}"#,
+                members(N, |_| "access_token".into(), "\"t\"")
+            ),
+            "connections[\"google\"].\"access_token\"",
+            "duplicate key",
+        ),
+        (
+            "unknown entry keys",
+            format!(
+                r#"{{"connections": {{"ssh_key": {{{}}}}}}}"#,
+                members(N, |i| format!("x{i}"), "1")
+            ),
+            "connections[\"ssh_key\"].\"x0\"",
+            "unexpected key",
+        ),
+        (
+            "keys that are not ours",
+            format!(
+                r#"{{{}, "connections": {{}}}}"#,
+                members(N, |i| format!("meta{i}"), "null")
+            ),
+            "(top level)",
+            "more than 256 keys",
+        ),
+    ];
+    for (name, doc, want_loc, want_problem) in refused {
+        assert!(doc.len() < MAX_CREDENTIALS_BYTES, "{name}");
+        match CredentialSet::parse(doc.as_bytes(), &manifest(), Source::Bundle) {
+            Err(CredentialsError::Invalid { location, problem }) => {
+                assert_eq!(location, want_loc, "{name}: {problem}");
+                assert!(problem.contains(want_problem), "{name}: {problem}");
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+    // As many keys as the top level may have are fine.
+    let doc = format!(
+        r#"{{{}, "connections": {{}}}}"#,
+        members(
+            MAX_TOP_LEVEL_KEYS - 1,
+            |i| format!("meta{i}"),
+            "[1, {\"x\": 2}]"
+        )
+    );
+    let set = CredentialSet::parse(doc.as_bytes(), &manifest(), Source::Bundle)
+        .expect("256 top-level keys");
+    assert!(set.connections.is_empty());
+}
+
 #[test]
 fn dev_file_paths() {
     let dir = tempfile::tempdir().expect("tempdir");
