@@ -35,7 +35,7 @@ use serde_json::value::RawValue;
 use zeroize::{Zeroize, Zeroizing};
 
 use self::json::{BadString, JsonStr, Value};
-use crate::manifest::{quoted, AuthMode, Connection, Manifest};
+use crate::manifest::{quoted, AuthMode, Connection, Delivery, Manifest};
 use crate::secret::{secret_bytes, ExposeSecret, SecretBytes, SecretString};
 
 /// The document size limit: a few files of at most 1 MiB each, base64-encoded.
@@ -47,6 +47,12 @@ pub const MAX_CREDENTIALS_BYTES: usize = 16 * 1024 * 1024;
 pub const MAX_TOP_LEVEL_KEYS: usize = 256;
 /// The longest `secret_input` value, in bytes (it may become an env var).
 pub const MAX_FIELD_VALUE_BYTES: usize = 64 * 1024;
+/// The most the env-delivered fields may add to the agent's environment, in bytes, each
+/// counted as `NAME=value` and its terminating NUL. Linux refuses an `execve` whose
+/// arguments and environment together pass a quarter of the stack limit (2 MiB under the
+/// usual 8 MiB), so this leaves at least as much again to the agent's command line and
+/// the environment it inherits from the daemon (which is small).
+pub const MAX_ENV_BYTES: usize = 1024 * 1024;
 /// The longest uploaded filename, in bytes (the usual `NAME_MAX`).
 pub const MAX_FILENAME_BYTES: usize = 255;
 /// The longest non-secret text (token type, scope, MIME type), in bytes.
@@ -237,6 +243,7 @@ impl CredentialSet {
             set.connections.insert(id, credential);
             Ok(())
         })?;
+        check_env_size(&set, manifest)?;
         Ok(set)
     }
 
@@ -248,6 +255,41 @@ impl CredentialSet {
             .filter(|c| c.mode.is_pre_collected() && !self.connections.contains_key(&c.id))
             .collect()
     }
+}
+
+/// Refuses a set whose env-delivered fields would not fit the agent's environment
+/// ([`MAX_ENV_BYTES`]); the error names the connection, in manifest order, whose fields
+/// take the total past the limit. Without this the install succeeds and the agent's
+/// `execve` fails (E2BIG).
+fn check_env_size(set: &CredentialSet, manifest: &Manifest) -> Result<(), CredentialsError> {
+    let mut total = 0usize;
+    for conn in &manifest.connections {
+        let AuthMode::SecretInput {
+            fields,
+            delivery: Delivery::Env,
+        } = &conn.mode
+        else {
+            continue;
+        };
+        let Some(Credential::Secret { fields: values }) = set.connections.get(&conn.id) else {
+            continue;
+        };
+        for field in fields {
+            if let Some(value) = values.get(&field.name) {
+                total += field.env_var.len() + value.expose_secret().len() + 2;
+            }
+        }
+        if total > MAX_ENV_BYTES {
+            return Err(invalid(
+                format!("connections[{}]", quoted(&conn.id)),
+                format!(
+                    "its env-delivered fields take the credentials in the agent's environment to \
+                     {total} bytes (NAME=value and a NUL each), over the {MAX_ENV_BYTES}-byte limit"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Validates an uploaded file's name as one safe path component, returning the problem.

@@ -658,7 +658,8 @@ impl Daemon {
         let env = match crate::agent::build_env(std::env::vars_os(), &plan) {
             Ok(env) => env,
             Err(e) => {
-                error!(%e, "cannot build the agent's environment");
+                let error = crate::api::error::error_chain(&e);
+                error!(%error, "cannot build the agent's environment");
                 return e.exit_code().code();
             }
         };
@@ -678,7 +679,10 @@ impl Daemon {
                 exit.code as u8
             }
             Err(e) => {
-                error!(%e, "agent could not run");
+                // With its cause: "starting agent command failed" alone does not say that
+                // execve said E2BIG or EACCES.
+                let error = crate::api::error::error_chain(&e);
+                error!(%error, "agent could not run");
                 e.exit_code().code()
             }
         }

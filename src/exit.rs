@@ -42,7 +42,7 @@ pub enum ExitCode {
     BundleOversized = 87,
     /// The bundle's format version or suite is not supported.
     BundleUnsupported = 88,
-    /// The bundle's contents do not match the manifest.
+    /// The bundle's contents do not match the manifest or its limits.
     BundleContents = 89,
     /// No bundle arrived before the deadline.
     BundleTimeout = 90,

@@ -15,10 +15,14 @@ fn example(path: &str) -> std::path::PathBuf {
 }
 
 fn dev_command(dir: &Path, connections: &Path) -> std::process::Command {
+    dev_env_command(dir, &example("grexal.json"), connections)
+}
+
+fn dev_env_command(dir: &Path, manifest: &Path, connections: &Path) -> std::process::Command {
     let mut cmd = command();
     cmd.arg("dev")
         .arg("--manifest")
-        .arg(example("grexal.json"))
+        .arg(manifest)
         .arg("--connections")
         .arg(connections)
         .arg("--socket")
@@ -181,4 +185,100 @@ fn a_malformed_connections_file_names_the_problem() {
         &String::from_utf8_lossy(&out.stdout),
         &["CANARY-tok-1", "CANARY-refresh-2"],
     );
+}
+
+/// A manifest whose connection `bulk` delivers `n` fields as env vars, and a connections
+/// file giving each a value of `len` bytes that starts with a canary.
+fn env_fixture(dir: &Path, n: usize, len: usize) -> (std::path::PathBuf, std::path::PathBuf) {
+    let fields: Vec<serde_json::Value> = (0..n)
+        .map(|i| serde_json::json!({"name": format!("f{i}"), "label": "F", "secret": true}))
+        .collect();
+    let manifest = serde_json::json!({"connections": [
+        {"id": "bulk", "display_name": "Bulk", "auth_mode": "secret_input", "delivery": "env",
+         "fields": fields}
+    ]});
+    let values: serde_json::Map<String, serde_json::Value> = (0..n)
+        .map(|i| {
+            let mut value = format!("CANARY-env-{i:02}-");
+            value.push_str(&"v".repeat(len - value.len()));
+            (format!("f{i}"), value.into())
+        })
+        .collect();
+    let connections = serde_json::json!({"connections": {"bulk": {"fields": values}}});
+    let (m, c) = (dir.join("grexal.json"), dir.join("connections.json"));
+    write(&m, manifest.to_string(), 0o644);
+    write(&c, connections.to_string(), 0o600);
+    (m, c)
+}
+
+/// 40 env-delivered fields of 60 000 bytes (2.4 MB) cannot be an agent's environment: the
+/// install is refused naming the connection and the limit, and the agent never starts
+/// (before, the install succeeded and the agent's execve failed with E2BIG, exit 71).
+#[test]
+fn env_delivered_fields_over_the_limit_are_refused_at_install() {
+    let dir = open_tempdir();
+    let (manifest, connections) = env_fixture(dir.path(), 40, 60_000);
+    let marker = dir.path().join("agent-ran");
+    let out = run_to_end(
+        dev_env_command(dir.path(), &manifest, &connections)
+            .args(["--", "touch"])
+            .arg(&marker),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(65), "{stderr}");
+    assert!(
+        stderr.contains(r#"connections["bulk"]"#) && stderr.contains("1048576-byte limit"),
+        "names the connection and the limit:\n{stderr}"
+    );
+    assert!(!marker.exists(), "the agent must not start");
+    assert!(
+        !dir.path().join("agent.env").exists(),
+        "nothing written for the agent"
+    );
+    for out in [&stderr, &String::from_utf8_lossy(&out.stdout)] {
+        assert_no_canary("dev output", out, &["CANARY-env"]);
+    }
+}
+
+/// When the agent cannot be started, the log says why, from the OS: here env-delivered
+/// fields under the limit but over what this smaller stack limit lets execve take (a
+/// quarter of it: 256 KiB), so execve fails with E2BIG.
+#[test]
+fn an_agent_that_cannot_start_is_logged_with_its_cause() {
+    use std::os::unix::process::CommandExt;
+    let dir = open_tempdir();
+    let (manifest, connections) = env_fixture(dir.path(), 5, 60_000);
+    let marker = dir.path().join("agent-ran");
+    let mut cmd = dev_env_command(dir.path(), &manifest, &connections);
+    cmd.args(["--", "touch"]).arg(&marker);
+    // SAFETY: only setrlimit, async-signal-safe, between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut limit = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            if libc::getrlimit(libc::RLIMIT_STACK, &mut limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            limit.rlim_cur = 1024 * 1024;
+            if libc::setrlimit(libc::RLIMIT_STACK, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = run_to_end(&mut cmd);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(71), "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("agent could not run"))
+        .unwrap_or_else(|| panic!("no agent failure logged:\n{stderr}"));
+    assert!(
+        line.contains("Argument list too long (os error 7)"),
+        "the cause is logged: {line}"
+    );
+    assert!(!marker.exists());
+    assert_no_canary("dev log", &stderr, &["CANARY-env"]);
 }

@@ -509,6 +509,79 @@ fn objects_with_very_many_keys_are_refused_at_the_first_that_cannot_be_there() {
     assert!(set.connections.is_empty());
 }
 
+/// Env-delivered fields count `NAME=value` and a NUL each, over every env connection in
+/// manifest order; a total past `MAX_ENV_BYTES` is refused naming the connection that
+/// takes it there. File-delivered fields do not count.
+#[test]
+fn env_delivered_fields_must_fit_the_agents_environment() {
+    let env_fields = |prefix: &str, n: usize| -> Value {
+        (0..n)
+            .map(|i| json!({"name": format!("{prefix}{i}"), "label": "L", "secret": true}))
+            .collect()
+    };
+    let m = Manifest::parse(
+        json!({"connections": [
+            {"id": "bulk", "display_name": "B", "auth_mode": "secret_input", "delivery": "env",
+             "fields": env_fields("f", 16)},
+            {"id": "more", "display_name": "M", "auth_mode": "secret_input", "delivery": "env",
+             "fields": [{"name": "x", "label": "X", "secret": true}]},
+            {"id": "files", "display_name": "F", "auth_mode": "secret_input", "delivery": "file",
+             "fields": env_fields("g", 4)}
+        ]})
+        .to_string()
+        .as_bytes(),
+    )
+    .expect("manifest");
+    // BULK_F0..BULK_F15: 10 names of 7 bytes and 6 of 8, plus '=' and NUL each.
+    let overhead = 10 * 7 + 6 * 8 + 16 * 2;
+    let bulk = |extra: usize| -> Value {
+        let mut fields = serde_json::Map::new();
+        for i in 0..16 {
+            let len = if i == 0 {
+                MAX_FIELD_VALUE_BYTES - overhead + extra
+            } else {
+                MAX_FIELD_VALUE_BYTES
+            };
+            fields.insert(format!("f{i}"), json!("v".repeat(len)));
+        }
+        json!({"fields": fields})
+    };
+    let files: Value = json!({"fields": {"g0": "w".repeat(MAX_FIELD_VALUE_BYTES),
+        "g1": "w".repeat(MAX_FIELD_VALUE_BYTES), "g2": "w", "g3": "w"}});
+    let doc = |bulk: Value, more: Option<&str>| {
+        let mut connections = json!({"bulk": bulk, "files": files.clone()});
+        if let Some(x) = more {
+            connections["more"] = json!({"fields": {"x": x}});
+        }
+        json!({ "connections": connections }).to_string()
+    };
+    let parse = |text: String| CredentialSet::parse(text.as_bytes(), &m, Source::Bundle);
+
+    // Exactly the limit, with 128 KiB of file-delivered fields beside it.
+    parse(doc(bulk(0), None)).expect("exactly MAX_ENV_BYTES");
+    let refused: Vec<(&str, String, &str)> = vec![
+        ("one byte over", doc(bulk(1), None), "connections[\"bulk\"]"),
+        // An empty value still takes "MORE_X=" and a NUL.
+        (
+            "a later connection",
+            doc(bulk(0), Some("")),
+            "connections[\"more\"]",
+        ),
+    ];
+    for (name, text, want_loc) in refused {
+        match parse(text) {
+            Err(CredentialsError::Invalid { location, problem }) => {
+                assert_eq!(location, want_loc, "{name}");
+                assert!(
+                    problem.contains(&format!("over the {MAX_ENV_BYTES}-byte limit")),
+                    "{name}: {problem}"
+                );
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+}
+
 #[test]
 fn dev_file_paths() {
     let dir = tempfile::tempdir().expect("tempdir");
