@@ -297,12 +297,19 @@ fn the_event_stream_ends_with_its_last_chunk_when_the_endpoint_stops() {
     endpoint.store.install_materialized(materialized(3, "k"));
     next_event(&mut events, "credentials_installed");
 
+    // Published just before the stop, as the daemon publishes `agent_exited` and then
+    // stops: it still goes out before the stream ends.
+    endpoint.store.install_materialized(materialized(4, "k"));
     let started = Instant::now();
     endpoint.stop.cancel();
     let mut rest = Vec::new();
     let read = std::io::Read::read_to_end(&mut events, &mut rest);
     let rest = String::from_utf8_lossy(&rest);
     assert!(read.is_ok(), "{read:?} after {rest:?}");
+    assert!(
+        rest.contains(r#""version":4"#),
+        "the event published before the stop was lost: {rest:?}"
+    );
     assert!(rest.ends_with("0\r\n\r\n"), "no last chunk: {rest:?}");
     let server = &mut endpoint.server;
     endpoint

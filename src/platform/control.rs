@@ -485,22 +485,39 @@ async fn events(
         None => (state.store.events().subscribe(), None),
     };
     let live = futures_util::stream::iter(live.map(|event| Ok(sse_event(&event))));
-    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
-        let event = match receiver.recv().await {
-            Ok(event) => sse_event(&event),
-            Err(broadcast::error::RecvError::Lagged(missed)) => {
-                let data = serde_json::to_string(&Lagged {
-                    r#type: "lagged",
-                    missed,
-                })
-                .unwrap_or_default();
-                Event::default().event("lagged").data(data)
-            }
-            Err(broadcast::error::RecvError::Closed) => return None,
-        };
-        Some((Ok::<Event, Infallible>(event), receiver))
-    });
-    let stream = live.chain(stream).take_until(stop.cancelled_owned());
+    // Ends when the server stops, but only after what was published before the stop: the
+    // daemon publishes `agent_exited` and then stops, and the platform must still hear it.
+    // (`recv` may be Pending with an event buffered, when the task's budget is spent, hence
+    // the `try_recv` once stopped.)
+    let stream =
+        futures_util::stream::unfold((receiver, stop), |(mut receiver, stop)| async move {
+            let next = tokio::select! {
+                biased;
+                r = receiver.recv() => match r {
+                    Ok(event) => Ok(event),
+                    Err(broadcast::error::RecvError::Lagged(missed)) => Err(missed),
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+                () = stop.cancelled() => match receiver.try_recv() {
+                    Ok(event) => Ok(event),
+                    Err(broadcast::error::TryRecvError::Lagged(missed)) => Err(missed),
+                    Err(_) => return None,
+                },
+            };
+            let event = match next {
+                Ok(event) => sse_event(&event),
+                Err(missed) => {
+                    let data = serde_json::to_string(&Lagged {
+                        r#type: "lagged",
+                        missed,
+                    })
+                    .unwrap_or_default();
+                    Event::default().event("lagged").data(data)
+                }
+            };
+            Some((Ok::<Event, Infallible>(event), (receiver, stop)))
+        });
+    let stream = live.chain(stream);
     let mut response = Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(state.limits.keep_alive))
         .into_response();

@@ -90,7 +90,7 @@ def run():
         fail("GET /v1/browser disagrees with GREXAL_BROWSER_CDP_URL", browser=browser)
     say("browser", cdp_http_url=browser["cdp_http_url"])
     cdp = Cdp(page_ws_url(browser["cdp_http_url"]))
-    # The platform (the test) subscribes to the event stream first: events are not kept.
+    # The platform (the test) subscribes to the event stream first, to see every event.
     end = time.time() + 60
     while not os.path.exists(go_file):
         if time.time() > end:
