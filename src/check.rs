@@ -14,7 +14,7 @@ pub fn check(args: &CheckArgs) -> ExitCode {
             return ExitCode::Manifest;
         }
     };
-    let warnings = manifest_warnings(&manifest);
+    let warnings = manifest_warnings(&manifest, false);
     if args.json {
         let connections: Vec<_> = manifest
             .connections
@@ -70,15 +70,16 @@ fn describe(mode: &AuthMode) -> String {
     }
 }
 
-/// What is valid but will not work as the developer probably expects.
-pub fn manifest_warnings(manifest: &Manifest) -> Vec<String> {
+/// What is valid but will not work as the developer probably expects. `desktop_forced`:
+/// the desktop runs whatever the manifest says (`--desktop`).
+pub fn manifest_warnings(manifest: &Manifest, desktop_forced: bool) -> Vec<String> {
     let mut warnings = Vec::new();
-    if !manifest.is_desktop() {
+    if !manifest.is_desktop() && !desktop_forced {
         for c in &manifest.connections {
             if matches!(c.mode, AuthMode::BrowserLogin { .. }) {
                 warnings.push(format!(
                     "connection {:?} is browser_login but runtime.sandbox_template is not \"desktop\": \
-                     request_takeover will answer sandbox_not_desktop",
+                     without --desktop, request_takeover will answer sandbox_not_desktop",
                     c.id
                 ));
             }

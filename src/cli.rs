@@ -103,8 +103,9 @@ pub struct CommonArgs {
     pub api_request_timeout: u64,
 
     /// Run the desktop (display, VNC server, Chromium) even if the manifest's
-    /// runtime.sandbox_template is not "desktop". In the environment variable: true or
-    /// false, 1 or 0, yes or no, on or off.
+    /// runtime.sandbox_template is not "desktop"; the agent then gets the browser and
+    /// takeovers as on a desktop sandbox. In the environment variable: true or false, 1 or
+    /// 0, yes or no, on or off.
     #[arg(long, env = "GREXAL_DESKTOP", value_parser = clap::builder::BoolishValueParser::new())]
     pub desktop: bool,
 

@@ -178,7 +178,7 @@ async fn boot(config: Config, started: &mut Started) -> Result<Daemon, BootError
             &e,
         )
     })?;
-    for w in crate::check::manifest_warnings(&manifest) {
+    for w in crate::check::manifest_warnings(&manifest, config.force_desktop) {
         warn!("{w}");
     }
     let agent_user = match &config.agent_user {
@@ -249,7 +249,9 @@ async fn boot(config: Config, started: &mut Started) -> Result<Daemon, BootError
     };
 
     // The desktop comes up while the platform may still be sealing the bundle; the
-    // takeover manager needs it (or its absence, for `sandbox_not_desktop`).
+    // takeover manager needs it (or its absence, for `sandbox_not_desktop`). This is the
+    // one place that decides whether the sandbox is a desktop one: the agent's
+    // GREXAL_BROWSER_CDP_URL, `GET /v1/browser` and takeovers all follow from it.
     let desktop = if config.force_desktop || store.manifest().is_desktop() {
         let desktop = Arc::new(start_desktop(&config, agent_user.as_ref(), &events).await?);
         started.desktop = Some(desktop.clone());

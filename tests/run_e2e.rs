@@ -2,7 +2,8 @@
 //! starts a Python agent as `nobody`, and returns its exit code; bad bundles are refused
 //! before anything is written or started; a newer bundle pushed later replaces the
 //! credentials and an older one is refused; a boot that fails, or is stopped by a signal,
-//! after the credentials were written leaves none of them behind.
+//! after the credentials were written leaves none of them behind. With `--desktop`: the
+//! agent gets the browser from the socket.
 
 mod support;
 
@@ -624,4 +625,140 @@ fn the_generated_public_key_is_not_written_through_planted_symlinks() {
     assert!(key.ends_with('\n'));
     // The planted symlink at the old temporary name is left alone, not followed.
     assert!(out_dir.join("sandbox.pub.tmp").is_symlink());
+// ---- The desktop under `run --desktop` ----
+
+/// What a desktop under `run` needs here, and the tools the tests use.
+const XVNC_DESKTOP: &[&str] = &["/usr/bin/Xvnc", "/usr/bin/chromium", "/usr/bin/curl"];
+
+/// True when the test must be skipped: a binary is missing and CI is unset.
+fn skip_missing(test: &str, binaries: &[&str]) -> bool {
+    let missing: Vec<_> = binaries.iter().filter(|b| !Path::new(b).exists()).collect();
+    if missing.is_empty() {
+        return false;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test}: CI is set but {missing:?} are missing"
+    );
+    eprintln!("skipping {test}: {missing:?} not installed");
+    true
+}
+
+/// `run --desktop` for a manifest that names no sandbox template (no connections, so
+/// neither keys nor a bundle), everything in a temp dir the agent's user can traverse;
+/// the agent works in its `out` dir, which anyone may write.
+struct DesktopRun {
+    dir: tempfile::TempDir,
+}
+
+impl DesktopRun {
+    fn new() -> Self {
+        let dir = open_tempdir();
+        write(
+            &dir.path().join("grexal.json"),
+            r#"{"manifest_version": 1, "connections": []}"#,
+            0o644,
+        );
+        let out = dir.path().join("out");
+        std::fs::create_dir(&out).expect("out dir");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        DesktopRun { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// What the agent left in its `out` dir.
+    fn out(&self, name: &str) -> PathBuf {
+        self.path("out").join(name)
+    }
+
+    /// `[WRAPPER...] grexal-sidecar run --desktop … EXTRA… -- sh -c SCRIPT`, the script
+    /// run in `out`.
+    fn command(&self, wrapper: &[&str], extra: &[&str], script: &str) -> std::process::Command {
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = std::process::Command::new(program);
+                cmd.args(args).arg(BIN);
+                cmd
+            }
+            None => std::process::Command::new(BIN),
+        };
+        cmd.env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .current_dir(self.dir.path())
+            .args(["run", "--sandbox-id", SANDBOX, "--desktop"])
+            .args(["--chromium-sandbox", "off"])
+            .arg("--manifest")
+            .arg(self.path("grexal.json"))
+            .arg("--socket")
+            .arg(self.path("run/sidecar.sock"))
+            .arg("--credentials-dir")
+            .arg(self.path("creds-root"))
+            .arg("--env-file")
+            .arg(self.path("run/agent.env"))
+            .arg("--public-key-out")
+            .arg(self.path("run/sandbox.pub"))
+            .arg("--browser-profile")
+            .arg(self.path("profile"))
+            .arg("--desktop-run-dir")
+            .arg(self.path("desk"))
+            .args(["--log", "debug"])
+            .args(extra)
+            .args(["--", "sh", "-c"])
+            .arg(format!(
+                "cd '{}' && {{ {script}\n}}",
+                self.path("out").display()
+            ));
+        cmd
+    }
+
+    fn spawn(&self, cmd: std::process::Command) -> Daemon {
+        Daemon::spawn(cmd, self.path("daemon.log"), self.path("run/sidecar.sock"))
+    }
+}
+
+/// `--desktop` with a manifest that names no desktop template (but a `browser_login`
+/// connection): the desktop runs, `GET /v1/browser` answers with the endpoint the agent got
+/// in GREXAL_BROWSER_CDP_URL, and `POST /v1/takeovers` starts a takeover, where both
+/// answered `sandbox_not_desktop`; nor does the boot warn that they will.
+#[test]
+fn with_the_desktop_flag_the_agent_gets_the_browser_and_takeovers_from_the_socket() {
+    let test = "with_the_desktop_flag_the_agent_gets_the_browser_and_takeovers_from_the_socket";
+    if skip_missing(test, XVNC_DESKTOP) {
+        return;
+    }
+    let fx = DesktopRun::new();
+    write(
+        &fx.path("grexal.json"),
+        json!({"manifest_version": 1, "connections": [
+            {"id": "bank", "display_name": "Bank", "auth_mode": "browser_login",
+             "login_url": "http://127.0.0.1:9/login"}]})
+        .to_string(),
+        0o644,
+    );
+    let script = r#"api() { curl -s --unix-socket "$GREXAL_SIDECAR_SOCKET" "$@"; }
+        api http://sidecar/v1/browser > browser.json
+        echo "$GREXAL_BROWSER_CDP_URL" > cdp_url
+        api -X POST -H 'Content-Type: application/json'             -d '{"connection_id": "bank", "reason": "log in"}'             http://sidecar/v1/takeovers > takeover.json"#;
+    let mut daemon = fx.spawn(fx.command(&[], &[], script));
+    let code = daemon.wait_exit(Duration::from_secs(60));
+    let log = daemon.log_text();
+    assert_eq!(code, 0, "{log}");
+    let read_json = |name: &str| -> serde_json::Value {
+        let body = std::fs::read_to_string(fx.out(name)).expect("the agent's curl");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{name}: {e}: {body}"))
+    };
+    let browser = read_json("browser.json");
+    let env_url = std::fs::read_to_string(fx.out("cdp_url")).expect("the agent's env");
+    assert!(env_url.trim().starts_with("http://127.0.0.1:"), "{env_url}");
+    assert_eq!(browser["cdp_http_url"], env_url.trim(), "{browser}");
+    let takeover = read_json("takeover.json");
+    assert_eq!(takeover["state"], "live", "{takeover}");
+    assert!(
+        !log.contains("sandbox_not_desktop"),
+        "a warning that no longer holds: {log}"
+    );
 }

@@ -216,7 +216,8 @@ fn unix_now() -> u64 {
 }
 
 impl TakeoverManager {
-    /// `browser`: `None` when the sandbox has no desktop. `public_url`: the base of
+    /// `browser`: `None` when the sandbox has no desktop (then `GET /v1/browser` and
+    /// takeovers answer `sandbox_not_desktop`). `public_url`: the base of
     /// viewer URLs (the control endpoint's public address), without a trailing slash.
     pub fn new(
         manifest: Arc<Manifest>,
@@ -251,11 +252,15 @@ impl TakeoverManager {
             .unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The desktop's browser. Whether the sandbox is a desktop one was decided once, by
+    /// whoever started (or did not start) the desktop (`daemon::boot`: the manifest's
+    /// `sandbox_template` or `--desktop`): a browser given here is served, whatever the
+    /// manifest says.
     fn desktop(&self) -> Result<&Arc<dyn Browser>, TakeoverError> {
-        match &self.shared.browser {
-            Some(browser) if self.shared.manifest.is_desktop() => Ok(browser),
-            _ => Err(TakeoverError::SandboxNotDesktop),
-        }
+        self.shared
+            .browser
+            .as_ref()
+            .ok_or(TakeoverError::SandboxNotDesktop)
     }
 
     /// The CDP endpoint, for `GET /v1/browser`.

@@ -260,21 +260,8 @@ async fn request_validation() {
         Err(TakeoverError::BadRequest { .. })
     ));
 
-    let no_desktop = TakeoverManager::new(
-        manifest(false),
-        Some(f.browser.clone()),
-        EventBus::new(),
-        "x".into(),
-        TakeoverLimits::default(),
-    );
-    assert!(matches!(
-        no_desktop.request(request(300)).await,
-        Err(TakeoverError::SandboxNotDesktop)
-    ));
-    assert!(matches!(
-        no_desktop.browser_endpoint(),
-        Err(TakeoverError::SandboxNotDesktop)
-    ));
+    // Without a browser (no desktop was started) it is not a desktop sandbox, whatever
+    // the manifest says.
     let no_browser = TakeoverManager::new(
         manifest(true),
         None,
@@ -284,6 +271,10 @@ async fn request_validation() {
     );
     assert!(matches!(
         no_browser.request(request(300)).await,
+        Err(TakeoverError::SandboxNotDesktop)
+    ));
+    assert!(matches!(
+        no_browser.browser_endpoint(),
         Err(TakeoverError::SandboxNotDesktop)
     ));
 
@@ -311,6 +302,26 @@ async fn request_validation() {
         f.manager.browser_endpoint().unwrap().ws_url,
         "ws://127.0.0.1:9/devtools/browser/x"
     );
+}
+
+/// `--desktop` starts the desktop for a manifest that names no desktop template: the
+/// browser it was given is served, not refused as `sandbox_not_desktop`.
+#[tokio::test(start_paused = true)]
+async fn a_desktop_started_by_flag_serves_the_browser_and_takeovers() {
+    let browser = FakeBrowser::new();
+    let manager = TakeoverManager::new(
+        manifest(false),
+        Some(browser.clone() as Arc<dyn Browser>),
+        EventBus::new(),
+        "x".into(),
+        TakeoverLimits::default(),
+    );
+    assert_eq!(
+        manager.browser_endpoint().expect("browser").ws_url,
+        "ws://127.0.0.1:9/devtools/browser/x"
+    );
+    let info = manager.request(request(300)).await.expect("takeover");
+    assert_eq!(info.state, State::Live);
 }
 
 #[tokio::test(start_paused = true)]
