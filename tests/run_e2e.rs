@@ -3,7 +3,8 @@
 //! before anything is written or started; a newer bundle pushed later replaces the
 //! credentials and an older one is refused; a boot that fails, or is stopped by a signal,
 //! after the credentials were written leaves none of them behind. With `--desktop`: the
-//! agent gets the browser from the socket.
+//! agent gets the browser from the socket, and a Ctrl-C on the terminal stops the agent,
+//! not the desktop.
 
 mod support;
 
@@ -718,6 +719,39 @@ impl DesktopRun {
     fn spawn(&self, cmd: std::process::Command) -> Daemon {
         Daemon::spawn(cmd, self.path("daemon.log"), self.path("run/sidecar.sock"))
     }
+
+    /// Waits for `name` to appear in `out` while the daemon runs.
+    fn wait_for(&self, name: &str, daemon: &mut Daemon) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !self.out(name).exists() {
+            if let Ok(Some(status)) = daemon.child.try_wait() {
+                panic!(
+                    "daemon exited with {status} before {name}; log:\n{}",
+                    daemon.log_text()
+                );
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {name} after 60 s; log:\n{}",
+                daemon.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The pids of the processes whose command line has `needle` as an argument.
+    fn pids_with_arg(&self, needle: &str) -> Vec<u32> {
+        std::fs::read_dir("/proc")
+            .expect("/proc")
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .unwrap_or_default()
+                    .split(|&b| b == 0)
+                    .any(|arg| arg == needle.as_bytes())
+            })
+            .collect()
+    }
 }
 
 /// `--desktop` with a manifest that names no desktop template (but a `browser_login`
@@ -761,4 +795,60 @@ fn with_the_desktop_flag_the_agent_gets_the_browser_and_takeovers_from_the_socke
         !log.contains("sandbox_not_desktop"),
         "a warning that no longer holds: {log}"
     );
+}
+
+/// Ctrl-C on the terminal sends SIGINT to the whole foreground process group. The daemon
+/// forwards it to the agent, which takes its time to stop; the desktop's children, each
+/// in a group of its own, are not hit, so nothing of the desktop dies or restarts meanwhile.
+#[test]
+fn ctrl_c_on_the_terminal_does_not_kill_the_desktop() {
+    use std::os::unix::process::CommandExt;
+    let test = "ctrl_c_on_the_terminal_does_not_kill_the_desktop";
+    if skip_missing(test, XVNC_DESKTOP) {
+        return;
+    }
+    let fx = DesktopRun::new();
+    let script = "trap 'sleep 2; touch stopped; exit 0' INT; touch ready; \
+                  while :; do sleep 0.1; done";
+    let mut cmd = fx.command(&[], &[], script);
+    cmd.process_group(0); // what a shell does for a foreground job
+    let mut daemon = fx.spawn(cmd);
+    fx.wait_for("ready", &mut daemon);
+    let profile = format!("--user-data-dir={}", fx.path("profile").display());
+    let chromium = fx.pids_with_arg(&profile);
+    assert!(
+        !chromium.is_empty(),
+        "no Chromium; log:\n{}",
+        daemon.log_text()
+    );
+    // The terminal's Ctrl-C: the daemon leads the foreground group.
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(daemon.child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("killpg");
+    let code = daemon.wait_exit(Duration::from_secs(60));
+    let log = daemon.log_text();
+    assert_eq!(code, 0, "{log}");
+    assert!(fx.out("stopped").exists(), "the agent got SIGINT; {log}");
+    let deaths: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("child exited") || l.contains("restarting"))
+        .collect();
+    assert!(
+        deaths.is_empty(),
+        "a desktop child died of the terminal's SIGINT:\n{}",
+        deaths.join("\n")
+    );
+    // Stopped by the daemon at the end, the browser's helpers with it.
+    for pid in chromium {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let running = stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'));
+        assert!(
+            !running,
+            "Chromium process {pid} outlived the daemon: {stat}"
+        );
+    }
 }

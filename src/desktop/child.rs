@@ -1,10 +1,11 @@
-//! One supervised child process: spawned through the reaper's registry, waited on by
-//! exactly one task (its watcher), its output drained into tracing, stopped with
-//! SIGTERM then SIGKILL.
+//! One supervised child process: spawned through the reaper's registry in a process
+//! group of its own, waited on by exactly one task (its watcher), its output drained into
+//! tracing, stopped with SIGTERM to it, then SIGKILL to its whole process group.
 //!
 //! Signals go through the watcher task, the only place that knows whether the pid has
-//! been reaped yet: a pid is signalled only while its zombie cannot have been collected,
-//! so a recycled pid is never hit.
+//! been reaped yet: a pid (or the group it leads) is signalled only while its zombie
+//! cannot have been collected, so a recycled pid is never hit. While the leader is not
+//! reaped its pid cannot name another process or group.
 
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -43,19 +44,29 @@ impl std::fmt::Display for Exit {
     }
 }
 
+/// Who a signal is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Recipient {
+    /// The child alone: SIGTERM, so Chromium shuts its own helpers down in order.
+    Child,
+    /// The child's process group: SIGKILL, so the helpers of a Chromium that ignored
+    /// SIGTERM (zygote, renderers, GPU process) do not outlive it.
+    Group,
+}
+
 /// A running (or just exited) child. Dropping the handle does not kill the child; the
 /// supervisor always stops children explicitly.
 #[derive(Debug)]
 pub(crate) struct ChildHandle {
     pub(crate) name: &'static str,
     pub(crate) pid: u32,
-    signals: mpsc::UnboundedSender<Signal>,
+    signals: mpsc::UnboundedSender<(Recipient, Signal)>,
     exit: watch::Receiver<Option<Exit>>,
 }
 
 impl ChildHandle {
-    /// Spawns `cmd` with piped output, registered as owned so a PID-1 reaper leaves it
-    /// alone, and starts its watcher and output drains.
+    /// Spawns `cmd` with piped output, in a process group of its own, registered as owned
+    /// so a PID-1 reaper leaves it alone, and starts its watcher and output drains.
     pub(crate) fn spawn(
         name: &'static str,
         cmd: &mut Command,
@@ -63,6 +74,11 @@ impl ChildHandle {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            // Its own group, as the agent has: a Ctrl-C on the daemon's terminal (SIGINT to
+            // the foreground group) must not kill the desktop while the agent is told to
+            // stop; the daemon stops each child itself. And a group it leads, for `stop`'s
+            // SIGKILL to take the child's own children along.
+            .process_group(0)
             // The watcher waits on the child, so normally `Child` is dropped only after it
             // was reaped and this is a no-op. If the watcher itself is dropped first (the
             // runtime shutting down, e.g. a test that panicked), the child is killed rather
@@ -101,7 +117,7 @@ impl ChildHandle {
                 stream = "stderr"
             )));
         }
-        let (signals, mut signal_rx) = mpsc::unbounded_channel::<Signal>();
+        let (signals, mut signal_rx) = mpsc::unbounded_channel::<(Recipient, Signal)>();
         let (exit_tx, exit) = watch::channel(None);
         let watcher = async move {
             let mut signals_open = true;
@@ -115,10 +131,16 @@ impl ChildHandle {
                     }
                     signal = signal_rx.recv(), if signals_open => match signal {
                         // `wait` has not returned, so the pid is still ours (at worst a
-                        // zombie only we may reap): signalling it is safe.
-                        Some(signal) => {
-                            if let Err(error) = nix::sys::signal::kill(Pid::from_raw(pid as i32), signal) {
-                                debug!(%error, ?signal, "signal not delivered");
+                        // zombie only we may reap), and so is the group it leads:
+                        // signalling either is safe.
+                        Some((recipient, signal)) => {
+                            let target = Pid::from_raw(pid as i32);
+                            let sent = match recipient {
+                                Recipient::Child => nix::sys::signal::kill(target, signal),
+                                Recipient::Group => nix::sys::signal::killpg(target, signal),
+                            };
+                            if let Err(error) = sent {
+                                debug!(%error, ?signal, ?recipient, "signal not delivered");
                             }
                         }
                         None => signals_open = false,
@@ -158,18 +180,19 @@ impl ChildHandle {
         result
     }
 
-    pub(crate) fn signal(&self, signal: Signal) {
-        let _ = self.signals.send(signal);
+    fn send(&self, recipient: Recipient, signal: Signal) {
+        let _ = self.signals.send((recipient, signal));
     }
 
-    /// SIGTERM, then SIGKILL after `grace`; returns once the child is reaped (or after a
-    /// last bounded wait if even SIGKILL seems not to land).
+    /// SIGTERM to the child, then SIGKILL to its process group after `grace`; returns once
+    /// the child is reaped (or after a last bounded wait if even SIGKILL seems not to
+    /// land).
     pub(crate) async fn stop(&self, grace: Duration) {
         if self.exited().is_some() {
             return;
         }
         let started = Instant::now();
-        self.signal(Signal::SIGTERM);
+        self.send(Recipient::Child, Signal::SIGTERM);
         if let Ok(exit) = tokio::time::timeout(grace, self.wait()).await {
             debug!(child = self.name, pid = self.pid, %exit, elapsed_ms = started.elapsed().as_millis() as u64, "child stopped");
             return;
@@ -180,7 +203,7 @@ impl ChildHandle {
             grace_ms = grace.as_millis() as u64,
             "child ignored SIGTERM, killing"
         );
-        self.signal(Signal::SIGKILL);
+        self.send(Recipient::Group, Signal::SIGKILL);
         if tokio::time::timeout(KILL_WAIT, self.wait()).await.is_err() {
             warn!(
                 child = self.name,
@@ -196,7 +219,7 @@ impl Drop for ChildHandle {
     /// leave an orphan: the queued SIGKILL still reaches the watcher, which reaps it.
     fn drop(&mut self) {
         if self.exited().is_none() {
-            self.signal(Signal::SIGKILL);
+            self.send(Recipient::Group, Signal::SIGKILL);
         }
     }
 }
@@ -365,6 +388,51 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert!(!pid_alive(child.pid as i32) || !crate::reaper::owned().contains(child.pid));
+    }
+
+    /// Whether `pid` runs (a zombie, killed but not yet reaped by whoever inherited it,
+    /// does not).
+    fn runs(pid: i32) -> bool {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+    }
+
+    /// A child that ignores SIGTERM, with a child of its own that does too (Chromium's
+    /// helpers): the SIGKILL goes to the group, so neither outlives the stop.
+    #[tokio::test]
+    async fn stop_kills_the_childs_own_children_with_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (grandchild, ready) = (dir.path().join("grandchild"), dir.path().join("ready"));
+        let mut cmd = Command::new("/bin/sh");
+        cmd.args([
+            "-c",
+            "trap '' TERM; sleep 600 & echo $! > \"$1\"; touch \"$2\"; wait",
+            "sh",
+        ])
+        .arg(&grandchild)
+        .arg(&ready);
+        let child = ChildHandle::spawn("test", &mut cmd).expect("spawn");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ready.exists() {
+            assert!(Instant::now() < deadline, "child never got ready");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let grandchild: i32 = std::fs::read_to_string(&grandchild)
+            .expect("pid")
+            .trim()
+            .parse()
+            .expect("pid");
+        assert!(runs(grandchild));
+        child.stop(Duration::from_millis(300)).await;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while runs(grandchild) {
+            if Instant::now() > deadline {
+                let _ = nix::sys::signal::kill(Pid::from_raw(grandchild), Signal::SIGKILL);
+                panic!("the child's own child {grandchild} outlived the stop");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     #[test]
