@@ -10,8 +10,9 @@ FROM debian:12-slim
 COPY scripts/install-packages.sh /usr/local/lib/grexal/install-packages.sh
 RUN /usr/local/lib/grexal/install-packages.sh runtime && rm -rf /var/lib/apt/lists/*
 
-# The agent runs unprivileged; the daemon runs as root to write files owned by it and
-# to switch to it, and drops nothing else it needs.
+# The agent (and the desktop) run unprivileged as `agent`; the daemon runs as root to
+# write files owned by it and to switch to it. It needs CAP_SETUID, CAP_SETGID, CAP_CHOWN,
+# CAP_FOWNER, CAP_DAC_OVERRIDE and CAP_KILL, all in Docker's default set (images/README.md).
 RUN useradd --create-home --uid 1000 --shell /usr/sbin/nologin agent \
  && install -d -m 0755 /run/grexal /var/lib/grexal /etc/grexal
 

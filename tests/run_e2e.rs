@@ -3,7 +3,8 @@
 //! before anything is written or started; a newer bundle pushed later replaces the
 //! credentials and an older one is refused; a boot that fails, or is stopped by a signal,
 //! after the credentials were written leaves none of them behind. With `--desktop`: the
-//! agent gets the browser from the socket, and a Ctrl-C on the terminal stops the agent,
+//! agent gets the browser from the socket, the desktop runs as the agent's user with only
+//! the capabilities the systemd unit grants, and a Ctrl-C on the terminal stops the agent,
 //! not the desktop.
 
 mod support;
@@ -628,8 +629,14 @@ fn the_generated_public_key_is_not_written_through_planted_symlinks() {
     assert!(out_dir.join("sandbox.pub.tmp").is_symlink());
 // ---- The desktop under `run --desktop` ----
 
-/// What a desktop under `run` needs here, and the tools the tests use.
+/// What a desktop under `run` needs here, per backend, and the tools the tests use.
 const XVNC_DESKTOP: &[&str] = &["/usr/bin/Xvnc", "/usr/bin/chromium", "/usr/bin/curl"];
+const XVFB_DESKTOP: &[&str] = &[
+    "/usr/bin/Xvfb",
+    "/usr/bin/x11vnc",
+    "/usr/bin/chromium",
+    "/usr/bin/curl",
+];
 
 /// True when the test must be skipped: a binary is missing and CI is unset.
 fn skip_missing(test: &str, binaries: &[&str]) -> bool {
@@ -754,6 +761,52 @@ impl DesktopRun {
     }
 }
 
+/// The shipped unit's `CapabilityBoundingSet=`, as `setpriv --bounding-set` takes it.
+fn unit_bounding_set() -> String {
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/grexal-sidecar.service"),
+    )
+    .expect("the unit");
+    let caps = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("CapabilityBoundingSet= in the unit");
+    let mut arg = String::from("-all");
+    for cap in caps.split_whitespace() {
+        let name = cap.strip_prefix("CAP_").expect("CAP_ name").to_lowercase();
+        arg.push_str(&format!(",+{name}"));
+    }
+    arg
+}
+
+/// CAP_SYS_PTRACE and CAP_SYS_ADMIN, in a `CapEff:` mask.
+const PTRACE_OR_ADMIN: u64 = (1 << 19) | (1 << 21);
+
+/// `run --desktop --agent-user nobody` under `setpriv` with the unit's bounding set (so
+/// the daemon has those capabilities and no others), `backend`, and `script` as agent.
+fn as_the_unit(fx: &DesktopRun, backend: &str, script: &str) -> Daemon {
+    let bounding = unit_bounding_set();
+    fx.spawn(fx.command(
+        &["setpriv", "--bounding-set", &bounding],
+        &["--agent-user", "nobody", "--display-backend", backend],
+        script,
+    ))
+}
+
+/// The daemon's effective capabilities, as its agent (a child) read them into `file`.
+fn daemon_capabilities(file: &Path) -> u64 {
+    let line = std::fs::read_to_string(file).expect("the agent wrote the daemon's CapEff");
+    let hex = line
+        .trim()
+        .strip_prefix("CapEff:")
+        .expect("CapEff line")
+        .trim();
+    u64::from_str_radix(hex, 16).expect("hex mask")
+}
+
+/// What the agent runs first in these tests: the daemon's `CapEff:` into `caps`.
+const RECORD_CAPS: &str = "grep CapEff: /proc/$PPID/status > caps";
+
 /// `--desktop` with a manifest that names no desktop template (but a `browser_login`
 /// connection): the desktop runs, `GET /v1/browser` answers with the endpoint the agent got
 /// in GREXAL_BROWSER_CDP_URL, and `POST /v1/takeovers` starts a takeover, where both
@@ -795,6 +848,137 @@ fn with_the_desktop_flag_the_agent_gets_the_browser_and_takeovers_from_the_socke
         !log.contains("sandbox_not_desktop"),
         "a warning that no longer holds: {log}"
     );
+}
+
+/// The desktop runs as the agent's user while the daemon has only the capabilities of
+/// `systemd/grexal-sidecar.service` (Docker's default set includes them all): no
+/// CAP_SYS_PTRACE to read the VNC server's /proc entries, no CAP_SYS_ADMIN. Both backends
+/// start, and the agent runs.
+#[test]
+fn the_desktop_runs_as_the_agent_user_with_only_the_units_capabilities() {
+    let test = "the_desktop_runs_as_the_agent_user_with_only_the_units_capabilities";
+    if skip_unless_root(test)
+        || skip_missing(test, XVNC_DESKTOP)
+        || skip_missing(test, XVFB_DESKTOP)
+        || skip_missing(test, &["/usr/bin/setpriv"])
+    {
+        return;
+    }
+    for backend in ["xvnc", "xvfb"] {
+        let fx = DesktopRun::new();
+        let script = format!(
+            "{RECORD_CAPS}; curl -sf --unix-socket \"$GREXAL_SIDECAR_SOCKET\" \
+             http://sidecar/v1/browser > browser.json && touch agent-ran"
+        );
+        let mut daemon = as_the_unit(&fx, backend, &script);
+        let code = daemon.wait_exit(Duration::from_secs(60));
+        let log = daemon.log_text();
+        assert_eq!(code, 0, "{backend}; log:\n{log}");
+        assert!(fx.out("agent-ran").exists(), "{backend}; log:\n{log}");
+        let caps = daemon_capabilities(&fx.out("caps"));
+        assert_eq!(caps & PTRACE_OR_ADMIN, 0, "the daemon had {caps:#x}");
+    }
+}
+
+/// How many System V shared memory segments `pid` created that still exist.
+fn shm_segments_of(pid: u32) -> usize {
+    std::fs::read_to_string("/proc/sysvipc/shm")
+        .expect("/proc/sysvipc/shm")
+        .lines()
+        .skip(1)
+        .filter(|l| l.split_whitespace().nth(4) == Some(pid.to_string().as_str()))
+        .count()
+}
+
+/// A killed x11vnc (the agent user's) leaves its framebuffer's System V segments behind;
+/// the daemon removes them when it reaps it, without CAP_SYS_ADMIN, and restarts it.
+#[test]
+fn with_only_the_units_capabilities_a_killed_x11vnc_leaves_no_shared_memory() {
+    let test = "with_only_the_units_capabilities_a_killed_x11vnc_leaves_no_shared_memory";
+    if skip_unless_root(test)
+        || skip_missing(test, XVFB_DESKTOP)
+        || skip_missing(test, &["/usr/bin/setpriv"])
+    {
+        return;
+    }
+    let fx = DesktopRun::new();
+    let script = format!("{RECORD_CAPS}; touch ready; while [ ! -e done ]; do sleep 0.1; done");
+    let mut daemon = as_the_unit(&fx, "xvfb", &script);
+    fx.wait_for("ready", &mut daemon);
+    let socket = fx.path("desk/vnc.sock").display().to_string();
+    let x11vnc = match fx.pids_with_arg(&socket)[..] {
+        [pid] => pid,
+        ref other => panic!("x11vnc pids: {other:?}; log:\n{}", daemon.log_text()),
+    };
+    assert!(shm_segments_of(x11vnc) > 0, "x11vnc made no segments");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(x11vnc as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill x11vnc");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let restarted = matches!(fx.pids_with_arg(&socket)[..], [pid] if pid != x11vnc);
+        if restarted && daemon.log_text().contains("restarted") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "x11vnc never came back; log:\n{}",
+            daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let left = shm_segments_of(x11vnc);
+    write(&fx.out("done"), "", 0o644);
+    let code = daemon.wait_exit(Duration::from_secs(30));
+    let log = daemon.log_text();
+    assert_eq!(
+        left, 0,
+        "the killed x11vnc's segments are left; log:\n{log}"
+    );
+    assert_eq!(code, 0, "{log}");
+    let caps = daemon_capabilities(&fx.out("caps"));
+    assert_eq!(caps & PTRACE_OR_ADMIN, 0, "the daemon had {caps:#x}");
+}
+
+/// A SingletonLock left in the profile names a pid that a process of the agent's user,
+/// not a browser, now has (pids are reused from one boot to the next): the lock is stale
+/// and cleared, which the daemon tells without CAP_SYS_PTRACE.
+#[test]
+fn with_only_the_units_capabilities_a_lock_naming_a_reused_pid_is_cleared() {
+    let test = "with_only_the_units_capabilities_a_lock_naming_a_reused_pid_is_cleared";
+    if skip_unless_root(test)
+        || skip_missing(test, XVNC_DESKTOP)
+        || skip_missing(test, &["/usr/bin/setpriv"])
+    {
+        return;
+    }
+    let fx = DesktopRun::new();
+    let mut squatter = std::process::Command::new("setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+        .args(["sleep", "120"])
+        .spawn()
+        .expect("a process of nobody");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+    let profile = fx.path("profile");
+    std::fs::create_dir(&profile).expect("profile");
+    std::os::unix::fs::symlink(
+        format!("{}-{}", host.trim(), squatter.id()),
+        profile.join("SingletonLock"),
+    )
+    .expect("lock");
+    std::os::unix::fs::chown(&profile, Some(NOBODY), Some(NOBODY)).expect("chown");
+    let mut daemon = as_the_unit(&fx, "xvnc", &format!("{RECORD_CAPS}; touch agent-ran"));
+    let code = daemon.wait_exit(Duration::from_secs(60));
+    let _ = squatter.kill();
+    let _ = squatter.wait();
+    let log = daemon.log_text();
+    assert_eq!(code, 0, "{log}");
+    assert!(fx.out("agent-ran").exists(), "{log}");
+    assert!(log.contains("stale SingletonLock"), "{log}");
+    let caps = daemon_capabilities(&fx.out("caps"));
+    assert_eq!(caps & PTRACE_OR_ADMIN, 0, "the daemon had {caps:#x}");
 }
 
 /// Ctrl-C on the terminal sends SIGINT to the whole foreground process group. The daemon

@@ -17,7 +17,7 @@ use tokio::process::Command;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn, Instrument};
 
-use super::DesktopError;
+use super::{DesktopError, RunAs};
 
 /// Longest line of child output that is logged; the rest is cut.
 const MAX_LOG_LINE: usize = 512;
@@ -231,15 +231,46 @@ impl Drop for ChildHandle {
 /// starts ("shmget: No space left on device"). Called right after the reap, while the pid
 /// cannot have been reused; a segment still attached (the X server's side) goes when it
 /// is detached.
+///
+/// Only a segment's owner may remove it without CAP_SYS_ADMIN, so the segments of the
+/// desktop's user are removed as that user (`as_user`).
 fn remove_shared_memory_of(pid: u32) {
     let Ok(table) = std::fs::read_to_string("/proc/sysvipc/shm") else {
         return;
     };
-    let mut removed = 0u32;
-    for shmid in segments_created_by(&table, pid) {
-        // SAFETY: IPC_RMID takes no buffer; a segment gone meanwhile is EINVAL/EIDRM.
-        if unsafe { libc::shmctl(shmid, libc::IPC_RMID, std::ptr::null_mut()) } == 0 {
-            removed += 1;
+    let segments = segments_created_by(&table, pid);
+    let mut owners: Vec<RunAs> = Vec::new();
+    for segment in &segments {
+        if !owners.contains(&segment.owner) {
+            owners.push(segment.owner);
+        }
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    let mut removed = 0usize;
+    for owner in owners {
+        let ids: Vec<i32> = segments
+            .iter()
+            .filter(|s| s.owner == owner)
+            .map(|s| s.shmid)
+            .collect();
+        let remove = || {
+            ids.iter()
+                // SAFETY: IPC_RMID takes no buffer; a segment gone meanwhile is EINVAL/EIDRM.
+                .filter(
+                    |&&id| unsafe { libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()) } == 0,
+                )
+                .count()
+        };
+        let done = if owner.uid == me {
+            Ok(remove())
+        } else {
+            super::as_user::run(owner, remove)
+        };
+        match done {
+            Ok(n) => removed += n,
+            Err(error) => {
+                warn!(uid = owner.uid, %error, "cannot remove the exited child's shared memory as its owner")
+            }
         }
     }
     if removed > 0 {
@@ -247,17 +278,28 @@ fn remove_shared_memory_of(pid: u32) {
     }
 }
 
-/// The ids of the segments in `/proc/sysvipc/shm` (`table`) whose creator is `pid`.
-fn segments_created_by(table: &str, pid: u32) -> Vec<i32> {
+/// One System V shared memory segment and its owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Segment {
+    shmid: i32,
+    owner: RunAs,
+}
+
+/// The segments in `/proc/sysvipc/shm` (`table`) whose creator is `pid`.
+fn segments_created_by(table: &str, pid: u32) -> Vec<Segment> {
     // Columns: key shmid perms size cpid lpid nattch uid gid cuid cgid ...
     table
         .lines()
         .skip(1)
         .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            let shmid = fields.nth(1)?.parse::<i32>().ok()?;
-            let cpid = fields.nth(2)?.parse::<u32>().ok()?;
-            (cpid == pid).then_some(shmid)
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let number = |i: usize| fields.get(i)?.parse::<u32>().ok();
+            let shmid = fields.get(1)?.parse::<i32>().ok()?;
+            let owner = RunAs {
+                uid: number(7)?,
+                gid: number(8)?,
+            };
+            (number(4)? == pid).then_some(Segment { shmid, owner })
         })
         .collect()
 }
@@ -330,11 +372,18 @@ mod tests {
     fn segments_are_picked_by_their_creator() {
         let table = "       key      shmid perms                  size  cpid  lpid nattch   uid   gid  cuid  cgid      atime      dtime      ctime                   rss                  swap
          0    1835017   600                  5120 31859 31856      0     0     0     0     0 1795601154 1795601154 1795601154                     0                     0
-         0    1835018   600               4096000 31859 31856      1     0     0     0     0 1795601154 1795601154 1795601154               4096000                     0
+         0    1835018   600               4096000 31859 31856      1 65534 65534 65534 65534 1795601154 1795601154 1795601154               4096000                     0
          0    1835019   600                  4096 31856 31859      0     0     0     0     0 1795601154 1795601154 1795601154                     0                     0
 ";
-        assert_eq!(segments_created_by(table, 31859), [1835017, 1835018]);
-        assert_eq!(segments_created_by(table, 31856), [1835019]);
+        let segment = |shmid, uid| Segment {
+            shmid,
+            owner: RunAs { uid, gid: uid },
+        };
+        assert_eq!(
+            segments_created_by(table, 31859),
+            [segment(1835017, 0), segment(1835018, 65534)]
+        );
+        assert_eq!(segments_created_by(table, 31856), [segment(1835019, 0)]);
         assert!(segments_created_by(table, 1).is_empty());
         assert!(segments_created_by("", 31859).is_empty());
     }

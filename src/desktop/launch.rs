@@ -168,8 +168,13 @@ pub(crate) async fn start_display(cfg: &DesktopConfig) -> Result<Display, Deskto
             }),
         )
         .await;
-        or_stop(&child, cfg.stop_grace, rfb).await?;
-        or_stop(&child, cfg.stop_grace, socket_is_own(&child, target)).await?;
+        let listener = or_stop(&child, cfg.stop_grace, rfb).await?;
+        or_stop(
+            &child,
+            cfg.stop_grace,
+            socket_is_own(&child, target, listener),
+        )
+        .await?;
     }
     info!(
         child = name,
@@ -229,12 +234,17 @@ pub(crate) fn vnc_socket(cfg: &DesktopConfig) -> Result<PathBuf, DesktopError> {
     Ok(path)
 }
 
-/// Fails unless the VNC server's socket, which has just answered the probe, is `child`'s.
-fn socket_is_own(child: &ChildHandle, target: &VncTarget) -> Result<(), DesktopError> {
+/// Fails unless the VNC server's socket, which has just answered the probe, is `child`'s:
+/// `listener` is the process the probe's connection found listening on it.
+fn socket_is_own(
+    child: &ChildHandle,
+    target: &VncTarget,
+    listener: Option<i32>,
+) -> Result<(), DesktopError> {
     let VncTarget::Unix(path) = target else {
         return Ok(());
     };
-    if probe::owns_unix_socket(child.pid, path)? {
+    if listener.is_some_and(|pid| u32::try_from(pid) == Ok(child.pid)) {
         return Ok(());
     }
     Err(DesktopError::ProbeRejected {
@@ -288,11 +298,21 @@ pub(crate) async fn start_x11vnc(
         }),
     )
     .await;
-    or_stop(&child, cfg.stop_grace, probed).await?;
-    or_stop(&child, cfg.stop_grace, socket_is_own(&child, &target)).await?;
+    let listener = or_stop(&child, cfg.stop_grace, probed).await?;
+    or_stop(
+        &child,
+        cfg.stop_grace,
+        socket_is_own(&child, &target, listener),
+    )
+    .await?;
     // Its listeners are all set up before it serves a client, so this is the final list:
     // a build that opens a TCP port anyway is refused rather than trusted.
-    let tcp = or_stop(&child, cfg.stop_grace, probe::tcp_listeners(pid)).await?;
+    let tcp = or_stop(
+        &child,
+        cfg.stop_grace,
+        probe::tcp_listeners(pid, cfg.run_as),
+    )
+    .await?;
     if let Some(addr) = tcp.first() {
         child.stop(cfg.stop_grace).await;
         return Err(DesktopError::ProbeRejected {
@@ -492,17 +512,19 @@ pub(crate) fn parse_singleton_lock(target: &str) -> Option<(&str, i32)> {
     (pid > 0).then_some((host, pid))
 }
 
-/// Whether `pid` is a live Chromium (not merely a live process that reused the pid).
+/// Whether `pid` is a live Chromium (not merely a live process that reused the pid), by
+/// its command name: `/proc/PID/comm` is readable whoever owns the process, unlike
+/// `/proc/PID/exe`, which root may read for another user's process only with
+/// CAP_SYS_PTRACE. Chromium's is "chromium" (Google's build: "chrome").
 fn is_live_chromium(pid: i32) -> bool {
     if !pid_alive(pid) {
         return false;
     }
-    match std::fs::read_link(format!("/proc/{pid}/exe")) {
-        Ok(exe) => exe.to_string_lossy().contains("chrom"),
-        // Root reads the link of a process of another uid (the `run_as` user) with
-        // CAP_SYS_PTRACE, which the daemon has; without it the read fails with EACCES.
-        // Unreadable: be safe and assume it is a browser holding the profile.
-        Err(_) => true,
+    match std::fs::read_to_string(format!("/proc/{pid}/comm")) {
+        Ok(comm) => comm.contains("chrom"),
+        // Gone meanwhile, or /proc hides it (`hidepid`): if it is alive, be safe and
+        // assume it is a browser holding the profile.
+        Err(_) => pid_alive(pid),
     }
 }
 
@@ -625,7 +647,7 @@ mod tests {
         let socket = dir.path().join(VNC_SOCKET);
         let meta = std::fs::symlink_metadata(&socket).expect("socket");
         let size = first_framebuffer_update(&socket).await;
-        let tcp = probe::tcp_listeners(child.pid);
+        let tcp = probe::tcp_listeners(child.pid, None);
         child.stop(cfg.stop_grace).await;
         display.child.stop(cfg.stop_grace).await;
         assert_eq!(target, VncTarget::Unix(socket.clone()));

@@ -8,8 +8,9 @@
 //!
 //! Submodules: `child` (spawn, wait, drain, stop one process), `probe` (the readiness
 //! protocols), `launch` (each child's command line and start), `cdp` (CDP commands),
-//! `supervisor` (the restart loop).
+//! `supervisor` (the restart loop), `as_user` (acting as the desktop's user).
 
+mod as_user;
 mod cdp;
 mod child;
 mod launch;
@@ -68,8 +69,8 @@ impl Default for Screen {
 /// own user. With `Some`, every child gets exactly this uid and gid and no supplementary
 /// groups; the run dir, the profile and Chromium's HOME are owned by it (see
 /// `DesktopError::ForeignDir`), and their parents must be traversable by it. The daemon
-/// (root) still reaches the children's sockets, reads their `/proc` entries and signals
-/// them.
+/// (root) still reaches the children's sockets and signals them; what only their owner
+/// may do without CAP_SYS_PTRACE or CAP_SYS_ADMIN, it does as this user (`as_user`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RunAs {
     pub uid: u32,

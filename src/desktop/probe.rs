@@ -10,7 +10,7 @@ use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
-use super::DesktopError;
+use super::{DesktopError, RunAs};
 
 /// Largest X11 setup reply we read (vendor string, formats, screens, visuals).
 const MAX_X11_SETUP: usize = 256 * 1024;
@@ -178,17 +178,24 @@ async fn rfb_handshake(
 }
 
 /// Checks that the VNC server speaks RFB and serves a client up to its security offer.
-pub(crate) async fn rfb(target: &crate::relay::VncTarget) -> Result<(), DesktopError> {
+/// On a Unix socket, returns the pid of the process that listens on it (`SO_PEERCRED` of
+/// this very connection: the kernel records who called `listen`), so the caller can tell
+/// the server's own socket from one another process bound at the path first.
+pub(crate) async fn rfb(target: &crate::relay::VncTarget) -> Result<Option<i32>, DesktopError> {
     let io = |source| DesktopError::Probe {
         child: "vnc",
         source,
     };
     match target {
         crate::relay::VncTarget::Tcp(addr) => {
-            rfb_handshake(TcpStream::connect(addr).await.map_err(io)?).await
+            rfb_handshake(TcpStream::connect(addr).await.map_err(io)?).await?;
+            Ok(None)
         }
         crate::relay::VncTarget::Unix(path) => {
-            rfb_handshake(UnixStream::connect(path).await.map_err(io)?).await
+            let stream = UnixStream::connect(path).await.map_err(io)?;
+            let listener = stream.peer_cred().map_err(io)?.pid();
+            rfb_handshake(stream).await?;
+            Ok(listener)
         }
     }
 }
@@ -200,42 +207,47 @@ fn vnc_rejected(reason: String) -> DesktopError {
     }
 }
 
-/// The process `pid` and the inodes of its sockets, from `/proc/PID/fd`.
-fn process_sockets(
-    pid: u32,
-) -> Result<(procfs::process::Process, std::collections::HashSet<u64>), DesktopError> {
-    use procfs::process::{FDTarget, Process};
-    let pid = i32::try_from(pid).map_err(|_| vnc_rejected(format!("pid {pid} out of range")))?;
-    let process = Process::new(pid).map_err(|e| vnc_rejected(format!("/proc/{pid}: {e}")))?;
-    let sockets = process
-        .fd()
-        .map_err(|e| vnc_rejected(format!("/proc/{pid}/fd: {e}")))?
-        .filter_map(|fd| match fd.ok()?.target {
-            FDTarget::Socket(inode) => Some(inode),
-            _ => None,
-        })
-        .collect();
-    Ok((process, sockets))
+/// The inodes of the sockets the process `pid` holds, from `/proc/PID/fd`. A descriptor
+/// that cannot be read fails the whole list: skipped, it would hide the very listener
+/// looked for (the directory lists for anyone with CAP_DAC_OVERRIDE, but each link reads
+/// only for the process's user or with CAP_SYS_PTRACE; the procfs crate skips what it
+/// cannot read, hence this by hand). One closed meanwhile is skipped.
+fn socket_inodes(pid: i32) -> Result<std::collections::HashSet<u64>, DesktopError> {
+    let dir = format!("/proc/{pid}/fd");
+    let unreadable = |e: std::io::Error| vnc_rejected(format!("{dir}: {e}"));
+    let mut inodes = std::collections::HashSet::new();
+    for entry in std::fs::read_dir(&dir).map_err(unreadable)? {
+        match std::fs::read_link(entry.map_err(unreadable)?.path()) {
+            Ok(target) => inodes.extend(socket_inode(&target)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(unreadable(e)),
+        }
+    }
+    Ok(inodes)
 }
 
-/// Whether the socket bound at `path` is one of the process `pid`'s, from `/proc/PID/fd`
-/// and `/proc/PID/net/unix`. The VNC server's socket lies in the desktop user's 0700 run
-/// dir, but another process of that user could bind the path first (the server's own bind
-/// then fails) and would receive the user's keystrokes.
-pub(crate) fn owns_unix_socket(pid: u32, path: &Path) -> Result<bool, DesktopError> {
-    let (process, sockets) = process_sockets(pid)?;
-    let table = process
-        .unix()
-        .map_err(|e| vnc_rejected(format!("/proc/{pid}/net/unix: {e}")))?;
-    Ok(table
-        .iter()
-        .any(|e| e.path.as_deref() == Some(path) && sockets.contains(&e.inode)))
+/// The inode of a `/proc/PID/fd` link to a socket, `socket:[INODE]`.
+fn socket_inode(target: &Path) -> Option<u64> {
+    target
+        .to_str()?
+        .strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
 }
 
 /// The TCP listening sockets of the process `pid`, from `/proc/PID/fd` (its socket inodes)
-/// and `/proc/PID/net/tcp{,6}` (its network namespace's listeners).
-pub(crate) fn tcp_listeners(pid: u32) -> Result<Vec<std::net::SocketAddr>, DesktopError> {
-    let (process, sockets) = process_sockets(pid)?;
+/// and `/proc/PID/net/tcp{,6}` (its network namespace's listeners). `user`: the process's
+/// user, as whom `/proc/PID/fd` is read (see `as_user`: root would need CAP_SYS_PTRACE).
+pub(crate) fn tcp_listeners(
+    pid: u32,
+    user: Option<RunAs>,
+) -> Result<Vec<std::net::SocketAddr>, DesktopError> {
+    let pid = i32::try_from(pid).map_err(|_| vnc_rejected(format!("pid {pid} out of range")))?;
+    let process = procfs::process::Process::new(pid)
+        .map_err(|e| vnc_rejected(format!("/proc/{pid}: {e}")))?;
+    let sockets = super::as_user::run_as(user, || socket_inodes(pid))
+        .map_err(|e| vnc_rejected(format!("acting as the desktop's user: {e}")))??;
     let mut table = process
         .tcp()
         .map_err(|e| vnc_rejected(format!("/proc/{pid}/net/tcp: {e}")))?;
@@ -388,15 +400,24 @@ mod tests {
 
     /// A real process that listens on `addr` port 0 and prints the port.
     fn listener_process(addr: &str) -> (std::process::Child, u16) {
+        listener_process_as(addr, None)
+    }
+
+    /// `listener_process`, as `user` if given.
+    fn listener_process_as(addr: &str, user: Option<RunAs>) -> (std::process::Child, u16) {
         use std::io::BufRead;
+        use std::os::unix::process::CommandExt;
         let script = "import socket,sys,time\n\
                       s=socket.socket(); s.bind((sys.argv[1], 0)); s.listen()\n\
                       print(s.getsockname()[1], flush=True); time.sleep(60)";
-        let mut child = std::process::Command::new("python3")
-            .args(["-c", script, addr])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn listener");
+        let mut cmd = std::process::Command::new("python3");
+        cmd.args(["-c", script, addr])
+            .stdout(std::process::Stdio::piped());
+        if let Some(user) = user {
+            // std drops root's supplementary groups when it switches uid.
+            cmd.uid(user.uid).gid(user.gid);
+        }
+        let mut child = cmd.spawn().expect("spawn listener");
         let mut line = String::new();
         std::io::BufReader::new(child.stdout.take().expect("stdout"))
             .read_line(&mut line)
@@ -420,8 +441,8 @@ mod tests {
             .arg("60")
             .spawn()
             .expect("sleep");
-        let own = tcp_listeners(listener.id());
-        let other = tcp_listeners(bystander.id());
+        let own = tcp_listeners(listener.id(), None);
+        let other = tcp_listeners(bystander.id(), None);
         stop(listener);
         stop(bystander);
         assert_eq!(
@@ -431,9 +452,39 @@ mod tests {
         assert_eq!(other.expect("other"), vec![]);
     }
 
+    /// Under the unit's (or Docker's) capabilities, root may list another user's
+    /// `/proc/PID/fd` but not read a single entry: its listeners are read as that user,
+    /// and an unreadable table is an error, never an empty list.
+    #[test]
+    fn another_users_listeners_are_read_as_that_user_without_ptrace() {
+        if !nix::unistd::geteuid().is_root() {
+            assert!(std::env::var_os("CI").is_none(), "CI is set but not root");
+            eprintln!("skipping: running a process as another user needs root");
+            return;
+        }
+        let nobody = RunAs {
+            uid: 65534,
+            gid: 65534,
+        };
+        let (listener, port) = listener_process_as("127.0.0.1", Some(nobody));
+        let pid = listener.id();
+        let (as_owner, as_root) = crate::desktop::as_user::testing::without_ptrace_or_admin(|| {
+            (tcp_listeners(pid, Some(nobody)), tcp_listeners(pid, None))
+        });
+        stop(listener);
+        assert_eq!(
+            as_owner.expect("read as its user"),
+            vec![std::net::SocketAddr::from(([127, 0, 0, 1], port))]
+        );
+        assert!(
+            matches!(&as_root, Err(DesktopError::ProbeRejected { reason, .. }) if reason.starts_with(&format!("/proc/{pid}/fd"))),
+            "{as_root:?}"
+        );
+    }
+
     /// Runs the RFB probe against a server that writes `script` (and reads whatever the
     /// probe sends), then closes.
-    async fn probe_against(script: Vec<u8>) -> Result<(), DesktopError> {
+    async fn probe_against(script: Vec<u8>) -> Result<Option<i32>, DesktopError> {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("vnc.sock");
         let listener = tokio::net::UnixListener::bind(&path).expect("bind");
@@ -458,10 +509,14 @@ mod tests {
     #[tokio::test]
     async fn rfb_probe_needs_the_security_offer_not_only_the_banner() {
         let banner = b"RFB 003.008\n".to_vec();
-        // A server that serves clients: banner, then one security type (None).
-        assert!(probe_against([banner.clone(), vec![1, 1]].concat())
-            .await
-            .is_ok());
+        // A server that serves clients: banner, then one security type (None). The probe
+        // names the process that listens on the socket: this one.
+        assert_eq!(
+            probe_against([banner.clone(), vec![1, 1]].concat())
+                .await
+                .expect("served"),
+            Some(std::process::id() as i32)
+        );
         // An RFB 3.3 server names its one security type as a u32.
         assert!(
             probe_against([b"RFB 003.003\n".to_vec(), vec![0, 0, 0, 1]].concat())
