@@ -151,8 +151,8 @@ pub struct CommonArgs {
     )]
     pub chromium_args: Vec<String>,
 
-    /// Directory for the desktop's sockets and Chromium's HOME (at most 98 bytes: the VNC
-    /// socket's path in it must fit a Unix socket address).
+    /// Directory for the desktop's sockets, the display's Xauthority file and Chromium's
+    /// HOME (at most 98 bytes: the VNC socket's path in it must fit a Unix socket address).
     #[arg(
         long,
         env = "GREXAL_DESKTOP_RUN_DIR",

@@ -12,6 +12,7 @@ use tokio::process::Command;
 use tracing::{debug, info, warn};
 
 use super::child::{pid_alive, ChildHandle};
+use super::xauth::XAuthority;
 use super::{probe, CdpEndpoint, ChromiumSandbox, DesktopConfig, DesktopError, DisplayBackend};
 use crate::relay::VncTarget;
 
@@ -80,7 +81,10 @@ async fn or_stop<T>(
     result
 }
 
-pub(crate) async fn start_display(cfg: &DesktopConfig) -> Result<Display, DesktopError> {
+pub(crate) async fn start_display(
+    cfg: &DesktopConfig,
+    auth: &XAuthority,
+) -> Result<Display, DesktopError> {
     let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| DesktopError::Io {
         what: "displayfd pipe",
         source: e.into(),
@@ -92,32 +96,34 @@ pub(crate) async fn start_display(cfg: &DesktopConfig) -> Result<Display, Deskto
             let socket = vnc_socket(cfg)?;
             remove_if_exists(&socket)?;
             let mut cmd = base_command(cfg, xvnc);
-            cmd.args([
-                "-displayfd",
-                &write_fd.to_string(),
-                "-geometry",
-                &format!("{w}x{h}"),
-                "-depth",
-                &depth.to_string(),
-            ])
-            // RFB only on a 0600 Unix socket: no TCP port at all.
-            .args([
-                "-rfbport",
-                "-1",
-                "-rfbunixmode",
-                "0600",
-                "-SecurityTypes",
-                "None",
-                "-nolisten",
-                "tcp",
-                "-rfbunixpath",
-            ])
-            .arg(&socket);
+            cmd.arg("-auth")
+                .arg(auth.path())
+                .args([
+                    "-displayfd",
+                    &write_fd.to_string(),
+                    "-geometry",
+                    &format!("{w}x{h}"),
+                    "-depth",
+                    &depth.to_string(),
+                ])
+                // RFB only on a 0600 Unix socket: no TCP port at all.
+                .args([
+                    "-rfbport",
+                    "-1",
+                    "-rfbunixmode",
+                    "0600",
+                    "-SecurityTypes",
+                    "None",
+                    "-nolisten",
+                    "tcp",
+                    "-rfbunixpath",
+                ])
+                .arg(&socket);
             ("display", cmd, Some(VncTarget::Unix(socket)))
         }
         DisplayBackend::XvfbX11vnc { xvfb, .. } => {
             let mut cmd = base_command(cfg, xvfb);
-            cmd.args([
+            cmd.arg("-auth").arg(auth.path()).args([
                 "-displayfd",
                 &write_fd.to_string(),
                 "-screen",
@@ -156,7 +162,7 @@ pub(crate) async fn start_display(cfg: &DesktopConfig) -> Result<Display, Deskto
     let remaining = cfg.start_timeouts.display.saturating_sub(started.elapsed());
     let screen = ready(
         &child,
-        probe::poll(name, remaining, PROBE_INTERVAL, || probe::x11(number)),
+        probe::poll(name, remaining, PROBE_INTERVAL, || probe::x11(number, auth)),
     )
     .await;
     let screen = or_stop(&child, cfg.stop_grace, screen).await?;
@@ -268,11 +274,19 @@ pub(crate) async fn start_x11vnc(
     cfg: &DesktopConfig,
     x11vnc: &Path,
     display: u32,
+    auth: &XAuthority,
 ) -> Result<(ChildHandle, VncTarget), DesktopError> {
     let socket = vnc_socket(cfg)?;
     remove_if_exists(&socket)?;
     let mut cmd = base_command(cfg, x11vnc);
-    cmd.args(["-display", &format!(":{display}"), "-unixsock"])
+    cmd.args(["-display", &format!(":{display}"), "-auth"])
+        .arg(auth.path())
+        // No control over X properties: `-noremote` ignores `x11vnc -R` (which can open a
+        // TCP port on every interface, `-R rfbport:N`), `-novncconnect` the VNC_CONNECT
+        // property (a reverse connection that hands the desktop to any host). Only holders
+        // of the display's cookie could set them; these flags leave them nothing to ask.
+        .args(["-noremote", "-novncconnect"])
+        .arg("-unixsock")
         .arg(&socket)
         // No TCP at all. `-rfbport 0` alone still leaves libvncserver's IPv6 listener on
         // [::]:5900 (every interface), hence `-rfbportv6 0`; `-noipv6` also skips x11vnc's
@@ -305,8 +319,9 @@ pub(crate) async fn start_x11vnc(
         socket_is_own(&child, &target, listener),
     )
     .await?;
-    // Its listeners are all set up before it serves a client, so this is the final list:
-    // a build that opens a TCP port anyway is refused rather than trusted.
+    // Its listeners are all set up before it serves a client, and `-noremote` keeps any
+    // from being added later, so this is the final list: a build that opens a TCP port
+    // anyway is refused rather than trusted.
     let tcp = or_stop(
         &child,
         cfg.stop_grace,
@@ -445,6 +460,7 @@ pub(crate) fn chromium_args(cfg: &DesktopConfig) -> Vec<String> {
 pub(crate) async fn start_chromium(
     cfg: &DesktopConfig,
     display: u32,
+    auth: &XAuthority,
 ) -> Result<(ChildHandle, CdpEndpoint), DesktopError> {
     clear_stale_singleton(&cfg.profile_dir)?;
     // A DevToolsActivePort left by the previous run names a dead port; the probe must
@@ -453,6 +469,7 @@ pub(crate) async fn start_chromium(
     let home = cfg.chromium_home();
     let mut cmd = base_command(cfg, &cfg.chromium);
     cmd.env("DISPLAY", format!(":{display}"))
+        .env("XAUTHORITY", auth.path())
         // crashpad writes under $HOME/.config/chromium whatever the profile.
         .env("HOME", &home)
         .env("XDG_CONFIG_HOME", home.join(".config"))
@@ -641,8 +658,9 @@ mod tests {
         let planted = dir.path().join("planted-target");
         std::fs::write(&planted, b"untouched").expect("target");
         std::os::unix::fs::symlink(&planted, dir.path().join(VNC_SOCKET)).expect("plant");
-        let display = start_display(&cfg).await.expect("xvfb");
-        let started = start_x11vnc(&cfg, x11vnc, display.number).await;
+        let auth = XAuthority::create(dir.path(), None).expect("xauthority");
+        let display = start_display(&cfg, &auth).await.expect("xvfb");
+        let started = start_x11vnc(&cfg, x11vnc, display.number, &auth).await;
         let (child, target) = started.expect("x11vnc started");
         let socket = dir.path().join(VNC_SOCKET);
         let meta = std::fs::symlink_metadata(&socket).expect("socket");
@@ -709,7 +727,8 @@ mod tests {
                  serve(u)\n"
             ),
         );
-        let result = start_x11vnc(&cfg, &program, 99).await;
+        let auth = XAuthority::create(&cfg.run_dir, None).expect("xauthority");
+        let result = start_x11vnc(&cfg, &program, 99, &auth).await;
         let pid: i32 = std::fs::read_to_string(&pid_file)
             .expect("the stand-in ran")
             .parse()
@@ -740,7 +759,8 @@ mod tests {
                  time.sleep(60)\n"
             ),
         );
-        let result = start_x11vnc(&cfg, &program, 99).await;
+        let auth = XAuthority::create(&cfg.run_dir, None).expect("xauthority");
+        let result = start_x11vnc(&cfg, &program, 99, &auth).await;
         let pids = std::fs::read_to_string(&pids).expect("the stand-in ran");
         let (own, squatter) = pids.split_once(' ').expect("two pids");
         let (own, squatter): (i32, i32) =

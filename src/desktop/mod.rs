@@ -8,7 +8,8 @@
 //!
 //! Submodules: `child` (spawn, wait, drain, stop one process), `probe` (the readiness
 //! protocols), `launch` (each child's command line and start), `cdp` (CDP commands),
-//! `supervisor` (the restart loop), `as_user` (acting as the desktop's user).
+//! `supervisor` (the restart loop), `xauth` (the display's cookie), `as_user` (acting as
+//! the desktop's user).
 
 mod as_user;
 mod cdp;
@@ -16,6 +17,7 @@ mod child;
 mod launch;
 mod probe;
 mod supervisor;
+mod xauth;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -349,7 +351,8 @@ impl Desktop {
         cfg.chromium_sandbox = launch::resolve_chromium_sandbox(&cfg)
             .instrument(span.clone())
             .await?;
-        let mut running = supervisor::Running::default();
+        let auth = xauth::XAuthority::create(&cfg.run_dir, cfg.run_as)?;
+        let mut running = supervisor::Running::new(auth);
         if let Err(error) = running.start_missing(&cfg).instrument(span.clone()).await {
             running.stop_all(cfg.stop_grace).await;
             return Err(error);

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
+use super::xauth::XAuthority;
 use super::{DesktopError, RunAs};
 
 /// Largest X11 setup reply we read (vendor string, formats, screens, visuals).
@@ -34,9 +35,6 @@ pub(crate) enum X11Setup {
     Refused(String),
     Malformed(&'static str),
 }
-
-/// The 12-byte connection setup request: little-endian, protocol 11.0, no authorization.
-pub(crate) const X11_SETUP_REQUEST: [u8; 12] = [b'l', 0, 11, 0, 0, 0, 0, 0, 0, 0, 0, 0];
 
 /// Parses a complete setup reply (8-byte header plus `4 * length` bytes). Only what we
 /// need: status, and the first screen's size.
@@ -78,15 +76,16 @@ pub(crate) fn parse_x11_setup(reply: &[u8]) -> X11Setup {
     }
 }
 
-/// Connects to the display's Unix socket and completes a connection setup.
-pub(crate) async fn x11(display: u32) -> Result<X11Screen, DesktopError> {
+/// Connects to the display's Unix socket and completes a connection setup, presenting the
+/// display's cookie (a display started with `-auth` refuses a client without it).
+pub(crate) async fn x11(display: u32, auth: &XAuthority) -> Result<X11Screen, DesktopError> {
     let path = format!("/tmp/.X11-unix/X{display}");
     let io = |source| DesktopError::Probe {
         child: "display",
         source,
     };
     let mut stream = UnixStream::connect(&path).await.map_err(io)?;
-    stream.write_all(&X11_SETUP_REQUEST).await.map_err(io)?;
+    stream.write_all(&auth.setup_request()).await.map_err(io)?;
     let mut reply = vec![0u8; 8];
     stream.read_exact(&mut reply).await.map_err(io)?;
     let extra = 4 * usize::from(u16::from_le_bytes([reply[6], reply[7]]));

@@ -13,6 +13,7 @@ use tracing::{error, info, warn};
 
 use super::child::{ChildHandle, Exit};
 use super::launch::{self, Display};
+use super::xauth::XAuthority;
 use super::{
     CdpEndpoint, Current, DesktopConfig, DesktopError, DesktopPids, DesktopStatus, DisplayBackend,
 };
@@ -80,8 +81,9 @@ fn make_private_dir(dir: &Path, cfg: &DesktopConfig) -> Result<(), DesktopError>
 }
 
 /// The children that are up. Missing ones are started by `start_missing`, in order.
-#[derive(Default)]
 pub(crate) struct Running {
+    /// The display's cookie, for every start and probe of this desktop.
+    auth: XAuthority,
     display: Option<Display>,
     x11vnc: Option<(ChildHandle, VncTarget)>,
     chromium: Option<(ChildHandle, CdpEndpoint)>,
@@ -98,18 +100,28 @@ enum Level {
 }
 
 impl Running {
+    /// Nothing running yet; every child will get `auth`.
+    pub(crate) fn new(auth: XAuthority) -> Running {
+        Running {
+            auth,
+            display: None,
+            x11vnc: None,
+            chromium: None,
+        }
+    }
+
     pub(crate) async fn start_missing(&mut self, cfg: &DesktopConfig) -> Result<(), DesktopError> {
         if self.display.is_none() {
-            self.display = Some(launch::start_display(cfg).await?);
+            self.display = Some(launch::start_display(cfg, &self.auth).await?);
         }
         let number = self.display.as_ref().map_or(0, |d| d.number);
         if let DisplayBackend::XvfbX11vnc { x11vnc, .. } = &cfg.backend {
             if self.x11vnc.is_none() {
-                self.x11vnc = Some(launch::start_x11vnc(cfg, x11vnc, number).await?);
+                self.x11vnc = Some(launch::start_x11vnc(cfg, x11vnc, number, &self.auth).await?);
             }
         }
         if self.chromium.is_none() {
-            self.chromium = Some(launch::start_chromium(cfg, number).await?);
+            self.chromium = Some(launch::start_chromium(cfg, number, &self.auth).await?);
         }
         Ok(())
     }
@@ -272,7 +284,11 @@ impl Supervisor {
         if failed == "display" || display.child.exited().is_some() {
             return Level::Display;
         }
-        let alive = tokio::time::timeout(DISPLAY_CHECK, super::probe::x11(display.number)).await;
+        let alive = tokio::time::timeout(
+            DISPLAY_CHECK,
+            super::probe::x11(display.number, &self.running.auth),
+        )
+        .await;
         if !matches!(alive, Ok(Ok(_))) {
             return Level::Display;
         }
