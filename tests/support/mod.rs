@@ -107,7 +107,8 @@ impl SealedFixture {
     }
 }
 
-/// A running daemon whose stderr goes to a log file; killed by PID on drop.
+/// A running daemon whose stderr goes to a log file; stopped by PID on drop (SIGTERM, so it
+/// stops its desktop and wipes its files, then SIGKILL if it is still there after 15 s).
 pub struct Daemon {
     pub child: Child,
     pub log: PathBuf,
@@ -183,6 +184,17 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
+            // A SIGKILL alone would leave the desktop's children (each in a process group
+            // of its own) running on, x11vnc's shared memory with them.
+            let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if !matches!(self.child.try_wait(), Ok(None)) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
