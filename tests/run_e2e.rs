@@ -627,6 +627,8 @@ fn the_generated_public_key_is_not_written_through_planted_symlinks() {
     assert!(key.ends_with('\n'));
     // The planted symlink at the old temporary name is left alone, not followed.
     assert!(out_dir.join("sandbox.pub.tmp").is_symlink());
+}
+
 // ---- The desktop under `run --desktop` ----
 
 /// What a desktop under `run` needs here, per backend, and the tools the tests use.
