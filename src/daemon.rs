@@ -196,15 +196,22 @@ async fn boot(config: Config, started: &mut Started) -> Result<Daemon, BootError
     if let (CredentialSource::DevFile { .. }, Some(parent)) =
         (&config.source, config.credentials_dir.parent())
     {
-        // On the developer's own machine, make the parents of a local credentials dir; in a
-        // sandbox the root's parent (/tmp) exists, and creating parents in a world-writable
-        // directory is exactly what the injector refuses to do.
-        std::fs::create_dir_all(parent).map_err(|e| {
-            BootError::from_error(ExitCode::Io, &format!("creating {}", parent.display()), &e)
-        })?;
+        // On the developer's own machine, make the parents of a local credentials dir
+        // (`.grexal/`) private whatever the umask; in a sandbox the root's parent (/tmp)
+        // exists, and creating parents in a world-writable directory is exactly what the
+        // injector refuses to do.
+        let mode = crate::dev_dir::private_mode(agent_user.is_some());
+        crate::dev_dir::prepare(parent, mode)
+            .map_err(|e| BootError::from_error(ExitCode::Io, "dev directory", &e))?;
     }
-    let injector = crate::inject::Injector::new(layout)
-        .map_err(|e| BootError::from_error(ExitCode::Io, "credentials directory", &e))?;
+    let injector = crate::inject::Injector::new(layout).map_err(|e| {
+        // A directory that is not safe to use is a configuration problem, not an I/O one.
+        let code = match e {
+            crate::inject::InjectError::UnsafeRoot { .. } => ExitCode::Config,
+            _ => ExitCode::Io,
+        };
+        BootError::from_error(code, "credentials directory", &e)
+    })?;
     let events = EventBus::new();
     let stop = started.stop.clone();
     let tasks = started.tasks.clone();
@@ -322,11 +329,11 @@ async fn boot(config: Config, started: &mut Started) -> Result<Daemon, BootError
 
     let owner = agent_user.as_ref().map(|u| u.owner());
     let listener = crate::api::bind(&config.socket, owner).map_err(|e| {
-        BootError::from_error(
-            ExitCode::Os,
-            &format!("socket {}", config.socket.display()),
-            &e,
-        )
+        let code = match e {
+            crate::api::error::ApiError::UnsafeDir { .. } => ExitCode::Config,
+            _ => ExitCode::Os,
+        };
+        BootError::from_error(code, &format!("socket {}", config.socket.display()), &e)
     })?;
     started.socket = Some(config.socket.clone());
     info!(socket = %config.socket.display(), "agent socket bound");

@@ -94,7 +94,9 @@ pub async fn announce(
 /// Writes the URL to `path`, 0600, swapped into place (see `inject::replace_file`).
 fn write_private(path: &Path, url: &str) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        // Private whatever the umask, like the rest of `.grexal/`.
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(dir)?;
     }
     let mut line = zeroize::Zeroizing::new(Vec::with_capacity(url.len() + 1));
     line.extend_from_slice(url.as_bytes());

@@ -25,6 +25,7 @@
 //! | `relay`       | the WebSocket <-> VNC relay with token checks and backpressure              |
 //! | `takeover`    | takeover lifecycle: request, wait, complete, cancel, time out               |
 //! | `viewer`      | the takeover viewer page (our page around noVNC)                            |
+//! | `dev_dir`     | `dev`'s own directories: `.grexal/` private whatever the umask            |
 //! | `dev_viewer`  | `dev` on a desktop: the viewer on loopback, and where to open it            |
 //! | `tools`       | offline tools for platforms and demos: `keygen`, `seal`                     |
 //! | `daemon`      | wiring: `run` and `dev` put the pieces together in order                    |
@@ -38,6 +39,7 @@ pub mod config;
 pub mod credentials;
 pub mod daemon;
 pub mod desktop;
+pub mod dev_dir;
 pub mod dev_viewer;
 pub mod exit;
 pub mod inject;

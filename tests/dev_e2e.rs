@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -281,4 +282,62 @@ fn an_agent_that_cannot_start_is_logged_with_its_cause() {
     );
     assert!(!marker.exists());
     assert_no_canary("dev log", &stderr, &["CANARY-env"]);
+}
+
+/// A project whose manifest declares no connection.
+fn plain_project(dir: &Path) {
+    write(&dir.join("grexal.json"), r#"{"connections": []}"#, 0o644);
+}
+
+fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .mode()
+        & 0o7777
+}
+
+/// Under Ubuntu's default umask (002) `dev` creates `.grexal/` 0700, not 0775 (which its
+/// own checks then refused: exit 74), and starts.
+#[test]
+fn dev_starts_under_a_002_umask_and_makes_grexal_private() {
+    use std::os::unix::process::CommandExt;
+    let dir = open_tempdir();
+    plain_project(dir.path());
+    let mut cmd = command();
+    cmd.current_dir(dir.path()).args(["dev", "--", "true"]);
+    // SAFETY: only umask, async-signal-safe, between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::umask(0o002);
+            Ok(())
+        });
+    }
+    let out = run_to_end(&mut cmd);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(mode_of(&dir.path().join(".grexal")), 0o700);
+}
+
+/// A `.grexal/` of ours that the umask made group-writable (`mkdir .grexal` under 002)
+/// loses its write bits for group and others, with a warning naming it, and `dev` starts.
+#[test]
+fn dev_removes_group_write_from_an_existing_grexal_of_ours() {
+    let dir = open_tempdir();
+    plain_project(dir.path());
+    let grexal = dir.path().join(".grexal");
+    std::fs::create_dir(&grexal).expect("mkdir");
+    std::fs::set_permissions(&grexal, std::fs::Permissions::from_mode(0o775)).expect("chmod");
+    let out = run_to_end(
+        command()
+            .current_dir(dir.path())
+            .args(["dev", "--", "true"]),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(mode_of(&grexal), 0o755);
+    assert!(
+        stderr.contains("writable by group or others") && stderr.contains(".grexal"),
+        "{stderr}"
+    );
 }

@@ -1038,3 +1038,35 @@ fn ctrl_c_on_the_terminal_does_not_kill_the_desktop() {
         );
     }
 }
+
+/// Under `run` a credentials root writable by group or others is refused as it was, and
+/// left as it is (only `dev` tightens its own `.grexal/`); the refusal is a configuration
+/// problem (78), not a failed write (74).
+#[test]
+fn run_refuses_a_group_writable_credentials_root_as_a_config_problem() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let fx = Fixture::new();
+    let bundle = fx.bundle("v1", &credentials(OPENAI_KEY), SANDBOX, 1);
+    std::fs::create_dir(fx.path("creds-root")).expect("mkdir");
+    std::fs::set_permissions(
+        fx.path("creds-root"),
+        std::fs::Permissions::from_mode(0o775),
+    )
+    .expect("chmod");
+    let marker = fx.path("agent-ran");
+    let mut cmd = fx.run_command();
+    cmd.arg("--bundle")
+        .arg(&bundle)
+        .args(["--", "touch"])
+        .arg(&marker);
+    let out = run_to_end(&mut cmd);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("writable by group or others"), "{stderr}");
+    let mode = std::fs::metadata(fx.path("creds-root"))
+        .expect("root")
+        .mode()
+        & 0o7777;
+    assert_eq!(mode, 0o775, "run changes no mode");
+    assert!(!marker.exists());
+}
