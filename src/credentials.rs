@@ -226,7 +226,9 @@ impl CredentialSet {
                 ));
             };
             let credential = match &conn.mode {
-                AuthMode::SecretInput { fields, .. } => parse_secret(&loc, fields, entry)?,
+                AuthMode::SecretInput { fields, delivery } => {
+                    parse_secret(&loc, fields, *delivery, entry)?
+                }
                 AuthMode::OauthRedirect { .. } => parse_oauth(&loc, entry)?,
                 AuthMode::FileUpload {
                     accepted_extensions,
@@ -442,6 +444,7 @@ fn bad_string(loc: &str, e: BadString) -> CredentialsError {
 fn parse_secret(
     loc: &str,
     declared: &[crate::manifest::SecretField],
+    delivery: Delivery,
     entry: &RawValue,
 ) -> Result<Credential, CredentialsError> {
     let [given] = entry_keys(
@@ -493,6 +496,14 @@ fn parse_secret(
             ));
         }
         let secret = text.to_secret().map_err(|e| bad_string(&vloc, e))?;
+        // An environment variable cannot hold a NUL: refused here, with the document's
+        // other problems, rather than when the env file or the agent's env is written.
+        if delivery == Delivery::Env && secret.expose_secret().as_bytes().contains(&0) {
+            return Err(invalid(
+                vloc,
+                "contains a NUL character (\\u0000), which an env-delivered value cannot hold",
+            ));
+        }
         fields.insert(name, secret);
     }
     if let Some(missing) = declared.iter().find(|f| !fields.contains_key(&f.name)) {

@@ -341,3 +341,29 @@ fn dev_removes_group_write_from_an_existing_grexal_of_ours() {
         "{stderr}"
     );
 }
+
+/// Under `dev` the same NUL is a problem of `connections.json` (65), not a failed write
+/// (74), named by its field and never its value.
+#[test]
+fn a_nul_in_an_env_delivered_field_is_a_data_error_in_dev() {
+    let dir = open_tempdir();
+    let connections = dir.path().join("connections.json");
+    write(
+        &connections,
+        r#"{"connections": {
+            "openai": {"fields": {"api_key": "sk-CANARY-nul\u0000x", "organization": "o"}},
+            "smtp": {"fields": {"username": "u", "password": "p"}},
+            "github": {"access_token": "t", "token_type": "bearer"},
+            "deploy_key": {"filename": "k.pem", "mime_type": "text/plain", "content_base64": ""}}}"#,
+        0o600,
+    );
+    let out = run_to_end(dev_command(dir.path(), &connections).args(["--", "true"]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(65), "{stderr}");
+    assert!(
+        stderr.contains(r#"connections["openai"].fields["api_key"]"#) && stderr.contains("NUL"),
+        "{stderr}"
+    );
+    assert_no_canary("dev log", &stderr, &["CANARY-nul"]);
+    assert!(!dir.path().join("agent.env").exists());
+}

@@ -1070,3 +1070,24 @@ fn run_refuses_a_group_writable_credentials_root_as_a_config_problem() {
     assert_eq!(mode, 0o775, "run changes no mode");
     assert!(!marker.exists());
 }
+
+/// A NUL in an env-delivered field is a problem of the bundle's contents (89), named by
+/// its field and never its value, found before anything is written (it was a failed
+/// write, 74, once the env file was being written).
+#[test]
+fn a_nul_in_an_env_delivered_field_is_a_contents_error() {
+    let fx = Fixture::new();
+    let bundle = fx.bundle("v1", &credentials("CANARY-nul\u{0}x"), SANDBOX, 1);
+    let mut cmd = fx.run_command();
+    cmd.arg("--bundle").arg(&bundle).args(["--", "true"]);
+    let out = run_to_end(&mut cmd);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(89), "{stderr}");
+    assert!(
+        stderr.contains(r#"connections["openai"].fields["api_key"]"#) && stderr.contains("NUL"),
+        "{stderr}"
+    );
+    assert_no_canary("daemon log", &stderr, &["CANARY-nul"]);
+    assert!(fx.connection_dirs().is_empty());
+    assert!(!fx.path("run/agent.env").exists());
+}

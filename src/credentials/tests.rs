@@ -582,6 +582,42 @@ fn env_delivered_fields_must_fit_the_agents_environment() {
     }
 }
 
+/// A NUL cannot be in an environment variable: an env-delivered field holding one is a
+/// problem of the document, named by its field and never its value; a file-delivered one
+/// may hold any bytes.
+#[test]
+fn a_nul_in_an_env_delivered_field_is_refused_at_parse() {
+    let m = Manifest::parse(
+        json!({"connections": [
+            {"id": "openai", "display_name": "O", "auth_mode": "secret_input", "delivery": "env",
+             "fields": [{"name": "api_key", "label": "K", "secret": true}]},
+            {"id": "smtp", "display_name": "S", "auth_mode": "secret_input", "delivery": "file",
+             "fields": [{"name": "password", "label": "P", "secret": true}]}
+        ]})
+        .to_string()
+        .as_bytes(),
+    )
+    .expect("manifest");
+    let doc = |key: &str, password: &str| {
+        json!({"connections": {"openai": {"fields": {"api_key": key}},
+            "smtp": {"fields": {"password": password}}}})
+        .to_string()
+    };
+    let parse = |text: String| CredentialSet::parse(text.as_bytes(), &m, Source::Bundle);
+    match parse(doc("sk-CANARY\u{0}x", "p")) {
+        Err(e @ CredentialsError::Invalid { .. }) => {
+            let text = e.to_string();
+            assert!(
+                text.contains(r#"connections["openai"].fields["api_key"]"#) && text.contains("NUL"),
+                "{text}"
+            );
+            assert!(!text.contains("CANARY"), "{text}");
+        }
+        other => panic!("{other:?}"),
+    }
+    parse(doc("sk-plain", "pass\u{0}word")).expect("a file may hold a NUL");
+}
+
 #[test]
 fn dev_file_paths() {
     let dir = tempfile::tempdir().expect("tempdir");
