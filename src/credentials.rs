@@ -112,16 +112,24 @@ pub enum ReadError {
     Io(#[source] std::io::Error),
     #[error("it is over the {limit}-byte limit")]
     TooLarge { limit: usize },
+    #[error("it is not a regular file")]
+    NotRegular,
 }
 
 /// Reads a plaintext credential document (`dev`'s `.grexal/connections.json`), at most
 /// [`MAX_CREDENTIALS_BYTES`], into memory that is zeroized when dropped. The buffer is
 /// sized once from the file's length and never grows (a grown buffer would free a copy of
-/// the plaintext unzeroized); a file that grows while it is read is refused.
+/// the plaintext unzeroized); a file that grows while it is read is refused. Only a
+/// regular file is read (a device or a FIFO has no length to check the limit against):
+/// it is opened without blocking and judged by what was opened.
 pub fn read_document(path: &std::path::Path) -> Result<Zeroizing<Vec<u8>>, ReadError> {
     use std::io::Read;
-    let mut file = std::fs::File::open(path).map_err(ReadError::Io)?;
-    let len = file.metadata().map_err(ReadError::Io)?.len();
+    let mut file = open_nonblocking(path).map_err(ReadError::Io)?;
+    let meta = file.metadata().map_err(ReadError::Io)?;
+    if !meta.is_file() {
+        return Err(ReadError::NotRegular);
+    }
+    let len = meta.len();
     if len > MAX_CREDENTIALS_BYTES as u64 {
         return Err(ReadError::TooLarge {
             limit: MAX_CREDENTIALS_BYTES,
@@ -147,6 +155,17 @@ pub fn read_document(path: &std::path::Path) -> Result<Zeroizing<Vec<u8>>, ReadE
     }
     buf.truncate(filled);
     Ok(buf)
+}
+
+/// Opens `path` for reading with O_NONBLOCK, so a FIFO (or a device) is opened at once
+/// rather than waiting for a writer, and can be refused for what it is. Reads of a regular
+/// file are unaffected by the flag.
+fn open_nonblocking(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
 }
 
 /// Where the document comes from; `dev` resolves `"path"` entries relative to a base dir.
@@ -770,7 +789,8 @@ fn read_dev_file(
     let full = base_dir.join(rel_path);
     let io_problem =
         |e: std::io::Error| invalid(loc, format!("cannot read {}: {e}", full.display()));
-    let file = std::fs::File::open(&full).map_err(io_problem)?;
+    // Symlinks are followed: the path is the developer's own, in their own file.
+    let file = open_nonblocking(&full).map_err(io_problem)?;
     let meta = file.metadata().map_err(io_problem)?;
     if !meta.is_file() {
         return Err(invalid(

@@ -367,3 +367,32 @@ fn a_nul_in_an_env_delivered_field_is_a_data_error_in_dev() {
     assert_no_canary("dev log", &stderr, &["CANARY-nul"]);
     assert!(!dir.path().join("agent.env").exists());
 }
+
+/// `--connections` must name a regular file: /dev/zero (no length to hold the 16 MiB limit
+/// against) and a FIFO nobody writes (boot waited on it for good) are refused at once,
+/// naming the path.
+#[test]
+fn connections_that_are_not_a_regular_file_are_refused_at_once() {
+    let dir = open_tempdir();
+    let fifo = dir.path().join("connections.fifo");
+    mkfifo(&fifo);
+    for (i, connections) in [Path::new("/dev/zero"), &fifo].into_iter().enumerate() {
+        let mut cmd = dev_command(dir.path(), connections);
+        cmd.args(["--", "true"]);
+        let mut daemon = Daemon::spawn(
+            cmd,
+            dir.path().join(format!("dev-{i}.log")),
+            dir.path().join("dev.sock"),
+        );
+        let code = daemon.wait_exit(Duration::from_secs(5));
+        let log = daemon.log_text();
+        assert_eq!(code, 66, "{log}");
+        assert!(
+            log.contains(&format!(
+                "{}: it is not a regular file",
+                connections.display()
+            )),
+            "{log}"
+        );
+    }
+}

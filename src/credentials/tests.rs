@@ -830,3 +830,41 @@ proptest::proptest! {
         }
     }
 }
+
+/// What is not a regular file is refused without reading it and without waiting: a FIFO
+/// nobody writes (opening it waited for a writer for good) and /dev/zero (through a
+/// symlink), as the document
+/// and as a `dev` file's `"path"`.
+#[test]
+fn only_regular_files_are_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fifo = dir.path().join("fifo.pem");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    std::os::unix::fs::symlink("/dev/zero", dir.path().join("zero.pem")).expect("symlink");
+    let base = dir.path().to_path_buf();
+    let (done, results) = std::sync::mpsc::channel();
+    // On a thread: a hang must fail the test, not stop it.
+    std::thread::spawn(move || {
+        let m = manifest();
+        for target in ["fifo.pem", "zero.pem"] {
+            let document = read_document(&base.join(target)).map(|_| ());
+            let doc = json!({"connections": {"ssh_key": {"path": target}}}).to_string();
+            let path =
+                CredentialSet::parse(doc.as_bytes(), &m, Source::DevFile { base_dir: &base })
+                    .map(|_| ())
+                    .map_err(|e| e.to_string());
+            let _ = done.send((target, document, path));
+        }
+    });
+    for _ in 0..2 {
+        let (target, document, path) = results
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("refused without waiting");
+        assert!(
+            matches!(document, Err(ReadError::NotRegular)),
+            "{target}: {document:?}"
+        );
+        let err = path.expect_err(target);
+        assert!(err.contains("is not a regular file"), "{target}: {err}");
+    }
+}

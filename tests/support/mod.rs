@@ -348,3 +348,37 @@ pub fn harness_result(stdout: &[u8], stderr: &[u8]) -> (serde_json::Value, Strin
         .unwrap_or_else(|e| panic!("harness printed no JSON ({e}): {stdout}\n{stderr}"));
     (result, stderr)
 }
+
+pub fn mkfifo(path: &Path) {
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+}
+
+/// Once a reader has the FIFO at `path` open (the daemon, blocked at boot), opens it for
+/// writing without ever writing, so the reader stays blocked in its read. Returns the
+/// writing end, to keep open while the test runs.
+pub fn fifo_with_a_silent_writer(path: &Path, reader: &mut Daemon) -> std::fs::File {
+    use std::os::unix::fs::OpenOptionsExt;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        // ENXIO until a reader has the FIFO open.
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+        {
+            Ok(file) => return file,
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {}
+            Err(e) => panic!("open {}: {e}", path.display()),
+        }
+        if let Ok(Some(status)) = reader.child.try_wait() {
+            panic!("daemon exited with {status}; log:\n{}", reader.log_text());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the daemon never opened {}; log:\n{}",
+            path.display(),
+            reader.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
