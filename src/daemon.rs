@@ -145,6 +145,17 @@ fn store_error(e: &crate::store::StoreError, dev: bool) -> BootError {
     BootError::from_error(code, context, e)
 }
 
+/// Runs a blocking read of boot's (a file named by the configuration, which may be a FIFO
+/// nobody writes or on a hung file system) on tokio's blocking threads, so the stop signal
+/// boot is raced against is still seen: boot is then dropped and the read abandoned (the
+/// runtime's shutdown does not wait for it).
+async fn blocking<T: Send + 'static>(read: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(read).await {
+        Ok(value) => value,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
 /// Everything bound and spawned, ready to start the agent.
 struct Daemon {
     config: Config,
@@ -171,13 +182,16 @@ struct Started {
 /// Resolves, installs, binds and spawns, recording in `started` what must be undone. It
 /// may be dropped at any await (a stop signal): what it started is then in `started`.
 async fn boot(config: Config, started: &mut Started) -> Result<Daemon, BootError> {
-    let manifest = Manifest::from_path(&config.manifest).map_err(|e| {
-        BootError::from_error(
-            ExitCode::Manifest,
-            &format!("manifest {}", config.manifest.display()),
-            &e,
-        )
-    })?;
+    let path = config.manifest.clone();
+    let manifest = blocking(move || Manifest::from_path(&path))
+        .await
+        .map_err(|e| {
+            BootError::from_error(
+                ExitCode::Manifest,
+                &format!("manifest {}", config.manifest.display()),
+                &e,
+            )
+        })?;
     for w in crate::check::manifest_warnings(&manifest, config.force_desktop) {
         warn!("{w}");
     }
@@ -223,7 +237,9 @@ async fn boot(config: Config, started: &mut Started) -> Result<Daemon, BootError
 
     let store = match &config.source {
         CredentialSource::Sealed(sealed) => {
-            let (opener, public_key) = open_keys(sealed, needs_credentials)?;
+            let keys = sealed.clone();
+            let (opener, public_key) =
+                blocking(move || open_keys(&keys, needs_credentials)).await?;
             sandbox_public = Some(public_key);
             let store = Arc::new(crate::store::Store::new(
                 manifest,
@@ -233,7 +249,8 @@ async fn boot(config: Config, started: &mut Started) -> Result<Daemon, BootError
             ));
             started.store = Some(store.clone());
             if let Some(path) = &sealed.bundle {
-                let bytes = read_bundle(path)?;
+                let bundle = path.clone();
+                let bytes = blocking(move || read_bundle(&bundle)).await?;
                 let version = store
                     .install_bundle(&bytes, now_unix())
                     .await
@@ -551,7 +568,8 @@ async fn install_dev_file(store: &crate::store::Store, path: &Path) -> Result<()
         .iter()
         .any(|c| c.mode.is_pre_collected());
     // Zeroized when dropped: the file is plaintext credentials.
-    let bytes = match read_document(path) {
+    let file = path.to_path_buf();
+    let bytes = match blocking(move || read_document(&file)).await {
         Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound && !needs => {
             return Ok(())
         }
@@ -621,7 +639,9 @@ async fn start_control(
     stop: &CancellationToken,
 ) -> Result<(), BootError> {
     use crate::platform::control;
-    let token = control::BearerToken::load(&control.token_file)
+    let token_file = control.token_file.clone();
+    let token = blocking(move || control::BearerToken::load(&token_file))
+        .await
         .map_err(|e| BootError::from_error(ExitCode::Config, "--control-token-file", &e))?;
     let mut state =
         control::ControlState::new(store.clone(), token, sandbox_id.to_string(), public_key);

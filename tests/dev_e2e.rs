@@ -396,3 +396,22 @@ fn connections_that_are_not_a_regular_file_are_refused_at_once() {
         );
     }
 }
+
+/// A stop signal while boot waits in a blocking read (here of a manifest that is a FIFO
+/// whose writer never writes) stops `dev` at once, exiting 0 as any stop during boot; it
+/// was caught and never acted on, and only SIGKILL ended the daemon.
+#[test]
+fn a_stop_signal_while_boot_waits_on_a_read_stops_dev() {
+    let dir = open_tempdir();
+    let manifest = dir.path().join("grexal.fifo");
+    mkfifo(&manifest);
+    let mut cmd = dev_env_command(dir.path(), &manifest, &dir.path().join("connections.json"));
+    cmd.args(["--", "true"]);
+    let mut daemon = Daemon::spawn(cmd, dir.path().join("dev.log"), dir.path().join("dev.sock"));
+    let _writer = fifo_with_a_silent_writer(&manifest, &mut daemon);
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    let code = daemon.wait_exit(Duration::from_secs(5));
+    let log = daemon.log_text();
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("stop signal during boot"), "{log}");
+}

@@ -1091,3 +1091,26 @@ fn a_nul_in_an_env_delivered_field_is_a_contents_error() {
     assert!(fx.connection_dirs().is_empty());
     assert!(!fx.path("run/agent.env").exists());
 }
+
+/// The same under `run` for a `--bundle` that is a FIFO whose writer never writes: SIGTERM
+/// stops the boot at once (exit 0), the agent never starts.
+#[test]
+fn a_stop_signal_while_boot_waits_on_the_bundle_stops_run() {
+    let fx = Fixture::new();
+    let fifo = fx.path("bundle.fifo");
+    mkfifo(&fifo);
+    let marker = fx.path("agent-ran");
+    let mut cmd = fx.run_command();
+    cmd.arg("--bundle")
+        .arg(&fifo)
+        .args(["--", "touch"])
+        .arg(&marker);
+    let mut daemon = Daemon::spawn(cmd, fx.path("daemon.log"), fx.path("run/sidecar.sock"));
+    let _writer = fifo_with_a_silent_writer(&fifo, &mut daemon);
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    let code = daemon.wait_exit(Duration::from_secs(5));
+    let log = daemon.log_text();
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("stop signal during boot"), "{log}");
+    assert!(!marker.exists());
+}
