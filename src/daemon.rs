@@ -680,6 +680,7 @@ impl Daemon {
         let cdp_url = self.started.desktop.as_ref().map(|d| d.cdp().http_url);
         let plan = crate::agent::EnvPlan {
             socket: &self.config.socket,
+            credentials_dir: &self.config.credentials_dir,
             browser_cdp_url: cdp_url.as_deref(),
             credentials,
             user: self.agent_user.as_ref(),

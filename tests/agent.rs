@@ -31,6 +31,7 @@ fn base_env() -> Vec<(OsString, OsString)> {
 fn sh(script: &str, dir: &Path) -> AgentSpec {
     let plan = EnvPlan {
         socket: &dir.join("sidecar.sock"),
+        credentials_dir: &dir.join("creds"),
         browser_cdp_url: None,
         credentials: &[],
         user: None,
@@ -294,6 +295,7 @@ async fn switches_to_the_agent_user() {
     let user = agent::resolve("nobody").expect("nobody exists");
     let plan = EnvPlan {
         socket: &dir.path().join("s.sock"),
+        credentials_dir: &dir.path().join("creds"),
         browser_cdp_url: None,
         credentials: &[],
         user: Some(&user),
@@ -341,6 +343,7 @@ async fn environment_carries_ours_and_not_the_daemons_secrets() {
     let socket = dir.path().join("sidecar.sock");
     let plan = EnvPlan {
         socket: &socket,
+        credentials_dir: &dir.path().join("creds"),
         browser_cdp_url: Some("http://127.0.0.1:9222"),
         credentials: &creds,
         user: None,

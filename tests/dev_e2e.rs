@@ -415,3 +415,43 @@ fn a_stop_signal_while_boot_waits_on_a_read_stops_dev() {
     assert_eq!(code, 0, "{log}");
     assert!(log.contains("stop signal during boot"), "{log}");
 }
+
+/// Under `dev` the file-delivered fields are under `.grexal/credentials/`, not the
+/// /tmp/grexal the Grexal docs name: the agent finds them through
+/// `GREXAL_CREDENTIALS_DIR`, the root its files are really under.
+#[test]
+fn the_agent_finds_file_delivered_fields_through_grexal_credentials_dir() {
+    let dir = open_tempdir();
+    write(
+        &dir.path().join("grexal.json"),
+        r#"{"connections": [
+          {"id": "smtp", "display_name": "Mail", "auth_mode": "secret_input", "delivery": "file",
+           "fields": [{"name": "password", "label": "Password", "secret": true}]}]}"#,
+        0o644,
+    );
+    write(
+        &dir.path().join(".grexal/connections.json"),
+        r#"{"connections": {"smtp": {"fields": {"password": "p4ss"}}}}"#,
+        0o600,
+    );
+    std::fs::set_permissions(
+        dir.path().join(".grexal"),
+        std::fs::Permissions::from_mode(0o700),
+    )
+    .expect("chmod");
+    let out = run_to_end(command().current_dir(dir.path()).args([
+        "dev",
+        "--",
+        "sh",
+        "-c",
+        r#"echo "root=$GREXAL_CREDENTIALS_DIR"; cat "$GREXAL_CREDENTIALS_DIR/smtp/password""#,
+    ]));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let root = dir.path().join(".grexal/credentials");
+    assert!(
+        stdout.contains(&format!("root={}\n", root.display())) && stdout.ends_with("p4ss"),
+        "{stdout}"
+    );
+}

@@ -10,8 +10,8 @@
 //!      activation, watchdog, `CREDENTIALS_DIRECTORY`), so the agent cannot speak for it;
 //!    - when switching user, `XDG_RUNTIME_DIR` (the daemon's, unusable by the agent).
 //! 2. The env-delivered credential fields, exposed only here, while the command is built.
-//! 3. What the daemon sets itself: `GREXAL_SIDECAR_SOCKET`, `GREXAL_BROWSER_CDP_URL`
-//!    (on a desktop), and `HOME`/`USER`/`LOGNAME` of the agent user when switching user.
+//! 3. What the daemon sets itself: `GREXAL_SIDECAR_SOCKET`, `GREXAL_CREDENTIALS_DIR`
+//!    (the root of the file-delivered credentials), `GREXAL_BROWSER_CDP_URL` (on a desktop), and `HOME`/`USER`/`LOGNAME` of the agent user when switching user.
 //!    A credential field named like one of these is shadowed (and logged by name).
 
 use std::ffi::{OsStr, OsString};
@@ -28,6 +28,9 @@ pub const PASSED_GREXAL_VARS: &[&str] = &["GREXAL_TASK_INPUT"];
 
 /// The variable holding the agent socket's path (fixed by the contract).
 pub const SOCKET_VAR: &str = "GREXAL_SIDECAR_SOCKET";
+/// The variable holding the root of the credential files (`{root}/{connection_id}/...`):
+/// under `dev` or a non-default `--credentials-dir` it is not the documented /tmp/grexal.
+pub const CREDENTIALS_DIR_VAR: &str = "GREXAL_CREDENTIALS_DIR";
 /// The variable holding the desktop browser's CDP endpoint.
 pub const BROWSER_CDP_URL_VAR: &str = "GREXAL_BROWSER_CDP_URL";
 
@@ -75,6 +78,8 @@ impl EnvValue {
 pub struct EnvPlan<'a> {
     /// The agent socket (`GREXAL_SIDECAR_SOCKET`).
     pub socket: &'a Path,
+    /// The credentials root (`GREXAL_CREDENTIALS_DIR`).
+    pub credentials_dir: &'a Path,
     /// The browser's CDP endpoint, on a desktop sandbox.
     pub browser_cdp_url: Option<&'a str>,
     /// `inject::Materialized::env`: the env-delivered credential fields.
@@ -96,10 +101,16 @@ where
         }
     }
 
-    let mut ours: Vec<(OsString, EnvValue)> = vec![(
-        SOCKET_VAR.into(),
-        EnvValue::Plain(plan.socket.as_os_str().to_owned()),
-    )];
+    let mut ours: Vec<(OsString, EnvValue)> = vec![
+        (
+            SOCKET_VAR.into(),
+            EnvValue::Plain(plan.socket.as_os_str().to_owned()),
+        ),
+        (
+            CREDENTIALS_DIR_VAR.into(),
+            EnvValue::Plain(plan.credentials_dir.as_os_str().to_owned()),
+        ),
+    ];
     if let Some(url) = plan.browser_cdp_url {
         ours.push((BROWSER_CDP_URL_VAR.into(), EnvValue::Plain(url.into())));
     }
@@ -168,6 +179,7 @@ mod tests {
             ("GREXAL_SOME_FUTURE_OPTION", "x"),
             ("GREXAL_TASK_INPUT", "{\"q\":1}"),
             ("GREXAL_SIDECAR_SOCKET", "/stale.sock"),
+            ("GREXAL_CREDENTIALS_DIR", "/stale-creds"),
             ("NOTIFY_SOCKET", "/run/systemd/notify"),
             ("CREDENTIALS_DIRECTORY", "/run/credentials/x"),
             ("XDG_RUNTIME_DIR", "/run/user/0"),
@@ -191,6 +203,7 @@ mod tests {
         let creds = vec![("GITHUB_TOKEN".to_owned(), SecretString::from("s3cret"))];
         let plan = EnvPlan {
             socket: Path::new("/run/grexal/sidecar.sock"),
+            credentials_dir: Path::new("/tmp/grexal-elsewhere"),
             browser_cdp_url: Some("http://127.0.0.1:9222"),
             credentials: &creds,
             user: None,
@@ -212,6 +225,11 @@ mod tests {
         assert_eq!(
             plain(&env, "GREXAL_SIDECAR_SOCKET").as_deref(),
             Some("/run/grexal/sidecar.sock")
+        );
+        // The root the files are really under, not the daemon's own setting's value.
+        assert_eq!(
+            plain(&env, "GREXAL_CREDENTIALS_DIR").as_deref(),
+            Some("/tmp/grexal-elsewhere")
         );
         assert_eq!(
             plain(&env, "GREXAL_BROWSER_CDP_URL").as_deref(),
@@ -252,6 +270,7 @@ mod tests {
         ];
         let plan = EnvPlan {
             socket: Path::new("/s.sock"),
+            credentials_dir: Path::new("/c"),
             browser_cdp_url: None,
             credentials: &creds,
             user: Some(&user),
@@ -279,6 +298,7 @@ mod tests {
             let creds = vec![(name.to_owned(), SecretString::from(value))];
             let plan = EnvPlan {
                 socket: Path::new("/s"),
+                credentials_dir: Path::new("/c"),
                 browser_cdp_url: None,
                 credentials: &creds,
                 user: None,

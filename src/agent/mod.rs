@@ -50,7 +50,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-pub use env::{build_env, EnvPlan, EnvValue, BROWSER_CDP_URL_VAR, PASSED_GREXAL_VARS, SOCKET_VAR};
+pub use env::{
+    build_env, EnvPlan, EnvValue, BROWSER_CDP_URL_VAR, CREDENTIALS_DIR_VAR, PASSED_GREXAL_VARS,
+    SOCKET_VAR,
+};
 pub use user::{resolve, AgentUser};
 
 use crate::exit::ExitCode;
