@@ -127,6 +127,7 @@ pub struct CommonArgs {
     pub chromium: PathBuf,
 
     /// Chromium's persistent profile directory (the logged-in session lives here).
+    /// Default: /var/lib/grexal/chromium-profile; under `dev`, .grexal/chromium-profile.
     #[arg(long, env = "GREXAL_BROWSER_PROFILE")]
     pub browser_profile: Option<PathBuf>,
 
@@ -153,12 +154,11 @@ pub struct CommonArgs {
 
     /// Directory for the desktop's sockets, the display's Xauthority file and Chromium's
     /// HOME (at most 98 bytes: the VNC socket's path in it must fit a Unix socket address).
-    #[arg(
-        long,
-        env = "GREXAL_DESKTOP_RUN_DIR",
-        default_value = "/run/grexal/desktop"
-    )]
-    pub desktop_run_dir: PathBuf,
+    /// Default: /run/grexal/desktop; under `dev`, a directory of this user's,
+    /// $XDG_RUNTIME_DIR/grexal-desktop-HASH or /tmp/grexal-desktop-UID-HASH (HASH: of the
+    /// project's .grexal path).
+    #[arg(long, env = "GREXAL_DESKTOP_RUN_DIR")]
+    pub desktop_run_dir: Option<PathBuf>,
 
     /// noVNC's web root (Debian's `novnc` package), served to takeover viewers.
     #[arg(long, env = "GREXAL_NOVNC_DIR", default_value = "/usr/share/novnc")]

@@ -42,6 +42,9 @@ pub struct DesktopSettings {
     pub chromium_args: Vec<String>,
     pub chromium_sandbox: ChromiumSandbox,
     pub run_dir: PathBuf,
+    /// `dev`'s per-user default run dir: created 0700 and checked to be ours before the
+    /// desktop starts (in /tmp anyone could have made it first).
+    pub run_dir_is_dev_default: bool,
     pub novnc_dir: PathBuf,
 }
 
@@ -107,6 +110,38 @@ pub enum ConfigError {
 /// `net.core.wmem_max`.
 pub const MIN_VIEWER_SEND_BUFFER: usize = 4096;
 pub const MAX_VIEWER_SEND_BUFFER: usize = 16 << 20;
+
+/// `run`'s desktop run dir unless `--desktop-run-dir` says otherwise.
+pub const DEFAULT_DESKTOP_RUN_DIR: &str = "/run/grexal/desktop";
+/// The longest run dir whose VNC socket (`vnc.sock` in it) fits a Unix socket address
+/// (107 bytes and a NUL).
+const MAX_DESKTOP_RUN_DIR_BYTES: usize = 107 - "/vnc.sock".len();
+
+/// Under `dev`, the desktop's default run dir: the developer's own (`/run/grexal` is
+/// root's), outside the project so its sockets' paths fit a socket address whatever the
+/// project's path, and one per project (a hash of its `.grexal` path) so two projects'
+/// desktops do not meet: `$XDG_RUNTIME_DIR/grexal-desktop-HASH` when that is set, absolute
+/// and short enough, else `/tmp/grexal-desktop-UID-HASH`.
+pub fn dev_desktop_run_dir(
+    xdg_runtime_dir: Option<&std::ffi::OsStr>,
+    uid: u32,
+    grexal: &std::path::Path,
+) -> PathBuf {
+    use sha2::{Digest, Sha256};
+    use std::os::unix::ffi::OsStrExt;
+    let digest = Sha256::digest(grexal.as_os_str().as_bytes());
+    let hash = hex::encode(&digest[..8]);
+    if let Some(xdg) = xdg_runtime_dir
+        .map(std::path::Path::new)
+        .filter(|p| p.is_absolute())
+    {
+        let dir = xdg.join(format!("grexal-desktop-{hash}"));
+        if dir.as_os_str().len() <= MAX_DESKTOP_RUN_DIR_BYTES {
+            return dir;
+        }
+    }
+    PathBuf::from(format!("/tmp/grexal-desktop-{uid}-{hash}"))
+}
 
 /// Relative paths (`dev`'s defaults under `.grexal/`) are resolved once, against the
 /// directory the daemon starts in, so nothing later depends on the current directory.
@@ -200,6 +235,24 @@ impl Config {
                 return Err(ConfigError::Zero { flag });
             }
         }
+        // `run`'s desktop paths are the image's; `dev`'s are the developer's own.
+        let dev = matches!(source, CredentialSource::DevFile { .. });
+        let mut profile = common.browser_profile.map(absolute).transpose()?;
+        let (run_dir, run_dir_is_dev_default) = match common.desktop_run_dir {
+            Some(dir) => (absolute(dir)?, false),
+            None if dev => (
+                dev_desktop_run_dir(
+                    std::env::var_os("XDG_RUNTIME_DIR").as_deref(),
+                    nix::unistd::geteuid().as_raw(),
+                    &absolute(PathBuf::from(".grexal"))?,
+                ),
+                true,
+            ),
+            None => (PathBuf::from(DEFAULT_DESKTOP_RUN_DIR), false),
+        };
+        if dev && profile.is_none() {
+            profile = Some(absolute(PathBuf::from(".grexal/chromium-profile"))?);
+        }
         let send_buffer = common.viewer_send_buffer;
         if send_buffer != 0
             && !(MIN_VIEWER_SEND_BUFFER..=MAX_VIEWER_SEND_BUFFER).contains(&send_buffer)
@@ -225,8 +278,9 @@ impl Config {
                 height,
                 chromium: common.chromium,
                 chromium_sandbox: common.chromium_sandbox,
-                profile: common.browser_profile.map(absolute).transpose()?,
-                run_dir: absolute(common.desktop_run_dir)?,
+                profile,
+                run_dir,
+                run_dir_is_dev_default,
                 novnc_dir: absolute(common.novnc_dir)?,
                 chromium_args: common
                     .chromium_args
@@ -325,6 +379,50 @@ mod tests {
                 "{bad}: {err}"
             );
             assert!(err.to_string().contains("--viewer-send-buffer"), "{err}");
+        }
+    }
+
+    #[test]
+    fn dev_desktop_paths_are_the_developers_own() {
+        let config = dev_config(&[]).unwrap();
+        let profile = config.desktop.profile.expect("a dev default");
+        assert!(profile.is_absolute() && profile.ends_with(".grexal/chromium-profile"));
+        assert!(config.desktop.run_dir_is_dev_default);
+        assert!(!config.desktop.run_dir.starts_with("/run/grexal"));
+        let given = dev_config(&["--desktop-run-dir", "/tmp/d", "--browser-profile", "/tmp/p"])
+            .unwrap()
+            .desktop;
+        assert_eq!(
+            (given.run_dir.as_path(), given.profile.as_deref()),
+            (
+                std::path::Path::new("/tmp/d"),
+                Some(std::path::Path::new("/tmp/p"))
+            )
+        );
+        assert!(!given.run_dir_is_dev_default);
+    }
+
+    #[test]
+    fn dev_desktop_run_dir_is_per_user_per_project_and_fits_a_socket_address() {
+        let a = std::path::Path::new("/home/dev/a/.grexal");
+        let b = std::path::Path::new("/home/dev/b/.grexal");
+        let xdg = Some(std::ffi::OsStr::new("/run/user/1000"));
+        let in_xdg = dev_desktop_run_dir(xdg, 1000, a);
+        assert!(in_xdg.starts_with("/run/user/1000/"), "{in_xdg:?}");
+        assert!(in_xdg.to_str().unwrap().contains("grexal-desktop-"));
+        assert_eq!(in_xdg, dev_desktop_run_dir(xdg, 1000, a), "stable");
+        assert_ne!(in_xdg, dev_desktop_run_dir(xdg, 1000, b), "per project");
+        // Unset, relative or too long: /tmp, with the uid.
+        let long = "/".to_string() + &"x".repeat(90);
+        for xdg in [None, Some("run/user/1000"), Some(long.as_str())] {
+            let dir = dev_desktop_run_dir(xdg.map(std::ffi::OsStr::new), 1000, a);
+            assert!(
+                dir.to_str()
+                    .unwrap()
+                    .starts_with("/tmp/grexal-desktop-1000-"),
+                "{xdg:?}: {dir:?}"
+            );
+            assert!(dir.as_os_str().len() <= MAX_DESKTOP_RUN_DIR_BYTES);
         }
     }
 

@@ -277,6 +277,10 @@ async fn boot(config: Config, started: &mut Started) -> Result<Daemon, BootError
     // one place that decides whether the sandbox is a desktop one: the agent's
     // GREXAL_BROWSER_CDP_URL, `GET /v1/browser` and takeovers all follow from it.
     let desktop = if config.force_desktop || store.manifest().is_desktop() {
+        if config.desktop.run_dir_is_dev_default {
+            crate::dev_dir::prepare_owned(&config.desktop.run_dir)
+                .map_err(|e| BootError::from_error(ExitCode::Config, "desktop run dir", &e))?;
+        }
         let desktop = Arc::new(start_desktop(&config, agent_user.as_ref(), &events).await?);
         started.desktop = Some(desktop.clone());
         Some(desktop)

@@ -455,3 +455,61 @@ fn the_agent_finds_file_delivered_fields_through_grexal_credentials_dir() {
         "{stdout}"
     );
 }
+
+/// An ordinary developer (uid 4242, no XDG_RUNTIME_DIR) runs `dev` with a desktop: the
+/// run dir and the profile default to their own directories, not root's /run/grexal and
+/// /var/lib/grexal (EPERM, exit 71), and the agent gets the browser.
+#[test]
+fn dev_runs_the_desktop_for_a_non_root_developer() {
+    use std::os::unix::process::CommandExt;
+    if skip_unless_root("dev_runs_the_desktop_for_a_non_root_developer") {
+        return;
+    }
+    let xvnc = Path::new("/usr/bin/Xvnc");
+    if !xvnc.exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but Xvnc is missing"
+        );
+        eprintln!("skipping: {} missing", xvnc.display());
+        return;
+    }
+    const DEVELOPER: u32 = 4242;
+    let dir = open_tempdir();
+    write(
+        &dir.path().join("grexal.json"),
+        r#"{"runtime": {"sandbox_template": "desktop"}, "connections": [
+            {"id": "site", "display_name": "Site", "auth_mode": "browser_login"}]}"#,
+        0o644,
+    );
+    let uid = Some(nix::unistd::Uid::from_raw(DEVELOPER));
+    let gid = Some(nix::unistd::Gid::from_raw(DEVELOPER));
+    nix::unistd::chown(dir.path(), uid, gid).expect("chown");
+    nix::unistd::chown(&dir.path().join("grexal.json"), uid, gid).expect("chown");
+    let mut cmd = command();
+    cmd.current_dir(dir.path())
+        .env("HOME", dir.path())
+        .args([
+            "dev",
+            "--",
+            "sh",
+            "-c",
+            r#"test -n "$GREXAL_BROWSER_CDP_URL""#,
+        ])
+        .uid(DEVELOPER)
+        .gid(DEVELOPER);
+    let out = run_to_end(&mut cmd);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let profile = dir.path().join(".grexal/chromium-profile");
+    let owner = std::fs::metadata(&profile).map(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.uid()
+    });
+    // The run dir is the developer's own, in /tmp; the test removes it.
+    let grexal = dir.path().join(".grexal");
+    let run_dir = grexal_sidecar::config::dev_desktop_run_dir(None, DEVELOPER, &grexal);
+    let _ = std::fs::remove_dir_all(&run_dir);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(owner.ok(), Some(DEVELOPER), "the profile is under .grexal");
+    assert!(stderr.contains("desktop ready"), "{stderr}");
+}
