@@ -1276,3 +1276,24 @@ async fn no_one_can_make_x11vnc_connect_out() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_desktop_directory_that_cannot_be_made_is_named() {
+    init_tracing();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(dir.path());
+    // Its parent is a file: no directory can be made there (a read-only /run fails alike).
+    std::fs::write(dir.path().join("file"), b"").expect("file");
+    cfg.run_dir = dir.path().join("file/desktop");
+    cfg.chromium = dir.path().join("no-chromium");
+    cfg.backend = DisplayBackend::Xvnc {
+        xvnc: dir.path().join("no-xvnc"),
+    };
+    let err = Desktop::start(cfg.clone(), EventBus::new(), CancellationToken::new())
+        .await
+        .expect_err("must fail");
+    assert!(
+        err.to_string().contains(&*cfg.run_dir.to_string_lossy()),
+        "the error does not name the directory: {err}"
+    );
+}

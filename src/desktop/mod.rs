@@ -274,6 +274,12 @@ pub enum DesktopError {
         len: usize,
         max: usize,
     },
+    #[error("create desktop directory {}", dir.display())]
+    Dir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{what}")]
     Io {
         what: &'static str,
@@ -305,6 +311,7 @@ impl DesktopError {
             | DesktopError::Cdp { .. }
             | DesktopError::NoPage => "chromium",
             DesktopError::Io { .. }
+            | DesktopError::Dir { .. }
             | DesktopError::SocketPathTooLong { .. }
             | DesktopError::ForeignDir { .. }
             | DesktopError::Failed { .. } => "desktop",

@@ -38,8 +38,10 @@ pub(crate) fn prepare_dirs(cfg: &DesktopConfig) -> Result<(), DesktopError> {
 /// (e.g. a profile written by root) would stay unwritable for the browser, and chowning
 /// them recursively as root is a symlink-following hazard in a dir the agent could write.
 fn make_private_dir(dir: &Path, cfg: &DesktopConfig) -> Result<(), DesktopError> {
-    let io = |source| DesktopError::Io {
-        what: "create desktop directory",
+    // The path is named: under `run` it is a flag's value or a default the operator must
+    // find to fix (a read-only /run, a missing parent).
+    let io = |source| DesktopError::Dir {
+        dir: dir.to_path_buf(),
         source,
     };
     if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
