@@ -1,14 +1,40 @@
 //! The README's configuration tables name every flag and environment variable of `run` and
-//! `dev` (from the CLI definition itself), so the table cannot fall behind the code.
+//! `dev`, with the defaults the CLI really has (all read from the CLI definition itself), so
+//! the tables cannot fall behind the code.
 
 use clap::CommandFactory;
 
+/// The lines of the README between the heading `from` and the next `### ` heading.
+fn section<'a>(readme: &'a str, from: &str) -> Vec<&'a str> {
+    readme
+        .lines()
+        .skip_while(|line| *line != from)
+        .skip(1)
+        .take_while(|line| !line.starts_with("### "))
+        .collect()
+}
+
+/// The table row of `--long` in `lines`: it starts with the flag in backticks.
+fn row<'a>(lines: &[&'a str], long: &str) -> Option<&'a str> {
+    let (with_value, bare) = (format!("| `--{long} "), format!("| `--{long}`"));
+    lines
+        .iter()
+        .copied()
+        .find(|line| line.starts_with(&with_value) || line.starts_with(&bare))
+}
+
 #[test]
-fn readme_names_every_flag_and_env_var() {
+fn readme_names_every_flag_and_env_var_with_its_default() {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
         .expect("README.md");
+    let run_table = section(&readme, "### `grexal-sidecar run`");
+    let dev_table = section(&readme, "### `grexal-sidecar dev`");
+    assert!(
+        run_table.len() > 20 && dev_table.len() > 5,
+        "README sections not found"
+    );
     let cli = grexal_sidecar::cli::Cli::command();
-    let mut missing = Vec::new();
+    let mut wrong = Vec::new();
     let mut seen = 0;
     for sub in ["run", "dev"] {
         let command = cli.find_subcommand(sub).expect(sub);
@@ -18,26 +44,42 @@ fn readme_names_every_flag_and_env_var() {
                 continue;
             }
             seen += 1;
-            // A table row starts with the flag in backticks; its variable is in the next cell.
-            let (with_value, bare) = (format!("| `--{long} "), format!("| `--{long}`"));
-            let Some(row) = readme
-                .lines()
-                .find(|line| line.starts_with(&with_value) || line.starts_with(&bare))
-            else {
-                missing.push(format!("{sub}: --{long}"));
+            // `dev`'s table lists what differs from `run`'s; the rest is in `run`'s.
+            let found = match sub {
+                "dev" => row(&dev_table, long).or_else(|| row(&run_table, long)),
+                _ => row(&run_table, long),
+            };
+            let Some(row) = found else {
+                wrong.push(format!("{sub}: --{long} has no row"));
                 continue;
             };
+            let cells: Vec<&str> = row.split(" | ").collect();
             if let Some(env) = arg.get_env() {
                 let env = env.to_string_lossy();
-                if !row.contains(&format!("`{env}`")) {
-                    missing.push(format!("{sub}: --{long}'s variable {env}"));
+                if cells.get(1).is_none_or(|c| c.trim() != format!("`{env}`")) {
+                    wrong.push(format!("{sub}: --{long}'s variable is {env}"));
+                }
+            }
+            let defaults: Vec<String> = arg
+                .get_default_values()
+                .iter()
+                .map(|v| v.to_string_lossy().into_owned())
+                .collect();
+            let is_switch = matches!(
+                arg.get_action(),
+                clap::ArgAction::SetTrue | clap::ArgAction::SetFalse
+            );
+            if !defaults.is_empty() && !is_switch {
+                let want = format!("`{}`", defaults.join(","));
+                if cells.get(2).is_none_or(|c| c.trim() != want) {
+                    wrong.push(format!(
+                        "{sub}: --{long}'s default is {want}, the README says {:?}",
+                        cells.get(2)
+                    ));
                 }
             }
         }
     }
     assert!(seen > 30, "only {seen} flags found: the CLI was not read");
-    assert!(
-        missing.is_empty(),
-        "not in the README's tables: {missing:#?}"
-    );
+    assert!(wrong.is_empty(), "the README's tables disagree: {wrong:#?}");
 }
