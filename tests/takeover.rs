@@ -821,6 +821,14 @@ async fn open_tab(desktop: &Desktop, url: &str) {
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
 }
 
+/// Not a readiness wait: three poll periods of the success condition in which a wrong match
+/// would have ended the takeover; then it must still be live.
+async fn still_live_after_three_polls(h: &mut Harness, id: &str, why: &str) {
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let state = h.agent("GET", &format!("/v1/takeovers/{id}"), None).await;
+    assert_eq!(state.json()["state"], "live", "{why}");
+}
+
 /// Waits until a page target of the browser is at `url` (`/json/list`).
 async fn until_page_at(desktop: &Desktop, url: &str) {
     let end = Instant::now() + Duration::from_secs(20);
@@ -896,15 +904,12 @@ async fn real_desktop_rfb_condition_restart_and_failure() {
     let banner = next_binary(&mut ws).await;
     assert!(banner.starts_with(b"RFB 003."), "{banner:?}");
     open_tab(&desktop, &format!("{site}/login")).await;
-    // Not a readiness wait: three poll periods in which a wrong match would have ended it.
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(
-        h.agent("GET", &format!("/v1/takeovers/{id}"), None)
-            .await
-            .json()["state"],
-        "live",
-        "/login must not match, nor the /done tab that was there at the start"
-    );
+    still_live_after_three_polls(
+        &mut h,
+        &id,
+        "/login must not match, nor the /done tab that was there at the start",
+    )
+    .await;
     open_tab(&desktop, &format!("{site}/done?x=1")).await;
     let waited = h
         .agent(
@@ -934,15 +939,12 @@ async fn real_desktop_rfb_condition_restart_and_failure() {
     until_session_cookie(&desktop, "anonymous").await;
     let body = r#"{"connection_id":"github","reason":"r","timeout_seconds":120,"success":{"cookie":{"name":"session","domain":"127.0.0.1"}}}"#;
     let (id, _, _) = start(&mut h, body).await;
-    // Not a readiness wait: three poll periods in which the old cookie would have ended it.
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(
-        h.agent("GET", &format!("/v1/takeovers/{id}"), None)
-            .await
-            .json()["state"],
-        "live",
-        "a cookie that was there at the start must not complete it"
-    );
+    still_live_after_three_polls(
+        &mut h,
+        &id,
+        "a cookie that was there at the start must not complete it",
+    )
+    .await;
     open_tab(&desktop, &format!("{site}/set-cookie?v=user-42")).await;
     let waited = h
         .agent(
