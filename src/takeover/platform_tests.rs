@@ -145,6 +145,24 @@ fn tokens(seen: &Seen) -> (String, String) {
     (token("control_token"), token("view_token"))
 }
 
+/// The tokens of the `takeover_requested` that `rx` hears next, as the bus published it.
+async fn published_tokens(
+    rx: &mut tokio::sync::broadcast::Receiver<Arc<PlatformEvent>>,
+) -> (String, String) {
+    let PlatformEvent::TakeoverRequested {
+        control_token,
+        view_token,
+        ..
+    } = &*rx.recv().await.unwrap()
+    else {
+        panic!("the request was published")
+    };
+    (
+        control_token.expose().to_owned(),
+        view_token.expose().to_owned(),
+    )
+}
+
 fn access(manager: &TakeoverManager, id: &str, token: &str) -> Result<Access, &'static str> {
     manager
         .authorize(id, token)
@@ -161,18 +179,7 @@ async fn a_platform_that_subscribes_while_a_takeover_is_live_is_told_of_it_first
     let p = platform();
     let mut earlier = p.bus.subscribe();
     let info = p.manager.request(request()).await.unwrap();
-    let PlatformEvent::TakeoverRequested {
-        control_token,
-        view_token,
-        ..
-    } = &*earlier.recv().await.unwrap()
-    else {
-        panic!("the request was published")
-    };
-    let first = (
-        control_token.expose().to_owned(),
-        view_token.expose().to_owned(),
-    );
+    let first = published_tokens(&mut earlier).await;
 
     let seen = p.subscribe().await;
     assert_eq!(
@@ -267,11 +274,7 @@ async fn token_pairs_are_bounded_and_the_first_pair_is_never_retired() {
     let mut earlier = p.bus.subscribe();
     let info = p.manager.request(request()).await.unwrap();
     let id = info.takeover_id.as_str();
-    let PlatformEvent::TakeoverRequested { control_token, .. } = &*earlier.recv().await.unwrap()
-    else {
-        panic!("the request was published")
-    };
-    let first = control_token.expose().to_owned();
+    let (first, _) = published_tokens(&mut earlier).await;
     let mut replays = Vec::new();
     for _ in 0..max {
         replays.push(tokens(&p.subscribe().await[0]));
@@ -298,14 +301,7 @@ async fn the_platform_reads_takeovers_without_their_tokens() {
     let mut earlier = p.bus.subscribe();
     let first = p.manager.request(request()).await.unwrap();
     let stream_tokens = tokens(&p.subscribe().await[0]);
-    let PlatformEvent::TakeoverRequested {
-        control_token,
-        view_token,
-        ..
-    } = &*earlier.recv().await.unwrap()
-    else {
-        panic!("the request was published")
-    };
+    let published = published_tokens(&mut earlier).await;
 
     let live = serde_json::json!({
         "takeover_id": first.takeover_id, "state": "live", "connection_id": "github",
@@ -325,8 +321,8 @@ async fn the_platform_reads_takeovers_without_their_tokens() {
     );
     let shown = list.to_string();
     for token in [
-        control_token.expose(),
-        view_token.expose(),
+        &published.0,
+        &published.1,
         &stream_tokens.0,
         &stream_tokens.1,
     ] {
