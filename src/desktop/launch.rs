@@ -116,8 +116,15 @@ pub(crate) async fn start_display(
                     "None",
                     "-nolisten",
                     "tcp",
-                    "-rfbunixpath",
                 ])
+                // The desktop's clipboard stays in the desktop: Xvnc would send every copy
+                // (Chromium's, perhaps of something from the user's logged-in session) to
+                // every client, watchers with a view-only token too, whose input the relay
+                // drops but whose output it cannot read. The viewer never uses it. Clients may
+                // still send theirs (AcceptCutText). `-noclipboard` keeps a holder of the
+                // display's cookie from turning it back on (`vncconfig -set SendCutText=1`).
+                .args(["-SendCutText=0", "-noclipboard"])
+                .arg("-rfbunixpath")
                 .arg(&socket);
             ("display", cmd, Some(VncTarget::Unix(socket)))
         }
@@ -292,6 +299,9 @@ pub(crate) async fn start_x11vnc(
         // [::]:5900 (every interface), hence `-rfbportv6 0`; `-noipv6` also skips x11vnc's
         // own IPv6 port search (~5 s). Not `-localhost`: it refuses Unix-socket clients.
         .args(["-rfbport", "0", "-rfbportv6", "0", "-noipv6"])
+        // The desktop's selections and cut buffer are never sent to viewers (as Xvnc's
+        // `-SendCutText=0`), only received from them; `-noremote` keeps it so.
+        .args(["-seldir", "recv"])
         .args(["-nopw", "-forever", "-shared", "-noxdamage"]);
     // SAFETY: between fork and exec only async-signal-safe calls are allowed; umask is a
     // plain system call. x11vnc creates its socket (and nothing else) with the umask's
