@@ -306,6 +306,8 @@ async fn viewer_end_to_end() {
     let actions = json!([
         {"type": "click", "x": 640, "y": 400},
         {"type": "screenshot", "path": shot("view-live")},
+        {"type": "viewport", "width": 390, "height": 844},
+        {"type": "screenshot", "path": shot("view-phone")},
         {"type": "http", "method": "POST", "url": "/fake/end/timed_out"},
         {"type": "wait_state", "state": "ended"},
     ]);
@@ -321,6 +323,11 @@ async fn viewer_end_to_end() {
     assert_ok(&h, "view");
     assert_eq!(h.result["page"]["buttons_visible"], false);
     assert_eq!(h.result["page"]["view_only"], true);
+    // No "Type text into the sandbox" for a watcher.
+    assert_eq!(
+        h.result["page"]["type_text"],
+        json!({"visible": false, "enabled": false, "value_length": 0})
+    );
     assert_eq!(
         (h.result["state"].as_str(), h.result["outcome"].as_str()),
         (Some("ended"), Some("timed_out"))
@@ -390,6 +397,11 @@ async fn viewer_end_to_end() {
         "{st:?}"
     );
     assert_eq!(fake.calls("complete"), 1);
+    // Once the takeover has ended, "Type text into the sandbox" is gone.
+    assert_eq!(
+        h.result["page"]["type_text"],
+        json!({"visible": false, "enabled": false, "value_length": 0})
+    );
     let (px, py) = x.pointer();
     assert!(
         (px - cx).abs() <= 2 && (py - cy).abs() <= 2,
@@ -413,6 +425,11 @@ async fn viewer_end_to_end() {
         {"type": "wait_seen", "state": "reconnecting"},
         {"type": "screenshot", "path": shot("reconnecting")},
         {"type": "wait_pixels"},
+        // The page at a laptop's size and a phone's, with "Type text into the sandbox".
+        {"type": "viewport", "width": 1280, "height": 800},
+        {"type": "screenshot", "path": shot("control-1280x800")},
+        {"type": "viewport", "width": 390, "height": 844},
+        {"type": "screenshot", "path": shot("control-phone")},
         {"type": "cancel"},
         {"type": "wait_state", "state": "ended"},
     ]);

@@ -6,6 +6,11 @@
 // `{page}/session|complete|cancel` and as a WebSocket subprotocol `grexal.v1.<token>`.
 // Every URL is derived from the page's own path, so the page works behind a path prefix.
 //
+// A controlling viewer can also type text into the sandbox through a field of its own
+// ("Type text into the sandbox"): for a password from a password manager or the clipboard,
+// which the canvas cannot take (it sends keys the user presses, never a paste). The text goes
+// as keys, never through the VNC clipboard, and is never logged.
+//
 // For tests and people alike, the state is on <body>: data-state = connecting | live |
 // reconnecting | replaced (another tab took control) | ended | error, data-outcome = completed | cancelled | timed_out | failed,
 // and data-held-messages = how many of the relay's messages arrived before noVNC had loaded.
@@ -58,6 +63,7 @@ const page = {
   token: null,
   session: null,
   RFB: null,
+  keysyms: null, // noVNC's codepoint -> keysym table (core/input/keysymdef.js)
   rfb: null,
   state: null,
   wasLive: false,
@@ -90,6 +96,7 @@ function setState(state, outcome) {
   const canAct = (state === 'live' || state === 'reconnecting') && page.session && page.session.access === 'control';
   $('btn-complete').hidden = !canAct;
   $('btn-cancel').hidden = !canAct;
+  renderTyping();
   if (state === 'ended' || state === 'error') {
     $('timer').hidden = true;
     stopTimers();
@@ -155,6 +162,7 @@ function renderSession(s) {
   $('view-only').hidden = !viewOnly;
   $('view-note').hidden = !viewOnly;
   $('brief').hidden = false;
+  renderTyping();
 }
 
 function hostOf(url) {
@@ -164,6 +172,50 @@ function hostOf(url) {
   } catch (_) {
     return url;
   }
+}
+
+// ---- typing text into the sandbox -----------------------------------------------------
+
+// Shown to a controlling viewer only (a watcher's keys are dropped by the relay anyway), and
+// usable only while the desktop is live. Whatever was left in the field goes when it is not.
+function renderTyping() {
+  const control = !!page.session && page.session.access === 'control';
+  const over = page.state === 'ended' || page.state === 'error';
+  const usable = control && page.state === 'live' && !!page.rfb && !!page.keysyms;
+  $('type-text').hidden = !control || over;
+  $('type-text-input').disabled = !usable;
+  $('btn-type').disabled = !usable;
+  if (!usable) $('type-text-input').value = '';
+}
+
+// A character typing cannot produce: a control character (a pasted tab or line break).
+function untypable(cp) {
+  return cp < 0x20 || (cp >= 0x7f && cp < 0xa0);
+}
+
+// Types the field's text into the sandbox, where its focus is: each character as its keysym
+// (noVNC's own table), pressed and released, as noVNC sends a key typed on the canvas; the X
+// server finds the keycode and adds the Shift it needs. Then the canvas has the focus again,
+// so Enter or Tab goes on in the sandbox. Not through the VNC clipboard: the desktop's
+// clipboard is for nobody to read, and a password does not belong in it.
+function typeText() {
+  const input = $('type-text-input');
+  const rfb = page.rfb;
+  if (!rfb || page.state !== 'live' || input.disabled) return;
+  const keysyms = [];
+  for (const ch of input.value) {
+    const cp = ch.codePointAt(0);
+    if (untypable(cp)) {
+      toast("This text holds a tab or line break, which can't be typed. Nothing was typed.");
+      input.focus();
+      return;
+    }
+    keysyms.push(page.keysyms.lookup(cp));
+  }
+  input.value = '';
+  // No physical key (`code`): noVNC then sends the keysym itself, never a scancode.
+  for (const keysym of keysyms) rfb.sendKey(keysym, null);
+  rfb.focus();
 }
 
 // ---- remaining time ------------------------------------------------------------------
@@ -366,6 +418,7 @@ function connect() {
   rfb.addEventListener('disconnect', () => {
     if (page.rfb !== rfb) return;
     page.rfb = null;
+    renderTyping();
     onDisconnect(ws.closed);
   });
 }
@@ -530,9 +583,19 @@ async function main() {
   $('btn-complete').addEventListener('click', () => answer('complete'));
   $('btn-cancel').addEventListener('click', () => answer('cancel'));
   $('btn-here').addEventListener('click', useHere);
+  $('btn-type').addEventListener('click', typeText);
+  $('type-text-input').addEventListener('keydown', (e) => {
+    if (e.key !== 'Enter' || e.isComposing) return;
+    e.preventDefault();
+    typeText();
+  });
 
   // noVNC's modules and the session at once: over a real link each costs round trips.
-  const loading = import('../novnc/core/rfb.js');
+  // (keysymdef.js is among rfb.js's own imports: no request of its own.)
+  const loading = Promise.all([
+    import('../novnc/core/rfb.js'),
+    import('../novnc/core/input/keysymdef.js'),
+  ]);
   loading.catch(() => { /* reported below, once the session is known */ });
   let r;
   try {
@@ -548,7 +611,9 @@ async function main() {
   // still loading (they take several round trips; the session took one).
   page.early = new HeldSocket(wsUrl(), protocols());
   try {
-    page.RFB = (await loading).default;
+    const [rfb, keysyms] = await loading;
+    page.RFB = rfb.default;
+    page.keysyms = keysyms.default;
   } catch (_) {
     fail('The viewer could not load', 'The remote-screen component is missing on the sandbox.');
     return;

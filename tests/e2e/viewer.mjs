@@ -14,6 +14,7 @@
 // click on "I've logged in") and "action_times" ([{type, start, end}]).
 // With --until error|ended it waits for that state instead of pixels (e.g. a bad token).
 // Any failure exits 1 with a message on stderr (and a JSON line with "error" on stdout).
+// Every console message of the page is in "console_messages" ([{type, text}]).
 //
 // Actions (a JSON array), desktop coordinates are the remote screen's pixels:
 //   {"type":"click","x":640,"y":400}            click on the desktop (mapped to the scaled canvas)
@@ -32,6 +33,11 @@
 //                                               wait for its pixels; its snapshot is "tab"
 //   {"type":"tab_wait_state","state":"x"}       wait until the second tab's data-state is x
 //   {"type":"use_here"}                         click "Use it here" (a replaced tab)
+//   {"type":"type_text","text":"pw","submit":"enter"|"click"}
+//                                               paste text into "Type text into the sandbox"
+//                                               and press Enter there (default) or click its
+//                                               button
+//   {"type":"viewport","width":390,"height":844} resize the page's viewport (e.g. a phone's)
 // Every wait takes an optional "timeout_ms" (default: --timeout-ms).
 
 import { readFileSync, mkdirSync } from 'node:fs';
@@ -195,6 +201,19 @@ async function snapshot(page) {
         view_only: shown('view-only'),
         buttons_visible: shown('btn-complete') && shown('btn-cancel'),
         use_here_visible: shown('btn-here'),
+        // "Type text into the sandbox": its value's length only, never the value.
+        type_text: (() => {
+          const input = document.getElementById('type-text-input');
+          return {
+            visible: shown('type-text') && shown('type-text-input'),
+            enabled: !!input && !input.disabled && !document.getElementById('btn-type').disabled,
+            value_length: input ? input.value.length : null,
+          };
+        })(),
+        // What has the keyboard: an element's id, else its tag.
+        focus: document.activeElement
+          ? document.activeElement.id || document.activeElement.tagName.toLowerCase()
+          : null,
         toast: shown('toast') ? text('toast') : null,
       },
       canvas: c ? { width: c.width, height: c.height } : null,
@@ -241,6 +260,16 @@ async function runAction(page, action, opts) {
     }
     case 'tab_wait_state': await waitState(secondTab(), action.state, timeout); break;
     case 'use_here': await page.click('#btn-here', { timeout }); break;
+    case 'type_text': {
+      // fill() is what a paste does: the whole value at once, then an input event.
+      await page.fill('#type-text-input', String(action.text), { timeout });
+      if (action.submit === 'click') await page.click('#btn-type', { timeout });
+      else await page.press('#type-text-input', 'Enter', { timeout });
+      break;
+    }
+    case 'viewport':
+      await page.setViewportSize({ width: Number(action.width), height: Number(action.height) });
+      break;
     case 'http': {
       const resp = await fetch(new URL(action.url, opts.url), {
         method: action.method || 'GET', signal: AbortSignal.timeout(timeout),
@@ -256,12 +285,16 @@ async function main() {
   const opts = parseArgs(process.argv.slice(2));
   const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, timeout: opts.timeoutMs });
   const consoleErrors = [];
+  const consoleMessages = [];
   let page;
   let result = { first_pixels_ms: null };
   try {
     const context = await browser.newContext({ viewport: opts.viewport });
     page = await context.newPage();
-    page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text().slice(0, 300)); });
+    page.on('console', (m) => {
+      consoleMessages.push({ type: m.type(), text: m.text().slice(0, 300) });
+      if (m.type() === 'error') consoleErrors.push(m.text().slice(0, 300));
+    });
     page.on('pageerror', (e) => consoleErrors.push(String(e).slice(0, 300)));
     await page.addInitScript(recorder);
 
@@ -282,7 +315,9 @@ async function main() {
       result.action_times.push({ type: action.type, start, end: Date.now() });
     }
     await shot(page, opts.screenshot);
-    result = { ...result, ...(await snapshot(page)), console_errors: consoleErrors };
+    result = {
+      ...result, ...(await snapshot(page)), console_errors: consoleErrors, console_messages: consoleMessages,
+    };
     if (tab) result.tab = await snapshot(tab);
     process.stdout.write(JSON.stringify(result) + '\n');
   } catch (e) {
@@ -291,7 +326,9 @@ async function main() {
       try { state = await snapshot(page); } catch (_) { /* page gone */ }
       try { await shot(page, opts.screenshot); } catch (_) { /* page gone */ }
     }
-    process.stdout.write(JSON.stringify({ error: e.message, ...result, ...(state || {}), console_errors: consoleErrors }) + '\n');
+    process.stdout.write(JSON.stringify({
+      error: e.message, ...result, ...(state || {}), console_errors: consoleErrors, console_messages: consoleMessages,
+    }) + '\n');
     process.stderr.write(`viewer.mjs: ${e.message}\n`);
     process.exitCode = 1;
   } finally {
