@@ -5,15 +5,16 @@
 //! connection, and shows the outcome. Screenshots land in `target/e2e-artifacts/`.
 
 mod support;
+#[path = "support/viewer_desk.rs"]
+mod viewer_desk;
 #[path = "support/viewer.rs"]
 mod viewer_support;
 
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use viewer_desk::*;
 use viewer_support::*;
-
-const NOVNC_RFB: &str = "/usr/share/novnc/core/rfb.js";
 
 /// The viewer's routes behind the fake takeover side, with no desktop (`None` when noVNC is
 /// missing): its temporary directory, the fake and its base URL.
@@ -195,68 +196,6 @@ fn preloaded_modules(html: &str) -> Vec<&str> {
         .filter_map(|l| l.strip_prefix("<link rel=\"modulepreload\" href=\""))
         .filter_map(|l| l.strip_suffix("\">"))
         .collect()
-}
-
-fn shot(name: &str) -> std::path::PathBuf {
-    artifacts().join(format!("viewer-{name}.png"))
-}
-
-fn assert_ok(h: &Harness, what: &str) {
-    assert!(h.ok, "{what}: harness failed: {}\n{}", h.stderr, h.result);
-    assert_eq!(
-        h.result["csp_violations"],
-        json!([]),
-        "{what}: CSP violations: {}",
-        h.result
-    );
-}
-
-fn states(h: &Harness) -> Vec<String> {
-    h.result["states"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// A real Xvnc showing an xmessage window (real pixels for noVNC to draw), and a home for
-/// the headless browser.
-struct Desk {
-    dir: tempfile::TempDir,
-    home: std::path::PathBuf,
-    x: Xvnc,
-    xmsg: usize,
-}
-
-/// Starts a [`Desk`]; `None` when a tool (the common ones and `extra`) is missing outside CI.
-/// Blocks: call from a multi-thread runtime.
-fn desk(text: &str, extra: &[&str]) -> Option<Desk> {
-    let modules = repo().join("tests/e2e/node_modules/playwright-core");
-    let modules = modules.to_str().expect("utf-8 path");
-    let mut tools = vec![
-        "/usr/bin/chromium",
-        "/usr/bin/Xvnc",
-        "/usr/bin/node",
-        "/usr/bin/xmessage",
-        NOVNC_RFB,
-        modules,
-    ];
-    tools.extend_from_slice(extra);
-    if !tools_present(&tools) {
-        return None;
-    }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let home = dir.path().join("home");
-    std::fs::create_dir_all(&home).expect("home");
-    tokio::task::block_in_place(|| {
-        let mut x = Xvnc::start(dir.path());
-        let xmsg_out = dir.path().join("xmessage.out");
-        let xmsg = x.xmessage(text, &xmsg_out);
-        Some(Desk { dir, home, x, xmsg })
-    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

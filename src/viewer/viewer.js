@@ -74,6 +74,8 @@ const page = {
   busy: false,
   early: null, // the WebSocket opened at the start, until noVNC takes it
   replacedPoll: null,
+  loading: null, // the import of noVNC's module, started with the page
+  name: null, // who the sign-in is for, once known (kept for a reload after the end)
 };
 
 // ---- state and rendering -------------------------------------------------------------
@@ -143,6 +145,7 @@ function toast(text) {
 }
 
 function renderSession(s) {
+  page.name = s.display_name || s.connection_id || null;
   $('display-name').textContent = s.display_name || s.connection_id || 'Sign-in';
   document.title = 'Log in to ' + (s.display_name || s.connection_id || 'your account');
   const hint = $('login-hint');
@@ -157,12 +160,31 @@ function renderSession(s) {
     hint.append('The agent needs you to log in to ' + (s.display_name || 'this service') + '.');
   }
   $('reason').textContent = s.reason ? '“' + s.reason + '”' : '';
+  $('reason').title = s.reason || '';
   $('reason').hidden = !s.reason;
   const viewOnly = s.access === 'view';
   $('view-only').hidden = !viewOnly;
   $('view-note').hidden = !viewOnly;
   $('brief').hidden = false;
   renderTyping();
+  fitReason();
+}
+
+// The reason is clamped to two lines so the desktop keeps its room; the rest is in its
+// tooltip and behind "Show all" (a phone has no tooltips), offered only when something is
+// cut off at this width.
+function fitReason() {
+  const reason = $('reason');
+  const more = $('reason-more');
+  const open = reason.classList.contains('open');
+  more.hidden = reason.hidden || (!open && reason.scrollHeight <= reason.clientHeight);
+  more.textContent = open ? 'Show less' : 'Show all';
+  more.setAttribute('aria-expanded', String(open));
+}
+
+function toggleReason() {
+  $('reason').classList.toggle('open');
+  fitReason();
 }
 
 function hostOf(url) {
@@ -288,6 +310,7 @@ async function fetchSession() {
   if (r.status === 200 || r.status === 410) {
     end(outcomeOf(r.body));
   } else if (r.status === 401 || r.status === 403 || r.status === 404) {
+    forgetToken();
     fail('This link is not valid or has expired',
       'Ask the agent for a new sign-in link if you still need to log in.');
   } else {
@@ -445,7 +468,9 @@ async function recheck() {
   try {
     const r = await fetchSession();
     if (!r) return;
-    if (page.state !== 'live' && !page.rfb) scheduleRetry();
+    // Not from 'replaced' (the deadline's rechecks come here too): taking control back would
+    // make the other tab do the same, for good. Only "Use it here" takes it back.
+    if (page.state !== 'live' && page.state !== 'replaced' && !page.rfb) scheduleRetry();
   } catch (_) {
     // The sandbox is unreachable for now: keep trying until the deadline has long passed.
     if (page.deadline !== null && performance.now() > page.deadline + EXPIRY_GRACE_MS * 2) {
@@ -462,7 +487,7 @@ function scheduleRetry(sessionOnly) {
   page.attempt += 1;
   page.retryTimer = setTimeout(() => {
     page.retryTimer = null;
-    if (sessionOnly) recheck(); else connect();
+    if (!page.session) begin(); else if (sessionOnly) recheck(); else connect();
   }, Math.min(delay, MAX_BACKOFF_MS));
 }
 
@@ -509,14 +534,17 @@ function closeDesktop() {
 function end(outcome) {
   if (page.state === 'ended') return;
   forgetToken();
+  rememberEnding(outcome);
   closeDesktop();
+  if (!page.session) $('display-name').textContent = page.name || 'Sign-in link';
   setState('ended', outcome);
   const o = OUTCOMES[outcome];
   showOverlay({ icon: o.icon, tone: o.tone, title: o.title, text: o.text });
 }
 
+// Keeps the token: the callers that know it is dead (the server refused it) forget it
+// first, and otherwise this page's advice may well be a reload.
 function fail(title, text) {
-  forgetToken();
   closeDesktop();
   if (!page.session) $('display-name').textContent = 'Sign-in link';
   setState('error');
@@ -535,6 +563,7 @@ async function answer(kind) {
     if (r.status === 200 || r.status === 410) {
       end(r.body.outcome && OUTCOMES[r.body.outcome] ? r.body.outcome : outcomeOf(r.body));
     } else if (r.status === 401) {
+      forgetToken();
       fail('This link is not valid or has expired', 'Ask the agent for a new sign-in link if you still need to log in.');
     } else if (r.status === 403) {
       toast('This link can only watch the screen.');
@@ -553,6 +582,10 @@ async function answer(kind) {
 // ---- start ---------------------------------------------------------------------------
 
 const STORE_KEY = 'grexal.takeover:' + page.base;
+// How the takeover ended, for a reload of this tab after the end: the token is forgotten
+// then (it opens nothing any more), and the sandbox may be gone or the server have
+// forgotten the takeover, which would make the reload say the link is not valid.
+const ENDED_KEY = 'grexal.takeover.ended:' + page.base;
 
 function readToken() {
   const params = new URLSearchParams(location.hash.slice(1));
@@ -563,8 +596,12 @@ function readToken() {
   // Kept for this tab only, so a reload reconnects (the server lets a new controlling
   // connection replace the old one).
   try {
-    if (token) sessionStorage.setItem(STORE_KEY, token);
-    else token = sessionStorage.getItem(STORE_KEY);
+    if (token) {
+      sessionStorage.setItem(STORE_KEY, token);
+      sessionStorage.removeItem(ENDED_KEY);
+    } else {
+      token = sessionStorage.getItem(STORE_KEY);
+    }
   } catch (_) { /* storage disabled: no reload support */ }
   return token && TOKEN_RE.test(token) ? token : null;
 }
@@ -573,10 +610,32 @@ function forgetToken() {
   try { sessionStorage.removeItem(STORE_KEY); } catch (_) { /* storage disabled */ }
 }
 
+function rememberEnding(outcome) {
+  try {
+    sessionStorage.setItem(ENDED_KEY, JSON.stringify({ outcome, name: page.name }));
+  } catch (_) { /* storage disabled */ }
+}
+
+// How the takeover ended, if this tab saw it end: {outcome, name}, or null.
+function endedBefore() {
+  try {
+    const ended = JSON.parse(sessionStorage.getItem(ENDED_KEY));
+    return ended && OUTCOMES[ended.outcome] ? ended : null;
+  } catch (_) {
+    return null;
+  }
+}
+
 async function main() {
   page.token = readToken();
   setState('connecting');
   if (!page.token) {
+    const ended = endedBefore();
+    if (ended) {
+      page.name = ended.name;
+      end(ended.outcome);
+      return;
+    }
     fail('This link is not valid or has expired', 'The sign-in link is incomplete. Open the full link you were given.');
     return;
   }
@@ -589,19 +648,29 @@ async function main() {
     e.preventDefault();
     typeText();
   });
+  $('reason-more').addEventListener('click', toggleReason);
+  window.addEventListener('resize', fitReason);
 
   // noVNC's modules and the session at once: over a real link each costs round trips.
   // (keysymdef.js is among rfb.js's own imports: no request of its own.)
-  const loading = Promise.all([
+  page.loading = Promise.all([
     import('../novnc/core/rfb.js'),
     import('../novnc/core/input/keysymdef.js'),
   ]);
-  loading.catch(() => { /* reported below, once the session is known */ });
+  page.loading.catch(() => { /* reported below, once the session is known */ });
+  await begin();
+}
+
+// The first answer of the session, then the desktop. A sandbox that does not answer (a
+// network error, a proxy's 502) is asked again with the usual backoff, the token kept: a
+// blip on the first request must not cost the user their link.
+async function begin() {
   let r;
   try {
     r = await fetchSession();
   } catch (_) {
-    fail('Could not reach the sandbox', 'Check your connection and reload this page.');
+    showOverlay({ icon: 'spinner', title: 'Connecting to the sandbox\'s browser…', text: 'The sandbox is not answering yet. Still trying…' });
+    scheduleRetry(true);
     return;
   }
   if (!r) return;
@@ -611,11 +680,11 @@ async function main() {
   // still loading (they take several round trips; the session took one).
   page.early = new HeldSocket(wsUrl(), protocols());
   try {
-    const [rfb, keysyms] = await loading;
+    const [rfb, keysyms] = await page.loading;
     page.RFB = rfb.default;
     page.keysyms = keysyms.default;
   } catch (_) {
-    fail('The viewer could not load', 'The remote-screen component is missing on the sandbox.');
+    fail('The viewer could not load', 'The remote-screen component did not load. Reload this page to try again.');
     return;
   }
   connect();

@@ -2,7 +2,8 @@
 // Drives the takeover viewer page in the system Chromium like a person would.
 //
 //   node tests/e2e/viewer.mjs --url URL --screenshot out.png [--actions actions.json]
-//        [--until live|error|ended] [--timeout-ms 30000] [--viewport 1280x900]
+//        [--until live|error|ended] [--timeout-ms 30000] [--viewport 1280x900] [--mobile]
+//        [--abort GLOB[@N]]...
 //
 // Opens URL, waits for data-state=live AND real pixels on noVNC's canvas (noVNC sizes its
 // canvas before the first frame arrives, so "visible" is not enough), measures the time
@@ -13,6 +14,9 @@
 // against other processes: "first_pixels_at", "complete_clicked_at" (the page saw the
 // click on "I've logged in") and "action_times" ([{type, start, end}]).
 // With --until error|ended it waits for that state instead of pixels (e.g. a bad token).
+// --mobile makes the browser a phone's (touch, the page's viewport meta honoured).
+// --abort GLOB fails the browser's requests whose URL matches GLOB as a reset connection
+// would, until the "unroute" action; GLOB@N only the first N of them (a network blip).
 // Any failure exits 1 with a message on stderr (and a JSON line with "error" on stdout).
 // Every console message of the page is in "console_messages" ([{type, text}]).
 //
@@ -38,6 +42,11 @@
 //                                               and press Enter there (default) or click its
 //                                               button
 //   {"type":"viewport","width":390,"height":844} resize the page's viewport (e.g. a phone's)
+//   {"type":"click_element","selector":"#x"}    click an element of the page itself
+//   {"type":"reload"}                           reload the page, as the user would
+//   {"type":"unroute"}                          stop the failures of --abort
+//   {"type":"layout","name":"x"}                measure the page's layout now, into
+//                                               "layouts": {"x": {...}} (see layoutProbe)
 // Every wait takes an optional "timeout_ms" (default: --timeout-ms).
 
 import { readFileSync, mkdirSync } from 'node:fs';
@@ -55,14 +64,19 @@ const CHROMIUM_ARGS = [
 
 function usage(msg) {
   process.stderr.write(`viewer.mjs: ${msg}\nusage: node viewer.mjs --url URL --screenshot out.png ` +
-    `[--actions actions.json] [--until live|error|ended] [--timeout-ms N] [--viewport WxH]\n`);
+    `[--actions actions.json] [--until live|error|ended] [--timeout-ms N] [--viewport WxH] ` +
+    `[--mobile] [--abort GLOB[@N]]...\n`);
   process.exit(2);
 }
 
 function parseArgs(argv) {
-  const opts = { until: 'live', timeoutMs: 30000, viewport: { width: 1280, height: 900 } };
+  const opts = { until: 'live', timeoutMs: 30000, viewport: { width: 1280, height: 900 }, mobile: false, aborts: [] };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i];
+    if (flag === '--mobile') {
+      opts.mobile = true;
+      continue;
+    }
     const value = argv[i + 1];
     if (value === undefined) usage(`${flag} needs a value`);
     i++;
@@ -81,6 +95,11 @@ function parseArgs(argv) {
         const m = /^(\d{3,4})x(\d{3,4})$/.exec(value);
         if (!m) usage('--viewport must be WIDTHxHEIGHT');
         opts.viewport = { width: Number(m[1]), height: Number(m[2]) };
+        break;
+      }
+      case '--abort': {
+        const m = /^(.+?)(?:@(\d+))?$/.exec(value);
+        opts.aborts.push({ glob: m[1], times: m[2] === undefined ? Infinity : Number(m[2]) });
         break;
       }
       default: usage(`unknown flag ${flag}`);
@@ -221,6 +240,39 @@ async function snapshot(page) {
   });
 }
 
+// In the page: what a layout test needs. The page's own width against the viewport's, each
+// visible button's content against its box, the lines the timer's text takes, the agent's
+// reason (clamped or not, its tooltip, its "Show all"), and what this tab keeps in
+// sessionStorage (the keys only).
+function layoutProbe() {
+  const lines = (el) => {
+    if (!el || el.offsetParent === null) return 0;
+    const range = document.createRange();
+    range.selectNodeContents(el);
+    return new Set([...range.getClientRects()].filter((r) => r.width > 0).map((r) => Math.round(r.top))).size;
+  };
+  const reason = document.getElementById('reason');
+  const more = document.getElementById('reason-more');
+  return {
+    inner_width: window.innerWidth,
+    scroll_width: document.documentElement.scrollWidth,
+    buttons: [...document.querySelectorAll('button')].filter((b) => b.offsetParent !== null).map((b) => ({
+      id: b.id,
+      scroll_width: b.scrollWidth, client_width: b.clientWidth,
+      scroll_height: b.scrollHeight, client_height: b.clientHeight,
+      right: Math.ceil(b.getBoundingClientRect().right),
+    })),
+    timer_lines: lines(document.getElementById('timer-text')),
+    reason: reason && {
+      scroll_height: reason.scrollHeight,
+      client_height: reason.clientHeight,
+      title: reason.title || null,
+      more_visible: !!more && !more.hidden && more.offsetParent !== null,
+    },
+    stored_keys: Object.keys(sessionStorage),
+  };
+}
+
 async function shot(page, path) {
   mkdirSync(dirname(path) || '.', { recursive: true });
   await page.screenshot({ path });
@@ -228,6 +280,8 @@ async function shot(page, path) {
 
 // The second tab of "open_tab", if any.
 let tab = null;
+// What the "layout" actions measured, by name.
+const layouts = {};
 
 async function runAction(page, action, opts) {
   const timeout = action.timeout_ms || opts.timeoutMs;
@@ -270,6 +324,12 @@ async function runAction(page, action, opts) {
     case 'viewport':
       await page.setViewportSize({ width: Number(action.width), height: Number(action.height) });
       break;
+    case 'click_element': await page.click(String(action.selector), { timeout }); break;
+    case 'reload': await page.reload({ waitUntil: 'domcontentloaded', timeout }); break;
+    case 'unroute': await page.context().unrouteAll(); break;
+    case 'layout':
+      layouts[action.name] = await page.evaluate(layoutProbe);
+      break;
     case 'http': {
       const resp = await fetch(new URL(action.url, opts.url), {
         method: action.method || 'GET', signal: AbortSignal.timeout(timeout),
@@ -289,7 +349,15 @@ async function main() {
   let page;
   let result = { first_pixels_ms: null };
   try {
-    const context = await browser.newContext({ viewport: opts.viewport });
+    const context = await browser.newContext({ viewport: opts.viewport, isMobile: opts.mobile, hasTouch: opts.mobile });
+    for (const abort of opts.aborts) {
+      let left = abort.times;
+      await context.route(abort.glob, (route) => {
+        if (left <= 0) return route.fallback();
+        left -= 1;
+        return route.abort('connectionreset');
+      });
+    }
     page = await context.newPage();
     page.on('console', (m) => {
       consoleMessages.push({ type: m.type(), text: m.text().slice(0, 300) });
@@ -319,6 +387,7 @@ async function main() {
       ...result, ...(await snapshot(page)), console_errors: consoleErrors, console_messages: consoleMessages,
     };
     if (tab) result.tab = await snapshot(tab);
+    if (Object.keys(layouts).length) result.layouts = layouts;
     process.stdout.write(JSON.stringify(result) + '\n');
   } catch (e) {
     let state = null;

@@ -304,6 +304,9 @@ pub struct Fake {
     pub replaced: AtomicUsize,
     /// The path of every request, in the order they arrived.
     pub requests: Mutex<Vec<String>>,
+    /// How many of the next `session` requests fail as a proxy in front of an unreachable
+    /// sandbox answers: 502 with a page of HTML, not JSON.
+    pub session_failures: AtomicUsize,
 }
 
 #[derive(Debug, Clone)]
@@ -319,11 +322,17 @@ pub enum FakeEvent {
 
 impl Fake {
     pub fn new(vnc_socket: &Path) -> Arc<Fake> {
+        Fake::new_with(vnc_socket, |_| {})
+    }
+
+    /// [`Fake::new`] with some of its answers changed by `edit` (a longer reason, an
+    /// `expires_at` already past) before it is shared.
+    pub fn new_with(vnc_socket: &Path, edit: impl FnOnce(&mut Fake)) -> Arc<Fake> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .expect("clock")
             .as_secs();
-        Arc::new(Fake {
+        let mut fake = Fake {
             id: "tk_test-1".into(),
             control_token: "ctl_4f9a2b7c1d8e3f60a5b4c3d2e1f0a9b8".into(),
             view_token: "view_0a1b2c3d4e5f60718293a4b5c6d7e8f9".into(),
@@ -341,7 +350,10 @@ impl Fake {
             controlling: AtomicUsize::new(0),
             replaced: AtomicUsize::new(0),
             requests: Mutex::new(Vec::new()),
-        })
+            session_failures: AtomicUsize::new(0),
+        };
+        edit(&mut fake);
+        Arc::new(fake)
     }
 
     pub fn calls(&self, what: &'static str) -> usize {
@@ -431,6 +443,18 @@ async fn session(
     headers: HeaderMap,
 ) -> Response {
     f.count("session");
+    let failing = f
+        .session_failures
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+    if failing.is_ok() {
+        let page = "<html><body><h1>502 Bad Gateway</h1></body></html>";
+        return (
+            StatusCode::BAD_GATEWAY,
+            [(header::CONTENT_TYPE, "text/html")],
+            page,
+        )
+            .into_response();
+    }
     let Some(access) = f.access(&headers).filter(|_| id == f.id) else {
         return error(StatusCode::UNAUTHORIZED, "unauthorized");
     };
@@ -594,6 +618,18 @@ pub async fn run_harness(
     actions: Option<serde_json::Value>,
     until: &str,
 ) -> Harness {
+    run_harness_with(home, url, screenshot, actions, until, &[]).await
+}
+
+/// [`run_harness`] with more of the harness's flags (`--viewport`, `--mobile`, `--abort`).
+pub async fn run_harness_with(
+    home: &Path,
+    url: &str,
+    screenshot: &Path,
+    actions: Option<serde_json::Value>,
+    until: &str,
+    flags: &[&str],
+) -> Harness {
     let mut cmd = tokio::process::Command::new("node");
     cmd.arg(repo().join("tests/e2e/viewer.mjs"))
         .args([
@@ -606,6 +642,7 @@ pub async fn run_harness(
             "--screenshot",
         ])
         .arg(screenshot)
+        .args(flags)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", home)
