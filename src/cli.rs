@@ -194,11 +194,13 @@ pub struct RunArgs {
     pub sandbox_key: Option<PathBuf>,
 
     /// Where to write the generated public key (0644, through a fresh temporary file renamed
-    /// into place: a symlink planted there is replaced, never written through).
+    /// into place: a symlink planted there is replaced, never written through). Refused
+    /// with --sandbox-key: no key is generated then.
     #[arg(
         long,
         env = "GREXAL_PUBLIC_KEY_OUT",
-        default_value = "/run/grexal/sandbox.pub"
+        default_value = "/run/grexal/sandbox.pub",
+        conflicts_with = "sandbox_key"
     )]
     pub public_key_out: PathBuf,
 
@@ -206,13 +208,21 @@ pub struct RunArgs {
     #[arg(long, env = "GREXAL_PLATFORM_KEY")]
     pub platform_key: Option<PathBuf>,
 
-    /// The sealed bundle to open at boot. Without it the daemon waits for one on the
-    /// control endpoint before starting the agent.
-    #[arg(long, env = "GREXAL_BUNDLE")]
+    /// The sealed bundle to open at boot (needs --sandbox-key: a key generated at boot is
+    /// one no bundle was sealed to). Without it the daemon waits for one on the control
+    /// endpoint before starting the agent.
+    #[arg(long, env = "GREXAL_BUNDLE", requires = "sandbox_key")]
     pub bundle: Option<PathBuf>,
 
-    /// Seconds to wait for a pushed bundle before giving up (exit code 90).
-    #[arg(long, env = "GREXAL_BUNDLE_TIMEOUT", default_value_t = 300)]
+    /// Seconds to wait for a pushed bundle before giving up (exit code 90). Only with
+    /// --control-listen and without --bundle: otherwise nothing is waited for.
+    #[arg(
+        long,
+        env = "GREXAL_BUNDLE_TIMEOUT",
+        default_value_t = 300,
+        requires = "control_listen",
+        conflicts_with = "bundle"
+    )]
     pub bundle_timeout: u64,
 
     /// The agent socket (HTTP/1.1 + JSON); its path reaches the agent as GREXAL_SIDECAR_SOCKET.
@@ -232,16 +242,18 @@ pub struct RunArgs {
     pub env_file: PathBuf,
 
     /// Address of the platform's control endpoint (TCP). Off unless set.
-    #[arg(long, env = "GREXAL_CONTROL_LISTEN")]
+    #[arg(long, env = "GREXAL_CONTROL_LISTEN", requires = "control_token_file")]
     pub control_listen: Option<SocketAddr>,
 
-    /// File holding the control endpoint's bearer token (required with --control-listen).
-    #[arg(long, env = "GREXAL_CONTROL_TOKEN_FILE")]
+    /// File holding the control endpoint's bearer token (required with --control-listen,
+    /// refused without it).
+    #[arg(long, env = "GREXAL_CONTROL_TOKEN_FILE", requires = "control_listen")]
     pub control_token_file: Option<PathBuf>,
 
     /// Base URL under which the platform's edge reaches the control endpoint; viewer URLs
-    /// are built from it. Defaults to http://{control-listen}.
-    #[arg(long, env = "GREXAL_PUBLIC_URL")]
+    /// are built from it. Defaults to http://{control-listen}; refused without
+    /// --control-listen.
+    #[arg(long, env = "GREXAL_PUBLIC_URL", requires = "control_listen")]
     pub public_url: Option<String>,
 }
 
@@ -371,4 +383,61 @@ pub fn main() -> std::process::ExitCode {
         }
     };
     std::process::ExitCode::from(crate::daemon::dispatch(cli))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::error::ErrorKind;
+
+    fn run(extra: &[&str]) -> Result<(), ErrorKind> {
+        let argv = ["grexal-sidecar", "run", "--sandbox-id", "s"]
+            .iter()
+            .chain(extra);
+        Cli::try_parse_from(argv).map(|_| ()).map_err(|e| e.kind())
+    }
+
+    /// A flag that would be silently ignored next to (or without) another is refused by
+    /// clap, so the mistake is seen at once instead of in a daemon that does something else.
+    #[test]
+    fn flags_that_would_be_ignored_are_refused() {
+        let listen = ["--control-listen", "127.0.0.1:1"];
+        let token = ["--control-token-file", "/t"];
+        let key = ["--sandbox-key", "/k"];
+        let bundle = ["--bundle", "/b"];
+        // Each case: groups of arguments, and what clap makes of them together.
+        type Case<'a> = (&'a [&'a [&'a str]], Result<(), ErrorKind>);
+        let cases: &[Case] = &[
+            (&[&token], Err(ErrorKind::MissingRequiredArgument)),
+            (
+                &[&["--public-url", "https://e"]],
+                Err(ErrorKind::MissingRequiredArgument),
+            ),
+            (&[&listen], Err(ErrorKind::MissingRequiredArgument)),
+            (
+                &[&key, &["--public-key-out", "/p"]],
+                Err(ErrorKind::ArgumentConflict),
+            ),
+            (&[&bundle], Err(ErrorKind::MissingRequiredArgument)),
+            (
+                &[&["--bundle-timeout", "5"]],
+                Err(ErrorKind::MissingRequiredArgument),
+            ),
+            (
+                &[&key, &bundle, &listen, &token, &["--bundle-timeout", "5"]],
+                Err(ErrorKind::ArgumentConflict),
+            ),
+            // What each goes with.
+            (&[], Ok(())),
+            (&[&listen, &token, &["--public-url", "https://e"]], Ok(())),
+            (&[&listen, &token, &["--bundle-timeout", "5"]], Ok(())),
+            (&[&["--public-key-out", "/p"]], Ok(())),
+            (&[&key, &bundle], Ok(())),
+            (&[&key, &bundle, &listen, &token], Ok(())),
+        ];
+        for (groups, want) in cases {
+            let args: Vec<&str> = groups.iter().flat_map(|g| g.iter().copied()).collect();
+            assert_eq!(run(&args), *want, "{args:?}");
+        }
+    }
 }

@@ -21,6 +21,81 @@ fn a_bad_command_line_exits_with_the_usage_code() {
     }
 }
 
+/// A flag that `run` would silently ignore next to (or without) another is a usage error,
+/// given as a flag or through its environment variable (a deployment's env file), and the
+/// message names the flag it lacks or conflicts with. Nothing is started: the manifest named
+/// does not exist, and reading it would fail otherwise (66).
+#[test]
+fn flags_run_would_ignore_are_usage_errors() {
+    let run = [
+        "run",
+        "--sandbox-id",
+        "s",
+        "--manifest",
+        "/nonexistent/grexal.json",
+    ];
+    // Each case: flags, environment variables, the flag the message must name.
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
+        (&["--control-token-file", "/t"], &[], "--control-listen"),
+        (
+            &[],
+            &[("GREXAL_CONTROL_TOKEN_FILE", "/t")],
+            "--control-listen",
+        ),
+        (
+            &["--public-url", "https://edge.example"],
+            &[],
+            "--control-listen",
+        ),
+        (
+            &[],
+            &[("GREXAL_PUBLIC_URL", "https://edge.example")],
+            "--control-listen",
+        ),
+        (
+            &["--sandbox-key", "/k", "--public-key-out", "/p"],
+            &[],
+            "--sandbox-key",
+        ),
+        (
+            &[],
+            &[
+                ("GREXAL_SANDBOX_KEY", "/k"),
+                ("GREXAL_PUBLIC_KEY_OUT", "/p"),
+            ],
+            "--sandbox-key",
+        ),
+        (&["--bundle", "/b"], &[], "--sandbox-key"),
+        (&["--bundle-timeout", "5"], &[], "--control-listen"),
+        (
+            &[
+                "--sandbox-key",
+                "/k",
+                "--bundle",
+                "/b",
+                "--control-listen",
+                "127.0.0.1:1",
+            ],
+            &[
+                ("GREXAL_CONTROL_TOKEN_FILE", "/t"),
+                ("GREXAL_BUNDLE_TIMEOUT", "5"),
+            ],
+            "--bundle",
+        ),
+    ];
+    for (args, env, names) in cases {
+        let out = run_to_end(command().args(run).args(*args).envs(env.iter().copied()));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{args:?} {env:?}: {stderr}");
+        assert!(
+            stderr.contains("error:") && stderr.contains(names),
+            "{args:?} {env:?}: names {names}: {stderr}"
+        );
+        assert!(out.stdout.is_empty(), "{args:?} {env:?}");
+    }
+}
+
 #[test]
 fn help_and_version_succeed_on_stdout() {
     for args in [&["--help"][..], &["run", "--help"][..], &["--version"][..]] {

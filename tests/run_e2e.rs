@@ -145,7 +145,7 @@ fn run_delivers_every_mode_to_an_agent_running_as_nobody() {
         "uid": NOBODY,
         "home": "/nonexistent",
         "root": fx.path("creds-root"),
-        "absent_env": ["GREXAL_SANDBOX_KEY", "GREXAL_PLATFORM_KEY", "GREXAL_BUNDLE", "GREXAL_CONTROL_TOKEN_FILE", "GREXAL_SANDBOX_ID"],
+        "absent_env": ["GREXAL_SANDBOX_KEY", "GREXAL_PLATFORM_KEY", "GREXAL_BUNDLE", "GREXAL_CONTROL_LISTEN", "GREXAL_CONTROL_TOKEN_FILE", "GREXAL_SANDBOX_ID"],
         "states": {"openai": ["secret_input", "ready"], "smtp": ["secret_input", "ready"],
                    "github": ["oauth_redirect", "ready"], "deploy_key": ["file_upload", "ready"],
                    "bank": ["browser_login", "interactive"]},
@@ -169,6 +169,11 @@ fn run_delivers_every_mode_to_an_agent_running_as_nobody() {
         .env("GREXAL_PLATFORM_KEY", &fx.keys.platform_pub)
         .env("GREXAL_SANDBOX_ID", SANDBOX)
         .env("GREXAL_BUNDLE", &bundle)
+        // The token file is refused without the endpoint it is for.
+        .env(
+            "GREXAL_CONTROL_LISTEN",
+            format!("127.0.0.1:{}", free_port()),
+        )
         .env("GREXAL_CONTROL_TOKEN_FILE", fx.path("control.token"))
         .arg("--bundle")
         .arg(&bundle)
