@@ -10,8 +10,13 @@ pub fn check(args: &CheckArgs) -> ExitCode {
     let manifest = match Manifest::from_path(&args.path) {
         Ok(m) => m,
         Err(e) => {
-            eprintln!("grexal-sidecar: {}: {e}", args.path.display());
-            return ExitCode::Manifest;
+            // With its causes: "No such file or directory" is the useful part of a read error.
+            eprintln!(
+                "grexal-sidecar: {}: {}",
+                args.path.display(),
+                crate::api::error::error_chain(&e)
+            );
+            return e.exit_code();
         }
     };
     let warnings = manifest_warnings(&manifest, false);

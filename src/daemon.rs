@@ -187,7 +187,7 @@ async fn boot(config: Config, started: &mut Started) -> Result<Daemon, BootError
         .await
         .map_err(|e| {
             BootError::from_error(
-                ExitCode::Manifest,
+                e.exit_code(),
                 &format!("manifest {}", config.manifest.display()),
                 &e,
             )

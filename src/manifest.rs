@@ -141,6 +141,17 @@ pub enum ManifestError {
     Invalid { location: String, problem: String },
 }
 
+impl ManifestError {
+    /// A manifest that cannot be read (missing, unreadable, a directory) is a missing input
+    /// (66), like every other input file; one that can be read but is not valid is 65.
+    pub fn exit_code(&self) -> crate::exit::ExitCode {
+        match self {
+            ManifestError::Read { .. } => crate::exit::ExitCode::NoInput,
+            _ => crate::exit::ExitCode::Manifest,
+        }
+    }
+}
+
 impl Manifest {
     /// Reads and parses a manifest file, refusing files over [`MAX_MANIFEST_BYTES`] before
     /// reading them whole.

@@ -70,8 +70,46 @@ fn check_names_the_connection_and_field_of_an_invalid_declaration() {
             "case {i}: names {needle}: {stderr}"
         );
     }
-    let out = run_to_end(command().arg("check").arg(dir.path().join("absent.json")));
-    assert_eq!(out.status.code(), Some(65));
+}
+
+/// A manifest that cannot be read is a missing input (66), as for every command and every
+/// other input file, named with the OS's reason; an invalid one stays 65 (above).
+#[test]
+fn a_missing_or_unreadable_manifest_is_no_input() {
+    let dir = open_tempdir();
+    let absent = dir.path().join("absent.json");
+    let out = run_to_end(command().arg("check").arg(&absent));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(66), "{stderr}");
+    assert!(
+        stderr.contains("absent.json") && stderr.contains("No such file"),
+        "{stderr}"
+    );
+    // A directory opens but cannot be read.
+    let out = run_to_end(command().arg("check").arg(dir.path()));
+    assert_eq!(out.status.code(), Some(66), "{:?}", out);
+    for sub in [&["dev"][..], &["run", "--sandbox-id", "s"][..]] {
+        let out = run_to_end(
+            command()
+                .current_dir(dir.path())
+                .args(sub)
+                .arg("--manifest")
+                .arg(&absent)
+                .arg("--socket")
+                .arg(dir.path().join("s.sock"))
+                .arg("--credentials-dir")
+                .arg(dir.path().join("creds"))
+                .arg("--env-file")
+                .arg(dir.path().join("agent.env"))
+                .args(["--", "true"]),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(66), "{sub:?}: {stderr}");
+        assert!(
+            stderr.contains("absent.json") && stderr.contains("No such file"),
+            "{sub:?}: {stderr}"
+        );
+    }
 }
 
 #[test]
