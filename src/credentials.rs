@@ -24,7 +24,10 @@
 //! scratch buffer it frees without zeroizing). No error message ever carries a value
 //! (serde_json's own messages can quote input, so only its category and position are kept).
 
+mod embed;
 mod json;
+
+pub use embed::{embed_paths, Embedded, WithFiles};
 
 use std::collections::BTreeMap;
 
@@ -778,6 +781,17 @@ fn read_dev_file(
     rel: &str,
     max_size: u64,
 ) -> Result<SecretBytes, CredentialsError> {
+    read_local_file(loc, base_dir, rel, max_size, || too_big(loc, max_size))
+}
+
+/// [`read_dev_file`] with the error for a file over `max_size` given by the caller.
+fn read_local_file(
+    loc: &str,
+    base_dir: &std::path::Path,
+    rel: &str,
+    max_size: u64,
+    too_big: impl Fn() -> CredentialsError,
+) -> Result<SecretBytes, CredentialsError> {
     use std::io::Read;
     let rel_path = std::path::Path::new(rel);
     if rel.is_empty() || rel_path.is_absolute() {
@@ -799,7 +813,7 @@ fn read_dev_file(
         ));
     }
     if meta.len() > max_size {
-        return Err(too_big(loc, max_size));
+        return Err(too_big());
     }
     // The file may grow between the check and the read: read at most one byte too many.
     let mut buf = Vec::with_capacity(usize::try_from(max_size).unwrap_or(0).saturating_add(1));
@@ -808,7 +822,7 @@ fn read_dev_file(
         .map_err(io_problem)?;
     if buf.len() as u64 > max_size {
         buf.zeroize();
-        return Err(too_big(loc, max_size));
+        return Err(too_big());
     }
     Ok(into_secret(buf))
 }

@@ -46,6 +46,13 @@ pub enum ToolsError {
     /// quote a value from the document).
     #[error("credential file {path} is not valid: {detail}")]
     CredentialsInvalid { path: String, detail: String },
+    /// A `"path"` entry that cannot be embedded; the source names the connection.
+    #[error("credential file {path}")]
+    CredentialsEntry {
+        path: String,
+        #[source]
+        source: crate::credentials::CredentialsError,
+    },
     #[error("{0}")]
     Usage(String),
     #[error("cannot seal the bundle")]
@@ -67,9 +74,9 @@ impl ToolsError {
             ToolsError::Key(KeyError::Write { .. }) => ExitCode::Io,
             ToolsError::Key(_) => ExitCode::Config,
             ToolsError::ReadCredentials { .. } => ExitCode::NoInput,
-            ToolsError::CredentialsTooLarge { .. } | ToolsError::CredentialsInvalid { .. } => {
-                ExitCode::Manifest
-            }
+            ToolsError::CredentialsTooLarge { .. }
+            | ToolsError::CredentialsInvalid { .. }
+            | ToolsError::CredentialsEntry { .. } => ExitCode::Manifest,
             ToolsError::Seal(e) => e.exit_code(),
         }
     }
@@ -169,6 +176,7 @@ fn run_seal(args: &SealArgs) -> Result<(), ToolsError> {
         .ok_or_else(|| ToolsError::Usage("--expires-in is too large".into()))?;
 
     let plaintext = read_credentials(&args.credentials)?;
+    let (plaintext, embedded) = embed_paths(&args.credentials, plaintext)?;
     let recipient = SandboxPublicKey::load(&args.sandbox_pub)?;
     let signer = PlatformSigningKey::load(&args.platform_key)?;
     let sealed = bundle::seal(&SealRequest {
@@ -187,6 +195,12 @@ fn run_seal(args: &SealArgs) -> Result<(), ToolsError> {
             source,
         }
     })?;
+    for file in embedded {
+        println!(
+            "embedded {} ({} bytes) as connection {}'s content_base64",
+            file.path, file.size, file.id
+        );
+    }
     println!(
         "sealed bundle for sandbox {} version {} expires_at {} ({} s) size {} bytes -> {}",
         args.sandbox_id,
@@ -237,6 +251,36 @@ fn read_credentials(path: &Path) -> Result<Zeroizing<Vec<u8>>, ToolsError> {
         detail,
     })?;
     Ok(buf)
+}
+
+/// A document written for `dev` may give a file entry's content as `"path"` (relative to its
+/// directory), which a sandbox refuses: the file is read as `dev` reads it and sealed in its
+/// place as `content_base64` (see `credentials::embed_paths`).
+fn embed_paths(
+    path: &Path,
+    plaintext: Zeroizing<Vec<u8>>,
+) -> Result<(Zeroizing<Vec<u8>>, Vec<crate::credentials::Embedded>), ToolsError> {
+    let base_dir = path.parent().unwrap_or(Path::new(""));
+    // The most a file can be and still fit, base64-encoded, in the document.
+    let max_file = (MAX_PLAINTEXT_BYTES / 4 * 3) as u64;
+    match crate::credentials::embed_paths(&plaintext, base_dir, max_file) {
+        Ok(None) => Ok((plaintext, Vec::new())),
+        Ok(Some(with)) if with.document.len() > MAX_PLAINTEXT_BYTES => {
+            Err(ToolsError::CredentialsInvalid {
+                path: path.display().to_string(),
+                detail: format!(
+                    "with the files of its \"path\" entries it is {} bytes, over the {}-byte limit",
+                    with.document.len(),
+                    MAX_PLAINTEXT_BYTES
+                ),
+            })
+        }
+        Ok(Some(with)) => Ok((with.document, with.files)),
+        Err(source) => Err(ToolsError::CredentialsEntry {
+            path: path.display().to_string(),
+            source,
+        }),
+    }
 }
 
 /// The document's shape, with every value skipped (`IgnoredAny`) rather than parsed.

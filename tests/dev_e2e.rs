@@ -67,6 +67,54 @@ fn the_example_agent_runs_unchanged_under_dev() {
     );
 }
 
+/// The example's own `.grexal/connections.json`, whose deploy key is a `"path"` entry,
+/// sealed as it is: the agent runs unchanged under `run` and reads the key file (the
+/// sandbox refused the `"path"` entry, exit 89, before `seal` read the file into the bundle).
+#[test]
+fn a_dev_connections_file_sealed_runs_the_example_agent_under_run() {
+    let dir = open_tempdir();
+    let keys = SealedFixture::new(dir.path());
+    let bundle = dir.path().join("bundle");
+    keys.seal(
+        &example(".grexal/connections.json"),
+        "sbx-sealed-dev",
+        1,
+        &bundle,
+    );
+    std::fs::create_dir(dir.path().join("run")).expect("mkdir run");
+    let out = run_to_end(
+        command()
+            .arg("run")
+            .args(["--sandbox-id", "sbx-sealed-dev", "--manifest"])
+            .arg(example("grexal.json"))
+            .arg("--sandbox-key")
+            .arg(&keys.sandbox_key)
+            .arg("--platform-key")
+            .arg(&keys.platform_pub)
+            .arg("--bundle")
+            .arg(&bundle)
+            .arg("--socket")
+            .arg(dir.path().join("run/run.sock"))
+            .arg("--credentials-dir")
+            .arg(dir.path().join("run/creds"))
+            .arg("--env-file")
+            .arg(dir.path().join("run/agent.env"))
+            .args(["--", "python3"])
+            .arg(example("agent.py")),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(
+        stdout.contains("first line = -----BEGIN DEV KEY-----"),
+        "the key file reached the sandbox: {stdout}"
+    );
+}
+
 /// The same document served by `dev` (plaintext) and `run` (sealed) gives the same answers.
 #[test]
 fn dev_and_run_serve_the_same_answers() {

@@ -125,6 +125,68 @@ fn sealed_bundle_opens_and_nothing_secret_is_printed() {
     assert_eq!(opened.plaintext.expose_secret(), doc.as_bytes());
 }
 
+/// A document written for `dev`, whose file entry gives `"path"` (relative to the
+/// document's directory), is sealed with the file's contents as `content_base64` and its
+/// name as `filename`: a sandbox refuses `"path"` (89). The rest is sealed as written.
+#[test]
+fn a_path_entry_is_sealed_with_the_files_contents() {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    keys(d);
+    std::fs::create_dir_all(d.join("project/.grexal/keys")).unwrap();
+    let key_file = format!("-----BEGIN {CANARY}-----\n\u{0}\u{ff}");
+    std::fs::write(d.join("project/.grexal/keys/deploy.pem"), &key_file).unwrap();
+    let doc = format!(
+        r#"{{"connections": {{"openai": {{"fields": {{"api_key": "{CANARY}"}}}},
+            "deploy_key": {{"mime_type": "application/x-pem-file", "path": "keys/deploy.pem"}}}}}}"#
+    );
+    std::fs::write(d.join("project/.grexal/connections.json"), &doc).unwrap();
+    let run = seal(d, "project/.grexal/connections.json", &[]).ok();
+    assert_no_secret(&run, &[CANARY]);
+    assert!(
+        run.stdout.contains("embedded keys/deploy.pem")
+            && run.stdout.contains("deploy_key")
+            && run.stdout.contains(&format!("({} bytes)", key_file.len())),
+        "{}",
+        run.stdout
+    );
+    let opener = Opener {
+        sandbox_id: "sbx-t".into(),
+        sandbox_key: SandboxSecretKey::load(&d.join("keys/sandbox.key")).unwrap(),
+        trusted: vec![PlatformPublicKey::load(&d.join("keys/platform.pub")).unwrap()],
+    };
+    let bytes = std::fs::read(d.join("out.gxb")).unwrap();
+    let opened = opener.open(&bytes, now(), None).unwrap();
+    let sealed: serde_json::Value =
+        serde_json::from_slice(opened.plaintext.expose_secret()).unwrap();
+    let entry = &sealed["connections"]["deploy_key"];
+    assert_eq!(
+        *entry,
+        serde_json::json!({
+            "mime_type": "application/x-pem-file",
+            "filename": "deploy.pem",
+            "content_base64": base64::engine::general_purpose::STANDARD.encode(&key_file),
+        })
+    );
+    assert_eq!(sealed["connections"]["openai"]["fields"]["api_key"], CANARY);
+
+    // A file that is not there: named with its connection, nothing written (65, as `dev`).
+    std::fs::remove_file(d.join("out.gxb")).unwrap();
+    std::fs::remove_file(d.join("project/.grexal/keys/deploy.pem")).unwrap();
+    let run = seal(d, "project/.grexal/connections.json", &[]);
+    assert_eq!(run.code, Some(65), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(r#"connections["deploy_key"]."path""#)
+            && run.stderr.contains("deploy.pem")
+            && run.stderr.contains("No such file"),
+        "{}",
+        run.stderr
+    );
+    assert_no_secret(&run, &[CANARY]);
+    assert!(!d.join("out.gxb").exists());
+}
+
 #[test]
 fn bad_inputs_give_clear_errors_and_exit_codes() {
     let dir = tempfile::tempdir().unwrap();
