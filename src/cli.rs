@@ -270,9 +270,13 @@ pub struct DevArgs {
     )]
     pub connections: PathBuf,
 
-    /// The agent socket.
-    #[arg(long, env = "GREXAL_SOCKET", default_value = ".grexal/sidecar.sock")]
-    pub socket: PathBuf,
+    /// The agent socket; its path reaches the agent as GREXAL_SIDECAR_SOCKET. Default:
+    /// .grexal/sidecar.sock, or when that path is too long for a Unix socket address (107
+    /// bytes; a project more than ~85 bytes deep) sidecar.sock in a directory of this
+    /// user's, $XDG_RUNTIME_DIR/grexal-sidecar-HASH (not with --agent-user) or
+    /// /tmp/grexal-sidecar-UID-HASH, created 0700 (0711 with --agent-user).
+    #[arg(long, env = "GREXAL_SOCKET")]
+    pub socket: Option<PathBuf>,
 
     /// Root of the credential files.
     #[arg(

@@ -15,6 +15,9 @@ pub const MAX_SANDBOX_ID_BYTES: usize = 128;
 pub struct Config {
     pub manifest: PathBuf,
     pub socket: PathBuf,
+    /// `dev`'s default socket would not fit a socket address: `socket` is in a per-user
+    /// directory instead, created and checked (like the desktop's) before the bind.
+    pub socket_in_dev_dir: bool,
     pub credentials_dir: PathBuf,
     pub env_file: PathBuf,
     pub agent_user: Option<String>,
@@ -113,9 +116,13 @@ pub const MAX_VIEWER_SEND_BUFFER: usize = 16 << 20;
 
 /// `run`'s desktop run dir unless `--desktop-run-dir` says otherwise.
 pub const DEFAULT_DESKTOP_RUN_DIR: &str = "/run/grexal/desktop";
-/// The longest run dir whose VNC socket (`vnc.sock` in it) fits a Unix socket address
-/// (107 bytes and a NUL).
-const MAX_DESKTOP_RUN_DIR_BYTES: usize = 107 - "/vnc.sock".len();
+/// The longest path of a Unix socket: `sun_path` is 108 bytes, NUL included.
+pub const MAX_SOCKET_PATH_BYTES: usize = 107;
+/// The longest run dir whose VNC socket (`vnc.sock` in it) fits a Unix socket address.
+const MAX_DESKTOP_RUN_DIR_BYTES: usize = MAX_SOCKET_PATH_BYTES - "/vnc.sock".len();
+/// `dev`'s default agent socket, and its name in the fallback directory.
+const DEV_SOCKET: &str = ".grexal/sidecar.sock";
+const SOCKET_NAME: &str = "sidecar.sock";
 
 /// Under `dev`, the desktop's default run dir: the developer's own (`/run/grexal` is
 /// root's), outside the project so its sockets' paths fit a socket address whatever the
@@ -123,6 +130,45 @@ const MAX_DESKTOP_RUN_DIR_BYTES: usize = 107 - "/vnc.sock".len();
 /// desktops do not meet: `$XDG_RUNTIME_DIR/grexal-desktop-HASH` when that is set, absolute
 /// and short enough, else `/tmp/grexal-desktop-UID-HASH`.
 pub fn dev_desktop_run_dir(
+    xdg_runtime_dir: Option<&std::ffi::OsStr>,
+    uid: u32,
+    grexal: &std::path::Path,
+) -> PathBuf {
+    dev_user_dir(
+        "desktop",
+        MAX_DESKTOP_RUN_DIR_BYTES,
+        xdg_runtime_dir,
+        uid,
+        grexal,
+    )
+}
+
+/// Under `dev`, the agent socket: `.grexal/sidecar.sock` in the project (`default`, made
+/// absolute), unless that path is too long for a socket address (a project more than ~85
+/// bytes deep); then `sidecar.sock` in a directory of the user's named like the desktop's,
+/// `$XDG_RUNTIME_DIR/grexal-sidecar-HASH` or `/tmp/grexal-sidecar-UID-HASH`. With an
+/// agent user the runtime dir is passed over: it is the daemon user's own, 0700, and the
+/// agent could not reach the socket in it. Returns the path and whether it is the fallback.
+pub fn dev_socket(
+    default: PathBuf,
+    xdg_runtime_dir: Option<&std::ffi::OsStr>,
+    uid: u32,
+    grexal: &std::path::Path,
+) -> (PathBuf, bool) {
+    if default.as_os_str().len() <= MAX_SOCKET_PATH_BYTES {
+        return (default, false);
+    }
+    let max_dir = MAX_SOCKET_PATH_BYTES - SOCKET_NAME.len() - 1;
+    let dir = dev_user_dir("sidecar", max_dir, xdg_runtime_dir, uid, grexal);
+    (dir.join(SOCKET_NAME), true)
+}
+
+/// `$XDG_RUNTIME_DIR/grexal-{kind}-HASH` when that is set, absolute and leaves the result
+/// at most `max_len` bytes, else `/tmp/grexal-{kind}-UID-HASH` (HASH: of the project's
+/// `.grexal` path, so each project has its own).
+fn dev_user_dir(
+    kind: &str,
+    max_len: usize,
     xdg_runtime_dir: Option<&std::ffi::OsStr>,
     uid: u32,
     grexal: &std::path::Path,
@@ -135,12 +181,12 @@ pub fn dev_desktop_run_dir(
         .map(std::path::Path::new)
         .filter(|p| p.is_absolute())
     {
-        let dir = xdg.join(format!("grexal-desktop-{hash}"));
-        if dir.as_os_str().len() <= MAX_DESKTOP_RUN_DIR_BYTES {
+        let dir = xdg.join(format!("grexal-{kind}-{hash}"));
+        if dir.as_os_str().len() <= max_len {
             return dir;
         }
     }
-    PathBuf::from(format!("/tmp/grexal-desktop-{uid}-{hash}"))
+    PathBuf::from(format!("/tmp/grexal-{kind}-{uid}-{hash}"))
 }
 
 /// Relative paths (`dev`'s defaults under `.grexal/`) are resolved once, against the
@@ -202,6 +248,20 @@ impl Config {
         if !args.viewer_listen.ip().is_loopback() {
             return Err(ConfigError::DevViewerNotLoopback(args.viewer_listen));
         }
+        let default_socket = args.socket.is_none();
+        let socket = absolute(args.socket.unwrap_or_else(|| PathBuf::from(DEV_SOCKET)))?;
+        let (socket, socket_in_dev_dir) = match default_socket {
+            true => dev_socket(
+                socket,
+                // The agent user could not reach the runtime dir: the daemon user's, 0700.
+                std::env::var_os("XDG_RUNTIME_DIR")
+                    .filter(|_| args.common.agent_user.is_none())
+                    .as_deref(),
+                nix::unistd::geteuid().as_raw(),
+                &absolute(PathBuf::from(".grexal"))?,
+            ),
+            false => (socket, false),
+        };
         let source = CredentialSource::DevFile {
             connections: absolute(args.connections)?,
             viewer: DevViewerSettings {
@@ -209,13 +269,15 @@ impl Config {
                 url_file: absolute(args.takeover_url_file)?,
             },
         };
-        Self::common(
+        let mut config = Self::common(
             args.common,
-            args.socket,
+            socket,
             args.credentials_dir,
             args.env_file,
             source,
-        )
+        )?;
+        config.socket_in_dev_dir = socket_in_dev_dir;
+        Ok(config)
     }
 
     fn common(
@@ -262,6 +324,7 @@ impl Config {
         Ok(Config {
             manifest: absolute(common.manifest)?,
             socket: absolute(socket)?,
+            socket_in_dev_dir: false,
             credentials_dir: absolute(credentials_dir)?,
             env_file: absolute(env_file)?,
             agent_user: common.agent_user,
@@ -424,6 +487,63 @@ mod tests {
             );
             assert!(dir.as_os_str().len() <= MAX_DESKTOP_RUN_DIR_BYTES);
         }
+    }
+
+    #[test]
+    fn dev_socket_falls_back_to_a_short_directory_only_when_its_default_is_too_long() {
+        let xdg = Some(std::ffi::OsStr::new("/run/user/1000"));
+        let project = |len: usize| {
+            let dir = "/".to_string() + &"p".repeat(len - 1);
+            (
+                PathBuf::from(format!("{dir}/{DEV_SOCKET}")),
+                PathBuf::from(format!("{dir}/.grexal")),
+            )
+        };
+        // 107 bytes fit, 108 do not.
+        let fits = 107 - DEV_SOCKET.len() - 1;
+        let (socket, grexal) = project(fits);
+        assert_eq!(socket.as_os_str().len(), 107);
+        assert_eq!(
+            dev_socket(socket.clone(), xdg, 1000, &grexal),
+            (socket, false)
+        );
+        let (socket, grexal) = project(fits + 1);
+        let (in_xdg, fallback) = dev_socket(socket.clone(), xdg, 1000, &grexal);
+        assert!(fallback);
+        assert!(
+            in_xdg.starts_with("/run/user/1000") && in_xdg.ends_with("sidecar.sock"),
+            "{in_xdg:?}"
+        );
+        assert!(
+            in_xdg.to_str().unwrap().contains("/grexal-sidecar-"),
+            "{in_xdg:?}"
+        );
+        let (in_tmp, _) = dev_socket(socket, None, 1000, &grexal);
+        assert!(
+            in_tmp.starts_with("/tmp") && in_tmp.ends_with("sidecar.sock"),
+            "{in_tmp:?}"
+        );
+        assert!(
+            in_tmp.to_str().unwrap().contains("/grexal-sidecar-1000-"),
+            "{in_tmp:?}"
+        );
+        // Per project, and short enough whatever the runtime dir.
+        let (other, other_grexal) = project(fits + 2);
+        assert_ne!(dev_socket(other, None, 1000, &other_grexal).0, in_tmp);
+        let long_xdg = "/".to_string() + &"x".repeat(90);
+        let (socket, grexal) = project(200);
+        let (path, _) = dev_socket(socket, Some(long_xdg.as_ref()), 1000, &grexal);
+        assert!(path.starts_with("/tmp"), "{path:?}");
+        assert!(path.as_os_str().len() <= MAX_SOCKET_PATH_BYTES);
+        // A socket given is taken as it is, even too long (the bind then says so).
+        let long = format!("/{}/s.sock", "l".repeat(120));
+        let config = dev_config(&["--socket", &long]).unwrap();
+        assert_eq!(
+            (config.socket.to_str(), config.socket_in_dev_dir),
+            (Some(long.as_str()), false)
+        );
+        let config = dev_config(&[]).unwrap();
+        assert!(config.socket.ends_with(DEV_SOCKET) && !config.socket_in_dev_dir);
     }
 
     #[test]

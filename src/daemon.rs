@@ -278,7 +278,7 @@ async fn boot(config: Config, started: &mut Started) -> Result<Daemon, BootError
     // GREXAL_BROWSER_CDP_URL, `GET /v1/browser` and takeovers all follow from it.
     let desktop = if config.force_desktop || store.manifest().is_desktop() {
         if config.desktop.run_dir_is_dev_default {
-            crate::dev_dir::prepare_owned(&config.desktop.run_dir)
+            crate::dev_dir::prepare_owned(&config.desktop.run_dir, 0o700)
                 .map_err(|e| BootError::from_error(ExitCode::Config, "desktop run dir", &e))?;
         }
         let desktop = Arc::new(start_desktop(&config, agent_user.as_ref(), &events).await?);
@@ -349,6 +349,15 @@ async fn boot(config: Config, started: &mut Started) -> Result<Daemon, BootError
     }
 
     let owner = agent_user.as_ref().map(|u| u.owner());
+    if let (true, Some(dir)) = (config.socket_in_dev_dir, config.socket.parent()) {
+        crate::dev_dir::prepare_owned(dir, crate::dev_dir::private_mode(agent_user.is_some()))
+            .map_err(|e| BootError::from_error(ExitCode::Config, "socket directory", &e))?;
+        info!(
+            socket = %config.socket.display(),
+            "dev: the project's .grexal/sidecar.sock would be too long for a Unix socket \
+             address; the socket is in a directory of this user's instead"
+        );
+    }
     let listener = crate::api::bind(&config.socket, owner).map_err(|e| {
         let code = match e {
             crate::api::error::ApiError::UnsafeDir { .. } => ExitCode::Config,

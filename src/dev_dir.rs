@@ -10,6 +10,8 @@
 //!
 //! The desktop's run dir defaults, under `dev`, to a per-user directory outside the
 //! project (its sockets' paths must fit 108 bytes); it is created 0700 and must be ours.
+//! So is the agent socket's directory when the project's `.grexal/sidecar.sock` would be
+//! too long for a socket address (0711 with `--agent-user`, for the agent to reach it).
 
 use std::fs::{DirBuilder, File, OpenOptions, Permissions};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -87,10 +89,11 @@ pub fn prepare(dir: &Path, mode: u32) -> Result<(), DevDirError> {
     Ok(())
 }
 
-/// Creates the desktop's run dir 0700 if absent (its parent must exist: `$XDG_RUNTIME_DIR`
-/// or `/tmp`); an existing one must be a directory of ours that nobody else may use, since
-/// in `/tmp` anyone could have made it first.
-pub fn prepare_owned(dir: &Path) -> Result<(), DevDirError> {
+/// Creates a per-user directory of `dev`'s (the desktop's run dir, the socket's fallback
+/// directory) with `mode` (0700, or 0711) if absent (its parent must exist:
+/// `$XDG_RUNTIME_DIR` or `/tmp`); an existing one must be a directory of ours that gives
+/// nobody else more than `mode` does, since in `/tmp` anyone could have made it first.
+pub fn prepare_owned(dir: &Path, mode: u32) -> Result<(), DevDirError> {
     let unsafe_dir = |problem: String| DevDirError::Unsafe {
         path: dir.display().to_string(),
         problem,
@@ -99,11 +102,11 @@ pub fn prepare_owned(dir: &Path) -> Result<(), DevDirError> {
         path: dir.display().to_string(),
         source,
     };
-    match DirBuilder::new().mode(0o700).create(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+    let created = match DirBuilder::new().mode(mode).create(dir) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
         Err(e) => return Err(io(e)),
-    }
+    };
     let file = open_dir_nofollow(dir).map_err(|e| match e.raw_os_error() {
         Some(libc::ELOOP) | Some(libc::ENOTDIR) => {
             unsafe_dir("is a symlink or not a directory".into())
@@ -118,11 +121,18 @@ pub fn prepare_owned(dir: &Path) -> Result<(), DevDirError> {
             meta.uid()
         )));
     }
-    if meta.mode() & 0o077 != 0 {
+    let current = meta.mode() & 0o7777;
+    // Read or write for others than `mode` gives is refused, not changed: someone chose it.
+    if !created && current & 0o077 & !mode & 0o066 != 0 {
         return Err(unsafe_dir(format!(
-            "has mode {:o}; it must be 0700 (chmod 700 it)",
-            meta.mode() & 0o7777
+            "has mode {current:o}; it must be {mode:04o} (chmod {mode:o} it)"
         )));
+    }
+    if current != mode {
+        // The umask took bits `mode` asks for (0711's x for others), or an earlier run had
+        // another agent user or none: only the search bits differ.
+        file.set_permissions(Permissions::from_mode(mode))
+            .map_err(io)?;
     }
     Ok(())
 }
@@ -184,18 +194,33 @@ mod tests {
     fn an_owned_run_dir_must_be_ours_and_private() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("grexal-desktop-x");
-        prepare_owned(&dir).unwrap();
+        prepare_owned(&dir, 0o700).unwrap();
         assert_eq!(mode(&dir), 0o700);
-        prepare_owned(&dir).unwrap();
+        prepare_owned(&dir, 0o700).unwrap();
         std::fs::set_permissions(&dir, Permissions::from_mode(0o755)).unwrap();
-        let err = prepare_owned(&dir).unwrap_err().to_string();
+        let err = prepare_owned(&dir, 0o700).unwrap_err().to_string();
         assert!(
             err.contains("grexal-desktop-x") && err.contains("chmod 700"),
             "{err}"
         );
         let link = tmp.path().join("link");
         std::os::unix::fs::symlink(&dir, &link).unwrap();
-        let err = prepare_owned(&link).unwrap_err().to_string();
+        let err = prepare_owned(&link, 0o700).unwrap_err().to_string();
         assert!(err.contains("symlink"), "{err}");
+        // For an agent user: 0711 whatever the umask, and no more than that.
+        let shared = tmp.path().join("grexal-sidecar-x");
+        prepare_owned(&shared, 0o711).unwrap();
+        assert_eq!(mode(&shared), 0o711);
+        prepare_owned(&shared, 0o711).unwrap();
+        std::fs::set_permissions(&shared, Permissions::from_mode(0o751)).unwrap();
+        let err = prepare_owned(&shared, 0o711).unwrap_err().to_string();
+        assert!(err.contains("chmod 711"), "{err}");
+        // With an agent user and then without (or the other way round), only the search
+        // bits change.
+        std::fs::set_permissions(&shared, Permissions::from_mode(0o711)).unwrap();
+        prepare_owned(&shared, 0o700).unwrap();
+        assert_eq!(mode(&shared), 0o700);
+        prepare_owned(&shared, 0o711).unwrap();
+        assert_eq!(mode(&shared), 0o711);
     }
 }

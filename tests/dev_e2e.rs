@@ -561,3 +561,83 @@ fn dev_runs_the_desktop_for_a_non_root_developer() {
     assert_eq!(owner.ok(), Some(DEVELOPER), "the profile is under .grexal");
     assert!(stderr.contains("desktop ready"), "{stderr}");
 }
+
+/// In a project too deep for `.grexal/sidecar.sock` to fit a Unix socket address (107
+/// bytes), `dev` puts the socket in a short directory of the user's, per project, and the
+/// agent reaches it through GREXAL_SIDECAR_SOCKET: in `$XDG_RUNTIME_DIR` when set, else in
+/// /tmp (0700); with `--agent-user`, in /tmp and 0711 so the agent can reach it. Before,
+/// the bind failed ("path must be shorter than SUN_LEN", exit 71).
+#[test]
+fn a_deep_project_gets_a_short_default_socket() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = open_tempdir();
+    let project = dir.path().join("d".repeat(100));
+    std::fs::create_dir(&project).expect("mkdir project");
+    write(
+        &project.join("grexal.json"),
+        r#"{"manifest_version": 1, "entrypoint": "agent.py", "connections": []}"#,
+        0o644,
+    );
+    let xdg = dir.path().join("xdg");
+    std::fs::create_dir(&xdg).expect("mkdir xdg");
+    std::fs::set_permissions(&xdg, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    // Asks for the connection list on the socket it was given; prints the answer's status
+    // line and the socket's path.
+    let agent = r#"
+import os, socket
+path = os.environ["GREXAL_SIDECAR_SOCKET"]
+s = socket.socket(socket.AF_UNIX)
+s.connect(path)
+s.sendall(b"GET /v1/connections HTTP/1.1\r\nHost: sidecar\r\nConnection: close\r\n\r\n")
+print(s.recv(4096).decode().split("\r\n")[0])
+print(path)
+"#;
+    let mut cases = vec![(Some(&xdg), None, 0o700), (None, None, 0o700)];
+    if is_root() {
+        cases.push((Some(&xdg), Some("nobody"), 0o711));
+    }
+    for (xdg_dir, user, mode) in cases {
+        let mut cmd = command();
+        cmd.current_dir(&project).arg("dev");
+        if let Some(xdg_dir) = xdg_dir {
+            cmd.env("XDG_RUNTIME_DIR", xdg_dir);
+        }
+        if let Some(user) = user {
+            cmd.args(["--agent-user", user]);
+        }
+        let out = run_to_end(cmd.args(["--", "python3", "-c", agent]));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let case = format!("XDG_RUNTIME_DIR {xdg_dir:?}, agent user {user:?}");
+        assert_eq!(out.status.code(), Some(0), "{case}: {stdout}\n{stderr}");
+        let mut lines = stdout.lines();
+        assert_eq!(lines.next(), Some("HTTP/1.1 200 OK"), "{case}: {stdout}");
+        let socket = Path::new(lines.next().expect("the socket's path"));
+        assert!(
+            socket.as_os_str().len() <= 107 && socket.ends_with("sidecar.sock"),
+            "{case}: {socket:?}"
+        );
+        let parent = socket.parent().expect("parent");
+        let name = parent.file_name().unwrap().to_string_lossy().into_owned();
+        match (xdg_dir, user) {
+            (Some(x), None) => assert!(
+                parent.parent() == Some(x.as_path()) && name.starts_with("grexal-sidecar-"),
+                "{case}: {socket:?}"
+            ),
+            _ => assert!(
+                parent.parent() == Some(Path::new("/tmp"))
+                    && name.starts_with(&format!("grexal-sidecar-{}-", nix::unistd::geteuid())),
+                "{case}: {socket:?}"
+            ),
+        }
+        let meta = std::fs::metadata(parent).expect("socket dir");
+        assert_eq!(meta.mode() & 0o7777, mode, "{case}");
+        assert_eq!(meta.uid(), nix::unistd::geteuid().as_raw(), "{case}");
+        assert!(
+            stderr.contains("too long for a Unix socket"),
+            "{case}: {stderr}"
+        );
+        assert!(!socket.exists(), "{case}: the socket is removed at exit");
+        std::fs::remove_dir(parent).expect("remove the socket dir");
+    }
+}
