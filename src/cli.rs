@@ -262,7 +262,8 @@ pub struct DevArgs {
     #[command(flatten)]
     pub common: CommonArgs,
 
-    /// Plaintext credentials for local development.
+    /// Plaintext credentials for local development. If group or others may read or write
+    /// it, a warning says so (chmod 600 it).
     #[arg(
         long,
         env = "GREXAL_DEV_CONNECTIONS",

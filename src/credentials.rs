@@ -126,7 +126,16 @@ pub enum ReadError {
 /// regular file is read (a device or a FIFO has no length to check the limit against):
 /// it is opened without blocking and judged by what was opened.
 pub fn read_document(path: &std::path::Path) -> Result<Zeroizing<Vec<u8>>, ReadError> {
+    read_document_and_mode(path).map(|(bytes, _)| bytes)
+}
+
+/// [`read_document`], with the permission bits of the file that was read (so a caller can
+/// judge them without a second lookup of the path).
+pub fn read_document_and_mode(
+    path: &std::path::Path,
+) -> Result<(Zeroizing<Vec<u8>>, u32), ReadError> {
     use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
     let mut file = open_nonblocking(path).map_err(ReadError::Io)?;
     let meta = file.metadata().map_err(ReadError::Io)?;
     if !meta.is_file() {
@@ -157,7 +166,7 @@ pub fn read_document(path: &std::path::Path) -> Result<Zeroizing<Vec<u8>>, ReadE
         }
     }
     buf.truncate(filled);
-    Ok(buf)
+    Ok((buf, meta.permissions().mode() & 0o7777))
 }
 
 /// Opens `path` for reading with O_NONBLOCK, so a FIFO (or a device) is opened at once

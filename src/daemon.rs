@@ -574,7 +574,9 @@ fn read_bundle(path: &Path) -> Result<Vec<u8>, BootError> {
 }
 
 async fn install_dev_file(store: &crate::store::Store, path: &Path) -> Result<(), BootError> {
-    use crate::credentials::{missing_hint, read_document, CredentialSet, ReadError, Source};
+    use crate::credentials::{
+        missing_hint, read_document_and_mode, CredentialSet, ReadError, Source,
+    };
     let manifest = store.manifest().clone();
     let needs = manifest
         .connections
@@ -582,7 +584,7 @@ async fn install_dev_file(store: &crate::store::Store, path: &Path) -> Result<()
         .any(|c| c.mode.is_pre_collected());
     // Zeroized when dropped: the file is plaintext credentials.
     let file = path.to_path_buf();
-    let bytes = match blocking(move || read_document(&file)).await {
+    let (bytes, mode) = match blocking(move || read_document_and_mode(&file)).await {
         Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound && !needs => {
             return Ok(())
         }
@@ -611,8 +613,19 @@ async fn install_dev_file(store: &crate::store::Store, path: &Path) -> Result<()
                 &e,
             ))
         }
-        Ok(bytes) => bytes,
+        Ok(read) => read,
     };
+    // A warning, not a refusal: it is the developer's own file on their own machine, and
+    // the usual umask (022) makes every new file 0644; a refusal would stop nearly every
+    // first run. The mode and the path are logged, never anything in the file.
+    if mode & 0o066 != 0 {
+        warn!(
+            path = %path.display(),
+            mode = format_args!("{mode:04o}"),
+            "dev: the connections file is readable or writable by group or others, and it holds \
+             plaintext credentials: chmod 600 it"
+        );
+    }
     let base_dir = path.parent().unwrap_or(Path::new("."));
     let creds = CredentialSet::parse(&bytes, &manifest, Source::DevFile { base_dir })
         .map_err(|e| BootError::from_error(ExitCode::Manifest, &path.display().to_string(), &e))?;

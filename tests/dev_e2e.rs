@@ -641,3 +641,47 @@ print(path)
         std::fs::remove_dir(parent).expect("remove the socket dir");
     }
 }
+
+/// `connections.json` holds plaintext secrets: one that group or others may read or write
+/// gets a warning naming the file and its mode (never anything in it), once, and `dev`
+/// goes on; a private one gets none.
+#[test]
+fn a_connections_file_open_to_others_is_warned_about() {
+    let dir = open_tempdir();
+    let doc = std::fs::read_to_string(example(".grexal/connections.json")).expect("read");
+    std::fs::copy(example(".grexal/deploy.pem"), dir.path().join("deploy.pem")).expect("copy");
+    let connections = dir.path().join("connections.json");
+    for (mode, warned) in [
+        (0o644, true),
+        (0o620, true),
+        (0o604, true),
+        (0o600, false),
+        (0o400, false),
+    ] {
+        write(&connections, &doc, mode);
+        let out = run_to_end(dev_command(dir.path(), &connections).args(["--", "true"]));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{mode:o}: {stderr}");
+        let warnings: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.contains("readable or writable by group or others"))
+            .collect();
+        match warned {
+            true => {
+                assert_eq!(warnings.len(), 1, "{mode:o}, once: {stderr}");
+                assert!(
+                    warnings[0].contains(&connections.display().to_string())
+                        && warnings[0].contains(&format!("{mode:04o}"))
+                        && warnings[0].contains("chmod 600"),
+                    "{mode:o}: {stderr}"
+                );
+            }
+            false => assert!(warnings.is_empty(), "{mode:o}: {stderr}"),
+        }
+        assert_no_canary(
+            "dev log",
+            &stderr,
+            &["sk-dev-local-key", "dev-mail-password", "gho_dev_local"],
+        );
+    }
+}
