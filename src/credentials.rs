@@ -26,8 +26,11 @@
 
 mod embed;
 mod json;
+mod read;
 
 pub use embed::{embed_paths, Embedded, WithFiles};
+use read::read_dev_file;
+pub use read::{read_document, read_document_and_mode, ReadError};
 
 use std::collections::BTreeMap;
 
@@ -106,78 +109,6 @@ pub enum CredentialsError {
     /// `location` names the connection and field, never a value.
     #[error("{location}: {problem}")]
     Invalid { location: String, problem: String },
-}
-
-/// Why [`read_document`] could not read a document.
-#[derive(Debug, thiserror::Error)]
-pub enum ReadError {
-    #[error("cannot read it")]
-    Io(#[source] std::io::Error),
-    #[error("it is over the {limit}-byte limit")]
-    TooLarge { limit: usize },
-    #[error("it is not a regular file")]
-    NotRegular,
-}
-
-/// Reads a plaintext credential document (`dev`'s `.grexal/connections.json`), at most
-/// [`MAX_CREDENTIALS_BYTES`], into memory that is zeroized when dropped. The buffer is
-/// sized once from the file's length and never grows (a grown buffer would free a copy of
-/// the plaintext unzeroized); a file that grows while it is read is refused. Only a
-/// regular file is read (a device or a FIFO has no length to check the limit against):
-/// it is opened without blocking and judged by what was opened.
-pub fn read_document(path: &std::path::Path) -> Result<Zeroizing<Vec<u8>>, ReadError> {
-    read_document_and_mode(path).map(|(bytes, _)| bytes)
-}
-
-/// [`read_document`], with the permission bits of the file that was read (so a caller can
-/// judge them without a second lookup of the path).
-pub fn read_document_and_mode(
-    path: &std::path::Path,
-) -> Result<(Zeroizing<Vec<u8>>, u32), ReadError> {
-    use std::io::Read;
-    use std::os::unix::fs::PermissionsExt;
-    let mut file = open_nonblocking(path).map_err(ReadError::Io)?;
-    let meta = file.metadata().map_err(ReadError::Io)?;
-    if !meta.is_file() {
-        return Err(ReadError::NotRegular);
-    }
-    let len = meta.len();
-    if len > MAX_CREDENTIALS_BYTES as u64 {
-        return Err(ReadError::TooLarge {
-            limit: MAX_CREDENTIALS_BYTES,
-        });
-    }
-    // One byte more than the file: reading into it means the file grew.
-    let mut buf = Zeroizing::new(vec![0u8; len as usize + 1]);
-    let mut filled = 0;
-    loop {
-        match file.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => {
-                filled += n;
-                if filled == buf.len() {
-                    return Err(ReadError::Io(std::io::Error::other(
-                        "the file grew while it was read",
-                    )));
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(ReadError::Io(e)),
-        }
-    }
-    buf.truncate(filled);
-    Ok((buf, meta.permissions().mode() & 0o7777))
-}
-
-/// Opens `path` for reading with O_NONBLOCK, so a FIFO (or a device) is opened at once
-/// rather than waiting for a writer, and can be refused for what it is. Reads of a regular
-/// file are unaffected by the flag.
-fn open_nonblocking(path: &std::path::Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)
 }
 
 /// Where the document comes from; `dev` resolves `"path"` entries relative to a base dir.
@@ -782,58 +713,6 @@ fn decode_base64(
     let mut exact = Vec::with_capacity(n);
     exact.extend_from_slice(&buf[..n]);
     Ok(secret_bytes(exact))
-}
-
-fn read_dev_file(
-    loc: &str,
-    base_dir: &std::path::Path,
-    rel: &str,
-    max_size: u64,
-) -> Result<SecretBytes, CredentialsError> {
-    read_local_file(loc, base_dir, rel, max_size, || too_big(loc, max_size))
-}
-
-/// [`read_dev_file`] with the error for a file over `max_size` given by the caller.
-fn read_local_file(
-    loc: &str,
-    base_dir: &std::path::Path,
-    rel: &str,
-    max_size: u64,
-    too_big: impl Fn() -> CredentialsError,
-) -> Result<SecretBytes, CredentialsError> {
-    use std::io::Read;
-    let rel_path = std::path::Path::new(rel);
-    if rel.is_empty() || rel_path.is_absolute() {
-        return Err(invalid(
-            loc,
-            "must be a relative path (relative to the directory of connections.json)",
-        ));
-    }
-    let full = base_dir.join(rel_path);
-    let io_problem =
-        |e: std::io::Error| invalid(loc, format!("cannot read {}: {e}", full.display()));
-    // Symlinks are followed: the path is the developer's own, in their own file.
-    let file = open_nonblocking(&full).map_err(io_problem)?;
-    let meta = file.metadata().map_err(io_problem)?;
-    if !meta.is_file() {
-        return Err(invalid(
-            loc,
-            format!("{} is not a regular file", full.display()),
-        ));
-    }
-    if meta.len() > max_size {
-        return Err(too_big());
-    }
-    // The file may grow between the check and the read: read at most one byte too many.
-    let mut buf = Vec::with_capacity(usize::try_from(max_size).unwrap_or(0).saturating_add(1));
-    file.take(max_size + 1)
-        .read_to_end(&mut buf)
-        .map_err(io_problem)?;
-    if buf.len() as u64 > max_size {
-        buf.zeroize();
-        return Err(too_big());
-    }
-    Ok(into_secret(buf))
 }
 
 #[cfg(test)]

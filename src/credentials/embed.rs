@@ -18,7 +18,8 @@ use serde_json::value::RawValue;
 use zeroize::Zeroizing;
 
 use super::json::{for_each_member, Value};
-use super::{invalid, plain_text, read_local_file, syntax, CredentialsError};
+use super::read::read_local_file;
+use super::{invalid, plain_text, syntax, CredentialsError};
 use crate::manifest::quoted;
 use crate::secret::{ExposeSecret, SecretBytes};
 
