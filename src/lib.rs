@@ -19,6 +19,7 @@
 //! | `api`         | the agent's HTTP/1.1 + JSON API on a Unix socket (behind `ctx.connect`)     |
 //! | `platform`    | the platform's control endpoint (TCP, bearer token) and its event stream    |
 //! | `reaper`      | PID-1 duties: reap orphans without stealing owned children's statuses       |
+//! | `spawn`       | what every child gets through `execve`: stdio only, default signals         |
 //! | `agent`       | launching the agent as its user, forwarding signals, its exit code          |
 //! | `desktop`     | supervising the display, the VNC server and Chromium                        |
 //! | `rfb`         | the client-to-server RFB message parser (view-only filtering)              |
@@ -50,6 +51,7 @@ pub mod reaper;
 pub mod relay;
 pub mod rfb;
 pub mod secret;
+mod spawn;
 pub mod store;
 pub mod takeover;
 pub mod telemetry;

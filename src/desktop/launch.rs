@@ -40,20 +40,31 @@ fn base_command(cfg: &DesktopConfig, program: &Path) -> Command {
     cmd.env_clear()
         .env("PATH", CHILD_PATH)
         .current_dir(&cfg.run_dir);
-    if let Some(user) = cfg.run_as {
-        // Our own switch instead of `Command::uid`/`gid`: std clears supplementary groups
-        // only best-effort (it ignores EPERM), and a child that kept root's groups could
-        // still use their files. Here a failed `setgroups` fails the spawn.
-        // SAFETY: between fork and exec only async-signal-safe calls are allowed;
-        // setgroups, setgid and setuid are plain system calls and nothing allocates.
-        unsafe {
-            cmd.pre_exec(move || {
+    let user = cfg.run_as;
+    let fd_limit = crate::spawn::fd_limit();
+    // SAFETY: between fork and exec only async-signal-safe calls are allowed: these are
+    // plain system calls (close_range/fcntl, setgroups, setgid, setuid, sigaction,
+    // sigprocmask) and nothing allocates.
+    unsafe {
+        cmd.pre_exec(move || {
+            // First, so the hooks added after this one (`-displayfd`'s) can hand a child
+            // the one fd it is meant to get: like the agent, a child gets no fd the
+            // daemon inherited, and it may run as the agent's user.
+            crate::spawn::cloexec_from_3(fd_limit);
+            if let Some(user) = user {
+                // Our own switch instead of `Command::uid`/`gid`: std clears supplementary
+                // groups only best-effort (it ignores EPERM), and a child that kept root's
+                // groups could still use their files. Here a failed `setgroups` fails the
+                // spawn.
                 nix::unistd::setgroups(&[])?;
                 nix::unistd::setgid(nix::unistd::Gid::from_raw(user.gid))?;
                 nix::unistd::setuid(nix::unistd::Uid::from_raw(user.uid))?;
-                Ok(())
-            });
-        }
+            }
+            // After the switch: glibc's set*id calls may rely on its internal signal
+            // handlers.
+            crate::spawn::reset_signals();
+            Ok(())
+        });
     }
     cmd
 }

@@ -1,0 +1,177 @@
+//! What the desktop's children (the display, the VNC server, Chromium) inherit from the
+//! daemon: only their stdio, and every signal at its default disposition, like the agent.
+//! They run as the agent's user, who may take any fd of theirs with `pidfd_getfd`, so an
+//! fd the daemon's own launcher left open without `CLOEXEC` must not reach them.
+//!
+//! Skipped only when Xvnc or Chromium is missing and `CI` is unset.
+
+mod support;
+
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// The fd the launcher hands the daemon without `CLOEXEC`.
+const INHERITED_FD: i32 = 9;
+
+/// True when the test must be skipped: a binary is missing and CI is unset.
+fn skip_missing(test: &str, binaries: &[&str]) -> bool {
+    let missing: Vec<_> = binaries.iter().filter(|b| !Path::new(b).exists()).collect();
+    if missing.is_empty() {
+        return false;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test}: CI is set but {missing:?} are missing"
+    );
+    eprintln!("skipping {test}: {missing:?} not installed");
+    true
+}
+
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ppid …`; comm may hold spaces and parentheses.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Every live process under `root` (not `root` itself), each with its parent.
+fn descendants(root: u32) -> Vec<(u32, u32)> {
+    let all: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| Some((pid, parent_of(pid)?)))
+        .collect();
+    let mut found = Vec::new();
+    let mut frontier = vec![root];
+    while let Some(parent) = frontier.pop() {
+        for &(pid, ppid) in &all {
+            if ppid == parent {
+                found.push((pid, ppid));
+                frontier.push(pid);
+            }
+        }
+    }
+    found
+}
+
+fn comm(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+/// The process's ignored signals (`SigIgn:` in /proc/PID/status).
+fn ignored_signals(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .unwrap_or(0)
+}
+
+/// The daemon was started by a launcher that left a root-only file open on fd 9 without
+/// `CLOEXEC` and SIGUSR2 ignored: no process under the desktop holds that file, and the
+/// children the daemon started do not ignore SIGUSR2.
+#[test]
+fn desktop_children_inherit_neither_the_daemons_fds_nor_its_ignored_signals() {
+    let test = "desktop_children_inherit_neither_the_daemons_fds_nor_its_ignored_signals";
+    if skip_missing(test, &["/usr/bin/Xvnc", "/usr/bin/chromium"]) {
+        return;
+    }
+    let dir = open_tempdir();
+    write(
+        &dir.path().join("grexal.json"),
+        r#"{"manifest_version": 1, "connections": []}"#,
+        0o644,
+    );
+    let secret = dir.path().join("launcher-secret");
+    write(&secret, "launcher's secret\n", 0o600);
+    let file = std::fs::File::open(&secret).expect("open the secret");
+    let raw = file.as_raw_fd();
+    let mut cmd = command();
+    cmd.current_dir(dir.path())
+        .args(["dev", "--desktop", "--chromium-sandbox", "off"])
+        .arg("--desktop-run-dir")
+        .arg(dir.path().join("desk"))
+        .arg("--browser-profile")
+        .arg(dir.path().join("profile"));
+    // SAFETY: dup2 and signal are async-signal-safe; nothing is allocated.
+    unsafe {
+        cmd.pre_exec(move || {
+            // dup2's copy is open across execve (no FD_CLOEXEC), as a launcher's fd is.
+            if libc::dup2(raw, INHERITED_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::signal(libc::SIGUSR2, libc::SIG_IGN) == libc::SIG_ERR {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut daemon = Daemon::spawn(
+        cmd,
+        dir.path().join("daemon.log"),
+        dir.path().join(".grexal/sidecar.sock"),
+    );
+    daemon.wait_ready(Duration::from_secs(30));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !daemon.log_text().contains("desktop ready") {
+        if let Ok(Some(status)) = daemon.child.try_wait() {
+            panic!("daemon exited with {status}; log:\n{}", daemon.log_text());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no desktop after 60 s; log:\n{}",
+            daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let me = daemon.child.id();
+    // The daemon itself does hold it: the test's setup worked.
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{me}/fd/{INHERITED_FD}")).ok(),
+        Some(secret.clone())
+    );
+    let processes = descendants(me);
+    let children: Vec<String> = processes
+        .iter()
+        .filter(|&&(_, ppid)| ppid == me)
+        .map(|&(pid, _)| comm(pid))
+        .collect();
+    assert!(
+        children.iter().any(|c| c == "Xvnc") && children.iter().any(|c| c == "chromium"),
+        "the desktop's children: {children:?}"
+    );
+    let mut holders = Vec::new();
+    let mut ignoring = Vec::new();
+    for &(pid, ppid) in &processes {
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .into_iter()
+            .flatten()
+            .flatten();
+        for fd in fds {
+            if std::fs::read_link(fd.path()).is_ok_and(|target| target == secret) {
+                holders.push(format!("{pid} {} fd {:?}", comm(pid), fd.file_name()));
+            }
+        }
+        let sigusr2 = 1u64 << (libc::SIGUSR2 - 1);
+        if ppid == me && ignored_signals(pid) & sigusr2 != 0 {
+            ignoring.push(format!("{pid} {}", comm(pid)));
+        }
+    }
+    drop(file);
+    assert!(
+        holders.is_empty(),
+        "processes under the daemon hold its inherited fd: {holders:?}"
+    );
+    assert!(
+        ignoring.is_empty(),
+        "children of the daemon ignore SIGUSR2 as the daemon does: {ignoring:?}"
+    );
+}
