@@ -90,15 +90,15 @@ pub struct CommonArgs {
     #[arg(long, env = "GREXAL_LOG", default_value = "info")]
     pub log: String,
 
-    /// Seconds the agent gets between a forwarded SIGTERM and SIGKILL at shutdown.
+    /// Seconds the agent gets between a forwarded SIGTERM and SIGKILL at shutdown, 0..=86400.
     #[arg(long, env = "GREXAL_STOP_TIMEOUT", default_value_t = 10)]
     pub stop_timeout: u64,
 
-    /// Most simultaneous connections on the agent socket.
+    /// Most simultaneous connections on the agent socket, 1..=65536.
     #[arg(long, env = "GREXAL_API_MAX_CONNECTIONS", default_value_t = 256)]
-    pub api_max_connections: usize,
+    pub api_max_connections: u64,
 
-    /// Seconds a client may take to send a whole request on the agent socket.
+    /// Seconds a client may take to send a whole request on the agent socket, 1..=3600.
     #[arg(long, env = "GREXAL_API_REQUEST_TIMEOUT", default_value_t = 10)]
     pub api_request_timeout: u64,
 
@@ -164,7 +164,7 @@ pub struct CommonArgs {
     #[arg(long, env = "GREXAL_NOVNC_DIR", default_value = "/usr/share/novnc")]
     pub novnc_dir: PathBuf,
 
-    /// Seconds a takeover viewer may stay silent before it is dropped.
+    /// Seconds a takeover viewer may stay silent before it is dropped, 1..=3600.
     #[arg(long, env = "GREXAL_VIEWER_IDLE_TIMEOUT", default_value_t = 300)]
     pub viewer_idle_timeout: u64,
 
@@ -214,8 +214,9 @@ pub struct RunArgs {
     #[arg(long, env = "GREXAL_BUNDLE", requires = "sandbox_key")]
     pub bundle: Option<PathBuf>,
 
-    /// Seconds to wait for a pushed bundle before giving up (exit code 90). Only with
-    /// --control-listen and without --bundle: otherwise nothing is waited for.
+    /// Seconds to wait for a pushed bundle before giving up (exit code 90),
+    /// 1..=86400. Only with --control-listen and without --bundle:
+    /// otherwise nothing is waited for.
     #[arg(
         long,
         env = "GREXAL_BUNDLE_TIMEOUT",

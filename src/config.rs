@@ -99,8 +99,8 @@ pub enum ConfigError {
     DevViewerNotLoopback(SocketAddr),
     #[error("--screen must be WIDTHxHEIGHT between 320x200 and 7680x4320, got {0:?}")]
     Screen(String),
-    #[error("--{flag} must be greater than zero")]
-    Zero { flag: &'static str },
+    #[error("--{flag} must be {min}..={max} {unit}, got {value}", flag = .range.flag, min = .range.min, max = .range.max, unit = .range.unit)]
+    OutOfRange { range: FlagRange, value: u64 },
     #[error("--viewer-send-buffer must be 0 (autotuned) or {min}..={max} bytes, got {0}", min = MIN_VIEWER_SEND_BUFFER, max = MAX_VIEWER_SEND_BUFFER)]
     ViewerSendBuffer(usize),
     #[error("--public-url must start with http:// or https://, got {0:?}")]
@@ -108,6 +108,78 @@ pub enum ConfigError {
     #[error("cannot resolve {path} against the current directory")]
     Path { path: String },
 }
+
+/// The range a numeric flag must be in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlagRange {
+    pub flag: &'static str,
+    pub min: u64,
+    pub max: u64,
+    pub unit: &'static str,
+}
+
+impl FlagRange {
+    fn check(self, value: u64) -> Result<u64, ConfigError> {
+        match (self.min..=self.max).contains(&value) {
+            true => Ok(value),
+            false => Err(ConfigError::OutOfRange { range: self, value }),
+        }
+    }
+
+    fn seconds(self, value: u64) -> Result<Duration, ConfigError> {
+        self.check(value).map(Duration::from_secs)
+    }
+}
+
+// Every duration flag has a maximum: each is added to the clock somewhere (hyper adds
+// --api-request-timeout unchecked: past the clock's end every connection's task panicked,
+// and a huge --stop-timeout panicked the daemon at the first SIGTERM). The maxima are
+// far past any sane setting and say so in the README.
+
+/// `--stop-timeout`: 0 (SIGKILL at once) to a day, a sandbox's longest run.
+pub const STOP_TIMEOUT: FlagRange = FlagRange {
+    flag: "stop-timeout",
+    min: 0,
+    max: 86_400,
+    unit: "seconds",
+};
+/// `--api-request-timeout`: at most an hour (it is also the keep-alive idle timeout).
+pub const API_REQUEST_TIMEOUT: FlagRange = FlagRange {
+    flag: "api-request-timeout",
+    min: 1,
+    max: 3_600,
+    unit: "seconds",
+};
+/// `--viewer-idle-timeout`: at most an hour, a takeover's longest life.
+pub const VIEWER_IDLE_TIMEOUT: FlagRange = FlagRange {
+    flag: "viewer-idle-timeout",
+    min: 1,
+    max: 3_600,
+    unit: "seconds",
+};
+/// `--bundle-timeout`: at most a day, a sandbox's longest run.
+pub const BUNDLE_TIMEOUT: FlagRange = FlagRange {
+    flag: "bundle-timeout",
+    min: 1,
+    max: 86_400,
+    unit: "seconds",
+};
+/// Every duration flag of `run` and `dev`.
+pub const DURATION_FLAGS: [FlagRange; 4] = [
+    STOP_TIMEOUT,
+    API_REQUEST_TIMEOUT,
+    VIEWER_IDLE_TIMEOUT,
+    BUNDLE_TIMEOUT,
+];
+/// `--api-max-connections`: each connection holds an fd, and far fewer than this fit under
+/// the daemon's fd limit; past about 2^61 the connection semaphore panicked, leaving the
+/// API dead.
+pub const API_MAX_CONNECTIONS: FlagRange = FlagRange {
+    flag: "api-max-connections",
+    min: 1,
+    max: 65_536,
+    unit: "connections",
+};
 
 /// Bounds of `--viewer-send-buffer` (other than 0). The kernel also caps it at
 /// `net.core.wmem_max`.
@@ -221,18 +293,14 @@ impl Config {
                 })
             }
         };
-        if args.bundle_timeout == 0 {
-            return Err(ConfigError::Zero {
-                flag: "bundle-timeout",
-            });
-        }
+        let bundle_timeout = BUNDLE_TIMEOUT.seconds(args.bundle_timeout)?;
         let source = CredentialSource::Sealed(SealedSource {
             sandbox_id: args.sandbox_id,
             sandbox_key: args.sandbox_key,
             public_key_out: args.public_key_out,
             platform_keys: args.platform_key,
             bundle: args.bundle,
-            bundle_timeout: Duration::from_secs(args.bundle_timeout),
+            bundle_timeout,
             control,
         });
         Self::common(
@@ -288,15 +356,10 @@ impl Config {
         source: CredentialSource,
     ) -> Result<Self, ConfigError> {
         let (width, height) = parse_screen(&common.screen)?;
-        for (flag, value) in [
-            ("api-max-connections", common.api_max_connections as u64),
-            ("api-request-timeout", common.api_request_timeout),
-            ("viewer-idle-timeout", common.viewer_idle_timeout),
-        ] {
-            if value == 0 {
-                return Err(ConfigError::Zero { flag });
-            }
-        }
+        let stop_timeout = STOP_TIMEOUT.seconds(common.stop_timeout)?;
+        let api_request_timeout = API_REQUEST_TIMEOUT.seconds(common.api_request_timeout)?;
+        let viewer_idle_timeout = VIEWER_IDLE_TIMEOUT.seconds(common.viewer_idle_timeout)?;
+        let api_max_connections = API_MAX_CONNECTIONS.check(common.api_max_connections)?;
         // `run`'s desktop paths are the image's; `dev`'s are the developer's own.
         let dev = matches!(source, CredentialSource::DevFile { .. });
         let mut profile = common.browser_profile.map(absolute).transpose()?;
@@ -331,9 +394,10 @@ impl Config {
             agent_argv: common.agent,
             log_format: common.log_format,
             log_filter: common.log,
-            stop_timeout: Duration::from_secs(common.stop_timeout),
-            api_max_connections: common.api_max_connections,
-            api_request_timeout: Duration::from_secs(common.api_request_timeout),
+            stop_timeout,
+            // At most 65536: it fits.
+            api_max_connections: usize::try_from(api_max_connections).unwrap_or(usize::MAX),
+            api_request_timeout,
             force_desktop: common.desktop,
             desktop: DesktopSettings {
                 backend: common.display_backend,
@@ -351,7 +415,7 @@ impl Config {
                     .filter(|a| !a.is_empty())
                     .collect(),
             },
-            viewer_idle_timeout: Duration::from_secs(common.viewer_idle_timeout),
+            viewer_idle_timeout,
             viewer_send_buffer: (send_buffer > 0).then_some(send_buffer),
             source,
         })
@@ -422,6 +486,56 @@ mod tests {
             crate::cli::Command::Dev(args) => Config::from_dev(args),
             _ => unreachable!(),
         }
+    }
+
+    fn run_config(extra: &[&str]) -> Result<Config, ConfigError> {
+        use clap::Parser;
+        let argv = ["grexal-sidecar", "run", "--sandbox-id", "sbx-1"]
+            .iter()
+            .chain(extra)
+            .copied();
+        match crate::cli::Cli::try_parse_from(argv)
+            .expect("parses")
+            .command
+        {
+            crate::cli::Command::Run(args) => Config::from_run(args),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn numeric_flags_are_bounded() {
+        let ranges = DURATION_FLAGS.iter().chain([&API_MAX_CONNECTIONS]);
+        for range in ranges {
+            let flag = format!("--{}", range.flag);
+            let config = |value: u64| run_config(&[&flag, &value.to_string()]);
+            for good in [range.min, range.max] {
+                assert!(config(good).is_ok(), "{flag} {good}");
+            }
+            let mut bad = vec![range.max + 1, u64::MAX];
+            bad.extend(range.min.checked_sub(1));
+            for value in bad {
+                let err = config(value).unwrap_err();
+                assert_eq!(
+                    err,
+                    ConfigError::OutOfRange {
+                        range: *range,
+                        value
+                    }
+                );
+                let text = err.to_string();
+                assert!(
+                    text.contains(&flag)
+                        && text.contains(&format!("{}..={}", range.min, range.max)),
+                    "{text}"
+                );
+            }
+        }
+        let config = run_config(&[]).unwrap();
+        assert_eq!(config.stop_timeout, Duration::from_secs(10));
+        assert_eq!(config.api_max_connections, 256);
+        assert_eq!(config.api_request_timeout, Duration::from_secs(10));
+        assert_eq!(config.viewer_idle_timeout, Duration::from_secs(300));
     }
 
     #[test]

@@ -169,3 +169,106 @@ fn grexal_desktop_takes_the_usual_boolean_spellings() {
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--desktop"));
 }
+
+/// Every duration flag has a range (past some value, adding it to the clock panicked: a
+/// huge `--stop-timeout` on the first SIGTERM, exit 101 with the credentials left behind;
+/// a huge `--api-request-timeout` on every connection, the API silently dead), and so has
+/// `--api-max-connections`. A value out of range, by flag or environment variable, is a
+/// usage error naming the flag and the range, before anything starts; the maximum itself
+/// is taken.
+#[test]
+fn numeric_flags_out_of_their_range_are_usage_errors() {
+    let dir = open_tempdir();
+    let d = dir.path();
+    write(
+        &d.join("grexal.json"),
+        r#"{"manifest_version": 1, "connections": []}"#,
+        0o644,
+    );
+    // (subcommand, flag, variable, min, max)
+    let flags = [
+        ("dev", "stop-timeout", "GREXAL_STOP_TIMEOUT", 0, 86_400),
+        (
+            "dev",
+            "api-request-timeout",
+            "GREXAL_API_REQUEST_TIMEOUT",
+            1,
+            3_600,
+        ),
+        (
+            "dev",
+            "viewer-idle-timeout",
+            "GREXAL_VIEWER_IDLE_TIMEOUT",
+            1,
+            3_600,
+        ),
+        ("run", "bundle-timeout", "GREXAL_BUNDLE_TIMEOUT", 1, 86_400),
+        // Not a duration: past 2^61 the connection semaphore panicked, the API dead.
+        (
+            "dev",
+            "api-max-connections",
+            "GREXAL_API_MAX_CONNECTIONS",
+            1,
+            65_536,
+        ),
+    ];
+    let base = |sub: &str| {
+        let mut cmd = command();
+        cmd.current_dir(d).arg(sub);
+        if sub == "run" {
+            cmd.args(["--sandbox-id", "sbx-1", "--public-key-out"])
+                .arg(d.join("sandbox.pub"));
+        }
+        cmd.arg("--socket")
+            .arg(d.join("sidecar.sock"))
+            .arg("--credentials-dir")
+            .arg(d.join("creds"))
+            .arg("--env-file")
+            .arg(d.join("agent.env"));
+        cmd
+    };
+    for (sub, flag, var, min, max) in flags {
+        let range = format!("{min}..={max}");
+        let mut bad = vec![(max + 1).to_string(), u64::MAX.to_string()];
+        if min > 0 {
+            bad.push("0".into());
+        }
+        for value in &bad {
+            // A manifest that is not there: had the value been taken, the daemon would
+            // have failed on it (66), not on the flag.
+            for by_env in [false, true] {
+                let mut cmd = base(sub);
+                cmd.args(["--manifest", "no-such-manifest.json"]);
+                match by_env {
+                    true => cmd.env(var, value),
+                    false => cmd.arg(format!("--{flag}")).arg(value),
+                };
+                let out = run_to_end(cmd.args(["--", "true"]));
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                assert_eq!(
+                    out.status.code(),
+                    Some(64),
+                    "{sub} --{flag} {value} (env: {by_env}): {stderr}"
+                );
+                assert!(
+                    stderr.contains(&format!("--{flag}")) && stderr.contains(&range),
+                    "{sub} --{flag} {value}: {stderr}"
+                );
+            }
+        }
+        if sub == "dev" {
+            let out = run_to_end(
+                base(sub)
+                    .arg(format!("--{flag}"))
+                    .arg(max.to_string())
+                    .args(["--", "true"]),
+            );
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "dev --{flag} {max}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}

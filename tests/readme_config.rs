@@ -1,6 +1,6 @@
 //! The README's configuration tables name every flag and environment variable of `run` and
-//! `dev`, with the defaults the CLI really has (all read from the CLI definition itself), so
-//! the tables cannot fall behind the code.
+//! `dev`, with the defaults the CLI really has (all read from the CLI definition itself) and
+//! the ranges the config enforces, so the tables cannot fall behind the code.
 
 use clap::CommandFactory;
 
@@ -82,4 +82,25 @@ fn readme_names_every_flag_and_env_var_with_its_default() {
     }
     assert!(seen > 30, "only {seen} flags found: the CLI was not read");
     assert!(wrong.is_empty(), "the README's tables disagree: {wrong:#?}");
+}
+
+/// Every bounded numeric flag's row in `run`'s table gives its range as the code has it.
+#[test]
+fn readme_gives_every_bounded_flags_range() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let run_table = section(&readme, "### `grexal-sidecar run`");
+    let mut wrong = Vec::new();
+    let ranges = grexal_sidecar::config::DURATION_FLAGS
+        .iter()
+        .chain([&grexal_sidecar::config::API_MAX_CONNECTIONS]);
+    for range in ranges {
+        let want = format!("{}..={}", range.min, range.max);
+        match row(&run_table, range.flag) {
+            Some(row) if row.contains(&want) => {}
+            Some(row) => wrong.push(format!("--{}: no {want} in {row:?}", range.flag)),
+            None => wrong.push(format!("--{} has no row", range.flag)),
+        }
+    }
+    assert!(wrong.is_empty(), "the README's ranges disagree: {wrong:#?}");
 }
