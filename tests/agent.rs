@@ -251,6 +251,30 @@ async fn stop_sends_sigterm_then_sigkill_after_the_timeout() {
     );
 }
 
+/// A stop timeout past the clock's end (nothing bounds `run`'s argument itself) means no
+/// SIGKILL: the agent still gets SIGTERM and its exit is returned. Adding it to the clock
+/// panicked `run`, and the daemon exited 101 without wiping the credentials.
+#[tokio::test]
+async fn a_stop_timeout_past_the_clocks_end_still_stops_the_agent() {
+    let _serial = SERIAL.lock().await;
+    let dir = scratch();
+    let ready = dir.path().join("ready");
+    let spec = sh(
+        "trap 'exit 7' TERM; touch ready; while :; do sleep 0.05; done",
+        dir.path(),
+    );
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(agent::run(spec, signals(), stop.clone(), Duration::MAX));
+    wait_for_file(&ready).await;
+    stop.cancel();
+    let exit = tokio::time::timeout(LONG, task)
+        .await
+        .expect("timely")
+        .expect("run did not panic")
+        .expect("run");
+    assert_eq!(exit.code, 7);
+}
+
 #[tokio::test]
 async fn leftovers_of_the_agents_group_are_killed() {
     let _serial = SERIAL.lock().await;

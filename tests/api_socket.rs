@@ -521,6 +521,20 @@ fn a_takeover_request_whose_body_stalls_is_408_within_the_request_timeout() {
     );
 }
 
+/// A request timeout past the clock's end (nothing bounds `ApiLimits` itself) still
+/// serves: hyper adds the header read timeout to the clock unchecked, and every
+/// connection's task panicked before answering.
+#[test]
+fn a_request_timeout_past_the_clocks_end_still_serves() {
+    let server = Server::start(Options {
+        limits: ApiLimits::new(16, Duration::MAX),
+        ..Options::default()
+    });
+    let mut client = server.client();
+    assert_eq!(client.get("/healthz").status, 200);
+    assert_eq!(client.get("/v1/connections").status, 200, "keep-alive");
+}
+
 #[test]
 fn connection_limit_is_enforced() {
     let server = Server::start(Options {

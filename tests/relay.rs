@@ -355,6 +355,36 @@ async fn idle_viewer_is_dropped() {
     assert_eq!(stats.end, RelayEnd::Idle);
 }
 
+/// An idle timeout past the clock's end (nothing bounds `RelayLimits` itself) means no idle
+/// deadline: the relay forwards input and stops when told. Adding it to the clock panicked
+/// the relay's task.
+#[tokio::test]
+async fn an_idle_timeout_past_the_clocks_end_never_fires() {
+    let fake = fake_vnc().await;
+    let limits = RelayLimits {
+        idle_timeout: Duration::MAX,
+        ..RelayLimits::default()
+    };
+    let mut server = start_relay_server(fake.target.clone(), limits, None).await;
+    let (mut ws, _) = ws_connect(server.addr, "/relay/control", None)
+        .await
+        .unwrap();
+    ws.send(Message::Binary(CLIENT_HANDSHAKE.to_vec().into()))
+        .await
+        .unwrap();
+    let mut up = fake.accept_handshake().await;
+    let key = encode::key_event(true, 0x61);
+    ws.send(Message::Binary(key.clone().into())).await.unwrap();
+    let mut got = vec![0u8; key.len()];
+    tokio::time::timeout(DEADLINE, up.read_exact(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, key);
+    let stats = server.next_relay().await.shutdown().await.unwrap();
+    assert_eq!(stats.end, RelayEnd::Stopped);
+}
+
 #[tokio::test]
 async fn stop_cuts_both_directions() {
     let (_fake, mut server, mut ws, mut up) = control_viewer_after_handshake().await;

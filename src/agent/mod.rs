@@ -245,7 +245,7 @@ pub async fn run(
                 if matches!(kind, Signal::SIGTERM | Signal::SIGINT) {
                     term_sent = true;
                     if !killed {
-                        kill_at.get_or_insert_with(|| Instant::now() + stop_timeout);
+                        arm(&mut kill_at, stop_timeout);
                     }
                 }
             }
@@ -257,7 +257,7 @@ pub async fn run(
                     term_sent = true;
                 }
                 if !killed {
-                    kill_at.get_or_insert_with(|| Instant::now() + stop_timeout);
+                    arm(&mut kill_at, stop_timeout);
                 }
             }
             _ = sleep_until(kill_at) => {
@@ -272,6 +272,15 @@ pub async fn run(
     let exit = AgentExit::from_status(status);
     info!(pid, code = exit.code, signal = exit.signal, "agent exited");
     Ok(exit)
+}
+
+/// Sets the SIGKILL deadline `stop_timeout` from now, unless one is set. A timeout that
+/// would take it past the clock's end sets none (the agent is never killed): `Instant +
+/// Duration` would panic, and `run` takes any `Duration` (the config bounds the flag).
+fn arm(kill_at: &mut Option<Instant>, stop_timeout: Duration) {
+    if kill_at.is_none() {
+        *kill_at = Instant::now().checked_add(stop_timeout);
+    }
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -22,6 +22,11 @@ use tower::ServiceExt;
 
 use super::error::ApiError;
 
+/// The longest header read timeout given to hyper, which adds it to the clock unchecked: one
+/// past the clock's end panicked every connection's task before it answered. The config
+/// bounds `--api-request-timeout` far below; `ConnLimits` itself takes any `Duration`.
+const MAX_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(86_400 * 365);
+
 /// Per-connection limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnLimits {
@@ -87,7 +92,7 @@ pub async fn serve_connection<I, E>(
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        .header_read_timeout(limits.header_read_timeout.min(MAX_HEADER_READ_TIMEOUT))
         .max_buf_size(limits.max_header_bytes.max(8192))
         .max_headers(limits.max_headers)
         .keep_alive(true);

@@ -508,7 +508,7 @@ async fn pump(
         let mut out = Vec::with_capacity(4096);
         // Inside a binary message sent as several frames.
         let mut fragmented = false;
-        let mut idle_deadline = tokio::time::Instant::now() + limits.idle_timeout;
+        let mut idle_deadline = idle_deadline_from_now(limits.idle_timeout);
         // Nothing is ever owed: pings and Close are answered below (auto_pong/auto_close off).
         let mut send_obligation =
             |frame: Frame<'static>| async move { ws_tx.lock().await.send(frame).await };
@@ -563,7 +563,7 @@ async fn pump(
                 }
                 OpCode::Pong => continue,
             }
-            idle_deadline = tokio::time::Instant::now() + limits.idle_timeout;
+            idle_deadline = idle_deadline_from_now(limits.idle_timeout);
             out.clear();
             let fed = filter.feed(&frame.payload, &mut out);
             let fs = filter.stats();
@@ -604,6 +604,16 @@ async fn pump(
     stats.client_messages = up_stats.1;
     stats.dropped_messages = up_stats.2;
     end
+}
+
+/// When a viewer silent from now on is dropped. An idle timeout that would take it past
+/// the clock's end (`Instant + Duration` panics) means about never, as tokio's own timers
+/// do: the config bounds the flag, `RelayLimits` itself takes any `Duration`.
+fn idle_deadline_from_now(idle_timeout: Duration) -> tokio::time::Instant {
+    const ABOUT_NEVER: Duration = Duration::from_secs(86_400 * 365 * 30);
+    let now = tokio::time::Instant::now();
+    now.checked_add(idle_timeout)
+        .unwrap_or_else(|| now + ABOUT_NEVER)
 }
 
 /// RFC 6455 §5.5: the longest payload of a Close, Ping or Pong frame.
