@@ -659,6 +659,78 @@ async fn wait_does_not_wait_for_a_silent_viewers_handshake() {
     assert_eq!(next_close(&mut ws).await, (4000, "completed".to_owned()));
 }
 
+/// At most 16 waits are parked at once; the next is refused at once with `429
+/// too_many_waits`. A client that sends a wait with a request pipelined behind it and hangs
+/// up leaves the wait parked (hyper does not watch for EOF while a request is handled
+/// with more bytes buffered) until its `timeout_seconds`: retried, such a client held
+/// every connection slot of the agent socket.
+#[tokio::test]
+async fn parked_waits_are_capped() {
+    use tokio::io::AsyncWriteExt;
+    let (mut h, _vnc, _browser) = fake().await;
+    let (id, _, _) = start(&mut h, &request_body(300)).await;
+    let max = TakeoverLimits::default().max_waits;
+    assert_eq!(max, 16, "as docs/api.md says");
+    let mut parked = Vec::new();
+    for _ in 0..max {
+        let mut stream = tokio::net::UnixStream::connect(&h.agent_socket)
+            .await
+            .unwrap();
+        let request = format!(
+            "GET /v1/takeovers/{id}/wait?timeout_seconds=600 HTTP/1.1\r\nHost: x\r\n\r\n\
+             GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        parked.push(stream);
+    }
+    eventually("every wait to be parked", LONG, || {
+        h.manager.waiters(&id) == max
+    })
+    .await;
+    let refused = tokio::time::timeout(
+        Duration::from_secs(5),
+        h.agent(
+            "GET",
+            &format!("/v1/takeovers/{id}/wait?timeout_seconds=600"),
+            None,
+        ),
+    )
+    .await
+    .expect("refused at once, not parked");
+    assert_eq!(
+        (refused.status, refused.code()),
+        (429, "too_many_waits".to_owned())
+    );
+    assert_eq!(h.manager.waiters(&id), max);
+    // A wait that does not wait (timeout 0) is still answered with the state.
+    let now = h
+        .agent(
+            "GET",
+            &format!("/v1/takeovers/{id}/wait?timeout_seconds=0"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (now.status, now.json()["state"].as_str()),
+        (200, Some("live"))
+    );
+    // The parked waits return when the takeover ends, and a wait on an ended takeover is
+    // answered at once.
+    let cancelled = h
+        .agent("POST", &format!("/v1/takeovers/{id}/cancel"), None)
+        .await;
+    assert_eq!(cancelled.status, 200);
+    eventually("the waits to return", LONG, || h.manager.waiters(&id) == 0).await;
+    let ended = h
+        .agent("GET", &format!("/v1/takeovers/{id}/wait"), None)
+        .await;
+    assert_eq!(
+        (ended.status, ended.code()),
+        (409, "takeover_cancelled".to_owned())
+    );
+    drop(parked);
+}
+
 /// A VNC server stand-in that floods whoever connects: a relay to a viewer that reads
 /// nothing ends up blocked mid-frame, so stopping it takes the whole close timeout (1 s).
 async fn flooding_vnc() -> std::net::SocketAddr {

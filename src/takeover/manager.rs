@@ -184,6 +184,8 @@ struct Shared {
     public_url: String,
     limits: TakeoverLimits,
     registry: Mutex<Registry>,
+    /// One permit per parked `wait` (`limits.max_waits`).
+    waits: tokio::sync::Semaphore,
 }
 
 /// The one owner of takeover state. Cheap to clone (a handle).
@@ -227,6 +229,7 @@ impl TakeoverManager {
         limits: TakeoverLimits,
     ) -> Self {
         let public_url = public_url.trim_end_matches('/').to_owned();
+        let waits = tokio::sync::Semaphore::new(limits.max_waits);
         Self {
             shared: Arc::new(Shared {
                 manifest,
@@ -235,6 +238,7 @@ impl TakeoverManager {
                 public_url,
                 limits,
                 registry: Mutex::new(Registry::default()),
+                waits,
             }),
         }
     }
@@ -500,7 +504,9 @@ impl TakeoverManager {
     }
 
     /// Returns as soon as the takeover has ended (after its relays are stopped), or after
-    /// `max_wait` with its current (live) state.
+    /// `max_wait` with its current (live) state. At most `limits.max_waits` are parked at
+    /// once (`TooManyWaits`); one that need not park (ended, or a `max_wait` of zero)
+    /// answers at once whatever the count.
     pub async fn wait(
         &self,
         id: &str,
@@ -511,6 +517,14 @@ impl TakeoverManager {
             .find(id)
             .cloned()
             .ok_or(TakeoverError::NotFound)?;
+        if record.ended().is_some() || max_wait.is_zero() {
+            return Ok(record.snapshot(record.ended()));
+        }
+        // Held until this future ends or is dropped (the client went away).
+        let _parked = self.shared.waits.try_acquire().map_err(|_| {
+            debug!(takeover_id = %record.id, "wait refused: too many parked");
+            TakeoverError::TooManyWaits
+        })?;
         let mut done = record.done.subscribe();
         let _ = tokio::time::timeout(max_wait, done.wait_for(Option::is_some)).await;
         Ok(record.snapshot(record.ended()))

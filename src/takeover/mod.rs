@@ -38,6 +38,12 @@ pub struct TakeoverLimits {
     /// `wait` without `timeout_seconds`, and its maximum.
     pub default_wait: Duration,
     pub max_wait: Duration,
+    /// `wait` calls parked at once, on all takeovers (only one is ever live): more are
+    /// refused with `too_many_waits`. Each parked wait holds a connection of the agent
+    /// socket, and one whose client hung up may stay parked until its `timeout_seconds`
+    /// (hyper stops watching for EOF while a request is handled with a pipelined one
+    /// behind it); unbounded, such waits could hold every connection slot.
+    pub max_waits: usize,
     /// View-only WebSockets at once per takeover (the controlling one is extra).
     pub max_viewers: usize,
     /// How often the success condition is checked over CDP.
@@ -58,6 +64,7 @@ impl Default for TakeoverLimits {
             max_timeout: Duration::from_secs(3600),
             default_wait: Duration::from_secs(60),
             max_wait: Duration::from_secs(600),
+            max_waits: 16,
             max_viewers: 16,
             condition_poll: Duration::from_millis(200),
             remembered: 32,
@@ -210,6 +217,8 @@ pub enum TakeoverError {
     Ended(Box<TakeoverSnapshot>),
     #[error("too many viewers")]
     TooManyViewers,
+    #[error("too many waits")]
+    TooManyWaits,
     #[error("peer may not use takeovers")]
     PeerForbidden,
 }
@@ -229,6 +238,7 @@ impl TakeoverError {
             TakeoverError::Forbidden | TakeoverError::PeerForbidden => "forbidden",
             TakeoverError::Ended(_) => "takeover_ended",
             TakeoverError::TooManyViewers => "too_many_viewers",
+            TakeoverError::TooManyWaits => "too_many_waits",
         }
     }
 
@@ -244,7 +254,9 @@ impl TakeoverError {
             TakeoverError::Unauthorized => StatusCode::UNAUTHORIZED,
             TakeoverError::Forbidden | TakeoverError::PeerForbidden => StatusCode::FORBIDDEN,
             TakeoverError::Ended(_) => StatusCode::GONE,
-            TakeoverError::TooManyViewers => StatusCode::TOO_MANY_REQUESTS,
+            TakeoverError::TooManyViewers | TakeoverError::TooManyWaits => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
         }
     }
 
@@ -268,6 +280,7 @@ impl TakeoverError {
             TakeoverError::PeerForbidden => "this process may not use takeovers",
             TakeoverError::Ended(_) => "the takeover has ended",
             TakeoverError::TooManyViewers => "too many viewers on this takeover",
+            TakeoverError::TooManyWaits => "too many waits on takeovers at once",
         }
     }
 }
@@ -349,6 +362,7 @@ mod wire_tests {
                 "takeover_ended",
             ),
             (TakeoverError::TooManyViewers, 429, "too_many_viewers"),
+            (TakeoverError::TooManyWaits, 429, "too_many_waits"),
         ];
         for (error, status, code) in cases {
             assert_eq!(error.status().as_u16(), status, "{code}");

@@ -544,6 +544,55 @@ async fn view_connections_are_capped() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn parked_waits_are_capped() {
+    let mut f = fixture_with(TakeoverLimits {
+        max_waits: 2,
+        ..TakeoverLimits::default()
+    });
+    let (id, _, _) = start(&mut f, 300).await;
+    let park = |f: &Fixture| {
+        let (manager, id) = (f.manager.clone(), id.clone());
+        tokio::spawn(async move { manager.wait(&id, Duration::from_secs(60)).await })
+    };
+    let parked = |f: &Fixture, n: usize| {
+        let (manager, id) = (f.manager.clone(), id.clone());
+        async move {
+            for _ in 0..1000 {
+                if manager.waiters(&id) == n {
+                    return;
+                }
+                tokio::task::yield_now().await;
+            }
+            panic!("{} waits parked, not {n}", manager.waiters(&id));
+        }
+    };
+    let first = park(&f);
+    let second = park(&f);
+    parked(&f, 2).await;
+    let third = f.manager.wait(&id, Duration::from_secs(60)).await;
+    assert!(
+        matches!(third, Err(TakeoverError::TooManyWaits)),
+        "{third:?}"
+    );
+    // A wait that does not park still answers.
+    let now = f.manager.wait(&id, Duration::ZERO).await.unwrap();
+    assert_eq!(now.state, State::Live);
+    // A wait that goes away (its client gone) gives its place back.
+    first.abort();
+    let _ = first.await;
+    let replacement = park(&f);
+    parked(&f, 2).await;
+    f.manager.cancel(&id, By::Agent).await.unwrap();
+    for waited in [second, replacement] {
+        let snapshot = waited.await.unwrap().unwrap();
+        assert_eq!(snapshot.outcome, Some(Outcome::Cancelled));
+    }
+    // Ended: answered at once, uncounted.
+    let ended = f.manager.wait(&id, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(ended.outcome, Some(Outcome::Cancelled));
+}
+
+#[tokio::test(start_paused = true)]
 async fn browser_failure_ends_the_takeover_but_a_restart_does_not() {
     let mut f = fixture();
     let (id, _, _) = start(&mut f, 300).await;
