@@ -115,6 +115,41 @@ fn a_dev_connections_file_sealed_runs_the_example_agent_under_run() {
     );
 }
 
+/// The example client puts a connection id into the request path percent-encoded: an id
+/// with `?`, `#` or `/` in it names no connection (`connection_not_found`) instead of
+/// another one (`connect("openai?x")` returned openai's credentials).
+#[test]
+fn the_example_client_encodes_the_connection_id_in_the_path() {
+    let dir = open_tempdir();
+    let script = r#"
+import sys
+sys.path.insert(0, sys.argv[1])
+from grexal_client import GrexalError, Sidecar
+sidecar = Sidecar()
+assert sidecar.connect("openai").get("organization") == "org-dev"
+for bad in ["openai?x", "openai#x", "openai/", "x/../openai", "openai%3Fx"]:
+    try:
+        got = sidecar.connect(bad)
+    except GrexalError as e:
+        if e.code != "connection_not_found":
+            sys.exit(f"{bad!r}: {e.code}")
+    else:
+        sys.exit(f"{bad!r} returned a connection with {sorted(got.keys())}")
+print("every odd id refused")
+"#;
+    let mut cmd = dev_command(dir.path(), &example(".grexal/connections.json"));
+    cmd.args(["--", "python3", "-c", script]).arg(example(""));
+    let out = run_to_end(&mut cmd);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(stdout.contains("every odd id refused"), "{stdout}");
+}
+
 /// The same document served by `dev` (plaintext) and `run` (sealed) gives the same answers.
 #[test]
 fn dev_and_run_serve_the_same_answers() {

@@ -8,6 +8,7 @@ import http.client
 import json
 import os
 import socket
+import urllib.parse
 
 
 class GrexalError(Exception):
@@ -62,7 +63,10 @@ class Sidecar:
         return payload
 
     def connect(self, connection_id):
-        return Connection(self.request("GET", "/v1/connections/" + connection_id))
+        # Percent-encoded, "/" included: an id with "?", "#" or "/" in it must name no
+        # connection, never another one ("openai?x" would otherwise ask for "openai").
+        path = "/v1/connections/" + urllib.parse.quote(connection_id, safe="")
+        return Connection(self.request("GET", path))
 
     def connections(self):
         return self.request("GET", "/v1/connections")["connections"]

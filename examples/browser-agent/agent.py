@@ -40,7 +40,8 @@ def main():
         sys.exit(f"agent: takeover refused: {takeover['error']['code']}")
     print(f"agent: asked for a takeover ({takeover['takeover_id']}); waiting for the user...", flush=True)
     while True:
-        status, waited = sidecar("GET", f"/v1/takeovers/{takeover['takeover_id']}/wait?timeout_seconds=30",
+        takeover_id = urllib.parse.quote(takeover["takeover_id"], safe="")
+        status, waited = sidecar("GET", f"/v1/takeovers/{takeover_id}/wait?timeout_seconds=30",
                                  timeout=60)
         if status != 200:
             sys.exit(f"agent: the takeover ended without a login: {waited['error']['code']}")
