@@ -508,7 +508,19 @@ mod tests {
         let ranges = DURATION_FLAGS.iter().chain([&API_MAX_CONNECTIONS]);
         for range in ranges {
             let flag = format!("--{}", range.flag);
-            let config = |value: u64| run_config(&[&flag, &value.to_string()]);
+            // With the control endpoint, which --bundle-timeout needs.
+            let config = |value: u64| {
+                let value = value.to_string();
+                let control = ["--control-listen", "127.0.0.1:0"];
+                run_config(&[
+                    &flag,
+                    &value,
+                    control[0],
+                    control[1],
+                    "--control-token-file",
+                    "t",
+                ])
+            };
             for good in [range.min, range.max] {
                 assert!(config(good).is_ok(), "{flag} {good}");
             }
