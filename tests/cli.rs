@@ -216,8 +216,11 @@ fn numeric_flags_out_of_their_range_are_usage_errors() {
         let mut cmd = command();
         cmd.current_dir(d).arg(sub);
         if sub == "run" {
+            // --bundle-timeout needs the control endpoint it waits on.
             cmd.args(["--sandbox-id", "sbx-1", "--public-key-out"])
-                .arg(d.join("sandbox.pub"));
+                .arg(d.join("sandbox.pub"))
+                .args(["--control-listen", "127.0.0.1:0", "--control-token-file"])
+                .arg(d.join("control.token"));
         }
         cmd.arg("--socket")
             .arg(d.join("sidecar.sock"))
