@@ -7,7 +7,8 @@
 //! - the default is [`default_env_var`]: `{CONNECTION_ID}_{FIELD_NAME}` in upper snake case;
 //! - a field may override it with `env_var` (`^[A-Za-z_][A-Za-z0-9_]*$`, at most 128 bytes);
 //! - a name may not be one the daemon sets itself (anything starting `GREXAL_`) or one that
-//!   changes how the agent's process or interpreter starts ([`is_reserved_env_var`]);
+//!   changes how the agent's process, its interpreter or the programs it runs start, whole
+//!   families by prefix (`PYTHON*`, `NODE_*`, `LD_*`, …: [`is_reserved_env_var`]);
 //! - two env-delivered fields, in the same or different connections, may not share a name.
 //!
 //! These name checks apply to fields that are actually delivered as env vars; under the
@@ -18,6 +19,9 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use serde_json::{Map, Value};
+
+mod reserved;
+pub use reserved::is_reserved_env_var;
 
 /// The manifest size limit; a `grexal.json` is a few KiB in practice.
 pub const MAX_MANIFEST_BYTES: usize = 1024 * 1024;
@@ -252,42 +256,6 @@ pub fn is_valid_env_var(s: &str) -> bool {
         _ => return false,
     }
     s.len() <= MAX_ENV_VAR_BYTES && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
-}
-
-/// Env names a connection may not set, with the reason. The daemon sets `GREXAL_*` itself
-/// (`GREXAL_SIDECAR_SOCKET`, `GREXAL_BROWSER_CDP_URL`, `GREXAL_TASK_INPUT`, …); the others
-/// decide which programs, libraries or startup code the agent runs, or who it is, and a
-/// user-supplied value must never decide that.
-pub fn is_reserved_env_var(name: &str) -> Option<&'static str> {
-    const DANGEROUS: &[&str] = &[
-        "PATH",
-        "HOME",
-        "USER",
-        "LOGNAME",
-        "SHELL",
-        "PWD",
-        "TMPDIR",
-        "IFS",
-        "ENV",
-        "BASH_ENV",
-        "NODE_OPTIONS",
-        "NODE_PATH",
-        "PYTHONPATH",
-        "PYTHONHOME",
-        "PYTHONSTARTUP",
-        "PERL5OPT",
-        "PERL5LIB",
-        "RUBYOPT",
-    ];
-    if name.starts_with("GREXAL_") {
-        Some("names starting with GREXAL_ are reserved for the platform")
-    } else if name.starts_with("LD_") {
-        Some("LD_* variables control the dynamic loader")
-    } else if DANGEROUS.contains(&name) {
-        Some("it controls how the agent's process starts")
-    } else {
-        None
-    }
 }
 
 /// The default env var name of a field: `{CONNECTION_ID}_{FIELD_NAME}` in upper snake case.
