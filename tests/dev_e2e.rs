@@ -425,6 +425,39 @@ fn dev_removes_group_write_from_an_existing_grexal_of_ours() {
     );
 }
 
+/// With `--agent-user`, a `--credentials-dir` that exists and that the agent cannot enter
+/// (root's, 0700) is a configuration problem (78) naming it, before the agent starts: it
+/// was accepted, and the agent's read of `$GREXAL_CREDENTIALS_DIR/smtp/password` failed
+/// with EACCES. One it can enter (0711) is used, and the agent reads the file.
+#[test]
+fn dev_refuses_a_credentials_dir_the_agent_user_cannot_enter() {
+    if skip_unless_root("dev_refuses_a_credentials_dir_the_agent_user_cannot_enter") {
+        return;
+    }
+    let read = r#"cat "$GREXAL_CREDENTIALS_DIR/smtp/password""#;
+    let dir = open_tempdir();
+    let creds = dir.path().join("creds");
+    std::fs::create_dir(&creds).expect("mkdir");
+    std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let mut cmd = dev_command(dir.path(), &example(".grexal/connections.json"));
+    cmd.args(["--agent-user", "nobody", "--", "sh", "-c", read]);
+    let out = run_to_end(&mut cmd);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(
+        stderr.contains(&creds.display().to_string())
+            && stderr.contains("cannot be entered by the agent's user"),
+        "{stderr}"
+    );
+    assert_eq!(mode_of(&creds), 0o700, "left as it is");
+
+    std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o711)).expect("chmod");
+    let out = run_to_end(&mut cmd);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "dev-mail-password");
+}
+
 /// Under `dev` the same NUL is a problem of `connections.json` (65), not a failed write
 /// (74), named by its field and never its value.
 #[test]

@@ -471,6 +471,71 @@ fn hostile_roots_are_refused() {
     assert!(unsafe_root_problem(Injector::new(layout)).contains("absolute"));
 }
 
+/// With an agent user, an existing root the agent cannot enter is refused, naming the uid,
+/// owner and mode, and left as it is (it was accepted, and every file the agent was told
+/// of failed with EACCES); one it can enter, as owner, primary group or other, is used,
+/// and the agent reads its file through it.
+#[test]
+fn an_existing_root_the_agent_cannot_enter_is_refused() {
+    use std::os::unix::process::CommandExt;
+    if !is_root() {
+        return;
+    }
+    let refused = [
+        (0, 0, 0o700),
+        (0, 0, 0o750),
+        (NOBODY.uid, NOBODY.gid, 0o600),
+    ];
+    for (uid, gid, m) in refused {
+        let e = env();
+        fs::create_dir(&e.root).expect("plant");
+        std::os::unix::fs::chown(&e.root, Some(uid), Some(gid)).expect("chown");
+        fs::set_permissions(&e.root, fs::Permissions::from_mode(m)).expect("chmod");
+        let problem = unsafe_root_problem(Injector::new(e.layout(Some(NOBODY))));
+        assert!(
+            problem.contains("cannot be entered by the agent's user (uid 65534, gid 65534)")
+                && problem.contains(&format!("owned by uid {uid} gid {gid} with mode {m:o}")),
+            "{uid}:{gid} {m:o}: {problem}"
+        );
+        let meta = fs::metadata(&e.root).expect("root");
+        assert_eq!(
+            (meta.uid(), meta.mode() & 0o7777),
+            (uid, m),
+            "left as it is"
+        );
+    }
+
+    let accepted = [
+        (0, 0, 0o711),
+        (0, NOBODY.gid, 0o750),
+        (NOBODY.uid, NOBODY.gid, 0o700),
+    ];
+    for (uid, gid, m) in accepted {
+        let e = env();
+        // The temp dir above the root is 0700 root's: let the agent through it.
+        fs::set_permissions(&e.base, fs::Permissions::from_mode(0o711)).expect("chmod");
+        fs::create_dir(&e.root).expect("plant");
+        std::os::unix::fs::chown(&e.root, Some(uid), Some(gid)).expect("chown");
+        fs::set_permissions(&e.root, fs::Permissions::from_mode(m)).expect("chmod");
+        let inj = Injector::new(e.layout(Some(NOBODY)))
+            .unwrap_or_else(|err| panic!("{uid}:{gid} {m:o}: {err}"));
+        inj.install(&manifest(), &creds("a"), 1).expect("install");
+        // Read as the agent would: its uid and gid, no supplementary groups of ours.
+        let out = std::process::Command::new("cat")
+            .arg(e.root.join("db/password"))
+            .uid(NOBODY.uid)
+            .gid(NOBODY.gid)
+            .output()
+            .expect("cat");
+        assert!(
+            out.status.success(),
+            "{uid}:{gid} {m:o}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.stdout, b"pw-a");
+    }
+}
+
 #[test]
 fn hostile_connection_dirs_are_refused() {
     // A symlink at {root}/{id}.

@@ -7,6 +7,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
+use nix::sys::stat::FileStat;
 use nix::unistd::geteuid;
 
 use super::{fsops, InjectError, Owner};
@@ -33,7 +34,8 @@ pub(super) enum CreateAs {
 
 /// Opens (creating 0700 if absent) the directory `path`, and checks it is safe to use:
 /// a real directory, not a symlink, owned by root, the daemon's euid or the owner, and
-/// not group/world writable.
+/// not group/world writable; an existing credentials root must also be searchable by the
+/// owner.
 pub(super) fn open_safe_dir(
     path: &Path,
     owner: Option<Owner>,
@@ -102,6 +104,23 @@ pub(super) fn open_safe_dir(
             st.st_mode & 0o7777
         )));
     }
+    if let (false, CreateAs::Private, Some(owner)) = (created, create_as, owner) {
+        // An existing root is used as it is (one the operator made is never chowned: it
+        // may hold more than our files); the agent must be able to enter it, or it finds
+        // every file with EACCES while the boot reports success.
+        if !can_search(&st, owner) {
+            return Err(unsafe_root(&format!(
+                "cannot be entered by the agent's user (uid {}, gid {}): it is owned by uid {} \
+                 gid {} with mode {:o}; make it the agent user's, or searchable by its group \
+                 or by others",
+                owner.uid,
+                owner.gid,
+                st.st_uid,
+                st.st_gid,
+                st.st_mode & 0o7777
+            )));
+        }
+    }
     if created {
         if st.st_uid != euid {
             return Err(unsafe_root("was replaced while it was being created"));
@@ -121,4 +140,20 @@ pub(super) fn open_safe_dir(
         path: path.to_path_buf(),
         created,
     })
+}
+
+/// Whether `owner` may search (enter) the directory `st`, by the permission bits of the
+/// class it falls in: the user's if it owns it, else the group's if it is its primary
+/// group, else the others'. Its supplementary groups and ACLs are not looked at (the
+/// injector knows only the uid and gid): a root the agent could enter only through them
+/// is refused, a clear error at boot rather than a failure at use.
+fn can_search(st: &FileStat, owner: Owner) -> bool {
+    let bit = if st.st_uid == owner.uid {
+        0o100
+    } else if st.st_gid == owner.gid {
+        0o010
+    } else {
+        0o001
+    };
+    st.st_mode & bit != 0
 }
