@@ -1,7 +1,8 @@
 //! The agent's `grexal.json`: its connections and runtime, validated.
 //!
 //! Keys we do not use are ignored (the manifest carries many that are not ours); what we
-//! do use is validated strictly, and every error names the connection and the field.
+//! do use is validated strictly, and every error names the connection and the field. A key
+//! repeated in an object, at any depth, is refused (the `json` submodule).
 //!
 //! Environment variable names under `delivery: "env"`:
 //! - the default is [`default_env_var`]: `{CONNECTION_ID}_{FIELD_NAME}` in upper snake case;
@@ -20,6 +21,7 @@ use std::path::Path;
 
 use serde_json::{Map, Value};
 
+mod json;
 mod reserved;
 pub use reserved::is_reserved_env_var;
 
@@ -181,10 +183,7 @@ impl Manifest {
                 limit: MAX_MANIFEST_BYTES,
             });
         }
-        // The manifest holds no secrets, so serde_json's own message is a fine detail.
-        let doc: Value = serde_json::from_slice(bytes).map_err(|e| ManifestError::Syntax {
-            detail: e.to_string(),
-        })?;
+        let doc = json::parse(bytes)?;
         let top = doc
             .as_object()
             .ok_or_else(|| invalid("(top level)", "must be a JSON object"))?;

@@ -58,6 +58,18 @@ fn check_names_the_connection_and_field_of_an_invalid_declaration() {
             "connections[1]",
         ),
         ("{not json", "JSON"),
+        // A repeated key was taken last-wins: 0 connections, or the later delivery.
+        (
+            r#"{"connections": [{"id": "gh", "display_name": "GH", "auth_mode": "browser_login"}],
+                "connections": []}"#,
+            "connections: duplicate key",
+        ),
+        (
+            r#"{"connections": [{"id": "gh", "display_name": "GH", "auth_mode": "secret_input",
+                "delivery": "env", "delivery": "runtime_object",
+                "fields": [{"name": "token", "label": "T", "secret": true}]}]}"#,
+            r#"connections[0] (id "gh").delivery: duplicate key"#,
+        ),
     ];
     for (i, (doc, needle)) in cases.iter().enumerate() {
         let path = dir.path().join(format!("m{i}.json"));
