@@ -9,11 +9,13 @@
 //! Errors use the agent API's format and mapping (`api::error`). Takeover routes (list,
 //! get, complete, cancel, the viewer page and its WebSocket) are added to `router` by the
 //! takeover module: bearer-protected ones before the `route_layer`, view-token ones after.
+//!
+//! Submodules: `token` (the bearer token), `sse` (the event stream).
 
-use std::convert::Infallible;
+mod sse;
+mod token;
+
 use std::net::SocketAddr;
-use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -21,17 +23,13 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::{self, Next};
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
-use axum::{Extension, Json, Router};
+use axum::{Json, Router};
 use base64::Engine as _;
-use futures_util::StreamExt as _;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
-use tokio::sync::{broadcast, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -39,17 +37,12 @@ use tracing::Instrument;
 use crate::api::error::ApiError;
 use crate::api::ratelimit::LogLimiter;
 use crate::api::routes::check_content_length;
-use crate::api::server::{self, ConnLimits, ServerStop};
+use crate::api::server::{self, ConnLimits};
 use crate::bundle::{BundleError, MAX_BUNDLE_BYTES};
 use crate::keys::SandboxPublicKey;
-use crate::platform::events::PlatformEvent;
-use crate::secret::{secret_bytes, ExposeSecret, SecretBytes};
 use crate::store::Store;
 
-/// Shortest accepted bearer token.
-pub const MIN_TOKEN_BYTES: usize = 16;
-/// Largest accepted token file.
-pub const MAX_TOKEN_FILE_BYTES: u64 = 4096;
+pub use token::{BearerToken, MAX_TOKEN_FILE_BYTES, MIN_TOKEN_BYTES};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -69,77 +62,6 @@ pub enum ControlError {
         #[source]
         source: std::io::Error,
     },
-}
-
-/// The bearer token. `Debug` is redacted; only its SHA-256 is compared, in constant time,
-/// so neither its bytes nor its length leak through timing.
-pub struct BearerToken {
-    digest: [u8; 32],
-    // Kept (zeroized on drop) only so nothing else holds the plaintext.
-    _token: SecretBytes,
-}
-
-impl std::fmt::Debug for BearerToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("BearerToken([REDACTED])")
-    }
-}
-
-impl BearerToken {
-    /// Reads the token from a file that only its owner may access. Surrounding whitespace
-    /// (a trailing newline) is not part of the token.
-    pub fn load(path: &Path) -> Result<Self, ControlError> {
-        let shown = || path.display().to_string();
-        let read = |source| ControlError::TokenRead {
-            path: shown(),
-            source,
-        };
-        let meta = std::fs::metadata(path).map_err(read)?;
-        if meta.mode() & 0o077 != 0 {
-            return Err(ControlError::TokenPermissions {
-                path: shown(),
-                mode: meta.mode() & 0o7777,
-            });
-        }
-        let format = || ControlError::TokenFormat {
-            path: shown(),
-            min: MIN_TOKEN_BYTES,
-            max: MAX_TOKEN_FILE_BYTES,
-        };
-        if meta.len() > MAX_TOKEN_FILE_BYTES {
-            return Err(format());
-        }
-        let raw = secret_bytes(std::fs::read(path).map_err(read)?);
-        Self::from_bytes(raw.expose_secret()).ok_or_else(format)
-    }
-
-    /// `None` if the token (trimmed) is shorter than `MIN_TOKEN_BYTES` or contains
-    /// whitespace inside.
-    pub fn from_bytes(raw: &[u8]) -> Option<Self> {
-        let token = raw.trim_ascii();
-        if token.len() < MIN_TOKEN_BYTES || token.iter().any(|b| !b.is_ascii_graphic()) {
-            return None;
-        }
-        Some(Self {
-            digest: Sha256::digest(token).into(),
-            _token: secret_bytes(token.to_vec()),
-        })
-    }
-
-    /// Checks an `Authorization` header value (`Bearer <token>`).
-    pub fn verify(&self, authorization: Option<&[u8]>) -> bool {
-        let Some(value) = authorization else {
-            return false;
-        };
-        let Some(given) = value
-            .strip_prefix(b"Bearer ")
-            .or_else(|| value.strip_prefix(b"bearer "))
-        else {
-            return false;
-        };
-        let digest: [u8; 32] = Sha256::digest(given.trim_ascii()).into();
-        digest.ct_eq(&self.digest).into()
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,7 +134,7 @@ pub fn router(state: ControlState) -> Router {
     let mut router = Router::new()
         .route("/v1/identity", get(identity))
         .route("/v1/credentials", put(put_credentials))
-        .route("/v1/events", get(events));
+        .route("/v1/events", get(sse::events));
     if let Some(manager) = &state.takeovers {
         router = router.merge(crate::takeover::routes::control_routes(manager.clone()));
     }
@@ -452,80 +374,6 @@ async fn read_bundle(body: Body) -> Result<bytes::Bytes, ApiError> {
         })),
         other => other,
     }
-}
-
-#[derive(Serialize)]
-struct Lagged {
-    r#type: &'static str,
-    missed: u64,
-}
-
-fn sse_event(event: &PlatformEvent) -> Event {
-    Event::default()
-        .event(event.name())
-        .data(serde_json::to_string(event).unwrap_or_default())
-}
-
-/// Server-sent events: `event: <name>` and `data: <json>` per event, keep-alive comments,
-/// and `event: lagged` when this subscriber fell behind and missed events. A takeover live
-/// when the subscriber arrives comes first, as a `takeover_requested` with a token pair of
-/// its own (`TakeoverManager::subscribe`). The stream ends, with its last chunk, when the
-/// server serving it stops.
-#[tracing::instrument(level = "debug", name = "events", skip_all)]
-async fn events(
-    State(state): State<ControlState>,
-    server_stop: Option<Extension<ServerStop>>,
-) -> impl IntoResponse {
-    // Without a server (a test's `oneshot`), the stream ends with the event bus.
-    let stop = server_stop
-        .map(|Extension(ServerStop(stop))| stop)
-        .unwrap_or_default();
-    let (receiver, live) = match &state.takeovers {
-        Some(manager) => manager.subscribe(state.store.events()),
-        None => (state.store.events().subscribe(), None),
-    };
-    let live = futures_util::stream::iter(live.map(|event| Ok(sse_event(&event))));
-    // Ends when the server stops, but only after what was published before the stop: the
-    // daemon publishes `agent_exited` and then stops, and the platform must still hear it.
-    // (`recv` may be Pending with an event buffered, when the task's budget is spent, hence
-    // the `try_recv` once stopped.)
-    let stream =
-        futures_util::stream::unfold((receiver, stop), |(mut receiver, stop)| async move {
-            let next = tokio::select! {
-                biased;
-                r = receiver.recv() => match r {
-                    Ok(event) => Ok(event),
-                    Err(broadcast::error::RecvError::Lagged(missed)) => Err(missed),
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                },
-                () = stop.cancelled() => match receiver.try_recv() {
-                    Ok(event) => Ok(event),
-                    Err(broadcast::error::TryRecvError::Lagged(missed)) => Err(missed),
-                    Err(_) => return None,
-                },
-            };
-            let event = match next {
-                Ok(event) => sse_event(&event),
-                Err(missed) => {
-                    let data = serde_json::to_string(&Lagged {
-                        r#type: "lagged",
-                        missed,
-                    })
-                    .unwrap_or_default();
-                    Event::default().event("lagged").data(data)
-                }
-            };
-            Some((Ok::<Event, Infallible>(event), (receiver, stop)))
-        });
-    let stream = live.chain(stream);
-    let mut response = Sse::new(stream)
-        .keep_alive(KeepAlive::new().interval(state.limits.keep_alive))
-        .into_response();
-    response.headers_mut().insert(
-        header::CACHE_CONTROL,
-        header::HeaderValue::from_static("no-store"),
-    );
-    response
 }
 
 #[cfg(test)]
