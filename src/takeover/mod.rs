@@ -5,9 +5,10 @@
 //! browser-death watch. [`routes`] exposes it on three surfaces: the agent's socket,
 //! the platform's control endpoint (bearer token) and the viewer (takeover tokens).
 //!
-//! Submodules: `manager` (the state machine and the ending order), `token` (token
-//! generation, hashing, constant-time checks), `condition` (glob and cookie matching, the
-//! CDP poller), `browser` (the [`Browser`] seam over `crate::desktop`), `routes` (HTTP).
+//! Submodules: `manager` (the state machine and the ending order; `manager::viewers`, the
+//! viewer's tokens, session and relays), `token` (token generation, hashing, constant-time
+//! checks), `condition` (glob and cookie matching, the CDP poller), `browser` (the
+//! [`Browser`] seam over `crate::desktop`), `routes` (HTTP).
 
 mod browser;
 pub mod condition;
