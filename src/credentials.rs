@@ -25,24 +25,23 @@
 //! (serde_json's own messages can quote input, so only its category and position are kept).
 
 mod embed;
+mod file;
 mod json;
 mod read;
 
 pub use embed::{embed_paths, Embedded, WithFiles};
-use read::read_dev_file;
 pub use read::{read_document, read_document_and_mode, ReadError};
 
 use std::collections::BTreeMap;
 
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
-use base64::engine::DecodePaddingMode;
-use base64::Engine as _;
 use serde_json::value::RawValue;
-use zeroize::{Zeroize, Zeroizing};
 
-use self::json::{BadString, JsonStr, Value};
+use self::file::parse_file;
+use self::json::{BadString, Value};
 use crate::manifest::{quoted, AuthMode, Connection, Delivery, Manifest};
-use crate::secret::{secret_bytes, ExposeSecret, SecretBytes, SecretString};
+use crate::secret::{ExposeSecret, SecretBytes, SecretString};
+
+pub use self::file::check_filename;
 
 /// The document size limit: a few files of at most 1 MiB each, base64-encoded.
 pub const MAX_CREDENTIALS_BYTES: usize = 16 * 1024 * 1024;
@@ -251,47 +250,6 @@ fn check_env_size(set: &CredentialSet, manifest: &Manifest) -> Result<(), Creden
                      {total} bytes (NAME=value and a NUL each), over the {MAX_ENV_BYTES}-byte limit"
                 ),
             ));
-        }
-    }
-    Ok(())
-}
-
-/// Validates an uploaded file's name as one safe path component, returning the problem.
-///
-/// Refused: empty, `.`, `..`, over 255 bytes; `/`, `\` and NUL; control characters (C0,
-/// DEL, C1); invisible formatting characters that make a name display as something else
-/// (bidi overrides and isolates such as U+202E, zero-width characters, U+FEFF); and
-/// characters that look like a slash (U+2044, U+2215, U+FF0F, U+FF3C, …). Ordinary
-/// Unicode letters, digits, punctuation and spaces are allowed, as is a leading dot
-/// (`.npmrc` is a common upload).
-pub fn check_filename(name: &str) -> Result<(), &'static str> {
-    if name.is_empty() {
-        return Err("must not be empty");
-    }
-    if name.len() > MAX_FILENAME_BYTES {
-        return Err("is longer than 255 bytes");
-    }
-    if name == "." || name == ".." {
-        return Err("must not be . or ..");
-    }
-    for c in name.chars() {
-        match c {
-            '/' | '\\' => return Err("must not contain / or \\"),
-            '\0' => return Err("must not contain NUL"),
-            c if c.is_control() => return Err("must not contain control characters"),
-            '\u{061C}'
-            | '\u{200B}'..='\u{200F}'
-            | '\u{202A}'..='\u{202E}'
-            | '\u{2060}'..='\u{2069}'
-            | '\u{FEFF}'
-            | '\u{FFF9}'..='\u{FFFB}' => {
-                return Err("must not contain invisible or bidirectional formatting characters")
-            }
-            '\u{2044}' | '\u{2215}' | '\u{2216}' | '\u{2571}' | '\u{2572}' | '\u{29F5}'
-            | '\u{29F8}' | '\u{29F9}' | '\u{FE68}' | '\u{FF0F}' | '\u{FF3C}' => {
-                return Err("must not contain characters that look like a slash")
-            }
-            _ => {}
         }
     }
     Ok(())
@@ -552,167 +510,6 @@ fn plain_text(loc: &str, v: Value<'_>) -> Result<String, CredentialsError> {
             format!("must be a string, found {}", other.kind()),
         )),
     }
-}
-
-fn parse_file(
-    loc: &str,
-    accepted_extensions: &[String],
-    max_size: u64,
-    entry: &RawValue,
-    source: Source<'_>,
-) -> Result<Credential, CredentialsError> {
-    let [filename, mime_type, content_b64, path] = entry_keys(
-        loc,
-        entry,
-        ["filename", "mime_type", "content_base64", "path"],
-        "unexpected key: a file_upload entry has filename, mime_type and content_base64 (or path in development)",
-    )?;
-    let kloc = |k: &str| format!("{loc}.{}", quoted(k));
-    let path = match path {
-        Some(_) if !matches!(source, Source::DevFile { .. }) => {
-            return Err(invalid(
-                kloc("path"),
-                "only allowed in .grexal/connections.json (local development)",
-            ));
-        }
-        Some(v) => Some(plain_text(&kloc("path"), v)?),
-        None => None,
-    };
-    let filename = match filename {
-        Some(v) => Some(plain_text(&kloc("filename"), v)?),
-        None => None,
-    };
-    let mime_type = match mime_type {
-        Some(v) => Some(plain_text(&kloc("mime_type"), v)?),
-        None => None,
-    };
-    let content_b64 = match content_b64 {
-        None => None,
-        Some(Value::Str(s)) => Some(s),
-        Some(other) => {
-            return Err(invalid(
-                kloc("content_base64"),
-                format!("must be a string, found {}", other.kind()),
-            ))
-        }
-    };
-
-    let filename = match (filename, &path) {
-        (Some(f), _) => f,
-        (None, Some(p)) => std::path::Path::new(p)
-            .file_name()
-            .and_then(|n| n.to_str())
-            .map(str::to_owned)
-            .ok_or_else(|| {
-                invalid(
-                    format!("{loc}.\"filename\""),
-                    "is required (path has no file name)",
-                )
-            })?,
-        (None, None) => return Err(invalid(format!("{loc}.\"filename\""), "is required")),
-    };
-    let name_loc = format!("{loc}.\"filename\"");
-    check_filename(&filename).map_err(|p| invalid(&name_loc, p))?;
-    if !accepted_extensions.is_empty() {
-        let lower = filename.to_lowercase();
-        if !accepted_extensions
-            .iter()
-            .any(|e| lower.ends_with(&e.to_lowercase()))
-        {
-            return Err(invalid(
-                name_loc,
-                format!(
-                    "extension not accepted; grexal.json accepts {}",
-                    accepted_extensions.join(", ")
-                ),
-            ));
-        }
-    }
-
-    let mime_loc = format!("{loc}.\"mime_type\"");
-    let mime_type = match mime_type {
-        None => DEFAULT_MIME_TYPE.to_owned(),
-        Some(m) => {
-            let ok = !m.is_empty()
-                && m.len() <= MAX_MIME_BYTES
-                && m.contains('/')
-                && m.bytes().all(|b| b.is_ascii_graphic() || b == b' ');
-            if !ok {
-                return Err(invalid(mime_loc, "is not a MIME type (e.g. text/plain)"));
-            }
-            m
-        }
-    };
-
-    let content = match (content_b64, path, source) {
-        (Some(_), Some(_), _) => {
-            return Err(invalid(loc, "give either content_base64 or path, not both"));
-        }
-        (Some(b64), None, _) => decode_base64(&format!("{loc}.\"content_base64\""), b64, max_size)?,
-        (None, Some(p), Source::DevFile { base_dir }) => {
-            read_dev_file(&format!("{loc}.\"path\""), base_dir, &p, max_size)?
-        }
-        _ => return Err(invalid(format!("{loc}.\"content_base64\""), "is required")),
-    };
-    Ok(Credential::File(UploadedFile {
-        filename,
-        mime_type,
-        content,
-    }))
-}
-
-fn too_big(loc: &str, max_size: u64) -> CredentialsError {
-    invalid(
-        loc,
-        format!("file is larger than max_size_bytes ({max_size})"),
-    )
-}
-
-/// Moves bytes into a `SecretBytes` whose allocation is exactly their length, so the
-/// conversion to a boxed slice does not reallocate and leave an unzeroized copy behind.
-fn into_secret(mut buf: Vec<u8>) -> SecretBytes {
-    let mut exact = Vec::with_capacity(buf.len());
-    exact.extend_from_slice(&buf);
-    buf.zeroize();
-    secret_bytes(exact)
-}
-
-fn decode_base64(
-    loc: &str,
-    b64: JsonStr<'_>,
-    max_size: u64,
-) -> Result<SecretBytes, CredentialsError> {
-    const ENGINE: GeneralPurpose = GeneralPurpose::new(
-        &base64::alphabet::STANDARD,
-        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-    );
-    let text_len = b64.decoded_len().map_err(|e| bad_string(loc, e))?;
-    let estimate = base64::decoded_len_estimate(text_len);
-    // The estimate may exceed the true size by up to 2 bytes; check it before allocating.
-    if estimate as u64 > max_size + 2 {
-        return Err(too_big(loc, max_size));
-    }
-    // Base64 as written needs no decoding of its JSON string; with escapes (`\/` is common)
-    // the text is decoded into a secret first.
-    let decoded_text;
-    let input = match b64.verbatim() {
-        Some(text) => text.as_bytes(),
-        None => {
-            decoded_text = b64.to_secret().map_err(|e| bad_string(loc, e))?;
-            decoded_text.expose_secret().as_bytes()
-        }
-    };
-    let mut buf = Zeroizing::new(vec![0u8; estimate]);
-    // The decoder's error names the offending byte and offset: a fragment of the secret.
-    let n = ENGINE
-        .decode_slice(input, &mut buf[..])
-        .map_err(|_| invalid(loc, "is not valid standard base64"))?;
-    if n as u64 > max_size {
-        return Err(too_big(loc, max_size));
-    }
-    let mut exact = Vec::with_capacity(n);
-    exact.extend_from_slice(&buf[..n]);
-    Ok(secret_bytes(exact))
 }
 
 #[cfg(test)]

@@ -5,7 +5,8 @@
 
 use zeroize::{Zeroize, Zeroizing};
 
-use super::{into_secret, invalid, too_big, CredentialsError, MAX_CREDENTIALS_BYTES};
+use super::file::{into_secret, too_big};
+use super::{invalid, CredentialsError, MAX_CREDENTIALS_BYTES};
 use crate::secret::SecretBytes;
 
 /// Why [`read_document`] could not read a document.
@@ -130,4 +131,116 @@ pub(super) fn read_local_file(
         return Err(too_big());
     }
     Ok(into_secret(buf))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use super::super::tests::manifest;
+    use super::super::{Credential, CredentialSet, CredentialsError, Source};
+    use super::{read_document, ReadError};
+    use crate::secret::ExposeSecret;
+
+    #[test]
+    fn dev_file_paths() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("keys")).expect("mkdir");
+        std::fs::write(dir.path().join("keys/id.pem"), b"key-bytes").expect("write");
+        std::fs::write(dir.path().join("big.pem"), [0u8; 17]).expect("write");
+        let m = manifest();
+        let dev = Source::DevFile {
+            base_dir: dir.path(),
+        };
+        let set = CredentialSet::parse(
+            json!({"connections": {"ssh_key": {"path": "keys/id.pem"}}})
+                .to_string()
+                .as_bytes(),
+            &m,
+            dev,
+        )
+        .expect("dev path");
+        let Some(Credential::File(f)) = set.connections.get("ssh_key") else {
+            panic!()
+        };
+        assert_eq!(
+            (f.filename.as_str(), f.content.expose_secret()),
+            ("id.pem", &b"key-bytes"[..])
+        );
+
+        let cases: Vec<(&str, Value, &str)> = vec![
+            (
+                "too big",
+                json!({"connections": {"ssh_key": {"path": "big.pem"}}}),
+                "larger than max_size_bytes",
+            ),
+            (
+                "absolute",
+                json!({"connections": {"ssh_key": {"path": "/etc/hostname", "filename": "a.pem"}}}),
+                "relative path",
+            ),
+            (
+                "missing",
+                json!({"connections": {"ssh_key": {"path": "nope.pem"}}}),
+                "cannot read",
+            ),
+            (
+                "directory",
+                json!({"connections": {"ssh_key": {"path": "keys", "filename": "a.pem"}}}),
+                "not a regular file",
+            ),
+            (
+                "both",
+                json!({"connections": {"ssh_key": {"path": "keys/id.pem", "content_base64": "aGk="}}}),
+                "not both",
+            ),
+        ];
+        for (name, doc, want) in cases {
+            match CredentialSet::parse(doc.to_string().as_bytes(), &m, dev) {
+                Err(CredentialsError::Invalid { problem, .. }) => {
+                    assert!(problem.contains(want), "{name}: {problem}")
+                }
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+    }
+
+    /// What is not a regular file is refused without reading it and without waiting: a FIFO
+    /// nobody writes (opening it waited for a writer for good) and /dev/zero (through a
+    /// symlink), as the document
+    /// and as a `dev` file's `"path"`.
+    #[test]
+    fn only_regular_files_are_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join("fifo.pem");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .expect("mkfifo");
+        std::os::unix::fs::symlink("/dev/zero", dir.path().join("zero.pem")).expect("symlink");
+        let base = dir.path().to_path_buf();
+        let (done, results) = std::sync::mpsc::channel();
+        // On a thread: a hang must fail the test, not stop it.
+        std::thread::spawn(move || {
+            let m = manifest();
+            for target in ["fifo.pem", "zero.pem"] {
+                let document = read_document(&base.join(target)).map(|_| ());
+                let doc = json!({"connections": {"ssh_key": {"path": target}}}).to_string();
+                let path =
+                    CredentialSet::parse(doc.as_bytes(), &m, Source::DevFile { base_dir: &base })
+                        .map(|_| ())
+                        .map_err(|e| e.to_string());
+                let _ = done.send((target, document, path));
+            }
+        });
+        for _ in 0..2 {
+            let (target, document, path) = results
+                .recv_timeout(std::time::Duration::from_secs(5))
+                .expect("refused without waiting");
+            assert!(
+                matches!(document, Err(ReadError::NotRegular)),
+                "{target}: {document:?}"
+            );
+            let err = path.expect_err(target);
+            assert!(err.contains("is not a regular file"), "{target}: {err}");
+        }
+    }
 }
