@@ -7,6 +7,8 @@
 mod support;
 #[path = "support/viewer_desk.rs"]
 mod viewer_desk;
+#[path = "support/viewer_net.rs"]
+mod viewer_net;
 #[path = "support/viewer.rs"]
 mod viewer_support;
 
@@ -14,6 +16,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use viewer_desk::*;
+use viewer_net::*;
 use viewer_support::*;
 
 /// The viewer's routes behind the fake takeover side, with no desktop (`None` when noVNC is

@@ -1,4 +1,5 @@
-//! Helpers for tests/relay.rs: real VNC servers, a relay route, a WebSocket client adapter.
+//! Helpers for tests/relay*.rs: real VNC servers, a relay route, a WebSocket client adapter,
+//! a controlling viewer through the relay to a fake VNC server.
 #![allow(dead_code)]
 
 use std::io::Read;
@@ -14,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::Router;
 use bytes::Bytes;
-use futures_util::{Sink, Stream};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use grexal_sidecar::relay::{
     accept_viewer, token_from_protocols, Access, RelayHandle, RelayLimits, VncTarget,
 };
@@ -22,6 +23,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
@@ -440,3 +442,39 @@ impl FakeVnc {
 
 /// The client half of the handshake, sent as raw binary messages.
 pub const CLIENT_HANDSHAKE: &[u8] = b"RFB 003.008\n\x01\x00";
+
+/// A controlling viewer through the relay to a fake VNC server, before any RFB byte.
+pub async fn control_viewer() -> (FakeVnc, RelayServer, Ws, tokio::net::TcpStream) {
+    let fake = fake_vnc().await;
+    let server = start_relay_server(fake.target.clone(), RelayLimits::default(), None).await;
+    let (ws, _) = ws_connect(server.addr, "/relay/control", None)
+        .await
+        .unwrap();
+    let (up, _) = fake.listener.accept().await.unwrap();
+    (fake, server, ws, up)
+}
+
+/// A controlling viewer through the relay to a fake VNC server, past the RFB handshake.
+pub async fn control_viewer_after_handshake() -> (FakeVnc, RelayServer, Ws, tokio::net::TcpStream) {
+    let fake = fake_vnc().await;
+    let server = start_relay_server(fake.target.clone(), RelayLimits::default(), None).await;
+    let (mut ws, _) = ws_connect(server.addr, "/relay/control", None)
+        .await
+        .unwrap();
+    ws.send(Message::Binary(CLIENT_HANDSHAKE.to_vec().into()))
+        .await
+        .unwrap();
+    let up = fake.accept_handshake().await;
+    (fake, server, ws, up)
+}
+
+/// Reads until a Close frame and returns its code.
+pub async fn close_code(ws: &mut Ws) -> CloseCode {
+    loop {
+        match tokio::time::timeout(DEADLINE, ws.next()).await.unwrap() {
+            Some(Ok(Message::Close(Some(f)))) => return f.code,
+            Some(Ok(_)) => {}
+            other => panic!("expected a Close frame, got {other:?}"),
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! Helpers for the takeover tests: the three route surfaces served for real (the agent's on
 //! a Unix socket with SO_PEERCRED, control and viewer on one loopback TCP listener), a raw
-//! HTTP/1.1 client, a fake VNC server, and a fake browser.
+//! HTTP/1.1 client, a fake VNC server, and a fake browser; and, shared by tests/takeover*.rs,
+//! a takeover started as the agent starts it and the viewer's WebSocket as a browser opens it.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -14,6 +15,7 @@ use axum::extract::Request;
 use axum::middleware::{self, Next};
 use axum::serve::IncomingStream;
 use axum::Router;
+use futures_util::StreamExt;
 use grexal_sidecar::api::{Peer, Policy};
 use grexal_sidecar::desktop::{CdpEndpoint, DesktopStatus};
 use grexal_sidecar::manifest::{AuthMode, Connection, Delivery, Manifest};
@@ -21,8 +23,11 @@ use grexal_sidecar::platform::events::{EventBus, PlatformEvent};
 use grexal_sidecar::relay::VncTarget;
 use grexal_sidecar::takeover::{routes, Browser, BrowserError, TakeoverLimits, TakeoverManager};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::{TcpListener, TcpStream, UnixListener};
 use tokio::sync::{broadcast, watch};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
 pub const BANNER: &[u8] = b"RFB 003.008\n";
@@ -415,5 +420,109 @@ pub async fn eventually(what: &str, deadline: Duration, mut f: impl FnMut() -> b
             "timed out waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// ---- The takeover and its viewer, as the tests drive them ----
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+pub const LONG: Duration = Duration::from_secs(30);
+
+pub async fn fake() -> (Harness, FakeVnc, Arc<FakeBrowser>) {
+    let vnc = FakeVnc::start().await;
+    let browser = Arc::new(FakeBrowser {
+        vnc: vnc.addr,
+        status: watch::channel(DesktopStatus::Ready).0,
+    });
+    let harness = Harness::start(browser.clone(), TakeoverLimits::default()).await;
+    (harness, vnc, browser)
+}
+
+pub fn request_body(timeout_s: u64) -> String {
+    format!(
+        r#"{{"connection_id":"github","reason":"Please log in to GitHub","timeout_seconds":{timeout_s}}}"#
+    )
+}
+
+pub async fn start(h: &mut Harness, body: &str) -> (String, String, String) {
+    let r = h.agent("POST", "/v1/takeovers", Some(body)).await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let info = r.json();
+    let ids = h.requested().await;
+    assert_eq!(info["takeover_id"], ids.0.as_str());
+    assert_eq!(info["state"], "live");
+    assert_eq!(
+        info["viewer_url"],
+        format!("http://{}/takeover/{}", h.http, ids.0)
+    );
+    // The agent never sees a token.
+    assert!(!String::from_utf8_lossy(&r.body).contains(&ids.1));
+    assert!(!String::from_utf8_lossy(&r.body).contains(&ids.2));
+    ids
+}
+
+/// Opens the viewer WebSocket offering `binary` and, if given, the token subprotocol.
+pub async fn ws_connect(h: &Harness, id: &str, token: Option<&str>) -> Result<Ws, WsError> {
+    let mut request = h.ws_url(id).into_client_request()?;
+    let protocols = match token {
+        Some(t) => format!("binary, grexal.v1.{t}"),
+        None => "binary".to_owned(),
+    };
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", protocols.parse().expect("header"));
+    let (ws, response) = tokio_tungstenite::connect_async(request).await?;
+    assert_eq!(
+        response
+            .headers()
+            .get("sec-websocket-protocol")
+            .map(|v| v.to_str().unwrap()),
+        Some("binary")
+    );
+    Ok(ws)
+}
+
+/// The refusal's HTTP status; panics if the server upgraded.
+pub async fn ws_refused(h: &Harness, id: &str, token: Option<&str>) -> u16 {
+    match ws_connect(h, id, token).await {
+        Ok(_) => panic!("upgraded with token {token:?}"),
+        Err(WsError::Http(response)) => {
+            let body = response.body().clone().unwrap_or_default();
+            let text = String::from_utf8_lossy(&body);
+            assert!(!text.contains("RFB"), "{text}");
+            assert!(text.contains("\"error\""), "{text}");
+            response.status().as_u16()
+        }
+        Err(other) => panic!("unexpected {other}"),
+    }
+}
+
+pub async fn next_binary(ws: &mut Ws) -> Vec<u8> {
+    loop {
+        match tokio::time::timeout(LONG, ws.next())
+            .await
+            .expect("message in time")
+        {
+            Some(Ok(Message::Binary(data))) => return data.to_vec(),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            other => panic!("expected binary, got {other:?}"),
+        }
+    }
+}
+
+/// The close frame's (code, reason), skipping any data still in flight.
+pub async fn next_close(ws: &mut Ws) -> (u16, String) {
+    loop {
+        match tokio::time::timeout(LONG, ws.next())
+            .await
+            .expect("close in time")
+        {
+            Some(Ok(Message::Close(Some(frame)))) => {
+                return (u16::from(frame.code), frame.reason.to_string())
+            }
+            Some(Ok(Message::Binary(_) | Message::Ping(_) | Message::Pong(_))) => continue,
+            other => panic!("expected close, got {other:?}"),
+        }
     }
 }

@@ -1,0 +1,286 @@
+//! Takeover on the real desktop (Xvnc + Chromium; skipped only when those are missing and
+//! `CI` is unset): RFB through the relay, the URL and cookie success conditions, Chromium
+//! restarted mid-takeover, and the takeover failed when its restarts run out.
+
+#[path = "support/takeover.rs"]
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use grexal_sidecar::desktop::{
+    ChromiumSandbox, Desktop, DesktopConfig, DesktopStatus, RestartPolicy,
+};
+use grexal_sidecar::platform::events::EventBus;
+use grexal_sidecar::takeover::{Browser, TakeoverLimits};
+use support::{eventually, next_binary, next_close, request_body, start, ws_connect, Harness};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+fn desktop_config(dir: &std::path::Path) -> DesktopConfig {
+    DesktopConfig {
+        profile_dir: dir.join("profile"),
+        run_dir: dir.join("run"),
+        chromium_sandbox: ChromiumSandbox::Off,
+        chromium_extra_args: vec![
+            "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.0.0.1".into(),
+        ],
+        restart: RestartPolicy {
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(400),
+            // One restart is fine; the second within the window gives up.
+            max_restarts: 1,
+            window: Duration::from_secs(300),
+        },
+        stop_grace: Duration::from_secs(3),
+        ..DesktopConfig::default()
+    }
+}
+
+/// A login site on 127.0.0.1: `/done` is the page after login, `/set-cookie?v=V` sets the
+/// session cookie to V.
+async fn login_site() -> String {
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route(
+            "/login",
+            get(|| async { axum::response::Html("<h1>login</h1>") }),
+        )
+        .route(
+            "/done",
+            get(|| async { axum::response::Html("<h1>welcome</h1>") }),
+        )
+        .route(
+            "/set-cookie",
+            get(
+                |axum::extract::Query(q): axum::extract::Query<
+                    std::collections::HashMap<String, String>,
+                >| async move {
+                    let v = q.get("v").map_or("s3cret", String::as_str);
+                    (
+                        [("set-cookie", format!("session={v}; Path=/; Max-Age=600"))],
+                        axum::response::Html("<h1>set</h1>"),
+                    )
+                },
+            ),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+/// Opens `url` in a new tab through CDP's HTTP endpoint.
+async fn open_tab(desktop: &Desktop, url: &str) {
+    let cdp = desktop.cdp();
+    let host = cdp
+        .http_url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let stream = TcpStream::connect(&host).await.expect("connect CDP http");
+    let r = support::http(stream, "PUT", &format!("/json/new?{url}"), &[], None).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+}
+
+/// Not a readiness wait: three poll periods of the success condition in which a wrong match
+/// would have ended the takeover; then it must still be live.
+async fn still_live_after_three_polls(h: &mut Harness, id: &str, why: &str) {
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let state = h.agent("GET", &format!("/v1/takeovers/{id}"), None).await;
+    assert_eq!(state.json()["state"], "live", "{why}");
+}
+
+/// Waits until a page target of the browser is at `url` (`/json/list`).
+async fn until_page_at(desktop: &Desktop, url: &str) {
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let host = desktop.cdp().http_url;
+        let host = host.trim_start_matches("http://").trim_end_matches('/');
+        let stream = TcpStream::connect(host).await.expect("connect CDP http");
+        let r = support::http(stream, "GET", "/json/list", &[], None).await;
+        let pages: serde_json::Value = serde_json::from_slice(&r.body).expect("json");
+        let at = |p: &serde_json::Value| p["type"] == "page" && p["url"] == url;
+        if pages.as_array().is_some_and(|a| a.iter().any(at)) {
+            break;
+        }
+        assert!(Instant::now() < end, "no page reached {url}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the browser holds the `session` cookie with value `v` (read over CDP).
+async fn until_session_cookie(desktop: &Desktop, v: &str) {
+    let (browser, mut handler) = chromiumoxide::Browser::connect(desktop.cdp().ws_url)
+        .await
+        .expect("CDP connects");
+    let pump = tokio::spawn(async move { while handler.next().await.is_some() {} });
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let cookies = browser.get_cookies().await.expect("getCookies");
+        if cookies.iter().any(|c| c.name == "session" && c.value == v) {
+            break;
+        }
+        assert!(Instant::now() < end, "the session cookie never became {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    pump.abort();
+}
+
+fn sigkill(pid: u32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_desktop_rfb_condition_restart_and_failure() {
+    if skip_desktop() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stop = CancellationToken::new();
+    let desktop = Arc::new(
+        Desktop::start(desktop_config(dir.path()), EventBus::new(), stop.clone())
+            .await
+            .expect("desktop starts"),
+    );
+    let mut h = Harness::start(
+        desktop.clone() as Arc<dyn Browser>,
+        TakeoverLimits::default(),
+    )
+    .await;
+    let site = login_site().await;
+
+    // 1. RFB from the real Xvnc through the relay; the URL condition completes it. A tab
+    // already at a matching URL when the takeover starts proves nothing.
+    open_tab(&desktop, &format!("{site}/done?x=0")).await;
+    until_page_at(&desktop, &format!("{site}/done?x=0")).await;
+    let body = format!(
+        r#"{{"connection_id":"github","reason":"r","timeout_seconds":120,"success":{{"url_pattern":"{site}/done*"}}}}"#
+    );
+    let (id, control, _) = start(&mut h, &body).await;
+    let mut ws = ws_connect(&h, &id, Some(&control)).await.expect("upgrade");
+    let banner = next_binary(&mut ws).await;
+    assert!(banner.starts_with(b"RFB 003."), "{banner:?}");
+    open_tab(&desktop, &format!("{site}/login")).await;
+    still_live_after_three_polls(
+        &mut h,
+        &id,
+        "/login must not match, nor the /done tab that was there at the start",
+    )
+    .await;
+    open_tab(&desktop, &format!("{site}/done?x=1")).await;
+    let waited = h
+        .agent(
+            "GET",
+            &format!("/v1/takeovers/{id}/wait?timeout_seconds=30"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        waited.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&waited.body)
+    );
+    assert_eq!(
+        (
+            waited.json()["outcome"].as_str(),
+            waited.json()["by"].as_str()
+        ),
+        (Some("completed"), Some("condition"))
+    );
+    assert_eq!(next_close(&mut ws).await, (4000, "completed".to_owned()));
+
+    // 2. The cookie condition: the cookie the site set before the takeover (a login page's
+    // pre-login session) proves nothing; the login changing its value does.
+    open_tab(&desktop, &format!("{site}/set-cookie?v=anonymous")).await;
+    until_session_cookie(&desktop, "anonymous").await;
+    let body = r#"{"connection_id":"github","reason":"r","timeout_seconds":120,"success":{"cookie":{"name":"session","domain":"127.0.0.1"}}}"#;
+    let (id, _, _) = start(&mut h, body).await;
+    still_live_after_three_polls(
+        &mut h,
+        &id,
+        "a cookie that was there at the start must not complete it",
+    )
+    .await;
+    open_tab(&desktop, &format!("{site}/set-cookie?v=user-42")).await;
+    let waited = h
+        .agent(
+            "GET",
+            &format!("/v1/takeovers/{id}/wait?timeout_seconds=30"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (
+            waited.json()["outcome"].as_str(),
+            waited.json()["by"].as_str()
+        ),
+        (Some("completed"), Some("condition"))
+    );
+
+    // 3. Chromium killed mid-takeover: it restarts and the takeover goes on.
+    let (id, control, _) = start(&mut h, &request_body(120)).await;
+    let before = desktop.pids().chromium;
+    sigkill(before);
+    let status = desktop.status();
+    eventually("chromium restarted", Duration::from_secs(60), || {
+        desktop.pids().chromium != before && *status.borrow() == DesktopStatus::Ready
+    })
+    .await;
+    assert_eq!(
+        h.agent("GET", &format!("/v1/takeovers/{id}"), None)
+            .await
+            .json()["state"],
+        "live"
+    );
+    let mut ws = ws_connect(&h, &id, Some(&control))
+        .await
+        .expect("reconnect");
+    assert!(next_binary(&mut ws).await.starts_with(b"RFB 003."));
+
+    // 4. Restarts exhausted: the takeover fails and the wait says so.
+    sigkill(desktop.pids().chromium);
+    let waited = h
+        .agent(
+            "GET",
+            &format!("/v1/takeovers/{id}/wait?timeout_seconds=60"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (waited.status, waited.code()),
+        (502, "takeover_failed".to_owned())
+    );
+    // A failed desktop stops its VNC server too, so the relay may have ended first
+    // ("vnc server closed"); either way the stream is closed and the page learns why.
+    let (code, reason) = next_close(&mut ws).await;
+    assert!(
+        (code, reason.as_str()) == (4000, "failed") || code == 1000,
+        "{code} {reason}"
+    );
+    let gone = h
+        .public_as("GET", &format!("/takeover/{id}/session"), &control)
+        .await;
+    assert_eq!(
+        (gone.status, gone.json()["outcome"].as_str()),
+        (410, Some("failed"))
+    );
+
+    drop(h);
+    stop.cancel();
+    if let Ok(desktop) = Arc::try_unwrap(desktop) {
+        desktop.shutdown().await;
+    }
+}
+
+fn skip_desktop() -> bool {
+    support::skip(&["/usr/bin/Xvnc", "/usr/bin/chromium"])
+}
