@@ -9,27 +9,12 @@ mod support;
 
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use support::*;
 
 /// The fd the launcher hands the daemon without `CLOEXEC`.
 const INHERITED_FD: i32 = 9;
-
-/// True when the test must be skipped: a binary is missing and CI is unset.
-fn skip_missing(test: &str, binaries: &[&str]) -> bool {
-    let missing: Vec<_> = binaries.iter().filter(|b| !Path::new(b).exists()).collect();
-    if missing.is_empty() {
-        return false;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{test}: CI is set but {missing:?} are missing"
-    );
-    eprintln!("skipping {test}: {missing:?} not installed");
-    true
-}
 
 fn parent_of(pid: u32) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

@@ -9,6 +9,9 @@
 //! same display with default options, which does send it. Tests skip only when a binary is
 //! missing and `CI` is unset.
 
+#[path = "support/desktop.rs"]
+mod desktop_support;
+
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -16,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use chromiumoxide::cdp::js_protocol::runtime::EvaluateParams;
 use chromiumoxide::Browser;
+use desktop_support::{init_tracing, skip};
 use futures_util::StreamExt;
 use grexal_sidecar::desktop::{ChromiumSandbox, Desktop, DesktopConfig, DisplayBackend};
 use grexal_sidecar::platform::events::EventBus;
@@ -31,29 +35,6 @@ const CANARY: &str = "grexal-clipboard-canary";
 const WITNESS_DEADLINE: Duration = Duration::from_secs(60);
 /// How long copies go on after the witness saw one, for our server to send it if it would.
 const AFTER_WITNESS: Duration = Duration::from_secs(5);
-
-fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_test_writer()
-        .try_init();
-}
-
-/// True when the test must be skipped (binaries missing and not in CI).
-fn skip(binaries: &[&str]) -> bool {
-    let missing: Vec<_> = binaries.iter().filter(|b| !Path::new(b).exists()).collect();
-    if missing.is_empty() {
-        return false;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI is set but {missing:?} are missing"
-    );
-    eprintln!("skipping: {missing:?} not installed");
-    true
-}
 
 fn config(dir: &Path, backend: DisplayBackend) -> DesktopConfig {
     DesktopConfig {

@@ -19,6 +19,18 @@ fn dev_command(dir: &Path, connections: &Path) -> std::process::Command {
     dev_env_command(dir, &example("grexal.json"), connections)
 }
 
+/// The process exited 0 (else the failure shows both streams); its stdout and stderr.
+fn exited_zero(out: &std::process::Output) -> (String, String) {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    (stdout, stderr)
+}
+
 fn dev_env_command(dir: &Path, manifest: &Path, connections: &Path) -> std::process::Command {
     let mut cmd = command();
     cmd.arg("dev")
@@ -41,13 +53,7 @@ fn the_example_agent_runs_unchanged_under_dev() {
     let mut cmd = dev_command(dir.path(), &example(".grexal/connections.json"));
     cmd.args(["--", "python3"]).arg(example("agent.py"));
     let out = run_to_end(&mut cmd);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stdout:\n{stdout}\nstderr:\n{stderr}"
-    );
+    let (stdout, stderr) = exited_zero(&out);
     assert!(
         stdout.contains("all three pre-collected modes read"),
         "{stdout}"
@@ -102,13 +108,7 @@ fn a_dev_connections_file_sealed_runs_the_example_agent_under_run() {
             .args(["--", "python3"])
             .arg(example("agent.py")),
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stdout:\n{stdout}\nstderr:\n{stderr}"
-    );
+    let (stdout, _) = exited_zero(&out);
     assert!(
         stdout.contains("first line = -----BEGIN DEV KEY-----"),
         "the key file reached the sandbox: {stdout}"
@@ -140,13 +140,7 @@ print("every odd id refused")
     let mut cmd = dev_command(dir.path(), &example(".grexal/connections.json"));
     cmd.args(["--", "python3", "-c", script]).arg(example(""));
     let out = run_to_end(&mut cmd);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stdout:\n{stdout}\nstderr:\n{stderr}"
-    );
+    let (stdout, _) = exited_zero(&out);
     assert!(stdout.contains("every odd id refused"), "{stdout}");
 }
 

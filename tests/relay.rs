@@ -159,11 +159,7 @@ async fn the_pipelined_handshake_greets_at_once_and_drops_the_answers() {
     let key = encode::key_event(true, 0x61);
     let input = [CLIENT_HANDSHAKE, &fbur, &key].concat();
     ws.send(Message::Binary(input.into())).await.unwrap();
-    let mut got = vec![0u8; fbur.len()];
-    tokio::time::timeout(DEADLINE, up.read_exact(&mut got))
-        .await
-        .unwrap()
-        .unwrap();
+    let got = read_upstream(&mut up, fbur.len()).await;
     assert_eq!(got, fbur);
     // View-only: the key event was dropped, so nothing more arrives.
     let mut more = [0u8; 1];
@@ -362,26 +358,14 @@ async fn idle_viewer_is_dropped() {
 /// the relay's task.
 #[tokio::test]
 async fn an_idle_timeout_past_the_clocks_end_never_fires() {
-    let fake = fake_vnc().await;
     let limits = RelayLimits {
         idle_timeout: Duration::MAX,
         ..RelayLimits::default()
     };
-    let mut server = start_relay_server(fake.target.clone(), limits, None).await;
-    let (mut ws, _) = ws_connect(server.addr, "/relay/control", None)
-        .await
-        .unwrap();
-    ws.send(Message::Binary(CLIENT_HANDSHAKE.to_vec().into()))
-        .await
-        .unwrap();
-    let mut up = fake.accept_handshake().await;
+    let (_fake, mut server, mut ws, mut up) = control_viewer_after_handshake_with(limits).await;
     let key = encode::key_event(true, 0x61);
     ws.send(Message::Binary(key.clone().into())).await.unwrap();
-    let mut got = vec![0u8; key.len()];
-    tokio::time::timeout(DEADLINE, up.read_exact(&mut got))
-        .await
-        .unwrap()
-        .unwrap();
+    let got = read_upstream(&mut up, key.len()).await;
     assert_eq!(got, key);
     let stats = server.next_relay().await.shutdown().await.unwrap();
     assert_eq!(stats.end, RelayEnd::Stopped);

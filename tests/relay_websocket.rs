@@ -135,11 +135,7 @@ async fn ping_is_answered_and_fragmented_input_is_reassembled() {
     send_frame(&mut ws, OpCode::Data(Data::Binary), false, &key[..3]).await;
     send_frame(&mut ws, OpCode::Data(Data::Continue), false, &key[3..5]).await;
     send_frame(&mut ws, OpCode::Data(Data::Continue), true, &key[5..]).await;
-    let mut got = vec![0u8; key.len()];
-    tokio::time::timeout(DEADLINE, up.read_exact(&mut got))
-        .await
-        .unwrap()
-        .unwrap();
+    let got = read_upstream(&mut up, key.len()).await;
     assert_eq!(got, key);
     // The viewer's Close is echoed, and the relay ends as closed by the viewer.
     ws.send(Message::Close(None)).await.unwrap();
@@ -341,11 +337,7 @@ async fn a_clipboard_larger_than_a_frame_streams_through_or_is_dropped_whole() {
         } else {
             stream.clone()
         };
-        let mut got = vec![0u8; want.len()];
-        tokio::time::timeout(DEADLINE, up.read_exact(&mut got))
-            .await
-            .unwrap()
-            .unwrap();
+        let got = read_upstream(&mut up, want.len()).await;
         assert!(
             got == want,
             "view_only={view_only}: the server got other bytes"
@@ -379,11 +371,7 @@ async fn oversized_frame_closes_with_message_too_big() {
     let cut = encode::client_cut_text(&vec![b'x'; 1024 - 8]);
     assert_eq!(cut.len(), 1024);
     ws.send(Message::Binary(cut.clone().into())).await.unwrap();
-    let mut got = vec![0u8; CLIENT_HANDSHAKE.len() + cut.len()];
-    tokio::time::timeout(DEADLINE, up.read_exact(&mut got))
-        .await
-        .unwrap()
-        .unwrap();
+    read_upstream(&mut up, CLIENT_HANDSHAKE.len() + cut.len()).await;
     // One byte over: refused, and not one of its bytes reaches the server.
     ws.send(Message::Binary(vec![0u8; 1025].into()))
         .await

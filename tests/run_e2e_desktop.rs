@@ -21,20 +21,6 @@ const XVFB_DESKTOP: &[&str] = &[
     "/usr/bin/curl",
 ];
 
-/// True when the test must be skipped: a binary is missing and CI is unset.
-fn skip_missing(test: &str, binaries: &[&str]) -> bool {
-    let missing: Vec<_> = binaries.iter().filter(|b| !Path::new(b).exists()).collect();
-    if missing.is_empty() {
-        return false;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{test}: CI is set but {missing:?} are missing"
-    );
-    eprintln!("skipping {test}: {missing:?} not installed");
-    true
-}
-
 /// `run --desktop` for a manifest that names no sandbox template (no connections, so
 /// neither keys nor a bundle), everything in a temp dir the agent's user can traverse;
 /// the agent works in its `out` dir, which anyone may write.

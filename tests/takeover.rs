@@ -306,21 +306,9 @@ async fn agent_surface_errors_and_conflict() {
         (second.status, second.code()),
         (409, "takeover_conflict".to_owned())
     );
-    let r = h
-        .agent(
-            "GET",
-            &format!("/v1/takeovers/{id}/wait?timeout_seconds=601"),
-            None,
-        )
-        .await;
+    let r = h.wait(&id, 601).await;
     assert_eq!(r.status, 400);
-    let r = h
-        .agent(
-            "GET",
-            &format!("/v1/takeovers/{id}/wait?timeout_seconds=0"),
-            None,
-        )
-        .await;
+    let r = h.wait(&id, 0).await;
     assert_eq!((r.status, r.json()["state"].as_str()), (200, Some("live")));
     assert_eq!(
         h.agent("GET", "/v1/takeovers/nope", None).await.code(),

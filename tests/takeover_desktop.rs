@@ -2,39 +2,34 @@
 //! `CI` is unset): RFB through the relay, the URL and cookie success conditions, Chromium
 //! restarted mid-takeover, and the takeover failed when its restarts run out.
 
+#[path = "support/desktop.rs"]
+mod desktop_support;
 #[path = "support/takeover.rs"]
 mod support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use desktop_support::sigkill;
 use futures_util::StreamExt;
-use grexal_sidecar::desktop::{
-    ChromiumSandbox, Desktop, DesktopConfig, DesktopStatus, RestartPolicy,
-};
+use grexal_sidecar::desktop::{Desktop, DesktopConfig, DesktopStatus, RestartPolicy};
 use grexal_sidecar::platform::events::EventBus;
 use grexal_sidecar::takeover::{Browser, TakeoverLimits};
 use support::{eventually, next_binary, next_close, request_body, start, ws_connect, Harness};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+/// The desktop tests' config, but with one restart allowed: the second within the window
+/// gives up, which fails the takeover.
 fn desktop_config(dir: &std::path::Path) -> DesktopConfig {
     DesktopConfig {
-        profile_dir: dir.join("profile"),
-        run_dir: dir.join("run"),
-        chromium_sandbox: ChromiumSandbox::Off,
-        chromium_extra_args: vec![
-            "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.0.0.1".into(),
-        ],
         restart: RestartPolicy {
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_millis(400),
-            // One restart is fine; the second within the window gives up.
             max_restarts: 1,
             window: Duration::from_secs(300),
         },
-        stop_grace: Duration::from_secs(3),
-        ..DesktopConfig::default()
+        ..desktop_support::config(dir)
     }
 }
 
@@ -130,14 +125,6 @@ async fn until_session_cookie(desktop: &Desktop, v: &str) {
     pump.abort();
 }
 
-fn sigkill(pid: u32) {
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_desktop_rfb_condition_restart_and_failure() {
     if skip_desktop() {
@@ -176,13 +163,7 @@ async fn real_desktop_rfb_condition_restart_and_failure() {
     )
     .await;
     open_tab(&desktop, &format!("{site}/done?x=1")).await;
-    let waited = h
-        .agent(
-            "GET",
-            &format!("/v1/takeovers/{id}/wait?timeout_seconds=30"),
-            None,
-        )
-        .await;
+    let waited = h.wait(&id, 30).await;
     assert_eq!(
         waited.status,
         200,
@@ -211,13 +192,7 @@ async fn real_desktop_rfb_condition_restart_and_failure() {
     )
     .await;
     open_tab(&desktop, &format!("{site}/set-cookie?v=user-42")).await;
-    let waited = h
-        .agent(
-            "GET",
-            &format!("/v1/takeovers/{id}/wait?timeout_seconds=30"),
-            None,
-        )
-        .await;
+    let waited = h.wait(&id, 30).await;
     assert_eq!(
         (
             waited.json()["outcome"].as_str(),
@@ -248,13 +223,7 @@ async fn real_desktop_rfb_condition_restart_and_failure() {
 
     // 4. Restarts exhausted: the takeover fails and the wait says so.
     sigkill(desktop.pids().chromium);
-    let waited = h
-        .agent(
-            "GET",
-            &format!("/v1/takeovers/{id}/wait?timeout_seconds=60"),
-            None,
-        )
-        .await;
+    let waited = h.wait(&id, 60).await;
     assert_eq!(
         (waited.status, waited.code()),
         (502, "takeover_failed".to_owned())
@@ -282,5 +251,5 @@ async fn real_desktop_rfb_condition_restart_and_failure() {
 }
 
 fn skip_desktop() -> bool {
-    support::skip(&["/usr/bin/Xvnc", "/usr/bin/chromium"])
+    desktop_support::skip(&["/usr/bin/Xvnc", "/usr/bin/chromium"])
 }

@@ -30,36 +30,6 @@ use support::{http_tcp, write};
 
 const LONG: Duration = Duration::from_secs(90);
 
-/// One desktop at a time: the machine has two cores, and each test runs a daemon with
-/// Xvnc and Chromium plus a headless Chromium for the viewer.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn viewer_url(event: &Event, token_field: &str) -> String {
-    format!(
-        "{}#token={}",
-        event.data["viewer_url"].as_str().expect("viewer_url"),
-        event.data[token_field].as_str().expect("token")
-    )
-}
-
-fn check_harness(run: &HarnessRun, what: &str, d: &E2eDaemon) {
-    assert!(
-        run.ok,
-        "{what}: the viewer harness failed: {}\n{}\n{}",
-        run.result,
-        run.stderr,
-        d.diagnostics()
-    );
-    assert_eq!(
-        run.result["csp_violations"],
-        json!([]),
-        "{what}: CSP violations"
-    );
-}
-
 fn ended(run: &HarnessRun) -> (Option<&str>, Option<&str>) {
     (run.result["state"].as_str(), run.result["outcome"].as_str())
 }
@@ -401,25 +371,10 @@ fn view_only_input_is_dropped_and_deadline_and_conflict() {
     let site = LoginSite::start();
     let mut d = E2eDaemon::start(&site, None);
     let mut events = d.events();
-    let cdp = d.cdp_http();
-    open_tab(&cdp, &format!("{}/login", site.url()));
-    let login = format!("{}/login", site.url());
-    wait_until("the login page", LONG, || {
-        pages(&cdp)
-            .iter()
-            .any(|p| p["url"] == login.as_str())
-            .then_some(())
-    });
     let fields = "[document.getElementById('username').value, document.getElementById('password').value, document.readyState]";
-    wait_until("the login form", LONG, || {
-        (evaluate(&cdp, &login, fields)[2] == "complete").then_some(())
-    });
+    let (cdp, login) = d.open_login_page(&site, fields, LONG);
 
-    let body =
-        json!({"connection_id": CONNECTION, "reason": "view-only check", "timeout_seconds": 120});
-    let r = d.agent("POST", "/v1/takeovers", Some(&body));
-    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
-    let id = r.json()["takeover_id"].as_str().expect("id").to_owned();
+    let id = d.request_takeover("view-only check", 120);
     let requested = events.next("takeover_requested", LONG);
     let home = d.path("viewer-home");
 
@@ -488,10 +443,7 @@ fn view_only_input_is_dropped_and_deadline_and_conflict() {
     );
 
     // (d) A 2 s deadline, and a second request while it is live.
-    let body = json!({"connection_id": CONNECTION, "reason": "deadline", "timeout_seconds": 2});
-    let r = d.agent("POST", "/v1/takeovers", Some(&body));
-    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
-    let id = r.json()["takeover_id"].as_str().expect("id").to_owned();
+    let id = d.request_takeover("deadline", 2);
     let started = Instant::now();
     let second = d.agent(
         "POST",
@@ -562,11 +514,7 @@ fn chromium_killed_mid_takeover_restarts_with_its_profile() {
             .then_some(())
     });
 
-    let body =
-        json!({"connection_id": CONNECTION, "reason": "restart check", "timeout_seconds": 120});
-    let r = d.agent("POST", "/v1/takeovers", Some(&body));
-    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
-    let id = r.json()["takeover_id"].as_str().expect("id").to_owned();
+    let id = d.request_takeover("restart check", 120);
     let requested = events.next("takeover_requested", LONG);
 
     // The kill happens while the viewer is connected: the harness calls this hook.

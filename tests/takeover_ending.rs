@@ -27,13 +27,7 @@ async fn deadline_makes_wait_return_408() {
     let mut ws = ws_connect(&h, &id, Some(&control)).await.expect("upgrade");
     assert_eq!(next_binary(&mut ws).await, BANNER);
     let started = Instant::now();
-    let waited = h
-        .agent(
-            "GET",
-            &format!("/v1/takeovers/{id}/wait?timeout_seconds=30"),
-            None,
-        )
-        .await;
+    let waited = h.wait(&id, 30).await;
     assert!(started.elapsed() < Duration::from_secs(10));
     assert_eq!(
         (waited.status, waited.code()),
@@ -207,29 +201,16 @@ async fn parked_waits_are_capped() {
         h.manager.waiters(&id) == max
     })
     .await;
-    let refused = tokio::time::timeout(
-        Duration::from_secs(5),
-        h.agent(
-            "GET",
-            &format!("/v1/takeovers/{id}/wait?timeout_seconds=600"),
-            None,
-        ),
-    )
-    .await
-    .expect("refused at once, not parked");
+    let refused = tokio::time::timeout(Duration::from_secs(5), h.wait(&id, 600))
+        .await
+        .expect("refused at once, not parked");
     assert_eq!(
         (refused.status, refused.code()),
         (429, "too_many_waits".to_owned())
     );
     assert_eq!(h.manager.waiters(&id), max);
     // A wait that does not wait (timeout 0) is still answered with the state.
-    let now = h
-        .agent(
-            "GET",
-            &format!("/v1/takeovers/{id}/wait?timeout_seconds=0"),
-            None,
-        )
-        .await;
+    let now = h.wait(&id, 0).await;
     assert_eq!(
         (now.status, now.json()["state"].as_str()),
         (200, Some("live"))
@@ -299,13 +280,7 @@ async fn a_client_hanging_up_mid_complete_still_ends_the_takeover() {
     .await;
     drop(client);
 
-    let waited = h
-        .agent(
-            "GET",
-            &format!("/v1/takeovers/{id}/wait?timeout_seconds=5"),
-            None,
-        )
-        .await;
+    let waited = h.wait(&id, 5).await;
     let w = waited.json();
     assert_eq!(
         (

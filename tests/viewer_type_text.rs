@@ -19,7 +19,6 @@ mod e2e;
 mod login_site;
 mod support;
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use e2e::*;
@@ -34,40 +33,11 @@ const LONG: Duration = Duration::from_secs(90);
 const FIRST: &str = "Tr0ub4dor&3!@#$%^*()_+";
 const SECOND: &str = "-=[]{};':\",./<>?~`\\| é";
 
-/// One desktop at a time: each test runs a daemon with a desktop plus a headless Chromium.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 fn shot(name: &str) -> String {
     artifacts()
         .join(format!("takeover-e2e-type-text-{name}.png"))
         .display()
         .to_string()
-}
-
-fn viewer_url(event: &Event, token_field: &str) -> String {
-    format!(
-        "{}#token={}",
-        event.data["viewer_url"].as_str().expect("viewer_url"),
-        event.data[token_field].as_str().expect("token")
-    )
-}
-
-fn check_harness(run: &HarnessRun, what: &str, d: &E2eDaemon) {
-    assert!(
-        run.ok,
-        "{what}: the viewer harness failed: {}\n{}\n{}",
-        run.result,
-        run.stderr,
-        d.diagnostics()
-    );
-    assert_eq!(
-        run.result["csp_violations"],
-        json!([]),
-        "{what}: CSP violations"
-    );
 }
 
 fn types_text_into_the_sandbox(backend: &str) {
@@ -78,26 +48,11 @@ fn types_text_into_the_sandbox(backend: &str) {
     let site = LoginSite::start();
     let mut d = E2eDaemon::start_as(Mode::Run, &site, None, &["--display-backend", backend]);
     let mut events = d.events();
-    let cdp = d.cdp_http();
-    let login = format!("{}/login", site.url());
-    open_tab(&cdp, &login);
-    wait_until("the login page", LONG, || {
-        pages(&cdp)
-            .iter()
-            .any(|p| p["url"] == login.as_str())
-            .then_some(())
-    });
     let fields = "[document.getElementById('password').value, \
                   document.activeElement.tagName, document.readyState]";
-    wait_until("the login form", LONG, || {
-        (evaluate(&cdp, &login, fields)[2] == "complete").then_some(())
-    });
+    let (cdp, login) = d.open_login_page(&site, fields, LONG);
 
-    let body =
-        json!({"connection_id": CONNECTION, "reason": "type text check", "timeout_seconds": 120});
-    let r = d.agent("POST", "/v1/takeovers", Some(&body));
-    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
-    let id = r.json()["takeover_id"].as_str().expect("id").to_owned();
+    let id = d.request_takeover("type text check", 120);
     let requested = events.next("takeover_requested", LONG);
     let home = d.path("viewer-home");
 

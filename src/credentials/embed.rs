@@ -17,6 +17,7 @@ use base64::Engine as _;
 use serde_json::value::RawValue;
 use zeroize::Zeroizing;
 
+use super::file::filename_from_path;
 use super::json::{for_each_member, Value};
 use super::read::read_local_file;
 use super::{invalid, plain_text, syntax, CredentialsError};
@@ -161,18 +162,7 @@ pub fn embed_paths(
         let rel = plain_text(&path_loc, Value::of(path))?;
         let filename = match has.0 {
             true => None,
-            false => Some(
-                Path::new(&rel)
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .map(str::to_owned)
-                    .ok_or_else(|| {
-                        invalid(
-                            format!("{loc}.\"filename\""),
-                            "is required (path has no file name)",
-                        )
-                    })?,
-            ),
+            false => Some(filename_from_path(&loc, &rel)?),
         };
         let content = read_local_file(&path_loc, base_dir, &rel, max_file, || {
             invalid(

@@ -103,16 +103,7 @@ pub(super) fn parse_file(
 
     let filename = match (filename, &path) {
         (Some(f), _) => f,
-        (None, Some(p)) => std::path::Path::new(p)
-            .file_name()
-            .and_then(|n| n.to_str())
-            .map(str::to_owned)
-            .ok_or_else(|| {
-                invalid(
-                    format!("{loc}.\"filename\""),
-                    "is required (path has no file name)",
-                )
-            })?,
+        (None, Some(p)) => filename_from_path(loc, p)?,
         (None, None) => return Err(invalid(format!("{loc}.\"filename\""), "is required")),
     };
     let name_loc = format!("{loc}.\"filename\"");
@@ -163,6 +154,21 @@ pub(super) fn parse_file(
         mime_type,
         content,
     }))
+}
+
+/// The filename of an entry that gives a `"path"` and no `"filename"`: the path's last
+/// component (dev reads the entry so, and seal writes it into the bundle so).
+pub(super) fn filename_from_path(loc: &str, path: &str) -> Result<String, CredentialsError> {
+    std::path::Path::new(path)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            invalid(
+                format!("{loc}.\"filename\""),
+                "is required (path has no file name)",
+            )
+        })
 }
 
 pub(super) fn too_big(loc: &str, max_size: u64) -> CredentialsError {

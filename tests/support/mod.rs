@@ -322,6 +322,20 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// True when the test must be skipped: a binary is missing and CI is unset.
+pub fn skip_missing(test: &str, binaries: &[&str]) -> bool {
+    let missing: Vec<_> = binaries.iter().filter(|b| !Path::new(b).exists()).collect();
+    if missing.is_empty() {
+        return false;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test}: CI is set but {missing:?} are missing"
+    );
+    eprintln!("skipping {test}: {missing:?} not installed");
+    true
+}
+
 /// Skips (returns true) when not root outside CI; fails under CI, where tests run as root.
 pub fn skip_unless_root(test: &str) -> bool {
     if is_root() {

@@ -456,8 +456,15 @@ pub async fn control_viewer() -> (FakeVnc, RelayServer, Ws, tokio::net::TcpStrea
 
 /// A controlling viewer through the relay to a fake VNC server, past the RFB handshake.
 pub async fn control_viewer_after_handshake() -> (FakeVnc, RelayServer, Ws, tokio::net::TcpStream) {
+    control_viewer_after_handshake_with(RelayLimits::default()).await
+}
+
+/// `control_viewer_after_handshake` with the relay under `limits`.
+pub async fn control_viewer_after_handshake_with(
+    limits: RelayLimits,
+) -> (FakeVnc, RelayServer, Ws, tokio::net::TcpStream) {
     let fake = fake_vnc().await;
-    let server = start_relay_server(fake.target.clone(), RelayLimits::default(), None).await;
+    let server = start_relay_server(fake.target.clone(), limits, None).await;
     let (mut ws, _) = ws_connect(server.addr, "/relay/control", None)
         .await
         .unwrap();
@@ -477,4 +484,15 @@ pub async fn close_code(ws: &mut Ws) -> CloseCode {
             other => panic!("expected a Close frame, got {other:?}"),
         }
     }
+}
+
+/// The next `len` bytes the fake VNC server reads from the relay (within `DEADLINE`).
+pub async fn read_upstream(up: &mut tokio::net::TcpStream, len: usize) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut got = vec![0u8; len];
+    tokio::time::timeout(DEADLINE, up.read_exact(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    got
 }

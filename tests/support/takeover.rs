@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -31,20 +31,6 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
 pub const BANNER: &[u8] = b"RFB 003.008\n";
-
-/// True when the test must be skipped (binaries missing and not in CI).
-pub fn skip(binaries: &[&str]) -> bool {
-    let missing: Vec<_> = binaries.iter().filter(|b| !Path::new(b).exists()).collect();
-    if missing.is_empty() {
-        return false;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI is set but {missing:?} are missing"
-    );
-    eprintln!("skipping: {missing:?} not installed");
-    true
-}
 
 pub fn manifest() -> Arc<Manifest> {
     Arc::new(Manifest {
@@ -285,6 +271,12 @@ impl Harness {
             .await
             .expect("connect agent socket");
         http(stream, method, target, &[], body).await
+    }
+
+    /// The agent's `GET /v1/takeovers/{id}/wait?timeout_seconds=…`.
+    pub async fn wait(&self, id: &str, timeout_seconds: u64) -> HttpResponse {
+        let target = format!("/v1/takeovers/{id}/wait?timeout_seconds={timeout_seconds}");
+        self.agent("GET", &target, None).await
     }
 
     pub async fn public(

@@ -79,6 +79,13 @@ pub fn skip_without_tools() -> bool {
     true
 }
 
+/// One desktop at a time: each test runs a daemon with Xvnc (or Xvfb) and Chromium plus a
+/// headless Chromium for the viewer, and the machine may have two cores.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 pub fn wait_until<T>(what: &str, deadline: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
     let end = Instant::now() + deadline;
     loop {
@@ -317,6 +324,40 @@ impl E2eDaemon {
         .unwrap_or_else(|e| panic!("{method} {target}: {e}\n{}", self.diagnostics()))
     }
 
+    /// As the agent, asks for a takeover of the login connection (201, else the test
+    /// fails); its id.
+    pub fn request_takeover(&self, reason: &str, timeout_seconds: u64) -> String {
+        let body = json!({"connection_id": CONNECTION, "reason": reason, "timeout_seconds": timeout_seconds});
+        let r = self.agent("POST", "/v1/takeovers", Some(&body));
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+        r.json()["takeover_id"].as_str().expect("id").to_owned()
+    }
+
+    /// Opens the login site's `/login` in the desktop's Chromium and waits (up to
+    /// `deadline` each) until CDP lists the page and `fields`, a JS array whose third item
+    /// is `document.readyState`, says it has loaded. Returns CDP's HTTP address and the
+    /// page's URL.
+    pub fn open_login_page(
+        &self,
+        site: &LoginSite,
+        fields: &str,
+        deadline: Duration,
+    ) -> (String, String) {
+        let cdp = self.cdp_http();
+        let login = format!("{}/login", site.url());
+        open_tab(&cdp, &login);
+        wait_until("the login page", deadline, || {
+            pages(&cdp)
+                .iter()
+                .any(|p| p["url"] == login.as_str())
+                .then_some(())
+        });
+        wait_until("the login form", deadline, || {
+            (evaluate(&cdp, &login, fields)[2] == "complete").then_some(())
+        });
+        (cdp, login)
+    }
+
     pub fn cdp_http(&self) -> String {
         let r = self.agent("GET", "/v1/browser", None);
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
@@ -542,6 +583,32 @@ pub fn finish_harness(child: std::process::Child, started_ms: f64) -> HarnessRun
 pub fn run_harness(home: &Path, url: &str, name: &str, actions: &Value) -> HarnessRun {
     let (child, started) = spawn_harness(home, url, name, actions);
     finish_harness(child, started)
+}
+
+/// The viewer link from a `takeover_requested` event, with the token from `token_field`
+/// (`control_token` or `view_token`) in its fragment.
+pub fn viewer_url(event: &Event, token_field: &str) -> String {
+    format!(
+        "{}#token={}",
+        event.data["viewer_url"].as_str().expect("viewer_url"),
+        event.data[token_field].as_str().expect("token")
+    )
+}
+
+/// The harness ran to its end and the viewer page broke no CSP rule.
+pub fn check_harness(run: &HarnessRun, what: &str, d: &E2eDaemon) {
+    assert!(
+        run.ok,
+        "{what}: the viewer harness failed: {}\n{}\n{}",
+        run.result,
+        run.stderr,
+        d.diagnostics()
+    );
+    assert_eq!(
+        run.result["csp_violations"],
+        json!([]),
+        "{what}: CSP violations"
+    );
 }
 
 /// Click into both fields and type; Enter submits the form.
