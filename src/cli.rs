@@ -264,7 +264,7 @@ pub struct DevArgs {
     pub common: CommonArgs,
 
     /// Plaintext credentials for local development. If group or others may read or write
-    /// it, a warning says so (chmod 600 it).
+    /// it, or a file a "path" entry names, a warning says so (chmod 600 it).
     #[arg(
         long,
         env = "GREXAL_DEV_CONNECTIONS",

@@ -707,12 +707,57 @@ print(path)
 /// `connections.json` holds plaintext secrets: one that group or others may read or write
 /// gets a warning naming the file and its mode (never anything in it), once, and `dev`
 /// goes on; a private one gets none.
+/// A file a `"path"` entry names (the example's deploy key) that group or others may read
+/// or write is warned about once, naming the entry, the path and the mode, never its
+/// contents; a private one is not.
+#[test]
+fn a_path_entrys_file_open_to_others_is_warned_about() {
+    let dir = open_tempdir();
+    let doc = std::fs::read_to_string(example(".grexal/connections.json")).expect("read");
+    let connections = dir.path().join("connections.json");
+    write(&connections, &doc, 0o600);
+    let key = dir.path().join("deploy.pem");
+    std::fs::copy(example(".grexal/deploy.pem"), &key).expect("copy");
+    for (mode, warned) in [(0o644, true), (0o640, true), (0o602, true), (0o600, false)] {
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        let out = run_to_end(dev_command(dir.path(), &connections).args(["--", "true"]));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{mode:o}: {stderr}");
+        let warnings: Vec<&str> = stderr
+            .lines()
+            .filter(|l| {
+                l.contains("this credential file may be read or written by group or others")
+            })
+            .collect();
+        match warned {
+            true => {
+                assert_eq!(warnings.len(), 1, "{mode:o}, once: {stderr}");
+                assert!(
+                    warnings[0].contains(&key.display().to_string())
+                        && warnings[0].contains(&format!("{mode:04o}"))
+                        && warnings[0].contains("deploy_key")
+                        && warnings[0].contains("chmod 600"),
+                    "{mode:o}: {stderr}"
+                );
+            }
+            false => assert!(warnings.is_empty(), "{mode:o}: {stderr}"),
+        }
+        assert_no_canary("dev log", &stderr, &["BEGIN DEV KEY", "sk-dev-local-key"]);
+    }
+}
+
 #[test]
 fn a_connections_file_open_to_others_is_warned_about() {
     let dir = open_tempdir();
     let doc = std::fs::read_to_string(example(".grexal/connections.json")).expect("read");
     std::fs::copy(example(".grexal/deploy.pem"), dir.path().join("deploy.pem")).expect("copy");
     let connections = dir.path().join("connections.json");
+    // The key file the document names is private; only the document's own mode varies.
+    std::fs::set_permissions(
+        dir.path().join("deploy.pem"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .expect("chmod");
     for (mode, warned) in [
         (0o644, true),
         (0o620, true),

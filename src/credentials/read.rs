@@ -121,6 +121,17 @@ pub(super) fn read_local_file(
     if meta.len() > max_size {
         return Err(too_big());
     }
+    // A warning, as for connections.json itself: the developer's own file (a private key,
+    // say), made 0644 by the usual umask. Its path and mode are logged, never its contents.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o066 != 0 {
+        tracing::warn!(
+            path = %full.display(),
+            mode = format_args!("{mode:04o}"),
+            "{loc}: this credential file may be read or written by group or others: chmod 600 it"
+        );
+    }
     // The file may grow between the check and the read: read at most one byte too many.
     let mut buf = Vec::with_capacity(usize::try_from(max_size).unwrap_or(0).saturating_add(1));
     file.take(max_size + 1)
