@@ -73,6 +73,35 @@ fn the_example_agent_runs_unchanged_under_dev() {
     );
 }
 
+/// `run` for the example's manifest, opening `bundle` (sealed by `keys` for `sandbox_id`),
+/// with its socket, credentials root and env file under `dir/run`, which it makes (in a
+/// sandbox the credentials root's parent, /tmp, exists).
+fn run_example_command(
+    dir: &Path,
+    keys: &SealedFixture,
+    sandbox_id: &str,
+    bundle: &Path,
+) -> std::process::Command {
+    std::fs::create_dir(dir.join("run")).expect("mkdir run");
+    let mut cmd = command();
+    cmd.arg("run")
+        .args(["--sandbox-id", sandbox_id, "--manifest"])
+        .arg(example("grexal.json"))
+        .arg("--sandbox-key")
+        .arg(&keys.sandbox_key)
+        .arg("--platform-key")
+        .arg(&keys.platform_pub)
+        .arg("--bundle")
+        .arg(bundle)
+        .arg("--socket")
+        .arg(dir.join("run/run.sock"))
+        .arg("--credentials-dir")
+        .arg(dir.join("run/creds"))
+        .arg("--env-file")
+        .arg(dir.join("run/agent.env"));
+    cmd
+}
+
 /// The example's own `.grexal/connections.json`, whose deploy key is a `"path"` entry,
 /// sealed as it is: the agent runs unchanged under `run` and reads the key file (the
 /// sandbox refused the `"path"` entry, exit 89, before `seal` read the file into the bundle).
@@ -87,24 +116,8 @@ fn a_dev_connections_file_sealed_runs_the_example_agent_under_run() {
         1,
         &bundle,
     );
-    std::fs::create_dir(dir.path().join("run")).expect("mkdir run");
     let out = run_to_end(
-        command()
-            .arg("run")
-            .args(["--sandbox-id", "sbx-sealed-dev", "--manifest"])
-            .arg(example("grexal.json"))
-            .arg("--sandbox-key")
-            .arg(&keys.sandbox_key)
-            .arg("--platform-key")
-            .arg(&keys.platform_pub)
-            .arg("--bundle")
-            .arg(&bundle)
-            .arg("--socket")
-            .arg(dir.path().join("run/run.sock"))
-            .arg("--credentials-dir")
-            .arg(dir.path().join("run/creds"))
-            .arg("--env-file")
-            .arg(dir.path().join("run/agent.env"))
+        run_example_command(dir.path(), &keys, "sbx-sealed-dev", &bundle)
             .args(["--", "python3"])
             .arg(example("agent.py")),
     );
@@ -166,27 +179,13 @@ fn dev_and_run_serve_the_same_answers() {
         dir.path().join("dev.log"),
         dir.path().join("dev/dev.sock"),
     );
-    // In a sandbox the credentials root's parent (/tmp) exists; here it is made by the test.
-    std::fs::create_dir(dir.path().join("run")).expect("mkdir run");
-    let mut run_cmd = command();
-    run_cmd
-        .arg("run")
-        .args(["--sandbox-id", "sbx-dev-vs-run", "--manifest"])
-        .arg(example("grexal.json"))
-        .arg("--sandbox-key")
-        .arg(&keys.sandbox_key)
-        .arg("--platform-key")
-        .arg(&keys.platform_pub)
-        .arg("--bundle")
-        .arg(dir.path().join("bundle"))
-        .arg("--socket")
-        .arg(dir.path().join("run/run.sock"))
-        .arg("--credentials-dir")
-        .arg(dir.path().join("run/creds"))
-        .arg("--env-file")
-        .arg(dir.path().join("run/agent.env"));
     let mut run = Daemon::spawn(
-        run_cmd,
+        run_example_command(
+            dir.path(),
+            &keys,
+            "sbx-dev-vs-run",
+            &dir.path().join("bundle"),
+        ),
         dir.path().join("run.log"),
         dir.path().join("run/run.sock"),
     );
