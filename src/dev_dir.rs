@@ -223,4 +223,27 @@ mod tests {
         prepare_owned(&shared, 0o711).unwrap();
         assert_eq!(mode(&shared), 0o711);
     }
+
+    /// In /tmp anyone may make the directory first: another user's is refused however
+    /// private its mode, and left as it is.
+    #[test]
+    fn an_owned_run_dir_of_another_user_is_refused() {
+        if !nix::unistd::geteuid().is_root() {
+            assert!(std::env::var_os("CI").is_none(), "CI is set but not root");
+            eprintln!("skipping: giving a directory to another user needs root");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("grexal-desktop-squatted");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+        let err = prepare_owned(&dir, 0o700).unwrap_err().to_string();
+        assert!(
+            err.contains("grexal-desktop-squatted") && err.contains("owned by uid 65534"),
+            "{err}"
+        );
+        let meta = std::fs::metadata(&dir).unwrap();
+        assert_eq!((meta.uid(), mode(&dir)), (65534, 0o700), "left as it is");
+    }
 }

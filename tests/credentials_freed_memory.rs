@@ -1,10 +1,14 @@
 //! No plaintext credential is left in freed heap memory by opening a bundle and parsing its
 //! document, or by reading and parsing `dev`'s `.grexal/connections.json`, whether values
 //! are written plainly or with JSON escapes (a quote, a backslash, `\/`, a newline, or any
-//! non-ASCII character as `json.dumps` writes it by default: `\u00e9`).
+//! non-ASCII character as `json.dumps` writes it by default: `\u00e9`), nor by reading the
+//! file a `"path"` entry names (under `dev`, or embedding it for `seal`).
 //!
 //! A test binary of its own: it installs a global allocator that, while armed, scans every
-//! block freed (or left behind by a reallocation) for the canaries.
+//! block freed (or left behind by a reallocation) for the canaries. A secret one test leaves
+//! in freed memory may be handed, unwritten, to an allocation of the next and found when
+//! that is freed: after a failure, run the failing tests one at a time (`--exact`) to see
+//! which of them leaves it.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;
@@ -13,7 +17,7 @@ use std::sync::Mutex;
 
 use base64::Engine as _;
 use grexal_sidecar::bundle::{self, Opener, SealRequest};
-use grexal_sidecar::credentials::{read_document, Credential, CredentialSet, Source};
+use grexal_sidecar::credentials::{embed_paths, read_document, Credential, CredentialSet, Source};
 use grexal_sidecar::keys::{PlatformSigningKey, SandboxSecretKey};
 use grexal_sidecar::manifest::Manifest;
 use grexal_sidecar::secret::ExposeSecret;
@@ -77,10 +81,19 @@ static ALLOCATOR: Scan = Scan;
 
 /// Runs `f` armed; returns how many freed blocks held a needle.
 fn freed_blocks_with_canaries(f: impl FnOnce()) -> usize {
+    /// Disarms even when `f` panics, so a failed test does not leave the allocator scanning
+    /// the blocks that the harness and the next test free.
+    struct Disarm;
+    impl Drop for Disarm {
+        fn drop(&mut self) {
+            ARMED.store(false, Ordering::SeqCst);
+        }
+    }
     HITS.store(0, Ordering::SeqCst);
     ARMED.store(true, Ordering::SeqCst);
+    let disarm = Disarm;
     f();
-    ARMED.store(false, Ordering::SeqCst);
+    drop(disarm);
     HITS.load(Ordering::SeqCst)
 }
 
@@ -205,6 +218,92 @@ fn reading_and_parsing_dev_connections_leaves_no_secret_in_freed_memory() {
             let base_dir = path.parent().unwrap_or(Path::new("."));
             let set = CredentialSet::parse(&bytes, &manifest, Source::DevFile { base_dir })
                 .expect("parse");
+            check_set(&set);
+        });
+        assert_eq!(hits, 0, "{value}: freed blocks held a secret");
+    }
+}
+
+/// Writes `text` to `path` through one buffer sized up front and zeroized after: no copy of
+/// its secrets is left in freed memory for an allocation of the code under test to inherit
+/// unwritten and free again, which the scan would blame on that code.
+fn write_secret_text(path: &Path, text: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    const ROOM: usize = 4096;
+    let mut buf = zeroize::Zeroizing::new(Vec::with_capacity(ROOM));
+    buf.write_fmt(text).expect("format");
+    assert_eq!(buf.capacity(), ROOM, "the text outgrew its buffer");
+    std::fs::write(path, &*buf).expect("write");
+}
+
+/// A document for `dev` whose file_upload entry gives `"path": "k.pem"`, a file holding
+/// `FILE_CONTENT`, beside `value` as every secret string.
+fn write_path_document(dir: &Path, value: &str) -> std::path::PathBuf {
+    let key = dir.join("k.pem");
+    std::fs::write(&key, FILE_CONTENT).expect("write the key");
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod the key");
+    let path = dir.join("connections.json");
+    write_secret_text(
+        &path,
+        format_args!(
+            r#"{{"connections": {{
+            "openai": {{"fields": {{"api_key": {value}, "org": {value}}}}},
+            "github": {{"access_token": {value}, "token_type": "bearer"}},
+            "deploy_key": {{"path": "k.pem"}}
+        }}}}"#
+        ),
+    );
+    path
+}
+
+/// A file_upload entry giving `"path"` (the example's deploy key): the file's bytes, read by
+/// `dev` into a buffer of the largest size allowed and moved into a secret of their own
+/// size, leave no copy in freed memory.
+#[test]
+fn reading_a_path_entrys_file_leaves_no_secret_in_freed_memory() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    set_needles();
+    let manifest = manifest();
+    let dir = tempfile::tempdir().expect("tempdir");
+    for &(value, _) in VALUES {
+        let path = write_path_document(dir.path(), value);
+        let hits = freed_blocks_with_canaries(|| {
+            let bytes = read_document(&path).expect("read");
+            let set = CredentialSet::parse(
+                &bytes,
+                &manifest,
+                Source::DevFile {
+                    base_dir: dir.path(),
+                },
+            )
+            .expect("parse");
+            check_set(&set);
+        });
+        assert_eq!(hits, 0, "{value}: freed blocks held a secret");
+    }
+}
+
+/// `seal` reads a `"path"` entry's file as `dev` does and writes it into the document as
+/// `content_base64`: neither the file's bytes nor their base64 are left in freed memory.
+#[test]
+fn embedding_a_path_entrys_file_for_seal_leaves_no_secret_in_freed_memory() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    set_needles();
+    let manifest = manifest();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // As `seal` allows: the most that fits, base64-encoded, in a bundle.
+    let max_file = (bundle::MAX_PLAINTEXT_BYTES / 4 * 3) as u64;
+    for &(value, _) in VALUES {
+        let path = write_path_document(dir.path(), value);
+        let hits = freed_blocks_with_canaries(|| {
+            let bytes = read_document(&path).expect("read");
+            let with = embed_paths(&bytes, dir.path(), max_file)
+                .expect("embed")
+                .expect("a path entry");
+            // The document as a sandbox gets it: the file's content in it, in base64.
+            let set =
+                CredentialSet::parse(&with.document, &manifest, Source::Bundle).expect("parse");
             check_set(&set);
         });
         assert_eq!(hits, 0, "{value}: freed blocks held a secret");

@@ -703,9 +703,6 @@ print(path)
     }
 }
 
-/// `connections.json` holds plaintext secrets: one that group or others may read or write
-/// gets a warning naming the file and its mode (never anything in it), once, and `dev`
-/// goes on; a private one gets none.
 /// A file a `"path"` entry names (the example's deploy key) that group or others may read
 /// or write is warned about once, naming the entry, the path and the mode, never its
 /// contents; a private one is not.
@@ -717,7 +714,13 @@ fn a_path_entrys_file_open_to_others_is_warned_about() {
     write(&connections, &doc, 0o600);
     let key = dir.path().join("deploy.pem");
     std::fs::copy(example(".grexal/deploy.pem"), &key).expect("copy");
-    for (mode, warned) in [(0o644, true), (0o640, true), (0o602, true), (0o600, false)] {
+    for (mode, warned) in [
+        (0o644, true),
+        (0o640, true),
+        (0o620, true),
+        (0o602, true),
+        (0o600, false),
+    ] {
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).expect("chmod");
         let out = run_to_end(dev_command(dir.path(), &connections).args(["--", "true"]));
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -745,6 +748,9 @@ fn a_path_entrys_file_open_to_others_is_warned_about() {
     }
 }
 
+/// `connections.json` holds plaintext secrets: one that group or others may read or write
+/// gets a warning naming the file and its mode (never anything in it), once, and `dev`
+/// goes on; a private one gets none.
 #[test]
 fn a_connections_file_open_to_others_is_warned_about() {
     let dir = open_tempdir();
@@ -761,6 +767,7 @@ fn a_connections_file_open_to_others_is_warned_about() {
         (0o644, true),
         (0o620, true),
         (0o604, true),
+        (0o602, true),
         (0o600, false),
         (0o400, false),
     ] {

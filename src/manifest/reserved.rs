@@ -146,9 +146,29 @@ mod tests {
         Manifest::parse(doc.to_string().as_bytes())
     }
 
+    /// Refused by the manifest, naming the field and the name.
+    fn assert_refused(name: &str) {
+        match with_env_name(name) {
+            Err(ManifestError::Invalid { location, problem }) => {
+                assert_eq!(
+                    location, "connections[0] (id \"tool\").fields[0].env_var",
+                    "{name}"
+                );
+                assert!(
+                    problem.starts_with(&format!("env name {name:?} is not allowed: ")),
+                    "{name}: {problem}"
+                );
+            }
+            other => panic!("{name}: expected Invalid, got {other:?}"),
+        }
+    }
+
+    /// The names below are written out a second time on purpose: one dropped from a list
+    /// is refused no more and fails here, and one added to a list must be added here too
+    /// (the loop over the lists says so), and be refused.
     #[test]
     fn names_that_steer_startup_are_refused_by_the_manifest() {
-        for name in [
+        let pinned = [
             // The reviewer's: each one passed, and PYTHONWARNINGS with BROWSER ran a shell
             // command as the agent.
             "PYTHONWARNINGS",
@@ -213,20 +233,57 @@ mod tests {
             // The credential exception does not reach the loader or the platform.
             "LD_TOKEN",
             "GREXAL_API_KEY",
-        ] {
-            match with_env_name(name) {
-                Err(ManifestError::Invalid { location, problem }) => {
-                    assert_eq!(
-                        location, "connections[0] (id \"tool\").fields[0].env_var",
-                        "{name}"
-                    );
-                    assert!(
-                        problem.starts_with(&format!("env name {name:?} is not allowed: ")),
-                        "{name}: {problem}"
-                    );
-                }
-                other => panic!("{name}: expected Invalid, got {other:?}"),
-            }
+            // Every other exact name of the lists.
+            "MANPAGER",
+            "LESS",
+            "SSH_ASKPASS",
+            "SUDO_ASKPASS",
+            "USER",
+            "LOGNAME",
+            "SHELL",
+            "PWD",
+            "XDG_CONFIG_DIRS",
+            "CDPATH",
+            "GLOBIGNORE",
+            "PS1",
+            "PS2",
+            "PS3",
+            "GETCONF_DIR",
+            "HOSTALIASES",
+            "LOCALDOMAIN",
+            "NIS_PATH",
+            "NLSPATH",
+            "RESOLV_HOST_CONF",
+            "RES_OPTIONS",
+            "TZDIR",
+            "OPENSSL_ENGINES",
+            "OPENSSL_MODULES",
+            "GEM_HOME",
+            "GEM_PATH",
+            "BUNDLE_GEMFILE",
+        ];
+        for name in pinned {
+            assert_refused(name);
+        }
+        // Every entry of the lists, in either case, is refused too, and is pinned above.
+        for &name in PROGRAM_NAMES.iter().chain(STARTUP_NAMES) {
+            assert!(
+                pinned.contains(&name),
+                "{name} is in a list but not pinned here"
+            );
+            assert_refused(name);
+            assert_refused(&name.to_ascii_lowercase());
+        }
+        for &(prefix, _) in ABSOLUTE_FAMILIES.iter().chain(TOOL_FAMILIES) {
+            assert!(
+                pinned.iter().any(|n| n.starts_with(prefix)),
+                "no name of the {prefix}* family is pinned here"
+            );
+            assert_refused(&format!("{prefix}ANYTHING"));
+            assert_refused(&format!("{prefix}ANYTHING").to_ascii_lowercase());
+        }
+        for &(prefix, _) in ABSOLUTE_FAMILIES {
+            assert_refused(&format!("{prefix}ANY_TOKEN"));
         }
     }
 

@@ -461,6 +461,29 @@ mod tests {
         assert!(!error.contains("tooshort"));
     }
 
+    /// Any access for group or others, read, write or execute alone, refuses the token;
+    /// the owner's own bits are the owner's business.
+    #[test]
+    fn a_token_file_any_other_user_may_access_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, format!("{TOKEN}\n")).unwrap();
+        for mode in [0o640, 0o620, 0o610, 0o604, 0o602, 0o601, 0o660] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let refused = BearerToken::load(&path);
+            assert!(
+                matches!(refused, Err(ControlError::TokenPermissions { mode: m, .. }) if m == mode),
+                "{mode:o}: {refused:?}"
+            );
+        }
+        for mode in [0o600, 0o400] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let loaded = BearerToken::load(&path).unwrap_or_else(|e| panic!("{mode:o}: {e}"));
+            assert!(loaded.verify(Some(format!("Bearer {TOKEN}").as_bytes())));
+        }
+    }
+
     #[tokio::test]
     async fn routes_and_auth() {
         let state = state();
