@@ -161,7 +161,6 @@ struct Daemon {
     config: Config,
     store: Arc<crate::store::Store>,
     agent_user: Option<crate::agent::AgentUser>,
-    takeovers: crate::takeover::TakeoverManager,
     started: Started,
 }
 
@@ -173,6 +172,9 @@ struct Started {
     /// Stops the servers (the agent socket, the control endpoint, the dev viewer).
     stop: CancellationToken,
     tasks: TaskTracker,
+    /// Closed first at shutdown: the servers take takeover requests from boot on (while
+    /// a bundle is awaited, say).
+    takeovers: Option<crate::takeover::TakeoverManager>,
     desktop: Option<Arc<crate::desktop::Desktop>>,
     store: Option<Arc<crate::store::Store>>,
     /// The agent socket, once bound by us (a file already at the path is not ours).
@@ -328,6 +330,7 @@ async fn boot(config: Config, started: &mut Started) -> Result<Daemon, BootError
         public_url,
         takeover_limits,
     );
+    started.takeovers = Some(takeovers.clone());
 
     let viewer = crate::viewer::ViewerConfig {
         novnc_dir: config.desktop.novnc_dir.clone(),
@@ -426,7 +429,6 @@ async fn boot(config: Config, started: &mut Started) -> Result<Daemon, BootError
         config,
         store,
         agent_user,
-        takeovers,
         started: std::mem::take(started),
     })
 }
@@ -695,7 +697,7 @@ impl Daemon {
             self.run_agent(signals).await
         };
         crate::telemetry::notify_stopping();
-        self.shutdown().await;
+        self.started.shutdown().await;
         code
     }
 
@@ -743,21 +745,19 @@ impl Daemon {
             }
         }
     }
-
-    async fn shutdown(self) {
-        // A live takeover ends first (its viewers are cut); the manager's handle on the
-        // desktop goes with it, so the desktop can be stopped in order.
-        self.takeovers.shutdown().await;
-        drop(self.takeovers);
-        self.started.shutdown().await;
-    }
 }
 
 impl Started {
-    /// Undoes what started, backwards: the servers stop (the socket file is removed),
-    /// then the desktop (Chromium, the VNC server, the display), then the credential
-    /// files and env file are wiped.
+    /// Undoes what started, backwards: takeovers close (a live one ends, its viewers are
+    /// cut; one requested from here on is refused), the servers stop (the socket file is
+    /// removed), then the desktop (Chromium, the VNC server, the display), then the
+    /// credential files and env file are wiped.
     async fn shutdown(self) {
+        // Before the servers stop: a request still in flight in their grace is refused
+        // `shutting_down`, where it would otherwise start a takeover nothing ends.
+        if let Some(takeovers) = &self.takeovers {
+            takeovers.shutdown().await;
+        }
         self.stop.cancel();
         self.tasks.close();
         if tokio::time::timeout(Duration::from_secs(5), self.tasks.wait())
@@ -767,11 +767,10 @@ impl Started {
             warn!("tasks still running after 5 s; exiting anyway");
         }
         if let Some(desktop) = self.desktop {
-            match Arc::try_unwrap(desktop) {
-                Ok(desktop) => desktop.shutdown().await,
-                // Someone still holds it; dropping our handle stops its children.
-                Err(_) => warn!("desktop still referenced at shutdown; stopping it by drop"),
-            }
+            // Awaited even if a handle is still held elsewhere (a takeover's watcher
+            // that has not yet seen its cancellation): the children stop in order, and
+            // x11vnc's shared memory is removed, before the runtime goes.
+            desktop.shutdown().await;
         }
         if let Some(store) = self.store {
             if let Err(e) = store.wipe().await {

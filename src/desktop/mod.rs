@@ -336,7 +336,10 @@ pub struct Desktop {
     status: watch::Receiver<DesktopStatus>,
     screen: Screen,
     cancel: CancellationToken,
-    supervisor: Option<JoinHandle<()>>,
+    /// `None` once a `shutdown` has seen the supervisor end. Behind a lock so `shutdown`
+    /// takes `&self`: whoever owns the desktop stops it, and waits for the stop, while
+    /// others (a takeover's watcher, say) still hold a handle on it.
+    supervisor: tokio::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Desktop {
@@ -395,7 +398,7 @@ impl Desktop {
             status,
             screen,
             cancel,
-            supervisor: Some(supervisor),
+            supervisor: tokio::sync::Mutex::new(Some(supervisor)),
         })
     }
 
@@ -435,11 +438,18 @@ impl Desktop {
     }
 
     /// Stops Chromium, the VNC server and the display, in that order (SIGTERM, then
-    /// SIGKILL after the grace period), waiting on each.
-    pub async fn shutdown(mut self) {
+    /// SIGKILL after the grace period), waiting on each, whoever else still holds the
+    /// desktop: a stop left to the last handle's drop is not awaited, and the runtime's
+    /// teardown then kills the children instead (SIGKILL to the leader alone, x11vnc's
+    /// shared memory left behind). A second call waits for the same stop.
+    pub async fn shutdown(&self) {
         self.cancel.cancel();
-        if let Some(task) = self.supervisor.take() {
-            if let Err(error) = task.await {
+        let mut supervisor = self.supervisor.lock().await;
+        if let Some(task) = supervisor.as_mut() {
+            // Awaited through `&mut`: a call cut short leaves the handle for the next one.
+            let ended = task.await;
+            *supervisor = None;
+            if let Err(error) = ended {
                 tracing::error!(%error, "desktop supervisor panicked");
             }
         }

@@ -142,6 +142,8 @@ struct Registry {
     /// Ended takeovers, oldest first, at most `limits.remembered`.
     ended: VecDeque<Arc<Record>>,
     next_relay: u64,
+    /// Set by `shutdown`: no takeover starts after it (`ShuttingDown`).
+    closed: bool,
 }
 
 impl Registry {
@@ -293,6 +295,13 @@ impl TakeoverManager {
         let tasks = CancellationToken::new();
         {
             let mut registry = self.registry();
+            // A request that was in flight when `shutdown` ran (bringing the browser to
+            // the front, or read in the servers' grace) would otherwise be live with
+            // nothing left to end it. Refused before anything is published or kept.
+            if registry.closed {
+                info!(connection_id = %record.connection_id, "takeover refused: shutting down");
+                return Err(TakeoverError::ShuttingDown);
+            }
             if registry.live.is_some() {
                 return Err(TakeoverError::Conflict);
             }
@@ -514,9 +523,15 @@ impl TakeoverManager {
         self.end(id, Outcome::Cancelled, Some(by)).await
     }
 
-    /// Ends the live takeover, if any, as failed (the daemon is shutting down).
+    /// The daemon is shutting down: from here on `request` refuses (`ShuttingDown`), and
+    /// the live takeover, if any, ends as failed. Both under one lock, so no takeover can
+    /// become live after this has looked.
     pub async fn shutdown(&self) {
-        let id = self.registry().live.as_ref().map(|l| l.record.id.clone());
+        let id = {
+            let mut registry = self.registry();
+            registry.closed = true;
+            registry.live.as_ref().map(|l| l.record.id.clone())
+        };
         if let Some(id) = id {
             let _ = self.end(&id, Outcome::Failed, None).await;
         }

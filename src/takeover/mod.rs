@@ -222,6 +222,8 @@ pub enum TakeoverError {
     TooManyWaits,
     #[error("peer may not use takeovers")]
     PeerForbidden,
+    #[error("the daemon is shutting down")]
+    ShuttingDown,
 }
 
 impl TakeoverError {
@@ -240,6 +242,7 @@ impl TakeoverError {
             TakeoverError::Ended(_) => "takeover_ended",
             TakeoverError::TooManyViewers => "too_many_viewers",
             TakeoverError::TooManyWaits => "too_many_waits",
+            TakeoverError::ShuttingDown => "shutting_down",
         }
     }
 
@@ -251,7 +254,9 @@ impl TakeoverError {
             | TakeoverError::Conflict => StatusCode::CONFLICT,
             TakeoverError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             TakeoverError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            TakeoverError::BrowserUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            TakeoverError::BrowserUnavailable(_) | TakeoverError::ShuttingDown => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             TakeoverError::Unauthorized => StatusCode::UNAUTHORIZED,
             TakeoverError::Forbidden | TakeoverError::PeerForbidden => StatusCode::FORBIDDEN,
             TakeoverError::Ended(_) => StatusCode::GONE,
@@ -282,6 +287,7 @@ impl TakeoverError {
             TakeoverError::Ended(_) => "the takeover has ended",
             TakeoverError::TooManyViewers => "too many viewers on this takeover",
             TakeoverError::TooManyWaits => "too many waits on takeovers at once",
+            TakeoverError::ShuttingDown => "the sidecar is shutting down; no takeover was created",
         }
     }
 }
