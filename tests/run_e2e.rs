@@ -345,6 +345,7 @@ fn a_newer_bundle_pushed_later_replaces_the_credentials_and_an_older_one_is_refu
         .arg(fx.path("control.token"));
     let mut daemon = Daemon::spawn(cmd, fx.path("daemon.log"), fx.path("run/sidecar.sock"));
     daemon.wait_ready(Duration::from_secs(20));
+    daemon.wait_listening(addr, Duration::from_secs(20));
 
     let connect = |socket: &Path| {
         http_unix(socket, "GET", "/v1/connections/openai", None)

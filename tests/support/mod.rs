@@ -156,6 +156,27 @@ impl Daemon {
         }
     }
 
+    /// Waits until the control endpoint at `addr` accepts a connection. Boot binds it after the
+    /// agent socket that `wait_ready` checks, so a test that goes on to the control endpoint
+    /// right after `wait_ready` could otherwise be refused.
+    pub fn wait_listening(&mut self, addr: std::net::SocketAddr, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while std::net::TcpStream::connect(addr).is_err() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "daemon exited early with {status}; log:\n{}",
+                    self.log_text()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "control endpoint {addr} not listening after {timeout:?}; log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Waits for exit (with a deadline), returning the exit code.
     pub fn wait_exit(&mut self, timeout: Duration) -> i32 {
         let deadline = Instant::now() + timeout;
