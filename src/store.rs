@@ -79,7 +79,7 @@ impl std::fmt::Debug for Store {
         f.debug_struct("Store")
             .field("connections", &self.manifest.connections.len())
             .field("version", &self.version())
-            .field("accepts_bundles", &self.opener.is_some())
+            .field("accepts_bundles", &self.accepts_bundles())
             .finish_non_exhaustive()
     }
 }
@@ -119,6 +119,12 @@ impl Store {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Whether a sealed bundle can be opened here: `run` without `--platform-key` (allowed
+    /// when the manifest declares nothing pre-collected) and `dev` have no opener.
+    pub fn accepts_bundles(&self) -> bool {
+        self.opener.is_some()
     }
 
     /// The installed version, if any.

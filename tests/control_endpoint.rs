@@ -22,6 +22,7 @@ use grexal_sidecar::platform::control::{self, BearerToken, ControlLimits, Contro
 use grexal_sidecar::platform::events::EventBus;
 use grexal_sidecar::store::testing::{inert_injector, manifest, materialized};
 use grexal_sidecar::store::Store;
+use grexal_sidecar::takeover::{TakeoverLimits, TakeoverManager};
 use tokio_util::sync::CancellationToken;
 
 const TOKEN: &str = "test-token-0123456789abcdef";
@@ -58,6 +59,17 @@ fn start_with(
     dir: tempfile::TempDir,
     limits: ControlLimits,
 ) -> Endpoint {
+    start_configured(store, public_key, dir, limits, |_| {})
+}
+
+/// `start_with`, with `configure` run on the state before the router is made.
+fn start_configured(
+    store: Store,
+    public_key: SandboxPublicKey,
+    dir: tempfile::TempDir,
+    limits: ControlLimits,
+    configure: impl FnOnce(&mut ControlState),
+) -> Endpoint {
     let token_path = dir.path().join("control.token");
     write_private(&token_path, format!("{TOKEN}\n").as_bytes());
     write_private(
@@ -81,6 +93,7 @@ fn start_with(
         public_key,
     );
     state.limits = limits;
+    configure(&mut state);
     let stop = CancellationToken::new();
     let listener = runtime
         .block_on(control::bind("127.0.0.1:0".parse().unwrap()))
@@ -234,15 +247,92 @@ fn requests_without_the_right_token_are_401() {
     }
 }
 
+/// One raw request without a token, `Connection: close`: the status line and headers
+/// (lower-cased, without `date`, which differs by the second) and the body.
+fn raw_request(addr: SocketAddr, method: &str, path: &str) -> (Vec<String>, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("a whole response");
+    let head = head
+        .lines()
+        .map(str::to_ascii_lowercase)
+        .filter(|line| !line.starts_with("date:"))
+        .collect();
+    (head, body.to_owned())
+}
+
+/// A stranger's 401 is the same response whatever the method and path under `/v1/`: no
+/// `Allow` header telling which methods a route takes (axum's 405 fallback added one
+/// outside the bearer check: `allow: GET,HEAD` on a POST to `/v1/identity`), and the same
+/// body. The viewer's routes keep answering as docs/api.md says, without the bearer.
+#[test]
+fn a_strangers_401_is_the_same_whatever_the_route() {
+    let store = Store::new(manifest(), None, inert_injector(), EventBus::new());
+    let takeovers = TakeoverManager::new(
+        Arc::new(manifest()),
+        None,
+        EventBus::new(),
+        "http://edge.example".into(),
+        TakeoverLimits::default(),
+    );
+    let endpoint = start_configured(
+        store,
+        SandboxPublicKey([9; 32]),
+        tempfile::tempdir().unwrap(),
+        ControlLimits::default(),
+        |state| state.takeovers = Some(takeovers),
+    );
+    let requests = [
+        ("GET", "/v1/identity"),
+        ("POST", "/v1/identity"),
+        ("GET", "/v1/credentials"),
+        ("GET", "/v1/takeovers/x/complete"),
+        ("POST", "/v1/takeovers/x/complete"),
+        ("DELETE", "/v1/takeovers"),
+        ("GET", "/v1/no-such-route"),
+    ];
+    let first = raw_request(endpoint.addr, requests[0].0, requests[0].1);
+    assert_eq!(first.0[0], "http/1.1 401 unauthorized", "{first:?}");
+    assert!(first.1.contains(r#""code":"unauthorized""#), "{}", first.1);
+    for (method, path) in &requests[1..] {
+        let (head, body) = raw_request(endpoint.addr, method, path);
+        assert!(
+            !head.iter().any(|line| line.starts_with("allow:")),
+            "{method} {path}: {head:?}"
+        );
+        assert_eq!((&head, &body), (&first.0, &first.1), "{method} {path}");
+    }
+    // The viewer's routes need no bearer: a wrong method there is the documented 405, and
+    // a stranger's session request the documented 401 of a bad takeover token.
+    let (head, body) = raw_request(endpoint.addr, "GET", "/takeover/x/complete");
+    assert_eq!(head[0], "http/1.1 405 method not allowed", "{head:?}");
+    assert!(body.contains(r#""code":"method_not_allowed""#), "{body}");
+    let (head, body) = raw_request(endpoint.addr, "GET", "/takeover/x/session");
+    assert_eq!(head[0], "http/1.1 401 unauthorized", "{head:?}");
+    assert!(body.contains(r#""code":"unauthorized""#), "{body}");
+}
+
+/// A daemon with no bundle opener (`run` without `--platform-key`) says it takes no
+/// bundle, and offers no key to seal one to: a push would only be refused with
+/// `bundles_disabled`.
 #[test]
 fn identity() {
     let endpoint = simple();
     let (status, body) = endpoint.curl("auth", &[], "/v1/identity");
     assert_eq!(status, 200);
-    let key = base64::engine::general_purpose::STANDARD.encode([9u8; 32]);
     assert_eq!(
         body,
-        serde_json::json!({"sandbox_id": SANDBOX_ID, "public_key": key, "credentials_version": null})
+        serde_json::json!({"sandbox_id": SANDBOX_ID, "public_key": null,
+                           "accepts_bundles": false, "credentials_version": null})
     );
     endpoint.store.install_materialized(materialized(12, "k"));
     assert_eq!(
@@ -485,6 +575,23 @@ fn with_opener(keys: &Keys) -> Endpoint {
         public_key,
         dir,
     )
+}
+
+/// With an opener, identity gives the sandbox's public key to seal to.
+#[test]
+fn identity_with_an_opener_gives_the_key_to_seal_to() {
+    let keys = keys();
+    let endpoint = with_opener(&keys);
+    let public = SandboxSecretKey::load(&keys.dir.path().join("sandbox.key"))
+        .unwrap()
+        .public_key();
+    let (status, body) = endpoint.curl("auth", &[], "/v1/identity");
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        serde_json::json!({"sandbox_id": SANDBOX_ID, "public_key": public.to_base64(),
+                           "accepts_bundles": true, "credentials_version": null})
+    );
 }
 
 #[test]

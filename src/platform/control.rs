@@ -32,6 +32,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower::Layer as _;
 use tracing::Instrument;
 
 use crate::api::error::ApiError;
@@ -146,16 +147,17 @@ pub fn router(state: ControlState) -> Router {
     if let Some(manager) = &state.takeovers {
         router = router.merge(viewer_routes(manager.clone(), state.viewer.clone()));
     }
-    // And around the routing too, for what no route answers under `/v1/`: without the
-    // token, a wrong method or an unknown path is 401 like any other `/v1/` request, not a
-    // 405 or 404 that would map the routes for a stranger. The route layer above stays the
+    // And around the whole routed service, for what no route answers under `/v1/`:
+    // without the token, a wrong method or an unknown path is the same 401 as any other
+    // `/v1/` request, not a 405 or 404 that would map the routes for a stranger. It must
+    // wrap the router from outside: `Router::layer` wraps each route's handlers one by
+    // one, inside the method router that adds the `Allow` header to its 405 fallback, so
+    // a 401 from there still said `allow: GET,HEAD`. The route layer above stays the
     // guarantee for the routes themselves (whatever path spelling reaches them).
-    with_fallbacks(router)
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            require_bearer_under_v1,
-        ))
-        .with_state(state)
+    let routed = with_fallbacks(router).with_state(state.clone());
+    Router::new().fallback_service(
+        middleware::from_fn_with_state(state, require_bearer_under_v1).layer(routed),
+    )
 }
 
 /// The viewer's routes alone (takeover tokens, no bearer): what `dev` serves on loopback,
@@ -296,15 +298,22 @@ async fn require_bearer(
 #[derive(Serialize)]
 struct Identity {
     sandbox_id: String,
-    public_key: String,
+    /// `None` (null) when no bundle is accepted: nothing should be sealed to this sandbox.
+    public_key: Option<String>,
+    accepts_bundles: bool,
     credentials_version: Option<u64>,
 }
 
 #[tracing::instrument(level = "debug", name = "identity", skip_all)]
 async fn identity(State(state): State<ControlState>) -> Json<Identity> {
+    // Without an opener (`run` without `--platform-key`) a push is refused with
+    // `bundles_disabled`; advertising a key would invite the platform to seal one anyway.
+    let accepts_bundles = state.store.accepts_bundles();
     Json(Identity {
         sandbox_id: state.sandbox_id.clone(),
-        public_key: base64::engine::general_purpose::STANDARD.encode(state.public_key.0),
+        public_key: accepts_bundles
+            .then(|| base64::engine::general_purpose::STANDARD.encode(state.public_key.0)),
+        accepts_bundles,
         credentials_version: state.store.version(),
     })
 }
@@ -506,7 +515,7 @@ mod tests {
         assert_eq!(status, StatusCode::OK);
         assert_eq!(
             body,
-            serde_json::json!({"sandbox_id": "sbx-1", "public_key": base64::engine::general_purpose::STANDARD.encode([7u8; 32]), "credentials_version": null})
+            serde_json::json!({"sandbox_id": "sbx-1", "public_key": null, "accepts_bundles": false, "credentials_version": null})
         );
         state.store.install_materialized(materialized(5, "k"));
         let (_, body) = call(&state, Method::GET, "/v1/identity", Some(&bearer), vec![]).await;
