@@ -118,7 +118,7 @@ pub struct CommonArgs {
     )]
     pub display_backend: DisplayBackend,
 
-    /// Screen size of the desktop, WIDTHxHEIGHT.
+    /// Screen size of the desktop, WIDTHxHEIGHT, from 320x200 to 7680x4320.
     #[arg(long, env = "GREXAL_SCREEN", default_value = "1280x800")]
     pub screen: String,
 
@@ -184,18 +184,21 @@ pub struct RunArgs {
     #[command(flatten)]
     pub common: CommonArgs,
 
-    /// This sandbox's id; a bundle sealed for another id is refused.
+    /// This sandbox's id, 1..=128 bytes of [A-Za-z0-9._:-]; a bundle sealed for another id
+    /// is refused.
     #[arg(long, env = "GREXAL_SANDBOX_ID")]
     pub sandbox_id: String,
 
     /// The sandbox's private key file. Without it a key pair is generated at boot and the
-    /// public key written to --public-key-out and served on the control endpoint.
+    /// public key written to --public-key-out and, with --platform-key, served on the
+    /// control endpoint.
     #[arg(long, env = "GREXAL_SANDBOX_KEY")]
     pub sandbox_key: Option<PathBuf>,
 
     /// Where to write the generated public key (0644, through a fresh temporary file renamed
-    /// into place: a symlink planted there is replaced, never written through). Refused
-    /// with --sandbox-key: no key is generated then.
+    /// into place: a symlink planted there is replaced, never written through); the file is
+    /// left there when the daemon exits. Refused with --sandbox-key: no key is generated
+    /// then.
     #[arg(
         long,
         env = "GREXAL_PUBLIC_KEY_OUT",
@@ -204,7 +207,9 @@ pub struct RunArgs {
     )]
     pub public_key_out: PathBuf,
 
-    /// The platform's public key(s) this image trusts, one base64 key per line.
+    /// The platform's public key(s) this image trusts, one base64 key per line. Without it
+    /// no bundle is accepted (allowed only when the manifest declares no pre-collected
+    /// connection).
     #[arg(long, env = "GREXAL_PLATFORM_KEY")]
     pub platform_key: Option<PathBuf>,
 
@@ -242,7 +247,9 @@ pub struct RunArgs {
     #[arg(long, env = "GREXAL_ENV_FILE", default_value = "/run/grexal/agent.env")]
     pub env_file: PathBuf,
 
-    /// Address of the platform's control endpoint (TCP). Off unless set.
+    /// Address of the platform's control endpoint (TCP). Off unless set; without it a
+    /// desktop sandbox still makes takeovers, but no viewer can reach them (their viewer
+    /// URL is http://viewer-unavailable.invalid/...).
     #[arg(long, env = "GREXAL_CONTROL_LISTEN", requires = "control_token_file")]
     pub control_listen: Option<SocketAddr>,
 
@@ -251,9 +258,10 @@ pub struct RunArgs {
     #[arg(long, env = "GREXAL_CONTROL_TOKEN_FILE", requires = "control_listen")]
     pub control_token_file: Option<PathBuf>,
 
-    /// Base URL under which the platform's edge reaches the control endpoint; viewer URLs
-    /// are built from it. Defaults to http://{control-listen}; refused without
-    /// --control-listen.
+    /// Base URL (http:// or https://) under which the platform's edge reaches the control
+    /// endpoint; viewer URLs are built from it. Defaults to http:// and the address the
+    /// control endpoint bound (the port chosen when --control-listen gave port 0); refused
+    /// without --control-listen.
     #[arg(long, env = "GREXAL_PUBLIC_URL", requires = "control_listen")]
     pub public_url: Option<String>,
 }

@@ -86,7 +86,9 @@ pub struct SealedSource {
 pub struct ControlSettings {
     pub listen: SocketAddr,
     pub token_file: PathBuf,
-    pub public_url: String,
+    /// `--public-url`, without a trailing slash. `None`: the daemon uses the address it
+    /// bound (`--control-listen` may give port 0).
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -280,11 +282,12 @@ impl Config {
             (Some(listen), Some(token_file)) => {
                 let public_url = args
                     .public_url
-                    .unwrap_or_else(|| format!("http://{listen}"))
-                    .trim_end_matches('/')
-                    .to_string();
-                if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
-                    return Err(ConfigError::PublicUrl(public_url));
+                    .map(|url| url.trim_end_matches('/').to_string());
+                if let Some(url) = public_url
+                    .as_ref()
+                    .filter(|u| !(u.starts_with("http://") || u.starts_with("https://")))
+                {
+                    return Err(ConfigError::PublicUrl(url.clone()));
                 }
                 Some(ControlSettings {
                     listen,

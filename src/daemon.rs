@@ -4,8 +4,11 @@
 //! validate everything first (config, manifest, keys), then install credentials, then
 //! bind, log what was bound, spawn, and finally start the agent, once everything it
 //! expects is in place. Shutdown runs the sequence backwards.
+//!
+//! Submodule: `inputs` (the keys, the bundle file and `dev`'s connections file boot reads).
 
-use std::path::Path;
+mod inputs;
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -18,6 +21,7 @@ use crate::config::{Config, CredentialSource, SealedSource};
 use crate::exit::ExitCode;
 use crate::manifest::Manifest;
 use crate::platform::events::{EventBus, PlatformEvent};
+use inputs::{install_dev_file, open_keys, read_bundle};
 
 /// Runs a subcommand; returns the process exit code (the agent's own, under `run -- …`).
 pub fn dispatch(cli: Cli) -> u8 {
@@ -302,13 +306,42 @@ async fn boot(config: Config, started: &mut Started) -> Result<Daemon, BootError
         }
         _ => None,
     };
-    let public_url = match (&config.source, &dev_viewer) {
+
+    let owner = agent_user.as_ref().map(|u| u.owner());
+    if let (true, Some(dir)) = (config.socket_in_dev_dir, config.socket.parent()) {
+        crate::dev_dir::prepare_owned(dir, crate::dev_dir::private_mode(agent_user.is_some()))
+            .map_err(|e| BootError::from_error(ExitCode::Config, "socket directory", &e))?;
+        info!(
+            socket = %config.socket.display(),
+            "dev: the project's .grexal/sidecar.sock would be too long for a Unix socket \
+             address; the socket is in a directory of this user's instead"
+        );
+    }
+    let listener = crate::api::bind(&config.socket, owner).map_err(|e| {
+        let code = match e {
+            crate::api::error::ApiError::UnsafeDir { .. } => ExitCode::Config,
+            _ => ExitCode::Os,
+        };
+        BootError::from_error(code, &format!("socket {}", config.socket.display()), &e)
+    })?;
+    started.socket = Some(config.socket.clone());
+    info!(socket = %config.socket.display(), "agent socket bound");
+
+    // The control endpoint is bound before the takeover manager is made, and both servers
+    // are served after: viewer URLs default to the address it bound, which only the bind
+    // knows when `--control-listen` gives port 0.
+    let control = match (&config.source, sandbox_public) {
         (
             CredentialSource::Sealed(SealedSource {
-                control: Some(c), ..
+                control: Some(control),
+                ..
             }),
-            _,
-        ) => c.public_url.clone(),
+            Some(public_key),
+        ) => Some(bind_control(control, public_key).await?),
+        _ => None,
+    };
+    let public_url = match (&control, &dev_viewer) {
+        (Some(control), _) => control.public_url.clone(),
         (_, Some((_, _, addr))) => format!("http://{addr}"),
         // No control endpoint: no viewer can be reached; viewer URLs say so.
         _ => "http://viewer-unavailable.invalid".to_string(),
@@ -351,25 +384,6 @@ async fn boot(config: Config, started: &mut Started) -> Result<Daemon, BootError
         ));
     }
 
-    let owner = agent_user.as_ref().map(|u| u.owner());
-    if let (true, Some(dir)) = (config.socket_in_dev_dir, config.socket.parent()) {
-        crate::dev_dir::prepare_owned(dir, crate::dev_dir::private_mode(agent_user.is_some()))
-            .map_err(|e| BootError::from_error(ExitCode::Config, "socket directory", &e))?;
-        info!(
-            socket = %config.socket.display(),
-            "dev: the project's .grexal/sidecar.sock would be too long for a Unix socket \
-             address; the socket is in a directory of this user's instead"
-        );
-    }
-    let listener = crate::api::bind(&config.socket, owner).map_err(|e| {
-        let code = match e {
-            crate::api::error::ApiError::UnsafeDir { .. } => ExitCode::Config,
-            _ => ExitCode::Os,
-        };
-        BootError::from_error(code, &format!("socket {}", config.socket.display()), &e)
-    })?;
-    started.socket = Some(config.socket.clone());
-    info!(socket = %config.socket.display(), "agent socket bound");
     let mut api_state =
         crate::api::ApiState::new(store.clone(), agent_user.as_ref().map(|u| u.uid));
     api_state.limits =
@@ -377,23 +391,12 @@ async fn boot(config: Config, started: &mut Started) -> Result<Daemon, BootError
     api_state.takeovers = Some(takeovers.clone());
     tasks.spawn(crate::api::serve(listener, api_state, stop.clone()));
 
-    if let (
-        CredentialSource::Sealed(SealedSource {
-            control: Some(control),
-            sandbox_id,
-            ..
-        }),
-        Some(public_key),
-    ) = (&config.source, sandbox_public)
-    {
+    if let (Some(control), CredentialSource::Sealed(sealed)) = (control, &config.source) {
         let routes = ControlRoutes {
             takeovers: takeovers.clone(),
             viewer,
         };
-        start_control(
-            control, sandbox_id, public_key, &store, routes, &tasks, &stop,
-        )
-        .await?;
+        serve_control(control, &sealed.sandbox_id, &store, routes, &tasks, &stop);
     }
 
     if needs_credentials && !store.is_ready() {
@@ -501,187 +504,78 @@ async fn start_desktop(
     Ok(desktop)
 }
 
-/// The sandbox key (loaded, or generated with its public half published) and, when the
-/// image trusts a platform key, the bundle opener.
-fn open_keys(
-    sealed: &SealedSource,
-    needs_credentials: bool,
-) -> Result<(Option<crate::bundle::Opener>, crate::keys::SandboxPublicKey), BootError> {
-    use crate::keys::{load_trusted, SandboxSecretKey};
-    let trusted = match &sealed.platform_keys {
-        Some(path) => Some(
-            load_trusted(path)
-                .map_err(|e| BootError::from_error(ExitCode::Config, "--platform-key", &e))?,
-        ),
-        None if needs_credentials => {
-            return Err(BootError::new(
-                ExitCode::Usage,
-                "--platform-key is required: the manifest declares pre-collected connections",
-            ))
-        }
-        None => None,
-    };
-    let sandbox_key = match &sealed.sandbox_key {
-        Some(path) => SandboxSecretKey::load(path)
-            .map_err(|e| BootError::from_error(ExitCode::Config, "--sandbox-key", &e))?,
-        None => {
-            let key = SandboxSecretKey::generate();
-            write_public_key(&sealed.public_key_out, &key.public_key().to_base64())?;
-            info!(path = %sealed.public_key_out.display(), "generated the sandbox key pair; public key written");
-            key
-        }
-    };
-    let public_key = sandbox_key.public_key();
-    let opener = trusted.map(|trusted| crate::bundle::Opener {
-        sandbox_id: sealed.sandbox_id.clone(),
-        sandbox_key,
-        trusted,
-    });
-    Ok((opener, public_key))
-}
-
-/// Publishes the generated public key (0644) through a fresh temporary file renamed into
-/// place (`keys::write_file_atomic`): nothing planted at a temporary or the final name is
-/// written through.
-fn write_public_key(path: &Path, base64: &str) -> Result<(), BootError> {
-    let fail = |e: std::io::Error| {
-        BootError::from_error(ExitCode::Io, &format!("public key {}", path.display()), &e)
-    };
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(fail)?;
-    }
-    crate::keys::write_file_atomic(path, format!("{base64}\n").as_bytes(), 0o644).map_err(fail)
-}
-
-fn read_bundle(path: &Path) -> Result<Vec<u8>, BootError> {
-    use std::io::Read;
-    let limit = crate::bundle::MAX_BUNDLE_BYTES;
-    let file = std::fs::File::open(path).map_err(|e| {
-        BootError::from_error(ExitCode::NoInput, &format!("bundle {}", path.display()), &e)
-    })?;
-    let mut bytes = Vec::new();
-    file.take(limit as u64 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| {
-            BootError::from_error(ExitCode::NoInput, &format!("bundle {}", path.display()), &e)
-        })?;
-    if bytes.len() > limit {
-        let e = crate::bundle::BundleError::Oversized {
-            size: bytes.len(),
-            limit,
-        };
-        return Err(BootError::from_error(e.exit_code(), "bundle refused", &e));
-    }
-    Ok(bytes)
-}
-
-async fn install_dev_file(store: &crate::store::Store, path: &Path) -> Result<(), BootError> {
-    use crate::credentials::{
-        missing_hint, read_document_and_mode, CredentialSet, ReadError, Source,
-    };
-    let manifest = store.manifest().clone();
-    let needs = manifest
-        .connections
-        .iter()
-        .any(|c| c.mode.is_pre_collected());
-    // Zeroized when dropped: the file is plaintext credentials.
-    let file = path.to_path_buf();
-    let (bytes, mode) = match blocking(move || read_document_and_mode(&file)).await {
-        Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound && !needs => {
-            return Ok(())
-        }
-        Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut msg = format!("{}: {e}", path.display());
-            for c in manifest
-                .connections
-                .iter()
-                .filter(|c| c.mode.is_pre_collected())
-            {
-                msg.push_str(&format!("\n  {}", missing_hint(c)));
-            }
-            return Err(BootError::new(ExitCode::NoInput, msg));
-        }
-        Err(e @ ReadError::TooLarge { .. }) => {
-            return Err(BootError::from_error(
-                ExitCode::Manifest,
-                &path.display().to_string(),
-                &e,
-            ))
-        }
-        Err(e) => {
-            return Err(BootError::from_error(
-                ExitCode::NoInput,
-                &path.display().to_string(),
-                &e,
-            ))
-        }
-        Ok(read) => read,
-    };
-    // A warning, not a refusal: it is the developer's own file on their own machine, and
-    // the usual umask (022) makes every new file 0644; a refusal would stop nearly every
-    // first run. The mode and the path are logged, never anything in the file.
-    if mode & 0o066 != 0 {
-        warn!(
-            path = %path.display(),
-            mode = format_args!("{mode:04o}"),
-            "dev: the connections file is readable or writable by group or others, and it holds \
-             plaintext credentials: chmod 600 it"
-        );
-    }
-    let base_dir = path.parent().unwrap_or(Path::new("."));
-    let creds = CredentialSet::parse(&bytes, &manifest, Source::DevFile { base_dir })
-        .map_err(|e| BootError::from_error(ExitCode::Manifest, &path.display().to_string(), &e))?;
-    let missing = creds.missing(&manifest);
-    if !missing.is_empty() {
-        let mut msg = format!(
-            "{} lacks {} connection(s) the manifest declares:",
-            path.display(),
-            missing.len()
-        );
-        for c in missing {
-            msg.push_str(&format!("\n  {}", missing_hint(c)));
-        }
-        return Err(BootError::new(ExitCode::Manifest, msg));
-    }
-    store
-        .install_plaintext(&creds, 1)
-        .await
-        .map_err(|e| store_error(&e, true))?;
-    info!(path = %path.display(), "credentials installed from the dev connections file");
-    Ok(())
-}
-
 /// What the control endpoint serves besides credentials: takeovers and the viewer.
 struct ControlRoutes {
     takeovers: crate::takeover::TakeoverManager,
     viewer: crate::viewer::ViewerConfig,
 }
 
-async fn start_control(
-    control: &crate::config::ControlSettings,
-    sandbox_id: &str,
+/// The control endpoint bound, its token read, not yet served.
+struct BoundControl {
+    listener: tokio::net::TcpListener,
+    token: crate::platform::control::BearerToken,
     public_key: crate::keys::SandboxPublicKey,
+    /// The base of viewer URLs: `--public-url`, else `http://` and the bound address.
+    public_url: String,
+}
+
+async fn bind_control(
+    control: &crate::config::ControlSettings,
+    public_key: crate::keys::SandboxPublicKey,
+) -> Result<BoundControl, BootError> {
+    use crate::platform::control::{self, ControlError};
+    let token_file = control.token_file.clone();
+    let token = blocking(move || control::BearerToken::load(&token_file))
+        .await
+        .map_err(|e| {
+            // As for a key: a file that is not there or cannot be read is missing input; one
+            // that is there but open to others or not a token is a bad configuration.
+            let code = match e {
+                ControlError::TokenRead { .. } => ExitCode::NoInput,
+                _ => ExitCode::Config,
+            };
+            BootError::from_error(code, "--control-token-file", &e)
+        })?;
+    let listener = control::bind(control.listen)
+        .await
+        .map_err(|e| BootError::from_error(ExitCode::Os, "--control-listen", &e))?;
+    let public_url = match &control.public_url {
+        Some(url) => url.clone(),
+        None => {
+            let bound = listener
+                .local_addr()
+                .map_err(|e| BootError::from_error(ExitCode::Os, "--control-listen", &e))?;
+            format!("http://{bound}")
+        }
+    };
+    Ok(BoundControl {
+        listener,
+        token,
+        public_key,
+        public_url,
+    })
+}
+
+fn serve_control(
+    bound: BoundControl,
+    sandbox_id: &str,
     store: &Arc<crate::store::Store>,
     routes: ControlRoutes,
     tasks: &TaskTracker,
     stop: &CancellationToken,
-) -> Result<(), BootError> {
+) {
     use crate::platform::control;
-    let token_file = control.token_file.clone();
-    let token = blocking(move || control::BearerToken::load(&token_file))
-        .await
-        .map_err(|e| BootError::from_error(ExitCode::Config, "--control-token-file", &e))?;
-    let mut state =
-        control::ControlState::new(store.clone(), token, sandbox_id.to_string(), public_key);
+    let mut state = control::ControlState::new(
+        store.clone(),
+        bound.token,
+        sandbox_id.to_string(),
+        bound.public_key,
+    );
     state.takeovers = Some(routes.takeovers);
     state.viewer = routes.viewer;
     let limits = state.limits;
     let router = control::router(state);
-    let listener = control::bind(control.listen)
-        .await
-        .map_err(|e| BootError::from_error(ExitCode::Os, "--control-listen", &e))?;
-    tasks.spawn(control::serve(listener, router, limits, stop.clone()));
-    Ok(())
+    tasks.spawn(control::serve(bound.listener, router, limits, stop.clone()));
 }
 
 impl Daemon {

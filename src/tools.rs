@@ -70,7 +70,8 @@ impl ToolsError {
         match self {
             ToolsError::Exists { .. } | ToolsError::Usage(_) => ExitCode::Usage,
             ToolsError::CreateDir { .. } | ToolsError::WriteBundle { .. } => ExitCode::Io,
-            ToolsError::Key(e) if e.is_not_found() => ExitCode::NoInput,
+            // Not there or cannot be read (as for `run`'s keys); there but wrong is 78.
+            ToolsError::Key(KeyError::Read { .. }) => ExitCode::NoInput,
             ToolsError::Key(KeyError::Write { .. }) => ExitCode::Io,
             ToolsError::Key(_) => ExitCode::Config,
             ToolsError::ReadCredentials { .. } => ExitCode::NoInput,

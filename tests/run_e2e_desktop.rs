@@ -213,9 +213,70 @@ fn with_the_desktop_flag_the_agent_gets_the_browser_and_takeovers_from_the_socke
     assert_eq!(browser["cdp_http_url"], env_url.trim(), "{browser}");
     let takeover = read_json("takeover.json");
     assert_eq!(takeover["state"], "live", "{takeover}");
+    // No control endpoint: the takeover is made, and its URL says no viewer can reach it.
+    let id = takeover["takeover_id"].as_str().expect("an id");
+    assert_eq!(
+        takeover["viewer_url"],
+        format!("http://viewer-unavailable.invalid/takeover/{id}"),
+        "{takeover}"
+    );
     assert!(
         !log.contains("sandbox_not_desktop"),
         "a warning that no longer holds: {log}"
+    );
+}
+
+/// `--control-listen 127.0.0.1:0` without `--public-url`: viewer URLs name the port the
+/// daemon bound (they named port 0, from the configured address, before).
+#[test]
+fn viewer_urls_name_the_port_the_control_endpoint_bound() {
+    let test = "viewer_urls_name_the_port_the_control_endpoint_bound";
+    if skip_missing(test, XVNC_DESKTOP) {
+        return;
+    }
+    let fx = DesktopRun::new();
+    write(
+        &fx.path("grexal.json"),
+        json!({"manifest_version": 1, "connections": [
+            {"id": "bank", "display_name": "Bank", "auth_mode": "browser_login",
+             "login_url": "http://127.0.0.1:9/login"}]})
+        .to_string(),
+        0o644,
+    );
+    write(
+        &fx.path("control.token"),
+        "test-control-token-0123456789abcdef\n",
+        0o600,
+    );
+    let token = fx.path("control.token").display().to_string();
+    let script = r#"curl -s --unix-socket "$GREXAL_SIDECAR_SOCKET" -X POST \
+            -H 'Content-Type: application/json' -d '{"connection_id": "bank", "reason": "log in"}' \
+            http://sidecar/v1/takeovers > takeover.json"#;
+    let extra = [
+        "--control-listen",
+        "127.0.0.1:0",
+        "--control-token-file",
+        &token,
+    ];
+    let mut daemon = fx.spawn(fx.command(&[], &extra, script));
+    let code = daemon.wait_exit(Duration::from_secs(60));
+    let log = daemon.log_text();
+    assert_eq!(code, 0, "{log}");
+    let bound: std::net::SocketAddr = log
+        .lines()
+        .find(|l| l.contains("control endpoint listening"))
+        .and_then(|l| l.split("addr=").nth(1))
+        .and_then(|a| a.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no bound address in the log: {log}"));
+    assert_ne!(bound.port(), 0);
+    let body = std::fs::read_to_string(fx.out("takeover.json")).expect("the agent's curl");
+    let takeover: serde_json::Value = serde_json::from_str(&body).expect(&body);
+    let id = takeover["takeover_id"].as_str().expect(&body);
+    assert_eq!(
+        takeover["viewer_url"],
+        format!("http://{bound}/takeover/{id}"),
+        "{takeover}"
     );
 }
 

@@ -265,6 +265,15 @@ fn bad_inputs_give_clear_errors_and_exit_codes() {
             66,
             "none.pub",
         ),
+        // Open fails with ENOTDIR: a key that cannot be read is missing input too, even
+        // for root, whom no mode keeps out.
+        (
+            "unreadable sandbox pub",
+            "good.json",
+            &["--sandbox-pub", "good.json/sandbox.pub"],
+            66,
+            "good.json/sandbox.pub",
+        ),
         (
             "platform key is not a key",
             "good.json",
