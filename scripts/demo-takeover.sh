@@ -11,8 +11,8 @@
 #   scripts/demo-takeover.sh              # interactive: you open the viewer URL yourself
 #   scripts/demo-takeover.sh --headless   # unattended: a headless Chromium plays the user
 #
-# As root it installs what it needs (scripts/install-packages.sh demo, or test with --headless)
-# first.
+# As root it installs what it needs (scripts/install-packages.sh demo, or test with --headless:
+# Node.js >= 20 with npm must then be there already) first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -28,7 +28,7 @@ if [ "$(id -u)" = 0 ]; then
   # The headless user needs the test profile's node modules; a person needs no Node.js.
   if [ "$headless" = 1 ]; then scripts/install-packages.sh test; else scripts/install-packages.sh demo; fi
 fi
-for tool in python3 /usr/bin/Xvnc /usr/bin/chromium /usr/share/novnc/core/rfb.js; do
+for tool in cc python3 /usr/bin/Xvnc /usr/bin/chromium /usr/share/novnc/core/rfb.js; do
   command -v "$tool" >/dev/null 2>&1 || [ -e "$tool" ] || {
     echo "demo: $tool is missing; run as root once (it installs packages) or: scripts/install-packages.sh demo" >&2
     exit 1
@@ -42,7 +42,8 @@ fi
 command -v cargo >/dev/null || { echo "$(basename "$0"): needs a Rust toolchain (rustup.rs: Rust >= 1.85, with rustfmt and clippy)" >&2; exit 1; }
 echo "== building grexal-sidecar"
 cargo build --quiet --locked
-bin=${CARGO_TARGET_DIR:-$repo/target}/debug/grexal-sidecar
+target=${CARGO_TARGET_DIR:-$repo/target}
+bin=$target/debug/grexal-sidecar
 
 work=$(mktemp -d /tmp/grexal-takeover-demo.XXXXXX)
 chmod 755 "$work"
@@ -108,10 +109,12 @@ pids+=("$daemon")
 # stored for late subscribers); on takeover_requested it shows the viewer URL, or with
 # --headless drives the viewer with tests/e2e/viewer.mjs.
 set +e
-python3 - "$control_port" "$work/control.token" "$work/go" "$headless" "$repo" "$work" <<'EOF'
+python3 - "$control_port" "$work/control.token" "$work/go" "$headless" "$repo" "$work" "$target" <<'EOF'
 import http.client, json, os, subprocess, sys, time
 
 port, token_file, go_file, headless, repo, work = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1", sys.argv[5], sys.argv[6]
+# Cargo's target dir (CARGO_TARGET_DIR, relative to the repository, or target/).
+target = os.path.join(repo, sys.argv[7])
 token = open(token_file).read().strip()
 deadline = time.time() + 60
 while True:
@@ -138,7 +141,7 @@ def drive(url):
     ]
     path = os.path.join(work, "actions.json")
     json.dump(actions, open(path, "w"))
-    shot = os.path.join(repo, "target", "e2e-artifacts", "demo-takeover.png")
+    shot = os.path.join(target, "e2e-artifacts", "demo-takeover.png")
     print("   (--headless) a headless Chromium opens the viewer, logs in as 'demo' and presses I've logged in", flush=True)
     out = subprocess.run(["node", os.path.join(repo, "tests/e2e/viewer.mjs"), "--url", url,
                           "--actions", path, "--screenshot", shot],

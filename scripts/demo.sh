@@ -8,6 +8,9 @@
 #   scripts/demo.sh            # the pre-collected modes
 #   scripts/demo.sh takeover   # a browser_login takeover on a desktop sandbox (you log in)
 #   scripts/demo.sh takeover --headless   # the same, unattended (a headless viewer logs in)
+#
+# As root it installs what it needs first (scripts/install-packages.sh build: a C linker
+# when `cc` is missing, python3); the takeover demo installs its own (demo-takeover.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,8 +19,13 @@ if [ "${1:-}" = takeover ]; then
   exec scripts/demo-takeover.sh "$@"
 fi
 
-command -v python3 >/dev/null || { echo "demo: python3 is needed for the example agent" >&2; exit 1; }
 command -v cargo >/dev/null || { echo "$(basename "$0"): needs a Rust toolchain (rustup.rs: Rust >= 1.85, with rustfmt and clippy)" >&2; exit 1; }
+# As root it installs what it needs: a C linker for rustc (when `cc` is missing) and python3.
+if [ "$(id -u)" = 0 ]; then
+  scripts/install-packages.sh build
+fi
+command -v cc >/dev/null || { echo "demo: rustc needs a C linker, cc; run as root once (it installs gcc) or: scripts/install-packages.sh build" >&2; exit 1; }
+command -v python3 >/dev/null || { echo "demo: python3 is needed for the example agent; run as root once or: scripts/install-packages.sh build" >&2; exit 1; }
 echo "== building grexal-sidecar"
 cargo build --quiet --locked
 bin=${CARGO_TARGET_DIR:-$PWD/target}/debug/grexal-sidecar

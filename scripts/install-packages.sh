@@ -4,19 +4,27 @@
 # same packages.
 #
 #   scripts/install-packages.sh runtime   # what a desktop sandbox image needs
-#   scripts/install-packages.sh demo      # runtime + the test tools (what the takeover demo needs)
+#   scripts/install-packages.sh build     # what building the daemon and scripts/demo.sh need:
+#                                         # a C linker when `cc` is missing (gcc, libc6-dev:
+#                                         # rustc links with `cc`, which rustup does not
+#                                         # install) and python3 (the example agents)
+#   scripts/install-packages.sh demo      # build + runtime + the test tools (the takeover demo)
 #   scripts/install-packages.sh test      # demo + Python's cryptography and the node modules
 #                                         # of the headless viewer (needs Node.js >= 20 and npm)
 set -euo pipefail
 
 profile=${1:-test}
 runtime_pkgs=(xvfb x11vnc tigervnc-standalone-server chromium novnc fonts-dejavu-core ca-certificates)
-test_pkgs=(websockify x11-utils xdotool curl util-linux iproute2 systemd procps python3 python3-pip)
+test_pkgs=(websockify x11-utils xdotool curl util-linux iproute2 systemd procps python3-pip)
+build_pkgs=(python3)
+# Any C compiler driver named `cc` will do; only when there is none is gcc installed.
+command -v cc >/dev/null 2>&1 || build_pkgs+=(gcc libc6-dev)
 
 case "$profile" in
   runtime) pkgs=("${runtime_pkgs[@]}") ;;
-  demo | test) pkgs=("${runtime_pkgs[@]}" "${test_pkgs[@]}") ;;
-  *) echo "usage: $0 runtime|demo|test" >&2; exit 64 ;;
+  build) pkgs=("${build_pkgs[@]}") ;;
+  demo | test) pkgs=("${build_pkgs[@]}" "${runtime_pkgs[@]}" "${test_pkgs[@]}") ;;
+  *) echo "usage: $0 runtime|build|demo|test" >&2; exit 64 ;;
 esac
 
 missing=()
