@@ -154,24 +154,30 @@ async fn an_x11vnc_that_opens_a_tcp_port_is_refused_and_stopped() {
 async fn a_vnc_socket_bound_by_another_process_is_refused() {
     // A stand-in for x11vnc whose socket path another process (here its own forked
     // child, which answers like a VNC server) binds instead of it.
+    // Each process writes its pid before the socket is bound, so both files exist by the time
+    // the daemon can see the squatter (and kills the stand-in, perhaps before it ran on).
     let dir = tempfile::tempdir().expect("tempdir");
-    let pids = dir.path().join("pids");
+    let own_pid = dir.path().join("own.pid");
+    let squatter_pid = dir.path().join("squatter.pid");
     let (program, cfg) = stand_in_x11vnc(
         dir.path(),
         &format!(
-            "child = os.fork()\n\
+            "open({own_pid:?}, 'w').write(f'{{os.getpid()}}')\n\
+             child = os.fork()\n\
              if child == 0:\n\
+             \x20   open({squatter_pid:?}, 'w').write(f'{{os.getpid()}}')\n\
              \x20   u = socket.socket(socket.AF_UNIX); u.bind(unixsock); u.listen()\n\
              \x20   serve(u)\n\
-             open({pids:?}, 'w').write(f'{{os.getpid()}} {{child}}')\n\
              time.sleep(60)\n"
         ),
     );
     let auth = XAuthority::create(&cfg.run_dir, None).expect("xauthority");
     let result = start_x11vnc(&cfg, &program, 99, &auth).await;
-    let pids = std::fs::read_to_string(&pids).expect("the stand-in ran");
-    let (own, squatter) = pids.split_once(' ').expect("two pids");
-    let (own, squatter): (i32, i32) = (own.parse().expect("pid"), squatter.parse().expect("pid"));
+    let read_pid = |path: &std::path::Path| -> i32 {
+        let text = std::fs::read_to_string(path).expect("the stand-in ran");
+        text.parse().expect("pid")
+    };
+    let (own, squatter) = (read_pid(&own_pid), read_pid(&squatter_pid));
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(squatter),
         nix::sys::signal::Signal::SIGKILL,
