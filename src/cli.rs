@@ -160,6 +160,13 @@ pub struct CommonArgs {
     #[arg(long, env = "GREXAL_DESKTOP_RUN_DIR")]
     pub desktop_run_dir: Option<PathBuf>,
 
+    /// Seconds a desktop child (display, VNC server, Chromium) may keep failing its probe
+    /// while the desktop is up before it is taken for hung, killed and restarted
+    /// (`browser_restarted`), 5..=3600. Each child is probed every 5 s (more often below
+    /// 15 s), and a probe may take up to 5 s.
+    #[arg(long, env = "GREXAL_DESKTOP_HANG_TIMEOUT", default_value_t = 30)]
+    pub desktop_hang_timeout: u64,
+
     /// noVNC's web root (Debian's `novnc` package), served to takeover viewers.
     #[arg(long, env = "GREXAL_NOVNC_DIR", default_value = "/usr/share/novnc")]
     pub novnc_dir: PathBuf,

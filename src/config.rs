@@ -49,6 +49,7 @@ pub struct DesktopSettings {
     /// desktop starts (in /tmp anyone could have made it first).
     pub run_dir_is_dev_default: bool,
     pub novnc_dir: PathBuf,
+    pub hang_timeout: Duration,
 }
 
 /// Where credentials come from.
@@ -166,12 +167,22 @@ pub const BUNDLE_TIMEOUT: FlagRange = FlagRange {
     max: 86_400,
     unit: "seconds",
 };
+/// `--desktop-hang-timeout`: at least 5 s, so that a child on a loaded machine fails
+/// several probes before it is killed (a false positive restarts the user's browser); at
+/// most an hour.
+pub const DESKTOP_HANG_TIMEOUT: FlagRange = FlagRange {
+    flag: "desktop-hang-timeout",
+    min: 5,
+    max: 3_600,
+    unit: "seconds",
+};
 /// Every duration flag of `run` and `dev`.
-pub const DURATION_FLAGS: [FlagRange; 4] = [
+pub const DURATION_FLAGS: [FlagRange; 5] = [
     STOP_TIMEOUT,
     API_REQUEST_TIMEOUT,
     VIEWER_IDLE_TIMEOUT,
     BUNDLE_TIMEOUT,
+    DESKTOP_HANG_TIMEOUT,
 ];
 /// `--api-max-connections`: each connection holds an fd, and far fewer than this fit under
 /// the daemon's fd limit; past about 2^61 the connection semaphore panicked, leaving the
@@ -362,6 +373,7 @@ impl Config {
         let stop_timeout = STOP_TIMEOUT.seconds(common.stop_timeout)?;
         let api_request_timeout = API_REQUEST_TIMEOUT.seconds(common.api_request_timeout)?;
         let viewer_idle_timeout = VIEWER_IDLE_TIMEOUT.seconds(common.viewer_idle_timeout)?;
+        let hang_timeout = DESKTOP_HANG_TIMEOUT.seconds(common.desktop_hang_timeout)?;
         let api_max_connections = API_MAX_CONNECTIONS.check(common.api_max_connections)?;
         // `run`'s desktop paths are the image's; `dev`'s are the developer's own.
         let dev = matches!(source, CredentialSource::DevFile { .. });
@@ -412,6 +424,7 @@ impl Config {
                 run_dir,
                 run_dir_is_dev_default,
                 novnc_dir: absolute(common.novnc_dir)?,
+                hang_timeout,
                 chromium_args: common
                     .chromium_args
                     .into_iter()
@@ -551,6 +564,7 @@ mod tests {
         assert_eq!(config.api_max_connections, 256);
         assert_eq!(config.api_request_timeout, Duration::from_secs(10));
         assert_eq!(config.viewer_idle_timeout, Duration::from_secs(300));
+        assert_eq!(config.desktop.hang_timeout, Duration::from_secs(30));
     }
 
     #[test]

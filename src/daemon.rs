@@ -478,6 +478,7 @@ fn desktop_config(
             ChromiumSandbox::On => Sandbox::On,
             ChromiumSandbox::Off => Sandbox::Off,
         },
+        hang_timeout: Some(settings.hang_timeout),
         run_as: agent_user.map(|u| RunAs {
             uid: u.uid,
             gid: u.gid,

@@ -203,6 +203,13 @@ fn numeric_flags_out_of_their_range_are_usage_errors() {
             3_600,
         ),
         ("run", "bundle-timeout", "GREXAL_BUNDLE_TIMEOUT", 1, 86_400),
+        (
+            "dev",
+            "desktop-hang-timeout",
+            "GREXAL_DESKTOP_HANG_TIMEOUT",
+            5,
+            3_600,
+        ),
         // Not a duration: past 2^61 the connection semaphore panicked, the API dead.
         (
             "dev",

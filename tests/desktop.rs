@@ -10,18 +10,14 @@
 #[path = "support/desktop.rs"]
 mod desktop_support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use chromiumoxide::cdp::browser_protocol::network::{CookieParam, TimeSinceEpoch};
-use chromiumoxide::cdp::browser_protocol::storage::{GetCookiesParams, SetCookiesParams};
 use desktop_support::*;
 use grexal_sidecar::desktop::{Desktop, DesktopError, DesktopStatus, DisplayBackend};
 use grexal_sidecar::platform::events::{EventBus, PlatformEvent};
 use grexal_sidecar::relay::VncTarget;
 use tokio_util::sync::CancellationToken;
-
-const COOKIE: &str = "grexal_session_canary";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn xvnc_desktop_starts_serves_cdp_and_vnc_on_loopback_only() {
@@ -145,29 +141,6 @@ async fn xvfb_x11vnc_backend_serves_rfb_on_a_unix_socket_and_no_tcp_port() {
     shutdown_and_check(desktop).await;
 }
 
-/// Whether any of Chromium's cookie database files contains `needle`.
-fn cookie_db_contains(profile: &Path, needle: &[u8]) -> bool {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                walk(&path, out);
-            } else if path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("Cookies"))
-            {
-                out.push(path);
-            }
-        }
-    }
-    let mut files = Vec::new();
-    walk(profile, &mut files);
-    files.iter().any(|f| {
-        std::fs::read(f).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_chromium_restarts_with_its_cookies() {
     init_tracing();
@@ -185,49 +158,7 @@ async fn killed_chromium_restarts_with_its_cookies() {
         .expect("start");
     let before = desktop.pids();
     let cdp_before = desktop.cdp().http_url;
-    {
-        let cdp = cdp(&desktop).await;
-        let page = cdp.browser.new_page(url.as_str()).await.expect("page");
-        page.wait_for_navigation().await.expect("navigate");
-        page.evaluate(format!(
-            "document.cookie = '{COOKIE}=1; max-age=3600; path=/'"
-        ))
-        .await
-        .expect("set cookie");
-        // Chromium commits cookies to disk every 30 s or after 512 changes: make 600
-        // changes on other hosts so the commit happens now.
-        let expires = TimeSinceEpoch::new(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .expect("clock")
-                .as_secs_f64()
-                + 3600.0,
-        );
-        let fillers = (0..600)
-            .map(|i| {
-                CookieParam::builder()
-                    .name("filler")
-                    .value("1")
-                    .domain(format!("filler{i}.test"))
-                    .path("/")
-                    .expires(expires.clone())
-                    .build()
-                    .expect("cookie")
-            })
-            .collect();
-        cdp.browser
-            .execute(SetCookiesParams::new(fillers))
-            .await
-            .expect("fillers");
-    }
-    let deadline = Instant::now() + Duration::from_secs(45);
-    while !cookie_db_contains(&profile, COOKIE.as_bytes()) {
-        assert!(
-            Instant::now() < deadline,
-            "cookie never reached the cookie database"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    plant_committed_cookie(&desktop, &url, &profile).await;
 
     sigkill(before.chromium);
     let event = next_event(&mut rx, Duration::from_secs(60), |e| {
@@ -258,21 +189,7 @@ async fn killed_chromium_restarts_with_its_cookies() {
     );
     assert!(!pid_alive(before.chromium));
 
-    let cdp = cdp(&desktop).await;
-    let cookies = cdp
-        .browser
-        .execute(GetCookiesParams::default())
-        .await
-        .expect("cookies")
-        .result
-        .cookies;
-    assert!(
-        cookies
-            .iter()
-            .any(|c| c.name == COOKIE && c.domain == "127.0.0.1"),
-        "cookie lost over the restart"
-    );
-    drop(cdp);
+    assert!(has_cookie(&desktop).await, "cookie lost over the restart");
     shutdown_and_check(desktop).await;
 }
 
@@ -405,16 +322,6 @@ async fn killed_x11vnc_restarts_alone_on_its_socket() {
         0,
         "the stopped x11vnc's segments"
     );
-}
-
-/// How many System V shared memory segments `pid` created that still exist.
-fn shm_segments_of(pid: u32) -> usize {
-    let table = std::fs::read_to_string("/proc/sysvipc/shm").expect("/proc/sysvipc/shm");
-    table
-        .lines()
-        .skip(1)
-        .filter(|l| l.split_whitespace().nth(4) == Some(pid.to_string().as_str()))
-        .count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

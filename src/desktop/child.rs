@@ -204,6 +204,23 @@ impl ChildHandle {
             "child ignored SIGTERM, killing"
         );
         self.send(Recipient::Group, Signal::SIGKILL);
+        self.reaped_after_kill().await;
+    }
+
+    /// SIGKILL to the child's process group at once, for a child that stopped answering: a
+    /// hung process may never act on SIGTERM (a stopped one does not until it is
+    /// continued), and the grace would only add to the time the desktop is down. Its System
+    /// V segments go when it is reaped, as any exited child's do. Returns once it is reaped
+    /// (or after a last bounded wait).
+    pub(crate) async fn kill(&self) {
+        if self.exited().is_some() {
+            return;
+        }
+        self.send(Recipient::Group, Signal::SIGKILL);
+        self.reaped_after_kill().await;
+    }
+
+    async fn reaped_after_kill(&self) {
         if tokio::time::timeout(KILL_WAIT, self.wait()).await.is_err() {
             warn!(
                 child = self.name,
@@ -479,6 +496,56 @@ mod tests {
             if Instant::now() > deadline {
                 let _ = nix::sys::signal::kill(Pid::from_raw(grandchild), Signal::SIGKILL);
                 panic!("the child's own child {grandchild} outlived the stop");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// A stopped child (SIGSTOP: it cannot act on SIGTERM) is killed at once, with its own
+    /// children, without waiting out a grace period.
+    #[tokio::test]
+    async fn kill_ends_a_stopped_child_and_its_group_at_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (grandchild, ready) = (dir.path().join("grandchild"), dir.path().join("ready"));
+        let mut cmd = Command::new("/bin/sh");
+        cmd.args([
+            "-c",
+            "sleep 600 & echo $! > \"$1\"; touch \"$2\"; wait",
+            "sh",
+        ])
+        .arg(&grandchild)
+        .arg(&ready);
+        let child = ChildHandle::spawn("test", &mut cmd).expect("spawn");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ready.exists() {
+            assert!(Instant::now() < deadline, "child never got ready");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let grandchild: i32 = std::fs::read_to_string(&grandchild)
+            .expect("pid")
+            .trim()
+            .parse()
+            .expect("pid");
+        nix::sys::signal::kill(Pid::from_raw(child.pid as i32), Signal::SIGSTOP).expect("stop");
+        let started = Instant::now();
+        child.kill().await;
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        match child.exited() {
+            Some(Exit::Status(status)) => {
+                use std::os::unix::process::ExitStatusExt;
+                assert_eq!(status.signal(), Some(libc::SIGKILL));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while runs(grandchild) {
+            if Instant::now() > deadline {
+                let _ = nix::sys::signal::kill(Pid::from_raw(grandchild), Signal::SIGKILL);
+                panic!("the child's own child {grandchild} outlived the kill");
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

@@ -4,17 +4,20 @@
 //! connection setup, an RFB banner, CDP `/json/version` plus a chromiumoxide session).
 //! One supervisor task restarts what dies with exponential backoff (a dead display takes
 //! the VNC server and Chromium with it) and gives up after too many restarts in a window.
+//! A child that stops answering its probe for the hang timeout is killed and restarted the
+//! same way: a hung process never exits.
 //! Chromium keeps its profile across restarts, so a user's login survives a crash.
 //!
 //! Submodules: `child` (spawn, wait, drain, stop one process), `probe` (the readiness
 //! protocols), `launch` (each child's command line and start), `cdp` (CDP commands),
-//! `supervisor` (the restart loop), `xauth` (the display's cookie), `as_user` (acting as
-//! the desktop's user).
+//! `supervisor` (the restart loop), `liveness` (the probes that find a hung child),
+//! `xauth` (the display's cookie), `as_user` (acting as the desktop's user).
 
 mod as_user;
 mod cdp;
 mod child;
 mod launch;
+mod liveness;
 mod probe;
 mod supervisor;
 mod xauth;
@@ -162,6 +165,10 @@ pub struct DesktopConfig {
     pub start_timeouts: StartTimeouts,
     /// SIGTERM → SIGKILL grace when stopping a child.
     pub stop_grace: Duration,
+    /// A child that fails its probe (the one readiness runs) for this long while the
+    /// desktop is ready is hung: it is killed and restarted as if it had crashed. `None`:
+    /// never probed once started.
+    pub hang_timeout: Option<Duration>,
 }
 
 impl Default for DesktopConfig {
@@ -181,6 +188,9 @@ impl Default for DesktopConfig {
             run_as: None,
             start_timeouts: StartTimeouts::default(),
             stop_grace: Duration::from_secs(5),
+            // Generous: a loaded 2-core sandbox may be slow to answer, and a false
+            // positive restarts the user's browser.
+            hang_timeout: Some(Duration::from_secs(30)),
         }
     }
 }

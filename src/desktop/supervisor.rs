@@ -1,5 +1,6 @@
-//! The restart loop: wait for any child to exit, work out what must restart (everything
-//! if the display is gone), back off, restart, and give up after too many restarts.
+//! The restart loop: wait for any child to exit or hang (`liveness`; a hung child is
+//! killed first), work out what must restart (everything if the display is gone), back
+//! off, restart, and give up after too many restarts.
 
 use std::collections::{HashMap, VecDeque};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
@@ -13,6 +14,7 @@ use tracing::{error, info, warn};
 
 use super::child::{ChildHandle, Exit};
 use super::launch::{self, Display};
+use super::liveness::{self, Hung, Probe, Watched};
 use super::xauth::XAuthority;
 use super::{
     CdpEndpoint, Current, DesktopConfig, DesktopError, DesktopPids, DesktopStatus, DisplayBackend,
@@ -170,12 +172,73 @@ impl Running {
     pub(crate) async fn stop_all(&mut self, grace: Duration) {
         self.stop_for(Level::Display, grace).await;
     }
+
+    /// The running children and their probes, in start order. With Xvnc the display is
+    /// also the VNC server, and answers both.
+    fn watched(&self) -> Vec<Watched> {
+        let mut watched = Vec::with_capacity(3);
+        if let Some(display) = &self.display {
+            let mut probes = vec![Probe::X11(display.number)];
+            probes.extend(display.vnc.clone().map(Probe::Rfb));
+            watched.push(Watched {
+                child: display.child.name,
+                pid: display.child.pid,
+                probes,
+            });
+        }
+        if let Some((child, target)) = &self.x11vnc {
+            watched.push(Watched {
+                child: child.name,
+                pid: child.pid,
+                probes: vec![Probe::Rfb(target.clone())],
+            });
+        }
+        if let Some((child, cdp)) = &self.chromium {
+            watched.push(Watched {
+                child: child.name,
+                pid: child.pid,
+                probes: vec![Probe::Cdp(cdp.port())],
+            });
+        }
+        watched
+    }
+
+    /// SIGKILLs the hung child (see `ChildHandle::kill`).
+    async fn kill(&self, hung: &Hung) {
+        let handle = [
+            self.display.as_ref().map(|d| &d.child),
+            self.x11vnc.as_ref().map(|(c, _)| c),
+            self.chromium.as_ref().map(|(c, _)| c),
+        ]
+        .into_iter()
+        .flatten()
+        .find(|c| c.pid == hung.pid);
+        if let Some(child) = handle {
+            child.kill().await;
+        }
+    }
+}
+
+/// Why the supervisor woke up.
+enum Failure {
+    Exited(&'static str, u32, Exit),
+    Hung(Hung),
 }
 
 /// Resolves with the child's exit; never, if there is no child.
-async fn exit_of(child: Option<&ChildHandle>) -> (&'static str, u32, Exit) {
+async fn exit_of(child: Option<&ChildHandle>) -> Failure {
     match child {
-        Some(child) => (child.name, child.pid, child.wait().await),
+        Some(child) => Failure::Exited(child.name, child.pid, child.wait().await),
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves when a running child is hung; never, with no hang timeout.
+async fn hung_of(running: &Running, hang: Option<Duration>) -> Failure {
+    match hang {
+        Some(hang) => {
+            Failure::Hung(liveness::until_hung(&running.watched(), &running.auth, hang).await)
+        }
         None => std::future::pending().await,
     }
 }
@@ -194,16 +257,33 @@ impl Supervisor {
         let mut recent: HashMap<&'static str, VecDeque<Instant>> = HashMap::new();
         let mut totals: HashMap<&'static str, u32> = HashMap::new();
         'supervise: loop {
-            let (child, pid, exit) = tokio::select! {
+            // Probing starts afresh (no failures counted) after every restart.
+            let failure = tokio::select! {
                 biased;
                 _ = self.cancel.cancelled() => break 'supervise,
                 exit = exit_of(self.running.display.as_ref().map(|d| &d.child)) => exit,
                 exit = exit_of(self.running.x11vnc.as_ref().map(|(c, _)| c)) => exit,
                 exit = exit_of(self.running.chromium.as_ref().map(|(c, _)| c)) => exit,
+                hung = hung_of(&self.running, self.cfg.hang_timeout) => hung,
             };
-            warn!(child, pid, status = %exit, "child exited");
-            let mut failed = child;
-            let mut reason = format!("{child} exited: {exit}");
+            let (mut failed, mut reason) = match failure {
+                Failure::Exited(child, pid, exit) => {
+                    warn!(child, pid, status = %exit, "child exited");
+                    (child, format!("{child} exited: {exit}"))
+                }
+                Failure::Hung(hung) => {
+                    warn!(
+                        child = hung.child,
+                        pid = hung.pid,
+                        failures = hung.failures,
+                        silent_s = hung.silent.as_secs(),
+                        last = %hung.last,
+                        "child stopped answering its probes, killing it"
+                    );
+                    self.running.kill(&hung).await;
+                    (hung.child, hung.reason())
+                }
+            };
             loop {
                 let level = self.level_for(failed).await;
                 if level == Level::Display {

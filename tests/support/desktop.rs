@@ -4,10 +4,12 @@
 #![allow(dead_code)]
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use chromiumoxide::cdp::browser_protocol::network::{CookieParam, TimeSinceEpoch};
+use chromiumoxide::cdp::browser_protocol::storage::{GetCookiesParams, SetCookiesParams};
 use chromiumoxide::Browser;
 use futures_util::StreamExt;
 use grexal_sidecar::desktop::{
@@ -19,6 +21,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::broadcast;
 
 pub const TITLE: &str = "grexal desktop test page";
+/// The cookie `plant_committed_cookie` sets, which a restarted Chromium must still have.
+pub const COOKIE: &str = "grexal_session_canary";
 
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
@@ -276,4 +280,100 @@ pub fn skip_unless_root() -> bool {
     assert!(std::env::var_os("CI").is_none(), "CI is set but not root");
     eprintln!("skipping: switching to another user needs root");
     true
+}
+
+/// Whether any of Chromium's cookie database files contains `needle`.
+pub fn cookie_db_contains(profile: &Path, needle: &[u8]) -> bool {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("Cookies"))
+            {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(profile, &mut files);
+    files.iter().any(|f| {
+        std::fs::read(f).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+    })
+}
+
+/// Sets `COOKIE` on the page server at `url` and waits until Chromium has written it to the
+/// cookie database in `profile`: a restarted Chromium has it only if it kept the profile.
+pub async fn plant_committed_cookie(desktop: &Desktop, url: &str, profile: &Path) {
+    {
+        let cdp = cdp(desktop).await;
+        let page = cdp.browser.new_page(url).await.expect("page");
+        page.wait_for_navigation().await.expect("navigate");
+        page.evaluate(format!(
+            "document.cookie = '{COOKIE}=1; max-age=3600; path=/'"
+        ))
+        .await
+        .expect("set cookie");
+        // Chromium commits cookies to disk every 30 s or after 512 changes: make 600
+        // changes on other hosts so the commit happens now.
+        let expires = TimeSinceEpoch::new(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock")
+                .as_secs_f64()
+                + 3600.0,
+        );
+        let fillers = (0..600)
+            .map(|i| {
+                CookieParam::builder()
+                    .name("filler")
+                    .value("1")
+                    .domain(format!("filler{i}.test"))
+                    .path("/")
+                    .expires(expires.clone())
+                    .build()
+                    .expect("cookie")
+            })
+            .collect();
+        cdp.browser
+            .execute(SetCookiesParams::new(fillers))
+            .await
+            .expect("fillers");
+    }
+    let deadline = Instant::now() + Duration::from_secs(45);
+    while !cookie_db_contains(profile, COOKIE.as_bytes()) {
+        assert!(
+            Instant::now() < deadline,
+            "cookie never reached the cookie database"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Whether the browser (over CDP) holds `COOKIE` for 127.0.0.1.
+pub async fn has_cookie(desktop: &Desktop) -> bool {
+    let cdp = cdp(desktop).await;
+    let cookies = cdp
+        .browser
+        .execute(GetCookiesParams::default())
+        .await
+        .expect("cookies")
+        .result
+        .cookies;
+    cookies
+        .iter()
+        .any(|c| c.name == COOKIE && c.domain == "127.0.0.1")
+}
+
+/// How many System V shared memory segments `pid` created that still exist.
+pub fn shm_segments_of(pid: u32) -> usize {
+    let table = std::fs::read_to_string("/proc/sysvipc/shm").expect("/proc/sysvipc/shm");
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| l.split_whitespace().nth(4) == Some(pid.to_string().as_str()))
+        .count()
 }
