@@ -309,6 +309,20 @@ pub fn assert_no_canary(what: &str, text: &str, canaries: &[&str]) {
     }
 }
 
+/// Where browser tests keep their screenshots: `e2e-artifacts` in the target directory this
+/// test binary was built in (`target/debug/deps/NAME` → `target/`), so a `CARGO_TARGET_DIR`
+/// elsewhere is honoured and the source tree gets nothing.
+pub fn artifacts() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let target = exe
+        .ancestors()
+        .nth(3)
+        .expect("a test binary lives in TARGET/PROFILE/deps");
+    let dir = target.join("e2e-artifacts");
+    std::fs::create_dir_all(&dir).expect("mkdir artifacts");
+    dir
+}
+
 /// One HTTP/1.1 request over TCP with an optional bearer token, `Connection: close`.
 pub fn http_tcp(
     addr: std::net::SocketAddr,

@@ -31,9 +31,7 @@ pub fn repo() -> PathBuf {
 }
 
 pub fn artifacts() -> PathBuf {
-    let dir = repo().join("target/e2e-artifacts");
-    std::fs::create_dir_all(&dir).expect("mkdir artifacts");
-    dir
+    crate::support::artifacts()
 }
 
 pub fn now_ms() -> f64 {

@@ -46,9 +46,7 @@ pub fn repo() -> PathBuf {
 }
 
 pub fn artifacts() -> PathBuf {
-    let dir = repo().join("target/e2e-artifacts");
-    std::fs::create_dir_all(&dir).expect("mkdir artifacts");
-    dir
+    crate::support::artifacts()
 }
 
 fn wait_until<T>(what: &str, deadline: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
