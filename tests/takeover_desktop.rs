@@ -2,21 +2,24 @@
 //! `CI` is unset): RFB through the relay, the URL and cookie success conditions, Chromium
 //! restarted mid-takeover, and the takeover failed when its restarts run out.
 
+#[path = "support/condition_site.rs"]
+mod condition_site;
 #[path = "support/desktop.rs"]
 mod desktop_support;
 #[path = "support/takeover.rs"]
 mod support;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use condition_site::{
+    login_site, open_tab, still_live_after_three_polls, until_page_at, until_session_cookie,
+};
 use desktop_support::sigkill;
-use futures_util::StreamExt;
 use grexal_sidecar::desktop::{Desktop, DesktopConfig, DesktopStatus, RestartPolicy};
 use grexal_sidecar::platform::events::EventBus;
 use grexal_sidecar::takeover::{Browser, TakeoverLimits};
 use support::{eventually, next_binary, next_close, request_body, start, ws_connect, Harness};
-use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 /// The desktop tests' config, but with one restart allowed: the second within the window
@@ -31,98 +34,6 @@ fn desktop_config(dir: &std::path::Path) -> DesktopConfig {
         },
         ..desktop_support::config(dir)
     }
-}
-
-/// A login site on 127.0.0.1: `/done` is the page after login, `/set-cookie?v=V` sets the
-/// session cookie to V.
-async fn login_site() -> String {
-    use axum::routing::get;
-    let app = axum::Router::new()
-        .route(
-            "/login",
-            get(|| async { axum::response::Html("<h1>login</h1>") }),
-        )
-        .route(
-            "/done",
-            get(|| async { axum::response::Html("<h1>welcome</h1>") }),
-        )
-        .route(
-            "/set-cookie",
-            get(
-                |axum::extract::Query(q): axum::extract::Query<
-                    std::collections::HashMap<String, String>,
-                >| async move {
-                    let v = q.get("v").map_or("s3cret", String::as_str);
-                    (
-                        [("set-cookie", format!("session={v}; Path=/; Max-Age=600"))],
-                        axum::response::Html("<h1>set</h1>"),
-                    )
-                },
-            ),
-        );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    format!("http://{addr}")
-}
-
-/// Opens `url` in a new tab through CDP's HTTP endpoint.
-async fn open_tab(desktop: &Desktop, url: &str) {
-    let cdp = desktop.cdp();
-    let host = cdp
-        .http_url
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_owned();
-    let stream = TcpStream::connect(&host).await.expect("connect CDP http");
-    let r = support::http(stream, "PUT", &format!("/json/new?{url}"), &[], None).await;
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-}
-
-/// Not a readiness wait: three poll periods of the success condition in which a wrong match
-/// would have ended the takeover; then it must still be live.
-async fn still_live_after_three_polls(h: &mut Harness, id: &str, why: &str) {
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    let state = h.agent("GET", &format!("/v1/takeovers/{id}"), None).await;
-    assert_eq!(state.json()["state"], "live", "{why}");
-}
-
-/// Waits until a page target of the browser is at `url` (`/json/list`).
-async fn until_page_at(desktop: &Desktop, url: &str) {
-    let end = Instant::now() + Duration::from_secs(20);
-    loop {
-        let host = desktop.cdp().http_url;
-        let host = host.trim_start_matches("http://").trim_end_matches('/');
-        let stream = TcpStream::connect(host).await.expect("connect CDP http");
-        let r = support::http(stream, "GET", "/json/list", &[], None).await;
-        let pages: serde_json::Value = serde_json::from_slice(&r.body).expect("json");
-        let at = |p: &serde_json::Value| p["type"] == "page" && p["url"] == url;
-        if pages.as_array().is_some_and(|a| a.iter().any(at)) {
-            break;
-        }
-        assert!(Instant::now() < end, "no page reached {url}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Waits until the browser holds the `session` cookie with value `v` (read over CDP).
-async fn until_session_cookie(desktop: &Desktop, v: &str) {
-    let (browser, mut handler) = chromiumoxide::Browser::connect(desktop.cdp().ws_url)
-        .await
-        .expect("CDP connects");
-    let pump = tokio::spawn(async move { while handler.next().await.is_some() {} });
-    let end = Instant::now() + Duration::from_secs(20);
-    loop {
-        let cookies = browser.get_cookies().await.expect("getCookies");
-        if cookies.iter().any(|c| c.name == "session" && c.value == v) {
-            break;
-        }
-        assert!(Instant::now() < end, "the session cookie never became {v}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    pump.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

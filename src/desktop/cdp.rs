@@ -16,6 +16,13 @@ use super::{DesktopError, Screen};
 /// How long `bring_to_front` waits for chromiumoxide to attach to the page.
 const PAGE_ATTACH_WAIT: Duration = Duration::from_secs(2);
 
+/// How long the WebSocket handshake with Chromium may take. A stopped or hung Chromium
+/// still has its listening socket accept (the kernel does that), then never answers:
+/// without a bound, whoever connects waits for good. Generous for a busy machine (a
+/// takeover refused because the handshake was slow would be worse than a wait), and within
+/// the takeover request's own bound (`takeover::BRING_TO_FRONT_TIMEOUT`).
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A CDP connection whose handler task ends when the connection is dropped.
 pub(crate) struct Connection {
     pub(crate) browser: Browser,
@@ -29,8 +36,12 @@ impl Drop for Connection {
 }
 
 pub(crate) async fn connect(ws_url: &str) -> Result<Connection, DesktopError> {
-    let (browser, mut handler) = Browser::connect(ws_url)
+    let (browser, mut handler) = tokio::time::timeout(CONNECT_TIMEOUT, Browser::connect(ws_url))
         .await
+        .map_err(|_| DesktopError::CdpTimeout {
+            what: "connection",
+            after: CONNECT_TIMEOUT,
+        })?
         .map_err(|source| DesktopError::Cdp { source })?;
     let handler = tokio::spawn(
         async move {

@@ -301,6 +301,9 @@ pub enum DesktopError {
         #[source]
         source: chromiumoxide::error::CdpError,
     },
+    /// Chromium took the connection but did not answer (a hung or stopped browser).
+    #[error("CDP {what} did not answer within {after:?}")]
+    CdpTimeout { what: &'static str, after: Duration },
     #[error("chromium has no page target")]
     NoPage,
     #[error("the desktop has failed: {reason}")]
@@ -319,6 +322,7 @@ impl DesktopError {
             DesktopError::ProfileInUse { .. }
             | DesktopError::SandboxUnavailable { .. }
             | DesktopError::Cdp { .. }
+            | DesktopError::CdpTimeout { .. }
             | DesktopError::NoPage => "chromium",
             DesktopError::Io { .. }
             | DesktopError::Dir { .. }

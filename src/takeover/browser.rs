@@ -15,6 +15,9 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub enum BrowserError {
     #[error("desktop call failed")]
     Desktop(#[source] DesktopError),
+    /// The call did not finish in time (a hung browser); it was abandoned.
+    #[error("the browser did not answer within {after:?}")]
+    TimedOut { after: std::time::Duration },
     /// For fakes and future browsers.
     #[error("browser call failed: {0}")]
     Other(String),

@@ -10,152 +10,51 @@
 //! whose value changed (a login rotates the session), does. A login that changes neither is
 //! completed by the user's button.
 //!
+//! A baseline cookie that goes away is not a login either, and neither is its return: a
+//! Chromium restarted mid-takeover has dropped every session cookie, and the login page,
+//! reloaded, hands out a fresh pre-login value that differs from the baseline's. So when
+//! the browser restarted (its CDP endpoint changed, or the desktop left `Ready`) every
+//! baseline cookie, and otherwise each baseline cookie a poll did not see, is *stale*: the
+//! next value seen for it becomes its baseline instead of counting ([`Baseline`]). A cookie
+//! that was never in the baseline still counts when it appears, restart or not, and without
+//! a restart a rotated value still counts. The price: a login that deletes the cookie and
+//! sets it again in two steps a poll apart is left to the user's button.
+//!
 //! Checked by polling over CDP (every `condition_poll`, ~200 ms): `Target.getTargets`
 //! filtered on `type == "page"` (the omnibox popup and workers are other types) — the
 //! same list `/json/list` serves, over the connection we hold anyway — and
-//! `Storage.getCookies`. The CDP connection is kept between polls and rebuilt when the
-//! endpoint changes (Chromium restarted) or a call fails.
+//! `Storage.getCookies` of the default browser context and of every other one
+//! (`Target.getBrowserContexts`: Playwright's `browser.new_context()` over
+//! `connect_over_cdp` logs in in one of those), the context being part of a cookie's
+//! identity. The CDP connection is kept between polls and rebuilt when the endpoint
+//! changes (Chromium restarted) or a call fails.
 //!
 //! Cookie values pass through our memory (CDP has no "names only" call); they are never
 //! logged (chromiumoxide and tungstenite would log every CDP response whole at trace;
 //! `telemetry::PAYLOAD_CAPS` holds them at info), and of a matching cookie only a salted
 //! SHA-256 of its value is kept, for the takeover's life, to see it change.
+//!
+//! What a pattern and a cookie domain are matched with, and how the API brings them to the
+//! form Chromium reports, is in `matching`.
+
+mod matching;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use chromiumoxide::cdp::browser_protocol::target::GetTargetsParams;
+use chromiumoxide::cdp::browser_protocol::storage::GetCookiesParams;
+use chromiumoxide::cdp::browser_protocol::target::{GetBrowserContextsParams, GetTargetsParams};
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::task::JoinHandle;
-use tracing::{debug, Instrument};
+use tracing::{debug, trace, Instrument};
 
 use super::Browser;
 use crate::desktop::DesktopStatus;
+pub use matching::{normalise_cookie_domain, CookieCondition, Glob, Unmatchable};
 
 /// Each CDP call (and the connection) of one poll gets at most this long.
 const CDP_CALL_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// A whole-URL glob where `*` matches any run of characters (including none); every other
-/// character is literal.
-///
-/// A pattern that starts with a scheme (`https://`, or `*://`) is matched in two parts, like
-/// the URL: scheme and host (up to the first `/`, `?` or `#` after `://`), then the rest. So a
-/// `*` in the host matches within the host only: `https://*.example.com/dashboard*` does not
-/// match `https://idp.test/login?next=https://app.example.com/dashboard`, which a
-/// single-part glob would (the user still on the identity provider's login form). A pattern
-/// with nothing after its host matches only that origin with an empty path: write
-/// `https://bank.example/*`, not `https://bank.example*` (which would also match
-/// `https://bank.example.evil.net`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Glob {
-    /// `(scheme and host, rest)` for a URL-shaped pattern; `(whole, None)` otherwise.
-    origin: Pieces,
-    rest: Option<Pieces>,
-}
-
-impl Glob {
-    pub fn new(pattern: &str) -> Self {
-        match split_origin(pattern).filter(|_| starts_with_scheme(pattern)) {
-            Some((origin, rest)) => Self {
-                origin: Pieces::new(origin),
-                rest: Some(Pieces::new(rest)),
-            },
-            None => Self {
-                origin: Pieces::new(pattern),
-                rest: None,
-            },
-        }
-    }
-
-    pub fn matches(&self, text: &str) -> bool {
-        match &self.rest {
-            None => self.origin.matches(text),
-            Some(rest) => {
-                let (origin, path) = split_origin(text).unwrap_or((text, ""));
-                self.origin.matches(origin) && rest.matches(path)
-            }
-        }
-    }
-}
-
-/// `scheme:` then `//`, the scheme made of letters, digits, `+`, `-`, `.` (RFC 3986) or `*`.
-fn starts_with_scheme(s: &str) -> bool {
-    s.split_once("://").is_some_and(|(scheme, _)| {
-        !scheme.is_empty()
-            && scheme
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.' | '*'))
-    })
-}
-
-/// Splits after the host: at the first `/`, `?` or `#` after the first `://`.
-fn split_origin(s: &str) -> Option<(&str, &str)> {
-    let host_at = s.find("://")? + 3;
-    let end = s[host_at..]
-        .find(['/', '?', '#'])
-        .map_or(s.len(), |i| host_at + i);
-    Some(s.split_at(end))
-}
-
-/// A glob split at `*`. Matching is linear: the first piece must be a prefix, the last a
-/// suffix, and the middle pieces are found left to right (the leftmost occurrence is always
-/// the best choice when `*` is the only wildcard).
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Pieces(Vec<String>);
-
-impl Pieces {
-    fn new(pattern: &str) -> Self {
-        Self(pattern.split('*').map(str::to_owned).collect())
-    }
-
-    fn matches(&self, text: &str) -> bool {
-        // `split` always yields at least one piece.
-        let (first, rest) = match self.0.split_first() {
-            Some(split) => split,
-            None => return text.is_empty(),
-        };
-        let Some(mut remaining) = text.strip_prefix(first.as_str()) else {
-            return false;
-        };
-        let Some((last, middle)) = rest.split_last() else {
-            // No `*` at all: exact match.
-            return remaining.is_empty();
-        };
-        for piece in middle {
-            match remaining.find(piece.as_str()) {
-                Some(at) => remaining = &remaining[at + piece.len()..],
-                None => return false,
-            }
-        }
-        remaining.len() >= last.len() && remaining.ends_with(last.as_str())
-    }
-}
-
-/// A cookie named `name` set for `domain` or a subdomain of it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CookieCondition {
-    pub name: String,
-    pub domain: String,
-}
-
-impl CookieCondition {
-    /// `cookie_domain` as CDP reports it: `example.com` (host-only) or `.example.com`.
-    /// Matches when equal to ours (case-insensitive, leading dots ignored) or a subdomain
-    /// of ours (dot-suffix). A parent domain does not match: a cookie for `example.com`
-    /// does not prove a login on `accounts.example.com`.
-    pub fn matches(&self, cookie_name: &str, cookie_domain: &str) -> bool {
-        if cookie_name != self.name {
-            return false;
-        }
-        let want = self.domain.trim_start_matches('.').to_ascii_lowercase();
-        let have = cookie_domain.trim_start_matches('.').to_ascii_lowercase();
-        if want.is_empty() {
-            return false;
-        }
-        have == want || have.ends_with(&format!(".{want}"))
-    }
-}
 
 /// What must hold for the takeover to complete by itself. At least one part is set.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,6 +66,8 @@ pub struct SuccessCondition {
 /// One cookie as a poll sees it: where it lives and a salted digest of its value.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SeenCookie {
+    /// The browser context's id; empty for the default context.
+    pub context: String,
     pub name: String,
     pub domain: String,
     pub path: String,
@@ -177,9 +78,11 @@ pub struct SeenCookie {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Sighting {
     urls: HashSet<String>,
-    /// `(name, domain, path)` → value digest.
-    cookies: HashMap<(String, String, String), [u8; 32]>,
+    cookies: HashMap<CookieKey, [u8; 32]>,
 }
+
+/// A cookie's identity: `(context, name, domain, path)`.
+type CookieKey = (String, String, String, String);
 
 impl SuccessCondition {
     /// Keeps, of what a poll saw, what matches this condition.
@@ -201,7 +104,7 @@ impl SuccessCondition {
             Some(want) => cookies
                 .into_iter()
                 .filter(|c| want.matches(&c.name, &c.domain))
-                .map(|c| ((c.name, c.domain, c.path), c.value_digest))
+                .map(|c| ((c.context, c.name, c.domain, c.path), c.value_digest))
                 .collect(),
         };
         Sighting { urls, cookies }
@@ -218,6 +121,42 @@ impl SuccessCondition {
                 .iter()
                 .any(|(key, digest)| baseline.cookies.get(key) != Some(digest));
         url_ok && cookie_ok
+    }
+}
+
+/// The baseline as it follows the browser: the first poll, with each stale cookie's
+/// baseline replaced by the next value seen for it (see the module docs).
+#[derive(Debug, Default)]
+pub struct Baseline {
+    /// `None` until the first poll.
+    base: Option<Sighting>,
+    /// Baseline cookies whose next value seen becomes their baseline, not evidence.
+    stale: HashSet<CookieKey>,
+}
+
+impl Baseline {
+    /// Takes one poll's sighting; true when it shows `condition` met. `restarted`: the
+    /// browser restarted since the previous poll.
+    pub fn met(&mut self, condition: &SuccessCondition, now: &Sighting, restarted: bool) -> bool {
+        let Some(base) = &mut self.base else {
+            self.base = Some(now.clone());
+            return false;
+        };
+        if restarted {
+            self.stale.extend(base.cookies.keys().cloned());
+        }
+        for (key, digest) in &now.cookies {
+            if self.stale.remove(key) {
+                base.cookies.insert(key.clone(), *digest);
+            }
+        }
+        self.stale.extend(
+            base.cookies
+                .keys()
+                .filter(|key| !now.cookies.contains_key(*key))
+                .cloned(),
+        );
+        condition.met_since(base, now)
     }
 }
 
@@ -303,23 +242,44 @@ async fn sight(
     }
     let mut cookies = Vec::new();
     if condition.cookie.is_some() {
-        // The values are digested and dropped here.
-        cookies = call(cdp.browser.get_cookies())
+        // Every context's cookies at once: the cookie half of a poll costs two round trips
+        // whatever the number of contexts, and each call keeps its own CDP_CALL_TIMEOUT.
+        let contexts = call(cdp.browser.execute(GetBrowserContextsParams::default()))
             .await?
-            .into_iter()
-            .map(|c| SeenCookie {
+            .result
+            .browser_context_ids;
+        let default = std::iter::once((String::new(), GetCookiesParams::default()));
+        let others = contexts.into_iter().map(|id| {
+            let key = id.inner().clone();
+            (
+                key,
+                GetCookiesParams::builder().browser_context_id(id).build(),
+            )
+        });
+        let per_context = futures_util::future::try_join_all(default.chain(others).map(
+            |(context, params)| async move {
+                let got = call(cdp.browser.execute(params)).await?;
+                Ok::<_, PollError>((context, got.result.cookies))
+            },
+        ))
+        .await?;
+        // The values are digested and dropped here.
+        for (context, got) in per_context {
+            cookies.extend(got.into_iter().map(|c| SeenCookie {
                 value_digest: value_digest(salt, &c.value),
+                context: context.clone(),
                 name: c.name,
                 domain: c.domain,
                 path: c.path,
-            })
-            .collect();
+            }));
+        }
     }
     Ok(condition.sight(urls.iter().map(String::as_str), cookies))
 }
 
-/// Polls until the condition is met since the first poll, then returns. Never returns otherwise: the caller
-/// drops this future when the takeover ends. Polls only while the desktop is `Ready`.
+/// Polls until the condition is met since the baseline, then returns. Never returns
+/// otherwise: the caller drops this future when the takeover ends. Polls only while the
+/// desktop is `Ready`.
 pub(crate) async fn wait_until_met(
     condition: &SuccessCondition,
     browser: &dyn Browser,
@@ -331,12 +291,16 @@ pub(crate) async fn wait_until_met(
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failures: u64 = 0;
     let salt: [u8; 16] = rand::random();
-    // The first successful poll: what was there before the user did anything.
-    let mut baseline: Option<Sighting> = None;
+    let mut baseline = Baseline::default();
+    // The endpoint of the last successful poll, and whether the desktop left `Ready` since:
+    // either way the browser restarted in between and its session cookies are gone.
+    let mut polled: Option<String> = None;
+    let mut left_ready = false;
     loop {
         interval.tick().await;
         if *status.borrow() != DesktopStatus::Ready {
             cdp = None;
+            left_ready = true;
             continue;
         }
         let ws_url = browser.cdp().ws_url;
@@ -357,10 +321,24 @@ pub(crate) async fn wait_until_met(
         match sight(conn, condition, &salt).await {
             Ok(now) => {
                 failures = 0;
-                match &baseline {
-                    None => baseline = Some(now),
-                    Some(before) if condition.met_since(before, &now) => return,
-                    Some(_) => {}
+                let restarted =
+                    left_ready || polled.as_ref().is_some_and(|before| *before != conn.ws_url);
+                if restarted {
+                    debug!("condition: the browser restarted; its cookies are rebaselined");
+                }
+                left_ready = false;
+                polled = Some(conn.ws_url.clone());
+                let met = baseline.met(condition, &now, restarted);
+                // Counts only, never a value. The real-desktop tests wait on this line to
+                // know a poll has seen what they did.
+                trace!(
+                    urls = now.urls.len(),
+                    cookies = now.cookies.len(),
+                    met,
+                    "condition polled"
+                );
+                if met {
+                    return;
                 }
             }
             Err(error) => {
@@ -378,157 +356,9 @@ pub(crate) async fn wait_until_met(
 mod tests {
     use super::*;
 
-    #[test]
-    fn glob_table() {
-        let table: &[(&str, &str, bool)] = &[
-            ("", "", true),
-            ("", "a", false),
-            ("*", "", true),
-            ("*", "anything/at/all?x=1", true),
-            ("abc", "abc", true),
-            ("abc", "abcd", false),
-            ("abc", "xabc", false),
-            ("https://example.com/", "https://example.com/", true),
-            ("https://example.com/*", "https://example.com/", true),
-            (
-                "https://example.com/*",
-                "https://example.com/home?a=b",
-                true,
-            ),
-            (
-                "https://example.com/*",
-                "https://example.com.evil.net/",
-                false,
-            ),
-            ("https://example.com/*", "http://example.com/x", false),
-            (
-                "https://*.example.com/dashboard*",
-                "https://app.example.com/dashboard",
-                true,
-            ),
-            (
-                "https://*.example.com/dashboard*",
-                "https://app.example.com/dashboard/x",
-                true,
-            ),
-            (
-                "https://*.example.com/dashboard*",
-                "https://example.com/dashboard",
-                false,
-            ),
-            ("*/done", "https://x/done", true),
-            ("*/done", "https://x/done/", false),
-            ("a*b*c", "abc", true),
-            ("a*b*c", "aXbYc", true),
-            ("a*b*c", "aXcYb", false),
-            ("a*b*c", "abcb", false),
-            ("a*b*c", "abcbc", true),
-            ("a**b", "ab", true),
-            ("ab*ab", "ab", false),
-            ("ab*ab", "abab", true),
-            ("a*a", "a", false),
-            ("?", "?", true),
-            ("?", "a", false),
-            ("[a]", "a", false),
-            ("é*", "éa", true),
-            // A `*` in the host stays in the host.
-            (
-                "https://*.example.com/dashboard*",
-                "https://accounts.idp.test/signin?continue=https://app.example.com/dashboard",
-                false,
-            ),
-            (
-                "https://*.example.com/*",
-                "https://evil.test/.example.com/",
-                false,
-            ),
-            (
-                "https://*.example.com/*",
-                "https://evil.test?.example.com/",
-                false,
-            ),
-            (
-                "https://*.example.com/*",
-                "https://evil.test#.example.com/",
-                false,
-            ),
-            ("https://*.example.com/*", "https://a.b.example.com/x", true),
-            ("*://bank.example/*", "https://bank.example/acct", true),
-            (
-                "*://bank.example/*",
-                "https://evil.test/?u=https://bank.example/x",
-                false,
-            ),
-            // Nothing after the host: that origin with an empty path only.
-            (
-                "https://bank.example*",
-                "https://bank.example.evil.net/",
-                false,
-            ),
-            ("https://bank.example*", "https://bank.example/acct", false),
-            ("https://bank.example", "https://bank.example", true),
-            ("https://x/*?done=1", "https://x/a/b?done=1", true),
-            ("https://x?*", "https://x?a", true),
-            ("https://*/done", "https://x/done", true),
-            ("https://*/done", "about:blank", false),
-            // Not URL-shaped: one whole-string glob.
-            ("*bank.example*", "https://evil/?bank.example", true),
-        ];
-        for (pattern, text, want) in table {
-            assert_eq!(
-                Glob::new(pattern).matches(text),
-                *want,
-                "{pattern:?} ~ {text:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn glob_is_linear_on_adversarial_input() {
-        let text = "a".repeat(1 << 20);
-        let pattern = format!("{}b", "a*".repeat(1000));
-        let started = std::time::Instant::now();
-        assert!(!Glob::new(&pattern).matches(&text));
-        // Generous: a backtracking matcher would take hours here.
-        assert!(started.elapsed() < Duration::from_secs(5));
-    }
-
-    #[test]
-    fn cookie_domain_table() {
-        let want = CookieCondition {
-            name: "session".into(),
-            domain: "example.com".into(),
-        };
-        let table: &[(&str, &str, bool)] = &[
-            ("session", "example.com", true),
-            ("session", ".example.com", true),
-            ("session", "EXAMPLE.com", true),
-            ("session", "app.example.com", true),
-            ("session", ".app.example.com", true),
-            ("session", "badexample.com", false),
-            ("session", "example.com.evil", false),
-            ("session", "com", false),
-            ("Session", "example.com", false),
-            ("other", "example.com", false),
-            ("session", "", false),
-        ];
-        for (name, domain, expected) in table {
-            assert_eq!(want.matches(name, domain), *expected, "{name} @ {domain}");
-        }
-        let dotted = CookieCondition {
-            name: "s".into(),
-            domain: ".example.com".into(),
-        };
-        assert!(dotted.matches("s", "example.com"));
-        let empty = CookieCondition {
-            name: "s".into(),
-            domain: "".into(),
-        };
-        assert!(!empty.matches("s", ""));
-    }
-
     fn cookie(name: &str, domain: &str, value: &str) -> SeenCookie {
         SeenCookie {
+            context: String::new(),
             name: name.into(),
             domain: domain.into(),
             path: "/".into(),
@@ -606,6 +436,131 @@ mod tests {
             &before,
             &url.sight(["https://bank.example/account?welcome=1"], [])
         ));
+    }
+
+    fn session_condition() -> SuccessCondition {
+        SuccessCondition {
+            url_pattern: None,
+            cookie: Some(CookieCondition {
+                name: "session".into(),
+                domain: "bank.example".into(),
+            }),
+        }
+    }
+
+    /// One poll: whether the browser restarted before it, and the `session` cookie's value
+    /// (`None`: absent).
+    type Poll<'a> = (bool, Option<&'a str>);
+
+    /// Feeds `polls` to a baseline; the index of the first poll that met it.
+    fn first_met(polls: &[Poll]) -> Option<usize> {
+        let cond = session_condition();
+        let mut baseline = Baseline::default();
+        polls.iter().position(|(restarted, value)| {
+            let cookies = value.map(|v| cookie("session", "bank.example", v));
+            baseline.met(&cond, &cond.sight([], cookies), *restarted)
+        })
+    }
+
+    #[test]
+    fn a_restart_or_a_vanished_cookie_rebaselines_it() {
+        let table: &[(&[Poll], Option<usize>)] = &[
+            // Without a restart, a rotated value is a login.
+            (
+                &[
+                    (false, Some("anon")),
+                    (false, Some("anon")),
+                    (false, Some("user")),
+                ],
+                Some(2),
+            ),
+            // A restarted Chromium dropped the session cookie; the login page hands out a
+            // fresh pre-login value: not a login. The login after it is.
+            (
+                &[
+                    (false, Some("anon-1")),
+                    (true, None),
+                    (false, Some("anon-2")),
+                    (false, Some("anon-2")),
+                    (false, Some("user")),
+                ],
+                Some(4),
+            ),
+            // The first poll after the restart already holds the fresh value.
+            (
+                &[
+                    (false, Some("anon-1")),
+                    (true, Some("anon-2")),
+                    (false, Some("user")),
+                ],
+                Some(2),
+            ),
+            // A persistent cookie that survives the restart, then rotates.
+            (
+                &[
+                    (false, Some("anon")),
+                    (true, Some("anon")),
+                    (false, Some("user")),
+                ],
+                Some(2),
+            ),
+            // Gone from one poll without a restart (cleared, or a restart in between
+            // polls): its next value is its baseline.
+            (
+                &[
+                    (false, Some("anon-1")),
+                    (false, None),
+                    (false, Some("anon-2")),
+                ],
+                None,
+            ),
+            (
+                &[
+                    (false, Some("anon-1")),
+                    (false, None),
+                    (false, Some("anon-2")),
+                    (false, Some("user")),
+                ],
+                Some(3),
+            ),
+            // A cookie absent from the baseline counts when it appears, restart or not.
+            (
+                &[(false, None), (true, None), (false, Some("user"))],
+                Some(2),
+            ),
+            (&[(false, None), (false, Some("user"))], Some(1)),
+        ];
+        for (polls, want) in table {
+            assert_eq!(first_met(polls), *want, "{polls:?}");
+        }
+    }
+
+    #[test]
+    fn a_cookie_in_another_browser_context_is_another_cookie() {
+        let cond = session_condition();
+        let mut baseline = Baseline::default();
+        let anon = cookie("session", "bank.example", "anon");
+        assert!(!baseline.met(&cond, &cond.sight([], [anon.clone()]), false));
+        // The same name, domain, path and value, in a context Playwright made.
+        let in_context = SeenCookie {
+            context: "CTX1".into(),
+            ..anon.clone()
+        };
+        assert!(baseline.met(&cond, &cond.sight([], [anon, in_context]), false));
+    }
+
+    #[test]
+    fn a_restart_leaves_the_url_half_as_it_was() {
+        let cond = SuccessCondition {
+            url_pattern: Some(Glob::new("https://bank.example/account*")),
+            cookie: None,
+        };
+        let mut baseline = Baseline::default();
+        let at = |url| cond.sight([url], []);
+        assert!(!baseline.met(&cond, &at("https://bank.example/account"), false));
+        // The restored tab after a restart is no more a login than before it.
+        assert!(!baseline.met(&cond, &at("https://bank.example/account"), true));
+        assert!(baseline.met(&cond, &at("https://bank.example/account?welcome=1"), false));
     }
 
     #[test]

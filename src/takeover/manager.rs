@@ -79,6 +79,13 @@ pub struct TakeoverRequest {
 
 type Ending = (Outcome, Option<By>);
 
+/// The most `request` waits for the browser to come to the front. A hung Chromium (stopped,
+/// or busy for good) would otherwise hold the agent's request forever. Below the agent
+/// API's default 10 s request deadline, so the agent learns `browser_unavailable` rather
+/// than a bare `request_timeout`; a healthy browser takes well under a second (up to
+/// `desktop::cdp`'s 2 s wait for a page session when attaching is slow).
+pub const BRING_TO_FRONT_TIMEOUT: Duration = Duration::from_secs(8);
+
 /// The immutable facts of one takeover, shared by the live entry, the remembered list
 /// and the waiters.
 #[derive(Debug)]
@@ -273,11 +280,20 @@ impl TakeoverManager {
             return Err(TakeoverError::BrowserUnavailable(None));
         }
         // Two concurrent requests may both get here; only one wins the insert below, and
-        // bringing the browser to the front twice is harmless.
-        browser
-            .bring_to_front()
-            .await
-            .map_err(|e| TakeoverError::BrowserUnavailable(Some(e)))?;
+        // bringing the browser to the front twice is harmless. Nothing exists yet (no
+        // record, no tokens, no event): a failure or timeout here leaves nothing behind,
+        // and the abandoned call's CDP connection closes as its future is dropped.
+        match tokio::time::timeout(BRING_TO_FRONT_TIMEOUT, browser.bring_to_front()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(TakeoverError::BrowserUnavailable(Some(e))),
+            Err(_) => {
+                return Err(TakeoverError::BrowserUnavailable(Some(
+                    super::BrowserError::TimedOut {
+                        after: BRING_TO_FRONT_TIMEOUT,
+                    },
+                )))
+            }
+        }
 
         let id = token::new_id();
         let (control_token, view_token, pair) = token::new_pair();

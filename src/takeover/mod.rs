@@ -26,8 +26,8 @@ use axum::http::StatusCode;
 use serde::Serialize;
 
 pub use browser::{Browser, BrowserError};
-pub use condition::{CookieCondition, Glob, SuccessCondition};
-pub use manager::{Grant, TakeoverManager, TakeoverRequest};
+pub use condition::{normalise_cookie_domain, CookieCondition, Glob, SuccessCondition};
+pub use manager::{Grant, TakeoverManager, TakeoverRequest, BRING_TO_FRONT_TIMEOUT};
 
 use crate::relay::{Access, RelayLimits};
 

@@ -24,9 +24,9 @@ use std::time::Duration;
 
 use super::manager::TakeoverRequest;
 use super::{
-    outcome_error, By, CookieCondition, Glob, Outcome, SuccessCondition, TakeoverError,
-    TakeoverManager, TakeoverSnapshot, MAX_BODY_BYTES, MAX_COOKIE_FIELD_BYTES, MAX_PATTERN_BYTES,
-    MAX_REASON_CHARS,
+    normalise_cookie_domain, outcome_error, By, CookieCondition, Glob, Outcome, SuccessCondition,
+    TakeoverError, TakeoverManager, TakeoverSnapshot, MAX_BODY_BYTES, MAX_COOKIE_FIELD_BYTES,
+    MAX_PATTERN_BYTES, MAX_REASON_CHARS,
 };
 use crate::api::{Peer, Policy};
 use crate::relay;
@@ -95,9 +95,15 @@ impl IntoResponse for TakeoverError {
         if let TakeoverError::BrowserUnavailable(Some(cause)) = &self {
             tracing::warn!(error = %crate::api::error::error_chain(cause), "browser unavailable");
         }
+        // `reason` names the field at fault (a fixed text, never the request's).
+        let reason = match &self {
+            TakeoverError::BadRequest { reason } => Some(*reason),
+            _ => None,
+        };
         tracing::debug!(
             code = self.code(),
             status = status.as_u16(),
+            reason,
             "takeover request refused"
         );
         let mut body =
@@ -194,11 +200,14 @@ impl RequestBody {
                 url_pattern,
                 cookie,
             }) => {
+                // Brought to the form Chromium reports (lowercase, punycode), or refused
+                // when they could never match it (`condition::matching`).
                 let url_pattern = match url_pattern {
                     Some(p) if p.is_empty() || p.len() > MAX_PATTERN_BYTES => {
                         return Err(bad("url_pattern"))
                     }
-                    p => p.map(|p| Glob::new(&p)),
+                    Some(p) => Some(Glob::parse(&p).map_err(|_| bad("url_pattern"))?),
+                    None => None,
                 };
                 let cookie = match cookie {
                     Some(c)
@@ -208,10 +217,12 @@ impl RequestBody {
                     {
                         return Err(bad("cookie"))
                     }
-                    c => c.map(|c| CookieCondition {
+                    Some(c) => Some(CookieCondition {
+                        domain: normalise_cookie_domain(&c.domain)
+                            .map_err(|_| bad("cookie.domain"))?,
                         name: c.name,
-                        domain: c.domain,
                     }),
+                    None => None,
                 };
                 Some(SuccessCondition {
                     url_pattern,
@@ -597,6 +608,65 @@ mod tests {
             let got = body(input.clone()).map(|_| ()).map_err(|e| e.code());
             assert_eq!(got, want, "{input}");
         }
+    }
+
+    /// What Chromium reports is lowercase and punycode: the API brings a pattern's scheme
+    /// and host, and a cookie's domain, to that form, and refuses a domain that could never
+    /// be a cookie's, naming the field.
+    #[test]
+    fn patterns_and_cookie_domains_take_chromiums_form() {
+        use serde_json::json;
+        let ok = body(json!({"connection_id": "c", "reason": "r", "success": {
+            "url_pattern": "HTTPS://Bücher.Example/Konto*",
+            "cookie": {"name": "Session", "domain": ".Bücher.example"}}}))
+        .expect("accepted");
+        let success = ok.success.expect("condition");
+        let glob = success.url_pattern.expect("pattern");
+        assert!(glob.matches("https://xn--bcher-kva.example/Konto/1"));
+        assert!(
+            !glob.matches("https://xn--bcher-kva.example/konto/1"),
+            "the path stays as written"
+        );
+        let cookie = success.cookie.expect("cookie");
+        assert_eq!(
+            (cookie.name.as_str(), cookie.domain.as_str()),
+            ("Session", "xn--bcher-kva.example")
+        );
+        assert!(cookie.matches("Session", ".xn--bcher-kva.example"));
+
+        for domain in [
+            "https://bank.example",
+            "bank.example/",
+            "bank.example:443",
+            "bank example",
+            "bank.example\n",
+            ".",
+            "..",
+            "*.bank.example",
+        ] {
+            let got = body(json!({"connection_id": "c", "reason": "r",
+                "success": {"cookie": {"name": "s", "domain": domain}}}));
+            assert!(
+                matches!(
+                    got,
+                    Err(TakeoverError::BadRequest {
+                        reason: "cookie.domain"
+                    })
+                ),
+                "{domain:?}: {got:?}"
+            );
+        }
+        let got = body(json!({"connection_id": "c", "reason": "r",
+            "success": {"url_pattern": "https://bü*.example/*"}}));
+        assert!(
+            matches!(
+                got,
+                Err(TakeoverError::BadRequest {
+                    reason: "url_pattern"
+                })
+            ),
+            "{got:?}"
+        );
     }
 
     #[test]

@@ -18,6 +18,8 @@ pub(crate) struct FakeBrowser {
     pub(crate) status: watch::Sender<DesktopStatus>,
     pub(crate) fronts: AtomicUsize,
     pub(crate) fail_front: AtomicBool,
+    /// `bring_to_front` never answers (a stopped Chromium).
+    pub(crate) hang_front: AtomicBool,
 }
 
 impl FakeBrowser {
@@ -26,6 +28,7 @@ impl FakeBrowser {
             status: watch::channel(DesktopStatus::Ready).0,
             fronts: AtomicUsize::new(0),
             fail_front: AtomicBool::new(false),
+            hang_front: AtomicBool::new(false),
         })
     }
 }
@@ -49,6 +52,9 @@ impl Browser for FakeBrowser {
     fn bring_to_front(&self) -> BoxFuture<'_, Result<(), BrowserError>> {
         Box::pin(async move {
             self.fronts.fetch_add(1, Ordering::SeqCst);
+            if self.hang_front.load(Ordering::SeqCst) {
+                std::future::pending::<()>().await;
+            }
             if self.fail_front.load(Ordering::SeqCst) {
                 return Err(BrowserError::Other("no page".into()));
             }
@@ -302,6 +308,36 @@ async fn request_validation() {
         f.manager.browser_endpoint().unwrap().ws_url,
         "ws://127.0.0.1:9/devtools/browser/x"
     );
+}
+
+/// A browser that never answers: the request gives up after `BRING_TO_FRONT_TIMEOUT` as
+/// `browser_unavailable`, and leaves nothing behind (no live takeover, no event).
+#[tokio::test(start_paused = true)]
+async fn a_hung_browser_is_unavailable_in_bounded_time() {
+    let mut f = fixture();
+    f.browser.hang_front.store(true, Ordering::SeqCst);
+    let started = tokio::time::Instant::now();
+    // Bounded here too, so that a request that never answers fails this test.
+    let got = tokio::time::timeout(BRING_TO_FRONT_TIMEOUT * 2, f.manager.request(request(300)))
+        .await
+        .expect("the request answered");
+    assert!(
+        matches!(
+            got,
+            Err(TakeoverError::BrowserUnavailable(Some(
+                BrowserError::TimedOut { .. }
+            )))
+        ),
+        "{got:?}"
+    );
+    assert_eq!(started.elapsed(), BRING_TO_FRONT_TIMEOUT);
+    assert!(f.manager.list().is_empty());
+    assert!(matches!(
+        f.events.try_recv(),
+        Err(broadcast::error::TryRecvError::Empty)
+    ));
+    f.browser.hang_front.store(false, Ordering::SeqCst);
+    start(&mut f, 300).await;
 }
 
 /// `--desktop` starts the desktop for a manifest that names no desktop template: the
