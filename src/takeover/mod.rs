@@ -17,6 +17,8 @@ mod manager;
 mod platform_tests;
 pub mod routes;
 #[cfg(test)]
+mod shutdown_tests;
+#[cfg(test)]
 mod tests;
 mod token;
 

@@ -86,8 +86,8 @@ pub(crate) fn manifest(desktop: bool) -> Arc<Manifest> {
     })
 }
 
-struct Fixture {
-    manager: TakeoverManager,
+pub(crate) struct Fixture {
+    pub(crate) manager: TakeoverManager,
     browser: Arc<FakeBrowser>,
     events: broadcast::Receiver<Arc<PlatformEvent>>,
 }
@@ -110,11 +110,11 @@ fn fixture_with(limits: TakeoverLimits) -> Fixture {
     }
 }
 
-fn fixture() -> Fixture {
+pub(crate) fn fixture() -> Fixture {
     fixture_with(TakeoverLimits::default())
 }
 
-fn request(timeout_s: u64) -> TakeoverRequest {
+pub(crate) fn request(timeout_s: u64) -> TakeoverRequest {
     TakeoverRequest {
         connection_id: "github".into(),
         reason: "log in please".into(),
@@ -124,7 +124,7 @@ fn request(timeout_s: u64) -> TakeoverRequest {
 }
 
 /// Requests a takeover and returns (id, control token, view token) from the event.
-async fn start(f: &mut Fixture, timeout_s: u64) -> (String, String, String) {
+pub(crate) async fn start(f: &mut Fixture, timeout_s: u64) -> (String, String, String) {
     let info = f.manager.request(request(timeout_s)).await.unwrap();
     let event = f.events.recv().await.unwrap();
     let PlatformEvent::TakeoverRequested {
@@ -723,89 +723,4 @@ async fn an_ending_finishes_when_its_caller_goes_away() {
     assert_eq!(*again, snapshot);
     assert_eq!(started.elapsed(), slow);
     f.manager.request(request(300)).await.unwrap();
-}
-
-/// A browser whose `bring_to_front` says it has started (`entered`), then waits for
-/// `release`: a request held there is in flight.
-struct HeldFront {
-    inner: Arc<FakeBrowser>,
-    entered: tokio::sync::Notify,
-    release: tokio::sync::Notify,
-}
-
-impl Browser for HeldFront {
-    fn cdp(&self) -> CdpEndpoint {
-        self.inner.cdp()
-    }
-
-    fn vnc_target(&self) -> VncTarget {
-        self.inner.vnc_target()
-    }
-
-    fn status(&self) -> watch::Receiver<DesktopStatus> {
-        self.inner.status()
-    }
-
-    fn bring_to_front(&self) -> BoxFuture<'_, Result<(), BrowserError>> {
-        Box::pin(async move {
-            self.entered.notify_one();
-            self.release.notified().await;
-            Ok(())
-        })
-    }
-}
-
-/// A request still bringing the browser to the front when shutdown runs would be live
-/// with nothing left to end it: it is refused, and nothing of it is left (no takeover, no
-/// event, so no tokens handed out). Later requests are refused too.
-#[tokio::test]
-async fn a_request_in_flight_when_shutdown_runs_is_refused_and_leaves_nothing() {
-    let browser = Arc::new(HeldFront {
-        inner: FakeBrowser::new(),
-        entered: tokio::sync::Notify::new(),
-        release: tokio::sync::Notify::new(),
-    });
-    let bus = EventBus::new();
-    let mut events = bus.subscribe();
-    let manager = TakeoverManager::new(
-        manifest(true),
-        Some(browser.clone() as Arc<dyn Browser>),
-        bus,
-        "https://sbx.example/".into(),
-        TakeoverLimits::default(),
-    );
-    let in_flight = tokio::spawn({
-        let manager = manager.clone();
-        async move { manager.request(request(300)).await }
-    });
-    browser.entered.notified().await;
-    manager.shutdown().await;
-    browser.release.notify_one();
-    let refused = in_flight.await.unwrap().unwrap_err();
-    assert!(
-        matches!(refused, TakeoverError::ShuttingDown),
-        "{refused:?}"
-    );
-    assert_eq!(
-        (refused.status(), refused.code()),
-        (axum::http::StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
-    );
-    assert!(manager.list().is_empty());
-    assert!(matches!(
-        events.try_recv(),
-        Err(broadcast::error::TryRecvError::Empty)
-    ));
-    browser.release.notify_one();
-    assert!(matches!(
-        manager.request(request(300)).await,
-        Err(TakeoverError::ShuttingDown)
-    ));
-}
-
-#[tokio::test(start_paused = true)]
-async fn shutdown_ends_the_live_takeover() {
-    let mut f = fixture();
-    let (id, _, _) = start(&mut f, 300).await;
-    f.manager.shutdown().await;
-    assert_eq!(f.manager.get(&id).unwrap().outcome, Some(Outcome::Failed));
 }
