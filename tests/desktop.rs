@@ -161,18 +161,7 @@ async fn killed_chromium_restarts_with_its_cookies() {
     plant_committed_cookie(&desktop, &url, &profile).await;
 
     sigkill(before.chromium);
-    let event = next_event(&mut rx, Duration::from_secs(60), |e| {
-        matches!(e, PlatformEvent::BrowserRestarted { .. })
-    })
-    .await;
-    let PlatformEvent::BrowserRestarted {
-        child,
-        restarts,
-        reason,
-    } = event
-    else {
-        unreachable!()
-    };
+    let (child, restarts, reason) = next_restart(&mut rx, Duration::from_secs(60)).await;
     assert_eq!((child.as_str(), restarts), ("chromium", 1), "{reason}");
     assert!(reason.contains("signal: 9"), "{reason}");
     wait_status(&desktop, Duration::from_secs(5), |s| {
@@ -245,27 +234,9 @@ async fn killed_display_restarts_everything() {
         .expect("start");
     let before = desktop.pids();
     sigkill(before.display);
-    let event = next_event(&mut rx, Duration::from_secs(60), |e| {
-        matches!(e, PlatformEvent::BrowserRestarted { .. })
-    })
-    .await;
-    assert!(
-        matches!(&event, PlatformEvent::BrowserRestarted { child, .. } if child == "display"),
-        "{event:?}"
-    );
-    let after = desktop.pids();
-    assert_ne!(after.display, before.display);
-    assert_ne!(after.chromium, before.chromium);
-    assert!(!pid_alive(before.chromium));
-    assert!(rfb_banner(&desktop.vnc_target())
-        .await
-        .starts_with(b"RFB 003."));
-    let cdp = cdp(&desktop).await;
-    cdp.browser
-        .version()
-        .await
-        .expect("cdp after display restart");
-    drop(cdp);
+    let (child, _, reason) = next_restart(&mut rx, Duration::from_secs(60)).await;
+    assert_eq!(child, "display", "{reason}");
+    assert_display_restarted(&desktop, &before).await;
     shutdown_and_check(desktop).await;
 }
 
@@ -287,31 +258,16 @@ async fn killed_x11vnc_restarts_alone_on_its_socket() {
     // x11vnc keeps its framebuffer in System V segments and never marks them for removal.
     assert!(shm_segments_of(killed) > 0, "x11vnc made no segments");
     sigkill(killed);
-    let event = next_event(&mut rx, Duration::from_secs(60), |e| {
-        matches!(e, PlatformEvent::BrowserRestarted { .. })
-    })
-    .await;
-    assert!(
-        matches!(&event, PlatformEvent::BrowserRestarted { child, .. } if child == "vnc"),
-        "{event:?}"
-    );
+    let (child, _, reason) = next_restart(&mut rx, Duration::from_secs(60)).await;
+    assert_eq!(child, "vnc", "{reason}");
     // Killed, it left them; the supervisor removed them when it reaped it (else a few
     // hundred crashes exhaust kernel.shmmni and no x11vnc starts again).
     assert_eq!(shm_segments_of(killed), 0, "the killed x11vnc's segments");
-    let after = desktop.pids();
-    assert_ne!(after.vnc, before.vnc);
-    // The display and the agent's browser were left alone.
-    assert_eq!(
-        (after.display, after.chromium),
-        (before.display, before.chromium)
-    );
+    let after = assert_vnc_restarted_alone(&desktop, &before).await;
     assert_eq!(
         desktop.vnc_target(),
         VncTarget::Unix(dir.path().join("run/vnc.sock"))
     );
-    assert!(rfb_banner(&desktop.vnc_target())
-        .await
-        .starts_with(b"RFB 003."));
     assert_eq!(
         listening_tcp(after.vnc.expect("x11vnc pid")),
         Vec::<String>::new()

@@ -60,20 +60,9 @@ fn hang_config(cfg: DesktopConfig) -> DesktopConfig {
     }
 }
 
-/// The next `browser_restarted`: its child and reason.
+/// The next `browser_restarted`, the first restart: its child and reason.
 async fn restarted(events: &mut broadcast::Receiver<Arc<PlatformEvent>>) -> (String, String) {
-    let event = next_event(events, RESTARTED, |e| {
-        matches!(e, PlatformEvent::BrowserRestarted { .. })
-    })
-    .await;
-    let PlatformEvent::BrowserRestarted {
-        child,
-        restarts,
-        reason,
-    } = event
-    else {
-        unreachable!()
-    };
+    let (child, restarts, reason) = next_restart(events, RESTARTED).await;
     assert_eq!(restarts, 1, "{child}: {reason}");
     (child, reason)
 }
@@ -216,20 +205,8 @@ async fn stopped_xvnc_restarts_the_display_and_everything_on_it() {
         *s == DesktopStatus::Ready
     })
     .await;
-    let after = desktop.pids();
-    assert_ne!(after.display, before.display);
-    assert_ne!(after.chromium, before.chromium);
+    assert_display_restarted(&desktop, &before).await;
     assert!(!pid_alive(before.display), "the hung Xvnc was not killed");
-    assert!(!pid_alive(before.chromium));
-    assert!(rfb_banner(&desktop.vnc_target())
-        .await
-        .starts_with(b"RFB 003."));
-    let cdp = cdp(&desktop).await;
-    cdp.browser
-        .version()
-        .await
-        .expect("cdp after display restart");
-    drop(cdp);
     shutdown_and_check(desktop).await;
 }
 
@@ -267,16 +244,7 @@ async fn stopped_x11vnc_is_restarted_alone_and_its_shared_memory_removed() {
         *s == DesktopStatus::Ready
     })
     .await;
-    let after = desktop.pids();
-    assert_ne!(after.vnc, before.vnc);
-    assert_eq!(
-        (after.display, after.chromium),
-        (before.display, before.chromium),
-        "the display and the agent's browser are left alone"
-    );
-    assert!(rfb_banner(&desktop.vnc_target())
-        .await
-        .starts_with(b"RFB 003."));
+    assert_vnc_restarted_alone(&desktop, &before).await;
     shutdown_and_check(desktop).await;
 }
 

@@ -2,11 +2,14 @@
 //! socket, the desktop runs as the agent's user with only the capabilities the systemd unit
 //! grants, and a Ctrl-C on the terminal stops the agent, not the desktop.
 
+#[path = "support/desktop.rs"]
+mod desktop_support;
 mod support;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use desktop_support::shm_segments_of;
 use serde_json::json;
 use support::*;
 
@@ -41,6 +44,18 @@ impl DesktopRun {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o777)).expect("chmod");
         DesktopRun { dir }
+    }
+
+    /// The manifest names one `browser_login` connection, `bank`, so takeovers can start.
+    fn with_bank_login(&self) {
+        write(
+            &self.path("grexal.json"),
+            json!({"manifest_version": 1, "connections": [
+                {"id": "bank", "display_name": "Bank", "auth_mode": "browser_login",
+                 "login_url": "http://127.0.0.1:9/login"}]})
+            .to_string(),
+            0o644,
+        );
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -114,20 +129,6 @@ impl DesktopRun {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-
-    /// The pids of the processes whose command line has `needle` as an argument.
-    fn pids_with_arg(&self, needle: &str) -> Vec<u32> {
-        std::fs::read_dir("/proc")
-            .expect("/proc")
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-            .filter(|pid| {
-                std::fs::read(format!("/proc/{pid}/cmdline"))
-                    .unwrap_or_default()
-                    .split(|&b| b == 0)
-                    .any(|arg| arg == needle.as_bytes())
-            })
-            .collect()
-    }
 }
 
 /// The shipped unit's `CapabilityBoundingSet=`, as `setpriv --bounding-set` takes it.
@@ -187,14 +188,7 @@ fn with_the_desktop_flag_the_agent_gets_the_browser_and_takeovers_from_the_socke
         return;
     }
     let fx = DesktopRun::new();
-    write(
-        &fx.path("grexal.json"),
-        json!({"manifest_version": 1, "connections": [
-            {"id": "bank", "display_name": "Bank", "auth_mode": "browser_login",
-             "login_url": "http://127.0.0.1:9/login"}]})
-        .to_string(),
-        0o644,
-    );
+    fx.with_bank_login();
     let script = r#"api() { curl -s --unix-socket "$GREXAL_SIDECAR_SOCKET" "$@"; }
         api http://sidecar/v1/browser > browser.json
         echo "$GREXAL_BROWSER_CDP_URL" > cdp_url
@@ -235,14 +229,7 @@ fn viewer_urls_name_the_port_the_control_endpoint_bound() {
         return;
     }
     let fx = DesktopRun::new();
-    write(
-        &fx.path("grexal.json"),
-        json!({"manifest_version": 1, "connections": [
-            {"id": "bank", "display_name": "Bank", "auth_mode": "browser_login",
-             "login_url": "http://127.0.0.1:9/login"}]})
-        .to_string(),
-        0o644,
-    );
+    fx.with_bank_login();
     write(
         &fx.path("control.token"),
         "test-control-token-0123456789abcdef\n",
@@ -310,16 +297,6 @@ fn the_desktop_runs_as_the_agent_user_with_only_the_units_capabilities() {
     }
 }
 
-/// How many System V shared memory segments `pid` created that still exist.
-fn shm_segments_of(pid: u32) -> usize {
-    std::fs::read_to_string("/proc/sysvipc/shm")
-        .expect("/proc/sysvipc/shm")
-        .lines()
-        .skip(1)
-        .filter(|l| l.split_whitespace().nth(4) == Some(pid.to_string().as_str()))
-        .count()
-}
-
 /// A killed x11vnc (the agent user's) leaves its framebuffer's System V segments behind;
 /// the daemon removes them when it reaps it, without CAP_SYS_ADMIN, and restarts it.
 #[test]
@@ -336,7 +313,7 @@ fn with_only_the_units_capabilities_a_killed_x11vnc_leaves_no_shared_memory() {
     let mut daemon = as_the_unit(&fx, "xvfb", &script);
     fx.wait_for("ready", &mut daemon);
     let socket = fx.path("desk/vnc.sock").display().to_string();
-    let x11vnc = match fx.pids_with_arg(&socket)[..] {
+    let x11vnc = match pids_with_arg(&socket)[..] {
         [pid] => pid,
         ref other => panic!("x11vnc pids: {other:?}; log:\n{}", daemon.log_text()),
     };
@@ -348,7 +325,7 @@ fn with_only_the_units_capabilities_a_killed_x11vnc_leaves_no_shared_memory() {
     .expect("kill x11vnc");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let restarted = matches!(fx.pids_with_arg(&socket)[..], [pid] if pid != x11vnc);
+        let restarted = matches!(pids_with_arg(&socket)[..], [pid] if pid != x11vnc);
         if restarted && daemon.log_text().contains("restarted") {
             break;
         }
@@ -429,7 +406,7 @@ fn ctrl_c_on_the_terminal_does_not_kill_the_desktop() {
     let mut daemon = fx.spawn(cmd);
     fx.wait_for("ready", &mut daemon);
     let profile = format!("--user-data-dir={}", fx.path("profile").display());
-    let chromium = fx.pids_with_arg(&profile);
+    let chromium = pids_with_arg(&profile);
     assert!(
         !chromium.is_empty(),
         "no Chromium; log:\n{}",

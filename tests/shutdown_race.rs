@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use desktop_support::shm_segments_of;
 use grexal_sidecar::desktop::Desktop;
 use grexal_sidecar::platform::events::EventBus;
 use serde_json::json;
@@ -115,31 +116,6 @@ impl Run {
             std::thread::sleep(Duration::from_millis(5));
         }
     }
-}
-
-/// The pids of the processes whose command line has `needle` as an argument.
-fn pids_with_arg(needle: &str) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .expect("/proc")
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .unwrap_or_default()
-                .split(|&b| b == 0)
-                .any(|arg| arg == needle.as_bytes())
-        })
-        .collect()
-}
-
-/// How many System V shared memory segments `pid` created that still exist (what
-/// `ipcs -m -p` shows as the creator pid).
-fn shm_segments_of(pid: u32) -> usize {
-    std::fs::read_to_string("/proc/sysvipc/shm")
-        .expect("/proc/sysvipc/shm")
-        .lines()
-        .skip(1)
-        .filter(|l| l.split_whitespace().nth(4) == Some(pid.to_string().as_str()))
-        .count()
 }
 
 /// `POST /v1/takeovers`'s head, on a connection of its own; the body is up to the caller.

@@ -464,16 +464,15 @@ mod tests {
             .is_some_and(|(_, rest)| !rest.starts_with('Z'))
     }
 
-    /// A child that ignores SIGTERM, with a child of its own that does too (Chromium's
-    /// helpers): the SIGKILL goes to the group, so neither outlives the stop.
-    #[tokio::test]
-    async fn stop_kills_the_childs_own_children_with_it() {
+    /// A `sh` child running `prelude` and then a `sleep` of its own in the background,
+    /// once both run: the child and the grandchild's pid.
+    async fn spawn_with_grandchild(prelude: &str) -> (ChildHandle, i32) {
         let dir = tempfile::tempdir().expect("tempdir");
         let (grandchild, ready) = (dir.path().join("grandchild"), dir.path().join("ready"));
         let mut cmd = Command::new("/bin/sh");
         cmd.args([
             "-c",
-            "trap '' TERM; sleep 600 & echo $! > \"$1\"; touch \"$2\"; wait",
+            &format!("{prelude}sleep 600 & echo $! > \"$1\"; touch \"$2\"; wait"),
             "sh",
         ])
         .arg(&grandchild)
@@ -489,43 +488,37 @@ mod tests {
             .trim()
             .parse()
             .expect("pid");
-        assert!(runs(grandchild));
-        child.stop(Duration::from_millis(300)).await;
+        (child, grandchild)
+    }
+
+    /// Fails unless `grandchild` ends within 5 s of the `what` that should have ended it
+    /// (killing it then, so that a failed test leaves nothing behind).
+    async fn assert_ends(grandchild: i32, what: &str) {
         let deadline = Instant::now() + Duration::from_secs(5);
         while runs(grandchild) {
             if Instant::now() > deadline {
                 let _ = nix::sys::signal::kill(Pid::from_raw(grandchild), Signal::SIGKILL);
-                panic!("the child's own child {grandchild} outlived the stop");
+                panic!("the child's own child {grandchild} outlived the {what}");
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// A child that ignores SIGTERM, with a child of its own that does too (Chromium's
+    /// helpers): the SIGKILL goes to the group, so neither outlives the stop.
+    #[tokio::test]
+    async fn stop_kills_the_childs_own_children_with_it() {
+        let (child, grandchild) = spawn_with_grandchild("trap '' TERM; ").await;
+        assert!(runs(grandchild));
+        child.stop(Duration::from_millis(300)).await;
+        assert_ends(grandchild, "stop").await;
     }
 
     /// A stopped child (SIGSTOP: it cannot act on SIGTERM) is killed at once, with its own
     /// children, without waiting out a grace period.
     #[tokio::test]
     async fn kill_ends_a_stopped_child_and_its_group_at_once() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (grandchild, ready) = (dir.path().join("grandchild"), dir.path().join("ready"));
-        let mut cmd = Command::new("/bin/sh");
-        cmd.args([
-            "-c",
-            "sleep 600 & echo $! > \"$1\"; touch \"$2\"; wait",
-            "sh",
-        ])
-        .arg(&grandchild)
-        .arg(&ready);
-        let child = ChildHandle::spawn("test", &mut cmd).expect("spawn");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !ready.exists() {
-            assert!(Instant::now() < deadline, "child never got ready");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let grandchild: i32 = std::fs::read_to_string(&grandchild)
-            .expect("pid")
-            .trim()
-            .parse()
-            .expect("pid");
+        let (child, grandchild) = spawn_with_grandchild("").await;
         nix::sys::signal::kill(Pid::from_raw(child.pid as i32), Signal::SIGSTOP).expect("stop");
         let started = Instant::now();
         child.kill().await;
@@ -541,14 +534,7 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while runs(grandchild) {
-            if Instant::now() > deadline {
-                let _ = nix::sys::signal::kill(Pid::from_raw(grandchild), Signal::SIGKILL);
-                panic!("the child's own child {grandchild} outlived the kill");
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        assert_ends(grandchild, "kill").await;
     }
 
     #[test]

@@ -13,7 +13,8 @@ use chromiumoxide::cdp::browser_protocol::storage::{GetCookiesParams, SetCookies
 use chromiumoxide::Browser;
 use futures_util::StreamExt;
 use grexal_sidecar::desktop::{
-    ChromiumSandbox, Desktop, DesktopConfig, DesktopStatus, DisplayBackend, RestartPolicy, RunAs,
+    ChromiumSandbox, Desktop, DesktopConfig, DesktopPids, DesktopStatus, DisplayBackend,
+    RestartPolicy, RunAs,
 };
 use grexal_sidecar::platform::events::PlatformEvent;
 use grexal_sidecar::relay::VncTarget;
@@ -204,6 +205,61 @@ pub async fn next_event(
             other => panic!("no matching event: {other:?}"),
         }
     }
+}
+
+/// The next `browser_restarted`: its child, restart count and reason.
+pub async fn next_restart(
+    events: &mut broadcast::Receiver<Arc<PlatformEvent>>,
+    timeout: Duration,
+) -> (String, u32, String) {
+    let event = next_event(events, timeout, |e| {
+        matches!(e, PlatformEvent::BrowserRestarted { .. })
+    })
+    .await;
+    let PlatformEvent::BrowserRestarted {
+        child,
+        restarts,
+        reason,
+    } = event
+    else {
+        unreachable!()
+    };
+    (child, restarts, reason)
+}
+
+/// Checks that the display restarted and took everything on it along (killed or hung, the
+/// same checks): a new display and Chromium, the old Chromium gone, and RFB and CDP
+/// answering again. Returns the new pids.
+pub async fn assert_display_restarted(desktop: &Desktop, before: &DesktopPids) -> DesktopPids {
+    let after = desktop.pids();
+    assert_ne!(after.display, before.display);
+    assert_ne!(after.chromium, before.chromium);
+    assert!(!pid_alive(before.chromium));
+    assert!(rfb_banner(&desktop.vnc_target())
+        .await
+        .starts_with(b"RFB 003."));
+    let cdp = cdp(desktop).await;
+    cdp.browser
+        .version()
+        .await
+        .expect("cdp after display restart");
+    after
+}
+
+/// Checks that x11vnc restarted alone: a new one serving RFB, the display and the agent's
+/// browser left as they were. Returns the new pids.
+pub async fn assert_vnc_restarted_alone(desktop: &Desktop, before: &DesktopPids) -> DesktopPids {
+    let after = desktop.pids();
+    assert_ne!(after.vnc, before.vnc);
+    assert_eq!(
+        (after.display, after.chromium),
+        (before.display, before.chromium),
+        "the display and the agent's browser are left alone"
+    );
+    assert!(rfb_banner(&desktop.vnc_target())
+        .await
+        .starts_with(b"RFB 003."));
+    after
 }
 
 pub fn sigkill(pid: u32) {

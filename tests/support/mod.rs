@@ -431,3 +431,17 @@ pub fn fifo_with_a_silent_writer(path: &Path, reader: &mut Daemon) -> std::fs::F
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// The pids of the processes whose command line has `needle` as an argument.
+pub fn pids_with_arg(needle: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .unwrap_or_default()
+                .split(|&b| b == 0)
+                .any(|arg| arg == needle.as_bytes())
+        })
+        .collect()
+}
