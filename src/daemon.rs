@@ -347,6 +347,7 @@ async fn boot(config: Config, started: &mut Started) -> Result<Daemon, BootError
         _ => "http://viewer-unavailable.invalid".to_string(),
     };
     let takeover_limits = crate::takeover::TakeoverLimits {
+        browser_wait: crate::takeover::browser_wait_within(config.api_request_timeout),
         relay: crate::relay::RelayLimits {
             idle_timeout: config.viewer_idle_timeout,
             viewer_send_buffer: config.viewer_send_buffer,

@@ -2,7 +2,8 @@
 //! only when a binary is missing and `CI` is unset): a child stopped with SIGSTOP never
 //! exits, and only its probes can tell. Stopped for the hang timeout, it is killed and
 //! restarted like a crashed one (`browser_restarted` saying it hung), and the agent's
-//! `GET /v1/browser` leads to a browser that answers again. A healthy desktop, probed all
+//! `GET /v1/browser` never gives the stopped browser's URL, and leads to a browser that
+//! answers again. A healthy desktop, probed all
 //! along, is left alone, and so is a viewer connected to its VNC server.
 //!
 //! Every test stops processes only through a guard that continues them when dropped.
@@ -131,6 +132,21 @@ async fn stopped_chromium_is_restarted_with_its_profile_and_the_browser_endpoint
         .to_owned();
 
     let stopped = Stopped::new(before.chromium);
+    // Stopped, it takes the connection and never answers: the agent is not handed its URL
+    // (it would hang in the agent's hands) but told to retry, or, should the restart have
+    // beaten the wait, given the new one.
+    let endpoint = h.agent("GET", "/v1/browser", None).await;
+    if endpoint.status == 200 {
+        assert_ne!(endpoint.json()["cdp_ws_url"], ws_before.as_str());
+    } else {
+        assert_eq!(endpoint.status, 503);
+        assert_eq!(endpoint.code(), "browser_unavailable");
+        let message = endpoint.json()["error"]["message"].clone();
+        assert!(
+            message.as_str().is_some_and(|m| m.contains("restarting")),
+            "{message}"
+        );
+    }
     let (child, reason) = restarted(&mut rx).await;
     assert_eq!(child, "chromium", "{reason}");
     assert!(reason.starts_with("chromium hung: "), "{reason}");

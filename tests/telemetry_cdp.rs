@@ -47,6 +47,13 @@ impl Browser for Headless {
     fn cdp(&self) -> CdpEndpoint {
         self.cdp.clone()
     }
+    fn serves(
+        &self,
+        _: &CdpEndpoint,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + '_>> {
+        // One headless Chromium, never restarted.
+        Box::pin(async { true })
+    }
     fn vnc_target(&self) -> VncTarget {
         // No viewer connects in this test.
         VncTarget::Tcp("127.0.0.1:9".parse().expect("addr"))

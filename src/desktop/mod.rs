@@ -421,6 +421,17 @@ impl Desktop {
         self.current.borrow().cdp.clone()
     }
 
+    /// Whether `cdp` is the endpoint of the Chromium running now: its `/json/version`
+    /// names the same browser WebSocket URL. The port outlives a restart, the URL's
+    /// `/devtools/browser/<id>` does not; between a crash and the supervisor's next
+    /// `Restarting`, `cdp()` still names the dead browser. Unbounded: a hung Chromium takes
+    /// the connection and never answers, so the caller sets the time.
+    pub async fn serves(&self, cdp: &CdpEndpoint) -> bool {
+        probe::cdp_version(cdp.port())
+            .await
+            .is_ok_and(|ws_url| ws_url == cdp.ws_url)
+    }
+
     /// Where the VNC server listens now.
     pub fn vnc_target(&self) -> VncTarget {
         self.current.borrow().vnc.clone()

@@ -26,6 +26,10 @@ pub enum BrowserError {
 pub trait Browser: Send + Sync + 'static {
     /// The current CDP endpoint (it changes when Chromium restarts).
     fn cdp(&self) -> CdpEndpoint;
+    /// Whether `cdp` is the endpoint of the browser running now. False for one whose
+    /// Chromium has died or been replaced (while the supervisor has not yet published the
+    /// next), and, if it ever answers, for a hung one; the caller bounds the wait.
+    fn serves(&self, cdp: &CdpEndpoint) -> BoxFuture<'_, bool>;
     /// Where the VNC server listens now.
     fn vnc_target(&self) -> VncTarget;
     fn status(&self) -> watch::Receiver<DesktopStatus>;
@@ -36,6 +40,11 @@ pub trait Browser: Send + Sync + 'static {
 impl Browser for Desktop {
     fn cdp(&self) -> CdpEndpoint {
         Desktop::cdp(self)
+    }
+
+    fn serves(&self, cdp: &CdpEndpoint) -> BoxFuture<'_, bool> {
+        let cdp = cdp.clone();
+        Box::pin(async move { Desktop::serves(self, &cdp).await })
     }
 
     fn vnc_target(&self) -> VncTarget {

@@ -86,6 +86,12 @@ type Ending = (Outcome, Option<By>);
 /// `desktop::cdp`'s 2 s wait for a page session when attaching is slow).
 pub const BRING_TO_FRONT_TIMEOUT: Duration = Duration::from_secs(8);
 
+/// `browser_endpoint`: how long one check that the browser serves its endpoint may take
+/// (a healthy one answers `/json/version` in a millisecond or two), and the pause before
+/// the next while the desktop says it is ready.
+const CDP_CHECK: Duration = Duration::from_secs(1);
+const CDP_RECHECK: Duration = Duration::from_millis(100);
+
 /// The immutable facts of one takeover, shared by the live entry, the remembered list
 /// and the waiters.
 #[derive(Debug)]
@@ -243,13 +249,48 @@ impl TakeoverManager {
             .ok_or(TakeoverError::SandboxNotDesktop)
     }
 
-    /// The CDP endpoint, for `GET /v1/browser`.
-    pub fn browser_endpoint(&self) -> Result<CdpEndpoint, TakeoverError> {
-        let browser = self.desktop()?;
-        if matches!(*browser.status().borrow(), DesktopStatus::Failed { .. }) {
-            return Err(TakeoverError::BrowserUnavailable(None));
+    /// The CDP endpoint, for `GET /v1/browser`: only one the running browser serves. While
+    /// Chromium restarts (the desktop not `Ready`, or `Ready` with the endpoint of a browser
+    /// that has just died, which the supervisor has not seen yet) it waits, at most
+    /// `limits.browser_wait`, for the new one: a stale `cdp_ws_url` (the port stays, the
+    /// `/devtools/browser/<id>` path does not) would only fail in the agent's hands. Not
+    /// back in time, or hung: `BrowserRestarting`, which tells the agent to retry.
+    pub async fn browser_endpoint(&self) -> Result<CdpEndpoint, TakeoverError> {
+        let browser = self.desktop()?.clone();
+        let wait = self.shared.limits.browser_wait;
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut status = browser.status();
+        loop {
+            let ready = match &*status.borrow_and_update() {
+                DesktopStatus::Failed { .. } => {
+                    return Err(TakeoverError::BrowserUnavailable(None))
+                }
+                DesktopStatus::Ready => true,
+                DesktopStatus::Starting | DesktopStatus::Restarting { .. } => false,
+            };
+            if ready {
+                let cdp = browser.cdp();
+                let check = deadline.min(tokio::time::Instant::now() + CDP_CHECK);
+                if let Ok(true) = tokio::time::timeout_at(check, browser.serves(&cdp)).await {
+                    return Ok(cdp);
+                }
+            }
+            // Until the status moves (Restarting, then Ready with the new endpoint); when
+            // it is Ready, also after a short pause, should the check have failed by chance.
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => {
+                    debug!(wait_ms = wait.as_millis() as u64, "browser endpoint: not back in time");
+                    return Err(TakeoverError::BrowserRestarting { after: wait });
+                }
+                changed = status.changed() => {
+                    if changed.is_err() {
+                        // The desktop is gone (the daemon is stopping).
+                        return Err(TakeoverError::BrowserUnavailable(None));
+                    }
+                }
+                _ = tokio::time::sleep(CDP_RECHECK), if ready => {}
+            }
         }
-        Ok(browser.cdp())
     }
 
     /// Starts a takeover: validates, brings the browser to the front, starts the deadline

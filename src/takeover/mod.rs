@@ -11,6 +11,8 @@
 //! [`Browser`] seam over `crate::desktop`), `routes` (HTTP).
 
 mod browser;
+#[cfg(test)]
+mod browser_tests;
 pub mod condition;
 mod manager;
 #[cfg(test)]
@@ -57,7 +59,22 @@ pub struct TakeoverLimits {
     /// made for event subscribers that arrived while it was live (at least 2). Beyond, the
     /// oldest of those replayed pairs is retired (the first pair never is).
     pub max_token_pairs: usize,
+    /// The most `GET /v1/browser` waits for a restarting browser before `503
+    /// browser_unavailable` ([`browser_wait_within`] keeps it under the agent API's request
+    /// deadline).
+    pub browser_wait: Duration,
     pub relay: RelayLimits,
+}
+
+/// `GET /v1/browser`'s longest wait for a restarting browser: Chromium's first restart
+/// takes its 0.5 s backoff and a start of 1 to 3 s on a loaded 2-core sandbox.
+pub const BROWSER_WAIT: Duration = Duration::from_secs(5);
+
+/// The browser wait for an agent API whose request deadline is `request_timeout`:
+/// [`BROWSER_WAIT`], but at most half the deadline, so that the agent is told
+/// `browser_unavailable` (retry) rather than a bare `request_timeout`.
+pub fn browser_wait_within(request_timeout: Duration) -> Duration {
+    BROWSER_WAIT.min(request_timeout / 2)
 }
 
 impl Default for TakeoverLimits {
@@ -72,6 +89,7 @@ impl Default for TakeoverLimits {
             condition_poll: Duration::from_millis(200),
             remembered: 32,
             max_token_pairs: 16,
+            browser_wait: BROWSER_WAIT,
             relay: RelayLimits::default(),
         }
     }
@@ -210,6 +228,9 @@ pub enum TakeoverError {
     PayloadTooLarge { limit: usize },
     #[error("the browser is unavailable")]
     BrowserUnavailable(#[source] Option<BrowserError>),
+    /// The browser is restarting (or hung, about to be) and was not back within the wait.
+    #[error("the browser did not come back within {after:?}")]
+    BrowserRestarting { after: Duration },
     #[error("no such takeover")]
     NotFound,
     #[error("missing or wrong takeover token")]
@@ -237,7 +258,9 @@ impl TakeoverError {
             TakeoverError::Conflict => "takeover_conflict",
             TakeoverError::BadRequest { .. } => "bad_request",
             TakeoverError::PayloadTooLarge { .. } => "payload_too_large",
-            TakeoverError::BrowserUnavailable(_) => "browser_unavailable",
+            TakeoverError::BrowserUnavailable(_) | TakeoverError::BrowserRestarting { .. } => {
+                "browser_unavailable"
+            }
             TakeoverError::NotFound => "takeover_not_found",
             TakeoverError::Unauthorized => "unauthorized",
             TakeoverError::Forbidden | TakeoverError::PeerForbidden => "forbidden",
@@ -256,9 +279,9 @@ impl TakeoverError {
             | TakeoverError::Conflict => StatusCode::CONFLICT,
             TakeoverError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             TakeoverError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            TakeoverError::BrowserUnavailable(_) | TakeoverError::ShuttingDown => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            TakeoverError::BrowserUnavailable(_)
+            | TakeoverError::BrowserRestarting { .. }
+            | TakeoverError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             TakeoverError::Unauthorized => StatusCode::UNAUTHORIZED,
             TakeoverError::Forbidden | TakeoverError::PeerForbidden => StatusCode::FORBIDDEN,
             TakeoverError::Ended(_) => StatusCode::GONE,
@@ -282,6 +305,9 @@ impl TakeoverError {
             TakeoverError::BadRequest { .. } => "malformed request",
             TakeoverError::PayloadTooLarge { .. } => "request body too large",
             TakeoverError::BrowserUnavailable(_) => "the browser is not available",
+            TakeoverError::BrowserRestarting { .. } => {
+                "the browser is restarting; retry in a few seconds"
+            }
             TakeoverError::NotFound => "no such takeover",
             TakeoverError::Unauthorized => "a valid takeover token is required",
             TakeoverError::Forbidden => "this token may only view the takeover",
@@ -358,6 +384,13 @@ mod wire_tests {
             ),
             (
                 TakeoverError::BrowserUnavailable(None),
+                503,
+                "browser_unavailable",
+            ),
+            (
+                TakeoverError::BrowserRestarting {
+                    after: Duration::from_secs(5),
+                },
                 503,
                 "browser_unavailable",
             ),

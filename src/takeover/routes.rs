@@ -41,7 +41,8 @@ struct AgentState {
 }
 
 /// `POST /v1/takeovers`, `GET /v1/takeovers/{id}`, `POST /v1/takeovers/{id}/cancel`,
-/// `GET /v1/browser`: answered at once, so the whole request fits a deadline.
+/// `GET /v1/browser`: answered at once or after a bounded wait (`BRING_TO_FRONT_TIMEOUT`,
+/// `TakeoverLimits::browser_wait`), so the whole request fits a deadline.
 pub fn agent_routes<S: Clone + Send + Sync + 'static>(
     manager: TakeoverManager,
     policy: Policy,
@@ -112,7 +113,14 @@ impl IntoResponse for TakeoverError {
             body["outcome"] = serde_json::json!(snapshot.outcome);
             body["takeover"] = serde_json::json!(snapshot);
         }
-        json_response(status, &body)
+        let mut response = json_response(status, &body);
+        if let TakeoverError::BrowserRestarting { .. } = &self {
+            // Chromium is mid-restart: a second or two more, usually.
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
     }
 }
 
@@ -350,7 +358,7 @@ async fn agent_browser(
     peer: Option<Extension<Peer>>,
 ) -> Result<Response, TakeoverError> {
     authorize_peer(&state, peer.as_deref())?;
-    let cdp = state.manager.browser_endpoint()?;
+    let cdp = state.manager.browser_endpoint().await?;
     Ok(json_response(
         StatusCode::OK,
         &BrowserInfo {

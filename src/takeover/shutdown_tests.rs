@@ -25,6 +25,10 @@ impl Browser for HeldFront {
         self.inner.cdp()
     }
 
+    fn serves(&self, cdp: &CdpEndpoint) -> BoxFuture<'_, bool> {
+        self.inner.serves(cdp)
+    }
+
     fn vnc_target(&self) -> VncTarget {
         self.inner.vnc_target()
     }

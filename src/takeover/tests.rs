@@ -16,29 +16,63 @@ use crate::relay::{Access, VncTarget};
 
 pub(crate) struct FakeBrowser {
     pub(crate) status: watch::Sender<DesktopStatus>,
+    /// What `cdp()` says: the supervisor's last published endpoint.
+    pub(crate) cdp: Mutex<CdpEndpoint>,
+    /// The browser WebSocket URL the running Chromium answers for; `None`: none answers
+    /// (it died).
+    pub(crate) running: Mutex<Option<String>>,
+    /// `serves` never answers (a stopped Chromium).
+    pub(crate) hang_serves: AtomicBool,
     pub(crate) fronts: AtomicUsize,
     pub(crate) fail_front: AtomicBool,
     /// `bring_to_front` never answers (a stopped Chromium).
     pub(crate) hang_front: AtomicBool,
 }
 
+/// The fake's endpoint for the browser `id`, on the one port restarts keep.
+pub(crate) fn endpoint(id: &str) -> CdpEndpoint {
+    CdpEndpoint {
+        http_url: "http://127.0.0.1:9".into(),
+        ws_url: format!("ws://127.0.0.1:9/devtools/browser/{id}"),
+    }
+}
+
 impl FakeBrowser {
     pub(crate) fn new() -> Arc<Self> {
+        let cdp = endpoint("x");
         Arc::new(Self {
             status: watch::channel(DesktopStatus::Ready).0,
+            running: Mutex::new(Some(cdp.ws_url.clone())),
+            cdp: Mutex::new(cdp),
+            hang_serves: AtomicBool::new(false),
             fronts: AtomicUsize::new(0),
             fail_front: AtomicBool::new(false),
             hang_front: AtomicBool::new(false),
         })
     }
+
+    /// The supervisor's side of a restart done: the new endpoint published, then `Ready`.
+    pub(crate) fn restarted(&self, id: &str) {
+        let cdp = endpoint(id);
+        *self.running.lock().unwrap() = Some(cdp.ws_url.clone());
+        *self.cdp.lock().unwrap() = cdp;
+        self.status.send_replace(DesktopStatus::Ready);
+    }
 }
 
 impl Browser for FakeBrowser {
     fn cdp(&self) -> CdpEndpoint {
-        CdpEndpoint {
-            http_url: "http://127.0.0.1:9/".into(),
-            ws_url: "ws://127.0.0.1:9/devtools/browser/x".into(),
-        }
+        self.cdp.lock().unwrap().clone()
+    }
+
+    fn serves(&self, cdp: &CdpEndpoint) -> BoxFuture<'_, bool> {
+        let ws_url = cdp.ws_url.clone();
+        Box::pin(async move {
+            if self.hang_serves.load(Ordering::SeqCst) {
+                std::future::pending::<()>().await;
+            }
+            self.running.lock().unwrap().as_deref() == Some(ws_url.as_str())
+        })
     }
 
     fn vnc_target(&self) -> VncTarget {
@@ -88,7 +122,7 @@ pub(crate) fn manifest(desktop: bool) -> Arc<Manifest> {
 
 pub(crate) struct Fixture {
     pub(crate) manager: TakeoverManager,
-    browser: Arc<FakeBrowser>,
+    pub(crate) browser: Arc<FakeBrowser>,
     events: broadcast::Receiver<Arc<PlatformEvent>>,
 }
 
@@ -280,7 +314,7 @@ async fn request_validation() {
         Err(TakeoverError::SandboxNotDesktop)
     ));
     assert!(matches!(
-        no_browser.browser_endpoint(),
+        no_browser.browser_endpoint().await,
         Err(TakeoverError::SandboxNotDesktop)
     ));
 
@@ -298,14 +332,14 @@ async fn request_validation() {
         Err(TakeoverError::BrowserUnavailable(None))
     ));
     assert!(matches!(
-        f.manager.browser_endpoint(),
+        f.manager.browser_endpoint().await,
         Err(TakeoverError::BrowserUnavailable(None))
     ));
     // Nothing was left live by the refusals.
     f.browser.status.send_replace(DesktopStatus::Ready);
     assert!(f.manager.request(request(300)).await.is_ok());
     assert_eq!(
-        f.manager.browser_endpoint().unwrap().ws_url,
+        f.manager.browser_endpoint().await.unwrap().ws_url,
         "ws://127.0.0.1:9/devtools/browser/x"
     );
 }
@@ -353,7 +387,7 @@ async fn a_desktop_started_by_flag_serves_the_browser_and_takeovers() {
         TakeoverLimits::default(),
     );
     assert_eq!(
-        manager.browser_endpoint().expect("browser").ws_url,
+        manager.browser_endpoint().await.expect("browser").ws_url,
         "ws://127.0.0.1:9/devtools/browser/x"
     );
     let info = manager.request(request(300)).await.expect("takeover");

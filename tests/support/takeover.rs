@@ -98,6 +98,14 @@ impl Browser for FakeBrowser {
         }
     }
 
+    /// The fake has one browser, which never restarts.
+    fn serves(
+        &self,
+        _: &CdpEndpoint,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + '_>> {
+        Box::pin(async { true })
+    }
+
     fn vnc_target(&self) -> VncTarget {
         VncTarget::Tcp(self.vnc)
     }
