@@ -26,7 +26,8 @@
 //! `Storage.getCookies` of the default browser context and of every other one
 //! (`Target.getBrowserContexts`: Playwright's `browser.new_context()` over
 //! `connect_over_cdp` logs in in one of those), the context being part of a cookie's
-//! identity. The CDP connection is kept between polls and rebuilt when the endpoint
+//! identity. A context closed between the listing and the reading of its cookies is
+//! skipped for that poll, not a failed poll. The CDP connection is kept between polls and rebuilt when the endpoint
 //! changes (Chromium restarted) or a call fails.
 //!
 //! Cookie values pass through our memory (CDP has no "names only" call); they are never
@@ -37,11 +38,14 @@
 //! What a pattern and a cookie domain are matched with, and how the API brings them to the
 //! form Chromium reports, is in `matching`.
 
+#[cfg(test)]
+mod cdp_tests;
 mod matching;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use chromiumoxide::cdp::browser_protocol::browser::BrowserContextId;
 use chromiumoxide::cdp::browser_protocol::storage::GetCookiesParams;
 use chromiumoxide::cdp::browser_protocol::target::{GetBrowserContextsParams, GetTargetsParams};
 use futures_util::StreamExt;
@@ -224,6 +228,17 @@ async fn call<T>(
         .map_err(PollError::Cdp)
 }
 
+/// The ids of the browser contexts other than the default one.
+async fn browser_contexts(cdp: &Cdp) -> Result<Vec<String>, PollError> {
+    let got = call(cdp.browser.execute(GetBrowserContextsParams::default())).await?;
+    Ok(got
+        .result
+        .browser_context_ids
+        .into_iter()
+        .map(|id| id.inner().clone())
+        .collect())
+}
+
 async fn sight(
     cdp: &Cdp,
     condition: &SuccessCondition,
@@ -244,34 +259,46 @@ async fn sight(
     if condition.cookie.is_some() {
         // Every context's cookies at once: the cookie half of a poll costs two round trips
         // whatever the number of contexts, and each call keeps its own CDP_CALL_TIMEOUT.
-        let contexts = call(cdp.browser.execute(GetBrowserContextsParams::default()))
-            .await?
-            .result
-            .browser_context_ids;
+        let contexts = browser_contexts(cdp).await?;
         let default = std::iter::once((String::new(), GetCookiesParams::default()));
         let others = contexts.into_iter().map(|id| {
-            let key = id.inner().clone();
             (
-                key,
-                GetCookiesParams::builder().browser_context_id(id).build(),
+                id.clone(),
+                GetCookiesParams::builder()
+                    .browser_context_id(BrowserContextId::new(id))
+                    .build(),
             )
         });
-        let per_context = futures_util::future::try_join_all(default.chain(others).map(
-            |(context, params)| async move {
-                let got = call(cdp.browser.execute(params)).await?;
-                Ok::<_, PollError>((context, got.result.cookies))
-            },
+        let per_context = futures_util::future::join_all(default.chain(others).map(
+            |(context, params)| async move { (context, call(cdp.browser.execute(params)).await) },
         ))
-        .await?;
-        // The values are digested and dropped here.
+        .await;
+        let mut failed = Vec::new();
         for (context, got) in per_context {
-            cookies.extend(got.into_iter().map(|c| SeenCookie {
-                value_digest: value_digest(salt, &c.value),
-                context: context.clone(),
-                name: c.name,
-                domain: c.domain,
-                path: c.path,
-            }));
+            match got {
+                // The values are digested and dropped here.
+                Ok(got) => cookies.extend(got.result.cookies.into_iter().map(|c| SeenCookie {
+                    value_digest: value_digest(salt, &c.value),
+                    context: context.clone(),
+                    name: c.name,
+                    domain: c.domain,
+                    path: c.path,
+                })),
+                Err(error) if context.is_empty() => return Err(error),
+                Err(error) => failed.push((context, error)),
+            }
+        }
+        if !failed.is_empty() {
+            // A context closed between the listing and its read (an agent's
+            // `context.close()`) has no cookies left to prove a login: skipped, the others
+            // still count. One still listed failed for another reason: the poll fails.
+            let listed = browser_contexts(cdp).await?;
+            for (context, error) in failed {
+                if listed.contains(&context) {
+                    return Err(error);
+                }
+                debug!("condition: a browser context closed during the poll; skipped");
+            }
         }
     }
     Ok(condition.sight(urls.iter().map(String::as_str), cookies))
