@@ -25,8 +25,8 @@
 //! same list `/json/list` serves, over the connection we hold anyway — and
 //! `Storage.getCookies` of the default browser context and of every other one
 //! (`Target.getBrowserContexts`: Playwright's `browser.new_context()` over
-//! `connect_over_cdp` logs in in one of those), the context being part of a cookie's
-//! identity. A context closed between the listing and the reading of its cookies is
+//! `connect_over_cdp` logs in in one of those), the context, like a partitioned cookie's
+//! partition, being part of a cookie's identity. A context closed between the listing and the reading of its cookies is
 //! skipped for that poll, not a failed poll. The CDP connection is kept between polls and rebuilt when the endpoint
 //! changes (Chromium restarted) or a call fails.
 //!
@@ -46,6 +46,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use chromiumoxide::cdp::browser_protocol::browser::BrowserContextId;
+use chromiumoxide::cdp::browser_protocol::network::Cookie;
 use chromiumoxide::cdp::browser_protocol::storage::GetCookiesParams;
 use chromiumoxide::cdp::browser_protocol::target::{GetBrowserContextsParams, GetTargetsParams};
 use futures_util::StreamExt;
@@ -75,7 +76,38 @@ pub struct SeenCookie {
     pub name: String,
     pub domain: String,
     pub path: String,
+    pub partition: Partition,
     pub value_digest: [u8; 32],
+}
+
+/// A partitioned cookie's partition (CHIPS: set with `Partitioned`, kept per top-level
+/// site). The same name, domain and path in two partitions are two cookies, each with its
+/// own value: under one key, either could hide the other's change.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub enum Partition {
+    /// Not partitioned.
+    #[default]
+    None,
+    /// CDP's `partitionKey`.
+    Site {
+        top_level_site: String,
+        cross_site_ancestor: bool,
+    },
+    /// `partitionKeyOpaque`: a partition CDP cannot name (an opaque top-level origin).
+    Opaque,
+}
+
+impl Partition {
+    fn of(cookie: &Cookie) -> Partition {
+        match (&cookie.partition_key, cookie.partition_key_opaque) {
+            (Some(key), _) => Partition::Site {
+                top_level_site: key.top_level_site.clone(),
+                cross_site_ancestor: key.has_cross_site_ancestor,
+            },
+            (None, Some(true)) => Partition::Opaque,
+            (None, _) => Partition::None,
+        }
+    }
 }
 
 /// What one poll saw that matches the condition: page URLs and cookies.
@@ -85,8 +117,15 @@ pub struct Sighting {
     cookies: HashMap<CookieKey, [u8; 32]>,
 }
 
-/// A cookie's identity: `(context, name, domain, path)`.
-type CookieKey = (String, String, String, String);
+/// A cookie's identity: where it lives and what names it, all but its value.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct CookieKey {
+    context: String,
+    name: String,
+    domain: String,
+    path: String,
+    partition: Partition,
+}
 
 impl SuccessCondition {
     /// Keeps, of what a poll saw, what matches this condition.
@@ -108,7 +147,16 @@ impl SuccessCondition {
             Some(want) => cookies
                 .into_iter()
                 .filter(|c| want.matches(&c.name, &c.domain))
-                .map(|c| ((c.context, c.name, c.domain, c.path), c.value_digest))
+                .map(|c| {
+                    let key = CookieKey {
+                        context: c.context,
+                        name: c.name,
+                        domain: c.domain,
+                        path: c.path,
+                        partition: c.partition,
+                    };
+                    (key, c.value_digest)
+                })
                 .collect(),
         };
         Sighting { urls, cookies }
@@ -279,6 +327,7 @@ async fn sight(
                 // The values are digested and dropped here.
                 Ok(got) => cookies.extend(got.result.cookies.into_iter().map(|c| SeenCookie {
                     value_digest: value_digest(salt, &c.value),
+                    partition: Partition::of(&c),
                     context: context.clone(),
                     name: c.name,
                     domain: c.domain,
@@ -389,6 +438,7 @@ mod tests {
             name: name.into(),
             domain: domain.into(),
             path: "/".into(),
+            partition: Partition::None,
             value_digest: value_digest(&[9; 16], value),
         }
     }
@@ -574,6 +624,39 @@ mod tests {
             ..anon.clone()
         };
         assert!(baseline.met(&cond, &cond.sight([], [anon, in_context]), false));
+    }
+
+    /// Two partitions of one cookie (CHIPS), under two top-level sites: a login that
+    /// rotates the one is seen whatever the other holds, and a partitioned cookie is not
+    /// the unpartitioned one of the same name.
+    #[test]
+    fn a_cookie_in_another_partition_is_another_cookie() {
+        let cond = session_condition();
+        let partitioned = |site: &str, value: &str| SeenCookie {
+            partition: Partition::Site {
+                top_level_site: site.into(),
+                cross_site_ancestor: false,
+            },
+            ..cookie("session", "bank.example", value)
+        };
+        let mut baseline = Baseline::default();
+        let before = [
+            partitioned("https://shop.example", "anon"),
+            partitioned("https://news.example", "other"),
+        ];
+        assert!(!baseline.met(&cond, &cond.sight([], before.clone()), false));
+        assert!(!baseline.met(&cond, &cond.sight([], before), false));
+        let rotated = [
+            partitioned("https://shop.example", "user-42"),
+            partitioned("https://news.example", "other"),
+        ];
+        assert!(baseline.met(&cond, &cond.sight([], rotated), false));
+
+        let mut baseline = Baseline::default();
+        let plain = cookie("session", "bank.example", "anon");
+        assert!(!baseline.met(&cond, &cond.sight([], [plain.clone()]), false));
+        let alongside = [plain, partitioned("https://shop.example", "anon")];
+        assert!(baseline.met(&cond, &cond.sight([], alongside), false));
     }
 
     #[test]

@@ -101,9 +101,48 @@ async fn a_context_closed_during_the_poll_is_skipped() {
     let cdp = connect(&url).await.expect("connect");
     let condition = session_condition();
     let seen = sight(&cdp, &condition, &[7; 16]).await.expect("the poll");
-    let mut contexts: Vec<&str> = seen.cookies.keys().map(|k| k.0.as_str()).collect();
+    let mut contexts: Vec<&str> = seen.cookies.keys().map(|k| k.context.as_str()).collect();
     contexts.sort_unstable();
     assert_eq!(contexts, ["", "CTX1"]);
+}
+
+/// Chromium's partitioned cookies (CHIPS) are read with their partition: one cookie per
+/// partition, and neither is the unpartitioned one.
+#[tokio::test]
+async fn partitioned_cookies_are_read_with_their_partition() {
+    let cookies: Arc<Cookies> = Arc::new(|_| {
+        let mut shop = cdp_cookie("session", "a");
+        shop["partitionKey"] =
+            json!({"topLevelSite": "https://shop.example", "hasCrossSiteAncestor": false});
+        let mut news = cdp_cookie("session", "b");
+        news["partitionKey"] =
+            json!({"topLevelSite": "https://news.example", "hasCrossSiteAncestor": true});
+        let mut opaque = cdp_cookie("session", "c");
+        opaque["partitionKeyOpaque"] = json!(true);
+        Ok(json!([cdp_cookie("session", "d"), shop, news, opaque]))
+    });
+    let url = fake_browser(vec![vec![]], cookies).await;
+    let cdp = connect(&url).await.expect("connect");
+    let seen = sight(&cdp, &session_condition(), &[7; 16])
+        .await
+        .expect("the poll");
+    let mut partitions: Vec<Partition> = seen.cookies.keys().map(|k| k.partition.clone()).collect();
+    partitions.sort_by_key(|p| format!("{p:?}"));
+    assert_eq!(
+        partitions,
+        [
+            Partition::None,
+            Partition::Opaque,
+            Partition::Site {
+                top_level_site: "https://news.example".into(),
+                cross_site_ancestor: true
+            },
+            Partition::Site {
+                top_level_site: "https://shop.example".into(),
+                cross_site_ancestor: false
+            },
+        ]
+    );
 }
 
 /// A context still listed whose cookies cannot be read is a failed poll, as is the
