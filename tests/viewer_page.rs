@@ -1,7 +1,8 @@
 //! The viewer page's own behaviour in the system Chromium (driven by `tests/e2e/viewer.mjs`
 //! against the fake takeover side and a real Xvnc, as in `tests/viewer.rs`): a start that
 //! fails for a moment, reloads (after a failure and after the end), two tabs once the page
-//! thinks time is up, a phone's layout, and a reason too long for two lines.
+//! thinks time is up, a phone's layout, a reason too long for two lines, and a keyboard
+//! leaving the screen.
 //! Screenshots land in `target/e2e-artifacts/`.
 
 mod support;
@@ -308,4 +309,80 @@ async fn a_long_reason_can_be_read_whole() {
         open["more_visible"], true,
         "no way back to two lines: {open}"
     );
+}
+
+/// A keyboard alone: the screen (noVNC's canvas, which takes every key, Tab included) is a
+/// tab stop described by the page's hint on leaving it, and F6, as the hint says, leaves it
+/// for the hint, from where Shift+Tab reaches the page's buttons and Tab goes back into the
+/// screen. A watcher's canvas is no tab stop, and gets no hint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyboard_can_leave_the_screen_as_the_page_says() {
+    let Some(desk) = desk("Please sign in to Example Bank", &[]) else {
+        return;
+    };
+    let fake = Fake::new(&desk.x.socket);
+    let base = fake.serve().await;
+    let actions = json!([
+        {"type": "focus", "name": "live"},
+        {"type": "press", "key": "Tab"},
+        {"type": "focus", "name": "after_tab"},
+        {"type": "press", "key": "F6"},
+        {"type": "focus", "name": "after_f6"},
+        {"type": "screenshot", "path": shot("keyboard-left-the-screen")},
+        {"type": "press", "key": "Shift+Tab"},
+        {"type": "focus", "name": "back"},
+        // On through "Type text into the sandbox" (its field and button) into the screen.
+        {"type": "press", "key": "Tab"},
+        {"type": "press", "key": "Tab"},
+        {"type": "press", "key": "Tab"},
+        {"type": "focus", "name": "tabbed_in"},
+    ]);
+    let h = run_harness(
+        &desk.home,
+        &control_url(&base, &fake),
+        &shot("keyboard"),
+        Some(actions),
+        "live",
+    )
+    .await;
+    eprintln!("keyboard: {}", h.result);
+    assert_ok(&h, "keyboard");
+    let keys = &h.result["page"]["screen_keys"];
+    assert_eq!(keys["visible"], true, "{keys}");
+    assert!(
+        keys["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("Press F6 to leave it")),
+        "{keys}"
+    );
+    assert_eq!(keys["canvas_described_by"], "screen-keys", "{keys}");
+    assert_eq!(keys["canvas_tab_index"], 0, "{keys}");
+    assert_eq!(keys["canvas_label"], "The sandbox's browser", "{keys}");
+    let focuses = &h.result["focuses"];
+    assert_eq!(
+        focuses,
+        &json!({
+            "live": "canvas",
+            // Tab went to the sandbox; the page kept it in the screen.
+            "after_tab": "canvas",
+            "after_f6": "screen-keys",
+            "back": "btn-complete",
+            "tabbed_in": "canvas",
+        }),
+        "{}",
+        h.result
+    );
+
+    let view = run_harness(
+        &desk.home,
+        &format!("{base}/takeover/{}#token={}", fake.id, fake.view_token),
+        &shot("keyboard-view-only"),
+        None,
+        "live",
+    )
+    .await;
+    assert_ok(&view, "keyboard, view only");
+    let keys = &view.result["page"]["screen_keys"];
+    assert_eq!(keys["visible"], false, "{keys}");
+    assert_eq!(keys["canvas_tab_index"], -1, "{keys}");
 }

@@ -11,6 +11,13 @@
 // which the canvas cannot take (it sends keys the user presses, never a paste). The text goes
 // as keys, never through the VNC clipboard, and is never logged.
 //
+// The screen (noVNC's canvas) takes every key, Tab included, which the sandbox needs for its
+// forms; so a keyboard would be stuck in it. F6 (a browser's key for "next pane", which noVNC
+// would otherwise swallow) is kept for the page: it moves the focus out of the screen, to the
+// hint that says so (#screen-keys, which the canvas names as its description). From there
+// Shift+Tab reaches the page's buttons and Tab goes back into the screen, which a controlling
+// viewer can Tab to.
+//
 // For tests and people alike, the state is on <body>: data-state = connecting | live |
 // reconnecting | replaced (another tab took control) | ended | error, data-outcome = completed | cancelled | timed_out | failed,
 // and data-held-messages = how many of the relay's messages arrived before noVNC had loaded.
@@ -99,6 +106,7 @@ function setState(state, outcome) {
   $('btn-complete').hidden = !canAct;
   $('btn-cancel').hidden = !canAct;
   renderTyping();
+  renderKeysHint();
   if (state === 'ended' || state === 'error') {
     $('timer').hidden = true;
     stopTimers();
@@ -167,6 +175,7 @@ function renderSession(s) {
   $('view-note').hidden = !viewOnly;
   $('brief').hidden = false;
   renderTyping();
+  renderKeysHint();
   fitReason();
 }
 
@@ -238,6 +247,36 @@ function typeText() {
   // No physical key (`code`): noVNC then sends the keysym itself, never a scancode.
   for (const keysym of keysyms) rfb.sendKey(keysym, null);
   rfb.focus();
+}
+
+// ---- the keyboard and the screen -------------------------------------------------------
+
+// The hint on leaving the screen, for whoever can type into it (a watcher's canvas is not in
+// the tab order, and nothing is typed into it).
+function renderKeysHint() {
+  const control = !!page.session && page.session.access === 'control';
+  const over = page.state === 'ended' || page.state === 'error';
+  $('screen-keys').hidden = !control || over;
+}
+
+// noVNC's canvas, made a named, described stop of the tab order for a controlling viewer.
+function describeScreen(canvas, viewOnly) {
+  canvas.tabIndex = viewOnly ? -1 : 0;
+  canvas.setAttribute('role', 'application');
+  canvas.setAttribute('aria-roledescription', 'remote screen');
+  canvas.setAttribute('aria-label', "The sandbox's browser");
+  canvas.setAttribute('aria-describedby', 'screen-keys');
+}
+
+// Caught on the way down to the canvas, before noVNC's own handler sees (and swallows) it.
+function onScreenKey(e) {
+  if (e.key !== 'F6' || e.ctrlKey || e.altKey || e.metaKey || e.isComposing) return;
+  e.preventDefault();
+  e.stopPropagation();
+  const hint = $('screen-keys');
+  hint.focus();
+  // Not shown (a watcher, a touch screen): out of the screen all the same.
+  if (document.activeElement !== hint && e.target.blur) e.target.blur();
 }
 
 // ---- remaining time ------------------------------------------------------------------
@@ -430,6 +469,9 @@ function connect() {
   rfb.scaleViewport = true;
   rfb.resizeSession = false;
   rfb.viewOnly = page.session.access === 'view';
+  // noVNC appends its screen, the canvas inside, to the target as it is made.
+  const canvas = $('screen').lastElementChild && $('screen').lastElementChild.querySelector('canvas');
+  if (canvas) describeScreen(canvas, rfb.viewOnly);
   rfb.background = 'transparent';
   rfb.addEventListener('connect', () => {
     if (page.rfb !== rfb) return;
@@ -649,6 +691,7 @@ async function main() {
     typeText();
   });
   $('reason-more').addEventListener('click', toggleReason);
+  $('screen').addEventListener('keydown', onScreenKey, true);
   window.addEventListener('resize', fitReason);
 
   // noVNC's modules and the session at once: over a real link each costs round trips.

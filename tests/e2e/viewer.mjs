@@ -47,6 +47,8 @@
 //   {"type":"unroute"}                          stop the failures of --abort
 //   {"type":"layout","name":"x"}                measure the page's layout now, into
 //                                               "layouts": {"x": {...}} (see layoutProbe)
+//   {"type":"focus","name":"x"}                 what has the keyboard now (an element's id,
+//                                               else its tag), into "focuses": {"x": ...}
 // Every wait takes an optional "timeout_ms" (default: --timeout-ms).
 
 import { readFileSync, mkdirSync } from 'node:fs';
@@ -197,6 +199,9 @@ async function desktopToPage(page, x, y) {
 
 async function snapshot(page) {
   return page.evaluate(() => {
+    const focusName = () => (document.activeElement
+      ? document.activeElement.id || document.activeElement.tagName.toLowerCase()
+      : null);
     const text = (id) => { const el = document.getElementById(id); return el ? el.textContent.trim() : null; };
     const shown = (id) => { const el = document.getElementById(id); return !!el && !el.hidden && el.offsetParent !== null; };
     const c = document.querySelector('#screen canvas');
@@ -230,9 +235,20 @@ async function snapshot(page) {
           };
         })(),
         // What has the keyboard: an element's id, else its tag.
-        focus: document.activeElement
-          ? document.activeElement.id || document.activeElement.tagName.toLowerCase()
-          : null,
+        focus: focusName(),
+        // How a keyboard leaves the screen: the hint, and whether the canvas is a tab stop
+        // that the hint describes.
+        screen_keys: (() => {
+          const described = c ? c.getAttribute('aria-describedby') : null;
+          const by = described ? document.getElementById(described) : null;
+          return {
+            visible: shown('screen-keys'),
+            text: text('screen-keys'),
+            canvas_described_by: by ? by.id : null,
+            canvas_tab_index: c ? c.tabIndex : null,
+            canvas_label: c ? c.getAttribute('aria-label') : null,
+          };
+        })(),
         toast: shown('toast') ? text('toast') : null,
       },
       canvas: c ? { width: c.width, height: c.height } : null,
@@ -282,6 +298,8 @@ async function shot(page, path) {
 let tab = null;
 // What the "layout" actions measured, by name.
 const layouts = {};
+// What had the keyboard at each "focus" action, by name.
+const focuses = {};
 
 async function runAction(page, action, opts) {
   const timeout = action.timeout_ms || opts.timeoutMs;
@@ -329,6 +347,11 @@ async function runAction(page, action, opts) {
     case 'unroute': await page.context().unrouteAll(); break;
     case 'layout':
       layouts[action.name] = await page.evaluate(layoutProbe);
+      break;
+    case 'focus':
+      focuses[action.name] = await page.evaluate(() => (document.activeElement
+        ? document.activeElement.id || document.activeElement.tagName.toLowerCase()
+        : null));
       break;
     case 'http': {
       const resp = await fetch(new URL(action.url, opts.url), {
@@ -388,6 +411,7 @@ async function main() {
     };
     if (tab) result.tab = await snapshot(tab);
     if (Object.keys(layouts).length) result.layouts = layouts;
+    if (Object.keys(focuses).length) result.focuses = focuses;
     process.stdout.write(JSON.stringify(result) + '\n');
   } catch (e) {
     let state = null;
