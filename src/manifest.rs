@@ -8,8 +8,9 @@
 //! - the default is [`default_env_var`]: `{CONNECTION_ID}_{FIELD_NAME}` in upper snake case;
 //! - a field may override it with `env_var` (`^[A-Za-z_][A-Za-z0-9_]*$`, at most 128 bytes);
 //! - a name may not be one the daemon sets itself (anything starting `GREXAL_`) or one that
-//!   changes how the agent's process, its interpreter or the programs it runs start, whole
-//!   families by prefix (`PYTHON*`, `NODE_*`, `LD_*`, …: [`is_reserved_env_var`]);
+//!   changes how the agent's process, its interpreter or the programs it runs start, or
+//!   where its traffic goes and whom it trusts, whole families by prefix or suffix
+//!   (`PYTHON*`, `NODE_*`, `LD_*`, `*_PROXY`, `*FLAGS`, …: [`is_reserved_env_var`]);
 //! - two env-delivered fields, in the same or different connections, may not share a name.
 //!
 //! These name checks apply to fields that are actually delivered as env vars; under the

@@ -145,3 +145,104 @@ fn unknown_top_level_and_connection_keys_are_ignored() {
         "{stdout}"
     );
 }
+
+/// A manifest with one env-delivered secret_input field named `env_var`.
+fn env_field_manifest(env_var: &str) -> String {
+    serde_json::json!({"connections": [{
+        "id": "tool", "display_name": "Tool", "auth_mode": "secret_input", "delivery": "env",
+        "fields": [{"name": "value", "label": "Value", "secret": true, "env_var": env_var}]}]})
+    .to_string()
+}
+
+/// Env names whose user-supplied value would decide which program, library or startup
+/// code the agent runs, or where its traffic goes and whom it trusts (the second review's,
+/// each of which `check` accepted): refused by `check`, `run` and `dev` alike with the
+/// manifest's exit code, naming the field and the name; credential names still pass.
+#[test]
+fn env_names_that_steer_the_agent_are_refused_by_check_run_and_dev() {
+    let dir = open_tempdir();
+    let refused = [
+        "GTK_MODULES",
+        "GIO_EXTRA_MODULES",
+        "QT_PLUGIN_PATH",
+        "LUA_CPATH",
+        "CORECLR_PROFILER_PATH",
+        "DOTNET_STARTUP_HOOKS",
+        "TCLLIBPATH",
+        "EMACSLOADPATH",
+        "R_PROFILE_USER",
+        "PHPRC",
+        "RUSTC_WRAPPER",
+        "CARGO_BUILD_RUSTC_WRAPPER",
+        "CC",
+        "MAKEFLAGS",
+        "GOFLAGS",
+        "YARN_YARN_PATH",
+        "GRADLE_OPTS",
+        "MAVEN_OPTS",
+        "SBT_OPTS",
+        "CURL_HOME",
+        "WGETRC",
+        "HGRCPATH",
+        "PIP_INDEX_URL",
+        "PIP_CONFIG_FILE",
+        "UV_INDEX_URL",
+        "GOPROXY",
+        "HTTPS_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "SSL_CERT_FILE",
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+        "DISPLAY",
+        "XAUTHORITY",
+        "SSH_AUTH_SOCK",
+    ];
+    for name in refused {
+        let path = dir.path().join(format!("{name}.json"));
+        write(&path, env_field_manifest(name), 0o644);
+        let out = run_to_end(command().arg("check").arg(&path));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(65), "{name}: {stderr}");
+        assert!(
+            stderr.contains(r#"connections[0] (id "tool").fields[0].env_var"#)
+                && stderr.contains(&format!("env name {name:?} is not allowed: ")),
+            "{name}: {stderr}"
+        );
+    }
+    for name in ["OPENAI_API_KEY", "GOOGLE_API_KEY", "CARGO_REGISTRY_TOKEN"] {
+        let path = dir.path().join(format!("{name}.json"));
+        write(&path, env_field_manifest(name), 0o644);
+        let out = run_to_end(command().arg("check").arg(&path));
+        assert!(out.status.success(), "{name}: {out:?}");
+    }
+
+    // `run` and `dev` read the manifest first, through the same check: nothing starts.
+    let manifest = dir.path().join("HTTPS_PROXY.json");
+    let marker = dir.path().join("agent-ran");
+    for sub in [&["dev"][..], &["run", "--sandbox-id", "s"][..]] {
+        let out = run_to_end(
+            command()
+                .current_dir(dir.path())
+                .args(sub)
+                .arg("--manifest")
+                .arg(&manifest)
+                .arg("--socket")
+                .arg(dir.path().join("s.sock"))
+                .arg("--credentials-dir")
+                .arg(dir.path().join("creds"))
+                .arg("--env-file")
+                .arg(dir.path().join("agent.env"))
+                .arg("--")
+                .arg("touch")
+                .arg(&marker),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(65), "{sub:?}: {stderr}");
+        assert!(
+            stderr.contains(r#"env name "HTTPS_PROXY" is not allowed: "#),
+            "{sub:?}: {stderr}"
+        );
+        assert!(!marker.exists(), "{sub:?}: the agent ran");
+    }
+}

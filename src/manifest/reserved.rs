@@ -2,20 +2,28 @@
 //!
 //! A field's value comes from the user, its name from the agent's developer. The rule: a
 //! user-supplied value must never decide which programs, libraries or startup code the
-//! agent runs, or who it is. Whole families are refused by prefix, because the programs
-//! behind them keep adding variables (`PYTHONWARNINGS` can import a module named in it,
-//! which with `BROWSER` runs a shell command; Python alone reads dozens of `PYTHON*`
-//! names), and an exact list always lags.
+//! agent runs, or who it is, or where its traffic goes and whom it trusts. Whole families
+//! are refused by prefix or suffix, because the programs behind them keep adding variables
+//! (`PYTHONWARNINGS` can import a module named in it, which with `BROWSER` runs a shell
+//! command; Python alone reads dozens of `PYTHON*` names), and an exact list always lags.
 //!
-//! Names are compared upper-cased: npm reads `npm_config_*` in any case, and nothing
-//! legitimate needs a lower-case spelling of a refused name.
+//! A path is as dangerous as code: a `file_upload` connection puts a file the user chose at
+//! a known path (`/tmp/grexal/{id}/{filename}`), so a name whose value is a config file, a
+//! startup file or a load path is refused like one whose value is a command.
 //!
-//! In the interpreter and tool families, a name whose last word marks a credential
-//! (`_TOKEN`, `_KEY`, `_SECRET`, `_PASSWORD`) is allowed: `NODE_AUTH_TOKEN` is the
-//! variable npm's `.npmrc` conventionally reads its registry token from, and a connection
-//! named `git`, `node` or `pythonanywhere` gets such names by default (`GIT_TOKEN`). None
-//! of these programs reads a variable so named as a command, a path or an option. The
-//! platform's, the loader's and the C library's families have no such exception.
+//! Only env-delivered `secret_input` fields are checked: they are the only env vars whose
+//! value the user supplies. The daemon sets the others itself (`GREXAL_*`, `HOME`, ...).
+//!
+//! Names are compared upper-cased: npm reads `npm_config_*` and curl `http_proxy` in any
+//! case, and nothing legitimate needs a lower-case spelling of a refused name.
+//!
+//! In the interpreter and tool families (`TOOL_FAMILIES`), a name whose last word marks a
+//! credential (`_TOKEN`, `_KEY`, `_SECRET`, `_PASSWORD`) is allowed: `NODE_AUTH_TOKEN` is
+//! the variable npm's `.npmrc` conventionally reads its registry token from,
+//! `CARGO_REGISTRY_TOKEN` is cargo's own, and a connection named `git`, `node` or
+//! `pythonanywhere` gets such names by default (`GIT_TOKEN`). None of these programs reads
+//! a variable so named as a command, a path or an option. The other families have no such
+//! exception: each says why next to it.
 
 /// Families refused whatever follows the prefix, with the reason.
 const ABSOLUTE_FAMILIES: &[(&str, &str)] = &[
@@ -23,6 +31,7 @@ const ABSOLUTE_FAMILIES: &[(&str, &str)] = &[
         "GREXAL_",
         "names starting with GREXAL_ are reserved for the platform",
     ),
+    // The dynamic loader and the C library: every one of theirs is read at every start.
     ("LD_", "LD_* variables control the dynamic loader"),
     ("DYLD_", "DYLD_* variables control the dynamic loader"),
     (
@@ -31,9 +40,86 @@ const ABSOLUTE_FAMILIES: &[(&str, &str)] = &[
     ),
     ("GLIBC_", "GLIBC_* variables tune the C library"),
     ("MALLOC_", "MALLOC_* variables tune the C library"),
+    // Runtimes' module loaders and startup files: these families exist to point a runtime
+    // at code to load or run, and none of their names is a credential.
+    ("GTK_", "GTK_* variables make GTK load modules"),
+    ("GTK2_", "GTK2_* variables make GTK load modules"),
+    ("GTK3_", "GTK3_* variables make GTK load modules"),
+    ("GIO_", "GIO_* variables make GLib load modules"),
+    (
+        "GDK_PIXBUF_",
+        "GDK_PIXBUF_* variables make gdk-pixbuf load modules",
+    ),
+    (
+        "GST_PLUGIN_",
+        "GST_PLUGIN_* variables make GStreamer load plugins",
+    ),
+    ("QT_", "QT_* variables make Qt load plugins"),
+    ("QML_", "QML_* variables make Qt load QML modules"),
+    ("QML2_", "QML2_* variables make Qt load QML modules"),
+    (
+        "LUA_",
+        "LUA_* variables set Lua's module paths and startup code",
+    ),
+    (
+        "DOTNET_",
+        "DOTNET_* variables control the .NET runtime (startup hooks, host paths)",
+    ),
+    (
+        "CORECLR_",
+        "CORECLR_* variables make the .NET runtime load a profiler",
+    ),
+    ("COMPLUS_", "COMPLUS_* variables configure the .NET runtime"),
+    ("R_PROFILE", "R_PROFILE* variables name R's startup code"),
+    ("R_ENVIRON", "R_ENVIRON* variables name R's startup files"),
+    ("R_LIBS", "R_LIBS* variables set R's library path"),
+    ("GUILE_", "GUILE_* variables set Guile's load path"),
+    (
+        "ERL_",
+        "ERL_* variables set Erlang's code path and start options",
+    ),
+    (
+        "JULIA_",
+        "JULIA_* variables set Julia's load path and package server",
+    ),
+    // Toolchains none of whose names is a credential. pip reads every PIP_<OPTION> as its
+    // command-line option, so a name's last word says nothing about its use (and pip's
+    // credentials go in the index URL or the keyring, never a PIP_*_TOKEN).
+    (
+        "PIP_",
+        "PIP_* variables set pip's options (the package index, its config file)",
+    ),
+    ("CGO_", "CGO_* variables set the C compiler Go runs"),
+    (
+        "RUSTC_",
+        "RUSTC_* variables name a wrapper cargo runs around the Rust compiler",
+    ),
+    (
+        "RUSTUP_",
+        "RUSTUP_* variables decide which Rust toolchain runs and where it is downloaded from",
+    ),
+    (
+        "PKG_CONFIG_",
+        "PKG_CONFIG_* variables decide the compiler and linker flags builds use",
+    ),
+    // Where programs find their config, their data (which program opens a file: .desktop
+    // handlers) and their runtime sockets.
+    (
+        "XDG_",
+        "XDG_* variables decide where programs find their config, data and sockets",
+    ),
+    // Trust: a certificate authority of the user's would let them read the agent's TLS.
+    (
+        "SSL_CERT_",
+        "SSL_CERT_* variables decide which certificate authorities TLS trusts",
+    ),
 ];
 
-/// Families refused unless the name ends in a credential word (see the module's doc).
+/// Families refused unless the name ends in a credential word (see the module's doc): each
+/// has credentials among its names (`NODE_AUTH_TOKEN`, `CARGO_REGISTRY_TOKEN`,
+/// `UV_PUBLISH_TOKEN`, `YARN_NPM_AUTH_TOKEN`, `GRADLE_ENTERPRISE_ACCESS_KEY`), or is a
+/// connection's likely id (`git`), and none reads a name so ending as a command, a path or
+/// an option.
 const TOOL_FAMILIES: &[(&str, &str)] = &[
     ("PYTHON", "PYTHON* variables control the Python interpreter"),
     ("NODE_", "NODE_* variables control Node.js"),
@@ -47,16 +133,73 @@ const TOOL_FAMILIES: &[(&str, &str)] = &[
         "GIT_* variables configure git and the programs it runs",
     ),
     ("BASH", "BASH* variables control bash's startup"),
+    (
+        "CARGO_",
+        "CARGO_* variables configure cargo (the compiler, wrappers and linkers it runs)",
+    ),
+    (
+        "UV_",
+        "UV_* variables configure uv (the package index, the Python it runs)",
+    ),
+    (
+        "YARN_",
+        "YARN_* variables configure Yarn (YARN_YARN_PATH names the Yarn it runs)",
+    ),
+    (
+        "GRADLE_",
+        "GRADLE_* variables configure Gradle (its JVM options, its init scripts)",
+    ),
+    (
+        "MAVEN_",
+        "MAVEN_* variables configure Maven (its JVM options, the Maven it runs)",
+    ),
+    ("SBT_", "SBT_* variables configure sbt (its JVM options)"),
+    (
+        "CLOUDSDK_",
+        "CLOUDSDK_* variables configure gcloud (CLOUDSDK_PYTHON names the Python it runs)",
+    ),
 ];
 
 /// The last words that mark a credential in a tool family.
 const CREDENTIAL_SUFFIXES: &[&str] = &["_TOKEN", "_KEY", "_SECRET", "_PASSWORD"];
 
-/// Names of programs that other programs run (a browser, an editor, a pager, an askpass).
+/// Families refused by their last word. No name so ending is a credential, so there is no
+/// exception to make.
+const SUFFIX_FAMILIES: &[(&str, &str)] = &[
+    // curl reads `{scheme}_proxy` for every scheme it speaks, and `NO_PROXY`; Go, Python,
+    // Node.js libraries and git read the common ones.
+    (
+        "_PROXY",
+        "*_PROXY variables send the agent's traffic through a proxy",
+    ),
+    // requests, curl, the AWS SDKs.
+    (
+        "_CA_BUNDLE",
+        "*_CA_BUNDLE variables decide which certificate authorities TLS trusts",
+    ),
+    // A JVM's, a build tool's or a sanitizer's start options (JAVA_OPTS, GRADLE_OPTS,
+    // ASAN_OPTIONS, ELIXIR_ERL_OPTIONS): an option can load an agent or run code.
+    ("_OPTS", "*_OPTS variables set how a program starts"),
+    ("_OPTIONS", "*_OPTIONS variables set how a program starts"),
+    // Compiler and build flags (CFLAGS, LDFLAGS, RUSTFLAGS, MAKEFLAGS, GOFLAGS, ERL_FLAGS):
+    // a flag can load a plugin, link a library or run a program.
+    (
+        "FLAGS",
+        "*FLAGS variables add options to compilers and build tools",
+    ),
+];
+
+/// Names of programs that other programs run (a browser, an editor, a pager, an askpass,
+/// a remote shell), or that let a library run one.
 const PROGRAM_NAMES: &[&str] = &[
     "BROWSER",
     "EDITOR",
     "VISUAL",
+    "SUDO_EDITOR",
+    "FCEDIT",
+    "SVN_EDITOR",
+    "HGEDITOR",
+    "TERMINAL",
     "PAGER",
     "MANPAGER",
     "LESS",
@@ -64,6 +207,35 @@ const PROGRAM_NAMES: &[&str] = &[
     "LESSCLOSE",
     "SSH_ASKPASS",
     "SUDO_ASKPASS",
+    "SVN_SSH",
+    "RSYNC_RSH",
+    "RSYNC_CONNECT_PROG",
+    "CVS_RSH",
+    // Lets Google's auth libraries run the command a credential file names.
+    "GOOGLE_EXTERNAL_ACCOUNT_ALLOW_EXECUTABLES",
+];
+
+/// The compilers and build tools that build tools run (`make`, `configure`, the `cc`
+/// crate, node-gyp, cgo, cargo), and the makefiles `make` reads before any other.
+const TOOLCHAIN_NAMES: &[&str] = &[
+    "CC",
+    "CXX",
+    "CPP",
+    "LD",
+    "AR",
+    "AS",
+    "NM",
+    "RANLIB",
+    "STRIP",
+    "OBJCOPY",
+    "OBJDUMP",
+    "FC",
+    "MAKE",
+    "MAKEFILES",
+    "GCCGO",
+    "PKG_CONFIG",
+    "RUSTC",
+    "RUSTDOC",
 ];
 
 /// Single names that decide how the process, its shell, its C library or a runtime
@@ -77,9 +249,7 @@ const STARTUP_NAMES: &[&str] = &[
     "LOGNAME",
     "SHELL",
     "PWD",
-    "XDG_CONFIG_HOME",
-    "XDG_CONFIG_DIRS",
-    // Shells.
+    // Shells and readline.
     "IFS",
     "ENV",
     "CDPATH",
@@ -91,6 +261,7 @@ const STARTUP_NAMES: &[&str] = &[
     "PS4",
     "SHELLOPTS",
     "ZDOTDIR",
+    "INPUTRC",
     // The C library.
     "TMPDIR",
     "GETCONF_DIR",
@@ -111,7 +282,49 @@ const STARTUP_NAMES: &[&str] = &[
     "GEM_HOME",
     "GEM_PATH",
     "BUNDLE_GEMFILE",
+    "PHPRC",
+    "PHP_INI_SCAN_DIR",
+    "TCLLIBPATH",
+    "TCL_LIBRARY",
+    "TK_LIBRARY",
+    "EMACSLOADPATH",
+    "GI_TYPELIB_PATH",
+    // Config files that can name a command to run (hgrc hooks, kubeconfig's exec plugins,
+    // AWS's credential_process, Docker's credential helpers, boto's plugin directory) or
+    // the servers and options a tool uses (curlrc, wgetrc, gemrc).
+    "CURL_HOME",
+    "WGETRC",
+    "HGRCPATH",
+    "GEMRC",
+    "KUBECONFIG",
+    "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "DOCKER_CONFIG",
+    "BOTO_CONFIG",
 ];
+
+/// Where the agent's traffic goes and what it trusts: the display and the agents and buses
+/// its tools talk to (whoever answers gets its keystrokes, its SSH signatures, its
+/// container commands), TLS trust and key logging.
+const TRAFFIC_NAMES: &[&str] = &[
+    "DISPLAY",
+    "WAYLAND_DISPLAY",
+    "XAUTHORITY",
+    "SSH_AUTH_SOCK",
+    "DBUS_SESSION_BUS_ADDRESS",
+    "DBUS_SYSTEM_BUS_ADDRESS",
+    "DOCKER_HOST",
+    "SSLKEYLOGFILE",
+    "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH",
+];
+
+/// The Go toolchain's names: `GO` and a word without an underscore (`GOFLAGS`, `GOPROXY`,
+/// `GOTOOLCHAIN`, which downloads and runs another Go, `GOAUTH` and `GOCACHEPROG`, which run
+/// commands, `GO111MODULE`). A `GO_` or `GOOGLE_` prefix would be wrong: default names
+/// always hold an underscore (`GOOGLE_API_KEY`, `GOCARDLESS_ACCESS_TOKEN`), Go's never do.
+fn is_go_tool_name(name: &str) -> bool {
+    name.len() > 2 && name.starts_with("GO") && !name.contains('_')
+}
 
 /// Why a connection may not set the env var `name`, or `None` when it may.
 pub fn is_reserved_env_var(name: &str) -> Option<&'static str> {
@@ -121,212 +334,31 @@ pub fn is_reserved_env_var(name: &str) -> Option<&'static str> {
         return Some(why);
     }
     if let Some((_, why)) = TOOL_FAMILIES.iter().find(|(p, _)| name.starts_with(p)) {
+        // No suffix family's word is a credential word, nor any exact name, so the
+        // exception cannot let one of those through.
         let credential = CREDENTIAL_SUFFIXES.iter().any(|s| name.ends_with(s));
         return (!credential).then_some(why);
+    }
+    if let Some((_, why)) = SUFFIX_FAMILIES.iter().find(|(s, _)| name.ends_with(s)) {
+        return Some(why);
+    }
+    if is_go_tool_name(name) {
+        return Some("GO* names without an underscore configure the Go toolchain");
     }
     if PROGRAM_NAMES.contains(&name) {
         return Some("it names a program that the agent's tools run");
     }
+    if TOOLCHAIN_NAMES.contains(&name) {
+        return Some("it names a compiler or build tool that the agent's tools run");
+    }
     if STARTUP_NAMES.contains(&name) {
         return Some("it controls how the agent's process starts");
+    }
+    if TRAFFIC_NAMES.contains(&name) {
+        return Some("it decides where the agent's traffic goes or what it trusts");
     }
     None
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::manifest::{Manifest, ManifestError};
-
-    /// A manifest with one env-delivered field named `name`.
-    fn with_env_name(name: &str) -> Result<Manifest, ManifestError> {
-        let doc = serde_json::json!({"connections": [{
-            "id": "tool", "display_name": "Tool", "auth_mode": "secret_input", "delivery": "env",
-            "fields": [{"name": "v", "label": "V", "secret": true, "env_var": name}]}]});
-        Manifest::parse(doc.to_string().as_bytes())
-    }
-
-    /// Refused by the manifest, naming the field and the name.
-    fn assert_refused(name: &str) {
-        match with_env_name(name) {
-            Err(ManifestError::Invalid { location, problem }) => {
-                assert_eq!(
-                    location, "connections[0] (id \"tool\").fields[0].env_var",
-                    "{name}"
-                );
-                assert!(
-                    problem.starts_with(&format!("env name {name:?} is not allowed: ")),
-                    "{name}: {problem}"
-                );
-            }
-            other => panic!("{name}: expected Invalid, got {other:?}"),
-        }
-    }
-
-    /// The names below are written out a second time on purpose: one dropped from a list
-    /// is refused no more and fails here, and one added to a list must be added here too
-    /// (the loop over the lists says so), and be refused.
-    #[test]
-    fn names_that_steer_startup_are_refused_by_the_manifest() {
-        let pinned = [
-            // The reviewer's: each one passed, and PYTHONWARNINGS with BROWSER ran a shell
-            // command as the agent.
-            "PYTHONWARNINGS",
-            "PYTHONINSPECT",
-            "BROWSER",
-            "GCONV_PATH",
-            "GLIBC_TUNABLES",
-            "JAVA_TOOL_OPTIONS",
-            "_JAVA_OPTIONS",
-            "JDK_JAVA_OPTIONS",
-            "PERLLIB",
-            "RUBYLIB",
-            "NODE_EXTRA_CA_CERTS",
-            // More of the same families and kinds.
-            "PYTHONBREAKPOINT",
-            "PYTHON_HISTORY",
-            "PERL5DB",
-            "PERL_MB_OPT",
-            "RUBYGEMS_GEMDEPS",
-            "NPM_CONFIG_SCRIPT_SHELL",
-            "npm_config_node_options",
-            "GIT_SSH_COMMAND",
-            "GIT_EXEC_PATH",
-            "GIT_CONFIG_COUNT",
-            "GIT_CONFIG_KEY_0",
-            "GIT_CONFIG_VALUE_0",
-            "GIT_ASKPASS",
-            "BASH_ENV",
-            "BASHOPTS",
-            "DYLD_INSERT_LIBRARIES",
-            "MALLOC_CHECK_",
-            "EDITOR",
-            "VISUAL",
-            "PAGER",
-            "LESSOPEN",
-            "LESSCLOSE",
-            "PROMPT_COMMAND",
-            "PS4",
-            "SHELLOPTS",
-            "ENV",
-            "IFS",
-            "OPENSSL_CONF",
-            "CLASSPATH",
-            "XDG_CONFIG_HOME",
-            "ZDOTDIR",
-            "LOCPATH",
-            // Already refused before, still refused.
-            "PATH",
-            "HOME",
-            "TMPDIR",
-            "PYTHONSTARTUP",
-            "PYTHONPATH",
-            "NODE_OPTIONS",
-            "PERL5LIB",
-            "PERL5OPT",
-            "RUBYOPT",
-            "LD_PRELOAD",
-            "GREXAL_SIDECAR_SOCKET",
-            // Lower case changes nothing.
-            "ld_preload",
-            "pythonwarnings",
-            // The credential exception does not reach the loader or the platform.
-            "LD_TOKEN",
-            "GREXAL_API_KEY",
-            // Every other exact name of the lists.
-            "MANPAGER",
-            "LESS",
-            "SSH_ASKPASS",
-            "SUDO_ASKPASS",
-            "USER",
-            "LOGNAME",
-            "SHELL",
-            "PWD",
-            "XDG_CONFIG_DIRS",
-            "CDPATH",
-            "GLOBIGNORE",
-            "PS1",
-            "PS2",
-            "PS3",
-            "GETCONF_DIR",
-            "HOSTALIASES",
-            "LOCALDOMAIN",
-            "NIS_PATH",
-            "NLSPATH",
-            "RESOLV_HOST_CONF",
-            "RES_OPTIONS",
-            "TZDIR",
-            "OPENSSL_ENGINES",
-            "OPENSSL_MODULES",
-            "GEM_HOME",
-            "GEM_PATH",
-            "BUNDLE_GEMFILE",
-        ];
-        for name in pinned {
-            assert_refused(name);
-        }
-        // Every entry of the lists, in either case, is refused too, and is pinned above.
-        for &name in PROGRAM_NAMES.iter().chain(STARTUP_NAMES) {
-            assert!(
-                pinned.contains(&name),
-                "{name} is in a list but not pinned here"
-            );
-            assert_refused(name);
-            assert_refused(&name.to_ascii_lowercase());
-        }
-        for &(prefix, _) in ABSOLUTE_FAMILIES.iter().chain(TOOL_FAMILIES) {
-            assert!(
-                pinned.iter().any(|n| n.starts_with(prefix)),
-                "no name of the {prefix}* family is pinned here"
-            );
-            assert_refused(&format!("{prefix}ANYTHING"));
-            assert_refused(&format!("{prefix}ANYTHING").to_ascii_lowercase());
-        }
-        for &(prefix, _) in ABSOLUTE_FAMILIES {
-            assert_refused(&format!("{prefix}ANY_TOKEN"));
-        }
-    }
-
-    #[test]
-    fn credential_names_pass() {
-        for name in [
-            "OPENAI_API_KEY",
-            "GITHUB_TOKEN",
-            "GH_TOKEN",
-            "NODE_AUTH_TOKEN",
-            "NPM_TOKEN",
-            "AWS_ACCESS_KEY_ID",
-            "AWS_SECRET_ACCESS_KEY",
-            "GIT_TOKEN",
-            "GIT_PASSWORD",
-            "PYTHONANYWHERE_API_TOKEN",
-            "RUBYGEMS_API_KEY",
-            "GEM_HOST_API_KEY",
-            "PERLEGO_SECRET",
-            "SSH_PRIVATE_KEY",
-            "DATABASE_URL",
-            "HTTPS_PROXY",
-            "PGPASSWORD",
-            "path_to_nothing",
-        ] {
-            assert_eq!(is_reserved_env_var(name), None, "{name}");
-            with_env_name(name).unwrap_or_else(|e| panic!("{name}: {e}"));
-        }
-    }
-
-    #[test]
-    fn default_names_in_a_tool_family_pass_only_as_credentials() {
-        // A connection named `git` gets GIT_TOKEN by default, which passes, and
-        // GIT_EDITOR, which does not.
-        let doc = serde_json::json!({"connections": [{
-            "id": "git", "display_name": "Git", "auth_mode": "secret_input", "delivery": "env",
-            "fields": [{"name": "token", "label": "T", "secret": true}]}]});
-        let m = Manifest::parse(doc.to_string().as_bytes()).expect("GIT_TOKEN");
-        assert_eq!(m.connections.len(), 1);
-        let doc = serde_json::json!({"connections": [{
-            "id": "git", "display_name": "Git", "auth_mode": "secret_input", "delivery": "env",
-            "fields": [{"name": "editor", "label": "E", "secret": false}]}]});
-        let err = Manifest::parse(doc.to_string().as_bytes()).expect_err("GIT_EDITOR");
-        assert!(err.to_string().contains("GIT_* variables"), "{err}");
-    }
-}
+mod tests;
