@@ -471,3 +471,45 @@ async fn launch_failures_are_specific() {
     let error = run(spec).await.expect_err("empty");
     assert!(matches!(error, AgentError::EmptyCommand), "{error:?}");
 }
+
+/// A bare program name is looked up by `execvp`'s rules in the agent's own `PATH`, not the
+/// daemon's: found in a directory only the agent's `PATH` names, an empty entry meaning the
+/// agent's working directory, and a script without `#!` run under `/bin/sh`.
+#[tokio::test]
+async fn a_bare_program_name_is_found_in_the_agents_path() {
+    let _serial = SERIAL.lock().await;
+    let dir = scratch();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).expect("mkdir");
+    let script = |path: PathBuf, text: &str| {
+        std::fs::write(&path, text).expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    };
+    script(bin.join("grexal-path-probe"), "#!/bin/sh\nexit 5\n");
+    script(bin.join("grexal-no-shebang"), "exit 6\n");
+    script(dir.path().join("grexal-in-cwd"), "#!/bin/sh\nexit 7\n");
+    let with_path = |argv0: &str, path: String| {
+        let mut spec = sh("exit 0", dir.path());
+        spec.argv = vec![argv0.into()];
+        for (name, value) in &mut spec.env {
+            if name == "PATH" {
+                *value = agent::EnvValue::Plain(path.clone().into());
+            }
+        }
+        spec
+    };
+    let agents_path = format!("{}:/usr/bin:/bin", bin.display());
+    for (argv0, path, code) in [
+        ("grexal-path-probe", agents_path.clone(), 5),
+        ("grexal-no-shebang", agents_path, 6),
+        ("grexal-in-cwd", ":/usr/bin:/bin".to_owned(), 7),
+    ] {
+        let exit = run(with_path(argv0, path)).await.expect(argv0);
+        assert_eq!(exit.code, code, "{argv0}");
+    }
+    // Not in the agent's PATH: not found, whatever the daemon's holds.
+    let error = run(with_path("grexal-path-probe", "/usr/bin:/bin".to_owned()))
+        .await
+        .expect_err("not in the agent's PATH");
+    assert!(matches!(error, AgentError::NotFound { .. }), "{error:?}");
+}

@@ -2,7 +2,8 @@
 //! document, or by reading and parsing `dev`'s `.grexal/connections.json`, whether values
 //! are written plainly or with JSON escapes (a quote, a backslash, `\/`, a newline, or any
 //! non-ASCII character as `json.dumps` writes it by default: `\u00e9`), nor by reading the
-//! file a `"path"` entry names (under `dev`, or embedding it for `seal`).
+//! file a `"path"` entry names (under `dev`, or embedding it for `seal`), nor by starting the
+//! agent with an env-delivered field in its environment.
 //!
 //! A test binary of its own: it installs a global allocator that, while armed, scans every
 //! block freed (or left behind by a reallocation) for the canaries. A secret one test leaves
@@ -308,4 +309,57 @@ fn embedding_a_path_entrys_file_for_seal_leaves_no_secret_in_freed_memory() {
         });
         assert_eq!(hits, 0, "{value}: freed blocks held a secret");
     }
+}
+
+/// Starting the agent with an env-delivered field: its `NAME=value` for `execve` is built in
+/// zeroizing memory, and no copy is made anywhere else (std's `Command::env` kept three, in
+/// its env map, its captured env and its envp, and freed them as they were). The agent, a
+/// bare `sh` found in its own `PATH`, checks that it got the value, without the canary
+/// appearing whole in its argv.
+#[test]
+fn starting_the_agent_leaves_no_env_delivered_secret_in_freed_memory() {
+    use grexal_sidecar::agent::{self, AgentSpec, EnvPlan, Signals};
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    set_needles();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let creds = vec![(
+        "OPENAI_API_KEY".to_owned(),
+        grexal_sidecar::secret::SecretString::from("CNRY-Q7x-env-value-0123456789"),
+    )];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hits = freed_blocks_with_canaries(|| {
+        rt.block_on(async {
+            let plan = EnvPlan {
+                socket: &dir.path().join("sidecar.sock"),
+                credentials_dir: &dir.path().join("creds"),
+                browser_cdp_url: None,
+                credentials: &creds,
+                user: None,
+            };
+            let base = vec![("PATH".into(), "/usr/bin:/bin".into())];
+            let spec = AgentSpec {
+                argv: vec![
+                    "sh".into(),
+                    "-c".into(),
+                    r#"[ "${OPENAI_API_KEY#CNRY-}" = "Q7x-env-value-0123456789" ]"#.into(),
+                ],
+                user: None,
+                env: agent::build_env(base, &plan).expect("env"),
+                cwd: None,
+            };
+            let exit = agent::run(
+                spec,
+                Signals::install().expect("signals"),
+                tokio_util::sync::CancellationToken::new(),
+                std::time::Duration::from_secs(5),
+            )
+            .await
+            .expect("run");
+            assert_eq!(exit.code, 0, "the agent did not get the value");
+        });
+    });
+    assert_eq!(hits, 0, "{hits} freed blocks held the env-delivered secret");
 }

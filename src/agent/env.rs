@@ -9,7 +9,8 @@
 //!    - the service manager's variables addressed to the daemon (`NOTIFY_SOCKET`, socket
 //!      activation, watchdog, `CREDENTIALS_DIRECTORY`), so the agent cannot speak for it;
 //!    - when switching user, `XDG_RUNTIME_DIR` (the daemon's, unusable by the agent).
-//! 2. The env-delivered credential fields, exposed only here, while the command is built.
+//! 2. The env-delivered credential fields, exposed only when the agent's envp is built
+//!    (`exec::Exec`, in zeroizing memory).
 //! 3. What the daemon sets itself: `GREXAL_SIDECAR_SOCKET`, `GREXAL_CREDENTIALS_DIR`
 //!    (the root of the file-delivered credentials), `GREXAL_BROWSER_CDP_URL` (on a desktop), and `HOME`/`USER`/`LOGNAME` of the agent user when switching user.
 //!    A credential field named like one of these is shadowed (and logged by name).
@@ -63,12 +64,13 @@ impl std::fmt::Debug for EnvValue {
 }
 
 impl EnvValue {
-    /// The bytes to hand to `Command::env`. For a secret this is the one place it is
-    /// exposed; the copy `Command` keeps is dropped right after the spawn.
-    pub(super) fn expose(&self) -> &OsStr {
+    /// The value's bytes. For a secret this is the one place it is exposed: `exec::Exec`
+    /// copies it once, into the agent's zeroize-on-drop envp (never into `Command::env`,
+    /// whose copies are freed unzeroized), and drops that right after the spawn.
+    pub(super) fn as_bytes(&self) -> &[u8] {
         match self {
-            EnvValue::Plain(value) => value,
-            EnvValue::Secret(value) => OsStr::new(value.expose_secret()),
+            EnvValue::Plain(value) => value.as_bytes(),
+            EnvValue::Secret(value) => value.expose_secret().as_bytes(),
         }
     }
 }
@@ -153,7 +155,7 @@ fn passes(name: &OsStr, switching_user: bool) -> bool {
     !(switching_user && bytes == b"XDG_RUNTIME_DIR")
 }
 
-/// A name `Command::env` can pass through `execve` unchanged.
+/// A name that can pass through `execve` unchanged.
 fn valid_name(name: &[u8]) -> bool {
     !name.is_empty() && !name.contains(&b'=') && !name.contains(&0)
 }
@@ -195,7 +197,7 @@ mod tests {
     }
 
     fn plain(env: &[(OsString, EnvValue)], name: &str) -> Option<String> {
-        get(env, name).map(|v| v.expose().to_string_lossy().into_owned())
+        get(env, name).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
     }
 
     #[test]

@@ -28,12 +28,16 @@
 //!   Its dumpable flag is reset to 1 by `execve` (the kernel does so when the real and
 //!   effective ids match), so the agent itself is debuggable as usual.
 //!   The working directory is entered before the switch (std's order), as root.
+//! - **The environment** never goes through `Command::env`, which leaves copies of every
+//!   value in freed memory: `exec` builds the envp in zeroizing buffers before the fork,
+//!   and the `pre_exec` hook ends with std's own `execvp` on it.
 //! - **No parent-death signal.** `PR_SET_PDEATHSIG` fires when the *thread* that forked
 //!   exits, and tokio may spawn from a blocking-pool thread that retires when idle; the
 //!   daemon's death is instead handled by the PID namespace (PID 1) or by systemd's
 //!   `KillMode`.
 
 mod env;
+mod exec;
 mod user;
 
 use std::ffi::OsString;
@@ -215,8 +219,8 @@ pub async fn run(
 
     let mut child = {
         let mut command = command(&spec)?;
-        // `command` holds copies of the exposed secrets; it is dropped at the end of
-        // this block, right after the spawn.
+        // `command`'s exec hook owns the agent's envp, the only copy of the exposed
+        // secrets; it is dropped (zeroized) at the end of this block, right after the spawn.
         crate::reaper::owned()
             .spawn(&mut command)
             .map_err(|source| AgentError::from_spawn(program.clone(), source))?
@@ -360,15 +364,15 @@ impl Signals {
 
 fn command(spec: &AgentSpec) -> Result<tokio::process::Command, AgentError> {
     let (program, args) = spec.argv.split_first().ok_or(AgentError::EmptyCommand)?;
+    // The environment is not given to `Command` (see `exec`): the hook below execs with
+    // its own envp, and std's is left empty.
+    let exec = exec::Exec::new(&spec.argv, &spec.env)?;
     let mut command = tokio::process::Command::new(program);
     command
         .args(args)
         .env_clear()
         .process_group(0)
         .kill_on_drop(false);
-    for (name, value) in &spec.env {
-        command.env(name, value.expose());
-    }
     if let Some(cwd) = &spec.cwd {
         command.current_dir(cwd);
     }
@@ -377,19 +381,23 @@ fn command(spec: &AgentSpec) -> Result<tokio::process::Command, AgentError> {
         None => None,
     };
     let fd_limit = crate::spawn::fd_limit();
-    // SAFETY: the closure runs in the forked child before execve and only makes
-    // async-signal-safe system calls (sigaction, sigprocmask, close_range/fcntl,
-    // setgroups, setgid, setuid) on memory allocated before the fork; it allocates
-    // nothing and takes no lock.
+    // SAFETY: the closure runs in the forked child, after std's own steps (stdio, cwd,
+    // process group), and only makes async-signal-safe system calls (sigaction,
+    // sigprocmask, close_range/fcntl, setgroups, setgid, setuid), then execvp, the call
+    // std's own exec makes at this point (glibc's allocates nothing), on memory allocated
+    // before the fork; it allocates nothing and takes no lock.
     unsafe {
         command.pre_exec(move || {
             crate::spawn::cloexec_from_3(fd_limit);
             if let Some(ids) = &ids {
                 ids.apply()?;
             }
-            // Last: glibc's set*id calls may rely on its internal signal handlers.
+            // After the ids: glibc's set*id calls may rely on its internal signal
+            // handlers.
             crate::spawn::reset_signals();
-            Ok(())
+            // Last: returns only on failure, which std reports from `spawn` as it
+            // reports its own exec's.
+            Err(exec.exec())
         });
     }
     Ok(command)
