@@ -183,11 +183,19 @@ struct Started {
     store: Option<Arc<crate::store::Store>>,
     /// The agent socket, once bound by us (a file already at the path is not ours).
     socket: Option<std::path::PathBuf>,
+    /// Held until everything above is undone, the socket removed included: a successor
+    /// cannot start (and bind its socket) before.
+    instance: Option<crate::instance::InstanceLock>,
 }
 
 /// Resolves, installs, binds and spawns, recording in `started` what must be undone. It
 /// may be dropped at any await (a stop signal): what it started is then in `started`.
 async fn boot(config: Config, started: &mut Started) -> Result<Daemon, BootError> {
+    prepare_dev_dirs(&config)?;
+    // First: a daemon already running with these paths must not see any of them touched.
+    let lock = crate::instance::acquire(&config.socket)
+        .map_err(|e| BootError::from_error(e.exit_code(), "not starting", &e))?;
+    started.instance = Some(lock);
     let path = config.manifest.clone();
     let manifest = blocking(move || Manifest::from_path(&path))
         .await
@@ -213,21 +221,11 @@ async fn boot(config: Config, started: &mut Started) -> Result<Daemon, BootError
         owner: agent_user.as_ref().map(|u| u.owner()),
         env_file: Some(config.env_file.clone()),
     };
-    if let (CredentialSource::DevFile { .. }, Some(parent)) =
-        (&config.source, config.credentials_dir.parent())
-    {
-        // On the developer's own machine, make the parents of a local credentials dir
-        // (`.grexal/`) private whatever the umask; in a sandbox the root's parent (/tmp)
-        // exists, and creating parents in a world-writable directory is exactly what the
-        // injector refuses to do.
-        let mode = crate::dev_dir::private_mode(agent_user.is_some());
-        crate::dev_dir::prepare(parent, mode)
-            .map_err(|e| BootError::from_error(ExitCode::Io, "dev directory", &e))?;
-    }
     let injector = crate::inject::Injector::new(layout).map_err(|e| {
         // A directory that is not safe to use is a configuration problem, not an I/O one.
         let code = match e {
             crate::inject::InjectError::UnsafeRoot { .. } => ExitCode::Config,
+            crate::inject::InjectError::InUse { .. } => ExitCode::InUse,
             _ => ExitCode::Io,
         };
         BootError::from_error(code, "credentials directory", &e)
@@ -308,18 +306,10 @@ async fn boot(config: Config, started: &mut Started) -> Result<Daemon, BootError
     };
 
     let owner = agent_user.as_ref().map(|u| u.owner());
-    if let (true, Some(dir)) = (config.socket_in_dev_dir, config.socket.parent()) {
-        crate::dev_dir::prepare_owned(dir, crate::dev_dir::private_mode(agent_user.is_some()))
-            .map_err(|e| BootError::from_error(ExitCode::Config, "socket directory", &e))?;
-        info!(
-            socket = %config.socket.display(),
-            "dev: the project's .grexal/sidecar.sock would be too long for a Unix socket \
-             address; the socket is in a directory of this user's instead"
-        );
-    }
     let listener = crate::api::bind(&config.socket, owner).map_err(|e| {
         let code = match e {
             crate::api::error::ApiError::UnsafeDir { .. } => ExitCode::Config,
+            crate::api::error::ApiError::SocketInUse { .. } => ExitCode::InUse,
             _ => ExitCode::Os,
         };
         BootError::from_error(code, &format!("socket {}", config.socket.display()), &e)
@@ -435,6 +425,31 @@ async fn boot(config: Config, started: &mut Started) -> Result<Daemon, BootError
         agent_user,
         started: std::mem::take(started),
     })
+}
+
+/// `dev`'s own directories, before the instance lock is taken in one of them: the parents
+/// of a local credentials dir (`.grexal/`), made private whatever the umask, and the
+/// socket's directory of the user's when the project's path is too long for a socket
+/// address. In a sandbox (`run`) the root's parent (/tmp) exists, and creating parents in
+/// a world-writable directory is exactly what the injector refuses to do.
+fn prepare_dev_dirs(config: &Config) -> Result<(), BootError> {
+    let mode = crate::dev_dir::private_mode(config.agent_user.is_some());
+    if let (CredentialSource::DevFile { .. }, Some(parent)) =
+        (&config.source, config.credentials_dir.parent())
+    {
+        crate::dev_dir::prepare(parent, mode)
+            .map_err(|e| BootError::from_error(ExitCode::Io, "dev directory", &e))?;
+    }
+    if let (true, Some(dir)) = (config.socket_in_dev_dir, config.socket.parent()) {
+        crate::dev_dir::prepare_owned(dir, mode)
+            .map_err(|e| BootError::from_error(ExitCode::Config, "socket directory", &e))?;
+        info!(
+            socket = %config.socket.display(),
+            "dev: the project's .grexal/sidecar.sock would be too long for a Unix socket \
+             address; the socket is in a directory of this user's instead"
+        );
+    }
+    Ok(())
 }
 
 /// The desktop's children run as the agent user when there is one: the agent drives this
@@ -681,5 +696,7 @@ impl Started {
             }
         }
         info!("stopped");
+        // The last thing released (the process's exit would release it as well).
+        drop(self.instance);
     }
 }

@@ -22,6 +22,9 @@ pub enum ExitCode {
     Os = 71,
     /// Writing credentials failed (EX_IOERR); nothing half-written is left.
     Io = 74,
+    /// Another daemon is running with this socket or credentials directory
+    /// (EX_TEMPFAIL): the same command works once it has stopped.
+    InUse = 75,
     /// Configuration values are invalid (EX_CONFIG).
     Config = 78,
     /// The bundle is malformed or truncated.

@@ -8,6 +8,7 @@
 //! | `cli`         | command-line surface (clap) and its resolution into a `config::Config`      |
 //! | `config`      | the one validated, immutable configuration, resolved before anything binds  |
 //! | `exit`        | the typed process exit codes                                                |
+//! | `instance`    | one daemon per socket: the lock taken before anything is touched            |
 //! | `telemetry`   | tracing setup; process hardening (not dumpable, no core files)              |
 //! | `secret`      | redacting wrappers for plaintext secrets                                    |
 //! | `manifest`    | the agent's `grexal.json`: connections and runtime, validated               |
@@ -44,6 +45,7 @@ pub mod dev_dir;
 pub mod dev_viewer;
 pub mod exit;
 pub mod inject;
+pub mod instance;
 pub mod keys;
 pub mod manifest;
 pub mod platform;

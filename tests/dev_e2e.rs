@@ -699,7 +699,9 @@ print(path)
             "{case}: {stderr}"
         );
         assert!(!socket.exists(), "{case}: the socket is removed at exit");
-        std::fs::remove_dir(parent).expect("remove the socket dir");
+        // The instance lock's file stays, by design (see `instance`), and nothing else.
+        std::fs::remove_file(parent.join("sidecar.sock.lock")).expect("the lock file");
+        std::fs::remove_dir(parent).expect("nothing else left in the socket dir");
     }
 }
 

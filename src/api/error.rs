@@ -55,6 +55,8 @@ pub enum ApiError {
     UnsafeDir { path: String, problem: String },
     #[error("refusing to replace {path}: it is not a socket")]
     NotASocket { path: String },
+    #[error("refusing to replace {path}: something is listening on it (another daemon?)")]
+    SocketInUse { path: String },
     #[error("cannot set up socket {path}")]
     Socket {
         path: String,
@@ -86,6 +88,7 @@ impl ApiError {
             ApiError::Internal(_)
             | ApiError::UnsafeDir { .. }
             | ApiError::NotASocket { .. }
+            | ApiError::SocketInUse { .. }
             | ApiError::Socket { .. } => "internal",
         }
     }
@@ -112,6 +115,7 @@ impl ApiError {
             ApiError::Internal(_)
             | ApiError::UnsafeDir { .. }
             | ApiError::NotASocket { .. }
+            | ApiError::SocketInUse { .. }
             | ApiError::Socket { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -137,7 +141,7 @@ impl ApiError {
             ApiError::Bundle(e) => bundle_message(e),
             ApiError::BundleContents(_) => "bundle contents do not match the manifest",
             ApiError::BundlesDisabled => "this daemon does not accept sealed bundles",
-            ApiError::Internal(_) | ApiError::UnsafeDir { .. } | ApiError::NotASocket { .. } | ApiError::Socket { .. } => {
+            ApiError::Internal(_) | ApiError::UnsafeDir { .. } | ApiError::NotASocket { .. } | ApiError::SocketInUse { .. } | ApiError::Socket { .. } => {
                 "internal error"
             }
         }

@@ -107,8 +107,10 @@ impl ApiState {
 /// directory (not a symlink) owned by root or us and not writable by group or others, so
 /// nobody can swap the socket between bind and chmod. A stale socket is removed; any
 /// other file there (a planted symlink, a regular file) is refused, never followed or
-/// deleted. With an `owner`, the socket is 0660 and its group is the agent's; without, it
-/// is 0666. Either way, reading credentials is authorized per connection by SO_PEERCRED.
+/// deleted. A socket file is stale only if nobody listens on it (connecting is refused):
+/// one that a live daemon (or anything else) serves is refused with `SocketInUse`, never
+/// taken over. With an `owner`, the socket is 0660 and its group is the agent's; without,
+/// it is 0666. Either way, reading credentials is authorized per connection by SO_PEERCRED.
 pub fn bind(path: &Path, owner: Option<Owner>) -> Result<UnixListener, ApiError> {
     let shown = || path.display().to_string();
     let io = |source| ApiError::Socket {
@@ -122,8 +124,14 @@ pub fn bind(path: &Path, owner: Option<Owner>) -> Result<UnixListener, ApiError>
     ensure_dir(&parent)?;
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
+            if listened_on(path).map_err(io)? {
+                return Err(ApiError::SocketInUse { path: shown() });
+            }
             tracing::info!(path = %path.display(), "removing stale socket");
-            std::fs::remove_file(path).map_err(io)?;
+            match std::fs::remove_file(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+                _ => {}
+            }
         }
         Ok(_) => return Err(ApiError::NotASocket { path: shown() }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -140,7 +148,32 @@ pub fn bind(path: &Path, owner: Option<Owner>) -> Result<UnixListener, ApiError>
     Ok(listener)
 }
 
-fn ensure_dir(dir: &Path) -> Result<(), ApiError> {
+/// Whether something listens on the socket file at `path`: only a refused connection
+/// (`ECONNREFUSED`: the file of a socket nobody listens on any more) or a file gone
+/// meanwhile says no. The connect does not block: a listener whose backlog is full
+/// (`EAGAIN`) is as alive as one that accepts, and a stopped one must not hang the boot.
+/// The daemon's instance lock makes sure no daemon binds the path between this check and
+/// the unlink that follows it.
+fn listened_on(path: &Path) -> std::io::Result<bool> {
+    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+    use std::os::fd::AsRawFd;
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    let addr = UnixAddr::new(path)?;
+    match connect(fd.as_raw_fd(), &addr) {
+        Ok(()) | Err(nix::Error::EAGAIN) | Err(nix::Error::EINPROGRESS) => Ok(true),
+        Err(nix::Error::ECONNREFUSED) | Err(nix::Error::ENOENT) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Creates the socket's directory `dir` (0755) if missing; an existing one must be a real
+/// directory owned by root or us and not writable by group or others.
+pub(crate) fn ensure_dir(dir: &Path) -> Result<(), ApiError> {
     let unsafe_dir = |problem: &str| ApiError::UnsafeDir {
         path: dir.display().to_string(),
         problem: problem.to_owned(),
@@ -288,7 +321,8 @@ mod tests {
             0o755
         );
         drop(first);
-        // The stale socket file is still there; binding again replaces it.
+        // The stale socket file is still there; nobody listens, so binding again
+        // replaces it.
         let _second = bind(&path, Some(Owner { uid: 0, gid: 65534 })).unwrap();
         let meta = std::fs::symlink_metadata(&path).unwrap();
         assert_eq!(meta.mode() & 0o777, 0o660);
@@ -300,6 +334,22 @@ mod tests {
                 "the gid check needs root, CI is set"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn bind_refuses_a_socket_something_listens_on() {
+        let dir = dir();
+        let path = dir.path().join("sidecar.sock");
+        let live = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let inode = std::fs::metadata(&path).unwrap().ino();
+        assert!(matches!(
+            bind(&path, None),
+            Err(ApiError::SocketInUse { .. })
+        ));
+        // Still the live one's file, and it still accepts.
+        assert_eq!(std::fs::metadata(&path).unwrap().ino(), inode);
+        let _client = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        assert!(live.accept().is_ok());
     }
 
     #[tokio::test]

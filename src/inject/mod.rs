@@ -101,6 +101,11 @@ pub enum InjectError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "credentials root {path} is in use by another grexal-sidecar (it holds a lock on \
+         the directory); stop it first, or give this one its own --credentials-dir"
+    )]
+    InUse { path: String },
     #[error("writing the env file {path} failed")]
     EnvFile {
         path: String,
@@ -180,9 +185,39 @@ fn is_temp_name(name: &OsStr) -> bool {
     }
 }
 
+/// Takes an exclusive lock on the credentials root itself, held as long as its fd (the
+/// injector's life): two daemons that share a root behind two sockets (which the instance
+/// lock, one per socket, cannot see) would swap each other's credentials and wipe them. A
+/// lock on the directory, not a file in it, leaves the root holding only the agent's
+/// files. Taken before anything in the root is touched (the stale temporary directories
+/// below, a previous run's directories adopted by the first install). A file system
+/// without locks (an old NFS: `ENOLCK`, `EBADF` for a lock emulated on a read-only fd)
+/// leaves the root unguarded rather than unusable.
+fn lock_root(root: &HeldDir, root_str: &str) -> Result<(), InjectError> {
+    // SAFETY: flock on an fd the HeldDir owns.
+    if unsafe { libc::flock(root.fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(());
+    }
+    let error = std::io::Error::last_os_error();
+    match error.raw_os_error() {
+        Some(libc::EWOULDBLOCK) => Err(InjectError::InUse {
+            path: root_str.to_owned(),
+        }),
+        Some(libc::ENOLCK) | Some(libc::EOPNOTSUPP) | Some(libc::EBADF) => {
+            tracing::warn!(path = root_str, %error, "cannot lock the credentials root: a second daemon sharing it would not be noticed");
+            Ok(())
+        }
+        _ => Err(InjectError::Dir {
+            path: root_str.to_owned(),
+            source: error,
+        }),
+    }
+}
+
 impl Injector {
     /// Creates (or validates) the root: a real directory, not a symlink, owned by root or
-    /// the owner, mode 0700. Also prepares the env file's directory (same rules) and
+    /// the owner, mode 0700, and locks it (`lock_root`: `InUse` while another injector,
+    /// in this process or another, holds it). Also prepares the env file's directory (same rules) and
     /// removes temporary directories a crashed earlier run left in the root.
     pub fn new(layout: Layout) -> Result<Self, InjectError> {
         let root_str = layout
@@ -194,6 +229,7 @@ impl Injector {
             })?
             .to_owned();
         let root = open_safe_dir(&layout.root, layout.owner, CreateAs::Private)?;
+        lock_root(&root, &root_str)?;
         let env = match &layout.env_file {
             None => None,
             Some(path) => {

@@ -1,4 +1,5 @@
-//! Unit tests of the injector internals: temporary names and rollback of a swap.
+//! Unit tests of the injector internals: temporary names, rollback of a swap, the root's
+//! lock.
 
 use super::*;
 
@@ -59,4 +60,28 @@ fn roll_back_restores_the_old_directory() {
         .map(|e| e.expect("e").file_name())
         .collect();
     assert_eq!(names, vec![OsString::from("c")]);
+}
+
+/// A second injector on a root another one holds (another daemon, in a real run) is
+/// refused before it touches anything in it: not even a stale temporary directory (the
+/// first one's install in progress, for all it knows) is removed.
+#[test]
+fn a_root_another_injector_holds_is_refused_untouched() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let layout = || Layout {
+        root: tmp.path().join("root"),
+        owner: None,
+        env_file: None,
+    };
+    let first = Injector::new(layout()).expect("first");
+    let in_progress = tmp.path().join("root/.c.v2.tmp");
+    std::fs::create_dir(&in_progress).expect("temp dir");
+    assert!(matches!(
+        Injector::new(layout()),
+        Err(InjectError::InUse { .. })
+    ));
+    assert!(in_progress.exists(), "the second injector cleaned the root");
+    drop(first);
+    Injector::new(layout()).expect("once the first is gone");
+    assert!(!in_progress.exists());
 }
