@@ -74,8 +74,9 @@ fn start(config: Config) -> u8 {
         }
     };
     let code = runtime.block_on(async move {
-        // One listener from here to the end: a signal during boot stops the boot, and one
-        // after it is held for the agent, never lost (see `agent::Signals`).
+        // One listener from here to the end: a stop signal during boot stops the boot
+        // (the others are dropped), and one after it is held for the agent, never lost
+        // (see `agent::Signals`).
         let mut signals = match crate::agent::Signals::install() {
             Ok(signals) => signals,
             Err(e) => {
@@ -89,7 +90,7 @@ fn start(config: Config) -> u8 {
         let booted = tokio::select! {
             biased;
             booted = boot(config, &mut started) => booted,
-            signal = signals.recv() => {
+            signal = signals.recv_stop() => {
                 info!(%signal, "stop signal during boot; undoing what had started");
                 started.shutdown().await;
                 return ExitCode::Success.code();
@@ -601,7 +602,7 @@ impl Daemon {
         crate::telemetry::notify_ready();
         info!("ready");
         let code = if self.config.agent_argv.is_empty() {
-            let signal = signals.recv().await;
+            let signal = signals.recv_stop().await;
             info!(%signal, "stop signal received");
             ExitCode::Success.code()
         } else {

@@ -280,6 +280,50 @@ fn sigterm_from_outside_reaches_the_agent() {
     assert_eq!(status.code(), Some(42), "status {status}; log:\n{log}");
 }
 
+/// A PID 1 ignores a signal it has no handler for: SIGUSR1, SIGUSR2 and SIGWINCH were
+/// dropped, never forwarded. Each reaches the agent now, and the daemon stays up.
+#[test]
+fn other_signals_to_pid1_reach_the_agent() {
+    if !can_run() {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let ready = sandbox.path("ready");
+    let got = sandbox.path("got");
+    let script = format!(
+        "for s in USR1 USR2 WINCH; do trap \"echo $s >> '{got}'\" $s; done; trap 'exit 42' TERM; \
+         touch '{}'; while :; do sleep 0.05; done",
+        ready.display(),
+        got = got.display()
+    );
+    let mut daemon = sandbox.start(&script, &[]);
+    wait_for_file(&ready, &mut daemon);
+    let pid1 = nix::unistd::Pid::from_raw(daemon.pid1());
+    use nix::sys::signal::Signal;
+    for (signal, name) in [
+        (Signal::SIGUSR1, "USR1"),
+        (Signal::SIGUSR2, "USR2"),
+        (Signal::SIGWINCH, "WINCH"),
+    ] {
+        nix::sys::signal::kill(pid1, signal).expect("kill PID 1");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !std::fs::read_to_string(&got).is_ok_and(|text| text.contains(name)) {
+            assert!(
+                daemon.child.try_wait().expect("try_wait").is_none(),
+                "the daemon exited on SIG{name}"
+            );
+            assert!(
+                Instant::now() < deadline,
+                "SIG{name} to PID 1 never reached the agent"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    nix::sys::signal::kill(pid1, Signal::SIGTERM).expect("kill PID 1");
+    let (status, log) = daemon.wait();
+    assert_eq!(status.code(), Some(42), "status {status}; log:\n{log}");
+}
+
 #[test]
 fn an_agent_ignoring_sigterm_is_killed_after_the_stop_timeout() {
     if !can_run() {

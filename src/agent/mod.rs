@@ -9,12 +9,16 @@
 //!   twice. The cost: the agent is a background group on that terminal, so an agent that
 //!   reads the terminal is stopped by SIGTTIN (agents get their input from
 //!   `GREXAL_TASK_INPUT`, not a terminal).
-//! - **Forwarding.** SIGTERM, SIGINT and SIGHUP received by the daemon are forwarded.
-//!   SIGTERM and SIGINT mean "stop": they also start the `stop_timeout` grace period
-//!   after which the group gets SIGKILL. SIGHUP is forwarded only. Cancelling `stop` does
-//!   the same as a SIGTERM (without a second SIGTERM if one was already forwarded).
-//!   Handlers are installed before the spawn: a PID-1 process without a handler ignores
-//!   SIGTERM, and a non-PID-1 one would die of it without forwarding.
+//! - **Forwarding.** Every signal the daemon catches (`STOP_SIGNALS`: SIGTERM, SIGINT,
+//!   SIGHUP, SIGQUIT; `FORWARDED_SIGNALS`: SIGUSR1, SIGUSR2, SIGWINCH, SIGALRM, ...; as
+//!   tini does, everything catchable but job control, SIGCHLD, SIGPIPE and the daemon's
+//!   own faults and limits) is forwarded. SIGTERM and SIGINT mean "stop": they also start
+//!   the `stop_timeout` grace period after which the group gets SIGKILL; SIGXCPU (the
+//!   daemon's CPU limit) is sent on as SIGTERM; the rest are forwarded only. Cancelling
+//!   `stop` does the same as a SIGTERM (without a second SIGTERM if one was already
+//!   forwarded). Handlers are installed before the spawn: a PID-1 process without a
+//!   handler ignores these signals, and a non-PID-1 one would die of most of them without
+//!   forwarding, wiping or stopping the agent.
 //! - **Leftovers.** When the agent exits, whatever is left of its process group gets
 //!   SIGKILL: the run is over, and those processes would otherwise outlive it as
 //!   orphans nobody stops (the orphan reaper then reaps them).
@@ -49,7 +53,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::SignalKind;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -244,6 +248,8 @@ pub async fn run(
         tokio::select! {
             status = child.wait() => break status.map_err(AgentError::Wait)?,
             kind = signals.recv() => {
+                // SIGXCPU is the daemon's own CPU limit: the agent is stopped as by SIGTERM.
+                let kind = if kind == Signal::SIGXCPU { Signal::SIGTERM } else { kind };
                 info!(pid, signal = %kind, "forwarding signal to the agent");
                 send(pid, kind);
                 if matches!(kind, Signal::SIGTERM | Signal::SIGINT) {
@@ -325,39 +331,108 @@ impl Drop for GroupGuard {
     }
 }
 
-/// The daemon's stop signals, SIGTERM, SIGINT and SIGHUP: they stop the daemon while no
-/// agent runs and are forwarded to the agent while one does.
+/// The signals that stop the daemon while no agent runs (during boot, or serving without
+/// an agent); forwarded like the others while one does. SIGQUIT (Ctrl-\\) is one: its
+/// default action would end the daemon without a shutdown. SIGXCPU, the soft CPU limit
+/// reached, is one too: the hard limit's SIGKILL follows, better met after a clean stop.
+pub const STOP_SIGNALS: [Signal; 5] = [
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGXCPU,
+];
+
+/// The other signals the daemon catches: forwarded to the agent's process group while it
+/// runs, otherwise logged and dropped. Everything catchable whose default action would end
+/// the daemon, without its shutdown (no wipe, the agent orphaned), or that the agent may
+/// want (SIGWINCH, SIGURG, ignored by default), except: SIGCHLD (the daemon's own
+/// children); SIGPIPE (ignored by Rust's runtime: the daemon's writes get EPIPE, and one
+/// the daemon caused must not reach the agent); SIGTSTP, SIGTTIN, SIGTTOU and SIGCONT (job
+/// control of the daemon itself); SIGXFSZ (the daemon's own file size limit: caught and
+/// dropped, so the write past it fails with EFBIG and is reported); SIGILL, SIGTRAP,
+/// SIGABRT, SIGBUS, SIGFPE, SIGSEGV and SIGSYS (the daemon's own faults, which must keep
+/// their default action); and the realtime signals (nothing that launches an agent uses
+/// them; tokio cannot listen for the last one).
+pub const FORWARDED_SIGNALS: [Signal; 10] = [
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGWINCH,
+    Signal::SIGALRM,
+    Signal::SIGVTALRM,
+    Signal::SIGPROF,
+    Signal::SIGIO,
+    Signal::SIGPWR,
+    Signal::SIGSTKFLT,
+    Signal::SIGURG,
+];
+
+/// Whether `signal` stops the daemon when no agent runs (see `STOP_SIGNALS`).
+pub fn is_stop(signal: Signal) -> bool {
+    STOP_SIGNALS.contains(&signal)
+}
+
+/// The daemon's signal listener: `STOP_SIGNALS`, `FORWARDED_SIGNALS` and SIGXFSZ.
 ///
 /// One listener for the daemon's whole life: a listener installed later does not see the
-/// signals that came before it (tokio counts them as already seen).
+/// signals that came before it (tokio counts them as already seen). Installing it replaces
+/// each signal's default action, so none of them can end the daemon past its shutdown,
+/// and a PID 1 (which the kernel spares the default action of a signal it has no handler
+/// for) forwards them instead of dropping them.
 pub struct Signals {
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
-    hup: tokio::signal::unix::Signal,
+    streams: Vec<(Signal, tokio::signal::unix::Signal)>,
 }
 
 impl Signals {
     pub fn install() -> io::Result<Self> {
-        Ok(Signals {
-            term: signal(SignalKind::terminate())?,
-            int: signal(SignalKind::interrupt())?,
-            hup: signal(SignalKind::hangup())?,
-        })
+        let mut streams = Vec::new();
+        // STOP_SIGNALS first: `recv` polls in this order, so no flood of another signal
+        // can hold a stop back.
+        for signal in STOP_SIGNALS
+            .into_iter()
+            .chain(FORWARDED_SIGNALS)
+            .chain([Signal::SIGXFSZ])
+        {
+            streams.push((
+                signal,
+                tokio::signal::unix::signal(SignalKind::from_raw(signal as i32))?,
+            ));
+        }
+        Ok(Signals { streams })
     }
 
-    /// The next signal received. Cancel-safe (each `recv` is).
+    /// The next signal received (SIGXFSZ is logged and skipped). Cancel-safe (each
+    /// stream's `poll_recv` is).
     pub async fn recv(&mut self) -> Signal {
         loop {
-            let (got, kind) = tokio::select! {
-                got = self.term.recv() => (got, Signal::SIGTERM),
-                got = self.int.recv() => (got, Signal::SIGINT),
-                got = self.hup.recv() => (got, Signal::SIGHUP),
-            };
-            if got.is_some() {
-                return kind;
+            let signal = std::future::poll_fn(|cx| {
+                for (signal, stream) in &mut self.streams {
+                    // `Ready(None)`: the runtime is shutting down; that stream is over.
+                    if let std::task::Poll::Ready(Some(())) = stream.poll_recv(cx) {
+                        return std::task::Poll::Ready(*signal);
+                    }
+                }
+                std::task::Poll::Pending
+            })
+            .await;
+            if signal == Signal::SIGXFSZ {
+                warn!("SIGXFSZ: a write went past this process's file size limit (RLIMIT_FSIZE); it fails with EFBIG");
+                continue;
             }
-            // A stream only ends when the runtime shuts down; stop polling it.
-            std::future::pending::<()>().await;
+            return signal;
+        }
+    }
+
+    /// The next stop signal (`STOP_SIGNALS`), for when no agent runs to forward the others
+    /// to: those are logged and dropped. A signal meant for the agent that came before it
+    /// started would only find it without its handlers yet, and most would kill it.
+    pub async fn recv_stop(&mut self) -> Signal {
+        loop {
+            let signal = self.recv().await;
+            if is_stop(signal) {
+                return signal;
+            }
+            debug!(%signal, "no agent is running to forward this signal to; ignored");
         }
     }
 }
