@@ -251,6 +251,65 @@ async fn stop_sends_sigterm_then_sigkill_after_the_timeout() {
     );
 }
 
+/// The agent's state letter in /proc (`T`: stopped).
+fn state_of(pid: &str) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// An agent that is stopped (SIGSTOP here; Ctrl-Z or SIGTTIN on a terminal) got the
+/// stop's SIGTERM, or a forwarded SIGINT, but no SIGCONT: it could not act on it, and the
+/// stop waited the whole timeout and SIGKILLed it (137, not its own code). Now it is
+/// continued, handles the signal and exits with its own code well before the timeout.
+#[tokio::test]
+async fn a_stopped_agent_is_continued_to_act_on_the_stop() {
+    let _serial = SERIAL.lock().await;
+    let dir = scratch();
+    for (case, trap) in [("stop", "TERM"), ("forwarded SIGINT", "INT")] {
+        let pid_file = dir.path().join("pid");
+        let _ = std::fs::remove_file(&pid_file);
+        let spec = sh(
+            &format!("trap 'exit 7' {trap}; echo $$ > pid.tmp; mv pid.tmp pid; kill -STOP $$; while :; do sleep 0.05; done"),
+            dir.path(),
+        );
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(agent::run(spec, signals(), stop.clone(), LONG));
+        wait_for_file(&pid_file).await;
+        let pid = read(pid_file.clone());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while state_of(&pid) != Some('T') {
+            assert!(Instant::now() < deadline, "{case}: the agent never stopped");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let started = Instant::now();
+        if trap == "TERM" {
+            stop.cancel();
+        } else {
+            nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGINT)
+                .expect("kill self");
+        }
+        let exit = tokio::time::timeout(LONG + Duration::from_secs(5), task)
+            .await
+            .expect("timely")
+            .expect("join")
+            .expect("run");
+        assert_eq!(
+            exit,
+            agent::AgentExit {
+                code: 7,
+                signal: None
+            },
+            "{case}: after {:?}",
+            started.elapsed()
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{case}: took {:?}, the stop timeout is {LONG:?}",
+            started.elapsed()
+        );
+    }
+}
+
 /// A stop timeout past the clock's end (nothing bounds `run`'s argument itself) means no
 /// SIGKILL: the agent still gets SIGTERM and its exit is returned. Adding it to the clock
 /// panicked `run`, and the daemon exited 101 without wiping the credentials.

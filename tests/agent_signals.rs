@@ -141,3 +141,35 @@ fn without_an_agent_quit_stops_cleanly_and_the_others_are_ignored() {
     assert_eq!(daemon.wait_exit(Duration::from_secs(15)), 0);
     assert_eq!(left_on_disk(dir.path()), Vec::<&str>::new());
 }
+
+/// An agent that is stopped (SIGSTOP, Ctrl-Z, or SIGTTIN from reading a terminal) got the
+/// forwarded SIGTERM but never a SIGCONT, so it could not act on it: every stop waited the
+/// whole --stop-timeout and ended in SIGKILL (exit 137 instead of the agent's own).
+#[test]
+fn a_stopped_agent_is_continued_to_act_on_sigterm() {
+    let dir = open_tempdir();
+    project(dir.path());
+    let agent = "import os, signal, sys\n\
+                 signal.signal(signal.SIGTERM, lambda *a: sys.exit(3))\n\
+                 open('agent.pid', 'w').write(str(os.getpid()))\n\
+                 os.kill(os.getpid(), signal.SIGSTOP)\n\
+                 while True: signal.pause()\n";
+    write(&dir.path().join("agent.py"), agent, 0o644);
+    let mut daemon = dev(
+        dir.path(),
+        &["--stop-timeout", "30", "--", "python3", "agent.py"],
+    );
+    let stopped = || {
+        std::fs::read_to_string(dir.path().join("agent.pid"))
+            .ok()
+            .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+            .and_then(|stat| Some(stat.rsplit_once(')')?.1.trim_start().starts_with('T')))
+            .unwrap_or(false)
+    };
+    wait_until("the agent's stop", &mut daemon, stopped);
+    let sent = Instant::now();
+    daemon.signal(Signal::SIGTERM);
+    assert_eq!(daemon.wait_exit(Duration::from_secs(5)), 3);
+    assert!(sent.elapsed() < Duration::from_secs(5));
+    assert_eq!(left_on_disk(dir.path()), Vec::<&str>::new());
+}

@@ -13,12 +13,17 @@
 //!   SIGHUP, SIGQUIT; `FORWARDED_SIGNALS`: SIGUSR1, SIGUSR2, SIGWINCH, SIGALRM, ...; as
 //!   tini does, everything catchable but job control, SIGCHLD, SIGPIPE and the daemon's
 //!   own faults and limits) is forwarded. SIGTERM and SIGINT mean "stop": they also start
-//!   the `stop_timeout` grace period after which the group gets SIGKILL; SIGXCPU (the
+//!   the `stop_timeout` grace period after which the group gets SIGKILL. SIGXCPU (the
 //!   daemon's CPU limit) is sent on as SIGTERM; the rest are forwarded only. Cancelling
 //!   `stop` does the same as a SIGTERM (without a second SIGTERM if one was already
 //!   forwarded). Handlers are installed before the spawn: a PID-1 process without a
 //!   handler ignores these signals, and a non-PID-1 one would die of most of them without
 //!   forwarding, wiping or stopping the agent.
+//! - **SIGCONT.** SIGTERM, SIGINT and SIGQUIT, and the stop, are followed by SIGCONT, as
+//!   systemd does: a stopped agent (SIGSTOP, Ctrl-Z, SIGTTIN) would otherwise hold them
+//!   pending, unable to act on them, and every stop would wait the whole timeout and end
+//!   in SIGKILL (137, not the agent's own code). Not after SIGHUP and the others:
+//!   continuing an agent someone stopped on purpose is not theirs to do.
 //! - **Leftovers.** When the agent exits, whatever is left of its process group gets
 //!   SIGKILL: the run is over, and those processes would otherwise outlive it as
 //!   orphans nobody stops (the orphan reaper then reaps them).
@@ -252,6 +257,11 @@ pub async fn run(
                 let kind = if kind == Signal::SIGXCPU { Signal::SIGTERM } else { kind };
                 info!(pid, signal = %kind, "forwarding signal to the agent");
                 send(pid, kind);
+                if matches!(kind, Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT) {
+                    // A stopped agent (SIGSTOP, Ctrl-Z, SIGTTIN) would hold the signal
+                    // pending, unable to act on it, until the stop timeout's SIGKILL.
+                    send(pid, Signal::SIGCONT);
+                }
                 if matches!(kind, Signal::SIGTERM | Signal::SIGINT) {
                     term_sent = true;
                     if !killed {
@@ -266,6 +276,8 @@ pub async fn run(
                     send(pid, Signal::SIGTERM);
                     term_sent = true;
                 }
+                // Even after an earlier SIGTERM: the agent may have been stopped since.
+                send(pid, Signal::SIGCONT);
                 if !killed {
                     arm(&mut kill_at, stop_timeout);
                 }
