@@ -638,6 +638,8 @@ impl Daemon {
             user: self.agent_user.clone(),
             env,
             cwd: None,
+            // `dev` in a shell: the agent may read the terminal (a sandbox has none).
+            take_terminal: true,
         };
         let stop = self.started.stop.child_token();
         match crate::agent::run(spec, signals, stop, self.config.stop_timeout).await {

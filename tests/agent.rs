@@ -41,6 +41,7 @@ fn sh(script: &str, dir: &Path) -> AgentSpec {
         user: None,
         env: agent::build_env(base_env(), &plan).expect("env"),
         cwd: Some(dir.to_path_buf()),
+        take_terminal: false,
     }
 }
 
@@ -392,6 +393,7 @@ async fn switches_to_the_agent_user() {
         env: agent::build_env(base_env(), &plan).expect("env"),
         user: Some(user.clone()),
         cwd: Some(dir.path().to_path_buf()),
+        take_terminal: false,
     };
     let exit = run(spec).await.expect("run");
     assert_eq!(exit.code, 0);
@@ -436,6 +438,7 @@ async fn environment_carries_ours_and_not_the_daemons_secrets() {
         env: agent::build_env(base, &plan).expect("env"),
         user: None,
         cwd: Some(dir.path().to_path_buf()),
+        take_terminal: false,
     };
     assert!(!format!("{spec:?}").contains("canary-7f3a"));
     assert_eq!(run(spec).await.expect("run").code, 0);

@@ -349,6 +349,7 @@ fn starting_the_agent_leaves_no_env_delivered_secret_in_freed_memory() {
                 user: None,
                 env: agent::build_env(base, &plan).expect("env"),
                 cwd: None,
+                take_terminal: false,
             };
             let exit = agent::run(
                 spec,

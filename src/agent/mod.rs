@@ -4,11 +4,11 @@
 //! - **Own process group.** The agent leads a new process group, and every signal we
 //!   send goes to the whole group (`killpg`), so the agent's own children (`npx` ->
 //!   `node`, `sh -c` -> the real program, a Python worker pool) get it too, even when the
-//!   agent does not forward signals itself. On a terminal (`dev`), Ctrl-C reaches only
-//!   the daemon's foreground group, and the daemon forwards it once: nothing gets it
-//!   twice. The cost: the agent is a background group on that terminal, so an agent that
-//!   reads the terminal is stopped by SIGTTIN (agents get their input from
-//!   `GREXAL_TASK_INPUT`, not a terminal).
+//!   agent does not forward signals itself. On a terminal whose foreground the daemon
+//!   holds (`dev` in a shell), that group is made the terminal's foreground group for the
+//!   agent's run (`terminal`), as a shell does for a job: the agent can read the terminal
+//!   (`input()`, `breakpoint()`), and Ctrl-C reaches its group directly, once; elsewhere
+//!   (a sandbox, CI) the terminal, if any, is left alone.
 //! - **Forwarding.** Every signal the daemon catches (`STOP_SIGNALS`: SIGTERM, SIGINT,
 //!   SIGHUP, SIGQUIT; `FORWARDED_SIGNALS`: SIGUSR1, SIGUSR2, SIGWINCH, SIGALRM, ...; as
 //!   tini does, everything catchable but job control, SIGCHLD, SIGPIPE and the daemon's
@@ -47,6 +47,7 @@
 
 mod env;
 mod exec;
+mod terminal;
 mod user;
 
 use std::ffi::OsString;
@@ -82,6 +83,10 @@ pub struct AgentSpec {
     pub env: Vec<(OsString, EnvValue)>,
     /// The working directory; `None` keeps the daemon's.
     pub cwd: Option<PathBuf>,
+    /// Give the agent's process group the foreground of the daemon's terminal (its stdin)
+    /// for the agent's run, when the daemon's group holds it (see `terminal`); `false`
+    /// leaves any terminal alone.
+    pub take_terminal: bool,
 }
 
 /// How the agent ended.
@@ -226,8 +231,18 @@ pub async fn run(
         }
     }
 
+    let terminal = spec.take_terminal.then(terminal::Terminal::ours).flatten();
+    if let Some(terminal) = &terminal {
+        terminal.prepare();
+    }
+    // Before the spawn, so no stop of the agent's goes unseen (should it fail, stops only
+    // go unreported).
+    let mut sigchld = tokio::signal::unix::signal(SignalKind::child()).ok();
+    // The terminal is taken back however `run` ends, a failed spawn included (the child may
+    // have taken it before its `execve` failed).
+    let terminal_guard = terminal::TerminalGuard(terminal);
     let mut child = {
-        let mut command = command(&spec)?;
+        let mut command = command(&spec, terminal.is_some())?;
         // `command`'s exec hook owns the agent's envp, the only copy of the exposed
         // secrets; it is dropped (zeroized) at the end of this block, right after the spawn.
         crate::reaper::owned()
@@ -242,6 +257,12 @@ pub async fn run(
     };
     let guard = GroupGuard { pid };
     info!(pid, program = %program, user = spec.user.as_ref().map(|u| u.name.as_str()), "agent started");
+    if terminal.is_some() {
+        info!(
+            pid,
+            "the agent has this terminal: it reads it, and Ctrl-C, Ctrl-\\ and Ctrl-Z go to it"
+        );
+    }
 
     // `term_sent`: a SIGTERM or SIGINT went out, the agent is being stopped; a later
     // `stop` must not send a second one. `killed`: SIGKILL went out, nothing is left to arm.
@@ -252,6 +273,7 @@ pub async fn run(
     let status = loop {
         tokio::select! {
             status = child.wait() => break status.map_err(AgentError::Wait)?,
+            () = child_changed(&mut sigchld) => terminal::watch_stops(pid, terminal.as_ref()),
             kind = signals.recv() => {
                 // SIGXCPU is the daemon's own CPU limit: the agent is stopped as by SIGTERM.
                 let kind = if kind == Signal::SIGXCPU { Signal::SIGTERM } else { kind };
@@ -290,10 +312,22 @@ pub async fn run(
             }
         }
     };
+    drop(terminal_guard);
     drop(guard);
     let exit = AgentExit::from_status(status);
     info!(pid, code = exit.code, signal = exit.signal, "agent exited");
     Ok(exit)
+}
+
+/// The next SIGCHLD (any child's: `watch_stops` asks about the agent alone); never, without
+/// a listener.
+async fn child_changed(sigchld: &mut Option<tokio::signal::unix::Signal>) {
+    if let Some(stream) = sigchld {
+        if stream.recv().await.is_some() {
+            return;
+        }
+    }
+    std::future::pending().await
 }
 
 /// Sets the SIGKILL deadline `stop_timeout` from now, unless one is set. A timeout that
@@ -449,7 +483,7 @@ impl Signals {
     }
 }
 
-fn command(spec: &AgentSpec) -> Result<tokio::process::Command, AgentError> {
+fn command(spec: &AgentSpec, take_terminal: bool) -> Result<tokio::process::Command, AgentError> {
     let (program, args) = spec.argv.split_first().ok_or(AgentError::EmptyCommand)?;
     // The environment is not given to `Command` (see `exec`): the hook below execs with
     // its own envp, and std's is left empty.
@@ -469,12 +503,17 @@ fn command(spec: &AgentSpec) -> Result<tokio::process::Command, AgentError> {
     };
     let fd_limit = crate::spawn::fd_limit();
     // SAFETY: the closure runs in the forked child, after std's own steps (stdio, cwd,
-    // process group), and only makes async-signal-safe system calls (sigaction,
-    // sigprocmask, close_range/fcntl, setgroups, setgid, setuid), then execvp, the call
+    // process group), and only makes async-signal-safe system calls (getpid, tcsetpgrp,
+    // sigaction, sigprocmask, close_range/fcntl, setgroups, setgid, setuid), then execvp, the call
     // std's own exec makes at this point (glibc's allocates nothing), on memory allocated
     // before the fork; it allocates nothing and takes no lock.
     unsafe {
         command.pre_exec(move || {
+            if take_terminal {
+                // First, with SIGTTOU still ignored as in the daemon (`reset_signals`
+                // comes later), and before the agent's code can read the terminal.
+                terminal::Terminal::take_in_child();
+            }
             crate::spawn::cloexec_from_3(fd_limit);
             if let Some(ids) = &ids {
                 ids.apply()?;
