@@ -212,6 +212,8 @@ fn every_route_on_one_keep_alive_connection() {
             "connection_not_found",
         ),
         ("/v1/connections/%ZZ", 404, "connection_not_found"),
+        // connect("") from an SDK that percent-encodes the id.
+        ("/v1/connections/", 404, "connection_not_found"),
         ("/v1/elsewhere", 404, "not_found"),
     ];
     for (path, status, code) in cases {

@@ -26,7 +26,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/v1/connections", get(list_connections))
-        .route("/v1/connections/{id}", get(connect));
+        .route("/v1/connections/{id}", get(connect))
+        // `connect("")` from an SDK that percent-encodes the id: an id, empty, that names no
+        // connection, not a route that does not exist.
+        .route("/v1/connections/", get(empty_id));
     if let Some(manager) = &state.takeovers {
         router = router.merge(crate::takeover::routes::agent_routes(
             manager.clone(),
@@ -137,6 +140,16 @@ async fn connect(
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
+}
+
+/// `GET /v1/connections/`: the empty id is not declared, as any id that is not a valid one
+/// (docs/api.md); the same callers as `connect` are told so, others get 403 as there.
+async fn empty_id(
+    State(state): State<ApiState>,
+    peer: Option<Extension<Peer>>,
+) -> Result<Response, ApiError> {
+    authorize(&state, peer.as_deref())?;
+    Err(ApiError::ConnectionNotFound)
 }
 
 async fn not_found() -> ApiError {
@@ -409,6 +422,30 @@ mod tests {
                 Some(1000),
                 503,
                 "credential_missing",
+            ),
+            (
+                &ready,
+                Method::GET,
+                "/v1/connections/",
+                Some(1000),
+                404,
+                "connection_not_found",
+            ),
+            (
+                &ready,
+                Method::GET,
+                "/v1/connections/",
+                Some(65534),
+                403,
+                "forbidden",
+            ),
+            (
+                &ready,
+                Method::POST,
+                "/v1/connections/",
+                Some(1000),
+                405,
+                "method_not_allowed",
             ),
             (
                 &ready,
