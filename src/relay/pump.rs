@@ -1,0 +1,270 @@
+//! The two pumps of one relay, server-to-viewer (`down`) and viewer-to-server (`up`), polled
+//! by one task (see the parent module for what a stop guarantees).
+
+use bytes::BytesMut;
+use fastwebsockets::{Frame, OpCode, Payload, WebSocketError, WebSocketRead};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use super::upgrade::{ViewerRead, ViewerWriter};
+use super::upstream::{connect, UpstreamRead, UpstreamWrite};
+use super::{Access, Handshake, RelayEnd, RelayError, RelayLimits, RelayStats, VncTarget};
+use crate::rfb::greeting::Greeting;
+use crate::rfb::RfbFilter;
+
+/// What the two pumps of one relay share.
+pub(super) struct Session<'a> {
+    pub(super) ws_rx: &'a mut WebSocketRead<ViewerRead>,
+    pub(super) ws_tx: &'a Mutex<ViewerWriter>,
+    pub(super) access: Access,
+    pub(super) handshake: Handshake,
+    pub(super) limits: &'a RelayLimits,
+    pub(super) stop: &'a CancellationToken,
+    pub(super) stats: &'a mut RelayStats,
+    /// Set when a stop is noticed: finishing the frame in flight and the Close frame share it.
+    pub(super) close_deadline: &'a mut Option<tokio::time::Instant>,
+}
+
+pub(super) async fn connect_and_pump(
+    session: Session<'_>,
+    target: &VncTarget,
+) -> Result<RelayEnd, RelayError> {
+    let (limits, stop) = (session.limits, session.stop);
+    debug!(%target, access = ?session.access, "relay connecting");
+    let mut upstream = tokio::select! {
+        biased;
+        _ = stop.cancelled() => return Ok(RelayEnd::Stopped),
+        r = tokio::time::timeout(limits.connect_timeout, connect(target)) => {
+            r.map_err(|_| RelayError::ConnectTimeout)??
+        }
+    };
+    let greeting = match session.handshake {
+        Handshake::Forwarded => None,
+        Handshake::Pipelined => Some(tokio::select! {
+            biased;
+            _ = stop.cancelled() => return Ok(RelayEnd::Stopped),
+            r = tokio::time::timeout(limits.connect_timeout, upstream.greet()) => {
+                r.map_err(|_| RelayError::GreetingTimeout)?.map_err(RelayError::Greeting)?
+            }
+        }),
+    };
+    let (r, w) = upstream.split();
+    pump(session, greeting, r, w).await
+}
+
+/// Both directions as two futures polled by one task; the first to finish ends the relay.
+async fn pump(
+    session: Session<'_>,
+    greeting: Option<Greeting>,
+    mut upstream_r: UpstreamRead,
+    mut upstream_w: UpstreamWrite,
+) -> Result<RelayEnd, RelayError> {
+    let Session {
+        ws_rx,
+        ws_tx,
+        access,
+        handshake: _,
+        limits,
+        stop,
+        stats,
+        close_deadline,
+    } = session;
+    let mut filter = match greeting {
+        Some(_) => RfbFilter::answered(access, limits.rfb),
+        None => RfbFilter::with_limits(access, limits.rfb),
+    };
+    let mut down_stats = (0u64, 0u64, 0usize);
+    let mut up_stats = (0u64, 0u64, 0u64);
+
+    let down = async {
+        // The server's handshake, as the relay received it: one message per frame.
+        for message in greeting.iter().flat_map(|g| &g.messages) {
+            ws_tx
+                .lock()
+                .await
+                .send(Frame::binary(Payload::Borrowed(message)))
+                .await
+                .map_err(RelayError::WebSocket)?;
+            down_stats.0 += message.len() as u64;
+            down_stats.1 += 1;
+        }
+        // One buffer for the whole relay, never zero-filled: `read_buf` reads into its spare
+        // capacity, and the frame borrows it until the viewer's socket has taken it all.
+        let mut buf = BytesMut::with_capacity(limits.read_size);
+        loop {
+            buf.clear();
+            // Checked before every read, never during a write: a stop lets the frame being
+            // written finish (so that a Close frame can follow it) and reads nothing new.
+            let n = tokio::select! {
+                biased;
+                _ = stop.cancelled() => return Ok(RelayEnd::Stopped),
+                r = upstream_r.read_buf(&mut buf) => r.map_err(RelayError::Upstream)?,
+            };
+            if n == 0 {
+                return Ok(RelayEnd::UpstreamClosed);
+            }
+            down_stats.2 = down_stats.2.max(n);
+            // The next read waits until this frame is in the viewer's socket: backpressure.
+            ws_tx
+                .lock()
+                .await
+                .send(Frame::binary(Payload::Borrowed(&buf)))
+                .await
+                .map_err(RelayError::WebSocket)?;
+            down_stats.0 += n as u64;
+            down_stats.1 += 1;
+        }
+    };
+
+    let up = async {
+        let mut out = Vec::with_capacity(4096);
+        // Inside a binary message sent as several frames.
+        let mut fragmented = false;
+        let mut idle_deadline = idle_deadline_from_now(limits.idle_timeout);
+        // Nothing is ever owed: pings and Close are answered below (auto_pong/auto_close off).
+        let mut send_obligation =
+            |frame: Frame<'static>| async move { ws_tx.lock().await.send(frame).await };
+        loop {
+            let read = ws_rx.read_frame(&mut send_obligation);
+            let mut frame = match tokio::time::timeout_at(idle_deadline, read).await {
+                Err(_) => return Ok(RelayEnd::Idle),
+                Ok(Err(WebSocketError::UnexpectedEOF)) => return Ok(RelayEnd::ViewerClosed),
+                Ok(Err(WebSocketError::FrameTooLarge)) => {
+                    return Err(RelayError::FrameTooLarge {
+                        limit: limits.max_client_message,
+                    })
+                }
+                Ok(Err(e)) => return Err(RelayError::WebSocket(e)),
+                Ok(Ok(frame)) => frame,
+            };
+            if !was_masked(&mut frame) {
+                return Err(RelayError::UnmaskedFrame);
+            }
+            match frame.opcode {
+                OpCode::Binary if !fragmented => fragmented = !frame.fin,
+                OpCode::Continuation if fragmented => fragmented = !frame.fin,
+                OpCode::Binary | OpCode::Continuation => return Err(RelayError::BadContinuation),
+                OpCode::Text => return Err(RelayError::TextFrame),
+                // RFC 6455 §5.5: control frames carry at most 125 bytes.
+                OpCode::Close | OpCode::Ping | OpCode::Pong
+                    if frame.payload.len() > MAX_CONTROL_PAYLOAD =>
+                {
+                    return Err(RelayError::BadControlFrame("longer than 125 bytes"));
+                }
+                OpCode::Close => {
+                    let echo = close_echo(&frame.payload)?;
+                    ws_tx
+                        .lock()
+                        .await
+                        .send(echo)
+                        .await
+                        .map_err(RelayError::WebSocket)?;
+                    return Ok(RelayEnd::ViewerClosed);
+                }
+                // Pings and pongs do not count as activity. The pong waits for the writer
+                // like any frame, so a viewer that pings and never reads stops being read.
+                OpCode::Ping => {
+                    let pong = Frame::pong(Payload::Owned(frame.payload.to_vec()));
+                    ws_tx
+                        .lock()
+                        .await
+                        .send(pong)
+                        .await
+                        .map_err(RelayError::WebSocket)?;
+                    continue;
+                }
+                OpCode::Pong => continue,
+            }
+            idle_deadline = idle_deadline_from_now(limits.idle_timeout);
+            out.clear();
+            let fed = filter.feed(&frame.payload, &mut out);
+            let fs = filter.stats();
+            up_stats.1 = fs.messages;
+            up_stats.2 = fs.dropped;
+            // Forward what came before a bad message? No: the stream is closed on error, and
+            // a partial forward could only confuse the server.
+            fed.map_err(RelayError::Rfb)?;
+            if !out.is_empty() {
+                upstream_w
+                    .write_all(&out)
+                    .await
+                    .map_err(RelayError::Upstream)?;
+                up_stats.0 += out.len() as u64;
+            }
+        }
+    };
+
+    let end = {
+        tokio::pin!(up, down);
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => {
+                // Input stops here: `up` is never polled again. A server frame being written
+                // may finish, within the close deadline; `down` then sees the stop.
+                *close_deadline = Some(tokio::time::Instant::now() + limits.close_timeout);
+                let _ = tokio::time::timeout(limits.close_timeout, &mut down).await;
+                Ok(RelayEnd::Stopped)
+            }
+            r = &mut up => r,
+            r = &mut down => r,
+        }
+    };
+    stats.server_bytes = down_stats.0;
+    stats.server_frames = down_stats.1;
+    stats.peak_buffered = down_stats.2;
+    stats.client_bytes = up_stats.0;
+    stats.client_messages = up_stats.1;
+    stats.dropped_messages = up_stats.2;
+    end
+}
+
+/// When a viewer silent from now on is dropped. An idle timeout that would take it past
+/// the clock's end (`Instant + Duration` panics) means about never, as tokio's own timers
+/// do: the config bounds the flag, `RelayLimits` itself takes any `Duration`.
+fn idle_deadline_from_now(idle_timeout: Duration) -> tokio::time::Instant {
+    const ABOUT_NEVER: Duration = Duration::from_secs(86_400 * 365 * 30);
+    let now = tokio::time::Instant::now();
+    now.checked_add(idle_timeout)
+        .unwrap_or_else(|| now + ABOUT_NEVER)
+}
+
+/// RFC 6455 §5.5: the longest payload of a Close, Ping or Pong frame.
+const MAX_CONTROL_PAYLOAD: usize = 125;
+
+/// The Close frame that answers a viewer's Close (RFC 6455 §5.5.1: echo its status code), or
+/// why its Close is malformed (§7.4: a 1-byte body, a code no endpoint may send, a reason
+/// that is not UTF-8).
+fn close_echo(payload: &[u8]) -> Result<Frame<'static>, RelayError> {
+    match payload {
+        [] => Ok(Frame::close_raw(Payload::Owned(Vec::new()))),
+        [_] => Err(RelayError::BadControlFrame("a Close body of one byte")),
+        [hi, lo, reason @ ..] => {
+            let code = u16::from_be_bytes([*hi, *lo]);
+            if !fastwebsockets::CloseCode::from(code).is_allowed() {
+                return Err(RelayError::BadControlFrame(
+                    "a Close code not allowed on the wire",
+                ));
+            }
+            if std::str::from_utf8(reason).is_err() {
+                return Err(RelayError::BadControlFrame(
+                    "a Close reason that is not UTF-8",
+                ));
+            }
+            Ok(Frame::close(code, &[]))
+        }
+    }
+}
+
+/// Whether a viewer's frame carried a masking key. RFC 6455 §5.1: a server must close the
+/// connection on an unmasked client frame (masking is what keeps a hostile page from
+/// steering the bytes a proxy on the path sees). fastwebsockets unmasks client frames but
+/// accepts unmasked ones, and keeps the key private; its header formatter still shows it.
+fn was_masked(frame: &mut Frame<'_>) -> bool {
+    // Longest header: 2 bytes, an 8-byte length, a 4-byte key.
+    let mut head = [0u8; 14];
+    frame.fmt_head(&mut head);
+    head[1] & 0x80 != 0
+}

@@ -1,0 +1,63 @@
+//! The relay's connection to the desktop's VNC server (a loopback TCP address or a Unix
+//! socket).
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::{RelayError, VncTarget};
+use crate::rfb::greeting::{self, Greeting, GreetingError};
+
+/// The read half of the VNC connection, boxed: one pump for both kinds of socket (a vtable
+/// call per syscall).
+pub(super) type UpstreamRead = Box<dyn AsyncRead + Send + Unpin>;
+/// The write half of the VNC connection.
+pub(super) type UpstreamWrite = Box<dyn AsyncWrite + Send + Unpin>;
+
+pub(super) enum Upstream {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+impl Upstream {
+    pub(super) async fn greet(&mut self) -> Result<Greeting, GreetingError> {
+        match self {
+            Upstream::Tcp(s) => greeting::greet(s).await,
+            Upstream::Unix(s) => greeting::greet(s).await,
+        }
+    }
+
+    pub(super) fn split(self) -> (UpstreamRead, UpstreamWrite) {
+        match self {
+            Upstream::Tcp(s) => {
+                let (r, w) = s.into_split();
+                (Box::new(r), Box::new(w))
+            }
+            Upstream::Unix(s) => {
+                let (r, w) = s.into_split();
+                (Box::new(r), Box::new(w))
+            }
+        }
+    }
+}
+
+/// Connects to the VNC server; the caller bounds how long it may take.
+pub(super) async fn connect(target: &VncTarget) -> Result<Upstream, RelayError> {
+    match target {
+        VncTarget::Tcp(addr) => {
+            // Checked again here: the enum's variants are public.
+            if !addr.ip().is_loopback() {
+                return Err(RelayError::NotLoopback(*addr));
+            }
+            let s = tokio::net::TcpStream::connect(addr)
+                .await
+                .map_err(RelayError::Connect)?;
+            // RFB input events are tiny; Nagle would delay each key press.
+            s.set_nodelay(true).map_err(RelayError::Connect)?;
+            Ok(Upstream::Tcp(s))
+        }
+        VncTarget::Unix(path) => Ok(Upstream::Unix(
+            tokio::net::UnixStream::connect(path)
+                .await
+                .map_err(RelayError::Connect)?,
+        )),
+    }
+}
