@@ -476,3 +476,103 @@ async fn viewer_send_buffer_is_bounded() {
         let _ = handle.shutdown().await;
     }
 }
+
+/// A VNC server's Unix socket at `path` listening with a backlog of one, and the connections
+/// (other viewers', not yet accepted) that fill that backlog: the next connect is refused
+/// with EAGAIN, as Xvnc's small backlog is when several viewers open at once.
+fn full_unix_backlog(
+    path: &std::path::Path,
+) -> (std::os::unix::net::UnixListener, Vec<std::os::fd::OwnedFd>) {
+    use nix::sys::socket::{
+        bind, connect, listen, socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr,
+    };
+    use std::os::fd::AsRawFd;
+    let addr = UnixAddr::new(path).unwrap();
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::empty(),
+        None,
+    )
+    .unwrap();
+    bind(fd.as_raw_fd(), &addr).unwrap();
+    listen(&fd, Backlog::new(1).unwrap()).unwrap();
+    let mut queued = Vec::new();
+    loop {
+        let s = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_NONBLOCK,
+            None,
+        )
+        .unwrap();
+        match connect(s.as_raw_fd(), &addr) {
+            Ok(()) => queued.push(s),
+            Err(nix::errno::Errno::EAGAIN) => break,
+            Err(e) => panic!("connect: {e}"),
+        }
+        assert!(queued.len() < 16, "the backlog never filled");
+    }
+    (std::os::unix::net::UnixListener::from(fd), queued)
+}
+
+/// A Unix-socket VNC server whose backlog is full when the viewer comes, and which accepts
+/// 200 ms later: the relay tries again until it is in (its connect timeout is 5 s) and the
+/// viewer gets the server's banner. It was refused at once with 1011 "vnc server unavailable"
+/// (5 of 16 viewers opening together, on the real daemon).
+#[tokio::test]
+async fn a_full_unix_backlog_is_waited_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vnc.sock");
+    let (listener, queued) = full_unix_backlog(&path);
+    let mut server = start_relay_server(VncTarget::unix(&path), RelayLimits::default(), None).await;
+    let (mut ws, _) = ws_connect(server.addr, "/relay/view", None).await.unwrap();
+    let relay = server.next_relay().await;
+    // The server catches up 200 ms later, then greets everyone.
+    let catching_up = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        let mut accepted = Vec::new();
+        // The queued connections first, then the relay's.
+        for _ in 0..=queued.len() {
+            let (mut s, _) = listener.accept().unwrap();
+            std::io::Write::write_all(&mut s, b"RFB 003.008\n").unwrap();
+            accepted.push(s);
+        }
+        (accepted, queued)
+    });
+    let first = tokio::time::timeout(Duration::from_secs(3), ws.next()).await;
+    assert!(
+        matches!(&first, Ok(Some(Ok(Message::Binary(b)))) if b.as_ref() == b"RFB 003.008\n"),
+        "the viewer got {first:?}, not the banner of a server that accepted 200 ms late"
+    );
+    let stats = relay.shutdown().await.unwrap();
+    assert_eq!(stats.end, RelayEnd::Stopped);
+    drop(catching_up.join().unwrap());
+}
+
+/// A backlog that stays full is given up on at the connect timeout: the viewer is closed
+/// with 1011 and the relay fails with `ConnectTimeout`, not before.
+#[tokio::test]
+async fn a_backlog_full_past_the_connect_timeout_closes_the_viewer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vnc.sock");
+    let (_listener, _queued) = full_unix_backlog(&path);
+    let limits = RelayLimits {
+        connect_timeout: Duration::from_millis(300),
+        ..RelayLimits::default()
+    };
+    let mut server = start_relay_server(VncTarget::unix(&path), limits, None).await;
+    let start = Instant::now();
+    let (mut ws, _) = ws_connect(server.addr, "/relay/view", None).await.unwrap();
+    assert_eq!(close_code(&mut ws).await, CloseCode::Error);
+    assert!(
+        start.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        start.elapsed()
+    );
+    let err = server.next_relay().await.wait().await;
+    assert!(
+        matches!(err, Err(grexal_sidecar::relay::RelayError::ConnectTimeout)),
+        "{err:?}"
+    );
+}

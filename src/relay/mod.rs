@@ -169,8 +169,9 @@ pub struct RelayLimits {
     /// throughput at about twice this per round trip to the edge: 256 KiB per ms on the
     /// default, far above what a VNC stream needs.
     pub viewer_send_buffer: Option<usize>,
-    /// How long connecting to the VNC server may take, and then, separately, the relay's
-    /// RFB handshake with it for a viewer that asked for one.
+    /// How long connecting to the VNC server may take (a Unix socket whose listen backlog is
+    /// full is tried again until then), and then, separately, the relay's RFB handshake with
+    /// it for a viewer that asked for one.
     pub connect_timeout: Duration,
     /// How long a Close frame may take once the relay decided to end.
     pub close_timeout: Duration,

@@ -1,6 +1,8 @@
 //! The relay's connection to the desktop's VNC server (a loopback TCP address or a Unix
 //! socket).
 
+use std::time::Duration;
+
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{RelayError, VncTarget};
@@ -39,7 +41,8 @@ impl Upstream {
     }
 }
 
-/// Connects to the VNC server; the caller bounds how long it may take.
+/// Connects to the VNC server; the caller bounds how long it may take (a Unix socket whose
+/// backlog is full is tried again until then).
 pub(super) async fn connect(target: &VncTarget) -> Result<Upstream, RelayError> {
     match target {
         VncTarget::Tcp(addr) => {
@@ -54,10 +57,29 @@ pub(super) async fn connect(target: &VncTarget) -> Result<Upstream, RelayError> 
             s.set_nodelay(true).map_err(RelayError::Connect)?;
             Ok(Upstream::Tcp(s))
         }
-        VncTarget::Unix(path) => Ok(Upstream::Unix(
-            tokio::net::UnixStream::connect(path)
-                .await
-                .map_err(RelayError::Connect)?,
-        )),
+        VncTarget::Unix(path) => {
+            let mut pause = UNIX_RETRY_FIRST;
+            loop {
+                match tokio::net::UnixStream::connect(path).await {
+                    Ok(s) => return Ok(Upstream::Unix(s)),
+                    // The server's listen backlog is full: Linux refuses a non-blocking
+                    // connect to a Unix socket at once with EAGAIN (TCP would retry the SYN
+                    // on its own). Xvnc's backlog is small, and a handful of viewers opening
+                    // together fill it for the moment it takes the server to accept them.
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(UNIX_RETRY_MAX);
+                    }
+                    Err(e) => return Err(RelayError::Connect(e)),
+                }
+            }
+        }
     }
 }
+
+/// The first pause before connecting again to a Unix socket whose backlog was full, doubled
+/// after each refusal up to [`UNIX_RETRY_MAX`]: a server that accepts again within
+/// milliseconds is not kept waiting long, one that lags costs a wake-up every 50 ms, until
+/// the caller's connect timeout.
+const UNIX_RETRY_FIRST: Duration = Duration::from_millis(5);
+const UNIX_RETRY_MAX: Duration = Duration::from_millis(50);
