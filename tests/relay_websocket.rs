@@ -1,9 +1,12 @@
 //! The relay's WebSocket framing, end to end as in `relay.rs` (a real HTTP/1.1 server, a
 //! fake VNC server): text and unknown messages, subprotocols, pings, fragments, masks,
-//! control frames and Close frames, oversized frames and clipboards.
+//! control frames and Close frames, oversized frames and clipboards; viewers that stop
+//! reading and then ping or close, and a VNC server that stops reading, all dropped in time.
 
 #[path = "support/relay.rs"]
 mod support;
+
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use grexal_sidecar::relay::{RelayEnd, RelayError, RelayLimits, VncTarget};
@@ -385,4 +388,185 @@ async fn oversized_frame_closes_with_message_too_big() {
     let mut rest = Vec::new();
     let _ = tokio::time::timeout(DEADLINE, up.read_to_end(&mut rest)).await;
     assert!(rest.is_empty(), "{} bytes leaked", rest.len());
+}
+
+/// A raw viewer on the view-only route: a small receive buffer, and it reads only the 101.
+/// It has sent the client's half of the RFB handshake; the fake VNC server's end is returned.
+async fn raw_viewer_after_handshake(
+    fake: &FakeVnc,
+    server: &RelayServer,
+) -> (tokio::net::TcpStream, tokio::net::TcpStream) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut viewer = socket.connect(server.addr).await.unwrap();
+    let request = "GET /relay/view HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+                   Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                   Sec-WebSocket-Version: 13\r\n\r\n";
+    viewer.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(viewer.read_u8().await.unwrap());
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    viewer
+        .write_all(&masked_frame(0x2, CLIENT_HANDSHAKE))
+        .await
+        .unwrap();
+    let up = fake.accept_handshake().await;
+    (viewer, up)
+}
+
+/// Floods `up` (a framebuffer update the viewer asked for) until the end; resolves once a
+/// write has made no progress for 200 ms: the viewer's socket is full, and the relay is
+/// stuck writing a frame to it.
+async fn flood_until_blocked(mut up: tokio::net::TcpStream) {
+    let (blocked, is_blocked) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let chunk = vec![0u8; 64 * 1024];
+        let mut blocked = Some(blocked);
+        loop {
+            let write = up.write_all(&chunk);
+            tokio::pin!(write);
+            let done = match tokio::time::timeout(Duration::from_millis(200), &mut write).await {
+                Ok(done) => done,
+                Err(_) => {
+                    if let Some(b) = blocked.take() {
+                        let _ = b.send(());
+                    }
+                    write.await
+                }
+            };
+            if done.is_err() {
+                return;
+            }
+        }
+    });
+    tokio::time::timeout(DEADLINE, is_blocked)
+        .await
+        .expect("the viewer's socket never filled")
+        .unwrap();
+}
+
+/// A viewer that stops reading while the server streams, then sends a Ping: the pong must
+/// not wait for the writer, which is stuck on the frame the viewer does not read. It did,
+/// holding the relay (its VNC connection, a view-only slot) past the idle timeout, until the
+/// takeover ended.
+#[tokio::test]
+async fn a_viewer_that_pings_once_and_never_reads_is_dropped_when_idle() {
+    let fake = fake_vnc().await;
+    let limits = RelayLimits {
+        idle_timeout: Duration::from_secs(1),
+        ..RelayLimits::default()
+    };
+    let mut server = start_relay_server(fake.target.clone(), limits, None).await;
+    let (mut viewer, up) = raw_viewer_after_handshake(&fake, &server).await;
+    let relay = server.next_relay().await;
+    flood_until_blocked(up).await;
+    viewer.write_all(&masked_frame(0x9, b"hi")).await.unwrap();
+    let stats = tokio::time::timeout(Duration::from_secs(5), relay.wait())
+        .await
+        .expect("still relaying 5 s after the ping, with an idle timeout of 1 s")
+        .unwrap();
+    assert_eq!(stats.end, RelayEnd::Idle);
+    // Dropped mid-frame: no Close frame could follow.
+    assert!(stats.cut_mid_frame, "{stats:?}");
+}
+
+/// The same viewer sends a Close instead: its relay ends (the frame it does not read is
+/// given the close timeout, 1 s, then the connection is closed) long before the idle timeout.
+/// The echo used to wait for the writer for good.
+#[tokio::test]
+async fn a_viewer_that_closes_and_never_reads_is_let_go() {
+    let fake = fake_vnc().await;
+    let limits = RelayLimits {
+        idle_timeout: Duration::from_secs(60),
+        ..RelayLimits::default()
+    };
+    let close_timeout = limits.close_timeout;
+    let mut server = start_relay_server(fake.target.clone(), limits, None).await;
+    let (mut viewer, up) = raw_viewer_after_handshake(&fake, &server).await;
+    let relay = server.next_relay().await;
+    flood_until_blocked(up).await;
+    let closed = std::time::Instant::now();
+    viewer
+        .write_all(&masked_frame(0x8, &1000u16.to_be_bytes()))
+        .await
+        .unwrap();
+    let stats = tokio::time::timeout(Duration::from_secs(5), relay.wait())
+        .await
+        .expect("still relaying 5 s after the viewer's Close")
+        .unwrap();
+    assert_eq!(stats.end, RelayEnd::ViewerClosed);
+    assert!(stats.cut_mid_frame, "{stats:?}");
+    assert!(closed.elapsed() >= close_timeout, "{:?}", closed.elapsed());
+}
+
+/// A viewer that never reads and sends nothing more is dropped when idle (as before: the
+/// reference for the two above).
+#[tokio::test]
+async fn a_silent_viewer_that_never_reads_is_dropped_when_idle() {
+    let fake = fake_vnc().await;
+    let limits = RelayLimits {
+        idle_timeout: Duration::from_secs(1),
+        ..RelayLimits::default()
+    };
+    let mut server = start_relay_server(fake.target.clone(), limits, None).await;
+    let (_viewer, up) = raw_viewer_after_handshake(&fake, &server).await;
+    let relay = server.next_relay().await;
+    flood_until_blocked(up).await;
+    let stats = tokio::time::timeout(Duration::from_secs(5), relay.wait())
+        .await
+        .expect("not dropped")
+        .unwrap();
+    assert_eq!(stats.end, RelayEnd::Idle);
+}
+
+/// A VNC server that stops reading: the viewer's input fills its socket, the relay's write
+/// to it blocks, and the viewer, still sending, is no longer read. That is no input: the
+/// viewer is dropped at the idle timeout. The idle deadline covered only the read from the
+/// viewer, so the relay stayed blocked for good.
+#[tokio::test]
+async fn a_vnc_server_that_does_not_read_leaves_the_viewer_idle() {
+    let fake = fake_vnc().await;
+    let limits = RelayLimits {
+        idle_timeout: Duration::from_secs(1),
+        ..RelayLimits::default()
+    };
+    let mut server = start_relay_server(fake.target.clone(), limits, None).await;
+    let (mut ws, _) = ws_connect(server.addr, "/relay/view", None).await.unwrap();
+    ws.send(Message::Binary(CLIENT_HANDSHAKE.to_vec().into()))
+        .await
+        .unwrap();
+    // Never read from.
+    let _up = fake.accept_handshake().await;
+    let relay = server.next_relay().await;
+    // FramebufferUpdateRequests (forwarded for a watcher too), 60 KiB a message.
+    let requests = encode::framebuffer_update_request(true, 64, 48).repeat(6 * 1024);
+    let (mut ws_tx, mut ws_rx) = ws.split();
+    let flood = tokio::spawn(async move {
+        while ws_tx
+            .send(Message::Binary(requests.clone().into()))
+            .await
+            .is_ok()
+        {}
+    });
+    let stats = tokio::time::timeout(Duration::from_secs(20), relay.wait())
+        .await
+        .expect("still relaying 20 s on, with an idle timeout of 1 s")
+        .unwrap();
+    assert_eq!(stats.end, RelayEnd::Idle);
+    assert!(stats.client_bytes > 0, "{stats:?}");
+    flood.abort();
+    // The viewer is told why.
+    loop {
+        match tokio::time::timeout(DEADLINE, ws_rx.next()).await.unwrap() {
+            Some(Ok(Message::Close(Some(f)))) => break assert_eq!(f.code, CloseCode::Away),
+            Some(Ok(_)) => {}
+            other => panic!("expected a Close frame, got {other:?}"),
+        }
+    }
 }

@@ -12,6 +12,12 @@
 //! to the viewer's socket (one `read_size` buffer in flight, flushed before the next read), so
 //! a slow viewer slows the VNC server instead of growing our memory.
 //!
+//! Idle viewers: one that sends no input for [`RelayLimits::idle_timeout`] is dropped. The
+//! deadline is a branch of its own next to the two pumps, so neither pump being stuck keeps
+//! it from firing: the server-to-viewer one holding the writer on a viewer that does not
+//! read (a Ping is then not answered, and a Close waits for the frame in flight only until
+//! the close deadline), or the viewer-to-server one on a VNC server that does not read.
+//!
 //! Cutting a stream (takeover ends, a newer viewer wins): everything a relay forwards happens
 //! inside the one future returned by [`relay`] — no task is spawned — and that future owns both
 //! sockets. Hence the guarantee the takeover manager relies on:
@@ -148,8 +154,10 @@ impl std::fmt::Display for VncTarget {
 /// Limits of one relay.
 #[derive(Debug, Clone)]
 pub struct RelayLimits {
-    /// A viewer that sends no binary message for this long is dropped. noVNC sends a
-    /// FramebufferUpdateRequest after every update, but nothing while the screen is still,
+    /// A viewer that sends no input (a binary message) for this long is dropped, whatever
+    /// else it does: pings and pongs are not input, and input that cannot be passed on (a
+    /// VNC server that stopped reading) is no longer read, so it counts as none. noVNC sends
+    /// a FramebufferUpdateRequest after every update, but nothing while the screen is still,
     /// so this must be long enough to watch a still login page.
     pub idle_timeout: Duration,
     /// Largest WebSocket frame accepted from a viewer. The RFB filter reads the stream, so a
@@ -173,7 +181,8 @@ pub struct RelayLimits {
     /// full is tried again until then), and then, separately, the relay's RFB handshake with
     /// it for a viewer that asked for one.
     pub connect_timeout: Duration,
-    /// How long a Close frame may take once the relay decided to end.
+    /// How long a Close frame may take once the relay decided to end, the end of a server
+    /// frame being written first when the relay was stopped or the viewer closed.
     pub close_timeout: Duration,
 }
 
@@ -283,6 +292,7 @@ pub async fn relay_with_stop_close(
     let ws_tx = Mutex::new(ws_tx);
     let mut stats = RelayStats::default();
     let mut close_deadline = None;
+    let mut echo = None;
     let session = Session {
         ws_rx: &mut ws_rx,
         ws_tx: &ws_tx,
@@ -292,13 +302,14 @@ pub async fn relay_with_stop_close(
         stop: &stop,
         stats: &mut stats,
         close_deadline: &mut close_deadline,
+        echo: &mut echo,
     };
     let result = connect_and_pump(session, target).await;
     let close = match &result {
         Ok(RelayEnd::Stopped) => Some((1000, "stopped")),
         Ok(RelayEnd::Idle) => Some((1001, "idle")),
         Ok(RelayEnd::UpstreamClosed) => Some((1000, "vnc server closed")),
-        // Already echoed by the reader.
+        // Answered with `echo`.
         Ok(RelayEnd::ViewerClosed) => None,
         Err(RelayError::TextFrame | RelayError::Rfb(_)) => Some((1008, "policy violation")),
         Err(
@@ -318,14 +329,20 @@ pub async fn relay_with_stop_close(
     stats.cut_mid_frame = ws_tx.is_mid_frame();
     let deadline =
         close_deadline.unwrap_or_else(|| tokio::time::Instant::now() + limits.close_timeout);
-    let closing = match close {
+    let closing = match (close, echo) {
         // The viewer may be gone or not reading; the Close frame is best effort, bounded.
         // Skipped (by `close`) when a frame could not be finished in time.
-        Some((code, reason)) => matches!(
+        (Some((code, reason)), _) => matches!(
             tokio::time::timeout_at(deadline, ws_tx.close(code, &reason)).await,
             Ok(Ok(true))
         ),
-        None => matches!(result, Ok(RelayEnd::ViewerClosed)),
+        // The viewer's Close, answered.
+        (None, Some(echo)) => matches!(
+            tokio::time::timeout_at(deadline, ws_tx.send_close(echo)).await,
+            Ok(Ok(true))
+        ),
+        // The viewer's EOF: our FIN follows.
+        (None, None) => matches!(result, Ok(RelayEnd::ViewerClosed)),
     };
     if closing {
         // The VNC socket is already closed and our direction shuts down first, so what is

@@ -1,9 +1,12 @@
 //! The two pumps of one relay, server-to-viewer (`down`) and viewer-to-server (`up`), polled
 //! by one task (see the parent module for what a stop guarantees).
 
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
 use bytes::BytesMut;
 use fastwebsockets::{Frame, OpCode, Payload, WebSocketError, WebSocketRead};
-use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -24,8 +27,11 @@ pub(super) struct Session<'a> {
     pub(super) limits: &'a RelayLimits,
     pub(super) stop: &'a CancellationToken,
     pub(super) stats: &'a mut RelayStats,
-    /// Set when a stop is noticed: finishing the frame in flight and the Close frame share it.
+    /// Set when the pumps let a frame in flight finish (a stop, the viewer's Close): the
+    /// Close frame that follows shares its deadline.
     pub(super) close_deadline: &'a mut Option<tokio::time::Instant>,
+    /// The answer to the viewer's Close, sent once the pumps are done.
+    pub(super) echo: &'a mut Option<Frame<'static>>,
 }
 
 pub(super) async fn connect_and_pump(
@@ -71,6 +77,7 @@ async fn pump(
         stop,
         stats,
         close_deadline,
+        echo,
     } = session;
     let mut filter = match greeting {
         Some(_) => RfbFilter::answered(access, limits.rfb),
@@ -78,6 +85,14 @@ async fn pump(
     };
     let mut down_stats = (0u64, 0u64, 0usize);
     let mut up_stats = (0u64, 0u64, 0u64);
+    // `down` reads nothing new from the VNC server once this is cancelled: on a stop, or when
+    // the viewer closes.
+    let halt = stop.child_token();
+    // When the viewer last sent input, as time since `started`: set by `up`, read by the
+    // idle branch of the select below, which `up` being stuck (on a writer held by a frame
+    // the viewer does not read, on a VNC server that does not read) cannot keep from firing.
+    let started = tokio::time::Instant::now();
+    let last_input = AtomicU64::new(0);
 
     let down = async {
         // The server's handshake, as the relay received it: one message per frame.
@@ -100,7 +115,7 @@ async fn pump(
             // written finish (so that a Close frame can follow it) and reads nothing new.
             let n = tokio::select! {
                 biased;
-                _ = stop.cancelled() => return Ok(RelayEnd::Stopped),
+                _ = halt.cancelled() => return Ok(RelayEnd::Stopped),
                 r = upstream_r.read_buf(&mut buf) => r.map_err(RelayError::Upstream)?,
             };
             if n == 0 {
@@ -123,22 +138,20 @@ async fn pump(
         let mut out = Vec::with_capacity(4096);
         // Inside a binary message sent as several frames.
         let mut fragmented = false;
-        let mut idle_deadline = idle_deadline_from_now(limits.idle_timeout);
         // Nothing is ever owed: pings and Close are answered below (auto_pong/auto_close off).
         let mut send_obligation =
             |frame: Frame<'static>| async move { ws_tx.lock().await.send(frame).await };
         loop {
-            let read = ws_rx.read_frame(&mut send_obligation);
-            let mut frame = match tokio::time::timeout_at(idle_deadline, read).await {
-                Err(_) => return Ok(RelayEnd::Idle),
-                Ok(Err(WebSocketError::UnexpectedEOF)) => return Ok(RelayEnd::ViewerClosed),
-                Ok(Err(WebSocketError::FrameTooLarge)) => {
+            // Ends with the viewer gone: `Some` Close frame to answer it with, `None` at EOF.
+            let mut frame = match ws_rx.read_frame(&mut send_obligation).await {
+                Err(WebSocketError::UnexpectedEOF) => return Ok(None),
+                Err(WebSocketError::FrameTooLarge) => {
                     return Err(RelayError::FrameTooLarge {
                         limit: limits.max_client_message,
                     })
                 }
-                Ok(Err(e)) => return Err(RelayError::WebSocket(e)),
-                Ok(Ok(frame)) => frame,
+                Err(e) => return Err(RelayError::WebSocket(e)),
+                Ok(frame) => frame,
             };
             if !was_masked(&mut frame) {
                 return Err(RelayError::UnmaskedFrame);
@@ -154,31 +167,23 @@ async fn pump(
                 {
                     return Err(RelayError::BadControlFrame("longer than 125 bytes"));
                 }
-                OpCode::Close => {
-                    let echo = close_echo(&frame.payload)?;
-                    ws_tx
-                        .lock()
-                        .await
-                        .send(echo)
-                        .await
-                        .map_err(RelayError::WebSocket)?;
-                    return Ok(RelayEnd::ViewerClosed);
-                }
-                // Pings and pongs do not count as activity. The pong waits for the writer
-                // like any frame, so a viewer that pings and never reads stops being read.
+                // Answered once `down` has finished its frame (see the select below), not
+                // here: the writer may be held by a frame the viewer does not read.
+                OpCode::Close => return Ok(Some(close_echo(&frame.payload)?)),
+                // Pings and pongs are not input. A pong is sent only if the writer is free:
+                // a busy one may be stuck on a viewer that does not read, and waiting for it
+                // would stop this pump from reading (RFC 6455 §5.5.3 lets us answer only the
+                // most recent Ping anyway).
                 OpCode::Ping => {
-                    let pong = Frame::pong(Payload::Owned(frame.payload.to_vec()));
-                    ws_tx
-                        .lock()
-                        .await
-                        .send(pong)
-                        .await
-                        .map_err(RelayError::WebSocket)?;
+                    if let Ok(mut writer) = ws_tx.try_lock() {
+                        let pong = Frame::pong(Payload::Owned(frame.payload.to_vec()));
+                        writer.send(pong).await.map_err(RelayError::WebSocket)?;
+                    }
                     continue;
                 }
                 OpCode::Pong => continue,
             }
-            idle_deadline = idle_deadline_from_now(limits.idle_timeout);
+            last_input.store(nanos(started.elapsed()), Ordering::Relaxed);
             out.clear();
             let fed = filter.feed(&frame.payload, &mut out);
             let fs = filter.stats();
@@ -197,19 +202,46 @@ async fn pump(
         }
     };
 
+    // Fires once the viewer has sent no input for `idle_timeout`, whatever `up` is doing.
+    let idle = async {
+        loop {
+            let since = started + Duration::from_nanos(last_input.load(Ordering::Relaxed));
+            let deadline = idle_deadline(since, limits.idle_timeout);
+            if tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    };
+
     let end = {
-        tokio::pin!(up, down);
+        tokio::pin!(up, down, idle);
         tokio::select! {
             biased;
             _ = stop.cancelled() => {
                 // Input stops here: `up` is never polled again. A server frame being written
                 // may finish, within the close deadline; `down` then sees the stop.
-                *close_deadline = Some(tokio::time::Instant::now() + limits.close_timeout);
-                let _ = tokio::time::timeout(limits.close_timeout, &mut down).await;
+                let deadline = tokio::time::Instant::now() + limits.close_timeout;
+                *close_deadline = Some(let_frame_finish(down.as_mut(), deadline).await);
                 Ok(RelayEnd::Stopped)
             }
-            r = &mut up => r,
+            r = &mut up => match r {
+                Ok(Some(answer)) => {
+                    // The viewer is leaving: nothing new is read for it, and the frame being
+                    // written may finish, within the close deadline, so that the answer to
+                    // its Close can follow.
+                    halt.cancel();
+                    let deadline = tokio::time::Instant::now() + limits.close_timeout;
+                    *close_deadline = Some(let_frame_finish(down.as_mut(), deadline).await);
+                    *echo = Some(answer);
+                    Ok(RelayEnd::ViewerClosed)
+                }
+                // EOF: nothing more can reach the viewer.
+                Ok(None) => Ok(RelayEnd::ViewerClosed),
+                Err(e) => Err(e),
+            },
             r = &mut down => r,
+            () = &mut idle => Ok(RelayEnd::Idle),
         }
     };
     stats.server_bytes = down_stats.0;
@@ -221,14 +253,29 @@ async fn pump(
     end
 }
 
-/// When a viewer silent from now on is dropped. An idle timeout that would take it past
-/// the clock's end (`Instant + Duration` panics) means about never, as tokio's own timers
-/// do: the config bounds the flag, `RelayLimits` itself takes any `Duration`.
-fn idle_deadline_from_now(idle_timeout: Duration) -> tokio::time::Instant {
+/// Lets `down`, which reads nothing new by now, finish the frame it is writing, until
+/// `deadline`. Returns the deadline, which the Close frame that follows shares.
+async fn let_frame_finish(
+    down: impl Future<Output = Result<RelayEnd, RelayError>>,
+    deadline: tokio::time::Instant,
+) -> tokio::time::Instant {
+    let _ = tokio::time::timeout_at(deadline, down).await;
+    deadline
+}
+
+/// When a viewer that sent its last input at `since` is dropped. An idle timeout that would
+/// take it past the clock's end (`Instant + Duration` panics) means about never, as tokio's
+/// own timers do: the config bounds the flag, `RelayLimits` itself takes any `Duration`.
+fn idle_deadline(since: tokio::time::Instant, idle_timeout: Duration) -> tokio::time::Instant {
     const ABOUT_NEVER: Duration = Duration::from_secs(86_400 * 365 * 30);
-    let now = tokio::time::Instant::now();
-    now.checked_add(idle_timeout)
-        .unwrap_or_else(|| now + ABOUT_NEVER)
+    since
+        .checked_add(idle_timeout)
+        .unwrap_or_else(|| since + ABOUT_NEVER)
+}
+
+/// A duration in nanoseconds, for an atomic (584 years fit).
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// RFC 6455 §5.5: the longest payload of a Close, Ping or Pong frame.

@@ -220,12 +220,20 @@ impl ViewerWriter {
         code: u16,
         reason: &str,
     ) -> Result<bool, fastwebsockets::WebSocketError> {
+        // A Close reason is at most 123 bytes; ours are short ASCII, cut to be safe.
+        let reason = truncate_utf8(reason, 123);
+        self.send_close(Frame::close(code, reason.as_bytes())).await
+    }
+
+    /// Sends `close` (a Close frame) under the same conditions as [`ViewerWriter::close`].
+    pub(crate) async fn send_close(
+        &mut self,
+        close: Frame<'_>,
+    ) -> Result<bool, fastwebsockets::WebSocketError> {
         if self.mid_frame || self.ws.is_closed() {
             return Ok(false);
         }
-        // A Close reason is at most 123 bytes; ours are short ASCII, cut to be safe.
-        let reason = truncate_utf8(reason, 123);
-        self.send(Frame::close(code, reason.as_bytes())).await?;
+        self.send(close).await?;
         self.ws.flush().await?;
         Ok(true)
     }
