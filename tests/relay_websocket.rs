@@ -505,6 +505,37 @@ async fn a_viewer_that_closes_and_never_reads_is_let_go() {
     assert!(closed.elapsed() >= close_timeout, "{:?}", closed.elapsed());
 }
 
+/// A stop while the relay gives a closing viewer's frame the close timeout (10 s here) cuts
+/// that short to the stop timeout: whatever the relay is finishing, a takeover's ending does
+/// not wait on it.
+#[tokio::test]
+async fn a_stop_cuts_short_the_wait_for_a_closing_viewers_frame() {
+    let fake = fake_vnc().await;
+    let limits = RelayLimits {
+        close_timeout: Duration::from_secs(10),
+        ..RelayLimits::default()
+    };
+    let mut server = start_relay_server(fake.target.clone(), limits, None).await;
+    let (mut viewer, up) = raw_viewer_after_handshake(&fake, &server).await;
+    let relay = server.next_relay().await;
+    flood_until_blocked(up).await;
+    viewer
+        .write_all(&masked_frame(0x8, &1000u16.to_be_bytes()))
+        .await
+        .unwrap();
+    // Time for the relay to read the Close and start waiting on the frame.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stopped = std::time::Instant::now();
+    let stats = relay.shutdown().await.unwrap();
+    assert!(
+        stopped.elapsed() < Duration::from_secs(1),
+        "the stop took {:?}",
+        stopped.elapsed()
+    );
+    assert_eq!(stats.end, RelayEnd::ViewerClosed);
+    assert!(stats.cut_mid_frame, "{stats:?}");
+}
+
 /// A viewer that never reads and sends nothing more is dropped when idle (as before: the
 /// reference for the two above).
 #[tokio::test]

@@ -1,7 +1,8 @@
 //! How a takeover ends, over real sockets as in `takeover.rs`: the deadline, the agent's
 //! long poll outliving the request timeout, the wait answered once the viewer is cut (not
-//! once it has closed), the parked waits capped, and an ending that goes on when the client
-//! that asked for it hangs up; the complete-to-wait latency measured.
+//! once it has closed, nor once a viewer that stopped reading has taken its frame), the
+//! parked waits capped, and an ending that goes on when the client that asked for it hangs
+//! up; the complete-to-wait latency measured.
 
 #[path = "support/takeover.rs"]
 mod support;
@@ -11,13 +12,16 @@ use std::time::{Duration, Instant};
 
 use grexal_sidecar::desktop::DesktopStatus;
 use grexal_sidecar::platform::events::EventBus;
+use grexal_sidecar::relay::RelayLimits;
 use grexal_sidecar::takeover::TakeoverLimits;
 use support::{
     eventually, fake, next_binary, next_close, request_body, start, ws_connect, FakeBrowser,
     FakeVnc, Harness, BANNER, LONG,
 };
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio_tungstenite::MaybeTlsStream;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test]
@@ -233,7 +237,7 @@ async fn parked_waits_are_capped() {
 }
 
 /// A VNC server stand-in that floods whoever connects: a relay to a viewer that reads
-/// nothing ends up blocked mid-frame, so stopping it takes the whole close timeout (1 s).
+/// nothing ends up blocked mid-frame, so stopping it takes the whole stop timeout.
 async fn flooding_vnc() -> std::net::SocketAddr {
     use tokio::io::AsyncWriteExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -251,6 +255,94 @@ async fn flooding_vnc() -> std::net::SocketAddr {
     addr
 }
 
+/// A VNC server stand-in that floods its first connection (a screen that keeps changing)
+/// and sends the others its banner only (a still one). Resolves, with its address, to a
+/// signal that fires once a write to the first has made no progress for 200 ms: the viewer
+/// behind it has stopped reading, and its relay is stuck on a frame.
+async fn vnc_flooding_the_first() -> (std::net::SocketAddr, tokio::sync::oneshot::Receiver<()>) {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stuck, is_stuck) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let mut stuck = Some(stuck);
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let Some(stuck) = stuck.take() else {
+                tokio::spawn(async move {
+                    let _ = stream.write_all(BANNER).await;
+                    // Held open until the relay closes it.
+                    let mut sink = tokio::io::sink();
+                    let _ = tokio::io::copy(&mut stream, &mut sink).await;
+                });
+                continue;
+            };
+            tokio::spawn(async move {
+                let chunk = vec![0u8; 64 * 1024];
+                let mut stuck = Some(stuck);
+                loop {
+                    let write = stream.write_all(&chunk);
+                    tokio::pin!(write);
+                    let wrote =
+                        match tokio::time::timeout(Duration::from_millis(200), &mut write).await {
+                            Ok(wrote) => wrote,
+                            Err(_) => {
+                                if let Some(stuck) = stuck.take() {
+                                    let _ = stuck.send(());
+                                }
+                                write.await
+                            }
+                        };
+                    if wrote.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, is_stuck)
+}
+
+/// "I've logged in" with a watcher whose socket is full (it stopped reading while the screen
+/// changed) and the controlling viewer reading: the agent's wait is answered well within the
+/// 100 ms goal, not after the watcher's frame in flight; the controlling viewer still gets
+/// its 4000 Close, and the watcher's connection is closed (no Close frame can follow half a
+/// frame). The ending waited the whole close timeout (1 s) for the watcher.
+#[tokio::test]
+async fn a_viewer_that_does_not_read_does_not_hold_up_the_wait() {
+    let (vnc, stuck) = vnc_flooding_the_first().await;
+    let browser = Arc::new(FakeBrowser {
+        vnc,
+        status: watch::channel(DesktopStatus::Ready).0,
+    });
+    let mut h = Harness::start(browser, TakeoverLimits::default()).await;
+    let (id, control, view) = start(&mut h, &request_body(300)).await;
+    let mut watcher = ws_connect(&h, &id, Some(&view)).await.expect("upgrade");
+    tokio::time::timeout(LONG, stuck)
+        .await
+        .expect("the watcher's socket to fill")
+        .expect("the flood");
+    let mut ws = ws_connect(&h, &id, Some(&control)).await.expect("upgrade");
+    assert_eq!(next_binary(&mut ws).await, BANNER);
+
+    let waited = complete_and_time_the_wait(&h, &id, &control).await;
+    assert!(
+        waited < Duration::from_millis(100),
+        "the wait took {waited:?} after the click"
+    );
+    assert_eq!(next_close(&mut ws).await, (4000, "completed".to_owned()));
+    // The watcher, reading at last, finds what was queued for it, then the end.
+    let MaybeTlsStream::Plain(socket) = watcher.get_mut() else {
+        panic!("not a plain TCP stream");
+    };
+    let mut rest = Vec::new();
+    tokio::time::timeout(LONG, socket.read_to_end(&mut rest))
+        .await
+        .expect("the watcher's connection to be closed")
+        .expect("read");
+}
+
 /// "I've logged in", and the user's browser goes away while the relays are being stopped:
 /// hyper drops the request's handler, but the takeover still ends — the agent's wait
 /// returns with the outcome, a new takeover can be requested, and later endings of this one
@@ -262,7 +354,16 @@ async fn a_client_hanging_up_mid_complete_still_ends_the_takeover() {
         vnc: flooding_vnc().await,
         status: watch::channel(DesktopStatus::Ready).0,
     });
-    let mut h = Harness::start(browser, TakeoverLimits::default()).await;
+    // A relay stuck on a frame holds the ending for its stop timeout: 1 s here, for time to
+    // hang up in the middle of it.
+    let limits = TakeoverLimits {
+        relay: RelayLimits {
+            stop_timeout: Duration::from_secs(1),
+            ..RelayLimits::default()
+        },
+        ..TakeoverLimits::default()
+    };
+    let mut h = Harness::start(browser, limits).await;
     let (id, control, _) = start(&mut h, &request_body(300)).await;
     // The controlling viewer never reads: the flood fills the socket buffers.
     let _ws = ws_connect(&h, &id, Some(&control)).await.expect("upgrade");

@@ -1,8 +1,8 @@
 //! The viewer page's own behaviour in the system Chromium (driven by `tests/e2e/viewer.mjs`
 //! against the fake takeover side and a real Xvnc, as in `tests/viewer.rs`): a start that
-//! fails for a moment, reloads (after a failure and after the end), two tabs once the page
-//! thinks time is up, a phone's layout, a reason too long for two lines, and a keyboard
-//! leaving the screen.
+//! fails for a moment, reloads (after a failure and after the end), an ending told by the
+//! connection just closing, two tabs once the page thinks time is up, a phone's layout, a
+//! reason too long for two lines, and a keyboard leaving the screen.
 //! Screenshots land in `target/e2e-artifacts/`.
 
 mod support;
@@ -153,6 +153,40 @@ async fn a_reload_after_the_end_shows_how_it_ended() {
     );
     assert_eq!(fake.calls("session"), 1, "{}", h.result);
     assert_eq!(fake.calls("websocket"), 1, "{}", h.result);
+}
+
+/// The takeover ends and the watcher's connection is just closed, with no Close frame (as the
+/// relay does when a frame to the viewer is not out within 10 ms of the end): the page asks
+/// `session`, which says how it ended, and shows that, without opening a new WebSocket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_cut_at_the_end_shows_how_it_ended() {
+    let Some(desk) = desk("Please sign in to Example Bank", &[]) else {
+        return;
+    };
+    let fake = Fake::new(&desk.x.socket);
+    let base = fake.serve().await;
+    let actions = json!([
+        {"type": "http", "method": "POST", "url": "/fake/cut/timed_out"},
+        {"type": "wait_state", "state": "ended"},
+    ]);
+    let h = run_harness_with(
+        &desk.home,
+        &format!("{base}/takeover/{}#token={}", fake.id, fake.view_token),
+        &shot("cut-at-the-end"),
+        Some(actions),
+        "live",
+        &[],
+    )
+    .await;
+    eprintln!("cut at the end: {}", h.result);
+    assert_ok(&h, "cut at the end");
+    assert_eq!(
+        (h.result["state"].as_str(), h.result["outcome"].as_str()),
+        (Some("ended"), Some("timed_out"))
+    );
+    assert_eq!(h.result["page"]["overlay_title"], "Time ran out");
+    assert_eq!(fake.calls("websocket"), 1, "{}", h.result);
+    assert!(fake.calls("session") >= 2, "{}", h.result);
 }
 
 /// The page's clock says the takeover is past its deadline (the sandbox's `expires_at`

@@ -26,15 +26,18 @@
 //!   polled again) and nothing new is read from the VNC server: the stop branch is polled
 //!   first on every wake-up, and the server-to-viewer pump checks it before every read;
 //! * a server frame already being written may finish (bytes read before the stop), so that a
-//!   Close frame can follow it; finishing it and sending the Close frame share one deadline,
-//!   [`RelayLimits::close_timeout`]. A frame not finished by then leaves the stream invalid
-//!   WebSocket, so no Close frame is sent: the connection is just closed, and the viewer page
-//!   learns the outcome from the session endpoint;
+//!   Close frame can follow it; finishing it and sending the Close frame share one short
+//!   deadline, [`RelayLimits::stop_timeout`] (10 ms): the takeover's ending, and so the
+//!   agent's wait, waits for every relay, and one viewer that does not read must not hold it.
+//!   A frame not finished by then leaves the stream invalid WebSocket, so no Close frame is
+//!   sent: the connection is just closed, and the viewer page learns the outcome from the
+//!   session endpoint;
 //! * the relay then returns, closing the VNC socket and shutting the viewer's direction down,
 //!   so once the future has completed (or was dropped), not one more byte flows. Only the
 //!   tail of the closing handshake outlives it, on a task of its own: reading and discarding
-//!   the viewer's last frames until its Close (bounded by the same deadline), so that the
-//!   kernel does not answer unread bytes with an RST that could destroy our Close frame.
+//!   the viewer's last frames until its Close (for at most [`RelayLimits::close_timeout`]),
+//!   so that the kernel does not answer unread bytes with an RST that could destroy our Close
+//!   frame.
 //!
 //! [`RelayHandle`] packages this: [`RelayHandle::spawn`] runs [`relay`] on its own task, and
 //! [`RelayHandle::shutdown`] cancels and resolves only once that task has ended.
@@ -181,9 +184,21 @@ pub struct RelayLimits {
     /// full is tried again until then), and then, separately, the relay's RFB handshake with
     /// it for a viewer that asked for one.
     pub connect_timeout: Duration,
-    /// How long a Close frame may take once the relay decided to end, the end of a server
-    /// frame being written first when the relay was stopped or the viewer closed.
+    /// How long a Close frame may take once the relay decided to end by itself (idle, an
+    /// error, the VNC server gone), the end of a server frame being written first when the
+    /// viewer closed; then how long the viewer's own Close is waited for (on a task of its
+    /// own, which nothing waits on).
     pub close_timeout: Duration,
+    /// The same, when the relay is stopped (the takeover ends, a newer controlling viewer
+    /// comes): a frame being written and the Close frame after it must be out by then, or the
+    /// connection is closed without a Close frame. Short, because the takeover's ending
+    /// waits for every relay before the agent's wait returns (≤ 100 ms after the user's
+    /// click is the goal, 8–13 ms measured without a stalled viewer): 10 ms is what a
+    /// viewer that keeps up needs for the rest of a frame and the Close frame (a write into
+    /// a socket with room takes microseconds; a full one drains a 256 KiB send buffer at
+    /// 200 Mbit/s in 10 ms), and all a stalled one may cost. A viewer cut off learns the
+    /// outcome from the session endpoint.
+    pub stop_timeout: Duration,
 }
 
 impl Default for RelayLimits {
@@ -196,6 +211,7 @@ impl Default for RelayLimits {
             viewer_send_buffer: Some(128 * 1024),
             connect_timeout: Duration::from_secs(5),
             close_timeout: Duration::from_secs(1),
+            stop_timeout: Duration::from_millis(10),
         }
     }
 }
@@ -329,17 +345,23 @@ pub async fn relay_with_stop_close(
     stats.cut_mid_frame = ws_tx.is_mid_frame();
     let deadline =
         close_deadline.unwrap_or_else(|| tokio::time::Instant::now() + limits.close_timeout);
+    // The viewer may be gone or not reading; the Close frame is best effort, bounded (by
+    // the stop deadline too if a stop comes meanwhile: the takeover's ending waits for it).
+    let stop_timeout = limits.stop_timeout;
     let closing = match (close, echo) {
-        // The viewer may be gone or not reading; the Close frame is best effort, bounded.
         // Skipped (by `close`) when a frame could not be finished in time.
         (Some((code, reason)), _) => matches!(
-            tokio::time::timeout_at(deadline, ws_tx.close(code, &reason)).await,
-            Ok(Ok(true))
+            pump::within(ws_tx.close(code, &reason), deadline, &stop, stop_timeout)
+                .await
+                .0,
+            Some(Ok(true))
         ),
         // The viewer's Close, answered.
         (None, Some(echo)) => matches!(
-            tokio::time::timeout_at(deadline, ws_tx.send_close(echo)).await,
-            Ok(Ok(true))
+            pump::within(ws_tx.send_close(echo), deadline, &stop, stop_timeout)
+                .await
+                .0,
+            Some(Ok(true))
         ),
         // The viewer's EOF: our FIN follows.
         (None, None) => matches!(result, Ok(RelayEnd::ViewerClosed)),
@@ -348,7 +370,8 @@ pub async fn relay_with_stop_close(
         // The VNC socket is already closed and our direction shuts down first, so what is
         // left reads and discards only; the relay is over (and the agent's wait may return)
         // without waiting on the viewer's side of the handshake.
-        tokio::spawn(upgrade::finish_close(ws_tx, ws_rx, deadline));
+        let drain = tokio::time::Instant::now() + limits.close_timeout;
+        tokio::spawn(upgrade::finish_close(ws_tx, ws_rx, drain));
     }
     match result {
         Ok(end) => {
@@ -402,7 +425,7 @@ impl RelayHandle {
     }
 
     /// Stops the relay and resolves once its task has ended: from then on no byte flows in
-    /// either direction. Takes at most `close_timeout` after the relay notices the cancel.
+    /// either direction. Takes at most `stop_timeout` after the relay notices the cancel.
     pub async fn shutdown(self) -> Result<RelayStats, RelayError> {
         self.stop.cancel();
         self.task.await.map_err(RelayError::Task)?

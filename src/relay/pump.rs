@@ -220,9 +220,10 @@ async fn pump(
             biased;
             _ = stop.cancelled() => {
                 // Input stops here: `up` is never polled again. A server frame being written
-                // may finish, within the close deadline; `down` then sees the stop.
-                let deadline = tokio::time::Instant::now() + limits.close_timeout;
-                *close_deadline = Some(let_frame_finish(down.as_mut(), deadline).await);
+                // may finish, within the stop deadline; `down` then sees the stop.
+                let deadline = tokio::time::Instant::now() + limits.stop_timeout;
+                let finished = let_frame_finish(down.as_mut(), deadline, stop, limits);
+                *close_deadline = Some(finished.await);
                 Ok(RelayEnd::Stopped)
             }
             r = &mut up => match r {
@@ -232,7 +233,8 @@ async fn pump(
                     // its Close can follow.
                     halt.cancel();
                     let deadline = tokio::time::Instant::now() + limits.close_timeout;
-                    *close_deadline = Some(let_frame_finish(down.as_mut(), deadline).await);
+                    let finished = let_frame_finish(down.as_mut(), deadline, stop, limits);
+                    *close_deadline = Some(finished.await);
                     *echo = Some(answer);
                     Ok(RelayEnd::ViewerClosed)
                 }
@@ -254,13 +256,35 @@ async fn pump(
 }
 
 /// Lets `down`, which reads nothing new by now, finish the frame it is writing, until
-/// `deadline`. Returns the deadline, which the Close frame that follows shares.
+/// `deadline`, or the stop deadline if a stop comes first. Returns the deadline, which the
+/// Close frame that follows shares.
 async fn let_frame_finish(
     down: impl Future<Output = Result<RelayEnd, RelayError>>,
     deadline: tokio::time::Instant,
+    stop: &CancellationToken,
+    limits: &RelayLimits,
 ) -> tokio::time::Instant {
-    let _ = tokio::time::timeout_at(deadline, down).await;
-    deadline
+    within(down, deadline, stop, limits.stop_timeout).await.1
+}
+
+/// Runs `fut` until `deadline`, brought forward to `stop_timeout` after `stop` fires (at
+/// once if it has): whatever the relay is finishing, a stop does not wait longer. Returns its
+/// output if it finished in time, and the deadline that applied.
+pub(super) async fn within<F: Future>(
+    fut: F,
+    deadline: tokio::time::Instant,
+    stop: &CancellationToken,
+    stop_timeout: Duration,
+) -> (Option<F::Output>, tokio::time::Instant) {
+    tokio::pin!(fut);
+    tokio::select! {
+        biased;
+        r = tokio::time::timeout_at(deadline, &mut fut) => (r.ok(), deadline),
+        _ = stop.cancelled() => {
+            let deadline = deadline.min(tokio::time::Instant::now() + stop_timeout);
+            (tokio::time::timeout_at(deadline, fut).await.ok(), deadline)
+        }
+    }
 }
 
 /// When a viewer that sent its last input at `since` is dropped. An idle timeout that would

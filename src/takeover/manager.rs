@@ -14,7 +14,9 @@
 //!    takeover's timer and watchers;
 //! 2. stop every relay (close frame `4000` + outcome) and **await** each relay task: once
 //!    a relay task has ended, its WebSocket and VNC socket are closed and not one more
-//!    byte flows (the guarantee of `crate::relay`);
+//!    byte flows (the guarantee of `crate::relay`). All are stopped at once, and each gives
+//!    a frame it is still writing `RelayLimits::stop_timeout` (10 ms), so a viewer that does
+//!    not read holds this step for no longer than that;
 //! 3. under the lock: mark the takeover ended (it moves to the remembered list);
 //! 4. publish `TakeoverEnded`;
 //! 5. only then wake the waiters (`wait`, the agent's long-poll).

@@ -403,6 +403,7 @@ impl Fake {
                     .route("/takeover/{id}/websocket", get(websocket))
                     .route("/fake/end/{outcome}", post(fake_end))
                     .route("/fake/drop", post(fake_drop))
+                    .route("/fake/cut/{outcome}", post(fake_cut))
                     .with_state(self.clone()),
             );
         let log = self.clone();
@@ -502,6 +503,14 @@ async fn fake_end(State(f): State<Arc<Fake>>, UrlPath(outcome): UrlPath<String>)
 }
 
 async fn fake_drop(State(f): State<Arc<Fake>>) -> StatusCode {
+    let _ = f.events.send(FakeEvent::Drop);
+    StatusCode::NO_CONTENT
+}
+
+/// The takeover ends with this outcome and every WebSocket is dropped without a Close frame,
+/// as the relay does to a viewer whose frame in flight it could not finish in time.
+async fn fake_cut(State(f): State<Arc<Fake>>, UrlPath(outcome): UrlPath<String>) -> StatusCode {
+    *f.outcome.lock().expect("lock") = Some(outcome);
     let _ = f.events.send(FakeEvent::Drop);
     StatusCode::NO_CONTENT
 }
