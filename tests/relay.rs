@@ -373,7 +373,15 @@ async fn an_idle_timeout_past_the_clocks_end_never_fires() {
 
 #[tokio::test]
 async fn stop_cuts_both_directions() {
-    let (_fake, mut server, mut ws, mut up) = control_viewer_after_handshake().await;
+    // A viewer that keeps up: the frame in flight and the Close get a stop deadline of 1 s
+    // here, not the default 10 ms, because on a loaded machine this test's reader (on the
+    // same thread as the relay) may not run within 10 ms; cutting a viewer that does not keep
+    // up is `a_stop_cuts_short_the_wait_for_a_closing_viewers_frame`'s.
+    let limits = RelayLimits {
+        stop_timeout: Duration::from_secs(1),
+        ..RelayLimits::default()
+    };
+    let (_fake, mut server, mut ws, mut up) = control_viewer_after_handshake_with(limits).await;
     let handle = server.next_relay().await;
     // Streaming in both directions when the stop comes.
     let flood = tokio::spawn(async move {

@@ -305,8 +305,8 @@ async fn vnc_flooding_the_first() -> (std::net::SocketAddr, tokio::sync::oneshot
 }
 
 /// "I've logged in" with a watcher whose socket is full (it stopped reading while the screen
-/// changed) and the controlling viewer reading: the agent's wait is answered well within the
-/// 100 ms goal, not after the watcher's frame in flight; the controlling viewer still gets
+/// changed) and the controlling viewer reading: the agent's wait is answered after the stop
+/// deadline, not after the watcher's frame in flight; the controlling viewer still gets
 /// its 4000 Close, and the watcher's connection is closed (no Close frame can follow half a
 /// frame). The ending waited the whole close timeout (1 s) for the watcher.
 #[tokio::test]
@@ -327,8 +327,11 @@ async fn a_viewer_that_does_not_read_does_not_hold_up_the_wait() {
     assert_eq!(next_binary(&mut ws).await, BANNER);
 
     let waited = complete_and_time_the_wait(&h, &id, &control).await;
+    // Not a benchmark (the 100 ms goal is measured in docs/performance.md): the bound only
+    // has to tell the stop deadline (10 ms) from the close timeout (1 s) the old code waited,
+    // with room for a loaded machine.
     assert!(
-        waited < Duration::from_millis(100),
+        waited < RelayLimits::default().close_timeout / 2,
         "the wait took {waited:?} after the click"
     );
     assert_eq!(next_close(&mut ws).await, (4000, "completed".to_owned()));
