@@ -152,8 +152,9 @@ pub struct CommonArgs {
     )]
     pub chromium_args: Vec<String>,
 
-    /// Directory for the desktop's sockets, the display's Xauthority file and Chromium's
-    /// HOME (at most 98 bytes: the VNC socket's path in it must fit a Unix socket address).
+    /// Directory for the desktop's sockets, the display's Xauthority file, Chromium's HOME
+    /// and its temp dir (at most 58 bytes: Chromium's profile-lock socket in it,
+    /// tmp/org.chromium.Chromium.XXXXXX/SingletonSocket, must fit a Unix socket address).
     /// Default: /run/grexal/desktop; under `dev`, a directory of this user's,
     /// $XDG_RUNTIME_DIR/grexal-desktop-HASH or /tmp/grexal-desktop-UID-HASH (HASH: of the
     /// project's .grexal path).

@@ -203,8 +203,6 @@ pub const MAX_VIEWER_SEND_BUFFER: usize = 16 << 20;
 pub const DEFAULT_DESKTOP_RUN_DIR: &str = "/run/grexal/desktop";
 /// The longest path of a Unix socket: `sun_path` is 108 bytes, NUL included.
 pub const MAX_SOCKET_PATH_BYTES: usize = 107;
-/// The longest run dir whose VNC socket (`vnc.sock` in it) fits a Unix socket address.
-const MAX_DESKTOP_RUN_DIR_BYTES: usize = MAX_SOCKET_PATH_BYTES - "/vnc.sock".len();
 /// `dev`'s default agent socket, and its name in the fallback directory.
 const DEV_SOCKET: &str = ".grexal/sidecar.sock";
 const SOCKET_NAME: &str = "sidecar.sock";
@@ -221,7 +219,7 @@ pub fn dev_desktop_run_dir(
 ) -> PathBuf {
     dev_user_dir(
         "desktop",
-        MAX_DESKTOP_RUN_DIR_BYTES,
+        crate::desktop::MAX_RUN_DIR_BYTES,
         xdg_runtime_dir,
         uid,
         grexal,
@@ -628,7 +626,15 @@ mod tests {
                     .starts_with("/tmp/grexal-desktop-1000-"),
                 "{xdg:?}: {dir:?}"
             );
-            assert!(dir.as_os_str().len() <= MAX_DESKTOP_RUN_DIR_BYTES);
+            assert!(dir.as_os_str().len() <= crate::desktop::MAX_RUN_DIR_BYTES);
+        }
+        // Short enough whatever the uid.
+        for xdg in [None, Some("/run/user/4294967295")] {
+            let dir = dev_desktop_run_dir(xdg.map(std::ffi::OsStr::new), u32::MAX, a);
+            assert!(
+                dir.as_os_str().len() <= crate::desktop::MAX_RUN_DIR_BYTES,
+                "{dir:?}"
+            );
         }
     }
 

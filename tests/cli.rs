@@ -170,6 +170,41 @@ fn grexal_desktop_takes_the_usual_boolean_spellings() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--desktop"));
 }
 
+/// A desktop run dir too long for Chromium's profile-lock socket
+/// (`{run_dir}/tmp/org.chromium.Chromium.XXXXXX/SingletonSocket`, 107 bytes at most) is
+/// refused when the desktop starts, before anything of it is made: exit 71, naming the
+/// flag and the limit. Chromium itself would abort at start ("Socket path too long").
+#[test]
+fn a_desktop_run_dir_too_long_for_chromiums_socket_is_refused_naming_the_flag() {
+    let dir = open_tempdir();
+    let d = dir.path();
+    write(
+        &d.join("grexal.json"),
+        r#"{"manifest_version": 1, "connections": []}"#,
+        0o644,
+    );
+    let longest = 107 - "/tmp/org.chromium.Chromium.XXXXXX/SingletonSocket".len();
+    let run_dir = d.join("r".repeat(longest - d.as_os_str().len()));
+    assert_eq!(run_dir.as_os_str().len(), longest + 1);
+    let out = run_to_end(
+        command()
+            .current_dir(d)
+            .args(["dev", "--desktop"])
+            .arg("--desktop-run-dir")
+            .arg(&run_dir)
+            .arg("--browser-profile")
+            .arg(d.join("profile"))
+            .args(["--", "true"]),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(71), "{stderr}");
+    assert!(
+        stderr.contains("--desktop-run-dir") && stderr.contains(&format!("at most {longest}")),
+        "{stderr}"
+    );
+    assert!(!run_dir.exists(), "the run dir was made");
+}
+
 /// Every duration flag has a range (past some value, adding it to the clock panicked: a
 /// huge `--stop-timeout` on the first SIGTERM, exit 101 with the credentials left behind;
 /// a huge `--api-request-timeout` on every connection, the API silently dead), and so has

@@ -1,7 +1,8 @@
 //! The desktop against the real stack: Xvnc / Xvfb + x11vnc, and Chromium: it starts and
 //! serves CDP and RFB on loopback or a Unix socket only, its children restart on their own
-//! (a crashed display takes the others with it) until too many crashes fail it, and a bad
-//! run dir is refused before anything starts. `desktop_users.rs` runs it as another user,
+//! (a crashed display takes the others with it) until too many crashes fail it, Chromium's
+//! temp dir (its profile lock's socket) goes with each launch, and a bad run dir is refused
+//! before anything starts. `desktop_users.rs` runs it as another user,
 //! `desktop_x_access.rs` checks who may use its display.
 //!
 //! Each test has its own display (`-displayfd`), profile and run dir. Tests skip only
@@ -182,6 +183,49 @@ async fn killed_chromium_restarts_with_its_cookies() {
     shutdown_and_check(desktop).await;
 }
 
+/// Chromium's profile lock makes a directory for its socket in TMPDIR at every launch and
+/// removes it on no exit of ours (SIGKILL, SIGTERM): in /tmp, which no one cleans, every
+/// launch left one (and its socket) for the sandbox's life. Its TMPDIR is the run dir's
+/// `tmp`, made afresh for each launch and removed when the desktop stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromiums_singleton_dir_is_in_the_run_dir_and_goes_with_each_launch() {
+    init_tracing();
+    if skip(&["/usr/bin/Xvnc", "/usr/bin/chromium"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let events = EventBus::new();
+    let mut rx = events.subscribe();
+    let cfg = config(dir.path());
+    let tmp = cfg.run_dir.join("tmp");
+    let desktop = Desktop::start(cfg.clone(), events, CancellationToken::new())
+        .await
+        .expect("start");
+    let first = singleton_dir(&cfg.profile_dir);
+    assert_eq!(
+        first.parent(),
+        Some(tmp.as_path()),
+        "chromium's singleton dir is not in the run dir's tmp"
+    );
+    assert!(first.is_dir(), "{first:?}");
+
+    sigkill(desktop.pids().chromium);
+    let (child, restarts, reason) = next_restart(&mut rx, Duration::from_secs(60)).await;
+    assert_eq!((child.as_str(), restarts), ("chromium", 1), "{reason}");
+    let second = singleton_dir(&cfg.profile_dir);
+    assert_ne!(second, first);
+    assert_eq!(second.parent(), Some(tmp.as_path()));
+    assert!(second.is_dir(), "{second:?}");
+    assert!(!first.exists(), "the killed chromium's {first:?} is left");
+
+    shutdown_and_check(desktop).await;
+    assert!(
+        !second.exists(),
+        "the stopped chromium's {second:?} is left"
+    );
+    assert!(!tmp.exists(), "chromium's TMPDIR {tmp:?} is left");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_singleton_lock_of_a_dead_pid_is_cleared() {
     init_tracing();
@@ -337,13 +381,18 @@ async fn too_many_crashes_fail_the_desktop() {
 }
 
 #[tokio::test]
-async fn a_run_dir_too_long_for_the_vnc_socket_is_refused_before_anything_starts() {
+async fn a_run_dir_too_long_for_chromiums_singleton_socket_is_refused_before_anything_starts() {
+    // 107 bytes is the longest socket path, and the deepest socket under the run dir is
+    // Chromium's profile lock's, `{run_dir}/tmp/org.chromium.Chromium.XXXXXX/SingletonSocket`:
+    // the run dir may have 107 - 49 bytes.
+    const LONGEST: usize = 107 - "/tmp/org.chromium.Chromium.XXXXXX/SingletonSocket".len();
+    assert_eq!(grexal_sidecar::desktop::MAX_RUN_DIR_BYTES, LONGEST);
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfg = config(dir.path());
-    // 107 bytes is the longest socket path; the run dir leaves one byte too few.
     let base = dir.path().display().to_string();
-    let pad = 107 - "/vnc.sock".len() - base.len();
+    let pad = LONGEST + 1 - base.len() - 1;
     cfg.run_dir = dir.path().join("r".repeat(pad));
+    assert_eq!(cfg.run_dir.as_os_str().len(), LONGEST + 1);
     // Programs that do not exist: a start that got as far as spawning would fail otherwise.
     cfg.backend = DisplayBackend::Xvnc {
         xvnc: dir.path().join("no-xvnc"),
@@ -351,9 +400,8 @@ async fn a_run_dir_too_long_for_the_vnc_socket_is_refused_before_anything_starts
     let err = Desktop::start(cfg.clone(), EventBus::new(), CancellationToken::new())
         .await
         .expect_err("must refuse");
-    let socket = cfg.run_dir.join("vnc.sock");
     assert!(
-        matches!(&err, DesktopError::SocketPathTooLong { path, len: 108, max: 107 } if *path == socket),
+        matches!(&err, DesktopError::RunDirTooLong { dir, len, max: LONGEST } if *dir == cfg.run_dir && *len == LONGEST + 1),
         "{err:?}"
     );
     assert!(

@@ -1,7 +1,8 @@
 //! What the desktop's children (the display, the VNC server, Chromium) inherit from the
 //! daemon: only their stdio, and every signal at its default disposition, like the agent.
 //! They run as the agent's user, who may take any fd of theirs with `pidfd_getfd`, so an
-//! fd the daemon's own launcher left open without `CLOEXEC` must not reach them.
+//! fd the daemon's own launcher left open without `CLOEXEC` must not reach them. And what
+//! they leave: nothing of Chromium's temp dir outlives the daemon's clean stop.
 //!
 //! Skipped only when Xvnc or Chromium is missing and `CI` is unset.
 
@@ -60,6 +61,23 @@ fn ignored_signals(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Waits until the daemon's desktop is up, or panics with its log.
+fn wait_desktop_ready(daemon: &mut Daemon) {
+    daemon.wait_ready(Duration::from_secs(30));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !daemon.log_text().contains("desktop ready") {
+        if let Ok(Some(status)) = daemon.child.try_wait() {
+            panic!("daemon exited with {status}; log:\n{}", daemon.log_text());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no desktop after 60 s; log:\n{}",
+            daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The daemon was started by a launcher that left a root-only file open on fd 9 without
 /// `CLOEXEC` and SIGUSR2 ignored: no process under the desktop holds that file, and the
 /// children the daemon started do not ignore SIGUSR2.
@@ -104,19 +122,7 @@ fn desktop_children_inherit_neither_the_daemons_fds_nor_its_ignored_signals() {
         dir.path().join("daemon.log"),
         dir.path().join(".grexal/sidecar.sock"),
     );
-    daemon.wait_ready(Duration::from_secs(30));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !daemon.log_text().contains("desktop ready") {
-        if let Ok(Some(status)) = daemon.child.try_wait() {
-            panic!("daemon exited with {status}; log:\n{}", daemon.log_text());
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no desktop after 60 s; log:\n{}",
-            daemon.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_desktop_ready(&mut daemon);
     let me = daemon.child.id();
     // The daemon itself does hold it: the test's setup worked.
     assert_eq!(
@@ -159,4 +165,55 @@ fn desktop_children_inherit_neither_the_daemons_fds_nor_its_ignored_signals() {
         ignoring.is_empty(),
         "children of the daemon ignore SIGUSR2 as the daemon does: {ignoring:?}"
     );
+}
+
+/// Chromium's profile lock makes a directory for its socket in TMPDIR and does not remove
+/// it when stopped: in /tmp each daemon start left one behind, a root daemon's with its
+/// socket in a world-writable directory. Chromium's TMPDIR is the run dir's `tmp`, and the
+/// daemon's clean stop (SIGTERM) removes it.
+#[test]
+fn chromiums_temp_dir_goes_with_the_daemons_clean_stop() {
+    let test = "chromiums_temp_dir_goes_with_the_daemons_clean_stop";
+    if skip_missing(test, &["/usr/bin/Xvnc", "/usr/bin/chromium"]) {
+        return;
+    }
+    let dir = open_tempdir();
+    write(
+        &dir.path().join("grexal.json"),
+        r#"{"manifest_version": 1, "connections": []}"#,
+        0o644,
+    );
+    let (run_dir, profile) = (dir.path().join("desk"), dir.path().join("profile"));
+    let mut cmd = command();
+    cmd.current_dir(dir.path())
+        .args(["dev", "--desktop", "--chromium-sandbox", "off"])
+        .arg("--desktop-run-dir")
+        .arg(&run_dir)
+        .arg("--browser-profile")
+        .arg(&profile);
+    let mut daemon = Daemon::spawn(
+        cmd,
+        dir.path().join("daemon.log"),
+        dir.path().join(".grexal/sidecar.sock"),
+    );
+    wait_desktop_ready(&mut daemon);
+    let socket = std::fs::read_link(profile.join("SingletonSocket")).expect("SingletonSocket");
+    let singleton = socket.parent().expect("the socket's directory");
+    let tmp = run_dir.join("tmp");
+    assert_eq!(
+        singleton.parent(),
+        Some(tmp.as_path()),
+        "chromium's singleton dir is not in the run dir's tmp"
+    );
+    assert!(singleton.is_dir(), "{singleton:?}");
+
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(
+        daemon.wait_exit(Duration::from_secs(30)),
+        0,
+        "{}",
+        daemon.log_text()
+    );
+    assert!(!singleton.exists(), "{singleton:?} outlived the daemon");
+    assert!(!tmp.exists(), "{tmp:?} outlived the daemon");
 }

@@ -46,11 +46,18 @@ async fn check_runs_as_nobody(cfg: DesktopConfig, dir: &Path) {
         assert_eq!(gid, want, "Gid of {pid}");
         assert_eq!(groups, "", "supplementary groups of {pid}");
     }
-    for sub in ["profile", "run", "run/chromium-home"] {
+    for sub in ["profile", "run", "run/chromium-home", "run/tmp"] {
         let meta = std::fs::metadata(dir.join(sub)).expect("dir");
         assert_eq!((meta.uid(), meta.gid()), (NOBODY, NOBODY), "{sub}");
         assert_eq!(meta.mode() & 0o777, 0o700, "{sub}");
     }
+    // Its TMPDIR, where its profile lock's socket is.
+    let singleton = singleton_dir(&dir.join("profile"));
+    assert_eq!(singleton.parent(), Some(dir.join("run/tmp").as_path()));
+    assert_eq!(
+        std::fs::metadata(&singleton).expect("singleton").uid(),
+        NOBODY
+    );
     // Chromium wrote its profile as nobody.
     let prefs = std::fs::metadata(dir.join("profile/Default")).expect("profile written");
     assert_eq!(prefs.uid(), NOBODY);

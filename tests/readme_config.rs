@@ -104,3 +104,41 @@ fn readme_gives_every_bounded_flags_range() {
     }
     assert!(wrong.is_empty(), "the README's ranges disagree: {wrong:#?}");
 }
+
+/// The desktop run dir's length limit, in both tables and in `--help`, is the one the
+/// desktop enforces (Chromium's profile-lock socket in it must fit a socket address).
+#[test]
+fn readme_and_help_give_the_desktop_run_dirs_limit() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let want = format!(
+        "at most {} bytes",
+        grexal_sidecar::desktop::MAX_RUN_DIR_BYTES
+    );
+    let mut wrong = Vec::new();
+    for table in ["### `grexal-sidecar run`", "### `grexal-sidecar dev`"] {
+        match row(&section(&readme, table), "desktop-run-dir") {
+            Some(row) if row.contains(&want) => {}
+            other => wrong.push(format!("{table}: no {want:?} in {other:?}")),
+        }
+    }
+    let cli = grexal_sidecar::cli::Cli::command();
+    for sub in ["run", "dev"] {
+        let arg = cli
+            .find_subcommand(sub)
+            .expect(sub)
+            .get_arguments()
+            .find(|a| a.get_long() == Some("desktop-run-dir"))
+            .expect("--desktop-run-dir");
+        let help = [arg.get_help(), arg.get_long_help()]
+            .into_iter()
+            .flatten()
+            .map(|h| h.to_string())
+            .collect::<Vec<_>>()
+            .join(" ");
+        if !help.contains(&want) {
+            wrong.push(format!("{sub} --help: no {want:?} in {help:?}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}

@@ -104,7 +104,7 @@ pub(crate) async fn start_display(
     let (w, h, depth) = (cfg.screen.width, cfg.screen.height, cfg.screen.depth);
     let (name, mut cmd, vnc) = match &cfg.backend {
         DisplayBackend::Xvnc { xvnc } => {
-            let socket = vnc_socket(cfg)?;
+            let socket = vnc_socket(cfg);
             remove_if_exists(&socket)?;
             let mut cmd = base_command(cfg, xvnc);
             cmd.arg("-auth")
@@ -248,20 +248,36 @@ async fn read_display_number(read: OwnedFd) -> Result<u32, DesktopError> {
 const VNC_SOCKET: &str = "vnc.sock";
 /// Longest Unix socket path: `sun_path` is 108 bytes, NUL included.
 const MAX_SOCKET_PATH: usize = 107;
+/// Chromium's TMPDIR in the run dir (`DesktopConfig::chromium_tmp`).
+pub(crate) const CHROMIUM_TMP: &str = "tmp";
+/// The socket Chromium's profile lock (ProcessSingleton) listens on: `SingletonSocket` in
+/// a directory it makes in its TMPDIR (`mkdtemp`; Google's build names it
+/// `com.google.Chrome.XXXXXX`, shorter).
+const SINGLETON_SOCKET_IN_TMP: &str = "/org.chromium.Chromium.XXXXXX/SingletonSocket";
+/// The longest run dir whose sockets fit a socket address. Chromium's singleton socket,
+/// `{run_dir}/tmp/org.chromium.Chromium.XXXXXX/SingletonSocket`, is the deepest (the VNC
+/// socket, `{run_dir}/vnc.sock`, fits whenever it does); Chromium aborts at start when it
+/// does not fit ("Socket path too long"). 58 bytes.
+pub const MAX_RUN_DIR_BYTES: usize =
+    MAX_SOCKET_PATH - 1 - CHROMIUM_TMP.len() - SINGLETON_SOCKET_IN_TMP.len();
 
-/// The RFB socket's path, checked to fit a socket address: the VNC server would otherwise
-/// fail to bind it, and the start would end in a probe timeout that names no cause.
-pub(crate) fn vnc_socket(cfg: &DesktopConfig) -> Result<PathBuf, DesktopError> {
-    let path = cfg.run_dir.join(VNC_SOCKET);
-    let len = path.as_os_str().len();
-    if len > MAX_SOCKET_PATH {
-        return Err(DesktopError::SocketPathTooLong {
-            path,
+/// Refuses a run dir too long for its sockets, before anything is created or spawned: the
+/// start would otherwise end in a child's crash or a probe timeout that names no cause.
+pub(crate) fn check_run_dir(cfg: &DesktopConfig) -> Result<(), DesktopError> {
+    let len = cfg.run_dir.as_os_str().len();
+    if len > MAX_RUN_DIR_BYTES {
+        return Err(DesktopError::RunDirTooLong {
+            dir: cfg.run_dir.clone(),
             len,
-            max: MAX_SOCKET_PATH,
+            max: MAX_RUN_DIR_BYTES,
         });
     }
-    Ok(path)
+    Ok(())
+}
+
+/// The RFB socket's path (it fits a socket address: `check_run_dir` passed at start).
+pub(crate) fn vnc_socket(cfg: &DesktopConfig) -> PathBuf {
+    cfg.run_dir.join(VNC_SOCKET)
 }
 
 /// Fails unless the VNC server's socket, which has just answered the probe, is `child`'s:
@@ -300,7 +316,7 @@ pub(crate) async fn start_x11vnc(
     display: u32,
     auth: &XAuthority,
 ) -> Result<(ChildHandle, VncTarget), DesktopError> {
-    let socket = vnc_socket(cfg)?;
+    let socket = vnc_socket(cfg);
     remove_if_exists(&socket)?;
     let mut cmd = base_command(cfg, x11vnc);
     cmd.args(["-display", &format!(":{display}"), "-auth"])
@@ -493,10 +509,15 @@ pub(crate) async fn start_chromium(
     // A DevToolsActivePort left by the previous run names a dead port; the probe must
     // only ever read the one this launch writes.
     remove_if_exists(&cfg.profile_dir.join("DevToolsActivePort"))?;
+    // Chromium's own temp dir, emptied for each launch: its profile lock makes a directory
+    // for its socket in TMPDIR at every start and removes it on no exit we cause (SIGTERM
+    // included), so in /tmp, shared by every user, each launch left one behind for good.
+    let tmp = super::supervisor::fresh_chromium_tmp(cfg)?;
     let home = cfg.chromium_home();
     let mut cmd = base_command(cfg, &cfg.chromium);
     cmd.env("DISPLAY", format!(":{display}"))
         .env("XAUTHORITY", auth.path())
+        .env("TMPDIR", &tmp)
         // crashpad writes under $HOME/.config/chromium whatever the profile.
         .env("HOME", &home)
         .env("XDG_CONFIG_HOME", home.join(".config"))

@@ -33,6 +33,8 @@ use tracing::Instrument;
 use crate::platform::events::EventBus;
 use crate::relay::VncTarget;
 
+pub use launch::MAX_RUN_DIR_BYTES;
+
 /// Which programs provide the display and the VNC server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DisplayBackend {
@@ -148,7 +150,9 @@ pub struct DesktopConfig {
     /// Persistent `--user-data-dir`: cookies (the user's logins) live here.
     pub profile_dir: PathBuf,
     pub start_url: String,
-    /// Sockets (Xvnc's RFB socket) and Chromium's HOME when `chromium_home` is unset.
+    /// Sockets (Xvnc's RFB socket), the display's cookie, Chromium's TMPDIR (`tmp`, made
+    /// afresh for each launch, removed when the desktop stops) and Chromium's HOME when
+    /// `chromium_home` is unset. At most [`MAX_RUN_DIR_BYTES`] long.
     pub run_dir: PathBuf,
     /// Chromium's HOME (crashpad writes under it); default `{run_dir}/chromium-home`.
     pub chromium_home: Option<PathBuf>,
@@ -200,6 +204,11 @@ impl DesktopConfig {
         self.chromium_home
             .clone()
             .unwrap_or_else(|| self.run_dir.join("chromium-home"))
+    }
+
+    /// Chromium's TMPDIR, where its profile lock's socket lives.
+    pub(crate) fn chromium_tmp(&self) -> PathBuf {
+        self.run_dir.join(launch::CHROMIUM_TMP)
     }
 }
 
@@ -278,9 +287,9 @@ pub enum DesktopError {
     /// A non-empty desktop directory owned by another user than `run_as`.
     #[error("{dir} belongs to uid {owner}, not to the desktop's user {user}, and is not empty")]
     ForeignDir { dir: PathBuf, owner: u32, user: u32 },
-    #[error("the VNC socket path {path} is {len} bytes; a Unix socket path holds at most {max} (shorten --desktop-run-dir)")]
-    SocketPathTooLong {
-        path: PathBuf,
+    #[error("the desktop run dir {dir} is {len} bytes; at most {max} leave Chromium's socket in it (tmp/org.chromium.Chromium.XXXXXX/SingletonSocket) short enough for a Unix socket address (shorten --desktop-run-dir)", dir = dir.display())]
+    RunDirTooLong {
+        dir: PathBuf,
         len: usize,
         max: usize,
     },
@@ -326,7 +335,7 @@ impl DesktopError {
             | DesktopError::NoPage => "chromium",
             DesktopError::Io { .. }
             | DesktopError::Dir { .. }
-            | DesktopError::SocketPathTooLong { .. }
+            | DesktopError::RunDirTooLong { .. }
             | DesktopError::ForeignDir { .. }
             | DesktopError::Failed { .. } => "desktop",
         }
@@ -369,7 +378,7 @@ impl Desktop {
         let started = tokio::time::Instant::now();
         let (status_tx, status) = watch::channel(DesktopStatus::Starting);
         // Checked before anything is created or spawned.
-        launch::vnc_socket(&cfg)?;
+        launch::check_run_dir(&cfg)?;
         supervisor::prepare_dirs(&cfg)?;
         // Once, not per restart: a restarted Chromium keeps the mode it started with.
         cfg.chromium_sandbox = launch::resolve_chromium_sandbox(&cfg)
@@ -378,11 +387,11 @@ impl Desktop {
         let auth = xauth::XAuthority::create(&cfg.run_dir, cfg.run_as)?;
         let mut running = supervisor::Running::new(auth);
         if let Err(error) = running.start_missing(&cfg).instrument(span.clone()).await {
-            running.stop_all(cfg.stop_grace).await;
+            running.stop_all(&cfg).await;
             return Err(error);
         }
         let Some(now) = running.current() else {
-            running.stop_all(cfg.stop_grace).await;
+            running.stop_all(&cfg).await;
             return Err(DesktopError::Failed {
                 reason: "start left a child missing".into(),
             });

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -84,6 +84,66 @@ fn make_private_dir(dir: &Path, cfg: &DesktopConfig) -> Result<(), DesktopError>
     Ok(())
 }
 
+/// Makes Chromium's TMPDIR (`{run_dir}/tmp`) afresh: whatever an earlier launch left in
+/// it (a killed daemon's Chromium included) removed, then an empty directory, 0700 and
+/// owned by Chromium's user. Returns its path.
+///
+/// The run dir is that user's, so while the desktop runs (the agent, as that user, too)
+/// the name can be swapped for a symlink at any moment: `remove_dir_all` removes a symlink
+/// rather than following it (and follows none inside), `mkdir` fails on one, and the
+/// owner and mode are set through a descriptor opened with `O_NOFOLLOW`, never by path,
+/// so nothing a planted link points to is removed, chowned or chmodded.
+pub(crate) fn fresh_chromium_tmp(cfg: &DesktopConfig) -> Result<PathBuf, DesktopError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = cfg.chromium_tmp();
+    let io = |source| DesktopError::Dir {
+        dir: dir.clone(),
+        source,
+    };
+    remove_tree(&dir).map_err(io)?;
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .map_err(io)?;
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(&dir)
+        .map_err(io)?;
+    if let Some(user) = cfg.run_as {
+        std::os::unix::fs::fchown(&opened, Some(user.uid), Some(user.gid)).map_err(io)?;
+    }
+    // The umask may have taken bits from mkdir's mode; none may be added either.
+    opened
+        .set_permissions(std::fs::Permissions::from_mode(0o700))
+        .map_err(io)?;
+    Ok(dir)
+}
+
+/// Removes Chromium's TMPDIR, when Chromium stopped (and the desktop with it): its profile
+/// lock's directory, whose socket it still listened on until then, and whatever else it
+/// left. A failure is logged: the next launch empties it anyway.
+pub(crate) fn remove_chromium_tmp(cfg: &DesktopConfig) {
+    let dir = cfg.chromium_tmp();
+    if let Err(error) = remove_tree(&dir) {
+        warn!(dir = %dir.display(), %error, "could not remove chromium's temp dir");
+    }
+}
+
+/// Removes `path` whatever it is (a directory with its contents, a symlink or a file,
+/// never what a symlink points to); nothing there is fine.
+fn remove_tree(path: &Path) -> std::io::Result<()> {
+    let removed = match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(e) => Err(e),
+    };
+    match removed {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
 /// The children that are up. Missing ones are started by `start_missing`, in order.
 pub(crate) struct Running {
     /// The display's cookie, for every start and probe of this desktop.
@@ -151,11 +211,14 @@ impl Running {
     }
 
     /// Stops what a restart at `level` replaces, last-started first.
-    async fn stop_for(&mut self, level: Level, grace: Duration) {
+    async fn stop_for(&mut self, level: Level, cfg: &DesktopConfig) {
+        let grace = cfg.stop_grace;
         if matches!(level, Level::Display | Level::Chromium) {
             if let Some((child, _)) = self.chromium.take() {
                 child.stop(grace).await;
             }
+            // Whether it ran or failed to start: what it left in its TMPDIR goes with it.
+            remove_chromium_tmp(cfg);
         }
         if matches!(level, Level::Display | Level::Vnc) {
             if let Some((child, _)) = self.x11vnc.take() {
@@ -169,8 +232,8 @@ impl Running {
         }
     }
 
-    pub(crate) async fn stop_all(&mut self, grace: Duration) {
-        self.stop_for(Level::Display, grace).await;
+    pub(crate) async fn stop_all(&mut self, cfg: &DesktopConfig) {
+        self.stop_for(Level::Display, cfg).await;
     }
 
     /// The running children and their probes, in start order. With Xvnc the display is
@@ -301,7 +364,7 @@ impl Supervisor {
                 let in_window = window.len() as u32;
                 if in_window > self.cfg.restart.max_restarts {
                     error!(child = failed, restarts = in_window - 1, %reason, "too many restarts, giving up");
-                    self.running.stop_all(self.cfg.stop_grace).await;
+                    self.running.stop_all(&self.cfg).await;
                     self.status.send_replace(DesktopStatus::Failed {
                         reason: reason.clone(),
                     });
@@ -324,7 +387,7 @@ impl Supervisor {
                     _ = self.cancel.cancelled() => break 'supervise,
                     _ = tokio::time::sleep(backoff) => {}
                 }
-                self.running.stop_for(level, self.cfg.stop_grace).await;
+                self.running.stop_for(level, &self.cfg).await;
                 // A start abandoned on cancellation drops its child handle, which kills it.
                 let started = tokio::select! {
                     _ = self.cancel.cancelled() => break 'supervise,
@@ -354,7 +417,7 @@ impl Supervisor {
                 }
             }
         }
-        self.running.stop_all(self.cfg.stop_grace).await;
+        self.running.stop_all(&self.cfg).await;
         info!("desktop stopped");
     }
 
@@ -404,5 +467,43 @@ mod tests {
             .collect();
         assert_eq!(got, [100, 200, 400, 800, 1000, 1000]);
         assert_eq!(backoff(&cfg, u32::MAX), Duration::from_millis(1000));
+    }
+
+    #[test]
+    fn chromiums_tmp_is_made_empty_and_private_and_a_planted_link_is_not_followed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = DesktopConfig {
+            run_dir: dir.path().join("run"),
+            ..DesktopConfig::default()
+        };
+        std::fs::create_dir(&cfg.run_dir).expect("run dir");
+        let tmp = cfg.chromium_tmp();
+        // What an earlier launch left.
+        std::fs::create_dir_all(tmp.join("org.chromium.Chromium.AAAAAA")).expect("left");
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        assert_eq!(fresh_chromium_tmp(&cfg).expect("fresh"), tmp);
+        let meta = std::fs::symlink_metadata(&tmp).expect("tmp");
+        assert!(meta.is_dir() && meta.mode() & 0o777 == 0o700, "{meta:?}");
+        assert_eq!(std::fs::read_dir(&tmp).expect("read").count(), 0);
+
+        // The name swapped for a link to a directory elsewhere: the link goes, what it
+        // pointed to stays as it was.
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).expect("elsewhere");
+        std::fs::write(elsewhere.join("keep"), b"").expect("keep");
+        std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        std::fs::remove_dir(&tmp).expect("rmdir");
+        std::os::unix::fs::symlink(&elsewhere, &tmp).expect("link");
+        fresh_chromium_tmp(&cfg).expect("fresh over a link");
+        assert!(std::fs::symlink_metadata(&tmp).expect("tmp").is_dir());
+        assert!(elsewhere.join("keep").exists());
+        let kept = std::fs::metadata(&elsewhere).expect("elsewhere");
+        assert_eq!(kept.mode() & 0o777, 0o755);
+
+        // Stopped: gone, and nothing there is no error.
+        remove_chromium_tmp(&cfg);
+        assert!(std::fs::symlink_metadata(&tmp).is_err());
+        remove_chromium_tmp(&cfg);
     }
 }

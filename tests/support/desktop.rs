@@ -262,6 +262,16 @@ pub async fn assert_vnc_restarted_alone(desktop: &Desktop, before: &DesktopPids)
     after
 }
 
+/// The directory of Chromium's profile lock socket: `SingletonSocket` in the profile links
+/// to the socket in it.
+pub fn singleton_dir(profile: &Path) -> PathBuf {
+    let socket = std::fs::read_link(profile.join("SingletonSocket")).expect("SingletonSocket");
+    socket
+        .parent()
+        .expect("the socket's directory")
+        .to_path_buf()
+}
+
 pub fn sigkill(pid: u32) {
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
