@@ -48,8 +48,11 @@ fn types_text_into_the_sandbox(backend: &str) {
     let site = LoginSite::start();
     let mut d = E2eDaemon::start_as(Mode::Run, &site, None, &["--display-backend", backend]);
     let mut events = d.events();
+    // The rest, for a failure's message: where the text went if not to the password field.
     let fields = "[document.getElementById('password').value, \
-                  document.activeElement.tagName, document.readyState]";
+                  document.activeElement.tagName, document.readyState, \
+                  document.activeElement.id, document.hasFocus(), \
+                  document.getElementById('username').value]";
     let (cdp, login) = d.open_login_page(&site, fields, LONG);
 
     let id = d.request_takeover("type text check", 120);
@@ -107,11 +110,22 @@ fn types_text_into_the_sandbox(backend: &str) {
         control.result
     );
     let want = format!("{FIRST}{SECOND}");
-    let mut last = Value::Null;
-    wait_until("the typed text in the sandbox's field", LONG, || {
-        last = evaluate(&cdp, &login, fields);
-        (last[0] == want.as_str() && last[1] == "BUTTON").then_some(())
-    });
+    let end = std::time::Instant::now() + LONG;
+    let last: Value = loop {
+        let now = evaluate(&cdp, &login, fields);
+        if now[0] == want.as_str() && now[1] == "BUTTON" {
+            break now;
+        }
+        // The field's text is what the test typed, so printing it leaks nothing real.
+        assert!(
+            std::time::Instant::now() < end,
+            "timed out waiting for the typed text in the sandbox's field: [value, focus, \
+             readyState, focused id, page focused, username] = {now}, want {want:?} and BUTTON\nthe viewer: {}\n{}",
+            control.result,
+            d.diagnostics()
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    };
     // Still the login page: no Enter reached the sandbox's form.
     assert!(
         pages(&cdp).iter().any(|p| p["url"] == login.as_str()),
