@@ -2,8 +2,8 @@
 //! serves CDP and RFB on loopback or a Unix socket only, its children restart on their own
 //! (a crashed display takes the others with it) until too many crashes fail it, Chromium's
 //! temp dir (its profile lock's socket) goes with each launch, and a bad run dir is refused
-//! before anything starts. `desktop_users.rs` runs it as another user,
-//! `desktop_x_access.rs` checks who may use its display.
+//! before anything starts; a takeover's tab is brought to the front. `desktop_users.rs`
+//! runs it as another user, `desktop_x_access.rs` checks who may use its display.
 //!
 //! Each test has its own display (`-displayfd`), profile and run dir. Tests skip only
 //! when a binary is missing and `CI` is unset.
@@ -91,7 +91,7 @@ async fn xvnc_desktop_starts_serves_cdp_and_vnc_on_loopback_only() {
         .await
         .expect("shrink");
     desktop
-        .bring_browser_to_front()
+        .bring_browser_to_front(None)
         .await
         .expect("bring to front");
     let window = cdp
@@ -111,6 +111,157 @@ async fn xvnc_desktop_starts_serves_cdp_and_vnc_on_loopback_only() {
     );
     drop(cdp);
     shutdown_and_check(desktop).await;
+}
+
+/// A takeover shows the tab of the login page's site, not whichever tab Chromium happens to
+/// list first (its order is not the tabs' order, and the first is often the blank start
+/// tab, where the user's clicks and keys would go nowhere): the agent opened the login page,
+/// then another tab, which is in front; the login page's tab is brought to the front.
+/// Without a tab on that site, the tab in front stays in front.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_browser_is_brought_to_the_front_on_the_login_sites_tab_else_the_tab_in_front() {
+    init_tracing();
+    if skip(&["/usr/bin/Xvnc", "/usr/bin/chromium"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let site = page_server().await;
+    let login = format!("{site}login");
+    let other = "data:text/html,<title>other</title>another tab";
+    let desktop = Desktop::start(
+        config(dir.path()),
+        EventBus::new(),
+        CancellationToken::new(),
+    )
+    .await
+    .expect("start");
+    let cdp = cdp(&desktop).await;
+    let login_page = cdp
+        .browser
+        .new_page(login.as_str())
+        .await
+        .expect("login tab");
+    let other_page = cdp.browser.new_page(other).await.expect("other tab");
+    let login_id = login_page.target_id().as_ref().to_owned();
+    let other_id = other_page.target_id().as_ref().to_owned();
+    until_visible(&desktop, &other_id).await;
+
+    desktop
+        .bring_browser_to_front(Some(&login))
+        .await
+        .expect("bring to front");
+    assert_eq!(
+        visible_pages(&desktop).await,
+        vec![login_id.clone()],
+        "the login page's tab, and it alone, is shown"
+    );
+
+    // No tab on the login page's site, or no login_url: the tab in front is not switched.
+    cdp_http_get(&desktop, &format!("/json/activate/{other_id}")).await;
+    until_visible(&desktop, &other_id).await;
+    for login_url in [Some("https://elsewhere.test/login"), None] {
+        desktop
+            .bring_browser_to_front(login_url)
+            .await
+            .expect("bring to front");
+        assert_eq!(
+            visible_pages(&desktop).await,
+            vec![other_id.clone()],
+            "{login_url:?}"
+        );
+    }
+    drop((login_page, other_page, cdp));
+    shutdown_and_check(desktop).await;
+}
+
+/// The page targets whose document is visible (the selected tab of each window), asked
+/// over CDP's own HTTP list and each page's WebSocket, not through chromiumoxide.
+async fn visible_pages(desktop: &Desktop) -> Vec<String> {
+    let list: serde_json::Value =
+        serde_json::from_str(&cdp_http_get(desktop, "/json/list").await).expect("json list");
+    let mut visible = Vec::new();
+    for page in list.as_array().expect("a list") {
+        if page["type"] != "page" {
+            continue;
+        }
+        let ws_url = page["webSocketDebuggerUrl"].as_str().expect("ws url");
+        if evaluate(ws_url, "document.visibilityState").await == "visible" {
+            visible.push(page["id"].as_str().expect("id").to_owned());
+        }
+    }
+    visible
+}
+
+async fn until_visible(desktop: &Desktop, id: &str) {
+    let end = Instant::now() + Duration::from_secs(20);
+    while visible_pages(desktop).await != vec![id.to_owned()] {
+        assert!(Instant::now() < end, "{id} never alone in front");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `Runtime.evaluate` in a page, by its own WebSocket.
+async fn evaluate(ws_url: &str, expression: &str) -> serde_json::Value {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url)
+        .await
+        .expect("page websocket");
+    let call = serde_json::json!({"id": 1, "method": "Runtime.evaluate",
+        "params": {"expression": expression, "returnByValue": true}});
+    ws.send(Message::text(call.to_string()))
+        .await
+        .expect("send");
+    while let Some(message) = ws.next().await {
+        let Message::Text(text) = message.expect("read") else {
+            continue;
+        };
+        let reply: serde_json::Value = serde_json::from_str(&text).expect("json");
+        if reply["id"] == 1 {
+            return reply["result"]["result"]["value"].clone();
+        }
+    }
+    panic!("the page closed its WebSocket");
+}
+
+/// A GET to Chromium's CDP HTTP endpoint; the body (by its Content-Length: Chromium keeps
+/// the connection open).
+async fn cdp_http_get(desktop: &Desktop, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let http = desktop.cdp().http_url;
+    let host = http.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = tokio::net::TcpStream::connect(host)
+        .await
+        .expect("connect CDP http");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 8192];
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse().ok())?
+                })
+                .expect("a Content-Length");
+            if body.len() >= length {
+                return body[..length].to_owned();
+            }
+        }
+        let left = end.saturating_duration_since(Instant::now());
+        let n = tokio::time::timeout(left, stream.read(&mut buf))
+            .await
+            .expect("CDP http answered in time")
+            .expect("read");
+        assert!(n > 0, "CDP http closed mid-answer");
+        got.extend_from_slice(&buf[..n]);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -374,7 +525,7 @@ async fn too_many_crashes_fail_the_desktop() {
     // Giving up stops everything, the display included.
     assert!(!pid_alive(pids.display));
     assert!(matches!(
-        desktop.bring_browser_to_front().await,
+        desktop.bring_browser_to_front(None).await,
         Err(grexal_sidecar::desktop::DesktopError::Failed { .. })
     ));
     desktop.shutdown().await;

@@ -63,6 +63,7 @@ impl Browser for Headless {
     }
     fn bring_to_front(
         &self,
+        _login_url: Option<String>,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), BrowserError>> + Send + '_>>
     {
         Box::pin(async { Ok(()) })

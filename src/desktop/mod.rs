@@ -10,12 +10,14 @@
 //!
 //! Submodules: `child` (spawn, wait, drain, stop one process), `probe` (the readiness
 //! protocols), `launch` (each child's command line and start), `cdp` (CDP commands),
+//! `front` (which tab a takeover shows),
 //! `supervisor` (the restart loop), `liveness` (the probes that find a hung child),
 //! `xauth` (the display's cookie), `as_user` (acting as the desktop's user).
 
 mod as_user;
 mod cdp;
 mod child;
+mod front;
 mod launch;
 mod liveness;
 mod probe;
@@ -459,16 +461,20 @@ impl Desktop {
         self.status.clone()
     }
 
-    /// Shows the first page maximised (full screen without a window manager) and in
-    /// front, so the user sees the login page on the VNC view.
-    pub async fn bring_browser_to_front(&self) -> Result<(), DesktopError> {
+    /// Shows a page maximised (full screen without a window manager) and in front, so the
+    /// user sees the login page on the VNC view: a tab on `login_url`'s site if there is one,
+    /// else the tab already showing (see `front`), never an arbitrary one.
+    pub async fn bring_browser_to_front(
+        &self,
+        login_url: Option<&str>,
+    ) -> Result<(), DesktopError> {
         if let DesktopStatus::Failed { reason } = &*self.status.borrow() {
             return Err(DesktopError::Failed {
                 reason: reason.clone(),
             });
         }
         let ws_url = self.cdp().ws_url;
-        cdp::bring_to_front(&ws_url, self.screen).await
+        cdp::bring_to_front(&ws_url, self.screen, login_url).await
     }
 
     /// Stops Chromium, the VNC server and the display, in that order (SIGTERM, then

@@ -33,8 +33,9 @@ pub trait Browser: Send + Sync + 'static {
     /// Where the VNC server listens now.
     fn vnc_target(&self) -> VncTarget;
     fn status(&self) -> watch::Receiver<DesktopStatus>;
-    /// Shows the browser maximised and in front.
-    fn bring_to_front(&self) -> BoxFuture<'_, Result<(), BrowserError>>;
+    /// Shows the browser maximised and in front, on a tab of `login_url`'s site if one is
+    /// open, else on the tab already showing.
+    fn bring_to_front(&self, login_url: Option<String>) -> BoxFuture<'_, Result<(), BrowserError>>;
 }
 
 impl Browser for Desktop {
@@ -55,9 +56,9 @@ impl Browser for Desktop {
         Desktop::status(self)
     }
 
-    fn bring_to_front(&self) -> BoxFuture<'_, Result<(), BrowserError>> {
+    fn bring_to_front(&self, login_url: Option<String>) -> BoxFuture<'_, Result<(), BrowserError>> {
         Box::pin(async move {
-            self.bring_browser_to_front()
+            self.bring_browser_to_front(login_url.as_deref())
                 .await
                 .map_err(BrowserError::Desktop)
         })

@@ -326,7 +326,12 @@ impl TakeoverManager {
         // bringing the browser to the front twice is harmless. Nothing exists yet (no
         // record, no tokens, no event): a failure or timeout here leaves nothing behind,
         // and the abandoned call's CDP connection closes as its future is dropped.
-        match tokio::time::timeout(BRING_TO_FRONT_TIMEOUT, browser.bring_to_front()).await {
+        match tokio::time::timeout(
+            BRING_TO_FRONT_TIMEOUT,
+            browser.bring_to_front(login_url.clone()),
+        )
+        .await
+        {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(TakeoverError::BrowserUnavailable(Some(e))),
             Err(_) => {

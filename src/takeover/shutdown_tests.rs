@@ -37,7 +37,10 @@ impl Browser for HeldFront {
         self.inner.status()
     }
 
-    fn bring_to_front(&self) -> BoxFuture<'_, Result<(), BrowserError>> {
+    fn bring_to_front(
+        &self,
+        _login_url: Option<String>,
+    ) -> BoxFuture<'_, Result<(), BrowserError>> {
         Box::pin(async move {
             self.entered.notify_one();
             self.release.notified().await;

@@ -83,7 +83,10 @@ impl Browser for FakeBrowser {
         self.status.subscribe()
     }
 
-    fn bring_to_front(&self) -> BoxFuture<'_, Result<(), BrowserError>> {
+    fn bring_to_front(
+        &self,
+        _login_url: Option<String>,
+    ) -> BoxFuture<'_, Result<(), BrowserError>> {
         Box::pin(async move {
             self.fronts.fetch_add(1, Ordering::SeqCst);
             if self.hang_front.load(Ordering::SeqCst) {

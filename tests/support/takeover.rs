@@ -116,6 +116,7 @@ impl Browser for FakeBrowser {
 
     fn bring_to_front(
         &self,
+        _login_url: Option<String>,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), BrowserError>> + Send + '_>>
     {
         Box::pin(async { Ok(()) })
