@@ -40,22 +40,40 @@ pub(crate) fn choose_page(pages: &[PageCandidate], login_url: Option<&str>) -> O
 }
 
 /// The host of a `login_url` as the manifest gives it: informational free text, so one
-/// written without a scheme (`example.com/login`) is read as `https://`. `None` for one
-/// with no host at all.
+/// written without a scheme (`example.com/login`, `localhost:3000/login`) is read as
+/// `https://`. `None` for one with no host at all.
 fn login_host(login_url: &str) -> Option<Host> {
     let login_url = login_url.trim();
+    let with_scheme = || Url::parse(&format!("https://{login_url}")).ok();
     let parsed = match Url::parse(login_url) {
-        Ok(url) => url,
-        Err(url::ParseError::RelativeUrlWithoutBase) => {
-            Url::parse(&format!("https://{login_url}")).ok()?
-        }
+        Ok(url) if url.host().is_some() => url,
+        // `host:port/path` parses as a URL of scheme `host`, with no host.
+        Ok(_) if is_host_and_port(login_url) => with_scheme()?,
+        Ok(_) => return None,
+        Err(url::ParseError::RelativeUrlWithoutBase) => with_scheme()?,
         Err(_) => return None,
     };
-    parsed.host().map(|h| h.to_owned())
+    parsed.host().map(normalise)
+}
+
+/// `name:1234…` with no `://`: a host and a port, not a scheme.
+fn is_host_and_port(s: &str) -> bool {
+    !s.contains("://")
+        && s.split_once(':')
+            .is_some_and(|(_, rest)| rest.starts_with(|c: char| c.is_ascii_digit()))
 }
 
 fn page_host(url: &str) -> Option<Host> {
-    Url::parse(url).ok()?.host().map(|h| h.to_owned())
+    Url::parse(url).ok()?.host().map(normalise)
+}
+
+/// A name without its trailing dot (`example.com.` is `example.com`); the URL parser has
+/// already lowercased it and brought it to punycode.
+fn normalise(host: Host<&str>) -> Host {
+    match host {
+        Host::Domain(name) => Host::Domain(name.trim_end_matches('.').to_owned()),
+        other => other.to_owned(),
+    }
 }
 
 /// The same host, or for names, one a subdomain of the other (`accounts.example.com` for a
@@ -183,6 +201,21 @@ mod tests {
         ] {
             assert_eq!(choose_page(&pages, Some(login)), Some(1), "{login}");
         }
+        // A host and port without a scheme, and a fully qualified name.
+        let local = [
+            page("https://front.test/", true),
+            page("http://localhost:3000/login", false),
+        ];
+        assert_eq!(choose_page(&local, Some("localhost:3000/login")), Some(1));
+        assert_eq!(
+            choose_page(&pages, Some("https://xn--bcher-kva.example./login")),
+            Some(1)
+        );
+        let dotted = [
+            page("https://front.test/", true),
+            page("https://example.com./", false),
+        ];
+        assert_eq!(choose_page(&dotted, Some("example.com")), Some(1));
         // No host: only visibility counts.
         for login in [
             "",
