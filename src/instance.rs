@@ -165,13 +165,8 @@ fn read_pid(file: &mut File) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
-    fn dir() -> tempfile::TempDir {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        dir
-    }
+    use crate::test_support::traversable_tempdir as dir;
 
     #[test]
     fn a_second_lock_is_refused_naming_the_holder_until_the_first_is_dropped() {

@@ -57,5 +57,7 @@ mod spawn;
 pub mod store;
 pub mod takeover;
 pub mod telemetry;
+#[cfg(test)]
+mod test_support;
 pub mod tools;
 pub mod viewer;

@@ -19,7 +19,6 @@ use grexal_sidecar::takeover::{Browser, TakeoverLimits};
 use support::{http, Harness, HttpResponse};
 use tokio_util::sync::CancellationToken;
 
-const XVNC_BINARIES: &[&str] = &["/usr/bin/Xvnc", "/usr/bin/chromium"];
 /// Long enough for Chromium to restart on a loaded 2-core machine.
 const RESTARTED: Duration = Duration::from_secs(60);
 

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn xvnc_desktop_starts_serves_cdp_and_vnc_on_loopback_only() {
     init_tracing();
-    if skip(&["/usr/bin/Xvnc", "/usr/bin/chromium"]) {
+    if skip(XVNC_BINARIES) {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -121,7 +121,7 @@ async fn xvnc_desktop_starts_serves_cdp_and_vnc_on_loopback_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_browser_is_brought_to_the_front_on_the_login_sites_tab_else_the_tab_in_front() {
     init_tracing();
-    if skip(&["/usr/bin/Xvnc", "/usr/bin/chromium"]) {
+    if skip(XVNC_BINARIES) {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -296,7 +296,7 @@ async fn xvfb_x11vnc_backend_serves_rfb_on_a_unix_socket_and_no_tcp_port() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_chromium_restarts_with_its_cookies() {
     init_tracing();
-    if skip(&["/usr/bin/Xvnc", "/usr/bin/chromium"]) {
+    if skip(XVNC_BINARIES) {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -341,7 +341,7 @@ async fn killed_chromium_restarts_with_its_cookies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromiums_singleton_dir_is_in_the_run_dir_and_goes_with_each_launch() {
     init_tracing();
-    if skip(&["/usr/bin/Xvnc", "/usr/bin/chromium"]) {
+    if skip(XVNC_BINARIES) {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -380,7 +380,7 @@ async fn chromiums_singleton_dir_is_in_the_run_dir_and_goes_with_each_launch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_singleton_lock_of_a_dead_pid_is_cleared() {
     init_tracing();
-    if skip(&["/usr/bin/Xvnc", "/usr/bin/chromium"]) {
+    if skip(XVNC_BINARIES) {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -418,7 +418,7 @@ async fn stale_singleton_lock_of_a_dead_pid_is_cleared() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_display_restarts_everything() {
     init_tracing();
-    if skip(&["/usr/bin/Xvnc", "/usr/bin/chromium"]) {
+    if skip(XVNC_BINARIES) {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -478,7 +478,7 @@ async fn killed_x11vnc_restarts_alone_on_its_socket() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn too_many_crashes_fail_the_desktop() {
     init_tracing();
-    if skip(&["/usr/bin/Xvnc", "/usr/bin/chromium"]) {
+    if skip(XVNC_BINARIES) {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");

@@ -34,8 +34,6 @@ const HANG: Duration = Duration::from_secs(5);
 /// Long enough for the hang to be found (about 11 s with `HANG`) and the child restarted.
 const RESTARTED: Duration = Duration::from_secs(60);
 
-const XVNC_BINARIES: &[&str] = &["/usr/bin/Xvnc", "/usr/bin/chromium"];
-
 /// A process stopped with SIGSTOP. Dropped, it is continued, so that a test that fails
 /// (the supervisor never killed it) leaves nothing stopped behind; the desktop's shutdown
 /// then stops it for good.

@@ -90,7 +90,7 @@ async fn check_runs_as_nobody(cfg: DesktopConfig, dir: &Path) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn xvnc_desktop_runs_as_an_unprivileged_user() {
     init_tracing();
-    if skip(&["/usr/bin/Xvnc", "/usr/bin/chromium"]) || skip_unless_root() {
+    if skip(XVNC_BINARIES) || skip_unless_root() {
         return;
     }
     let dir = traversable_tempdir();
@@ -151,7 +151,7 @@ fn cmdline(pid: u32) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_runs_with_its_sandbox_as_an_unprivileged_user() {
     init_tracing();
-    if skip(&["/usr/bin/Xvnc", "/usr/bin/chromium"]) || skip_unless_root() {
+    if skip(XVNC_BINARIES) || skip_unless_root() {
         return;
     }
     let url = page_server().await;
@@ -193,7 +193,7 @@ async fn chromium_runs_with_its_sandbox_as_an_unprivileged_user() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sandbox_mode_as_root() {
     init_tracing();
-    if skip(&["/usr/bin/Xvnc", "/usr/bin/chromium"]) || skip_unless_root() {
+    if skip(XVNC_BINARIES) || skip_unless_root() {
         return;
     }
     // Required as root: refused before anything is started (the display binary does not

@@ -328,17 +328,11 @@ async fn slow_viewer_bounds_buffering() {
 
 #[tokio::test]
 async fn idle_viewer_is_dropped() {
-    let fake = fake_vnc().await;
     let limits = RelayLimits {
         idle_timeout: Duration::from_millis(300),
         ..RelayLimits::default()
     };
-    let mut server = start_relay_server(fake.target.clone(), limits, None).await;
-    let (mut ws, _) = ws_connect(server.addr, "/relay/view", None).await.unwrap();
-    ws.send(Message::Binary(CLIENT_HANDSHAKE.to_vec().into()))
-        .await
-        .unwrap();
-    let _up = fake.accept_handshake().await;
+    let (_fake, mut server, mut ws, _up) = view_viewer_after_handshake_with(limits).await;
     let start = Instant::now();
     let code = loop {
         match tokio::time::timeout(DEADLINE, ws.next()).await.unwrap() {

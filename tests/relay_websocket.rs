@@ -562,18 +562,12 @@ async fn a_silent_viewer_that_never_reads_is_dropped_when_idle() {
 /// viewer, so the relay stayed blocked for good.
 #[tokio::test]
 async fn a_vnc_server_that_does_not_read_leaves_the_viewer_idle() {
-    let fake = fake_vnc().await;
     let limits = RelayLimits {
         idle_timeout: Duration::from_secs(1),
         ..RelayLimits::default()
     };
-    let mut server = start_relay_server(fake.target.clone(), limits, None).await;
-    let (mut ws, _) = ws_connect(server.addr, "/relay/view", None).await.unwrap();
-    ws.send(Message::Binary(CLIENT_HANDSHAKE.to_vec().into()))
-        .await
-        .unwrap();
-    // Never read from.
-    let _up = fake.accept_handshake().await;
+    // The VNC server's end, `_up`, is never read from.
+    let (_fake, mut server, ws, _up) = view_viewer_after_handshake_with(limits).await;
     let relay = server.next_relay().await;
     // FramebufferUpdateRequests (forwarded for a watcher too), 60 KiB a message.
     let requests = encode::framebuffer_update_request(true, 64, 48).repeat(6 * 1024);

@@ -96,7 +96,7 @@ impl Drop for ContinueOnDrop {
 }
 
 fn skip_desktop() -> bool {
-    desktop_support::skip(&["/usr/bin/Xvnc", "/usr/bin/chromium"])
+    desktop_support::skip(desktop_support::XVNC_BINARIES)
 }
 
 /// A stopped Chromium still has its CDP socket accept connections (the kernel does that)

@@ -162,5 +162,5 @@ async fn real_desktop_rfb_condition_restart_and_failure() {
 }
 
 fn skip_desktop() -> bool {
-    desktop_support::skip(&["/usr/bin/Xvnc", "/usr/bin/chromium"])
+    desktop_support::skip(desktop_support::XVNC_BINARIES)
 }

@@ -302,11 +302,7 @@ fn remove_socket(listener: &UnixListener) {
 mod tests {
     use super::*;
 
-    fn dir() -> tempfile::TempDir {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        dir
-    }
+    use crate::test_support::traversable_tempdir as dir;
 
     #[tokio::test]
     async fn bind_creates_parent_and_replaces_stale_socket() {

@@ -515,15 +515,7 @@ mod tests {
         ));
     }
 
-    fn session_condition() -> SuccessCondition {
-        SuccessCondition {
-            url_pattern: None,
-            cookie: Some(CookieCondition {
-                name: "session".into(),
-                domain: "bank.example".into(),
-            }),
-        }
-    }
+    use super::cdp_tests::session_condition;
 
     /// One poll: whether the browser restarted before it, and the `session` cookie's value
     /// (`None`: absent).

@@ -299,6 +299,9 @@ pub fn xvfb_x11vnc() -> DisplayBackend {
     }
 }
 
+/// What a desktop on the default backend, Xvnc, runs.
+pub const XVNC_BINARIES: &[&str] = &["/usr/bin/Xvnc", "/usr/bin/chromium"];
+
 /// What a desktop on the Xvfb + x11vnc backend runs.
 pub const XVFB_X11VNC_BINARIES: &[&str] =
     &["/usr/bin/Xvfb", "/usr/bin/x11vnc", "/usr/bin/chromium"];

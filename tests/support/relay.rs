@@ -463,11 +463,23 @@ pub async fn control_viewer_after_handshake() -> (FakeVnc, RelayServer, Ws, toki
 pub async fn control_viewer_after_handshake_with(
     limits: RelayLimits,
 ) -> (FakeVnc, RelayServer, Ws, tokio::net::TcpStream) {
+    viewer_after_handshake("/relay/control", limits).await
+}
+
+/// A watcher (view-only) through the relay under `limits`, past the RFB handshake.
+pub async fn view_viewer_after_handshake_with(
+    limits: RelayLimits,
+) -> (FakeVnc, RelayServer, Ws, tokio::net::TcpStream) {
+    viewer_after_handshake("/relay/view", limits).await
+}
+
+async fn viewer_after_handshake(
+    path: &str,
+    limits: RelayLimits,
+) -> (FakeVnc, RelayServer, Ws, tokio::net::TcpStream) {
     let fake = fake_vnc().await;
     let server = start_relay_server(fake.target.clone(), limits, None).await;
-    let (mut ws, _) = ws_connect(server.addr, "/relay/control", None)
-        .await
-        .unwrap();
+    let (mut ws, _) = ws_connect(server.addr, path, None).await.unwrap();
     ws.send(Message::Binary(CLIENT_HANDSHAKE.to_vec().into()))
         .await
         .unwrap();

@@ -77,7 +77,8 @@ fn no_such_context(id: &str) -> Value {
     json!({"code": -32602, "message": format!("Failed to find browser context for id {id}")})
 }
 
-fn session_condition() -> SuccessCondition {
+/// A cookie condition: `session` on `bank.example` (the unit tests in `condition` use it too).
+pub(super) fn session_condition() -> SuccessCondition {
     SuccessCondition {
         url_pattern: None,
         cookie: Some(CookieCondition {
