@@ -261,3 +261,39 @@ async fn non_empty_profile_of_another_user_is_refused() {
     let meta = std::fs::metadata(&cfg.profile_dir).expect("profile");
     assert_eq!(meta.uid(), NOBODY);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_symlink_at_a_desktop_dir_is_refused_and_what_it_points_to_is_untouched() {
+    init_tracing();
+    if skip_unless_root() {
+        return;
+    }
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = traversable_tempdir();
+    let mut cfg = config(dir.path());
+    cfg.run_as = Some(NOBODY_USER);
+    // An empty root-owned directory, 0755: what an empty profile dir may be, so it would be
+    // adopted (chowned to nobody, made 0700) were the link followed.
+    let target = dir.path().join("not-the-profile");
+    std::fs::create_dir(&target).expect("target");
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755)).expect("mode");
+    std::os::unix::fs::symlink(&target, &cfg.profile_dir).expect("link");
+    cfg.chromium = dir.path().join("no-chromium");
+    cfg.backend = DisplayBackend::Xvnc {
+        xvnc: dir.path().join("no-xvnc"),
+    };
+    let err = Desktop::start(cfg.clone(), EventBus::new(), CancellationToken::new())
+        .await
+        .expect_err("must refuse");
+    assert!(
+        matches!(&err, DesktopError::Dir { dir, source } if *dir == cfg.profile_dir
+            && source.to_string().contains("symlink is not followed")),
+        "{err:?}"
+    );
+    let meta = std::fs::metadata(&target).expect("target");
+    assert_eq!((meta.uid(), meta.mode() & 0o7777), (0, 0o755));
+    assert!(std::fs::symlink_metadata(&cfg.profile_dir)
+        .expect("link")
+        .file_type()
+        .is_symlink());
+}

@@ -3,7 +3,7 @@
 //! off, restart, and give up after too many restarts.
 
 use std::collections::{HashMap, VecDeque};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -39,48 +39,78 @@ pub(crate) fn prepare_dirs(cfg: &DesktopConfig) -> Result<(), DesktopError> {
 /// non-empty one of another owner is refused rather than chowned, since its contents
 /// (e.g. a profile written by root) would stay unwritable for the browser, and chowning
 /// them recursively as root is a symlink-following hazard in a dir the agent could write.
+///
+/// The parents are configuration (flags or defaults) and are taken by path; the directory
+/// itself is opened with `O_NOFOLLOW` and checked, listed, chowned and chmodded through
+/// that descriptor, never by path again, so a symlink swapped in at its name (the run dir
+/// belongs to the agent's user) fails the open instead of handing root's chown and chmod
+/// whatever it points to.
 fn make_private_dir(dir: &Path, cfg: &DesktopConfig) -> Result<(), DesktopError> {
+    use crate::inject::fsops;
+    use std::os::fd::AsRawFd;
     // The path is named: under `run` it is a flag's value or a default the operator must
     // find to fix (a read-only /run, a missing parent).
     let io = |source| DesktopError::Dir {
         dir: dir.to_path_buf(),
         source,
     };
-    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        // Missing parents 0755: the `run_as` user must traverse them.
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(parent)
-            .map_err(io)?;
-    }
-    let created = match std::fs::DirBuilder::new().mode(0o700).create(dir) {
-        Ok(()) => true,
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
-        Err(e) => return Err(io(e)),
-    };
-    let meta = std::fs::symlink_metadata(dir).map_err(io)?;
-    if !meta.is_dir() {
+    let errno = |e: nix::errno::Errno| io(fsops::errno(e));
+    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
         return Err(io(std::io::Error::new(
-            std::io::ErrorKind::AlreadyExists,
-            "exists and is not a directory",
+            std::io::ErrorKind::InvalidInput,
+            "names no directory of its own (/ or a path ending in ..)",
         )));
-    }
+    };
+    // A bare relative name is in the working directory.
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    // Missing parents 0755: the `run_as` user must traverse them.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(parent)
+        .map_err(io)?;
+    let parent = fsops::open_path_dir(parent).map_err(errno)?;
+    let created = match fsops::mkdir(parent.as_raw_fd(), name) {
+        Ok(()) => true,
+        Err(nix::errno::Errno::EEXIST) => false,
+        Err(e) => return Err(errno(e)),
+    };
+    let opened = match fsops::open_dir(parent.as_raw_fd(), name) {
+        Ok(fd) => fd,
+        // O_NOFOLLOW | O_DIRECTORY answers ELOOP or ENOTDIR for a symlink.
+        Err(nix::errno::Errno::ELOOP | nix::errno::Errno::ENOTDIR) => {
+            return Err(io(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "exists and is not a directory (a symlink is not followed)",
+            )))
+        }
+        Err(e) => return Err(errno(e)),
+    };
     if let Some(user) = cfg.run_as {
-        if !created && meta.uid() != user.uid {
-            let empty = std::fs::read_dir(dir).map_err(io)?.next().is_none();
+        let owner = fsops::fstat(&opened).map_err(errno)?.st_uid;
+        if !created && owner != user.uid {
+            let empty = fsops::list(opened.as_raw_fd()).map_err(errno)?.is_empty();
             if !empty {
                 return Err(DesktopError::ForeignDir {
                     dir: dir.to_path_buf(),
-                    owner: meta.uid(),
+                    owner,
                     user: user.uid,
                 });
             }
         }
-        std::os::unix::fs::chown(dir, Some(user.uid), Some(user.gid)).map_err(io)?;
+        let owner = crate::inject::Owner {
+            uid: user.uid,
+            gid: user.gid,
+        };
+        fsops::chown(&opened, Some(owner)).map_err(errno)?;
     }
-    // An existing directory keeps its mode from before; tighten it.
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+    // An existing directory keeps its mode from before, and the umask may have taken bits
+    // from mkdir's: set it.
+    fsops::chmod(&opened, 0o700).map_err(errno)?;
     Ok(())
 }
 
@@ -456,6 +486,7 @@ fn backoff(cfg: &DesktopConfig, n: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
 
     #[test]
     fn backoff_doubles_and_caps() {

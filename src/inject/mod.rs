@@ -32,7 +32,7 @@
 //! - An existing root is validated but its mode and owner are left as they are; a root we
 //!   create is 0700 and owned by `layout.owner`. The root's parent path is trusted config.
 
-mod fsops;
+pub(crate) mod fsops;
 pub(crate) use fsops::replace_file;
 mod held;
 mod render;
