@@ -9,6 +9,8 @@
 //!
 //! A child spawned any other way (`std::process::Command`, a library that forks) is not
 //! in the registry and its status may be reaped from under it: spawn through `owned()`.
+//! Every owned child is forked on one thread of its own (`Forker`), so that its
+//! parent-death signal is tied to the daemon's life, not to a tokio thread's.
 //!
 //! Which zombies are ours: `/proc/[pid]/stat` entries whose parent is us and whose state
 //! is `Z`. (`/proc/self/task/*/children` would be cheaper but needs
@@ -48,13 +50,16 @@ pub fn owned() -> &'static OwnedChildren {
 }
 
 impl OwnedChildren {
-    /// Spawns `command` and records its pid before any reaper can look at it.
+    /// Spawns `command` and records its pid before any reaper can look at it. The fork
+    /// happens on the forking thread (see [`Forker`]); the calling thread waits for it,
+    /// as it waits for the child's `execve` in `Command::spawn` anyway. Must be called
+    /// inside a tokio runtime, whose reactor then watches the child.
     pub fn spawn(
         &self,
         command: &mut tokio::process::Command,
     ) -> std::io::Result<tokio::process::Child> {
         let mut pids = self.lock();
-        let child = command.spawn()?;
+        let child = Forker::get().spawn(command)?;
         if let Some(pid) = child.id() {
             pids.insert(pid);
         }
@@ -72,6 +77,83 @@ impl OwnedChildren {
 
     fn lock(&self) -> MutexGuard<'_, HashSet<u32>> {
         self.pids.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A fork request: the command (given back with the result), and the runtime whose
+/// reactor is to watch the child.
+struct ForkRequest {
+    command: tokio::process::Command,
+    runtime: tokio::runtime::Handle,
+    reply: std::sync::mpsc::SyncSender<ForkReply>,
+}
+
+type ForkReply = (
+    tokio::process::Command,
+    std::io::Result<tokio::process::Child>,
+);
+
+/// The one thread every owned child is forked from. A child's parent-death signal
+/// (`spawn::die_with_daemon`) fires when the *thread* that forked it ends, not the
+/// process, and tokio's threads may end while the daemon lives: a blocking-pool thread
+/// retires after idling, `block_in_place` hands a worker's place to a new thread, and a
+/// runtime may be dropped while another goes on (as in tests). This one never ends, so a
+/// child is signalled when the daemon dies and only then.
+struct Forker {
+    requests: Mutex<std::sync::mpsc::Sender<ForkRequest>>,
+}
+
+impl Forker {
+    fn get() -> &'static Forker {
+        static FORKER: OnceLock<Forker> = OnceLock::new();
+        FORKER.get_or_init(|| {
+            let (requests, incoming) = std::sync::mpsc::channel::<ForkRequest>();
+            // A thread that cannot be started leaves every spawn failing with "the forking
+            // thread is gone" (below), not the daemon panicking.
+            let _ = std::thread::Builder::new()
+                .name("grexal-fork".into())
+                .spawn(move || {
+                    for request in incoming {
+                        let mut command = request.command;
+                        let result = {
+                            let _runtime = request.runtime.enter();
+                            command.spawn()
+                        };
+                        // A caller that is gone has nothing to receive; the child is then
+                        // dropped here, and killed if `kill_on_drop` asks for it.
+                        let _ = request.reply.send((command, result));
+                    }
+                });
+            Forker {
+                requests: Mutex::new(requests),
+            }
+        })
+    }
+
+    fn spawn(
+        &self,
+        command: &mut tokio::process::Command,
+    ) -> std::io::Result<tokio::process::Child> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| std::io::Error::other("a child is spawned outside a tokio runtime"))?;
+        let gone = || std::io::Error::other("the forking thread is gone");
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        // Moved there and back: hooks and all, the command stays the caller's (whose
+        // `pre_exec` hooks may own what must be dropped after the spawn, as the agent's
+        // envp).
+        let request = ForkRequest {
+            command: std::mem::replace(command, tokio::process::Command::new("")),
+            runtime,
+            reply,
+        };
+        self.requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(request)
+            .map_err(|_| gone())?;
+        let (returned, result) = answer.recv().map_err(|_| gone())?;
+        *command = returned;
+        result
     }
 }
 
@@ -228,6 +310,43 @@ fn parse_stat(line: &str) -> Option<(char, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A child set to die with the daemon, spawned through `owned()` by a thread that then
+    /// ends (with its runtime: a test's, a retired blocking-pool thread): it lives on, as
+    /// the parent-death signal follows the forking thread, which is not the caller's.
+    #[test]
+    fn a_child_outlives_the_thread_that_asked_for_it() {
+        let pid = std::thread::spawn(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                let mut command = tokio::process::Command::new("sleep");
+                command.arg("30");
+                let daemon = nix::unistd::getpid().as_raw();
+                // SAFETY: prctl and getppid are plain system calls.
+                unsafe {
+                    command.pre_exec(move || crate::spawn::die_with_daemon(daemon));
+                }
+                let child = owned().spawn(&mut command).expect("spawn");
+                child.id().expect("pid")
+            })
+        })
+        .join()
+        .expect("the asking thread");
+        // A SIGTERM sent at the thread's end would have arrived by now.
+        std::thread::sleep(Duration::from_millis(300));
+        let status = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = status
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_owned));
+        let target = Pid::from_raw(pid as i32);
+        let _ = nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGKILL);
+        let _ = waitpid(target, None);
+        owned().release(pid);
+        assert_eq!(state.as_deref(), Some("S"), "{status}");
+    }
 
     #[test]
     fn parse_stat_table() {

@@ -8,8 +8,10 @@
 //! every one of these children runs as the agent's user, who may take any fd of theirs
 //! with `pidfd_getfd`.
 //!
+//! It also dies with the daemon ([`die_with_daemon`]).
+//!
 //! These run in the forked child, in a `pre_exec` hook: only async-signal-safe system
-//! calls, nothing allocated. [`fd_limit`] is called before the fork.
+//! calls, nothing allocated. [`fd_limit`] and the daemon's pid are taken before the fork.
 
 /// The highest fd number to sweep when `close_range` is unavailable.
 pub(crate) fn fd_limit() -> libc::c_int {
@@ -77,4 +79,36 @@ pub(crate) fn reset_signals() {
         libc::sigemptyset(&mut empty);
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
     }
+}
+
+/// Has the kernel send the child SIGTERM when the daemon dies, so that a daemon killed
+/// outside a PID namespace (`dev` on a laptop: `kill -9`, the OOM killer, an abort) does
+/// not leave its agent, display and Chromium running: an orphaned Chromium holds the
+/// profile, and the next start refuses it as in use. As PID 1 the kernel kills the whole
+/// namespace anyway. SIGTERM rather than SIGKILL: Chromium then shuts down as on a stop,
+/// writing its cookies out and removing its profile lock.
+///
+/// The signal comes when the *thread* that forked the child ends, so every owned child is
+/// forked from one thread that lives as long as the daemon (`reaper::OwnedChildren::spawn`).
+/// Call it after the user switch, which clears the setting. `daemon` is the daemon's pid,
+/// taken before the fork: a daemon that died before the `prctl` (the child then has
+/// another parent) fails the spawn with ESRCH instead of leaving the child behind.
+pub(crate) fn die_with_daemon(daemon: libc::pid_t) -> std::io::Result<()> {
+    // SAFETY: prctl and getppid are plain system calls; nothing is allocated.
+    unsafe {
+        if libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGTERM as libc::c_ulong,
+            0,
+            0,
+            0,
+        ) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+        if libc::getppid() != daemon {
+            return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+        }
+    }
+    Ok(())
 }

@@ -2,7 +2,8 @@
 //! daemon: only their stdio, and every signal at its default disposition, like the agent.
 //! They run as the agent's user, who may take any fd of theirs with `pidfd_getfd`, so an
 //! fd the daemon's own launcher left open without `CLOEXEC` must not reach them. And what
-//! they leave: nothing of Chromium's temp dir outlives the daemon's clean stop.
+//! they leave: nothing of Chromium's temp dir outlives the daemon's clean stop, and no
+//! child (the agent included) outlives a daemon killed outright.
 //!
 //! Skipped only when Xvnc or Chromium is missing and `CI` is unset.
 
@@ -216,4 +217,117 @@ fn chromiums_temp_dir_goes_with_the_daemons_clean_stop() {
     );
     assert!(!singleton.exists(), "{singleton:?} outlived the daemon");
     assert!(!tmp.exists(), "{tmp:?} outlived the daemon");
+}
+
+/// Whether `pid` is gone: no such process, or a zombie (exited, not yet reaped by the
+/// init it was handed to).
+fn is_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state == "Z" || state == "X"),
+    }
+}
+
+/// `dev` killed with SIGKILL (nothing of it runs: no stop, no cleanup) on a desktop, not
+/// PID 1 of a namespace: the agent, the display and Chromium with every helper it started
+/// go with it, and the next `dev` gets the same profile (an orphaned Chromium held it:
+/// "the chromium profile is in use by live process N").
+#[test]
+fn a_daemon_killed_outright_takes_its_agent_and_desktop_along() {
+    let test = "a_daemon_killed_outright_takes_its_agent_and_desktop_along";
+    if skip_missing(test, &["/usr/bin/Xvnc", "/usr/bin/chromium"]) {
+        return;
+    }
+    let dir = open_tempdir();
+    write(
+        &dir.path().join("grexal.json"),
+        r#"{"manifest_version": 1, "connections": []}"#,
+        0o644,
+    );
+    let (run_dir, profile) = (dir.path().join("desk"), dir.path().join("profile"));
+    let start = |log: &str| {
+        let mut cmd = command();
+        cmd.current_dir(dir.path())
+            .args(["dev", "--desktop", "--chromium-sandbox", "off"])
+            .arg("--desktop-run-dir")
+            .arg(&run_dir)
+            .arg("--browser-profile")
+            .arg(&profile)
+            .args(["--", "sleep", "1000"]);
+        let mut daemon = Daemon::spawn(
+            cmd,
+            dir.path().join(log),
+            dir.path().join(".grexal/sidecar.sock"),
+        );
+        wait_desktop_ready(&mut daemon);
+        daemon
+    };
+    let mut daemon = start("first.log");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !daemon.log_text().contains("agent started") {
+        assert!(
+            Instant::now() < deadline,
+            "no agent after 30 s; log:\n{}",
+            daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let me = daemon.child.id();
+    let children: Vec<u32> = descendants(me).into_iter().map(|(pid, _)| pid).collect();
+    let names: Vec<String> = children.iter().map(|&pid| comm(pid)).collect();
+    // The set-up worked: all three are there to be left behind.
+    for expected in ["sleep", "Xvnc", "chromium"] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} in {names:?}"
+        );
+    }
+    // Whatever outlives the test is stopped by its pid.
+    struct Leftovers(Vec<u32>);
+    impl Drop for Leftovers {
+        fn drop(&mut self) {
+            for &pid in &self.0 {
+                if !is_gone(pid) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+        }
+    }
+    let _leftovers = Leftovers(children.clone());
+
+    daemon.signal(nix::sys::signal::Signal::SIGKILL);
+    let _ = daemon.child.wait();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let alive: Vec<(u32, String)> = children
+            .iter()
+            .filter(|&&pid| !is_gone(pid))
+            .map(|&pid| (pid, comm(pid)))
+            .collect();
+        if alive.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "30 s after the daemon was killed, still running: {alive:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // The same profile comes up again (`start` waits for the desktop), and stops as usual:
+    // with the agent's SIGTERM, passed on as its exit code.
+    let mut again = start("second.log");
+    again.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(
+        again.wait_exit(Duration::from_secs(30)),
+        128 + 15,
+        "{}",
+        again.log_text()
+    );
 }

@@ -40,10 +40,13 @@
 //! - **The environment** never goes through `Command::env`, which leaves copies of every
 //!   value in freed memory: `exec` builds the envp in zeroizing buffers before the fork,
 //!   and the `pre_exec` hook ends with std's own `execvp` on it.
-//! - **No parent-death signal.** `PR_SET_PDEATHSIG` fires when the *thread* that forked
-//!   exits, and tokio may spawn from a blocking-pool thread that retires when idle; the
-//!   daemon's death is instead handled by the PID namespace (PID 1) or by systemd's
-//!   `KillMode`.
+//! - **It dies with the daemon.** Its parent-death signal is SIGTERM
+//!   (`spawn::die_with_daemon`), so a daemon killed outside a PID namespace (`dev`:
+//!   `kill -9`, the OOM killer) does not leave it running against a socket nobody serves.
+//!   The signal fires when the *thread* that forked the child ends, so every owned child
+//!   is forked from one thread that lives as long as the daemon (`reaper`). As PID 1 the
+//!   kernel kills the namespace anyway; under systemd, `KillMode` covers the agent's own
+//!   children too, which this signal does not reach.
 
 mod env;
 mod exec;
@@ -502,9 +505,11 @@ fn command(spec: &AgentSpec, take_terminal: bool) -> Result<tokio::process::Comm
         None => None,
     };
     let fd_limit = crate::spawn::fd_limit();
+    let daemon = nix::unistd::getpid().as_raw();
     // SAFETY: the closure runs in the forked child, after std's own steps (stdio, cwd,
     // process group), and only makes async-signal-safe system calls (getpid, tcsetpgrp,
-    // sigaction, sigprocmask, close_range/fcntl, setgroups, setgid, setuid), then execvp, the call
+    // sigaction, sigprocmask, close_range/fcntl, setgroups, setgid, setuid, prctl,
+    // getppid), then execvp, the call
     // std's own exec makes at this point (glibc's allocates nothing), on memory allocated
     // before the fork; it allocates nothing and takes no lock.
     unsafe {
@@ -521,6 +526,8 @@ fn command(spec: &AgentSpec, take_terminal: bool) -> Result<tokio::process::Comm
             // After the ids: glibc's set*id calls may rely on its internal signal
             // handlers.
             crate::spawn::reset_signals();
+            // After the ids, whose change clears it.
+            crate::spawn::die_with_daemon(daemon)?;
             // Last: returns only on failure, which std reports from `spawn` as it
             // reports its own exec's.
             Err(exec.exec())

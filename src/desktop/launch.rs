@@ -42,9 +42,10 @@ fn base_command(cfg: &DesktopConfig, program: &Path) -> Command {
         .current_dir(&cfg.run_dir);
     let user = cfg.run_as;
     let fd_limit = crate::spawn::fd_limit();
+    let daemon = nix::unistd::getpid().as_raw();
     // SAFETY: between fork and exec only async-signal-safe calls are allowed: these are
     // plain system calls (close_range/fcntl, setgroups, setgid, setuid, sigaction,
-    // sigprocmask) and nothing allocates.
+    // sigprocmask, prctl, getppid) and nothing allocates.
     unsafe {
         cmd.pre_exec(move || {
             // First, so the hooks added after this one (`-displayfd`'s) can hand a child
@@ -63,7 +64,8 @@ fn base_command(cfg: &DesktopConfig, program: &Path) -> Command {
             // After the switch: glibc's set*id calls may rely on its internal signal
             // handlers.
             crate::spawn::reset_signals();
-            Ok(())
+            // After the switch too, which clears it.
+            crate::spawn::die_with_daemon(daemon)
         });
     }
     cmd
@@ -582,7 +584,7 @@ pub(crate) fn parse_singleton_lock(target: &str) -> Option<(&str, i32)> {
 /// `/proc/PID/exe`, which root may read for another user's process only with
 /// CAP_SYS_PTRACE. Chromium's is "chromium" (Google's build: "chrome").
 fn is_live_chromium(pid: i32) -> bool {
-    if !pid_alive(pid) {
+    if !pid_alive(pid) || is_zombie(pid) {
         return false;
     }
     match std::fs::read_to_string(format!("/proc/{pid}/comm")) {
@@ -619,6 +621,20 @@ pub(crate) fn clear_stale_singleton(profile: &Path) -> Result<(), DesktopError> 
         None => warn!("unparseable SingletonLock, removing"),
     }
     remove_singletons(profile)
+}
+
+/// Whether `pid` has exited and waits to be reaped: it holds no profile. A Chromium
+/// orphaned by a daemon killed outright is reaped by whatever init it is handed to, which
+/// may take its time (or never get to it).
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // `pid (comm) state …`; comm may hold spaces and parentheses.
+            let (_, rest) = stat.rsplit_once(')')?;
+            rest.split_whitespace().next().map(|state| state == "Z")
+        })
+        .unwrap_or(false)
 }
 
 /// The host name Chromium writes into `SingletonLock` (the UTS node name).
