@@ -11,10 +11,25 @@
 #   scripts/install-packages.sh demo      # build + runtime + the test tools (the takeover demo)
 #   scripts/install-packages.sh test      # demo + Python's cryptography and the node modules
 #                                         # of the headless viewer (needs Node.js >= 20 and npm)
+#
+# The profile is required: none is picked for you. It runs from any directory; the test
+# profile's node modules go into tests/e2e of the clone the script is in.
 set -euo pipefail
 
-profile=${1:-test}
-runtime_pkgs=(xvfb x11vnc tigervnc-standalone-server chromium novnc fonts-dejavu-core ca-certificates)
+usage() {
+  echo "usage: $0 PROFILE, one of: runtime (the desktop image), build (building and" \
+    "scripts/demo.sh), demo (the takeover demo), test (scripts/test.sh)" >&2
+  exit 64
+}
+[ $# -eq 1 ] || usage
+profile=$1
+# The clone this script is in (only the test profile uses it: the image copies the script
+# alone).
+repo=$(cd "$(dirname "$0")/.." && pwd)
+# fonts-liberation: fonts with Arial's, Times New Roman's and Courier New's metrics, which
+# login pages ask for by name. python3: the desktop image's default command runs it.
+runtime_pkgs=(xvfb x11vnc tigervnc-standalone-server chromium novnc fonts-dejavu-core
+  fonts-liberation ca-certificates python3)
 test_pkgs=(websockify x11-utils xdotool curl util-linux iproute2 systemd procps python3-pip)
 build_pkgs=(python3)
 # Any C compiler driver named `cc` will do; only when there is none is gcc installed.
@@ -24,7 +39,7 @@ case "$profile" in
   runtime) pkgs=("${runtime_pkgs[@]}") ;;
   build) pkgs=("${build_pkgs[@]}") ;;
   demo | test) pkgs=("${build_pkgs[@]}" "${runtime_pkgs[@]}" "${test_pkgs[@]}") ;;
-  *) echo "usage: $0 runtime|build|demo|test" >&2; exit 64 ;;
+  *) usage ;;
 esac
 
 missing=()
@@ -50,7 +65,12 @@ if [ "$profile" = test ]; then
       || python3 -m pip install --quiet --upgrade --break-system-packages 'cryptography>=47'
   fi
   # playwright-core drives the system Chromium as the takeover viewer (no browser download).
-  if [ -f tests/e2e/package.json ] && [ ! -d tests/e2e/node_modules/playwright-core ]; then
+  e2e=$repo/tests/e2e
+  if [ ! -f "$e2e/package.json" ]; then
+    echo "install-packages: the test profile needs the clone's tests/e2e; $e2e/package.json is missing" >&2
+    exit 1
+  fi
+  if [ ! -d "$e2e/node_modules/playwright-core" ]; then
     # Debian 12's own nodejs is 18 and comes without npm; playwright-core needs 20.
     node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
     if [ "$node_major" -lt 20 ] || ! command -v npm >/dev/null; then
@@ -60,6 +80,6 @@ if [ "$profile" = test ]; then
       exit 1
     fi
     echo "install-packages: installing tests/e2e node modules"
-    (cd tests/e2e && npm ci --no-audit --no-fund --silent)
+    (cd "$e2e" && npm ci --no-audit --no-fund --silent)
   fi
 fi
