@@ -43,8 +43,12 @@ class Site(http.server.BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-store")
         for name, value in headers:
             self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
+        try:
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            # The browser hung up mid-response (a reload, a tab closed): nothing to tell it.
+            self.close_connection = True
 
     def user(self):
         for part in self.headers.get("Cookie", "").split(";"):
