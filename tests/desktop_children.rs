@@ -3,7 +3,8 @@
 //! They run as the agent's user, who may take any fd of theirs with `pidfd_getfd`, so an
 //! fd the daemon's own launcher left open without `CLOEXEC` must not reach them. And what
 //! they leave: nothing of Chromium's temp dir outlives the daemon's clean stop, and no
-//! child (the agent included) outlives a daemon killed outright.
+//! child (the agent included) outlives a daemon killed outright. And where Chromium's
+//! shared memory goes when `/dev/shm` is small.
 //!
 //! Skipped only when Xvnc or Chromium is missing and `CI` is unset.
 
@@ -329,5 +330,68 @@ fn a_daemon_killed_outright_takes_its_agent_and_desktop_along() {
         128 + 15,
         "{}",
         again.log_text()
+    );
+}
+
+/// In a sandbox with Docker's 64 MiB `/dev/shm` (its own mount namespace here), Chromium
+/// is started with `--disable-dev-shm-usage`, the daemon says why, and the desktop comes
+/// up.
+#[test]
+fn chromium_keeps_out_of_a_small_dev_shm() {
+    let test = "chromium_keeps_out_of_a_small_dev_shm";
+    if skip_missing(
+        test,
+        &["/usr/bin/Xvnc", "/usr/bin/chromium", "/usr/bin/unshare"],
+    ) || skip_unless_root(test)
+    {
+        return;
+    }
+    let dir = open_tempdir();
+    write(
+        &dir.path().join("grexal.json"),
+        r#"{"manifest_version": 1, "connections": []}"#,
+        0o644,
+    );
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .current_dir(dir.path())
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(r#"mount -t tmpfs -o size=64m tmpfs /dev/shm && exec "$0" "$@""#)
+        .arg(env!("CARGO_BIN_EXE_grexal-sidecar"))
+        .args(["dev", "--desktop", "--chromium-sandbox", "off"])
+        .arg("--desktop-run-dir")
+        .arg(dir.path().join("desk"))
+        .arg("--browser-profile")
+        .arg(dir.path().join("profile"));
+    let mut daemon = Daemon::spawn(
+        cmd,
+        dir.path().join("daemon.log"),
+        dir.path().join(".grexal/sidecar.sock"),
+    );
+    wait_desktop_ready(&mut daemon);
+    let me = daemon.child.id();
+    // `unshare` and `sh` exec, so this is the daemon; its Chromium is its child.
+    assert_eq!(comm(me), "grexal-sidecar");
+    let browser = descendants(me)
+        .into_iter()
+        .find(|&(pid, parent)| parent == me && comm(pid) == "chromium")
+        .map(|(pid, _)| pid)
+        .expect("the daemon's chromium");
+    let args = std::fs::read(format!("/proc/{browser}/cmdline")).expect("cmdline");
+    let args: Vec<&[u8]> = args.split(|&b| b == 0).collect();
+    assert!(
+        args.contains(&&b"--disable-dev-shm-usage"[..]),
+        "{:?}",
+        String::from_utf8_lossy(&args.join(&b' '))
+    );
+    let log = daemon.log_text();
+    assert!(log.contains("/dev/shm is missing or small"), "{log}");
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(
+        daemon.wait_exit(Duration::from_secs(30)),
+        0,
+        "{}",
+        daemon.log_text()
     );
 }

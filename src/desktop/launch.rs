@@ -469,8 +469,23 @@ async fn probe_user_namespace(cfg: &DesktopConfig) -> Result<(), String> {
     }
 }
 
-/// The Chromium flags we always pass; `--no-sandbox` and the caller's extras follow.
-pub(crate) fn chromium_args(cfg: &DesktopConfig) -> Vec<String> {
+/// The smallest `/dev/shm` Chromium is left to use. Docker's and Kubernetes' default is
+/// 64 MiB, which a heavy page (a single sign-on page, say) fills: the renderer crashes
+/// ("Aw, Snap!") in the middle of the user's login.
+pub(crate) const MIN_DEV_SHM_BYTES: u64 = 512 * 1024 * 1024;
+
+/// Whether Chromium must keep its shared memory out of `/dev/shm`: it is smaller than
+/// [`MIN_DEV_SHM_BYTES`], or missing. Chromium then uses its TMPDIR (`{run_dir}/tmp`).
+pub(crate) fn dev_shm_too_small(dev_shm: &Path) -> bool {
+    match nix::sys::statvfs::statvfs(dev_shm) {
+        Ok(fs) => fs.blocks().saturating_mul(fs.fragment_size()) < MIN_DEV_SHM_BYTES,
+        Err(_) => true,
+    }
+}
+
+/// The Chromium flags we always pass; `--no-sandbox`, `--disable-dev-shm-usage` when
+/// `small_dev_shm`, and the caller's extras follow.
+pub(crate) fn chromium_args(cfg: &DesktopConfig, small_dev_shm: bool) -> Vec<String> {
     let mut args: Vec<String> = [
         "--no-first-run",
         "--no-default-browser-check",
@@ -497,6 +512,10 @@ pub(crate) fn chromium_args(cfg: &DesktopConfig) -> Vec<String> {
     if cfg.chromium_sandbox != ChromiumSandbox::On {
         args.push("--no-sandbox".into());
     }
+    const NO_DEV_SHM: &str = "--disable-dev-shm-usage";
+    if small_dev_shm && !cfg.chromium_extra_args.iter().any(|a| a == NO_DEV_SHM) {
+        args.push(NO_DEV_SHM.into());
+    }
     args.extend(cfg.chromium_extra_args.iter().cloned());
     args.push(cfg.start_url.clone());
     args
@@ -516,6 +535,13 @@ pub(crate) async fn start_chromium(
     // included), so in /tmp, shared by every user, each launch left one behind for good.
     let tmp = super::supervisor::fresh_chromium_tmp(cfg)?;
     let home = cfg.chromium_home();
+    let small_dev_shm = dev_shm_too_small(Path::new("/dev/shm"));
+    if small_dev_shm {
+        info!(
+            min_mib = MIN_DEV_SHM_BYTES >> 20,
+            "/dev/shm is missing or small: chromium keeps its shared memory in its TMPDIR (--disable-dev-shm-usage); give the sandbox a larger /dev/shm (docker run --shm-size=1g)"
+        );
+    }
     let mut cmd = base_command(cfg, &cfg.chromium);
     cmd.env("DISPLAY", format!(":{display}"))
         .env("XAUTHORITY", auth.path())
@@ -524,7 +550,7 @@ pub(crate) async fn start_chromium(
         .env("HOME", &home)
         .env("XDG_CONFIG_HOME", home.join(".config"))
         .env("XDG_CACHE_HOME", home.join(".cache"))
-        .args(chromium_args(cfg));
+        .args(chromium_args(cfg, small_dev_shm));
     let child = ChildHandle::spawn("chromium", &mut cmd)?;
     let probed = ready(
         &child,

@@ -214,13 +214,40 @@ fn chromium_sandbox_decision() {
             chromium_sandbox: mode,
             ..DesktopConfig::default()
         };
-        let args = chromium_args(&cfg);
+        let args = chromium_args(&cfg, false);
         assert_eq!(
             args.iter().any(|a| a == "--no-sandbox"),
             flagged,
             "{mode:?}"
         );
     }
+}
+
+#[test]
+fn a_small_dev_shm_keeps_chromiums_shared_memory_out_of_it() {
+    let flagged = |args: &[String]| {
+        args.iter()
+            .filter(|a| *a == "--disable-dev-shm-usage")
+            .count()
+    };
+    let cfg = DesktopConfig::default();
+    assert_eq!(flagged(&chromium_args(&cfg, true)), 1);
+    assert_eq!(flagged(&chromium_args(&cfg, false)), 0);
+    // Given by the operator already: not twice.
+    let cfg = DesktopConfig {
+        chromium_extra_args: vec!["--disable-dev-shm-usage".into()],
+        ..DesktopConfig::default()
+    };
+    assert_eq!(flagged(&chromium_args(&cfg, true)), 1);
+    // The start URL stays last.
+    let args = chromium_args(&cfg, true);
+    assert_eq!(args.last(), Some(&cfg.start_url));
+    // A missing /dev/shm is as good as a small one; a large tmpfs is not.
+    assert!(dev_shm_too_small(Path::new("/nonexistent/dev/shm")));
+    let tmp = tempfile::tempdir().expect("tmp");
+    let fs = nix::sys::statvfs::statvfs(tmp.path()).expect("statvfs");
+    let size = fs.blocks().saturating_mul(fs.fragment_size());
+    assert_eq!(dev_shm_too_small(tmp.path()), size < MIN_DEV_SHM_BYTES);
 }
 
 #[test]
