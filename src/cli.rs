@@ -266,10 +266,10 @@ pub struct RunArgs {
     #[arg(long, env = "GREXAL_CONTROL_TOKEN_FILE", requires = "control_listen")]
     pub control_token_file: Option<PathBuf>,
 
-    /// Base URL (http:// or https://) under which the platform's edge reaches the control
-    /// endpoint; viewer URLs are built from it. Defaults to http:// and the address the
-    /// control endpoint bound (the port chosen when --control-listen gave port 0); refused
-    /// without --control-listen.
+    /// Base URL (http:// or https://, with no query or fragment) under which the
+    /// platform's edge reaches the control endpoint; viewer URLs are built from it. Defaults
+    /// to http:// and the address the control endpoint bound (the port chosen when
+    /// --control-listen gave port 0); refused without --control-listen.
     #[arg(long, env = "GREXAL_PUBLIC_URL", requires = "control_listen")]
     pub public_url: Option<String>,
 }

@@ -108,6 +108,12 @@ pub enum ConfigError {
     ViewerSendBuffer(usize),
     #[error("--public-url must start with http:// or https://, got {0:?}")]
     PublicUrl(String),
+    /// Not echoed: a query may carry a secret of the edge's.
+    #[error(
+        "--public-url must not have a query ('?') or a fragment ('#'): viewer URLs are made by \
+         appending /takeover/{{id}} to it"
+    )]
+    PublicUrlQuery,
     #[error("cannot resolve {path} against the current directory")]
     Path { path: String },
 }
@@ -297,6 +303,11 @@ impl Config {
                     .filter(|u| !(u.starts_with("http://") || u.starts_with("https://")))
                 {
                     return Err(ConfigError::PublicUrl(url.clone()));
+                }
+                // `{public_url}/takeover/{id}` would put the path inside the query or the
+                // fragment, and the edge would see a request for the base URL itself.
+                if public_url.as_ref().is_some_and(|u| u.contains(['?', '#'])) {
+                    return Err(ConfigError::PublicUrlQuery);
                 }
                 Some(ControlSettings {
                     listen,
@@ -563,6 +574,57 @@ mod tests {
         assert_eq!(config.api_request_timeout, Duration::from_secs(10));
         assert_eq!(config.viewer_idle_timeout, Duration::from_secs(300));
         assert_eq!(config.desktop.hang_timeout, Duration::from_secs(30));
+    }
+
+    /// `--public-url` is the base of every `viewer_url` (`{base}/takeover/{id}`): a query or
+    /// a fragment in it would swallow that path, so it is refused, naming the flag (and not
+    /// echoing the query, which may hold a secret).
+    #[test]
+    fn public_urls() {
+        let public_url = |url: &str| {
+            run_config(&[
+                "--control-listen",
+                "127.0.0.1:0",
+                "--control-token-file",
+                "t",
+                "--public-url",
+                url,
+            ])
+            .map(|c| match c.source {
+                CredentialSource::Sealed(s) => s.control.and_then(|c| c.public_url),
+                _ => unreachable!(),
+            })
+        };
+        for (given, kept) in [
+            ("https://edge.example", "https://edge.example"),
+            ("https://edge.example/", "https://edge.example"),
+            (
+                "http://127.0.0.1:8080/sbx-1//",
+                "http://127.0.0.1:8080/sbx-1",
+            ),
+        ] {
+            assert_eq!(public_url(given), Ok(Some(kept.to_owned())), "{given}");
+        }
+        for bad in [
+            "https://edge.example?sig=CANARY",
+            "https://edge.example/base/?sig=CANARY",
+            "https://edge.example?",
+            "https://edge.example/#CANARY",
+            "https://edge.example#",
+            "https://edge.example/a#b?c",
+        ] {
+            let err = public_url(bad).unwrap_err();
+            assert_eq!(err, ConfigError::PublicUrlQuery, "{bad}");
+            let text = err.to_string();
+            assert!(
+                text.contains("--public-url") && !text.contains("CANARY"),
+                "{text}"
+            );
+        }
+        assert_eq!(
+            public_url("ftp://edge.example"),
+            Err(ConfigError::PublicUrl("ftp://edge.example".into()))
+        );
     }
 
     #[test]

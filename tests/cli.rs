@@ -96,6 +96,52 @@ fn flags_run_would_ignore_are_usage_errors() {
     }
 }
 
+/// A `--public-url` with a query or a fragment (every `viewer_url` is `{it}/takeover/{id}`,
+/// which would land inside them) is a usage error naming the flag, by flag or environment
+/// variable, before anything starts (the manifest named does not exist: 66 otherwise). The
+/// query is not echoed: it may hold a secret of the edge's.
+#[test]
+fn a_public_url_with_a_query_or_fragment_is_a_usage_error() {
+    let run = [
+        "run",
+        "--sandbox-id",
+        "s",
+        "--manifest",
+        "/nonexistent/grexal.json",
+        "--control-listen",
+        "127.0.0.1:0",
+        "--control-token-file",
+        "/nonexistent/token",
+    ];
+    for url in [
+        "https://edge.example/sbx?sig=CANARY",
+        "https://edge.example/#CANARY",
+    ] {
+        for by_env in [false, true] {
+            let mut cmd = command();
+            cmd.args(run);
+            match by_env {
+                true => cmd.env("GREXAL_PUBLIC_URL", url),
+                false => cmd.args(["--public-url", url]),
+            };
+            let out = run_to_end(&mut cmd);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(
+                out.status.code(),
+                Some(64),
+                "{url} (env: {by_env}): {stderr}"
+            );
+            assert!(
+                stderr.contains("--public-url")
+                    && stderr.contains("query")
+                    && !stderr.contains("CANARY"),
+                "{url} (env: {by_env}): {stderr}"
+            );
+            assert!(out.stdout.is_empty(), "{url}");
+        }
+    }
+}
+
 #[test]
 fn help_and_version_succeed_on_stdout() {
     for args in [&["--help"][..], &["run", "--help"][..], &["--version"][..]] {
