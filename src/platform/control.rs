@@ -43,7 +43,7 @@ use crate::bundle::{BundleError, MAX_BUNDLE_BYTES};
 use crate::keys::SandboxPublicKey;
 use crate::store::Store;
 
-pub use token::{BearerToken, MAX_TOKEN_FILE_BYTES, MIN_TOKEN_BYTES};
+pub use token::{bearer_credentials, BearerToken, MAX_TOKEN_FILE_BYTES, MIN_TOKEN_BYTES};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -439,11 +439,38 @@ mod tests {
         assert!(BearerToken::from_bytes(b"0123456789abcde f0123").is_none());
         let token = BearerToken::from_bytes(b"  0123456789abcdef\n").unwrap();
         assert!(token.verify(Some(b"Bearer 0123456789abcdef")));
+        assert!(token.verify(Some(b"Bearer  0123456789abcdef ")));
         assert!(!token.verify(Some(b"Bearer 0123456789abcdeF")));
         assert!(!token.verify(Some(b"Bearer 0123456789abcdef0")));
         assert!(!token.verify(Some(b"0123456789abcdef")));
         assert!(!token.verify(None));
         assert_eq!(format!("{token:?}"), "BearerToken([REDACTED])");
+    }
+
+    /// The scheme is case-insensitive (RFC 9110 §11.1); the token itself is not, and
+    /// another scheme, or the scheme run into the token, is refused.
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        let token = BearerToken::from_bytes(b"0123456789abcdef").unwrap();
+        for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+            let value = format!("{scheme} 0123456789abcdef");
+            assert!(token.verify(Some(value.as_bytes())), "{value}");
+        }
+        for value in [
+            "BEARER 0123456789ABCDEF",
+            "Bearer0123456789abcdef",
+            "Bearer\t0123456789abcdef",
+            "Basic 0123456789abcdef",
+            "Bearers 0123456789abcdef",
+            "Bear 0123456789abcdef",
+            "Bearer",
+            "Bearer ",
+            "",
+        ] {
+            assert!(!token.verify(Some(value.as_bytes())), "{value:?}");
+        }
+        assert_eq!(bearer_credentials(b"bEARER  abc "), Some(&b"abc"[..]));
+        assert_eq!(bearer_credentials(b"B\xc3\xa9arer abc"), None);
     }
 
     #[test]

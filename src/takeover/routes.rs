@@ -416,7 +416,7 @@ async fn platform_cancel(
     ))
 }
 
-/// The token from `Authorization: Bearer <token>`.
+/// The token from `Authorization: Bearer <token>` (the scheme in any case).
 fn bearer(headers: &HeaderMap) -> Result<&str, TakeoverError> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let (Some(value), None) = (values.next(), values.next()) else {
@@ -425,8 +425,8 @@ fn bearer(headers: &HeaderMap) -> Result<&str, TakeoverError> {
     value
         .to_str()
         .ok()
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
+        .and_then(|v| crate::platform::control::bearer_credentials(v.as_bytes()))
+        .and_then(|t| std::str::from_utf8(t).ok())
         .ok_or(TakeoverError::Unauthorized)
 }
 
@@ -683,7 +683,12 @@ mod tests {
             (vec![], None),
             (vec!["Bearer abc"], Some("abc")),
             (vec!["Basic abc"], None),
-            (vec!["bearer abc"], None),
+            // The scheme is case-insensitive (RFC 9110 §11.1).
+            (vec!["bearer abc"], Some("abc")),
+            (vec!["BEARER abc"], Some("abc")),
+            (vec!["bEaReR  abc "], Some("abc")),
+            (vec!["Bearerabc"], None),
+            (vec!["Bearers abc"], None),
             (vec!["Bearer a", "Bearer b"], None),
         ];
         for (values, want) in cases {

@@ -75,13 +75,22 @@ impl BearerToken {
         let Some(value) = authorization else {
             return false;
         };
-        let Some(given) = value
-            .strip_prefix(b"Bearer ")
-            .or_else(|| value.strip_prefix(b"bearer "))
-        else {
+        let Some(given) = bearer_credentials(value) else {
             return false;
         };
         let digest: [u8; 32] = Sha256::digest(given.trim_ascii()).into();
         digest.ct_eq(&self.digest).into()
     }
+}
+
+/// What follows the `Bearer` scheme in an `Authorization` value, surrounding whitespace
+/// trimmed; `None` for another scheme. The scheme is case-insensitive (RFC 9110 §11.1:
+/// `bearer`, `BEARER` and `Bearer` are one scheme), and one space ends it.
+pub fn bearer_credentials(value: &[u8]) -> Option<&[u8]> {
+    const SCHEME: &[u8] = b"Bearer";
+    let (scheme, rest) = value.split_at_checked(SCHEME.len())?;
+    let credentials = rest.strip_prefix(b" ")?;
+    scheme
+        .eq_ignore_ascii_case(SCHEME)
+        .then(|| credentials.trim_ascii())
 }
