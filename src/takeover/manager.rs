@@ -19,7 +19,12 @@
 //!    not read holds this step for no longer than that;
 //! 3. under the lock: mark the takeover ended (it moves to the remembered list);
 //! 4. publish `TakeoverEnded`;
-//! 5. only then wake the waiters (`wait`, the agent's long-poll).
+//! 5. record the ending in the takeover's `done` channel, which wakes the waiters (`wait`,
+//!    the agent's long-poll).
+//!
+//! Steps 3 to 5 are one critical section: nobody sees the event, or the takeover among the
+//! ended ones, and then reads its state as still live (lock order: the registry, then a
+//! record's `done`).
 //!
 //! Steps 2 to 5 run on a task of their own, which `end` awaits: a caller that goes away
 //! mid-ending (an HTTP client hanging up drops its handler) cannot leave the takeover
@@ -692,9 +697,11 @@ impl TakeoverManager {
                 outcome: outcome.as_str().to_owned(),
                 by: by.map(|b| b.as_str().to_owned()),
             });
+            // Step 5, still under it: whoever read the event, or finds the takeover among
+            // the ended ones, reads it ended with its outcome (`get`, `list`, a viewer's
+            // session), never `live` with no outcome.
+            record.done.send_replace(Some((outcome, by)));
         }
-        // Step 5.
-        record.done.send_replace(Some((outcome, by)));
         info!(
             takeover_id = %record.id,
             outcome = outcome.as_str(),
