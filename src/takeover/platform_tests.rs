@@ -289,6 +289,45 @@ async fn token_pairs_are_bounded_and_the_first_pair_is_never_retired() {
     }
 }
 
+/// `HEAD /v1/events` (axum's `get` answers HEAD too) gets the stream's head but no
+/// subscription: no token pair is minted for a stream nobody reads, so a probe or a
+/// monitor sending HEAD in a loop retires no pair a viewer holds.
+#[tokio::test]
+async fn head_on_the_event_stream_mints_no_token_pair() {
+    let p = platform();
+    let info = p.manager.request(request()).await.unwrap();
+    let id = info.takeover_id.as_str();
+    // The oldest pair that can be retired: the first made for a subscriber.
+    let held = tokens(&p.subscribe().await[0]);
+    let max = TakeoverLimits::default().max_token_pairs;
+    for _ in 0..max {
+        let request = Request::head("/v1/events")
+            .header(header::AUTHORIZATION, format!("Bearer {BEARER}"))
+            .body(Body::empty())
+            .unwrap();
+        let response = p.app.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "text/event-stream"
+        );
+        assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store");
+        let body = tokio::time::timeout(
+            Duration::from_secs(10),
+            axum::body::to_bytes(response.into_body(), 1 << 20),
+        )
+        .await
+        .expect("HEAD's body ends at once")
+        .unwrap();
+        assert!(body.is_empty(), "{body:?}");
+    }
+    assert_eq!(access(&p.manager, id, &held.0), Ok(Access::Control));
+    assert_eq!(access(&p.manager, id, &held.1), Ok(Access::ViewOnly));
+    // A GET still gets the live takeover, with a pair of its own.
+    let replayed = tokens(&p.subscribe().await[0]);
+    assert_ne!(replayed, held);
+}
+
 /// `GET /v1/takeovers` and `GET /v1/takeovers/{id}` on the control endpoint: the state the
 /// agent's socket shows, bearer-protected, and never a token.
 #[tokio::test]

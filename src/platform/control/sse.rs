@@ -3,9 +3,9 @@
 use std::convert::Infallible;
 
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{header, Method};
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use futures_util::StreamExt as _;
 use serde::Serialize;
@@ -32,11 +32,19 @@ fn sse_event(event: &PlatformEvent) -> Event {
 /// when the subscriber arrives comes first, as a `takeover_requested` with a token pair of
 /// its own (`TakeoverManager::subscribe`). The stream ends, with its last chunk, when the
 /// server serving it stops.
+///
+/// `HEAD` (which axum routes here too) gets the same head and no subscription: it never
+/// reads the stream, so it must not replay the live takeover, which would mint a token
+/// pair and could retire one a viewer holds.
 #[tracing::instrument(level = "debug", name = "events", skip_all)]
 pub(super) async fn events(
     State(state): State<ControlState>,
+    method: Method,
     server_stop: Option<Extension<ServerStop>>,
-) -> impl IntoResponse {
+) -> Response {
+    if method == Method::HEAD {
+        return stream_response(&state, futures_util::stream::empty());
+    }
     // Without a server (a test's `oneshot`), the stream ends with the event bus.
     let stop = server_stop
         .map(|Extension(ServerStop(stop))| stop)
@@ -78,7 +86,13 @@ pub(super) async fn events(
             };
             Some((Ok::<Event, Infallible>(event), (receiver, stop)))
         });
-    let stream = live.chain(stream);
+    stream_response(&state, live.chain(stream))
+}
+
+fn stream_response(
+    state: &ControlState,
+    stream: impl futures_util::Stream<Item = Result<Event, Infallible>> + Send + 'static,
+) -> Response {
     let mut response = Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(state.limits.keep_alive))
         .into_response();
