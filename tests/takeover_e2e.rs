@@ -9,8 +9,8 @@
 //! Also: a view-only viewer's input never reaches the page; refused WebSockets get 401
 //! before any RFB byte; Chromium killed mid-takeover restarts with its profile (the login
 //! cookie survives) and the takeover goes on; the deadline (408) and the one-live-takeover
-//! rule (409). Skipped only when chromium, Xvnc, noVNC, node or playwright-core are
-//! missing and `CI` is unset. Screenshots go to `target/e2e-artifacts/takeover-e2e-*.png`.
+//! rule (409); a daemon stopped mid-takeover cancels it by `shutdown`. Skipped only when
+//! chromium, Xvnc, noVNC, node or playwright-core are missing and `CI` is unset. Screenshots go to `target/e2e-artifacts/takeover-e2e-*.png`.
 //!
 //! Prints two latency figures for docs/performance.md (not asserted):
 //! `cargo test --test takeover_e2e -- --nocapture 2>&1 | grep 'e2e figure'`.
@@ -478,6 +478,74 @@ fn view_only_input_is_dropped_and_deadline_and_conflict() {
         (Some(id.as_str()), Some("timed_out"))
     );
     assert_eq!(d.stop(), 0, "{}", d.diagnostics());
+}
+
+/// SIGTERM with a takeover live and the agent's wait parked on it: the takeover ends
+/// `cancelled` by `shutdown` (not `failed`, which says the browser died), and both the
+/// wait, answered before the socket closes, and the platform's stream say so; the daemon
+/// then exits 0.
+#[test]
+fn stopping_the_daemon_cancels_a_live_takeover_by_shutdown() {
+    if skip_without_tools() {
+        return;
+    }
+    let _one = serial();
+    let site = LoginSite::start();
+    let mut d = E2eDaemon::start(&site, None);
+    let mut events = d.events();
+    let id = d.request_takeover("shutdown check", 300);
+    let requested = events.next("takeover_requested", LONG);
+    assert_eq!(requested.data["takeover_id"], id.as_str());
+
+    let wait = std::thread::spawn({
+        let (socket, id) = (d.socket.clone(), id.clone());
+        move || {
+            support::http_unix(
+                &socket,
+                "GET",
+                &format!("/v1/takeovers/{id}/wait?timeout_seconds=120"),
+                None,
+            )
+        }
+    });
+    wait_until("the wait to be parked", LONG, || {
+        d.log_text().contains("wait parked").then_some(())
+    });
+    assert_eq!(d.stop(), 0, "{}", d.diagnostics());
+
+    let waited = wait
+        .join()
+        .expect("the wait's thread")
+        .unwrap_or_else(|e| panic!("the wait got no answer: {e}\n{}", d.diagnostics()));
+    let body = waited.json();
+    assert_eq!(
+        (
+            waited.status,
+            body["error"]["code"].as_str(),
+            body["takeover"]["outcome"].as_str(),
+            body["takeover"]["by"].as_str()
+        ),
+        (
+            409,
+            Some("takeover_cancelled"),
+            Some("cancelled"),
+            Some("shutdown")
+        ),
+        "{body}"
+    );
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("the sandbox is stopping"), "{body}");
+    let ended = events.next("takeover_ended", LONG);
+    assert_eq!(
+        (
+            ended.data["takeover_id"].as_str(),
+            ended.data["outcome"].as_str(),
+            ended.data["by"].as_str()
+        ),
+        (Some(id.as_str()), Some("cancelled"), Some("shutdown")),
+        "{:?}",
+        ended.data
+    );
 }
 
 /// (c) Chromium SIGKILLed mid-takeover: the daemon restarts it on the same profile (the

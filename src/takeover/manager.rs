@@ -571,6 +571,7 @@ impl TakeoverManager {
             TakeoverError::TooManyWaits
         })?;
         let mut done = record.done.subscribe();
+        debug!(takeover_id = %record.id, max_wait_s = max_wait.as_secs(), "wait parked");
         let _ = tokio::time::timeout(max_wait, done.wait_for(Option::is_some)).await;
         Ok(record.snapshot(record.ended()))
     }
@@ -593,8 +594,9 @@ impl TakeoverManager {
     }
 
     /// The daemon is shutting down: from here on `request` refuses (`ShuttingDown`), and
-    /// the live takeover, if any, ends as failed. Both under one lock, so no takeover can
-    /// become live after this has looked.
+    /// the live takeover, if any, ends `cancelled` by `shutdown` (nothing failed: the
+    /// sandbox is stopping). Both under one lock, so no takeover can become live after
+    /// this has looked.
     pub async fn shutdown(&self) {
         let id = {
             let mut registry = self.registry();
@@ -602,7 +604,7 @@ impl TakeoverManager {
             registry.live.as_ref().map(|l| l.record.id.clone())
         };
         if let Some(id) = id {
-            let _ = self.end(&id, Outcome::Failed, None).await;
+            let _ = self.end(&id, Outcome::Cancelled, Some(By::Shutdown)).await;
         }
     }
 

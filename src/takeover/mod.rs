@@ -138,6 +138,8 @@ pub enum By {
     Platform,
     Condition,
     Agent,
+    /// The daemon stopping (a signal, the agent's exit): the takeover is cancelled.
+    Shutdown,
 }
 
 impl By {
@@ -147,6 +149,7 @@ impl By {
             By::Platform => "platform",
             By::Condition => "condition",
             By::Agent => "agent",
+            By::Shutdown => "shutdown",
         }
     }
 }
@@ -320,15 +323,23 @@ impl TakeoverError {
     }
 }
 
-/// The wire code and status for a takeover that ended with `outcome`, as `wait` returns
-/// it (`None`: 200, no error).
-pub fn outcome_error(outcome: Outcome) -> Option<(StatusCode, &'static str, &'static str)> {
+/// The wire code and status for a takeover that ended with `outcome` (ended `by`), as
+/// `wait` returns it (`None`: 200, no error).
+pub fn outcome_error(
+    outcome: Outcome,
+    by: Option<By>,
+) -> Option<(StatusCode, &'static str, &'static str)> {
     match outcome {
         Outcome::Completed => None,
         Outcome::TimedOut => Some((
             StatusCode::REQUEST_TIMEOUT,
             "takeover_timeout",
             "nobody completed the takeover in time",
+        )),
+        Outcome::Cancelled if by == Some(By::Shutdown) => Some((
+            StatusCode::CONFLICT,
+            "takeover_cancelled",
+            "the takeover was cancelled: the sandbox is stopping",
         )),
         Outcome::Cancelled => Some((
             StatusCode::CONFLICT,
@@ -412,14 +423,30 @@ mod wire_tests {
             assert!(!error.public_message().is_empty());
         }
         let outcomes = [
-            (Outcome::Completed, None),
-            (Outcome::TimedOut, Some((408, "takeover_timeout"))),
-            (Outcome::Cancelled, Some((409, "takeover_cancelled"))),
-            (Outcome::Failed, Some((502, "takeover_failed"))),
+            (Outcome::Completed, Some(By::User), None),
+            (Outcome::TimedOut, None, Some((408, "takeover_timeout"))),
+            (
+                Outcome::Cancelled,
+                Some(By::User),
+                Some((409, "takeover_cancelled")),
+            ),
+            (
+                Outcome::Cancelled,
+                Some(By::Shutdown),
+                Some((409, "takeover_cancelled")),
+            ),
+            (Outcome::Failed, None, Some((502, "takeover_failed"))),
         ];
-        for (outcome, want) in outcomes {
-            let got = outcome_error(outcome).map(|(s, c, _)| (s.as_u16(), c));
-            assert_eq!(got, want, "{outcome:?}");
+        for (outcome, by, want) in outcomes {
+            let got = outcome_error(outcome, by).map(|(s, c, _)| (s.as_u16(), c));
+            assert_eq!(got, want, "{outcome:?} by {by:?}");
         }
+        let message = |by| outcome_error(Outcome::Cancelled, Some(by)).map(|(_, _, m)| m);
+        assert_eq!(
+            message(By::Shutdown),
+            Some("the takeover was cancelled: the sandbox is stopping")
+        );
+        assert_eq!(message(By::Agent), Some("the takeover was cancelled"));
+        assert_eq!(serde_json::to_value(By::Shutdown).unwrap(), "shutdown");
     }
 }

@@ -135,7 +135,10 @@ fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
 
 /// A takeover's state as `wait` reports it: 200 unless it ended other than completed.
 fn outcome_response(snapshot: TakeoverSnapshot) -> Response {
-    match snapshot.outcome.and_then(outcome_error) {
+    match snapshot
+        .outcome
+        .and_then(|outcome| outcome_error(outcome, snapshot.by))
+    {
         None => json_response(StatusCode::OK, &snapshot),
         Some((status, code, message)) => {
             let body = serde_json::json!({"error": {"code": code, "message": message}, "takeover": snapshot});

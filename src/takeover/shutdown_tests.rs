@@ -1,5 +1,6 @@
-//! Takeovers and the daemon's shutdown: a takeover live at shutdown ends `failed`, and one
-//! requested while shutdown runs is refused rather than left live with nothing to end it.
+//! Takeovers and the daemon's shutdown: a takeover live at shutdown ends `cancelled` by
+//! `shutdown`, and one requested while shutdown runs is refused rather than left live with
+//! nothing to end it.
 
 use std::sync::Arc;
 
@@ -9,7 +10,7 @@ use super::browser::BoxFuture;
 use super::tests::{fixture, manifest, request, start, FakeBrowser};
 use super::*;
 use crate::desktop::{CdpEndpoint, DesktopStatus};
-use crate::platform::events::EventBus;
+use crate::platform::events::{EventBus, PlatformEvent};
 use crate::relay::VncTarget;
 
 /// A browser whose `bring_to_front` says it has started (`entered`), then waits for
@@ -96,10 +97,34 @@ async fn a_request_in_flight_when_shutdown_runs_is_refused_and_leaves_nothing() 
     ));
 }
 
+/// The daemon stopping ends the live takeover `cancelled` by `shutdown`, not `failed`
+/// (which says the browser died): the parked wait, the platform's event and the state all
+/// say so.
 #[tokio::test(start_paused = true)]
-async fn shutdown_ends_the_live_takeover() {
+async fn shutdown_cancels_the_live_takeover() {
     let mut f = fixture();
     let (id, _, _) = start(&mut f, 300).await;
+    let wait = tokio::spawn({
+        let (manager, id) = (f.manager.clone(), id.clone());
+        async move { manager.wait(&id, std::time::Duration::from_secs(60)).await }
+    });
+    while f.manager.waiters(&id) == 0 {
+        tokio::task::yield_now().await;
+    }
     f.manager.shutdown().await;
-    assert_eq!(f.manager.get(&id).unwrap().outcome, Some(Outcome::Failed));
+    let waited = wait.await.unwrap().unwrap();
+    assert_eq!(
+        (waited.state, waited.outcome, waited.by),
+        (State::Ended, Some(Outcome::Cancelled), Some(By::Shutdown))
+    );
+    let ended = f.events.recv().await.unwrap();
+    assert_eq!(
+        *ended,
+        PlatformEvent::TakeoverEnded {
+            takeover_id: id.clone(),
+            outcome: "cancelled".into(),
+            by: Some("shutdown".into()),
+        }
+    );
+    assert_eq!(f.manager.get(&id).unwrap(), waited);
 }

@@ -126,7 +126,7 @@ pub(crate) fn manifest(desktop: bool) -> Arc<Manifest> {
 pub(crate) struct Fixture {
     pub(crate) manager: TakeoverManager,
     pub(crate) browser: Arc<FakeBrowser>,
-    events: broadcast::Receiver<Arc<PlatformEvent>>,
+    pub(crate) events: broadcast::Receiver<Arc<PlatformEvent>>,
 }
 
 fn fixture_with(limits: TakeoverLimits) -> Fixture {
