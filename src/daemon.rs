@@ -630,7 +630,7 @@ impl Daemon {
             Err(e) => {
                 let error = crate::api::error::error_chain(&e);
                 error!(%error, "cannot build the agent's environment");
-                return e.exit_code().code();
+                return self.agent_not_run(&e);
             }
         };
         let spec = crate::agent::AgentSpec {
@@ -645,9 +645,10 @@ impl Daemon {
         match crate::agent::run(spec, signals, stop, self.config.stop_timeout).await {
             Ok(exit) => {
                 info!(code = exit.code, signal = exit.signal, "agent exited");
-                self.store
-                    .events()
-                    .publish(PlatformEvent::AgentExited { code: exit.code });
+                self.store.events().publish(PlatformEvent::AgentExited {
+                    code: exit.code,
+                    error: None,
+                });
                 exit.code as u8
             }
             Err(e) => {
@@ -655,9 +656,24 @@ impl Daemon {
                 // execve said E2BIG or EACCES.
                 let error = crate::api::error::error_chain(&e);
                 error!(%error, "agent could not run");
-                e.exit_code().code()
+                self.agent_not_run(&e)
             }
         }
+    }
+
+    /// The agent could not be started (or waited for): the platform is told as for an
+    /// exit, with the daemon's exit code and why (a fixed text: no argv, user or variable
+    /// in it), before the stream ends with the shutdown. Returns that exit code.
+    fn agent_not_run(&self, e: &crate::agent::AgentError) -> u8 {
+        let code = e.exit_code().code();
+        self.store.events().publish(PlatformEvent::AgentExited {
+            code: i32::from(code),
+            error: Some(crate::platform::events::EventError {
+                code: e.public_code(),
+                message: e.public_message(),
+            }),
+        });
+        code
     }
 }
 

@@ -1,8 +1,9 @@
 //! The real binary end to end: `run` opens a bundle sealed by `seal`, writes every mode,
 //! starts a Python agent as `nobody`, and returns its exit code; bad bundles are refused
 //! before anything is written or started; a newer bundle pushed later replaces the
-//! credentials and an older one is refused; a boot that fails, or is stopped by a signal,
-//! after the credentials were written leaves none of them behind. `run --desktop` is in
+//! credentials and an older one is refused; an agent that cannot start is reported to the
+//! platform as `agent_exited`; a boot that fails, or is stopped by a signal, after the
+//! credentials were written leaves none of them behind. `run --desktop` is in
 //! `run_e2e_desktop.rs`.
 
 mod support;
@@ -452,6 +453,120 @@ fn without_a_bundle_the_agent_waits_for_one_pushed_on_the_control_endpoint() {
         marker.exists(),
         "agent started with the pushed credentials in its env"
     );
+}
+
+/// Opens `GET /v1/events` and returns once the response head arrived (the subscription
+/// exists from then on), with the stream positioned after it.
+fn subscribe(addr: std::net::SocketAddr, token: &str) -> std::io::BufReader<std::net::TcpStream> {
+    use std::io::{BufRead, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    write!(
+        stream,
+        "GET /v1/events HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\r\n"
+    )
+    .expect("request");
+    let mut reader = std::io::BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("status line");
+    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+    while line != "\r\n" {
+        line.clear();
+        reader.read_line(&mut line).expect("header");
+    }
+    reader
+}
+
+/// The (name, data) of every event in a raw chunked SSE body.
+fn sse_events(raw: &str) -> Vec<(String, serde_json::Value)> {
+    let mut name = String::new();
+    let mut events = Vec::new();
+    for line in raw.lines() {
+        if let Some(n) = line.strip_prefix("event: ") {
+            name = n.to_owned();
+        } else if let Some(d) = line.strip_prefix("data: ") {
+            let data = serde_json::from_str(d).unwrap_or(serde_json::Value::Null);
+            events.push((std::mem::take(&mut name), data));
+        }
+    }
+    events
+}
+
+/// An agent that cannot be started (its command missing: 127; there but not executable:
+/// 126) is reported to the platform as for an exit: `agent_exited` with the daemon's exit
+/// code and why, as the stream's last event before it ends, with nothing of the command
+/// line in it.
+#[test]
+fn an_agent_that_cannot_start_is_reported_as_agent_exited() {
+    let fx = Fixture::new();
+    let bundle =
+        std::fs::read(fx.bundle("v1", &credentials(OPENAI_KEY), SANDBOX, 1)).expect("read");
+    let token = "test-control-token-0123456789abcdef";
+    write(&fx.path("control.token"), token, 0o600);
+    write(&fx.path("not-executable"), "#!/bin/sh\nexit 0\n", 0o644);
+    let cases = [
+        (
+            fx.path("CANARY-no-such-agent"),
+            127,
+            "agent_not_found",
+            "the agent's command was not found",
+        ),
+        (
+            fx.path("not-executable"),
+            126,
+            "agent_not_executable",
+            "the agent's command is not executable",
+        ),
+    ];
+    for (program, exit, code, message) in cases {
+        let addr: std::net::SocketAddr =
+            format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let mut cmd = fx.run_command();
+        cmd.args([
+            "--control-listen",
+            &addr.to_string(),
+            "--control-token-file",
+        ])
+        .arg(fx.path("control.token"))
+        .arg("--")
+        .arg(&program)
+        .arg("--secret=CANARY-argv");
+        let mut daemon = Daemon::spawn(cmd, fx.path("daemon.log"), fx.path("run/sidecar.sock"));
+        // No bundle yet: the agent waits for one, so the stream is open before it starts.
+        daemon.wait_listening(addr, Duration::from_secs(20));
+        let mut events = subscribe(addr, token);
+        let pushed =
+            http_tcp(addr, "PUT", "/v1/credentials", Some(token), Some(&bundle)).expect("push");
+        assert_eq!(pushed.status, 200, "{}", daemon.log_text());
+
+        let mut rest = Vec::new();
+        let read = std::io::Read::read_to_end(&mut events, &mut rest);
+        let rest = String::from_utf8_lossy(&rest);
+        let log = daemon.log_text();
+        assert!(read.is_ok(), "{code}: {read:?} after {rest:?}\n{log}");
+        assert!(
+            rest.ends_with("0\r\n\r\n"),
+            "{code}: no last chunk: {rest:?}"
+        );
+        assert_eq!(daemon.wait_exit(Duration::from_secs(20)), exit, "{log}");
+        let seen = sse_events(&rest);
+        let last = seen
+            .last()
+            .unwrap_or_else(|| panic!("{code}: no event: {rest:?}"));
+        assert_eq!(
+            last,
+            &(
+                "agent_exited".to_owned(),
+                json!({"type": "agent_exited", "code": exit,
+                       "error": {"code": code, "message": message}})
+            ),
+            "{code}: {seen:?}\n{log}"
+        );
+        assert!(!rest.contains("CANARY"), "{code}: {rest}");
+        assert_no_canary(code, &rest, CANARIES);
+    }
 }
 
 /// The credentials are written before the socket is bound: a boot that fails there wipes

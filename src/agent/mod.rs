@@ -172,6 +172,42 @@ impl AgentError {
         }
     }
 
+    /// A stable code for the platform (`agent_exited`'s `error.code`), never built from
+    /// the command, the user or the environment.
+    pub fn public_code(&self) -> &'static str {
+        match self {
+            AgentError::EmptyCommand => "agent_command_empty",
+            AgentError::UnknownUser { .. } => "agent_user_unknown",
+            AgentError::UserLookup { .. } => "agent_user_lookup_failed",
+            AgentError::SwitchUserNotPermitted { .. } => "agent_user_not_permitted",
+            AgentError::InvalidEnv { .. } => "agent_env_invalid",
+            AgentError::Cwd { .. } => "agent_cwd_unusable",
+            AgentError::NotFound { .. } => "agent_not_found",
+            AgentError::NotExecutable { .. } => "agent_not_executable",
+            AgentError::Spawn { .. } => "agent_spawn_failed",
+            AgentError::Wait(_) => "agent_wait_failed",
+        }
+    }
+
+    /// Fixed text per code, for the platform: no argv value, user name, variable name or
+    /// OS error in it (those are in the daemon's log).
+    pub fn public_message(&self) -> &'static str {
+        match self {
+            AgentError::EmptyCommand => "the agent's command is empty",
+            AgentError::UnknownUser { .. } => "the agent's user does not exist",
+            AgentError::UserLookup { .. } => "looking up the agent's user failed",
+            AgentError::SwitchUserNotPermitted { .. } => "switching to the agent's user needs root",
+            AgentError::InvalidEnv { .. } => {
+                "an environment variable for the agent has an unusable name or value"
+            }
+            AgentError::Cwd { .. } => "the agent's working directory is not usable",
+            AgentError::NotFound { .. } => "the agent's command was not found",
+            AgentError::NotExecutable { .. } => "the agent's command is not executable",
+            AgentError::Spawn { .. } => "starting the agent's command failed",
+            AgentError::Wait(_) => "waiting for the agent failed",
+        }
+    }
+
     fn from_spawn(program: String, source: io::Error) -> Self {
         match source.raw_os_error() {
             Some(libc::ENOENT) | Some(libc::ENOTDIR) => AgentError::NotFound { program, source },
@@ -602,6 +638,59 @@ mod tests {
                 "raw status {raw:#x}"
             );
         }
+    }
+
+    /// What the platform is told of an agent that could not run: a stable code and a fixed
+    /// message, neither carrying the command, the user or the variable it was about.
+    #[test]
+    fn public_codes_and_messages_carry_no_input() {
+        let os = || io::Error::from_raw_os_error(libc::ENOENT);
+        let program = || "CANARY-program --token=CANARY".to_string();
+        let errors = [
+            AgentError::EmptyCommand,
+            AgentError::UnknownUser {
+                user: "CANARY-user".into(),
+            },
+            AgentError::UserLookup {
+                user: "CANARY-user".into(),
+                source: nix::Error::ENOENT,
+            },
+            AgentError::SwitchUserNotPermitted {
+                user: "CANARY-user".into(),
+            },
+            AgentError::InvalidEnv {
+                name: "CANARY_VAR".into(),
+            },
+            AgentError::Cwd {
+                path: "/CANARY".into(),
+                source: os(),
+            },
+            AgentError::NotFound {
+                program: program(),
+                source: os(),
+            },
+            AgentError::NotExecutable {
+                program: program(),
+                source: os(),
+            },
+            AgentError::Spawn {
+                program: program(),
+                source: os(),
+            },
+            AgentError::Wait(os()),
+        ];
+        let mut codes = std::collections::HashSet::new();
+        for error in &errors {
+            let (code, message) = (error.public_code(), error.public_message());
+            assert!(codes.insert(code), "{code} twice");
+            assert!(code.starts_with("agent_"), "{code}");
+            assert!(!message.is_empty(), "{code}");
+            for text in [code, message] {
+                assert!(!text.to_lowercase().contains("canary"), "{text}");
+            }
+        }
+        assert_eq!(errors[6].public_code(), "agent_not_found");
+        assert_eq!(errors[7].public_code(), "agent_not_executable");
     }
 
     #[test]

@@ -48,9 +48,7 @@ impl Serialize for EventToken {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum PlatformEvent {
     /// Credentials of this version are in place.
-    CredentialsInstalled {
-        version: u64,
-    },
+    CredentialsInstalled { version: u64 },
     /// The agent asked for a human. Tokens are present only on the control endpoint's
     /// stream, which requires the bearer token.
     TakeoverRequested {
@@ -76,13 +74,21 @@ pub enum PlatformEvent {
         reason: String,
     },
     /// A desktop child could not be brought back.
-    DesktopFailed {
-        child: String,
-        reason: String,
-    },
+    DesktopFailed { child: String, reason: String },
+    /// The agent exited (`error: None`), or could not be started or waited for: then
+    /// `code` is the daemon's own exit code (127, 126, 78, 71, ...) and `error` says why.
     AgentExited {
         code: i32,
+        error: Option<EventError>,
     },
+}
+
+/// Why something the event reports failed: a stable code and a fixed message, never built
+/// from input (a command line, a user name) or an internal error.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct EventError {
+    pub code: &'static str,
+    pub message: &'static str,
 }
 
 impl PlatformEvent {
@@ -157,5 +163,29 @@ mod tests {
         assert_eq!(json["control_token"], "CANARY-control-token");
         assert_eq!(json["view_token"], "CANARY-view-token");
         assert_eq!(json["type"], "takeover_requested");
+    }
+
+    #[test]
+    fn agent_exited_carries_an_error_only_when_the_agent_did_not_run() {
+        let ran = PlatformEvent::AgentExited {
+            code: 3,
+            error: None,
+        };
+        assert_eq!(
+            serde_json::to_value(&ran).unwrap(),
+            serde_json::json!({"type": "agent_exited", "code": 3, "error": null})
+        );
+        let not_run = PlatformEvent::AgentExited {
+            code: 127,
+            error: Some(EventError {
+                code: "agent_not_found",
+                message: "the agent's command was not found",
+            }),
+        };
+        assert_eq!(
+            serde_json::to_value(&not_run).unwrap(),
+            serde_json::json!({"type": "agent_exited", "code": 127, "error":
+                {"code": "agent_not_found", "message": "the agent's command was not found"}})
+        );
     }
 }
