@@ -143,6 +143,7 @@ async fn a_restart_slower_than_the_wait_is_unavailable_then_the_new_endpoint() {
             max_backoff: Duration::from_secs(4),
             max_restarts: 5,
             window: Duration::from_secs(120),
+            ..RestartPolicy::default()
         },
         ..config(dir.path())
     };

@@ -531,6 +531,84 @@ async fn too_many_crashes_fail_the_desktop() {
     desktop.shutdown().await;
 }
 
+/// A failed desktop is not failed for good: after `retry_failed_after` everything is
+/// started afresh. While Chromium still cannot start the desktop fails again (and says
+/// so again); once it can, the desktop is ready, with new children, and says so as a
+/// restart of the whole desktop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_desktop_is_started_afresh_after_a_pause() {
+    init_tracing();
+    if skip(XVNC_BINARIES) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A Chromium that crashes on every launch while `broken` exists.
+    let broken = dir.path().join("broken");
+    let wrapper = dir.path().join("chromium");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n[ -e '{}' ] && exit 42\nexec /usr/bin/chromium \"$@\"\n",
+            broken.display()
+        ),
+    )
+    .expect("wrapper");
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let mut cfg = config(dir.path());
+    cfg.chromium = wrapper;
+    cfg.restart.max_restarts = 1;
+    cfg.restart.retry_failed_after = Some(Duration::from_secs(2));
+    let events = EventBus::new();
+    let mut rx = events.subscribe();
+    let desktop = Desktop::start(cfg, events, CancellationToken::new())
+        .await
+        .expect("start");
+    let before = desktop.pids();
+    std::fs::write(&broken, b"").expect("break");
+    sigkill(before.chromium);
+    let failed = |e: &PlatformEvent| matches!(e, PlatformEvent::DesktopFailed { .. });
+    next_event(&mut rx, Duration::from_secs(30), failed).await;
+    assert!(!pid_alive(before.display), "giving up stops everything");
+    // Still broken at the first retry: failed again, and said again.
+    let again = next_event(&mut rx, Duration::from_secs(30), failed).await;
+    assert!(
+        matches!(&again, PlatformEvent::DesktopFailed { child, reason } if child == "chromium" && reason.contains("42")),
+        "{again:?}"
+    );
+    assert!(matches!(
+        *desktop.status().borrow(),
+        DesktopStatus::Failed { .. }
+    ));
+    std::fs::remove_file(&broken).expect("mend");
+    let restarted = next_event(&mut rx, Duration::from_secs(60), |e| {
+        matches!(e, PlatformEvent::BrowserRestarted { .. })
+    })
+    .await;
+    assert!(
+        matches!(&restarted, PlatformEvent::BrowserRestarted { child, reason, .. }
+            if child == "display" && reason.contains("started afresh") && reason.contains("42")),
+        "{restarted:?}"
+    );
+    wait_status(&desktop, Duration::from_secs(10), |s| {
+        matches!(s, DesktopStatus::Ready)
+    })
+    .await;
+    let after = desktop.pids();
+    assert_ne!(after.display, before.display);
+    assert_ne!(after.chromium, before.chromium);
+    assert!(pid_alive(after.display) && pid_alive(after.chromium));
+    // And the browser answers: the takeover's first step works again.
+    desktop
+        .bring_browser_to_front(None)
+        .await
+        .expect("the browser is back");
+    shutdown_and_check(desktop).await;
+}
+
 #[tokio::test]
 async fn a_run_dir_too_long_for_chromiums_singleton_socket_is_refused_before_anything_starts() {
     // 107 bytes is the longest socket path, and the deepest socket under the run dir is

@@ -31,6 +31,7 @@ fn desktop_config(dir: &std::path::Path) -> DesktopConfig {
             max_backoff: Duration::from_millis(400),
             max_restarts: 1,
             window: Duration::from_secs(300),
+            ..RestartPolicy::default()
         },
         ..desktop_support::config(dir)
     }

@@ -130,6 +130,11 @@ pub struct RestartPolicy {
     /// More restarts of one child than this within `window` → `Failed`.
     pub max_restarts: u32,
     pub window: Duration,
+    /// How long a failed desktop stays stopped before it is started afresh, all of it,
+    /// with its restart counts cleared; `None` leaves it failed for good. A run lasts
+    /// hours: a burst of crashes (memory pressure, a broken page reloaded in a loop)
+    /// should not leave the agent without a browser for the rest of it.
+    pub retry_failed_after: Option<Duration>,
 }
 
 impl Default for RestartPolicy {
@@ -139,6 +144,7 @@ impl Default for RestartPolicy {
             max_backoff: Duration::from_secs(30),
             max_restarts: 5,
             window: Duration::from_secs(300),
+            retry_failed_after: Some(Duration::from_secs(300)),
         }
     }
 }

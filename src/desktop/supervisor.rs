@@ -1,6 +1,7 @@
 //! The restart loop: wait for any child to exit or hang (`liveness`; a hung child is
 //! killed first), work out what must restart (everything if the display is gone), back
-//! off, restart, and give up after too many restarts.
+//! off, restart, and give up after too many restarts: stop everything, then start it all
+//! afresh after a pause (`RestartPolicy::retry_failed_after`).
 
 use std::collections::{HashMap, VecDeque};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -400,9 +401,27 @@ impl Supervisor {
                     });
                     self.events.publish(PlatformEvent::DesktopFailed {
                         child: failed.to_owned(),
-                        reason,
+                        reason: reason.clone(),
                     });
-                    return;
+                    let Some(pause) = self.cfg.restart.retry_failed_after else {
+                        return;
+                    };
+                    // Not for good: after a pause, everything is started afresh (the display
+                    // is gone, so `level_for` says all of it), counted as a first restart.
+                    info!(
+                        retry_in_s = pause.as_secs(),
+                        "the desktop is stopped; it is started afresh after a pause"
+                    );
+                    tokio::select! {
+                        _ = self.cancel.cancelled() => break 'supervise,
+                        _ = tokio::time::sleep(pause) => {}
+                    }
+                    recent.clear();
+                    reason = format!(
+                        "started afresh {} s after the desktop failed: {reason}",
+                        pause.as_secs()
+                    );
+                    continue;
                 }
                 self.status.send_replace(DesktopStatus::Restarting {
                     child: failed.to_owned(),

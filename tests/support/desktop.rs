@@ -61,6 +61,7 @@ pub fn config(dir: &Path) -> DesktopConfig {
             max_backoff: Duration::from_millis(400),
             max_restarts: 5,
             window: Duration::from_secs(120),
+            ..RestartPolicy::default()
         },
         stop_grace: Duration::from_secs(3),
         ..DesktopConfig::default()
