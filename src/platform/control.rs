@@ -328,6 +328,11 @@ async fn put_credentials(
     State(state): State<ControlState>,
     request: Request,
 ) -> Result<Json<Installed>, ApiError> {
+    // First: nothing about the request can change this answer, and the platform must not
+    // read a 413 or a 408 as a bundle to be fixed and sent again.
+    if !state.store.accepts_bundles() {
+        return Err(ApiError::BundlesDisabled);
+    }
     // A media type is case-insensitive and may carry parameters (RFC 9110 8.3.1).
     let octet_stream = |value: &header::HeaderValue| {
         value.to_str().is_ok_and(|v| {
@@ -397,9 +402,22 @@ mod tests {
     const TOKEN: &str = "0123456789abcdef0123";
 
     fn state() -> ControlState {
+        state_with(None)
+    }
+
+    /// A daemon that accepts bundles (none of the tests' bodies is a real one).
+    fn accepting_state() -> ControlState {
+        state_with(Some(crate::bundle::Opener {
+            sandbox_id: "sbx-1".into(),
+            sandbox_key: crate::keys::SandboxSecretKey::from_bytes([0x11; 32]),
+            trusted: vec![],
+        }))
+    }
+
+    fn state_with(opener: Option<crate::bundle::Opener>) -> ControlState {
         let store = Arc::new(Store::new(
             manifest(),
-            None,
+            opener,
             inert_injector(),
             EventBus::new(),
         ));
@@ -593,7 +611,7 @@ mod tests {
 
     #[tokio::test]
     async fn oversized_bundle_is_413_before_reading() {
-        let state = state();
+        let state = accepting_state();
         let request = Request::builder()
             .method(Method::PUT)
             .uri("/v1/credentials")
@@ -609,6 +627,37 @@ mod tests {
         assert!(std::str::from_utf8(&bytes)
             .unwrap()
             .contains("bundle_oversized"));
+    }
+
+    /// A daemon that takes no bundles says so whatever the push: not 413 for an oversized
+    /// one, 415 for a wrong type or 408 for a slow body, which would each read as a bundle
+    /// to fix and send again.
+    #[tokio::test]
+    async fn a_push_to_a_daemon_without_bundles_is_bundles_disabled_before_anything_else() {
+        let pushes = [
+            (header::CONTENT_LENGTH, (MAX_BUNDLE_BYTES + 1).to_string()),
+            (header::CONTENT_TYPE, "text/plain".to_owned()),
+        ];
+        for (name, value) in pushes {
+            let request = Request::builder()
+                .method(Method::PUT)
+                .uri("/v1/credentials")
+                .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+                .header(name.clone(), value.clone())
+                .body(Body::empty())
+                .unwrap();
+            let response = router(state()).oneshot(request).await.unwrap();
+            assert_eq!(response.status(), StatusCode::CONFLICT, "{name}: {value}");
+            let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+                .await
+                .unwrap();
+            assert!(
+                std::str::from_utf8(&bytes)
+                    .unwrap()
+                    .contains("bundles_disabled"),
+                "{name}: {value}"
+            );
+        }
     }
 
     /// `TCP_USER_TIMEOUT` (ms) of the socket in this process that serves `client`, found
