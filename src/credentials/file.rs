@@ -21,7 +21,8 @@ use crate::secret::{secret_bytes, ExposeSecret, SecretBytes};
 ///
 /// Refused: empty, `.`, `..`, over 255 bytes; `/`, `\` and NUL; control characters (C0,
 /// DEL, C1); invisible formatting characters that make a name display as something else
-/// (bidi overrides and isolates such as U+202E, zero-width characters, U+FEFF); and
+/// (Unicode's whole format category, Cf: bidi overrides and isolates such as U+202E,
+/// zero-width characters, U+FEFF, the soft hyphen, tag characters); and
 /// characters that look like a slash (U+2044, U+2215, U+FF0F, U+FF3C, …). Ordinary
 /// Unicode letters, digits, punctuation and spaces are allowed, as is a leading dot
 /// (`.npmrc` is a common upload).
@@ -40,12 +41,7 @@ pub fn check_filename(name: &str) -> Result<(), &'static str> {
             '/' | '\\' => return Err("must not contain / or \\"),
             '\0' => return Err("must not contain NUL"),
             c if c.is_control() => return Err("must not contain control characters"),
-            '\u{061C}'
-            | '\u{200B}'..='\u{200F}'
-            | '\u{202A}'..='\u{202E}'
-            | '\u{2060}'..='\u{2069}'
-            | '\u{FEFF}'
-            | '\u{FFF9}'..='\u{FFFB}' => {
+            c if is_format_character(c) => {
                 return Err("must not contain invisible or bidirectional formatting characters")
             }
             '\u{2044}' | '\u{2215}' | '\u{2216}' | '\u{2571}' | '\u{2572}' | '\u{29F5}'
@@ -56,6 +52,36 @@ pub fn check_filename(name: &str) -> Result<(), &'static str> {
         }
     }
     Ok(())
+}
+
+/// Unicode's format characters (general category Cf, Unicode 15.1): none is seen, and each
+/// changes how the text around it shows (direction, joining, hyphenation) or hides text
+/// (tag characters). Written out because no dependency of ours carries the category.
+fn is_format_character(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{0600}'..='\u{0605}'
+            | '\u{061C}'
+            | '\u{06DD}'
+            | '\u{070F}'
+            | '\u{0890}'..='\u{0891}'
+            | '\u{08E2}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{110BD}'
+            | '\u{110CD}'
+            | '\u{13430}'..='\u{1343F}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0001}'
+            | '\u{E0020}'..='\u{E007F}'
+    )
 }
 
 pub(super) fn parse_file(

@@ -332,6 +332,30 @@ fn invalid_documents() {
             "bidirectional",
         ),
         (
+            "filename soft hyphen",
+            json!({"connections": {"any_file": {"filename": "in\u{ad}voice.pdf", "content_base64": "aGk="}}}),
+            "connections[\"any_file\"].\"filename\"",
+            "invisible",
+        ),
+        (
+            "filename tag characters",
+            json!({"connections": {"any_file": {"filename": "a\u{e0041}\u{e0042}.pem", "content_base64": "aGk="}}}),
+            "connections[\"any_file\"].\"filename\"",
+            "invisible",
+        ),
+        (
+            "filename Mongolian vowel separator",
+            json!({"connections": {"any_file": {"filename": "a\u{180e}b", "content_base64": "aGk="}}}),
+            "connections[\"any_file\"].\"filename\"",
+            "invisible",
+        ),
+        (
+            "filename nominal digit shapes",
+            json!({"connections": {"any_file": {"filename": "a\u{206e}b", "content_base64": "aGk="}}}),
+            "connections[\"any_file\"].\"filename\"",
+            "invisible",
+        ),
+        (
             "filename fullwidth solidus",
             json!({"connections": {"any_file": {"filename": "a\u{ff0f}b", "content_base64": "aGk="}}}),
             "connections[\"any_file\"].\"filename\"",

@@ -177,6 +177,11 @@ const SUFFIX_FAMILIES: &[(&str, &str)] = &[
         "_CA_BUNDLE",
         "*_CA_BUNDLE variables decide which certificate authorities TLS trusts",
     ),
+    // httplib2, Node.js (NODE_EXTRA_CA_CERTS, also a NODE_ name).
+    (
+        "_CA_CERTS",
+        "*_CA_CERTS variables decide which certificate authorities TLS trusts",
+    ),
     // A JVM's, a build tool's or a sanitizer's start options (JAVA_OPTS, GRADLE_OPTS,
     // ASAN_OPTIONS, ELIXIR_ERL_OPTIONS): an option can load an agent or run code.
     ("_OPTS", "*_OPTS variables set how a program starts"),
@@ -202,6 +207,9 @@ const PROGRAM_NAMES: &[&str] = &[
     "TERMINAL",
     "PAGER",
     "MANPAGER",
+    // systemd's tools run these instead of PAGER and EDITOR.
+    "SYSTEMD_PAGER",
+    "SYSTEMD_EDITOR",
     "LESS",
     "LESSOPEN",
     "LESSCLOSE",
@@ -236,6 +244,9 @@ const TOOLCHAIN_NAMES: &[&str] = &[
     "PKG_CONFIG",
     "RUSTC",
     "RUSTDOC",
+    // Where gcc looks for the programs it runs (cc1, as, collect2).
+    "COMPILER_PATH",
+    "GCC_EXEC_PREFIX",
 ];
 
 /// Single names that decide how the process, its shell, its C library or a runtime
@@ -273,6 +284,8 @@ const STARTUP_NAMES: &[&str] = &[
     "RESOLV_HOST_CONF",
     "RES_OPTIONS",
     "TZDIR",
+    // A shell script every autoconf `configure` sources.
+    "CONFIG_SITE",
     // Libraries and runtimes that load code named by a variable.
     "OPENSSL_CONF",
     "OPENSSL_ENGINES",
@@ -316,6 +329,8 @@ const TRAFFIC_NAMES: &[&str] = &[
     "DOCKER_HOST",
     "SSLKEYLOGFILE",
     "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH",
+    // Deno's extra CA certificates.
+    "DENO_CERT",
 ];
 
 /// The Go toolchain's names: `GO` and a word without an underscore (`GOFLAGS`, `GOPROXY`,

@@ -281,6 +281,16 @@ fn names_that_steer_startup_are_refused_by_the_manifest() {
         "DOCKER_HOST",
         "SSLKEYLOGFILE",
         "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH",
+        // The third review's: each one passed (CONFIG_SITE is the default name of a
+        // connection `config`'s field `site`), and each runs a program or script of the
+        // value's choosing, or decides whom TLS trusts.
+        "CONFIG_SITE",
+        "COMPILER_PATH",
+        "GCC_EXEC_PREFIX",
+        "HTTPLIB2_CA_CERTS",
+        "DENO_CERT",
+        "SYSTEMD_PAGER",
+        "SYSTEMD_EDITOR",
     ];
     let second_review = second_review();
     for name in pinned.iter().chain(&second_review) {
