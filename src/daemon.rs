@@ -614,18 +614,24 @@ impl Daemon {
     }
 
     async fn run_agent(&self, signals: crate::agent::Signals) -> u8 {
-        let snapshot = self.store.snapshot();
-        let no_env = Vec::new();
-        let credentials = snapshot.as_ref().map(|m| &m.env).unwrap_or(&no_env);
         let cdp_url = self.started.desktop.as_ref().map(|d| d.cdp().http_url);
-        let plan = crate::agent::EnvPlan {
-            socket: &self.config.socket,
-            credentials_dir: &self.config.credentials_dir,
-            browser_cdp_url: cdp_url.as_deref(),
-            credentials,
-            user: self.agent_user.as_ref(),
+        // The snapshot only for this block: held across the agent's whole run, it would
+        // keep this version's secrets (every connect body, every env value) in memory long
+        // after a newer bundle replaced or withdrew them.
+        let env = {
+            let snapshot = self.store.snapshot();
+            let no_env = Vec::new();
+            let credentials = snapshot.as_ref().map(|m| &m.env).unwrap_or(&no_env);
+            let plan = crate::agent::EnvPlan {
+                socket: &self.config.socket,
+                credentials_dir: &self.config.credentials_dir,
+                browser_cdp_url: cdp_url.as_deref(),
+                credentials,
+                user: self.agent_user.as_ref(),
+            };
+            crate::agent::build_env(std::env::vars_os(), &plan)
         };
-        let env = match crate::agent::build_env(std::env::vars_os(), &plan) {
+        let env = match env {
             Ok(env) => env,
             Err(e) => {
                 let error = crate::api::error::error_chain(&e);

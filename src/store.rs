@@ -232,6 +232,18 @@ impl Store {
     #[doc(hidden)]
     pub fn install_materialized(&self, materialized: Materialized) -> u64 {
         let version = materialized.version;
+        if let Some(previous) = self.snapshot() {
+            let changed = env_changes(&previous.env, &materialized.env);
+            if !changed.is_empty() {
+                // Names are the manifest's, not secrets. An agent reads its environment
+                // once, at its start; the daemon cannot change it afterwards.
+                tracing::warn!(
+                    version,
+                    ?changed,
+                    "env-delivered credentials changed: an agent already running keeps the values it started with (ctx.connect, the files and the env file have the new ones)"
+                );
+            }
+        }
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(materialized));
         self.installed.send_replace(Some(version));
         self.events
@@ -273,6 +285,27 @@ impl Store {
         );
         Ok(version)
     }
+}
+
+/// The env names whose value differs between two installs: changed, added or withdrawn,
+/// in the order they first appear.
+fn env_changes<'a>(
+    old: &'a [(String, crate::secret::SecretString)],
+    new: &'a [(String, crate::secret::SecretString)],
+) -> Vec<&'a str> {
+    use crate::secret::ExposeSecret;
+    let value = |env: &'a [(String, crate::secret::SecretString)], name: &str| {
+        env.iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.expose_secret().as_bytes())
+    };
+    let mut changed: Vec<&str> = Vec::new();
+    for (name, _) in old.iter().chain(new) {
+        if !changed.contains(&name.as_str()) && value(old, name) != value(new, name) {
+            changed.push(name);
+        }
+    }
+    changed
 }
 
 fn state_of(mode: &AuthMode, snapshot: Option<&Materialized>, id: &str) -> ConnectionState {
@@ -405,6 +438,23 @@ mod tests {
 
     fn store() -> Store {
         Store::new(manifest(), None, inert_injector(), EventBus::new())
+    }
+
+    #[test]
+    fn env_changes_name_what_a_running_agent_would_miss() {
+        let env = |pairs: &[(&str, &str)]| -> Vec<(String, crate::secret::SecretString)> {
+            pairs
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), (*v).into()))
+                .collect()
+        };
+        let old = env(&[("A", "1"), ("B", "2"), ("C", "3")]);
+        // The same values: nothing to say.
+        assert!(env_changes(&old, &old).is_empty());
+        // Changed, withdrawn, added; an unchanged one is not named.
+        let new = env(&[("A", "1"), ("B", "two"), ("D", "4")]);
+        assert_eq!(env_changes(&old, &new), ["B", "C", "D"]);
+        assert_eq!(env_changes(&[], &old), ["A", "B", "C"]);
     }
 
     #[test]
