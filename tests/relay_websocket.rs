@@ -595,3 +595,42 @@ async fn a_vnc_server_that_does_not_read_leaves_the_viewer_idle() {
         }
     }
 }
+
+/// A viewer of a still screen (no byte either way) is pinged every `keepalive_interval`,
+/// so a proxy in front of it does not close the connection as idle; the pings (and the
+/// viewer's pongs) are not input, so a viewer that sends nothing else is still dropped
+/// after the idle timeout.
+#[tokio::test]
+async fn a_still_screen_is_kept_alive_with_pings_that_are_not_input() {
+    let limits = RelayLimits {
+        keepalive_interval: Duration::from_millis(200),
+        idle_timeout: Duration::from_secs(2),
+        ..RelayLimits::default()
+    };
+    let (_fake, mut server, mut ws, _up) = control_viewer_after_handshake_with(limits).await;
+    let relay = server.next_relay().await;
+    let started = std::time::Instant::now();
+    let mut pings = 0;
+    // tungstenite answers each Ping with a Pong as it reads.
+    while started.elapsed() < Duration::from_millis(1500) {
+        match tokio::time::timeout(DEADLINE, ws.next()).await.unwrap() {
+            Some(Ok(Message::Ping(payload))) => {
+                assert!(payload.is_empty(), "{payload:?}");
+                pings += 1;
+            }
+            Some(Ok(Message::Binary(_))) => {}
+            other => panic!("expected pings, got {other:?}"),
+        }
+    }
+    assert!(pings >= 4, "{pings} pings in 1.5 s at one per 200 ms");
+    let stats = tokio::time::timeout(Duration::from_secs(5), async {
+        // Keep reading (and answering) until the relay closes.
+        while let Some(Ok(_)) = ws.next().await {}
+        relay.wait().await
+    })
+    .await
+    .expect("relaying past the idle timeout")
+    .unwrap();
+    assert_eq!(stats.end, RelayEnd::Idle);
+    assert!(started.elapsed() >= Duration::from_secs(2));
+}

@@ -199,6 +199,12 @@ pub struct RelayLimits {
     /// 200 Mbit/s in 10 ms), and all a stalled one may cost. A viewer cut off learns the
     /// outcome from the session endpoint.
     pub stop_timeout: Duration,
+    /// A Ping is sent to the viewer this often (when nothing else is being written to it):
+    /// a still screen moves no byte either way, and the proxies in front of a viewer (nginx's
+    /// `proxy_read_timeout`, a cloud load balancer) close a connection idle for 60 s by
+    /// default, flashing "Connection lost" at the user and losing what they type meanwhile.
+    /// The browser answers by itself; neither the Ping nor its Pong is input.
+    pub keepalive_interval: Duration,
 }
 
 impl Default for RelayLimits {
@@ -212,6 +218,7 @@ impl Default for RelayLimits {
             connect_timeout: Duration::from_secs(5),
             close_timeout: Duration::from_secs(1),
             stop_timeout: Duration::from_millis(10),
+            keepalive_interval: Duration::from_secs(25),
         }
     }
 }

@@ -214,8 +214,26 @@ async fn pump(
         }
     };
 
+    // Pings the viewer every `keepalive_interval`, if the writer is free: a busy one is
+    // writing the screen already (or stuck on a viewer that does not read, which the idle
+    // branch deals with). Ends only with an error.
+    let keepalive = async {
+        let every = limits.keepalive_interval;
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Ok(mut writer) = ws_tx.try_lock() {
+                let ping = Frame::new(true, OpCode::Ping, None, Payload::Borrowed(&[]));
+                if let Err(e) = writer.send(ping).await {
+                    return Err(RelayError::WebSocket(e));
+                }
+            }
+        }
+    };
+
     let end = {
-        tokio::pin!(up, down, idle);
+        tokio::pin!(up, down, idle, keepalive);
         tokio::select! {
             biased;
             _ = stop.cancelled() => {
@@ -244,6 +262,7 @@ async fn pump(
             },
             r = &mut down => r,
             () = &mut idle => Ok(RelayEnd::Idle),
+            r = &mut keepalive => r,
         }
     };
     stats.server_bytes = down_stats.0;
