@@ -342,9 +342,12 @@ fn identity() {
     assert_eq!(endpoint.curl("auth", &[], "/v1/nope").0, 404);
 }
 
+/// On a daemon that takes bundles (one that takes none says `bundles_disabled` first,
+/// whatever the push).
 #[test]
 fn oversized_bundle_is_413() {
-    let endpoint = simple();
+    let keys = keys();
+    let endpoint = with_opener(&keys);
     let big = endpoint.dir.path().join("big");
     std::fs::write(&big, vec![0u8; MAX_BUNDLE_BYTES + 1]).unwrap();
     let (status, body) = endpoint.put_bundle(&big);
