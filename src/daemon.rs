@@ -139,6 +139,9 @@ fn store_error(e: &crate::store::StoreError, dev: bool) -> BootError {
         StoreError::Bundle(b) => b.exit_code(),
         StoreError::Contents(_) if dev => ExitCode::Manifest,
         StoreError::Contents(_) => ExitCode::BundleContents,
+        // Another user's entry where a connection's files go: the directory is not safe
+        // to use, as for the root itself.
+        StoreError::Inject(crate::inject::InjectError::Foreign { .. }) => ExitCode::Config,
         StoreError::Inject(_) => ExitCode::Io,
         StoreError::NoOpener => ExitCode::Internal,
     };

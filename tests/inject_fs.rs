@@ -376,24 +376,51 @@ fn failure_midway_keeps_the_old_version() {
     let inj = Injector::new(e.layout(None)).expect("new");
     inj.install(&manifest(), &creds("a"), 1).expect("v1");
 
-    // 1. A planted entry at the second directory's temporary name fails phase 1 after the
-    //    first directory ("db") was built.
-    symlink(&e.outside, e.root.join(".ssh_key.v2.tmp")).expect("plant");
-    let problem = unsafe_problem(inj.install(&manifest(), &creds("b"), 2));
-    assert!(problem.contains("temporary name"), "{problem}");
-    assert_eq!(fs::read(e.root.join("db/password")).expect("old"), b"pw-a");
-    assert_eq!(
-        fs::read(e.root.join("ssh_key/id_ed25519")).expect("old"),
-        b"key-a"
-    );
-    assert!(
-        !e.root.join(".db.v2.tmp").exists(),
-        "the built directory was removed"
-    );
-    assert!(fs::read_to_string(&e.env_file)
-        .expect("env")
-        .contains("sk-\\\"a\\\""));
-    fs::remove_file(e.root.join(".ssh_key.v2.tmp")).expect("unplant");
+    // 1. The second directory ("ssh_key") handed to another uid (only root can) fails
+    //    phase 1 after the first ("db") was built: refused as Foreign, naming it.
+    if is_root() {
+        std::os::unix::fs::chown(e.root.join("ssh_key"), Some(12345), Some(12345)).expect("chown");
+        match inj.install(&manifest(), &creds("b"), 2) {
+            Err(err @ InjectError::Foreign { .. }) => {
+                let text = err.to_string();
+                assert!(
+                    text.contains("connection ssh_key:")
+                        && text.contains(&format!(
+                            "{}/ssh_key/ belongs to uid 12345",
+                            e.root.display()
+                        )),
+                    "{text}"
+                );
+            }
+            other => panic!("expected Foreign, got {other:?}"),
+        }
+        assert_eq!(fs::read(e.root.join("db/password")).expect("old"), b"pw-a");
+        assert_eq!(
+            fs::read(e.root.join("ssh_key/id_ed25519")).expect("old"),
+            b"key-a"
+        );
+        assert_eq!(
+            fs::metadata(e.root.join("ssh_key")).expect("kept").uid(),
+            12345,
+            "left as it is"
+        );
+        assert_eq!(
+            tree(&e.root),
+            [
+                "db",
+                "db/password",
+                "db/user",
+                "ssh_key",
+                "ssh_key/id_ed25519"
+            ]
+            .map(PathBuf::from),
+            "the built directory was removed"
+        );
+        assert!(fs::read_to_string(&e.env_file)
+            .expect("env")
+            .contains("sk-\\\"a\\\""));
+        std::os::unix::fs::chown(e.root.join("ssh_key"), Some(0), Some(0)).expect("chown back");
+    }
 
     // 2. The env file's temporary name holds a tree too deep to clear: the write of the
     //    env file fails after every directory was built.
@@ -536,58 +563,194 @@ fn an_existing_root_the_agent_cannot_enter_is_refused() {
     }
 }
 
+/// Runs `program args` as the agent's user (as ourselves when the tests do not run as
+/// root), and insists it succeeds.
+fn as_agent(e: &Env, program: &str, args: &[&std::ffi::OsStr]) {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(args);
+    if is_root() {
+        // The temp dir above the root is 0700 root's: let the agent through it.
+        fs::set_permissions(&e.base, fs::Permissions::from_mode(0o711)).expect("chmod");
+        cmd.uid(NOBODY.uid).gid(NOBODY.gid);
+    }
+    let out = cmd.output().expect("spawn");
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// What the agent may do to its own connection directories between two installs — plant
+/// symlinks (one at a name the next version writes, one to a file outside), a
+/// subdirectory, a FIFO, open the directory to group and others, or put a symlink in the
+/// directory's place — does not stop the next install (it stopped every later one, the
+/// refresh of any connection, with an Unsafe error the platform saw as `internal`). Each
+/// directory is replaced whole, nothing is written or removed through a link, and nothing
+/// the agent planted is left.
 #[test]
-fn hostile_connection_dirs_are_refused() {
-    // A symlink at {root}/{id}.
+fn entries_the_agent_planted_do_not_block_the_next_install() {
+    let e = env();
+    let owner = is_root().then_some(NOBODY);
+    let inj = Injector::new(e.layout(owner)).expect("new");
+    inj.install(&manifest(), &creds("a"), 1).expect("v1");
+    fs::write(e.outside.join("keep"), b"keep").expect("outside file");
+
+    let (db, ssh_key) = (e.root.join("db"), e.root.join("ssh_key"));
+    let os = |p: &Path| p.as_os_str().to_owned();
+    let ln_s = |target: &Path, link: &Path| {
+        as_agent(&e, "ln", &["-s".as_ref(), &os(target), &os(link)]);
+    };
+    ln_s(&e.outside.join("keep"), &db.join("evil"));
+    as_agent(&e, "rm", &[&os(&db.join("password"))]);
+    ln_s(&e.outside.join("stolen"), &db.join("password"));
+    as_agent(&e, "mkdir", &[&os(&db.join("sub"))]);
+    ln_s(Path::new("/"), &db.join("sub/root"));
+    as_agent(&e, "mkfifo", &[&os(&db.join("fifo"))]);
+    as_agent(&e, "chmod", &["g+w,o+w".as_ref(), &os(&db)]);
+    as_agent(&e, "rm", &["-r".as_ref(), &os(&ssh_key)]);
+    ln_s(&e.outside, &ssh_key);
+    if let Some(o) = owner {
+        let link = fs::symlink_metadata(db.join("evil")).expect("planted");
+        assert_eq!(link.uid(), o.uid, "planted by the agent's user");
+    }
+
+    let m = inj
+        .install(&manifest(), &creds("b"), 2)
+        .expect("an install over what the agent planted");
+    assert_eq!(m.version, 2);
+    assert_eq!(
+        tree(&e.root),
+        [
+            "db",
+            "db/password",
+            "db/user",
+            "ssh_key",
+            "ssh_key/id_ed25519"
+        ]
+        .map(PathBuf::from),
+        "everything planted is gone"
+    );
+    assert_eq!(fs::read(db.join("password")).expect("file"), b"pw-b");
+    assert_eq!(fs::read(db.join("user")).expect("file"), b"admin");
+    assert_eq!(
+        fs::read(ssh_key.join("id_ed25519")).expect("file"),
+        b"key-b"
+    );
+    for (p, want) in [
+        (db.clone(), 0o700),
+        (ssh_key.clone(), 0o700),
+        (db.join("password"), 0o600),
+        (ssh_key.join("id_ed25519"), 0o600),
+    ] {
+        assert_eq!(mode(&p), want, "{}", p.display());
+        let md = fs::symlink_metadata(&p).expect("stat");
+        assert!(!md.file_type().is_symlink(), "{}", p.display());
+        if let Some(o) = owner {
+            assert_eq!((md.uid(), md.gid()), (o.uid, o.gid), "{}", p.display());
+        }
+    }
+    // The links' targets: the file outside untouched, nothing written where the link at
+    // a name the install writes pointed.
+    assert_eq!(fs::read(e.outside.join("keep")).expect("outside"), b"keep");
+    assert_eq!(tree(&e.outside), [PathBuf::from("keep")]);
+    inj.wipe().expect("wipe");
+    assert!(!e.root.exists(), "{:?}", tree(&e.root));
+    assert_eq!(fs::read(e.outside.join("keep")).expect("outside"), b"keep");
+}
+
+/// The name of an entry the agent planted is logged in its Debug form: a newline in it
+/// does not start a line of the daemon's log (the planted name ends in what looks like
+/// a line of ours).
+#[test]
+fn a_planted_name_cannot_forge_a_line_of_the_log() {
+    use grexal_sidecar::cli::LogFormat;
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("lock").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    const FORGED: &str = "1999-12-31T23:59:59.000000Z  INFO grexal_sidecar::daemon: FORGED LINE";
     let e = env();
     let inj = Injector::new(e.layout(None)).expect("new");
-    symlink(&e.outside, e.root.join("ssh_key")).expect("plant");
-    assert!(unsafe_problem(inj.install(&manifest(), &creds("a"), 1)).contains("is a symlink"));
+    inj.install(&manifest(), &creds("a"), 1).expect("v1");
+    symlink(
+        &e.outside,
+        e.root.join("db").join(format!("evil\n{FORGED}\r{FORGED}")),
+    )
+    .expect("plant");
+
+    let out = Captured::default();
+    let writer = out.clone();
+    let subscriber =
+        grexal_sidecar::telemetry::subscriber(LogFormat::Text, "info", move || writer.clone())
+            .expect("subscriber");
+    tracing::subscriber::with_default(subscriber, || {
+        inj.install(&manifest(), &creds("b"), 2).expect("v2");
+    });
+    let log = String::from_utf8(out.0.lock().expect("lock").clone()).expect("utf-8");
+    let lines: Vec<&str> = log.split(['\n', '\r']).collect();
+    let with_name: Vec<&&str> = lines.iter().filter(|l| l.contains("FORGED")).collect();
+    assert_eq!(with_name.len(), 1, "{log}");
+    assert!(
+        with_name[0].contains("WARN")
+            && with_name[0].contains("replacing a connection directory")
+            && with_name[0].contains("connection=\"db\"")
+            && with_name[0].contains(&format!("example=\"evil\\n{FORGED}\\r{FORGED}\"")),
+        "{log}"
+    );
+    assert!(!lines.iter().any(|l| l.starts_with("1999-12-31")), "{log}");
     e.assert_outside_untouched();
-    assert!(fs::symlink_metadata(e.root.join("ssh_key"))
-        .expect("link")
-        .file_type()
-        .is_symlink());
+}
 
-    // A symlink at {root}/{id}/{filename} in an existing directory.
-    let e = env();
-    let inj = Injector::new(e.layout(None)).expect("new");
-    fs::create_dir(e.root.join("ssh_key")).expect("dir");
-    fs::set_permissions(e.root.join("ssh_key"), fs::Permissions::from_mode(0o700)).expect("chmod");
-    symlink(e.outside.join("stolen"), e.root.join("ssh_key/id_ed25519")).expect("plant");
-    assert!(unsafe_problem(inj.install(&manifest(), &creds("a"), 1)).contains("contains a symlink"));
-    e.assert_outside_untouched();
-
-    // A world-writable directory at {root}/{id}.
-    let e = env();
-    let inj = Injector::new(e.layout(None)).expect("new");
-    fs::create_dir(e.root.join("db")).expect("dir");
-    fs::set_permissions(e.root.join("db"), fs::Permissions::from_mode(0o777)).expect("chmod");
-    assert!(unsafe_problem(inj.install(&manifest(), &creds("a"), 1))
-        .contains("writable by group or others"));
-
-    // A directory owned by another uid at {root}/{id}.
+/// What an install leaves alone: an entry of another uid at a connection's name (only
+/// root could put it there) is refused as Foreign and left as it is, with nothing
+/// installed; an entry at a temporary name (the name a daemon before the random nonce
+/// would have used, planted in advance) does not stop an install and is not followed.
+#[test]
+fn foreign_entries_are_refused_and_planted_temporary_names_do_not_matter() {
     if is_root() {
         let e = env();
         let inj = Injector::new(e.layout(Some(NOBODY))).expect("new");
         fs::create_dir(e.root.join("db")).expect("dir");
-        fs::set_permissions(e.root.join("db"), fs::Permissions::from_mode(0o700)).expect("chmod");
+        fs::write(e.root.join("db/keep"), b"keep").expect("file");
         std::os::unix::fs::chown(e.root.join("db"), Some(12345), Some(12345)).expect("chown");
-        assert!(
-            unsafe_problem(inj.install(&manifest(), &creds("a"), 1)).contains("owned by uid 12345")
-        );
+        match inj.install(&manifest(), &creds("a"), 1) {
+            Err(InjectError::Foreign {
+                connection, uid, ..
+            }) => assert_eq!((connection.as_str(), uid), ("db", 12345)),
+            other => panic!("expected Foreign, got {other:?}"),
+        }
+        assert_eq!(tree(&e.root), ["db", "db/keep"].map(PathBuf::from));
+        assert!(!e.env_file.exists(), "nothing installed");
     }
 
-    // A symlink at the temporary name (planted after startup).
     let e = env();
     let inj = Injector::new(e.layout(None)).expect("new");
     symlink(&e.outside, e.root.join(".db.v7.tmp")).expect("plant");
-    assert!(unsafe_problem(inj.install(&manifest(), &creds("a"), 7)).contains("temporary name"));
-    e.assert_outside_untouched();
-    assert!(
-        !e.root.join("db").exists() && !e.root.join("ssh_key").exists(),
-        "nothing installed"
+    symlink(&e.outside, e.root.join(".ssh_key.v7.tmp")).expect("plant");
+    inj.install(&manifest(), &creds("a"), 7).expect("install");
+    assert_eq!(fs::read(e.root.join("db/password")).expect("file"), b"pw-a");
+    assert_eq!(
+        fs::read(e.root.join("ssh_key/id_ed25519")).expect("file"),
+        b"key-a"
     );
+    e.assert_outside_untouched();
+    for planted in [".db.v7.tmp", ".ssh_key.v7.tmp"] {
+        assert!(fs::symlink_metadata(e.root.join(planted))
+            .expect("left")
+            .file_type()
+            .is_symlink());
+    }
 }
 
 #[test]

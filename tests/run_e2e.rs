@@ -370,6 +370,19 @@ fn a_newer_bundle_pushed_later_replaces_the_credentials_and_an_older_one_is_refu
     .expect("identity");
     assert_eq!(unauthorized.status, 401);
 
+    // What an agent may do to its directory between two pushes: a symlink to a file
+    // outside, named to forge a line of the daemon's log, and the directory opened to
+    // group and others. It blocked every later push (500 internal) until removed.
+    const FORGED: &str = "1999-12-31T23:59:59.000000Z  INFO grexal_sidecar::daemon: FORGED LINE";
+    let outside = fx.path("outside");
+    std::fs::write(&outside, b"keep").expect("outside");
+    let smtp = fx.path("creds-root/smtp");
+    std::os::unix::fs::symlink(&outside, smtp.join(format!("evil\n{FORGED}"))).expect("plant");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&smtp, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    }
+
     let pushed = http_tcp(addr, "PUT", "/v1/credentials", Some(token), Some(&v2)).expect("push v2");
     assert_eq!(
         pushed.status,
@@ -384,6 +397,29 @@ fn a_newer_bundle_pushed_later_replaces_the_credentials_and_an_older_one_is_refu
         "the next ctx.connect returns the new value"
     );
     assert!(key_path.exists(), "file_path is stable across versions");
+    let mut smtp_files: Vec<_> = std::fs::read_dir(&smtp)
+        .expect("smtp")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    smtp_files.sort();
+    assert_eq!(
+        smtp_files,
+        ["password", "username"],
+        "the planted link is gone"
+    );
+    assert_eq!(
+        std::fs::read(smtp.join("password")).expect("file"),
+        SMTP_PASSWORD.as_bytes()
+    );
+    assert_eq!(std::fs::read(&outside).expect("outside"), b"keep");
+    let log = daemon.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("replacing a connection directory")
+                && l.contains(&format!("example=\"evil\\n{FORGED}\""))),
+        "{log}"
+    );
+    assert!(!log.lines().any(|l| l.starts_with("1999-12-31")), "{log}");
 
     let replay =
         http_tcp(addr, "PUT", "/v1/credentials", Some(token), Some(&v1_again)).expect("push v1");

@@ -47,6 +47,10 @@ pub enum ApiError {
     BundleContents(#[source] crate::credentials::CredentialsError),
     #[error("this daemon does not accept bundles")]
     BundlesDisabled,
+    /// Where a connection's files go, the credentials root holds an entry of another user,
+    /// which the injector does not remove; nothing was changed.
+    #[error("credentials not written")]
+    CredentialsDirForeign(#[source] crate::inject::InjectError),
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 
@@ -85,6 +89,7 @@ impl ApiError {
             ApiError::Bundle(e) => e.code(),
             ApiError::BundleContents(_) => "bundle_contents",
             ApiError::BundlesDisabled => "bundles_disabled",
+            ApiError::CredentialsDirForeign(_) => "credentials_dir_foreign",
             ApiError::Internal(_)
             | ApiError::UnsafeDir { .. }
             | ApiError::NotASocket { .. }
@@ -112,7 +117,9 @@ impl ApiError {
             ApiError::Bundle(e) => bundle_status(e),
             ApiError::BundleContents(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::BundlesDisabled => StatusCode::CONFLICT,
-            ApiError::Internal(_)
+            // The sandbox's own state, which only its operator can fix.
+            ApiError::CredentialsDirForeign(_)
+            | ApiError::Internal(_)
             | ApiError::UnsafeDir { .. }
             | ApiError::NotASocket { .. }
             | ApiError::SocketInUse { .. }
@@ -141,6 +148,9 @@ impl ApiError {
             ApiError::Bundle(e) => bundle_message(e),
             ApiError::BundleContents(_) => "bundle contents do not match the manifest",
             ApiError::BundlesDisabled => "this daemon does not accept sealed bundles",
+            ApiError::CredentialsDirForeign(_) => {
+                "the credentials directory holds another user's entry where a connection's files go; the previous credentials stay"
+            }
             ApiError::Internal(_) | ApiError::UnsafeDir { .. } | ApiError::NotASocket { .. } | ApiError::SocketInUse { .. } | ApiError::Socket { .. } => {
                 "internal error"
             }
@@ -206,6 +216,9 @@ impl From<StoreError> for ApiError {
             StoreError::NoOpener => ApiError::BundlesDisabled,
             StoreError::Bundle(e) => ApiError::Bundle(e),
             StoreError::Contents(e) => ApiError::BundleContents(e),
+            StoreError::Inject(e @ crate::inject::InjectError::Foreign { .. }) => {
+                ApiError::CredentialsDirForeign(e)
+            }
             StoreError::Inject(e) => ApiError::internal(e),
         }
     }
@@ -350,6 +363,23 @@ mod tests {
                 "bundle_contents",
             ),
             (ApiError::BundlesDisabled, 409, "bundles_disabled"),
+            (
+                ApiError::from(StoreError::Inject(crate::inject::InjectError::Foreign {
+                    connection: "db".into(),
+                    path: "/etc/grexal/db/".into(),
+                    uid: 12345,
+                })),
+                500,
+                "credentials_dir_foreign",
+            ),
+            (
+                ApiError::from(StoreError::Inject(crate::inject::InjectError::Io {
+                    connection: "db".into(),
+                    source: io(),
+                })),
+                500,
+                "internal",
+            ),
             (ApiError::internal(io()), 500, "internal"),
             (
                 ApiError::Socket {

@@ -66,6 +66,36 @@ pub(crate) fn is_symlink(st: &FileStat) -> bool {
     SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFLNK
 }
 
+/// What a directory entry is, from its `lstat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    File,
+    Dir,
+    Symlink,
+    /// A FIFO, a socket or a device node.
+    Special,
+}
+
+impl Kind {
+    pub(crate) fn of(st: &FileStat) -> Self {
+        match SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT {
+            SFlag::S_IFREG => Kind::File,
+            SFlag::S_IFDIR => Kind::Dir,
+            SFlag::S_IFLNK => Kind::Symlink,
+            _ => Kind::Special,
+        }
+    }
+
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            Kind::File => "a regular file",
+            Kind::Dir => "a directory",
+            Kind::Symlink => "a symlink",
+            Kind::Special => "a FIFO, socket or device node",
+        }
+    }
+}
+
 /// Whether group or others may write: such a directory can have entries swapped by anyone.
 pub(crate) fn is_group_or_world_writable(st: &FileStat) -> bool {
     st.st_mode & 0o022 != 0

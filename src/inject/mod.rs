@@ -10,23 +10,32 @@
 //! - Only connections that have files get a directory: `file_upload` (`{id}/{filename}`)
 //!   and `secret_input` with `delivery: "file"` (`{id}/{field_name}`, one file per field).
 //!   Directories are 0700 and files 0600, owned by `layout.owner` when set.
-//! - An install builds every new directory as `.{id}.v{version}.tmp` inside the root, then
-//!   swaps each into place with `renameat2(RENAME_EXCHANGE)` (or `RENAME_NOREPLACE` when
-//!   there is none yet), renames the env file into place, and only then removes the old
-//!   versions. A failure before the last swap rolls back the swaps already made, so every
-//!   connection keeps its old version; a reader of `{id}/{file}` sees the whole old or the
-//!   whole new directory. Directories of connections that lost their credential are
-//!   removed after the swap.
+//! - An install builds every new directory as `.{id}.v{version}.{nonce}.tmp` inside the
+//!   root (`nonce` random: the root is the agent's by default, and a name it could predict
+//!   it could take first), then swaps each into place with `renameat2(RENAME_EXCHANGE)`
+//!   (or `RENAME_NOREPLACE` when there is none yet), renames the env file into place, and
+//!   only then removes the old versions. A failure before the last swap rolls back the
+//!   swaps already made, so every connection keeps its old version; a reader of
+//!   `{id}/{file}` sees the whole old or the whole new directory. Directories of
+//!   connections that lost their credential are removed after the swap.
 //! - A previous run killed before its `wipe` leaves its directories behind. The first
 //!   install of a process adopts them as written: for each connection the manifest
 //!   declares, a real directory (not a symlink) at `{id}` owned by the daemon's euid or the
 //!   owner. So a connection that lost its credential meanwhile has its directory removed
 //!   after the swap (or by `wipe`), like one withdrawn within a run. Nothing else in the
 //!   root is touched: not undeclared names, not files or symlinks at a declared name.
-//! - An existing `{id}` is replaced only if it is a real directory owned by the daemon's
-//!   euid or the owner, not group/world writable, and holds no symlink; otherwise the
-//!   install fails with [`InjectError::Unsafe`]. A symlink or foreign entry at a temporary
-//!   name fails the same way; our own leftovers there are removed.
+//! - An existing `{id}` owned by the daemon's euid or the owner is replaced whole, whatever
+//!   it is and holds: a directory of any mode with symlinks or subdirectories in it, or a
+//!   symlink or file the agent put in its place. The exchange moves that entry itself (a
+//!   rename never follows a link), and `fsops::remove_tree` unlinks a link without
+//!   following it and descends only through `O_NOFOLLOW` fds, so nothing is read or written
+//!   through it; refusing it would only let the agent block every later install (a token
+//!   refresh of any connection) with one `ln -s`. What was unusual about it is logged at
+//!   warn, entry names in their `Debug` form (a name may hold a newline). An entry of any
+//!   other uid is not ours to remove: it is left as it is and the install fails with
+//!   [`InjectError::Foreign`] (`credentials_dir_foreign` on the wire), changing nothing.
+//!   A temporary name found taken (a collision of random names) is never reused: another
+//!   nonce is drawn.
 //! - `wipe` unlinks without overwriting contents first: on journaling filesystems and
 //!   flash an overwrite gives no guarantee, and the sandbox is destroyed after the run.
 //! - An existing root is validated but its mode and owner are left as they are; a root we
@@ -88,6 +97,18 @@ pub enum InjectError {
     UnsafeRoot { path: String, problem: String },
     #[error("connection {connection}: {problem}")]
     Unsafe { connection: String, problem: String },
+    /// Something at a connection's path that belongs to neither the daemon nor the agent's
+    /// user: not ours to replace or remove, so the install is refused and changes nothing.
+    #[error(
+        "connection {connection}: {path} belongs to uid {uid}, neither the daemon's nor the \
+         agent user's; it is left as it is and no credential was changed (remove it, or give \
+         the daemon its own --credentials-dir)"
+    )]
+    Foreign {
+        connection: String,
+        path: String,
+        uid: u32,
+    },
     #[error("writing credentials for connection {connection} failed")]
     Io {
         connection: String,
@@ -169,16 +190,27 @@ fn conn_io(connection: &str, e: Errno) -> InjectError {
     }
 }
 
-fn temp_name(id: &str, version: u64) -> OsString {
-    OsString::from(format!(".{id}.v{version}.tmp"))
+/// The temporary name of a connection's new directory: `.{id}.v{version}.{nonce}.tmp`.
+fn temp_name(id: &str, version: u64, nonce: u64) -> OsString {
+    OsString::from(format!(".{id}.v{version}.{nonce:016x}.tmp"))
 }
 
-/// Whether `name` has the shape of our temporary directory names.
+/// Whether `name` has the shape of our temporary directory names, with a nonce or
+/// without (the shape of daemons before the nonce, whose leftovers are ours as well).
 fn is_temp_name(name: &OsStr) -> bool {
     let Some(s) = name.to_str() else { return false };
-    let Some(inner) = s.strip_prefix('.').and_then(|s| s.strip_suffix(".tmp")) else {
+    let Some(mut inner) = s.strip_prefix('.').and_then(|s| s.strip_suffix(".tmp")) else {
         return false;
     };
+    if let Some((rest, nonce)) = inner.rsplit_once('.') {
+        if nonce.len() == 16
+            && nonce
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
+            inner = rest;
+        }
+    }
     match inner.rsplit_once(".v") {
         Some((id, v)) => is_safe_id(id) && !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()),
         None => false,
@@ -260,7 +292,7 @@ impl Injector {
             source: fsops::errno(e),
         })?;
         for name in stale.iter().filter(|n| is_temp_name(n)) {
-            tracing::info!(name = %name.to_string_lossy(), "removing a stale temporary directory");
+            tracing::info!(?name, "removing a stale temporary directory");
             fsops::remove_tree(root.fd.as_raw_fd(), name).map_err(|e| InjectError::Dir {
                 path: root_str.clone(),
                 source: fsops::errno(e),
@@ -526,9 +558,9 @@ impl Injector {
     /// Adds to `written` the directories a previous run of the daemon left (it was killed
     /// before its `wipe`): for each declared connection, a real directory at `{id}` owned by
     /// the daemon's euid or the owner. Anything else at such a name is left as it is; an
-    /// install that writes that connection refuses it in `check_existing`.
+    /// install that writes that connection replaces it if it is the daemon's or the agent
+    /// user's and refuses it otherwise (`check_existing`).
     fn adopt_leftovers(&self, manifest: &Manifest, written: &mut BTreeSet<String>) {
-        let euid = geteuid().as_raw();
         for conn in &manifest.connections {
             let id = conn.id.as_str();
             if !is_safe_id(id) || written.contains(id) {
@@ -536,11 +568,7 @@ impl Injector {
             }
             match fsops::lstat_at(self.root_fd(), OsStr::new(id)) {
                 Ok(None) => {}
-                Ok(Some(st))
-                    if fsops::is_dir(&st)
-                        && (st.st_uid == euid
-                            || self.layout.owner.is_some_and(|o| o.uid == st.st_uid)) =>
-                {
+                Ok(Some(st)) if fsops::is_dir(&st) && self.owns(st.st_uid) => {
                     tracing::info!(connection = %id, "adopting a connection directory a previous run left");
                     written.insert(id.to_owned());
                 }
@@ -554,72 +582,47 @@ impl Injector {
         }
     }
 
-    /// Checks what is at `{root}/{id}` now: nothing, or a directory safe to replace.
+    /// Whether `uid` is the daemon's or the agent user's: an entry of theirs in the root is
+    /// ours to replace and remove.
+    fn owns(&self, uid: u32) -> bool {
+        uid == geteuid().as_raw() || self.layout.owner.is_some_and(|o| o.uid == uid)
+    }
+
+    /// Checks what is at `{root}/{id}` now: nothing (`false`), or an entry of the daemon or
+    /// the agent's user (`true`), which the install exchanges out and removes whole,
+    /// whatever it is and holds (the module docs say why that is safe). What is unusual
+    /// about it is logged; an entry of another uid is refused, [`InjectError::Foreign`].
     fn check_existing(&self, id: &str) -> Result<bool, InjectError> {
         let name = OsStr::new(id);
         let Some(st) = fsops::lstat_at(self.root_fd(), name).map_err(|e| conn_io(id, e))? else {
             return Ok(false);
         };
-        let shown = self.file_path(id, "");
-        if fsops::is_symlink(&st) {
-            return Err(unsafe_conn(
-                id,
-                format!("{shown} is a symlink; refusing to replace it"),
-            ));
+        if !self.owns(st.st_uid) {
+            return Err(InjectError::Foreign {
+                connection: id.to_owned(),
+                path: self.file_path(id, ""),
+                uid: st.st_uid,
+            });
         }
-        if !fsops::is_dir(&st) {
-            return Err(unsafe_conn(
-                id,
-                format!("{shown} exists and is not a directory"),
-            ));
-        }
-        let dir = match fsops::open_dir(self.root_fd(), name) {
-            Ok(fd) => fd,
-            Err(Errno::ELOOP) | Err(Errno::ENOTDIR) => {
-                return Err(unsafe_conn(
-                    id,
-                    format!("{shown} was replaced by a symlink"),
-                ));
-            }
-            Err(e) => return Err(conn_io(id, e)),
-        };
-        let st = fsops::fstat(&dir).map_err(|e| conn_io(id, e))?;
-        let euid = geteuid().as_raw();
-        if st.st_uid != euid && self.layout.owner.is_none_or(|o| o.uid != st.st_uid) {
-            return Err(unsafe_conn(
-                id,
-                format!(
-                    "{shown} is owned by uid {}, not by the daemon or the agent's user",
-                    st.st_uid
-                ),
-            ));
-        }
-        if fsops::is_group_or_world_writable(&st) {
-            return Err(unsafe_conn(
-                id,
-                format!("{shown} is writable by group or others"),
-            ));
-        }
-        for entry in fsops::list(dir.as_raw_fd()).map_err(|e| conn_io(id, e))? {
-            if let Some(st) =
-                fsops::lstat_at(dir.as_raw_fd(), &entry).map_err(|e| conn_io(id, e))?
-            {
-                if fsops::is_symlink(&st) {
-                    return Err(unsafe_conn(
-                        id,
-                        format!(
-                            "{shown} contains a symlink ({}); refusing to replace it",
-                            entry.to_string_lossy()
-                        ),
-                    ));
-                }
-            }
+        let odd = Oddities::of(self.root_fd(), name, &st);
+        if odd.any() {
+            tracing::warn!(
+                connection = id,
+                kind = odd.kind,
+                mode = odd.mode.map(|m| format!("{m:04o}")).as_deref(),
+                symlinks = odd.symlinks,
+                subdirectories = odd.subdirectories,
+                special_files = odd.special,
+                example = odd.example.as_deref().map(tracing::field::debug),
+                "replacing a connection directory that was changed after it was written: it \
+                 is exchanged out and removed whole, nothing in it is followed"
+            );
         }
         Ok(true)
     }
 
-    /// Builds `{root}/.{id}.v{version}.tmp` with the connection's files. On failure the
-    /// temporary directory is removed.
+    /// Builds `{root}/.{id}.v{version}.{nonce}.tmp` with the connection's files. On failure
+    /// the temporary directory is removed.
     fn prepare_dir(
         &self,
         id: &str,
@@ -627,30 +630,7 @@ impl Injector {
         version: u64,
     ) -> Result<Prepared, InjectError> {
         let has_old = self.check_existing(id)?;
-        let temp = temp_name(id, version);
-        let root = self.root_fd();
-        match fsops::mkdir(root, &temp) {
-            Ok(()) => {}
-            Err(Errno::EEXIST) => {
-                // Our own leftover (a real directory we own) is removed; anything else at
-                // this name was planted.
-                let st = fsops::lstat_at(root, &temp).map_err(|e| conn_io(id, e))?;
-                let ours =
-                    st.is_some_and(|st| fsops::is_dir(&st) && st.st_uid == geteuid().as_raw());
-                if !ours {
-                    return Err(unsafe_conn(
-                        id,
-                        format!(
-                            "the temporary name {} is taken by something we did not create",
-                            temp.to_string_lossy()
-                        ),
-                    ));
-                }
-                fsops::remove_tree(root, &temp).map_err(|e| conn_io(id, e))?;
-                fsops::mkdir(root, &temp).map_err(|e| conn_io(id, e))?;
-            }
-            Err(e) => return Err(conn_io(id, e)),
-        }
+        let temp = self.make_temp_dir(id, version)?;
         let prepared = Prepared {
             id: id.to_owned(),
             temp,
@@ -663,6 +643,24 @@ impl Injector {
                 Err(e)
             }
         }
+    }
+
+    /// Creates an empty directory at a fresh temporary name and returns the name. A name
+    /// that is taken (by what no one could have known we would pick) is left alone: what
+    /// is there is not ours to remove, and another nonce is drawn.
+    fn make_temp_dir(&self, id: &str, version: u64) -> Result<OsString, InjectError> {
+        const ATTEMPTS: usize = 4;
+        for _ in 0..ATTEMPTS {
+            let temp = temp_name(id, version, rand::random());
+            match fsops::mkdir(self.root_fd(), &temp) {
+                Ok(()) => return Ok(temp),
+                Err(Errno::EEXIST) => {
+                    tracing::warn!(connection = id, name = ?temp, "a temporary name is taken; drawing another");
+                }
+                Err(e) => return Err(conn_io(id, e)),
+            }
+        }
+        Err(conn_io(id, Errno::EEXIST))
     }
 
     fn fill_dir(&self, p: &Prepared, files: &[(OsString, &[u8])]) -> Result<(), InjectError> {
@@ -766,6 +764,63 @@ fn remove_if_created_and_empty(dir: &HeldDir) {
         Err(error) => {
             tracing::warn!(path = %dir.path.display(), %error, "leaving a directory we created");
         }
+    }
+}
+
+/// What is unusual about an entry at a connection's name, for the log: nothing for a
+/// 0700 directory holding only regular files, as the injector writes it.
+#[derive(Debug, Default)]
+struct Oddities {
+    /// What the entry is when it is not a directory.
+    kind: Option<&'static str>,
+    /// The directory's mode when it is not 0700.
+    mode: Option<u32>,
+    symlinks: usize,
+    subdirectories: usize,
+    /// FIFOs, sockets and device nodes.
+    special: usize,
+    /// The name of the first unusual entry in the directory, as it is (it may hold any
+    /// byte but `/` and NUL): logged only in its `Debug` form.
+    example: Option<OsString>,
+}
+
+impl Oddities {
+    /// Looks at `name` in `dir` (whose `lstat` is `st`) and at the entries of a directory
+    /// there, through an fd opened with `O_NOFOLLOW`, following nothing. Best effort: what
+    /// cannot be looked at (it changed meanwhile) is not reported.
+    fn of(dir: RawFd, name: &OsStr, st: &nix::sys::stat::FileStat) -> Self {
+        let mut odd = Oddities::default();
+        let kind = fsops::Kind::of(st);
+        if kind != fsops::Kind::Dir {
+            odd.kind = Some(kind.describe());
+            return odd;
+        }
+        if st.st_mode & 0o7777 != 0o700 {
+            odd.mode = Some(st.st_mode & 0o7777);
+        }
+        let Ok(fd) = fsops::open_dir(dir, name) else {
+            return odd;
+        };
+        for entry in fsops::list(fd.as_raw_fd()).unwrap_or_default() {
+            let Ok(Some(st)) = fsops::lstat_at(fd.as_raw_fd(), &entry) else {
+                continue;
+            };
+            let count = match fsops::Kind::of(&st) {
+                fsops::Kind::File => continue,
+                fsops::Kind::Symlink => &mut odd.symlinks,
+                fsops::Kind::Dir => &mut odd.subdirectories,
+                fsops::Kind::Special => &mut odd.special,
+            };
+            *count += 1;
+            odd.example.get_or_insert(entry);
+        }
+        odd
+    }
+
+    fn any(&self) -> bool {
+        self.kind.is_some()
+            || self.mode.is_some()
+            || self.symlinks + self.subdirectories + self.special > 0
     }
 }
 

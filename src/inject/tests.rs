@@ -5,8 +5,17 @@ use super::*;
 
 #[test]
 fn temp_names() {
-    assert_eq!(temp_name("open-ai", 12), OsString::from(".open-ai.v12.tmp"));
+    assert_eq!(
+        temp_name("open-ai", 12, 0xab),
+        OsString::from(".open-ai.v12.00000000000000ab.tmp")
+    );
     let cases = [
+        (".db.v3.0123456789abcdef.tmp", true),
+        (".db.v3.0123456789ABCDEF.tmp", false),
+        (".db.v3.0123456789abcde.tmp", false),
+        (".db.0123456789abcdef.tmp", false),
+        (".a.b.v3.0123456789abcdef.tmp", false),
+        // The shape before the nonce: a leftover of an older daemon is ours as well.
         (".db.v3.tmp", true),
         (".open-ai.v0.tmp", true),
         (".a.b.v3.tmp", false),
