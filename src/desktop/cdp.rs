@@ -74,7 +74,8 @@ pub(crate) async fn prove(ws_url: &str) -> Result<(), DesktopError> {
         .version()
         .await
         .map_err(|source| DesktopError::Cdp { source })?;
-    debug!(product = %version.product, "cdp answered");
+    // Debug: whoever answers on the CDP port chooses the text.
+    debug!(product = ?version.product, "cdp answered");
     Ok(())
 }
 

@@ -342,7 +342,9 @@ async fn drain(mut stream: impl AsyncRead + Unpin) {
         if logged < MAX_LOG_LINES_PER_SEC {
             logged += 1;
             let text = String::from_utf8_lossy(line);
-            debug!(line = %text.trim_end(), truncated = *cut, "child output");
+            // Debug: the line is the child's (Chromium's, run as the agent's user), and a
+            // `\r` or an escape sequence in it must not reach our log as it is.
+            debug!(line = ?text.trim_end(), truncated = *cut, "child output");
         } else {
             dropped += 1;
         }

@@ -50,7 +50,10 @@ pub(crate) fn parse_x11_setup(reply: &[u8]) -> X11Setup {
             .get(8..8 + len)
             .or_else(|| reply.get(8..))
             .unwrap_or_default();
-        return X11Setup::Refused(String::from_utf8_lossy(reason).into_owned());
+        // The server's own words, logged: escaped, so a line break in them (whoever
+        // listens on the display's socket chooses them) cannot start a line of our log.
+        let reason = String::from_utf8_lossy(reason).escape_debug().to_string();
+        return X11Setup::Refused(reason);
     }
     let body = &reply[8..];
     let u16_at = |off: usize| {
@@ -584,6 +587,10 @@ mod tests {
             (
                 [vec![0, 4, 11, 0, 0, 0, 1, 0], b"nope".to_vec()].concat(),
                 X11Setup::Refused("nope".into()),
+            ),
+            (
+                [vec![0, 8, 11, 0, 0, 0, 2, 0], b"no\nFORGE".to_vec()].concat(),
+                X11Setup::Refused("no\\nFORGE".into()),
             ),
             (vec![1, 0, 11], X11Setup::Malformed("short header")),
             (

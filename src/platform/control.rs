@@ -288,7 +288,7 @@ async fn require_bearer(
     if !state.token.verify(header) {
         if let Some(suppressed) = state.log_limiter.check() {
             let remote = request.extensions().get::<RemoteAddr>().map(|r| r.0);
-            tracing::warn!(remote = ?remote, path = %request.uri().path(), suppressed, "control request refused: bad bearer token");
+            tracing::warn!(remote = ?remote, path = ?request.uri().path(), suppressed, "control request refused: bad bearer token");
         }
         return ApiError::Unauthorized.into_response();
     }
