@@ -254,13 +254,26 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// `error: cause: cause`, for logs.
+/// `error: cause: cause`, on one line, for logs and the daemon's last words. A control
+/// character is written as its escape (`\n`, `\u{1b}`): a cause may carry text from
+/// elsewhere (an OS message, a CDP error relayed by the browser, a peer's HTTP error), and
+/// a raw newline in it would print as a log line of its own, forged.
 pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
+    fn push_escaped(text: &mut String, part: &str) {
+        for c in part.chars() {
+            if c.is_control() {
+                text.extend(c.escape_default());
+            } else {
+                text.push(c);
+            }
+        }
+    }
+    let mut text = String::new();
+    push_escaped(&mut text, &error.to_string());
     let mut source = error.source();
     while let Some(cause) = source {
         text.push_str(": ");
-        text.push_str(&cause.to_string());
+        push_escaped(&mut text, &cause.to_string());
         source = cause.source();
     }
     text
@@ -408,6 +421,14 @@ mod tests {
     fn internal_chain_is_logged_text_only() {
         let error = ApiError::internal(std::io::Error::other("disk on fire"));
         assert_eq!(error_chain(&error), "internal error: disk on fire");
+        // A cause's control characters are escaped: it stays one line.
+        let forged = ApiError::internal(std::io::Error::other(
+            "no\n2026-11-25T00:00:00Z  INFO grexal_sidecar::daemon: FORGED\r\u{1b}[2K",
+        ));
+        assert_eq!(
+            error_chain(&forged),
+            "internal error: no\\n2026-11-25T00:00:00Z  INFO grexal_sidecar::daemon: FORGED\\r\\u{1b}[2K"
+        );
         assert_eq!(error.public_message(), "internal error");
     }
 }
