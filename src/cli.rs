@@ -269,9 +269,24 @@ pub struct RunArgs {
     /// Base URL (http:// or https://, with no query or fragment) under which the
     /// platform's edge reaches the control endpoint; viewer URLs are built from it. Defaults
     /// to http:// and the address the control endpoint bound (the port chosen when
-    /// --control-listen gave port 0); refused without --control-listen.
+    /// --control-listen gave port 0); refused without --control-listen. It may have a
+    /// path, but the daemon serves /takeover/... and /v1/... at its root: the edge must
+    /// strip the path, mapping {public_url}/... to /... on the control endpoint, and must
+    /// pass WebSocket upgrades through to the daemon as HTTP/1.1 Upgrade requests.
     #[arg(long, env = "GREXAL_PUBLIC_URL", requires = "control_listen")]
     pub public_url: Option<String>,
+
+    /// Most simultaneous connections on the control endpoint, the viewer's included,
+    /// 32..=65536; the last 16 are kept for the platform's requests (under /v1/, with the
+    /// bearer token). Behind an edge that opens a connection per request in flight, each
+    /// viewer page load takes over 40 at once. Refused without --control-listen.
+    #[arg(
+        long,
+        env = "GREXAL_CONTROL_MAX_CONNECTIONS",
+        default_value_t = 256,
+        requires = "control_listen"
+    )]
+    pub control_max_connections: u64,
 }
 
 #[derive(Debug, Args)]
@@ -446,6 +461,10 @@ mod tests {
                 Err(ErrorKind::MissingRequiredArgument),
             ),
             (
+                &[&["--control-max-connections", "64"]],
+                Err(ErrorKind::MissingRequiredArgument),
+            ),
+            (
                 &[&key, &bundle, &listen, &token, &["--bundle-timeout", "5"]],
                 Err(ErrorKind::ArgumentConflict),
             ),
@@ -453,6 +472,10 @@ mod tests {
             (&[], Ok(())),
             (&[&listen, &token, &["--public-url", "https://e"]], Ok(())),
             (&[&listen, &token, &["--bundle-timeout", "5"]], Ok(())),
+            (
+                &[&listen, &token, &["--control-max-connections", "64"]],
+                Ok(()),
+            ),
             (&[&["--public-key-out", "/p"]], Ok(())),
             (&[&key, &bundle], Ok(())),
             (&[&key, &bundle, &listen, &token], Ok(())),

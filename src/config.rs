@@ -90,6 +90,8 @@ pub struct ControlSettings {
     /// `--public-url`, without a trailing slash. `None`: the daemon uses the address it
     /// bound (`--control-listen` may give port 0).
     pub public_url: Option<String>,
+    /// `--control-max-connections`, the platform's reserve included.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -199,6 +201,15 @@ pub const API_MAX_CONNECTIONS: FlagRange = FlagRange {
     max: 65_536,
     unit: "connections",
 };
+/// `--control-max-connections`: at least the platform's reserve and as many again for
+/// everyone else (the viewer); at most what `--api-max-connections` takes, for the same
+/// reasons (an fd each; the semaphore's own limit).
+pub const CONTROL_MAX_CONNECTIONS: FlagRange = FlagRange {
+    flag: "control-max-connections",
+    min: 2 * crate::platform::control::PLATFORM_RESERVE as u64,
+    max: 65_536,
+    unit: "connections",
+};
 
 /// Bounds of `--viewer-send-buffer` (other than 0). The kernel also caps it at
 /// `net.core.wmem_max`.
@@ -291,6 +302,10 @@ impl Config {
         if !valid_sandbox_id(&args.sandbox_id) {
             return Err(ConfigError::SandboxId);
         }
+        // Checked with or without the endpoint, like --bundle-timeout: clap refuses the flag
+        // without --control-listen, but not its default.
+        let control_max_connections =
+            CONTROL_MAX_CONNECTIONS.check(args.control_max_connections)?;
         let control = match (args.control_listen, args.control_token_file) {
             (None, _) => None,
             (Some(_), None) => return Err(ConfigError::ControlTokenMissing),
@@ -313,6 +328,8 @@ impl Config {
                     listen,
                     token_file,
                     public_url,
+                    // At most 65536: it fits.
+                    max_connections: usize::try_from(control_max_connections).unwrap_or(usize::MAX),
                 })
             }
         };
@@ -530,7 +547,9 @@ mod tests {
 
     #[test]
     fn numeric_flags_are_bounded() {
-        let ranges = DURATION_FLAGS.iter().chain([&API_MAX_CONNECTIONS]);
+        let ranges = DURATION_FLAGS
+            .iter()
+            .chain([&API_MAX_CONNECTIONS, &CONTROL_MAX_CONNECTIONS]);
         for range in ranges {
             let flag = format!("--{}", range.flag);
             // With the control endpoint, which --bundle-timeout needs.
@@ -568,6 +587,17 @@ mod tests {
                 );
             }
         }
+        let control = run_config(&[
+            "--control-listen",
+            "127.0.0.1:0",
+            "--control-token-file",
+            "t",
+        ])
+        .map(|c| match c.source {
+            CredentialSource::Sealed(s) => s.control.map(|c| c.max_connections),
+            _ => unreachable!(),
+        });
+        assert_eq!(control, Ok(Some(256)));
         let config = run_config(&[]).unwrap();
         assert_eq!(config.stop_timeout, Duration::from_secs(10));
         assert_eq!(config.api_max_connections, 256);

@@ -366,10 +366,12 @@ async fn boot(config: Config, started: &mut Started) -> Result<Daemon, BootError
     };
     if let Some((settings, listener, _)) = dev_viewer {
         let router = crate::platform::control::viewer_router(takeovers.clone(), viewer.clone());
+        // No platform here, so no reserve: every slot is the developer's viewer's.
         tasks.spawn(crate::platform::control::serve(
             listener,
             router,
             crate::platform::control::ControlLimits::default(),
+            None,
             stop.clone(),
         ));
         tasks.spawn(crate::dev_viewer::announce(
@@ -538,6 +540,8 @@ struct BoundControl {
     public_key: crate::keys::SandboxPublicKey,
     /// The base of viewer URLs: `--public-url`, else `http://` and the bound address.
     public_url: String,
+    /// `--control-max-connections`.
+    max_connections: usize,
 }
 
 async fn bind_control(
@@ -574,6 +578,7 @@ async fn bind_control(
         token,
         public_key,
         public_url,
+        max_connections: control.max_connections,
     })
 }
 
@@ -594,9 +599,16 @@ fn serve_control(
     );
     state.takeovers = Some(routes.takeovers);
     state.viewer = routes.viewer;
-    let limits = state.limits;
+    state.limits.max_connections = bound.max_connections;
+    let (limits, token) = (state.limits, state.token.clone());
     let router = control::router(state);
-    tasks.spawn(control::serve(bound.listener, router, limits, stop.clone()));
+    tasks.spawn(control::serve(
+        bound.listener,
+        router,
+        limits,
+        Some(token),
+        stop.clone(),
+    ));
 }
 
 impl Daemon {

@@ -69,6 +69,16 @@ fn flags_run_would_ignore_are_usage_errors() {
         (&["--bundle", "/b"], &[], "--sandbox-key"),
         (&["--bundle-timeout", "5"], &[], "--control-listen"),
         (
+            &["--control-max-connections", "64"],
+            &[],
+            "--control-listen",
+        ),
+        (
+            &[],
+            &[("GREXAL_CONTROL_MAX_CONNECTIONS", "64")],
+            "--control-listen",
+        ),
+        (
             &[
                 "--sandbox-key",
                 "/k",
@@ -299,6 +309,14 @@ fn numeric_flags_out_of_their_range_are_usage_errors() {
             1,
             65_536,
         ),
+        // At least the platform's reserve (16) and as many again for the viewer.
+        (
+            "run",
+            "control-max-connections",
+            "GREXAL_CONTROL_MAX_CONNECTIONS",
+            32,
+            65_536,
+        ),
     ];
     let base = |sub: &str| {
         let mut cmd = command();
@@ -323,6 +341,9 @@ fn numeric_flags_out_of_their_range_are_usage_errors() {
         let mut bad = vec![(max + 1).to_string(), u64::MAX.to_string()];
         if min > 0 {
             bad.push("0".into());
+        }
+        if min > 1 {
+            bad.push((min - 1).to_string());
         }
         for value in &bad {
             // A manifest that is not there: had the value been taken, the daemon would
@@ -361,5 +382,62 @@ fn numeric_flags_out_of_their_range_are_usage_errors() {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
+    }
+}
+
+/// `--control-max-connections` (the control endpoint's connection limit, the viewer's
+/// included) is 256 unless given, and its minimum and maximum are taken, by flag or
+/// environment variable: the daemon serves and logs the limit and the platform's reserve.
+#[test]
+fn the_control_endpoints_connection_limit_is_256_unless_given() {
+    let dir = open_tempdir();
+    let d = dir.path();
+    write(
+        &d.join("grexal.json"),
+        r#"{"manifest_version": 1, "connections": []}"#,
+        0o644,
+    );
+    write(&d.join("control.token"), "0123456789abcdef0123\n", 0o600);
+    // Each case: flags, environment variables, what the log says.
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case; 3] = [
+        (&[], &[], "max_connections=256 reserved_for_platform=16"),
+        (
+            &["--control-max-connections", "32"],
+            &[],
+            "max_connections=32 reserved_for_platform=16",
+        ),
+        (
+            &[],
+            &[("GREXAL_CONTROL_MAX_CONNECTIONS", "65536")],
+            "max_connections=65536 reserved_for_platform=16",
+        ),
+    ];
+    for (args, env, logged) in cases {
+        let out = run_to_end(
+            command()
+                .current_dir(d)
+                .args(["run", "--sandbox-id", "sbx-1", "--public-key-out"])
+                .arg(d.join("sandbox.pub"))
+                .args(["--control-listen", "127.0.0.1:0", "--control-token-file"])
+                .arg(d.join("control.token"))
+                .arg("--socket")
+                .arg(d.join("sidecar.sock"))
+                .arg("--credentials-dir")
+                .arg(d.join("creds"))
+                .arg("--env-file")
+                .arg(d.join("agent.env"))
+                .args(args)
+                .envs(env.iter().copied())
+                .args(["--", "true"]),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?} {env:?}: {stderr}");
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.contains("connection limit") && l.contains(logged)),
+            "{args:?} {env:?}: no {logged:?} in {stderr}"
+        );
     }
 }

@@ -94,6 +94,7 @@ fn start_configured(
     );
     state.limits = limits;
     configure(&mut state);
+    let token = state.token.clone();
     let stop = CancellationToken::new();
     let listener = runtime
         .block_on(control::bind("127.0.0.1:0".parse().unwrap()))
@@ -103,6 +104,7 @@ fn start_configured(
         listener,
         control::router(state),
         limits,
+        Some(token),
         stop.clone(),
     ));
     Endpoint {
@@ -420,11 +422,13 @@ fn the_event_stream_ends_with_its_last_chunk_when_the_endpoint_stops() {
 /// A client that pipelines requests and never reads the answers leaves hyper blocked
 /// writing, where no head timeout applies. It is disconnected once a write has waited for
 /// the write timeout, so it cannot sit on a connection slot: with a single slot, the
-/// platform still gets in.
+/// platform still gets in. (No reserve for the platform here: the one slot is anyone's, as
+/// a general slot is, and the write timeout alone must free it.)
 #[test]
 fn a_client_that_never_reads_cannot_hold_a_connection_slot() {
     let mut limits = ControlLimits {
         max_connections: 1,
+        platform_reserve: 0,
         ..ControlLimits::default()
     };
     limits.conn.header_read_timeout = Duration::from_secs(1);
@@ -470,6 +474,163 @@ fn a_client_that_never_reads_cannot_hold_a_connection_slot() {
         closed.is_some(),
         "the client that never reads was still connected after 10 s"
     );
+}
+
+/// A keep-alive connection to the endpoint, one request at a time.
+struct Conn(BufReader<TcpStream>);
+
+/// A whole response: status, head lines (lower-cased), body.
+type Answer = (u16, Vec<String>, String);
+
+impl Conn {
+    fn open(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        Self(BufReader::new(stream))
+    }
+
+    /// `GET path`, with `Authorization: {auth}` if given, and its answer.
+    fn get(&mut self, path: &str, auth: Option<&str>) -> Answer {
+        self.request(path, auth).unwrap()
+    }
+
+    fn request(&mut self, path: &str, auth: Option<&str>) -> std::io::Result<Answer> {
+        let auth = auth.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
+        write!(
+            self.0.get_mut(),
+            "GET {path} HTTP/1.1\r\nHost: x\r\n{auth}\r\n"
+        )?;
+        self.answer()
+    }
+
+    /// The next response (with a `Content-Length`) on the connection.
+    fn answer(&mut self) -> std::io::Result<Answer> {
+        let mut head = Vec::new();
+        loop {
+            let mut line = String::new();
+            if self.0.read_line(&mut line)? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            match line.trim_end() {
+                "" => break,
+                line => head.push(line.to_ascii_lowercase()),
+            }
+        }
+        let status = head[0].split(' ').nth(1).unwrap().parse().unwrap();
+        let length: usize = head
+            .iter()
+            .find_map(|h| h.strip_prefix("content-length: "))
+            .unwrap_or_else(|| panic!("no content-length: {head:?}"))
+            .parse()
+            .unwrap();
+        let mut body = vec![0; length];
+        std::io::Read::read_exact(&mut self.0, &mut body)?;
+        Ok((status, head, String::from_utf8_lossy(&body).into_owned()))
+    }
+
+    /// Whether the server has closed the connection (nothing more to read).
+    fn closed(&mut self) -> bool {
+        matches!(self.0.fill_buf().map(|b| b.is_empty()), Ok(true))
+    }
+}
+
+fn code(body: &str) -> String {
+    let body: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    body["error"]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Behind an edge that opens an upstream connection per request in flight, one viewer page
+/// load takes over 40 connections at once (its ~42 noVNC modules), and two or three took
+/// every slot of the control listener, the platform's calls and event stream then refused
+/// with them. The last slots are the platform's: with every other one held by the viewer's
+/// static files, another viewer request is refused `503 too_many_connections` and its
+/// connection closed, and so is a request under `/v1/` without the token or with a wrong
+/// one; the platform's calls and its event stream get in, up to the reserve, past which a
+/// connection is refused as soon as it is accepted. A viewer connection closed makes room
+/// for a viewer again.
+#[test]
+fn the_platform_gets_in_while_viewers_hold_every_other_connection_slot() {
+    let limits = ControlLimits {
+        max_connections: 5,
+        platform_reserve: 2,
+        ..ControlLimits::default()
+    };
+    // One bus: the event stream opens with the takeover manager's state.
+    let events = EventBus::new();
+    let takeovers = TakeoverManager::new(
+        Arc::new(manifest()),
+        None,
+        events.clone(),
+        "http://edge.example".into(),
+        TakeoverLimits::default(),
+    );
+    let endpoint = start_configured(
+        Store::new(manifest(), None, inert_injector(), events),
+        SandboxPublicKey([9; 32]),
+        tempfile::tempdir().unwrap(),
+        limits,
+        |state| state.takeovers = Some(takeovers),
+    );
+    let viewer_file = "/takeover/assets/viewer.js";
+    let bearer = format!("Bearer {TOKEN}");
+
+    // The three general slots, each held by a viewer's keep-alive connection.
+    let mut viewers: Vec<Conn> = (0..3)
+        .map(|_| {
+            let mut viewer = Conn::open(endpoint.addr);
+            assert_eq!(viewer.get(viewer_file, None).0, 200);
+            viewer
+        })
+        .collect();
+    for (path, auth) in [
+        (viewer_file, None),
+        ("/takeover/x/session", None),
+        ("/v1/identity", None),
+        ("/v1/identity", Some("Bearer not-the-token-at-all")),
+    ] {
+        let mut conn = Conn::open(endpoint.addr);
+        let (status, head, body) = conn.get(path, auth);
+        assert_eq!(
+            (status, code(&body).as_str()),
+            (503, "too_many_connections"),
+            "{path} {auth:?}: {head:?} {body}"
+        );
+        assert!(head.iter().any(|h| h == "connection: close"), "{head:?}");
+        assert!(conn.closed(), "{path} {auth:?}: the connection stays open");
+    }
+
+    // The platform: calls (two on one connection) and its event stream.
+    let mut platform = Conn::open(endpoint.addr);
+    for _ in 0..2 {
+        let (status, _, body) = platform.get("/v1/identity", Some(&bearer));
+        assert_eq!(status, 200, "the platform was refused: {body}");
+        assert!(body.contains(SANDBOX_ID), "{body}");
+    }
+    let _events = endpoint.events();
+
+    // Every slot taken: refused at once, before any request.
+    let (status, _, body) = Conn::open(endpoint.addr).answer().unwrap();
+    assert_eq!(
+        (status, code(&body).as_str()),
+        (503, "too_many_connections")
+    );
+
+    // A viewer leaves: a general slot is free (once the server has seen the close).
+    drop(viewers.pop());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        // Until then, refused at accept: the answer, or a reset if the request came late.
+        match Conn::open(endpoint.addr).request(viewer_file, None) {
+            Ok((200, _, _)) => break,
+            other => assert!(Instant::now() < deadline, "no room for a viewer: {other:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 // ---- Tests that need the real bundle/keys/credentials/inject modules and `seal`. ----

@@ -91,9 +91,10 @@ fn readme_gives_every_bounded_flags_range() {
         .expect("README.md");
     let run_table = section(&readme, "### `grexal-sidecar run`");
     let mut wrong = Vec::new();
-    let ranges = grexal_sidecar::config::DURATION_FLAGS
-        .iter()
-        .chain([&grexal_sidecar::config::API_MAX_CONNECTIONS]);
+    let ranges = grexal_sidecar::config::DURATION_FLAGS.iter().chain([
+        &grexal_sidecar::config::API_MAX_CONNECTIONS,
+        &grexal_sidecar::config::CONTROL_MAX_CONNECTIONS,
+    ]);
     for range in ranges {
         let want = format!("{}..={}", range.min, range.max);
         match row(&run_table, range.flag) {

@@ -10,8 +10,10 @@
 //! get, complete, cancel, the viewer page and its WebSocket) are added to `router` by the
 //! takeover module: bearer-protected ones before the `route_layer`, view-token ones after.
 //!
-//! Submodules: `token` (the bearer token), `sse` (the event stream).
+//! Submodules: `token` (the bearer token), `sse` (the event stream), `slots` (the
+//! connection limit and the platform's reserve).
 
+mod slots;
 mod sse;
 mod token;
 
@@ -29,7 +31,6 @@ use axum::{Json, Router};
 use base64::Engine as _;
 use serde::Serialize;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::Layer as _;
@@ -43,6 +44,7 @@ use crate::bundle::{BundleError, MAX_BUNDLE_BYTES};
 use crate::keys::SandboxPublicKey;
 use crate::store::Store;
 
+use slots::{ReserveGate, Slots};
 pub use token::{bearer_credentials, BearerToken, MAX_TOKEN_FILE_BYTES, MIN_TOKEN_BYTES};
 
 #[derive(Debug, thiserror::Error)]
@@ -65,9 +67,18 @@ pub enum ControlError {
     },
 }
 
+/// How many of the control listener's connection slots are kept for the platform.
+pub const PLATFORM_RESERVE: usize = 16;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ControlLimits {
+    /// Most simultaneous connections, the platform's reserve included
+    /// (`--control-max-connections`).
     pub max_connections: usize,
+    /// The last of those slots, which only the platform may use: a connection accepted when
+    /// all the others are taken is served only requests under `/v1/` with the bearer token
+    /// ([`serve`]). Kept only where [`serve`] is given the token.
+    pub platform_reserve: usize,
     /// Time to receive a request body (a bundle) once its head arrived.
     pub body_timeout: Duration,
     /// Interval of SSE keep-alive comments.
@@ -78,7 +89,8 @@ pub struct ControlLimits {
 impl Default for ControlLimits {
     fn default() -> Self {
         Self {
-            max_connections: 64,
+            max_connections: 256,
+            platform_reserve: PLATFORM_RESERVE,
             body_timeout: Duration::from_secs(30),
             keep_alive: Duration::from_secs(15),
             conn: ConnLimits::default(),
@@ -196,16 +208,39 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ControlError> {
 
 /// Serves the control endpoint until `stop` fires; in-flight requests then get a short
 /// grace (an event stream ends at once, with its last chunk).
+///
+/// At most `limits.max_connections` connections are served at once; one more is told
+/// `503 too_many_connections` and closed as soon as it is accepted. With `platform` (the
+/// bearer token), the last `limits.platform_reserve` of those slots are the platform's: a
+/// connection accepted when every other slot is taken holds a reserved one, and each
+/// request on it is served only if it is the platform's (under `/v1/`, with the token), or
+/// if a general slot has come free meanwhile (the connection moves to it). Any other is
+/// answered `503 too_many_connections` and the connection closed, giving its slot back.
+/// The check is per request because the slot is taken at accept, before anything is read:
+/// the head says whose connection it is. So a burst of viewer page loads (behind an edge,
+/// one connection per module in flight) can hold every general slot, but a reserved slot
+/// only for as long as its request takes to arrive and be refused, and the platform's
+/// calls and event stream still get in.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ControlLimits,
+    platform: Option<Arc<BearerToken>>,
     stop: CancellationToken,
 ) {
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let reserved = match platform {
+        Some(_) => limits.platform_reserve.min(limits.max_connections),
+        None => 0,
+    };
+    let slots = Slots::new(limits.max_connections - reserved, reserved);
+    tracing::info!(
+        max_connections = limits.max_connections,
+        reserved_for_platform = reserved,
+        "connection limit"
+    );
     let tracker = TaskTracker::new();
     let over_limit = server::over_limit_response();
-    let log_limiter = LogLimiter::default();
+    let log_limiter = Arc::new(LogLimiter::default());
     loop {
         let (stream, remote) = tokio::select! {
             () = stop.cancelled() => break,
@@ -220,22 +255,30 @@ pub async fn serve(
                 }
             },
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
+        let Some(slot) = slots.take() else {
             let _ = stream.try_write(&over_limit);
             if let Some(suppressed) = log_limiter.check() {
                 tracing::warn!(%remote, limit = limits.max_connections, suppressed, "control connection refused: too many");
             }
             continue;
         };
+        // Held by the connection's task, and by its gate if it is one of the reserve
+        // (there is a reserve only with the platform's token).
+        let (slot, router) = match &platform {
+            Some(token) if slot.reserved => {
+                let gate = ReserveGate::new(slot, &slots, token.clone(), log_limiter.clone());
+                (gate.slot(), gate.guard(router.clone()))
+            }
+            _ => (Arc::new(std::sync::Mutex::new(slot)), router.clone()),
+        };
         let _ = stream.set_nodelay(true);
         give_up_unacknowledged(&stream, limits.conn.write_timeout);
-        let router = router.clone();
         let stop = stop.clone();
         tracker.spawn(
             async move {
                 server::serve_connection(stream, router, RemoteAddr(remote), limits.conn, stop)
                     .await;
-                drop(permit);
+                drop(slot);
             }
             .instrument(tracing::debug_span!("control_conn", %remote)),
         );
@@ -704,7 +747,7 @@ mod tests {
         let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let stop = CancellationToken::new();
-        let server = tokio::spawn(serve(listener, app, limits, stop.clone()));
+        let server = tokio::spawn(serve(listener, app, limits, None, stop.clone()));
 
         let mut http = tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
