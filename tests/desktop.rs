@@ -11,7 +11,7 @@
 #[path = "support/desktop.rs"]
 mod desktop_support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use desktop_support::*;
@@ -475,16 +475,11 @@ async fn killed_x11vnc_restarts_alone_on_its_socket() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn too_many_crashes_fail_the_desktop() {
-    init_tracing();
-    if skip(XVNC_BINARIES) {
-        return;
-    }
-    let dir = tempfile::tempdir().expect("tempdir");
-    // A Chromium that starts once, then crashes on every launch after `broken` exists.
-    let broken = dir.path().join("broken");
-    let wrapper = dir.path().join("chromium");
+/// A Chromium (a wrapper script in `dir`) that exits 42 at launch while the returned
+/// `broken` file exists, and is the real one otherwise. Returns (wrapper, broken).
+fn chromium_that_crashes_while_broken(dir: &Path) -> (PathBuf, PathBuf) {
+    let broken = dir.join("broken");
+    let wrapper = dir.join("chromium");
     std::fs::write(
         &wrapper,
         format!(
@@ -498,6 +493,18 @@ async fn too_many_crashes_fail_the_desktop() {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .expect("chmod");
+    (wrapper, broken)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_crashes_fail_the_desktop() {
+    init_tracing();
+    if skip(XVNC_BINARIES) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A Chromium that starts once, then crashes on every launch after `broken` exists.
+    let (wrapper, broken) = chromium_that_crashes_while_broken(dir.path());
     let mut cfg = config(dir.path());
     cfg.chromium = wrapper;
     cfg.restart.max_restarts = 2;
@@ -543,21 +550,7 @@ async fn a_failed_desktop_is_started_afresh_after_a_pause() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     // A Chromium that crashes on every launch while `broken` exists.
-    let broken = dir.path().join("broken");
-    let wrapper = dir.path().join("chromium");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\n[ -e '{}' ] && exit 42\nexec /usr/bin/chromium \"$@\"\n",
-            broken.display()
-        ),
-    )
-    .expect("wrapper");
-    std::fs::set_permissions(
-        &wrapper,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .expect("chmod");
+    let (wrapper, broken) = chromium_that_crashes_while_broken(dir.path());
     let mut cfg = config(dir.path());
     cfg.chromium = wrapper;
     cfg.restart.max_restarts = 1;

@@ -12,6 +12,7 @@ mod support;
 
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use support::*;
@@ -63,6 +64,29 @@ fn ignored_signals(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// A project with a manifest that declares nothing, for `dev --desktop`.
+fn project() -> tempfile::TempDir {
+    let dir = open_tempdir();
+    write(
+        &dir.path().join("grexal.json"),
+        r#"{"manifest_version": 1, "connections": []}"#,
+        0o644,
+    );
+    dir
+}
+
+/// `dev --desktop` (Chromium without its sandbox) in `dir`, with its run dir and profile.
+fn dev_desktop(dir: &Path, run_dir: &Path, profile: &Path) -> std::process::Command {
+    let mut cmd = command();
+    cmd.current_dir(dir)
+        .args(["dev", "--desktop", "--chromium-sandbox", "off"])
+        .arg("--desktop-run-dir")
+        .arg(run_dir)
+        .arg("--browser-profile")
+        .arg(profile);
+    cmd
+}
+
 /// Waits until the daemon's desktop is up, or panics with its log.
 fn wait_desktop_ready(daemon: &mut Daemon) {
     daemon.wait_ready(Duration::from_secs(30));
@@ -89,23 +113,16 @@ fn desktop_children_inherit_neither_the_daemons_fds_nor_its_ignored_signals() {
     if skip_missing(test, &["/usr/bin/Xvnc", "/usr/bin/chromium"]) {
         return;
     }
-    let dir = open_tempdir();
-    write(
-        &dir.path().join("grexal.json"),
-        r#"{"manifest_version": 1, "connections": []}"#,
-        0o644,
-    );
+    let dir = project();
     let secret = dir.path().join("launcher-secret");
     write(&secret, "launcher's secret\n", 0o600);
     let file = std::fs::File::open(&secret).expect("open the secret");
     let raw = file.as_raw_fd();
-    let mut cmd = command();
-    cmd.current_dir(dir.path())
-        .args(["dev", "--desktop", "--chromium-sandbox", "off"])
-        .arg("--desktop-run-dir")
-        .arg(dir.path().join("desk"))
-        .arg("--browser-profile")
-        .arg(dir.path().join("profile"));
+    let mut cmd = dev_desktop(
+        dir.path(),
+        &dir.path().join("desk"),
+        &dir.path().join("profile"),
+    );
     // SAFETY: dup2 and signal are async-signal-safe; nothing is allocated.
     unsafe {
         cmd.pre_exec(move || {
@@ -179,20 +196,9 @@ fn chromiums_temp_dir_goes_with_the_daemons_clean_stop() {
     if skip_missing(test, &["/usr/bin/Xvnc", "/usr/bin/chromium"]) {
         return;
     }
-    let dir = open_tempdir();
-    write(
-        &dir.path().join("grexal.json"),
-        r#"{"manifest_version": 1, "connections": []}"#,
-        0o644,
-    );
+    let dir = project();
     let (run_dir, profile) = (dir.path().join("desk"), dir.path().join("profile"));
-    let mut cmd = command();
-    cmd.current_dir(dir.path())
-        .args(["dev", "--desktop", "--chromium-sandbox", "off"])
-        .arg("--desktop-run-dir")
-        .arg(&run_dir)
-        .arg("--browser-profile")
-        .arg(&profile);
+    let cmd = dev_desktop(dir.path(), &run_dir, &profile);
     let mut daemon = Daemon::spawn(
         cmd,
         dir.path().join("daemon.log"),
@@ -242,22 +248,11 @@ fn a_daemon_killed_outright_takes_its_agent_and_desktop_along() {
     if skip_missing(test, &["/usr/bin/Xvnc", "/usr/bin/chromium"]) {
         return;
     }
-    let dir = open_tempdir();
-    write(
-        &dir.path().join("grexal.json"),
-        r#"{"manifest_version": 1, "connections": []}"#,
-        0o644,
-    );
+    let dir = project();
     let (run_dir, profile) = (dir.path().join("desk"), dir.path().join("profile"));
     let start = |log: &str| {
-        let mut cmd = command();
-        cmd.current_dir(dir.path())
-            .args(["dev", "--desktop", "--chromium-sandbox", "off"])
-            .arg("--desktop-run-dir")
-            .arg(&run_dir)
-            .arg("--browser-profile")
-            .arg(&profile)
-            .args(["--", "sleep", "1000"]);
+        let mut cmd = dev_desktop(dir.path(), &run_dir, &profile);
+        cmd.args(["--", "sleep", "1000"]);
         let mut daemon = Daemon::spawn(
             cmd,
             dir.path().join(log),
@@ -346,12 +341,7 @@ fn chromium_keeps_out_of_a_small_dev_shm() {
     {
         return;
     }
-    let dir = open_tempdir();
-    write(
-        &dir.path().join("grexal.json"),
-        r#"{"manifest_version": 1, "connections": []}"#,
-        0o644,
-    );
+    let dir = project();
     let mut cmd = std::process::Command::new("unshare");
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
