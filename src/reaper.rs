@@ -100,7 +100,7 @@ type ForkReply = (
 /// runtime may be dropped while another goes on (as in tests). This one never ends, so a
 /// child is signalled when the daemon dies and only then.
 struct Forker {
-    requests: Mutex<std::sync::mpsc::Sender<ForkRequest>>,
+    requests: std::sync::mpsc::Sender<ForkRequest>,
 }
 
 impl Forker {
@@ -124,9 +124,7 @@ impl Forker {
                         let _ = request.reply.send((command, result));
                     }
                 });
-            Forker {
-                requests: Mutex::new(requests),
-            }
+            Forker { requests }
         })
     }
 
@@ -146,11 +144,7 @@ impl Forker {
             runtime,
             reply,
         };
-        self.requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .send(request)
-            .map_err(|_| gone())?;
+        self.requests.send(request).map_err(|_| gone())?;
         let (returned, result) = answer.recv().map_err(|_| gone())?;
         *command = returned;
         result
